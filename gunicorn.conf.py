@@ -1,0 +1,21 @@
+"""gunicorn settings for payapi (Heroku-style: PORT and WEB_CONCURRENCY from the environment)."""
+
+import multiprocessing
+import os
+
+wsgi_app = "payapi.wsgi:application"
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count()))
+# Threads, not only processes: a bcrypt check holds its thread for ~0.3 s but releases the GIL,
+# so the other threads of the same worker keep answering cheap reads. Measured: see README.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# A request holds a worker at most for a Ping++ call (PINGPP_TIMEOUT, 5 s) plus bcrypt; 30 s is
+# far past both, so a timeout kill means something is really stuck.
+timeout = 30
+graceful_timeout = 25
+keepalive = 5
+# The service writes its own JSON line per request; gunicorn's access log would repeat it.
+accesslog = None
+errorlog = "-"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

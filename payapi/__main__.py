@@ -1,0 +1,95 @@
+"""python -m payapi migrate | token USER_ID [--phone P] [--ttl S] | worker [--once] | withdrawals [list|show ID]"""
+
+import argparse
+import json
+import os
+import sys
+
+from .clock import iso
+from .config import Settings
+from .db import bind, open_database
+
+MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
+
+
+def migrate(settings):
+    from peewee_migrate import Router
+
+    database = bind(open_database(settings.database_url))
+    router = Router(database, migrate_dir=MIGRATIONS, ignore=["basemodel"])
+    done = router.run()
+    print(f"applied {len(done)} migration(s): {', '.join(done) or 'none pending'}")
+
+
+def token(settings, args):
+    from .auth import Authenticator
+    from .ids import is_id
+
+    if not is_id(args.user_id):
+        sys.exit("USER_ID must be 24 lowercase hex characters")
+    print(Authenticator(settings.auth_secrets).mint(args.user_id, phone=args.phone, ttl=args.ttl))
+
+
+def worker(settings, args):
+    from . import logs, worker as worker_module
+    from .wsgi import gateway_from
+
+    logs.configure()
+    bind(open_database(settings.database_url))
+    gateway = gateway_from(settings)
+    if args.once:
+        print(json.dumps(worker_module.run_once(settings, gateway)))
+    else:
+        worker_module.run_forever(settings, gateway, args.interval)
+
+
+def withdrawals_command(settings, args):
+    from .models import Withdrawal
+    from .withdrawals import PENDING, PROCESSING
+
+    bind(open_database(settings.database_url))
+    if args.action == "show":
+        w = Withdrawal.get_or_none(Withdrawal.withdraw_id == args.id)
+        if w is None:
+            sys.exit(f"no withdrawal {args.id}")
+        row = {k: getattr(w, k) for k in w.__data__}
+        for k in ("created_at", "updated_at", "lease_until"):
+            row[k] = iso(row[k]) if row[k] else None
+        row["transfer"] = json.loads(w.transfer) if w.transfer else None
+        print(json.dumps(row, ensure_ascii=False, indent=2))
+        return
+    in_flight = Withdrawal.select().where(Withdrawal.status.in_((PENDING, PROCESSING))).order_by(Withdrawal.created_at)
+    print(f"{'withdraw_id':24}  {'status':10}  {'amount':>10}  {'attempts':>8}  {'created':24}  last_error")
+    for w in in_flight:
+        print(f"{w.withdraw_id:24}  {w.status:10}  {w.amount:>10}  {w.attempts:>8}  {iso(w.created_at):24}  {w.last_error}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m payapi")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply migrations/ (safe to run twice)")
+    p = sub.add_parser("token", help="print an auth token for development and tests")
+    p.add_argument("user_id")
+    p.add_argument("--phone")
+    p.add_argument("--ttl", type=int, default=3600)
+    p = sub.add_parser("worker", help="payouts and reconciliation")
+    p.add_argument("--once", action="store_true")
+    p.add_argument("--interval", type=float, default=60.0)
+    p = sub.add_parser("withdrawals", help="withdrawals in flight")
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p.add_argument("id", nargs="?")
+    args = parser.parse_args(argv)
+
+    settings = Settings.from_env()
+    if args.command == "migrate":
+        migrate(settings)
+    elif args.command == "token":
+        token(settings, args)
+    elif args.command == "worker":
+        worker(settings, args)
+    elif args.command == "withdrawals":
+        withdrawals_command(settings, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Cross-cutting request handling: request ids and access log, header auth, the error envelope."""
+
+import hmac
+import json
+import logging
+import re
+import time
+import uuid
+
+import falcon
+import peewee
+
+from .errors import INVALID, NOT_FOUND, UNAUTHENTICATED, UNEXPECTED, ApiError
+
+log = logging.getLogger("payapi.request")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class RequestLog:
+    """Accept or make X-Request-Id, echo it, and write one JSON line per request."""
+
+    def process_request(self, req, resp):
+        incoming = req.get_header("X-Request-Id")
+        req.context.request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        req.context.started = time.perf_counter()
+
+    def process_response(self, req, resp, resource, req_succeeded):
+        resp.set_header("X-Request-Id", req.context.request_id)
+        media = resp.media if isinstance(resp.media, dict) else {}
+        log.info(
+            json.dumps(
+                {
+                    "request_id": req.context.request_id,
+                    "method": req.method,
+                    "route": req.uri_template or "-",
+                    "status": resp.status_code,
+                    "code": media.get("code"),
+                    "ms": round((time.perf_counter() - req.context.started) * 1000, 2),
+                }
+            )
+        )
+
+
+class HeaderAuth:
+    """`auth` JWT for the app's routes; X-Service-Key for /internal; nothing for those that opt out."""
+
+    def __init__(self, authenticator, service_key):
+        self.authenticator = authenticator
+        self.service_key = service_key.encode() if service_key else b""
+
+    def process_resource(self, req, resp, resource, params):
+        kind = getattr(resource, "auth", "user") if resource is not None else None
+        if kind == "user":
+            req.context.user_id, req.context.phone = self.authenticator.authenticate(req.get_header("auth"))
+        elif kind == "service":
+            given = (req.get_header("X-Service-Key") or "").encode()
+            if not self.service_key or not hmac.compare_digest(given, self.service_key):
+                raise ApiError(UNAUTHENTICATED, "服务密钥无效")
+
+
+def _render(resp, status, body, headers=None):
+    resp.status = status
+    resp.media = body
+    for name, value in (headers or {}).items():
+        if name.lower() in ("allow", "retry-after"):
+            resp.set_header(name, value)
+
+
+def handle_api_error(req, resp, ex, params):
+    retry_after = ex.extra.get("retry_after")
+    _render(resp, ex.http_status, ex.body(), {"Retry-After": str(retry_after)} if retry_after else None)
+
+
+def handle_http_error(req, resp, ex, params):
+    """Falcon's own errors (unknown route, wrong method, bad headers) in our envelope."""
+    status = ex.status_code
+    if status == 404:
+        body = {"code": NOT_FOUND, "msg": "接口不存在"}
+    elif status == 405:
+        body = {"code": INVALID, "msg": "请求方法不允许"}
+    elif status == 413:
+        body = {"code": INVALID, "msg": "请求体过大"}
+    elif status >= 500:
+        body = {"code": UNEXPECTED, "msg": "服务器开小差了，请稍后再试"}
+    else:
+        body = {"code": INVALID, "msg": "请求格式有误"}
+    _render(resp, status, body, ex.headers)
+
+
+def handle_database_down(req, resp, ex, params):
+    if not isinstance(ex, (peewee.OperationalError, peewee.InterfaceError)):
+        return handle_unexpected(req, resp, ex, params)
+    log.error("database unavailable (request %s): %s", req.context.get("request_id"), type(ex).__name__)
+    _render(resp, 503, {"code": UNEXPECTED, "msg": "服务暂时不可用，请稍后再试"}, {"Retry-After": "5"})
+
+
+def handle_unexpected(req, resp, ex, params):
+    log.exception("unexpected error (request %s)", req.context.get("request_id"))
+    _render(resp, 500, {"code": UNEXPECTED, "msg": "服务器开小差了，请稍后再试", "request_id": req.context.get("request_id")})
+
+
+def install_error_handlers(app):
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(peewee.PeeweeException, handle_database_down)
+    app.add_error_handler(falcon.HTTPError, handle_http_error)
+    app.add_error_handler(ApiError, handle_api_error)

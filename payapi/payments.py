@@ -1,0 +1,315 @@
+"""Pay records: creation with their Ping++ charge, the phone's reports, and applying Ping++'s truth."""
+
+import dataclasses
+import json
+import logging
+import time
+
+import peewee
+
+from . import wallet
+from .clock import now_ms
+from .db import for_update, transaction
+from .errors import NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, ApiError
+from .gateway import ChargeRequest, GatewayError
+from .ids import new_id
+from .models import ClientReport, Pay
+
+log = logging.getLogger(__name__)
+
+PENDING, PAID, FAIL, CANCEL, REFUNDED = "pending", "paid", "fail", "cancel", "refunded"
+CLIENT_STATUSES = ("success", "fail", "cancel", "invalid")
+# Outcomes of applying something Ping++ told us; stored with the event.
+APPLIED, IGNORED, MISMATCH, UNKNOWN = "applied", "ignored", "mismatch", "unknown"
+
+RECONCILE_AFTER_MS = 10 * 60 * 1000
+DEFAULT_EXPIRY_MS = 24 * 3600 * 1000  # when a charge carries no time_expire
+
+
+@dataclasses.dataclass(frozen=True)
+class PaySpec:
+    """What the order service asks for in POST /internal/pays, validated."""
+
+    type: str
+    order_id: str
+    user_id: str
+    expert_id: str
+    amount: int
+    money: int
+    channel: str
+    subject: str
+    description: str
+    extra: dict | None
+    client_ip: str
+    platform: str
+    store: str
+
+    @property
+    def open_for(self):
+        return f"{self.type}:{self.order_id}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Audit:
+    """The phone's own headers, kept with what it reported."""
+
+    client_ip: str = ""
+    platform: str = ""
+    store: str = ""
+
+
+# --- reading -------------------------------------------------------------------------------
+
+def pay_of_user(user_id, pay_id):
+    """The pay if this user paid it; someone else's pay is as unknown as a missing one (911)."""
+    pay = Pay.get_or_none(Pay.pay_id == pay_id)
+    if pay is None or pay.user_id != user_id:
+        raise ApiError(NOT_FOUND, "支付记录不存在")
+    return pay
+
+
+def any_pay(pay_id):
+    pay = Pay.get_or_none(Pay.pay_id == pay_id)
+    if pay is None:
+        raise ApiError(NOT_FOUND, "支付记录不存在")
+    return pay
+
+
+# --- creation ------------------------------------------------------------------------------
+
+def _order_filter(spec):
+    if spec.type == "order":
+        return Pay.o_id == spec.order_id
+    return Pay.note_id == spec.order_id
+
+
+@transaction
+def _reserve(spec, stale_before):
+    """-> ("existing", pay) | ("reserved", pay) | ("wait", None) while another request creates it."""
+    already_paid = Pay.select().where(
+        Pay.type == spec.type, _order_filter(spec), Pay.status.in_((PAID, REFUNDED))
+    ).exists()
+    if already_paid:
+        raise ApiError(NOT_ALLOWED, "该订单已支付")
+    now = now_ms()
+    current = for_update(Pay.select().where(Pay.open_for == spec.open_for)).first()
+    if current is not None:
+        if current.charge_id is None:
+            if current.created_at > stale_before:
+                return "wait", None
+            current.delete_instance()  # its creator died between reserving and charging
+        elif (current.money, current.channel, current.user_id, current.expert_id) == (
+            spec.money, spec.channel, spec.user_id, spec.expert_id
+        ):
+            return "existing", current
+        else:
+            current.status, current.open_for, current.updated_at = CANCEL, None, now
+            current.save()
+    pay = Pay.create(
+        pay_id=new_id(),
+        type=spec.type,
+        o_id=spec.order_id if spec.type == "order" else "",
+        note_id=spec.order_id if spec.type == "note" else "",
+        expert_id=spec.expert_id,
+        user_id=spec.user_id,
+        amount=spec.amount,
+        money=spec.money,
+        channel=spec.channel,
+        subject=spec.subject,
+        description=spec.description,
+        open_for=spec.open_for,
+        client_ip=spec.client_ip,
+        platform=spec.platform,
+        store=spec.store,
+        created_at=now,
+        updated_at=now,
+    )
+    return "reserved", pay
+
+
+@transaction
+def _attach_charge(pay_id, charge):
+    pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).get()
+    pay.charge = json.dumps(charge.raw, ensure_ascii=False)
+    pay.charge_id = charge.id
+    pay.time_expire = charge.time_expire * 1000 if charge.time_expire else None
+    pay.updated_at = now_ms()
+    pay.save()
+    return pay
+
+
+def _release(pay_id):
+    Pay.delete().where(Pay.pay_id == pay_id, Pay.charge_id.is_null()).execute()
+
+
+def create_pay(gateway, spec, gateway_timeout):
+    """One pending pay (and one Ping++ charge) per order/note, money and channel, even when calls race."""
+    # A reservation without a charge older than this was left by a request that died.
+    stale_ms = int((2 * gateway_timeout + 5) * 1000)
+    give_up_at = time.monotonic() + 2 * gateway_timeout + 2
+    while True:
+        try:
+            state, pay = _reserve(spec, now_ms() - stale_ms)
+        except peewee.IntegrityError:
+            state, pay = "wait", None  # lost a race for the open_for key; look again
+        if state != "wait":
+            break
+        if time.monotonic() > give_up_at:
+            raise ApiError(PROVIDER_FAILED, "支付服务繁忙，请稍后再试")
+        time.sleep(0.05)
+    if state == "existing":
+        return pay
+    request = ChargeRequest(
+        order_no=pay.pay_id,
+        amount=spec.money,
+        channel=spec.channel,
+        subject=spec.subject,
+        body=spec.description or spec.subject,
+        client_ip=spec.client_ip or "127.0.0.1",
+        extra=spec.extra,
+    )
+    try:
+        charge = gateway.create_charge(request)
+    except GatewayError:
+        _release(pay.pay_id)
+        raise ApiError(PROVIDER_FAILED) from None
+    if charge.order_no != pay.pay_id or charge.amount != spec.money or not charge.id:
+        log.error("Ping++ answered charge creation for %s with a different charge", pay.pay_id)
+        _release(pay.pay_id)
+        raise ApiError(PROVIDER_FAILED)
+    return _attach_charge(pay.pay_id, charge)
+
+
+# --- applying Ping++'s truth -----------------------------------------------------------------
+
+def credit_for(money, fee_bps):
+    """What the expert earns from a paid pay: money less the platform fee (the fee rounds down)."""
+    return money - money * fee_bps // 10_000
+
+
+@transaction
+def apply_charge(charge, fee_bps):
+    """Apply a charge object (from a webhook or a retrieve). Idempotent; -> outcome."""
+    pay = for_update(Pay.select().where(Pay.pay_id == charge.order_no)).first()
+    if pay is None:
+        return UNKNOWN
+    if (pay.charge_id and charge.id != pay.charge_id) or charge.amount != pay.money or charge.currency != pay.currency:
+        log.warning("charge %s does not match pay %s; not applied", charge.id, pay.pay_id)
+        return MISMATCH
+    if pay.status in (PAID, REFUNDED):
+        return IGNORED
+    now = now_ms()
+    pay.charge = json.dumps(charge.raw, ensure_ascii=False)
+    pay.updated_at = now
+    if not charge.paid:
+        pay.save()
+        return IGNORED
+    pay.status, pay.open_for, pay.paid_at = PAID, None, now
+    pay.credited = credit_for(pay.money, fee_bps)
+    wallet.book(pay.expert_id, pay.credited, wallet.CHARGE, pay.pay_id)
+    pay.save()
+    return APPLIED
+
+
+@transaction
+def apply_refund(refund):
+    """Apply a succeeded refund: debit the expert pro rata to the refunded part of what was credited."""
+    refund_id, amount = refund.get("id"), refund.get("amount")
+    if not isinstance(refund_id, str) or not refund_id or isinstance(amount, bool) or not isinstance(amount, int):
+        return MISMATCH
+    pay = None
+    if isinstance(refund.get("charge"), str):
+        pay = for_update(Pay.select().where(Pay.charge_id == refund["charge"])).first()
+    if pay is None:
+        return UNKNOWN
+    order_no = refund.get("charge_order_no")
+    if order_no not in (None, pay.pay_id) or refund.get("currency", pay.currency) != pay.currency:
+        return MISMATCH
+    if refund.get("status") not in (None, "succeeded") or refund.get("succeed") is False:
+        return IGNORED
+    if pay.status not in (PAID, REFUNDED) or amount <= 0 or pay.amount_refunded + amount > pay.money:
+        log.warning("refund %s does not fit pay %s; not applied", refund_id, pay.pay_id)
+        return MISMATCH
+    before, after = pay.amount_refunded, pay.amount_refunded + amount
+    # Cumulative rounding: the debits of all refunds of a pay add up to exactly what was credited.
+    debit = pay.credited * after // pay.money - pay.credited * before // pay.money
+    if not wallet.book(pay.expert_id, -debit, wallet.REFUND, refund_id):
+        return IGNORED
+    pay.amount_refunded = after
+    if after == pay.money:
+        pay.status = REFUNDED
+    pay.updated_at = now_ms()
+    pay.save()
+    return APPLIED
+
+
+# --- the phone's reports -------------------------------------------------------------------
+
+@transaction
+def _record_report(user_id, pay_id, status, audit):
+    pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
+    if pay is None or pay.user_id != user_id:
+        raise ApiError(NOT_FOUND, "支付记录不存在")
+    now = now_ms()
+    ClientReport.create(
+        pay_id=pay_id, user_id=user_id, status=status, created_at=now,
+        client_ip=audit.client_ip, platform=audit.platform, store=audit.store,
+    )
+    pay.client_status = status
+    if pay.status == PENDING and status in ("cancel", "invalid"):
+        # "fail" leaves it pending: the user may try again with the same charge.
+        pay.status = CANCEL if status == "cancel" else FAIL
+        pay.open_for = None
+    pay.updated_at = now
+    pay.save()
+    return pay
+
+
+def report_client_status(gateway, fee_bps, user_id, pay_id, status, audit):
+    """Record what the phone saw; on "success" ask Ping++ and apply its answer, never the phone's."""
+    pay = _record_report(user_id, pay_id, status, audit)
+    if status == "success" and pay.charge_id and pay.status in (PENDING, CANCEL, FAIL):
+        try:
+            charge = gateway.retrieve_charge(pay.charge_id)
+        except GatewayError:
+            return  # recorded; the webhook or the worker will settle it
+        apply_charge(charge, fee_bps)
+
+
+# --- the worker's reconciliation ---------------------------------------------------------------
+
+def reconcile_pays(gateway, fee_bps, batch=100):
+    """Ask Ping++ about pending pays older than a few minutes; close expired unpaid ones as cancel.
+
+    Every step is idempotent, so several workers may run it at once.
+    """
+    now = now_ms()
+    stale = (
+        Pay.select()
+        .where(Pay.status == PENDING, Pay.created_at < now - RECONCILE_AFTER_MS)
+        .order_by(Pay.updated_at)
+        .limit(batch)
+    )
+    counts = {"paid": 0, "closed": 0, "failed": 0}
+    for pay in stale:
+        if pay.charge_id is None:
+            _release(pay.pay_id)
+            continue
+        try:
+            charge = gateway.retrieve_charge(pay.charge_id)
+        except GatewayError:
+            counts["failed"] += 1
+            continue
+        if charge.paid:
+            if apply_charge(charge, fee_bps) == APPLIED:
+                counts["paid"] += 1
+            continue
+        expires_at = charge.time_expire * 1000 if charge.time_expire else pay.created_at + DEFAULT_EXPIRY_MS
+        touched = (
+            Pay.update(status=CANCEL, open_for=None, updated_at=now_ms())
+            if expires_at <= now
+            else Pay.update(updated_at=now_ms())  # look at others first next time
+        ).where(Pay.pay_id == pay.pay_id, Pay.status == PENDING).execute()
+        if expires_at <= now and touched:
+            counts["closed"] += 1
+    return counts

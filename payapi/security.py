@@ -1,0 +1,176 @@
+"""Pay password, security answers, withdraw account: slow hashes and database-held lockouts."""
+
+import base64
+import hashlib
+import json
+import logging
+import unicodedata
+
+import bcrypt
+
+from . import sms
+from .clock import now_ms
+from .db import for_update, lock_row, transaction
+from .errors import NOT_ALLOWED, SECRET_REJECTED, ApiError, locked
+from .models import Lockout, Profile
+
+log = logging.getLogger(__name__)
+
+PASSWD = "passwd"
+ANSWERS = "answers"
+MAX_FAILURES = 5
+WINDOW_MS = 3 * 3600 * 1000
+LOCK_MS = 3 * 3600 * 1000
+
+
+# --- hashing -------------------------------------------------------------------------------
+
+def _prehash(secret):
+    # bcrypt reads at most 72 bytes; SHA-256 first so every character counts, base64 so no NUL.
+    return base64.b64encode(hashlib.sha256(secret.encode("utf-8")).digest())
+
+
+def hash_secret(secret, rounds):
+    return bcrypt.hashpw(_prehash(secret), bcrypt.gensalt(rounds)).decode("ascii")
+
+
+def secret_matches(secret, hashed):
+    try:
+        return bcrypt.checkpw(_prehash(secret), hashed.encode("ascii"))
+    except ValueError:
+        log.error("stored secret hash is malformed")
+        return False
+
+
+def normalise_answer(answer):
+    return unicodedata.normalize("NFKC", answer).strip().casefold()
+
+
+def _answers_secret(answers):
+    # One hash over all three: one bcrypt per check instead of three, and no hint which was wrong.
+    return json.dumps([normalise_answer(a) for a in answers], ensure_ascii=False)
+
+
+# --- lockout -------------------------------------------------------------------------------
+
+@transaction
+def _start_attempt(user_id, kind):
+    """Count the attempt before the slow check, so parallel guesses cannot outrun the limit."""
+    now = now_ms()
+    row = lock_row(Lockout, {"failures": 0, "window_start": now}, user_id=user_id, kind=kind)
+    if row.locked_until > now:
+        raise locked(row.locked_until - now)
+    if row.locked_until or now - row.window_start > WINDOW_MS:
+        row.failures, row.window_start, row.locked_until = 0, now, 0
+    if row.failures >= MAX_FAILURES:
+        # The limit is reached by attempts still being checked; one of them may yet succeed.
+        raise locked(1000)
+    row.failures += 1
+    row.save()
+
+
+@transaction
+def _finish_attempt(user_id, kind, ok):
+    now = now_ms()
+    row = for_update(Lockout.select().where(Lockout.user_id == user_id, Lockout.kind == kind)).get()
+    if ok:
+        row.failures, row.window_start, row.locked_until = 0, now, 0
+    elif row.failures >= MAX_FAILURES and row.locked_until <= now:
+        row.locked_until = now + LOCK_MS
+    row.save()
+    return row.locked_until
+
+
+def lock_remaining(user_id, kind):
+    """Milliseconds until the lock on this secret ends; 0 when not locked."""
+    row = Lockout.get_or_none(Lockout.user_id == user_id, Lockout.kind == kind)
+    return max(0, row.locked_until - now_ms()) if row else 0
+
+
+def check_secret(user_id, kind, secret, hashed):
+    """905 if wrong, 906 if locked (also with the right secret); a right one resets the count."""
+    _start_attempt(user_id, kind)
+    ok = secret_matches(secret, hashed)
+    locked_until = _finish_attempt(user_id, kind, ok)
+    if not ok:
+        if locked_until:
+            raise locked(locked_until - now_ms())
+        raise ApiError(SECRET_REJECTED, "支付密码错误" if kind == PASSWD else "密保答案错误")
+
+
+def check_answers(user_id, answers, hashed):
+    check_secret(user_id, ANSWERS, _answers_secret(answers), hashed)
+
+
+# --- profile -------------------------------------------------------------------------------
+
+def profile_of(user_id):
+    return Profile.get_or_none(Profile.user_id == user_id)
+
+
+@transaction
+def _update_profile(user_id, expect, **changes):
+    """Write changes unless the field we verified against changed meanwhile (compare-and-set)."""
+    now = now_ms()
+    profile = lock_row(Profile, {"created_at": now, "updated_at": now}, user_id=user_id)
+    for field, value in expect.items():
+        if getattr(profile, field) != value:
+            raise ApiError(NOT_ALLOWED, "设置已被修改，请重试")
+    for field, value in changes.items():
+        setattr(profile, field, value)
+    profile.updated_at = now
+    profile.save()
+
+
+def set_pay_password(settings, user_id, passwd, old_passwd=None, answers=None):
+    profile = profile_of(user_id)
+    current = profile.passwd_hash if profile else None
+    if current:
+        if old_passwd is not None:
+            check_secret(user_id, PASSWD, old_passwd, current)
+        elif answers is not None:
+            if not profile.answers_hash:
+                raise ApiError(NOT_ALLOWED, "尚未设置密保问题")
+            check_answers(user_id, answers, profile.answers_hash)
+        else:
+            raise ApiError(NOT_ALLOWED, "修改支付密码需要原密码或密保答案")
+    _update_profile(user_id, {"passwd_hash": current}, passwd_hash=hash_secret(passwd, settings.bcrypt_rounds))
+
+
+def set_answers(settings, user_id, answers, passwd=None):
+    profile = profile_of(user_id)
+    current = profile.answers_hash if profile else None
+    if current and profile.passwd_hash:
+        if passwd is None:
+            raise ApiError(NOT_ALLOWED, "修改密保问题需要支付密码")
+        check_secret(user_id, PASSWD, passwd, profile.passwd_hash)
+    hashed = hash_secret(_answers_secret(answers), settings.bcrypt_rounds)
+    _update_profile(user_id, {"answers_hash": current}, answers_hash=hashed)
+
+
+def set_withdraw_account(settings, user_id, phone, smscode, account_type, account_id, account_name):
+    if not phone:
+        raise ApiError(NOT_ALLOWED, "账号未绑定手机号")
+
+    def save_account():
+        _update_profile(
+            user_id, {}, account_type=account_type, account_id=account_id, account_name=account_name
+        )
+
+    sms.consume_code(settings, user_id, phone, sms.WITHDRAW_INFO, smscode, then=save_account)
+
+
+def check_info(user_id):
+    profile = profile_of(user_id)
+    return {
+        "passwd": bool(profile and profile.passwd_hash),
+        "questions": bool(profile and profile.answers_hash),
+        "withdraw": bool(profile and profile.account_id),
+    }
+
+
+def withdraw_account(user_id):
+    profile = profile_of(user_id)
+    if not profile or not profile.account_id:
+        return {"type": "", "id": "", "name": ""}
+    return {"type": profile.account_type, "id": profile.account_id, "name": profile.account_name}

@@ -1,0 +1,218 @@
+"""Withdrawals: once per natural month, debited up front, paid out to Alipay by the worker."""
+
+import json
+import logging
+
+from . import security, wallet
+from .clock import iso, natural_month, next_month_start, now_ms
+from .db import for_update, transaction
+from .errors import NOT_ALLOWED, NOT_FOUND, ApiError
+from .gateway import GatewayError, TransferRequest
+from .ids import new_id
+from .models import Withdrawal
+from .payments import APPLIED, IGNORED, MISMATCH, UNKNOWN
+
+log = logging.getLogger(__name__)
+
+PENDING, PROCESSING, SUCCEEDED, FAILED = "pending", "processing", "succeeded", "failed"
+ACTIVE = (PENDING, PROCESSING, SUCCEEDED)  # a failed withdrawal does not use up the month
+LEASE_MS = 5 * 60 * 1000
+RECONCILE_AFTER_MS = 5 * 60 * 1000
+
+
+def month_is_used(user_id, month):
+    return (
+        Withdrawal.select()
+        .where(Withdrawal.user_id == user_id, Withdrawal.month == month, Withdrawal.status.in_(ACTIVE))
+        .exists()
+    )
+
+
+def withdraw(settings, user_id, passwd, amount, audit):
+    """Checks in the contract's order, then one transaction debits and records the withdrawal."""
+    profile = security.profile_of(user_id)
+    if not profile or not profile.passwd_hash:
+        raise ApiError(NOT_ALLOWED, "请先设置支付密码")
+    if not profile.account_id:
+        raise ApiError(NOT_ALLOWED, "请先设置提现账户")
+    security.check_secret(user_id, security.PASSWD, passwd, profile.passwd_hash)
+    return _debit_and_record(settings, user_id, amount, audit)
+
+
+@transaction
+def _debit_and_record(settings, user_id, amount, audit):
+    now = now_ms()
+    month = natural_month(now, settings.tz)
+    # The wallet row lock serialises this user's withdrawals across workers and hosts; the unique
+    # active_month key would stop a second one even without it.
+    balance = wallet.locked_balance(user_id)
+    if month_is_used(user_id, month):
+        raise ApiError(NOT_ALLOWED, "每个自然月只能提现一次")
+    if amount > balance:
+        raise ApiError(NOT_ALLOWED, "余额不足")
+    profile = security.profile_of(user_id)  # the account as it is now, inside the lock
+    withdrawal = Withdrawal.create(
+        withdraw_id=new_id(),
+        user_id=user_id,
+        amount=amount,
+        status=PENDING,
+        account_type=profile.account_type,
+        account_id=profile.account_id,
+        account_name=profile.account_name,
+        month=month,
+        active_month=f"{user_id}:{month}",
+        client_ip=audit.client_ip,
+        platform=audit.platform,
+        store=audit.store,
+        created_at=now,
+        updated_at=now,
+    )
+    wallet.book(user_id, -amount, wallet.WITHDRAW, withdrawal.withdraw_id)
+    return withdrawal
+
+
+def balance_info(settings, user_id):
+    now = now_ms()
+    balance = wallet.balance_of(user_id)
+    profile = security.profile_of(user_id)
+    used = month_is_used(user_id, natural_month(now, settings.tz))
+    can = bool(
+        profile
+        and profile.passwd_hash
+        and profile.account_id
+        and not security.lock_remaining(user_id, security.PASSWD)
+        and not used
+        and balance >= settings.withdraw_min
+    )
+    return {
+        "balance": balance,
+        "currency": "cny",
+        "can_withdraw": can,
+        "next_withdraw_at": iso(next_month_start(now, settings.tz)) if used else None,
+    }
+
+
+def list_withdrawals(user_id, limit, before=None):
+    query = Withdrawal.select().where(Withdrawal.user_id == user_id)
+    if before:
+        cursor = Withdrawal.get_or_none(Withdrawal.withdraw_id == before, Withdrawal.user_id == user_id)
+        if cursor is None:
+            raise ApiError(NOT_FOUND, "提现记录不存在")
+        query = query.where(
+            (Withdrawal.created_at < cursor.created_at)
+            | ((Withdrawal.created_at == cursor.created_at) & (Withdrawal.withdraw_id < cursor.withdraw_id))
+        )
+    rows = list(query.order_by(Withdrawal.created_at.desc(), Withdrawal.withdraw_id.desc()).limit(limit + 1))
+    return rows[:limit], len(rows) > limit
+
+
+# --- payouts -------------------------------------------------------------------------------
+
+def _claim(withdraw_id):
+    """Take the payout lease; only one worker at a time may talk to Ping++ about a withdrawal."""
+    now = now_ms()
+    return (
+        Withdrawal.update(lease_until=now + LEASE_MS, attempts=Withdrawal.attempts + 1)
+        .where(Withdrawal.withdraw_id == withdraw_id, Withdrawal.status == PENDING, Withdrawal.lease_until < now)
+        .execute()
+        == 1
+    )
+
+
+@transaction
+def apply_transfer(transfer, outcome=None):
+    """Apply a Ping++ transfer (webhook or retrieve). outcome: SUCCEEDED, FAILED or None (from its status)."""
+    if outcome is None:
+        outcome = {"paid": SUCCEEDED, "failed": FAILED}.get(transfer.status)
+    withdrawal = for_update(Withdrawal.select().where(Withdrawal.withdraw_id == transfer.order_no)).first()
+    if withdrawal is None:
+        return UNKNOWN
+    if (
+        (withdrawal.transfer_id and transfer.id != withdrawal.transfer_id)
+        or transfer.amount != withdrawal.amount
+        or transfer.currency != "cny"
+    ):
+        log.warning("transfer %s does not match withdrawal %s; not applied", transfer.id, withdrawal.withdraw_id)
+        return MISMATCH
+    now = now_ms()
+    if withdrawal.status in (SUCCEEDED, FAILED):
+        if outcome in (None, withdrawal.status):
+            return IGNORED
+        log.error("transfer %s says %s but withdrawal %s is %s", transfer.id, outcome, withdrawal.withdraw_id, withdrawal.status)
+        return MISMATCH
+    withdrawal.transfer_id = transfer.id
+    withdrawal.transfer = json.dumps(transfer.raw, ensure_ascii=False)
+    withdrawal.updated_at = now
+    if outcome is None:
+        if withdrawal.status == PENDING:
+            withdrawal.status = PROCESSING  # Ping++ accepted it
+        withdrawal.save()
+        return IGNORED
+    withdrawal.status = outcome
+    if outcome == FAILED:
+        withdrawal.active_month = None  # frees the month
+        wallet.book(withdrawal.user_id, withdrawal.amount, wallet.WITHDRAW_REFUND, withdrawal.withdraw_id)
+    withdrawal.save()
+    return APPLIED
+
+
+def _note_failure(withdraw_id, error):
+    Withdrawal.update(last_error=error[:255], lease_until=0, updated_at=now_ms()).where(
+        Withdrawal.withdraw_id == withdraw_id
+    ).execute()
+
+
+def run_payouts(gateway, batch=50):
+    """Send each pending withdrawal to Ping++ once; a failed attempt stays pending with the same order_no."""
+    counts = {"sent": 0, "failed": 0}
+    now = now_ms()
+    due = (
+        Withdrawal.select(Withdrawal.withdraw_id)
+        .where(Withdrawal.status == PENDING, Withdrawal.lease_until < now)
+        .order_by(Withdrawal.created_at)
+        .limit(batch)
+    )
+    for (withdraw_id,) in due.tuples():
+        if not _claim(withdraw_id):
+            continue  # another worker has it
+        withdrawal = Withdrawal.get(Withdrawal.withdraw_id == withdraw_id)
+        request = TransferRequest(
+            order_no=withdrawal.withdraw_id,
+            amount=withdrawal.amount,
+            recipient=withdrawal.account_id,
+            recipient_name=withdrawal.account_name,
+            description=f"提现 {withdrawal.withdraw_id}",
+        )
+        try:
+            transfer = gateway.create_transfer(request)
+        except GatewayError as exc:
+            _note_failure(withdraw_id, str(exc))
+            counts["failed"] += 1
+            continue
+        apply_transfer(transfer)
+        counts["sent"] += 1
+    return counts
+
+
+def reconcile_transfers(gateway, batch=50):
+    """Ask Ping++ about transfers that stayed processing for a few minutes."""
+    counts = {"settled": 0, "failed": 0}
+    stuck = (
+        Withdrawal.select()
+        .where(Withdrawal.status == PROCESSING, Withdrawal.updated_at < now_ms() - RECONCILE_AFTER_MS)
+        .order_by(Withdrawal.updated_at)
+        .limit(batch)
+    )
+    for withdrawal in stuck:
+        try:
+            transfer = gateway.retrieve_transfer(withdrawal.transfer_id)
+        except GatewayError:
+            counts["failed"] += 1
+            continue
+        if apply_transfer(transfer) == APPLIED:
+            counts["settled"] += 1
+        else:
+            Withdrawal.update(updated_at=now_ms()).where(
+                Withdrawal.withdraw_id == withdrawal.withdraw_id, Withdrawal.status == PROCESSING
+            ).execute()
+    return counts
