@@ -6,7 +6,7 @@ import random
 import time
 
 import peewee
-from playhouse.db_url import connect, register_database
+from playhouse.db_url import connect, parse, register_database
 from playhouse.shortcuts import ReconnectMixin
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,11 @@ def open_database(url):
         )
     if url.startswith("mysql://") or url.startswith("mysql+pymysql://"):
         # peewee's MySQLDatabase already uses utf8mb4 and autocommit outside transactions.
-        return connect(url, connect_timeout=5, read_timeout=30, write_timeout=30)
+        params = parse(url)
+        if "passwd" in params:
+            params["password"] = params.pop("passwd")  # PyMySQL's current name
+        database = params.pop("database")
+        return MySQLDatabase(database, connect_timeout=5, read_timeout=30, write_timeout=30, **params)
     return connect(url)
 
 

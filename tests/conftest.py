@@ -1,0 +1,260 @@
+"""Shared fixtures: each database test runs on SQLite and on a real MariaDB server.
+
+`--db sqlite,mariadb` (or PAYAPI_TEST_DBS) picks the backends; MariaDB is started by
+pytest-mysql from Debian's mariadb-server in a temporary data directory on 127.0.0.1.
+"""
+
+import base64
+import json
+import os
+import secrets
+
+import pymysql
+import pytest
+import webtest
+from Crypto.Hash import SHA256
+from Crypto.PublicKey import RSA
+from Crypto.Signature import pkcs1_15
+from peewee_migrate import Router
+from pytest_mysql import factories
+
+from payapi.__main__ import MIGRATIONS
+from payapi.app import create_app
+from payapi.auth import Authenticator
+from payapi.config import Settings
+from payapi.db import bind, db, open_database
+from payapi.ids import new_id
+from payapi.models import ALL_MODELS, LedgerEntry, Wallet
+from payapi.sms import FileSms
+from payapi.wsgi import gateway_from
+from tests.fake_pingpp import FakePingpp
+
+AUTH_SECRETS = ("test-auth-secret-0123456789abcdef0123456789", "test-auth-secret-before-rotation-0123456789")
+SERVICE_KEY = "test-service-key"
+MARIADB_DB = "payapi_test"  # not "test": MariaDB creates that one itself
+
+mariadb_proc = factories.mysql_proc(
+    host="127.0.0.1",
+    # Root may start the server here; fsync-free settings keep the suite fast (the data is thrown away).
+    params="--user=root --skip-log-bin --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 "
+    "--innodb-lock-wait-timeout=10 --max-connections=500",
+)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--db",
+        default=os.environ.get("PAYAPI_TEST_DBS", "sqlite,mariadb"),
+        help="comma-separated database backends for database tests: sqlite, mariadb",
+    )
+
+
+def pytest_generate_tests(metafunc):
+    if "db_backend" in metafunc.fixturenames:
+        backends = [b.strip() for b in metafunc.config.getoption("--db").split(",") if b.strip()]
+        metafunc.parametrize("db_backend", backends, scope="session")
+
+
+@pytest.fixture(scope="session")
+def mariadb_url(mariadb_proc):
+    root = pymysql.connect(unix_socket=mariadb_proc.unixsocket, user="root")
+    with root.cursor() as cur:
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {MARIADB_DB} CHARACTER SET utf8mb4")
+        cur.execute("CREATE USER IF NOT EXISTS 'payapi'@'127.0.0.1' IDENTIFIED BY 'payapi'")
+        cur.execute("GRANT ALL ON *.* TO 'payapi'@'127.0.0.1'")
+    root.close()
+    return f"mysql://payapi:payapi@127.0.0.1:{mariadb_proc.port}/{MARIADB_DB}"
+
+
+_databases = {}
+
+
+@pytest.fixture(scope="session")
+def database_url(request, db_backend, tmp_path_factory):
+    if db_backend == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'payapi.db'}"
+    if db_backend == "mariadb":
+        return request.getfixturevalue("mariadb_url")
+    raise pytest.UsageError(f"unknown database backend {db_backend!r}")
+
+
+def _migrated(url):
+    """One database per URL for the session, with the real migrations applied."""
+    if url not in _databases:
+        database = open_database(url)
+        bind(database)
+        Router(database, migrate_dir=MIGRATIONS).run()
+        _databases[url] = database
+    return _databases[url]
+
+
+def assert_ledger_balances():
+    """The wallet invariant: every balance equals the sum of its ledger entries."""
+    sums = {}
+    for entry in LedgerEntry.select():
+        sums[entry.user_id] = sums.get(entry.user_id, 0) + entry.amount
+    balances = {w.user_id: w.balance for w in Wallet.select()}
+    assert balances == {user: total for user, total in sums.items()} | {
+        u: 0 for u in balances if u not in sums
+    }, "a wallet balance differs from the sum of its ledger"
+
+
+@pytest.fixture
+def database(database_url):
+    bind(_migrated(database_url))
+    db.connect(reuse_if_open=True)
+    yield db
+    try:
+        assert_ledger_balances()
+    finally:
+        for model in ALL_MODELS:
+            model.delete().execute()
+
+
+@pytest.fixture(scope="session")
+def pingpp_keys(tmp_path_factory):
+    """The key pair Ping++ would sign webhooks with; the service gets only the public half."""
+    key = RSA.generate(2048)
+    path = tmp_path_factory.mktemp("pingpp") / "pingpp_public.pem"
+    path.write_bytes(key.publickey().export_key())
+    return key, str(path)
+
+
+@pytest.fixture(scope="session")
+def fake_pingpp_server():
+    server = FakePingpp().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_pingpp(fake_pingpp_server):
+    fake_pingpp_server.reset()
+    yield fake_pingpp_server
+    fake_pingpp_server.reset()
+
+
+@pytest.fixture
+def settings(database_url, fake_pingpp, pingpp_keys, tmp_path):
+    return Settings(
+        database_url=database_url,
+        auth_secrets=AUTH_SECRETS,
+        service_key=SERVICE_KEY,
+        pingpp_api_key="sk_test_payapi",
+        pingpp_app_id="app_test_payapi",
+        pingpp_api_base=fake_pingpp.url,
+        pingpp_public_key_path=pingpp_keys[1],
+        pingpp_timeout=1.0,
+        sms_backend="file",
+        sms_file=str(tmp_path / "sms.jsonl"),
+        bcrypt_rounds=4,
+    )
+
+
+@pytest.fixture
+def gateway(settings):
+    return gateway_from(settings)
+
+
+@pytest.fixture
+def app(database, settings, gateway):
+    return webtest.TestApp(create_app(settings, gateway, FileSms(settings.sms_file)))
+
+
+class User:
+    """A phone user: every call carries the seed's headers and this user's token."""
+
+    def __init__(self, app, settings, phone="13800138000", user_id=None):
+        self.app, self.settings = app, settings
+        self.id = user_id or new_id()
+        self.phone = phone
+        self.token = Authenticator(settings.auth_secrets).mint(self.id, phone=phone)
+
+    @property
+    def headers(self):
+        return {"auth": self.token, "client": "1.2.3.4", "platform": "android", "channel": "TencentAPP"}
+
+    def get(self, path, **params):
+        return self.app.get(path, params=params or None, headers=self.headers, expect_errors=True)
+
+    def post(self, path, body=None, raw=None):
+        data = raw if raw is not None else json.dumps(body if body is not None else {}).encode()
+        return self.app.post(path, data, headers=self.headers, content_type="application/json", expect_errors=True)
+
+    def last_sms_code(self):
+        with open(self.settings.sms_file, encoding="utf-8") as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        return [m for m in lines if m["phone"] == self.phone][-1]["code"]
+
+
+@pytest.fixture
+def make_user(app, settings):
+    def make(phone="13800138000", user_id=None):
+        return User(app, settings, phone=phone, user_id=user_id)
+
+    return make
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user()
+
+
+def sign(private_key, raw):
+    return base64.b64encode(pkcs1_15.new(private_key).sign(SHA256.new(raw))).decode()
+
+
+def event(event_type, obj, event_id=None):
+    return {
+        "id": event_id or "evt_" + secrets.token_hex(12),
+        "object": "event",
+        "livemode": False,
+        "type": event_type,
+        "created": 1466652398,
+        "data": {"object": obj},
+    }
+
+
+@pytest.fixture
+def send_event(app, pingpp_keys):
+    """POST a signed Ping++ event to the webhook; returns the webtest response."""
+
+    def send(event_type, obj, event_id=None, body=None):
+        raw = json.dumps(body if body is not None else event(event_type, obj, event_id)).encode()
+        return app.post(
+            "/rest/pay/webhook",
+            raw,
+            headers={"X-Pingplusplus-Signature": sign(pingpp_keys[0], raw)},
+            content_type="application/json",
+            expect_errors=True,
+        )
+
+    return send
+
+
+@pytest.fixture
+def order_service(app):
+    """The app's order service: creates pays through /internal/pays."""
+
+    def create(**fields):
+        body = {
+            "type": "order",
+            "o_id": new_id(),
+            "userID": new_id(),
+            "expert_id": new_id(),
+            "amount": 12356,
+            "channel": "alipay",
+            "subject": "支付预约订单_2016-06-23",
+            "desc": "",
+        }
+        body.update(fields)
+        body = {k: v for k, v in body.items() if v is not None}
+        return app.post(
+            "/internal/pays",
+            json.dumps(body).encode(),
+            headers={"X-Service-Key": SERVICE_KEY, "client": "1.2.3.4"},
+            content_type="application/json",
+            expect_errors=True,
+        )
+
+    return create
