@@ -7,13 +7,15 @@ import peewee
 
 from . import payments, withdrawals
 from .clock import now_ms
-from .db import transaction
+from .db import RowByKey, transaction
 from .gateway import charge_from, transfer_from
 from .models import Event
 
 log = logging.getLogger(__name__)
 
 REPLAY = "replay"
+
+event_by_id = RowByKey(Event, Event.event_id)
 
 
 def _apply(event_type, obj, fee_bps):
@@ -54,7 +56,7 @@ def handle_event(event, raw, fee_bps):
         return None
     if not isinstance(obj, dict):
         obj = {}
-    if Event.select().where(Event.event_id == event_id).exists():
+    if event_by_id(event_id) is not None:
         return REPLAY
     try:
         outcome = _store_and_apply(event_id, event_type, obj, raw.decode("utf-8"), fee_bps)

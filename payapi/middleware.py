@@ -1,7 +1,6 @@
 """Cross-cutting request handling: request ids and access log, header auth, the error envelope."""
 
 import hmac
-import json
 import logging
 import re
 import time
@@ -29,8 +28,9 @@ class RequestLog:
         resp.set_header("X-Request-Id", req.context.request_id)
         media = resp.media if isinstance(resp.media, dict) else {}
         log.info(
-            json.dumps(
-                {
+            "request",
+            extra={
+                "fields": {
                     "request_id": req.context.request_id,
                     "method": req.method,
                     "route": req.uri_template or "-",
@@ -38,7 +38,7 @@ class RequestLog:
                     "code": media.get("code"),
                     "ms": round((time.perf_counter() - req.context.started) * 1000, 2),
                 }
-            )
+            },
         )
 
 

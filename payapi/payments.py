@@ -9,7 +9,7 @@ import peewee
 
 from . import wallet
 from .clock import now_ms
-from .db import for_update, transaction
+from .db import RowByKey, for_update, transaction
 from .errors import NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, ApiError
 from .gateway import ChargeRequest, GatewayError
 from .ids import new_id
@@ -60,16 +60,19 @@ class Audit:
 
 # --- reading -------------------------------------------------------------------------------
 
+pay_by_id = RowByKey(Pay, Pay.pay_id)
+
+
 def pay_of_user(user_id, pay_id):
     """The pay if this user paid it; someone else's pay is as unknown as a missing one (911)."""
-    pay = Pay.get_or_none(Pay.pay_id == pay_id)
+    pay = pay_by_id(pay_id)
     if pay is None or pay.user_id != user_id:
         raise ApiError(NOT_FOUND, "支付记录不存在")
     return pay
 
 
 def any_pay(pay_id):
-    pay = Pay.get_or_none(Pay.pay_id == pay_id)
+    pay = pay_by_id(pay_id)
     if pay is None:
         raise ApiError(NOT_FOUND, "支付记录不存在")
     return pay

@@ -1,13 +1,15 @@
 """Wallets and their ledger: every balance change is an entry in the same transaction."""
 
 from .clock import now_ms
-from .db import db, lock_row
+from .db import RowByKey, db, lock_row
 from .models import LedgerEntry, Wallet
 
 CHARGE = "charge"  # reference: pay_id
 REFUND = "refund"  # reference: Ping++ refund id
 WITHDRAW = "withdraw"  # reference: withdraw_id
 WITHDRAW_REFUND = "withdraw_refund"  # reference: withdraw_id of a failed payout
+
+wallet_by_user = RowByKey(Wallet, Wallet.user_id)
 
 
 def book(user_id, amount, kind, reference):
@@ -37,5 +39,5 @@ def locked_balance(user_id):
 
 
 def balance_of(user_id):
-    wallet = Wallet.get_or_none(Wallet.user_id == user_id)
+    wallet = wallet_by_user(user_id)
     return wallet.balance if wallet else 0

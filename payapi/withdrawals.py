@@ -5,7 +5,7 @@ import logging
 
 from . import security, wallet
 from .clock import iso, natural_month, next_month_start, now_ms
-from .db import for_update, transaction
+from .db import RowByKey, for_update, transaction
 from .errors import NOT_ALLOWED, NOT_FOUND, ApiError
 from .gateway import GatewayError, TransferRequest
 from .ids import new_id
@@ -20,12 +20,12 @@ LEASE_MS = 5 * 60 * 1000
 RECONCILE_AFTER_MS = 5 * 60 * 1000
 
 
+withdrawal_by_active_month = RowByKey(Withdrawal, Withdrawal.active_month)
+
+
 def month_is_used(user_id, month):
-    return (
-        Withdrawal.select()
-        .where(Withdrawal.user_id == user_id, Withdrawal.month == month, Withdrawal.status.in_(ACTIVE))
-        .exists()
-    )
+    # active_month is set exactly while a withdrawal is pending, processing or succeeded.
+    return withdrawal_by_active_month(f"{user_id}:{month}") is not None
 
 
 def withdraw(settings, user_id, passwd, amount, audit):

@@ -258,3 +258,17 @@ def order_service(app):
         )
 
     return create
+
+
+@pytest.fixture
+def pay_expert(order_service, fake_pingpp, send_event):
+    """Credit an expert the honest way: a pay for them, paid at Ping++, its signed charge.succeeded."""
+
+    def pay(expert_id, money):
+        created = order_service(expert_id=expert_id, amount=money)
+        assert created.json["code"] == 900, created.json
+        charge = fake_pingpp.mark_paid(created.json["info"]["charge"]["id"])
+        assert send_event("charge.succeeded", charge).json["result"] == "applied"
+        return created.json["info"]
+
+    return pay

@@ -1,0 +1,72 @@
+"""Helpers for wallet and withdrawal tests: an expert set up through the public routes."""
+
+import secrets
+
+from payapi.auth import Authenticator
+from payapi.models import LedgerEntry, Withdrawal
+
+PASSWD = "e10adc3949ba59abbe56e057f20f883e"  # the app sends its own hash of the pay password
+ACCOUNT = {"type": "alipay", "id": "expert@example.com", "name": "张三"}
+
+
+def set_passwd(user, passwd=PASSWD):
+    response = user.post("/rest/pay/passwd", {"passwd": passwd})
+    assert response.json["code"] == 900, response.json
+
+
+def set_account(user, account=ACCOUNT):
+    """An SMS code to the token's phone, then the account; at most one code a minute per user."""
+    sent = user.post("/rest/pay/smscode", {"purpose": "withdrawInfo"})
+    assert sent.json["code"] == 900, sent.json
+    response = user.post("/rest/pay/withdrawInfo", {"smscode": user.last_sms_code(), **account})
+    assert response.json["code"] == 900, response.json
+
+
+def set_up_expert(user, passwd=PASSWD, account=ACCOUNT):
+    set_passwd(user, passwd)
+    set_account(user, account)
+    return user
+
+
+def refresh_token(user):
+    """A fresh token after travelling in time (tokens live an hour)."""
+    user.token = Authenticator(user.settings.auth_secrets).mint(user.id, phone=user.phone)
+    return user
+
+
+def withdraw(user, amount, passwd=PASSWD):
+    return user.post("/rest/pay/withdraw", {"passwd": passwd, "amount": amount})
+
+
+def balance(user):
+    response = user.get("/rest/pay/balance")
+    assert response.json["code"] == 900, response.json
+    return response.json["info"]["balance"]
+
+
+def ledger(user):
+    return [(e.kind, e.amount, e.reference) for e in LedgerEntry.select().where(LedgerEntry.user_id == user.id).order_by(LedgerEntry.id)]
+
+
+def withdrawal(withdraw_id):
+    return Withdrawal.get(Withdrawal.withdraw_id == withdraw_id)
+
+
+def withdrawals_of(user):
+    return list(Withdrawal.select().where(Withdrawal.user_id == user.id).order_by(Withdrawal.created_at))
+
+
+def transfer_object(withdraw_id, amount, status="failed", transfer_id=None, currency="cny"):
+    """A Ping++ transfer as its webhook carries it, for a withdrawal that never reached the fake."""
+    return {
+        "id": transfer_id or "tr_" + secrets.token_hex(12),
+        "object": "transfer",
+        "type": "b2c",
+        "channel": "alipay",
+        "order_no": withdraw_id,
+        "amount": amount,
+        "currency": currency,
+        "status": status,
+        "recipient": ACCOUNT["id"],
+        "extra": {"recipient_name": ACCOUNT["name"]},
+    }

@@ -1,0 +1,228 @@
+"""A real gunicorn (several worker processes) on 127.0.0.1, and clients that hit it in parallel.
+
+For tests that need processes, not threads: exactly-once across workers, locks held in the
+database, a worker that must not be killed. Every wait here is bounded.
+"""
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from payapi.auth import Authenticator
+from payapi.ids import new_id
+from tests.conftest import AUTH_SECRETS, SERVICE_KEY, event, sign
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUEST_TIMEOUT = 20  # seconds, for every request a test makes
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Answer:
+    """One HTTP answer: status, parsed JSON body (None if it was not JSON), seconds it took."""
+
+    def __init__(self, status, body, text, seconds):
+        self.status, self.body, self.text, self.seconds = status, body, text, seconds
+
+    @property
+    def code(self):
+        return self.body.get("code") if isinstance(self.body, dict) else None
+
+    def __repr__(self):
+        return f"<{self.status} {self.text[:200]!r} {self.seconds:.2f}s>"
+
+
+class LiveServer:
+    """`gunicorn -c gunicorn.conf.py` in a subprocess, configured like production through its environment."""
+
+    def __init__(self, tmp_dir, database_url, pingpp_url, public_key_path, workers=4, **extra_env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(tmp_dir) / "gunicorn.log"
+        self.sms_file = Path(tmp_dir) / "sms.jsonl"
+        self.workers = workers
+        self.env = dict(os.environ)
+        self.env.update(
+            PORT=str(self.port),
+            WEB_CONCURRENCY=str(workers),
+            DATABASE_URL=database_url,
+            AUTH_SECRET=",".join(AUTH_SECRETS),
+            SERVICE_KEY=SERVICE_KEY,
+            PINGPP_API_KEY="sk_test_payapi",
+            PINGPP_APP_ID="app_test_payapi",
+            PINGPP_API_BASE=pingpp_url,
+            PINGPP_PUBLIC_KEY_PATH=public_key_path,
+            SMS_BACKEND="file",
+            SMS_FILE=str(self.sms_file),
+            BCRYPT_ROUNDS="4",
+            PYTHONUNBUFFERED="1",
+        )
+        self.env.update({k: str(v) for k, v in extra_env.items()})
+        self.proc = None
+
+    def start(self, timeout=30):
+        self._log = open(self.log_path, "ab")
+        # The config file's bind is 0.0.0.0:$PORT (Heroku); the command line narrows it to loopback.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"gunicorn did not become healthy in {timeout}s:\n{self.log()[-3000:]}")
+            booted = self.log().count("Booting worker")
+            try:
+                healthy = requests.get(self.url + "/healthz", timeout=2).status_code == 200
+            except requests.RequestException:
+                healthy = False
+            if healthy and booted >= self.workers:
+                break
+            time.sleep(0.1)
+        # Each worker builds the app while booting; a round of parallel reads makes sure all answer.
+        parallel(4 * self.workers, lambda i: self.get("/healthz"))
+        return self
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        self._log.close()
+
+    def log(self):
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def worker_pids(self):
+        """Pids of the workers gunicorn booted so far (a killed one is replaced by a new pid)."""
+        pids = []
+        for line in self.log().splitlines():
+            if "Booting worker with pid:" in line:
+                pids.append(int(line.rsplit(":", 1)[1]))
+        return pids
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def request(self, method, path, body=None, headers=None, raw=None, timeout=REQUEST_TIMEOUT):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        started = time.monotonic()
+        response = requests.request(method, self.url + path, data=data, headers=hdrs, timeout=timeout)
+        try:
+            parsed = response.json()
+        except ValueError:
+            parsed = None
+        return Answer(response.status_code, parsed, response.text, time.monotonic() - started)
+
+    def get(self, path, headers=None, timeout=REQUEST_TIMEOUT):
+        return self.request("GET", path, headers=headers, timeout=timeout)
+
+    def post(self, path, body=None, headers=None, raw=None, timeout=REQUEST_TIMEOUT):
+        return self.request("POST", path, body=body, headers=headers, raw=raw, timeout=timeout)
+
+    # --- the callers ----------------------------------------------------------------------------
+
+    def internal_pay(self, timeout=REQUEST_TIMEOUT, **fields):
+        """POST /internal/pays as the order service; fields override a valid order body."""
+        body = {
+            "type": "order",
+            "o_id": new_id(),
+            "userID": new_id(),
+            "expert_id": new_id(),
+            "amount": 12356,
+            "channel": "alipay",
+            "subject": "支付预约订单_2016-06-23",
+        }
+        body.update(fields)
+        return self.post("/internal/pays", body, headers={"X-Service-Key": SERVICE_KEY}, timeout=timeout)
+
+    def deliver(self, private_key, evt):
+        """POST one signed Ping++ event to the webhook."""
+        raw = json.dumps(evt).encode()
+        return self.post("/rest/pay/webhook", raw=raw, headers={"X-Pingplusplus-Signature": sign(private_key, raw)})
+
+    def user(self, phone=None):
+        return LiveUser(self, phone)
+
+    def sms_codes(self, phone):
+        try:
+            with open(self.sms_file, encoding="utf-8") as f:
+                lines = [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+        return [m["code"] for m in lines if m["phone"] == phone]
+
+
+class LiveUser:
+    def __init__(self, server, phone=None):
+        self.server = server
+        self.id = new_id()
+        self.phone = phone or "139" + f"{secrets.randbelow(10**8):08d}"
+        self.headers = {
+            "auth": Authenticator(AUTH_SECRETS).mint(self.id, phone=self.phone),
+            "client": "1.2.3.4",
+            "platform": "android",
+            "channel": "TencentAPP",
+        }
+
+    def get(self, path):
+        return self.server.get(path, headers=self.headers)
+
+    def post(self, path, body=None):
+        return self.server.post(path, body if body is not None else {}, headers=self.headers)
+
+
+def parallel(n, call, timeout=60):
+    """Run call(i) for i in range(n) on n threads released together by a barrier; -> list of results."""
+    barrier = threading.Barrier(n)
+
+    def run(i):
+        barrier.wait(timeout=15)
+        return call(i)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        futures = [pool.submit(run, i) for i in range(n)]
+        return [f.result(timeout=timeout) for f in futures]
+
+
+def paid_charge(server, fake, private_key=None, **fields):
+    """A pay created through /internal/pays and marked paid at the fake; -> (pay info, paid charge).
+
+    With private_key, its charge.succeeded event is delivered once (the expert is credited).
+    """
+    created = server.internal_pay(**fields)
+    assert created.status == 200 and created.code == 900, created
+    info = created.body["info"]
+    charge = fake.mark_paid(info["charge"]["id"])
+    if private_key is not None:
+        answer = server.deliver(private_key, event("charge.succeeded", charge))
+        assert answer.status == 200 and answer.body["result"] == "applied", answer
+    return info, charge

@@ -1,0 +1,177 @@
+"""Exactly-once under real concurrency: a real gunicorn (4 worker processes x threads) on the
+test database, hit by many client threads released together.
+
+Each test runs on every backend of `--db` (MariaDB is the one production uses; SQLite in WAL mode
+with several processes must give the same answers). After each: no 5xx anywhere, and every
+wallet balance equals the sum of its ledger (also checked by the `database` fixture's teardown).
+"""
+
+import secrets
+from collections import Counter
+
+import pytest
+
+from payapi.models import Event, LedgerEntry, Lockout, Pay, SmsCode, Wallet, Withdrawal
+from tests.conftest import _migrated, assert_ledger_balances, event
+from tests.live_server import LiveServer, paid_charge, parallel
+
+PASSWD = "e10adc3949ba59abbe56e057f20f883e"  # what the app sends: its own hash of the password
+
+
+@pytest.fixture(scope="module")
+def live(database_url, fake_pingpp_server, pingpp_keys, tmp_path_factory):
+    _migrated(database_url)  # the real migrations, before any worker opens the database
+    server = LiveServer(
+        tmp_path_factory.mktemp("gunicorn"), database_url, fake_pingpp_server.url, pingpp_keys[1], workers=4
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(live, database, fake_pingpp):
+    """The running gunicorn, a clean database bound in this process too, a reset fake Ping++."""
+    yield live
+    assert "Traceback" not in live.log(), live.log()[-4000:]
+
+
+def no_5xx(answers):
+    assert not [a for a in answers if a.status >= 500], answers
+
+
+def balance_of(user_id):
+    wallet = Wallet.get_or_none(Wallet.user_id == user_id)
+    return wallet.balance if wallet else 0
+
+
+def withdrawer(server, fake, private_key, balance):
+    """A user with a pay password, a withdraw account (set through an SMS code) and a balance."""
+    user = server.user()
+    assert user.post("/rest/pay/passwd", {"passwd": PASSWD}).code == 900
+    assert user.post("/rest/pay/smscode", {"purpose": "withdrawInfo"}).code == 900
+    (code,) = server.sms_codes(user.phone)
+    answer = user.post("/rest/pay/withdrawInfo", {"smscode": code, "type": "alipay", "id": "u@example.com", "name": "张三"})
+    assert answer.code == 900, answer
+    paid_charge(server, fake, private_key, expert_id=user.id, amount=balance)
+    assert balance_of(user.id) == balance
+    return user
+
+
+def test_parallel_deliveries_of_one_event_credit_once(server, fake_pingpp, pingpp_keys):
+    info, charge = paid_charge(server, fake_pingpp, money=8800, amount=9900)
+    evt = event("charge.succeeded", charge)
+
+    answers = parallel(30, lambda i: server.deliver(pingpp_keys[0], evt))
+
+    assert all(200 <= a.status < 300 for a in answers), answers
+    assert Counter(a.body["result"] for a in answers) == {"applied": 1, "replay": 29}
+    assert balance_of(info["expert_id"]) == 8800
+    assert LedgerEntry.select().where(LedgerEntry.user_id == info["expert_id"]).count() == 1
+    assert Event.select().count() == 1
+    assert Pay.get_by_id(info["pay_id"]).status == "paid"
+    assert_ledger_balances()
+
+
+def test_parallel_events_with_different_ids_for_one_charge_credit_once(server, fake_pingpp, pingpp_keys):
+    info, charge = paid_charge(server, fake_pingpp, money=8800, amount=9900)
+
+    answers = parallel(30, lambda i: server.deliver(pingpp_keys[0], event("charge.succeeded", charge)))
+
+    assert all(200 <= a.status < 300 for a in answers), answers
+    assert Counter(a.body["result"] for a in answers) == {"applied": 1, "ignored": 29}
+    assert balance_of(info["expert_id"]) == 8800
+    assert LedgerEntry.select().where(LedgerEntry.user_id == info["expert_id"]).count() == 1
+    assert Event.select().count() == 30
+    assert Pay.get_by_id(info["pay_id"]).status == "paid"
+    assert_ledger_balances()
+
+
+@pytest.mark.parametrize("n", [2, 10])
+def test_parallel_pay_creation_for_one_order_makes_one_charge(server, fake_pingpp, n):
+    order = {"o_id": "5" + secrets.token_hex(11) + "a", "userID": "6" * 24, "expert_id": "7" * 24}
+
+    answers = parallel(n, lambda i: server.internal_pay(**order, money=5000, amount=6000, channel="alipay"))
+
+    no_5xx(answers)
+    assert [a.code for a in answers] == [900] * n, answers
+    pay_ids = {a.body["info"]["pay_id"] for a in answers}
+    assert len(pay_ids) == 1, pay_ids
+    (pay_id,) = pay_ids
+    assert len(fake_pingpp.charge_creations(pay_id)) == 1
+    assert len(fake_pingpp.charge_creations()) == 1  # no charge for a pay that was then dropped
+    assert Pay.select().count() == 1 and Pay.get_by_id(pay_id).charge_id
+    assert_ledger_balances()
+
+
+def test_parallel_withdrawals_for_one_user_make_one(server, fake_pingpp, pingpp_keys):
+    user = withdrawer(server, fake_pingpp, pingpp_keys[0], balance=100_000)
+
+    answers = parallel(24, lambda i: user.post("/rest/pay/withdraw", {"passwd": PASSWD, "amount": "10000"}))
+
+    no_5xx(answers)
+    assert Counter(a.code for a in answers) == {900: 1, 910: 23}, answers
+    assert Withdrawal.select().where(Withdrawal.user_id == user.id).count() == 1
+    debits = LedgerEntry.select().where(LedgerEntry.user_id == user.id, LedgerEntry.kind == "withdraw")
+    assert [d.amount for d in debits] == [-10000]
+    assert balance_of(user.id) == 90_000
+    assert_ledger_balances()
+
+
+def test_parallel_wrong_passwords_cannot_outrun_the_lockout(server):
+    user = server.user()
+    assert user.post("/rest/pay/passwd", {"passwd": PASSWD}).code == 900
+
+    answers = parallel(12, lambda i: user.post("/rest/pay/passwd", {"passwd": "new-" + str(i), "old_passwd": "wrong"}))
+
+    no_5xx(answers)
+    codes = Counter(a.code for a in answers)
+    assert set(codes) <= {905, 906} and 1 <= codes[905] <= 5, answers
+    assert all(a.status == 429 and a.body["retry_after"] >= 1 for a in answers if a.code == 906)
+    # The lock is in the database: whichever worker answers, the right password is refused too.
+    for _ in range(4):
+        answer = user.post("/rest/pay/passwd", {"passwd": "new", "old_passwd": PASSWD})
+        assert answer.code == 906 and answer.body["retry_after"] > 3 * 3600 - 60, answer
+    assert Lockout.get(Lockout.user_id == user.id, Lockout.kind == "passwd").failures == 5
+    assert_ledger_balances()
+
+
+def test_parallel_sms_requests_send_one_code(server):
+    user = server.user()
+
+    answers = parallel(10, lambda i: user.post("/rest/pay/smscode", {"purpose": "withdrawInfo"}))
+
+    no_5xx(answers)
+    assert Counter(a.code for a in answers) == {900: 1, 906: 9}, answers
+    assert len(server.sms_codes(user.phone)) == 1
+    assert SmsCode.select().where(SmsCode.user_id == user.id).count() == 1
+    assert_ledger_balances()
+
+
+def test_parallel_refund_replays_debit_once(server, fake_pingpp, pingpp_keys):
+    info, charge = paid_charge(server, fake_pingpp, pingpp_keys[0], money=8800, amount=8800)
+    refund = {
+        "id": "re_" + secrets.token_hex(12),
+        "object": "refund",
+        "amount": 3000,
+        "succeed": True,
+        "status": "succeeded",
+        "currency": "cny",
+        "charge": charge["id"],
+        "charge_order_no": info["pay_id"],
+    }
+    same = event("refund.succeeded", refund)
+    # Half the deliveries replay one event id, half are new ids for the same refund.
+    answers = parallel(
+        30, lambda i: server.deliver(pingpp_keys[0], same if i % 2 else event("refund.succeeded", refund))
+    )
+
+    assert all(200 <= a.status < 300 for a in answers), answers
+    results = Counter(a.body["result"] for a in answers)
+    assert results["applied"] == 1 and results["applied"] + results["replay"] + results["ignored"] == 30, results
+    assert balance_of(info["expert_id"]) == 8800 - 3000
+    refunds = LedgerEntry.select().where(LedgerEntry.user_id == info["expert_id"], LedgerEntry.kind == "refund")
+    assert [r.amount for r in refunds] == [-3000]
+    pay = Pay.get_by_id(info["pay_id"])
+    assert (pay.status, pay.amount_refunded) == ("paid", 3000)
+    assert_ledger_balances()
