@@ -31,6 +31,7 @@ def create_app(settings, gateway, sms_backend):
         ("/internal/pays", r.InternalPays(gateway, settings)),
         ("/internal/pays/{pay_id}", r.InternalPay()),
         ("/healthz", r.Health()),
+        ("/openapi.json", r.OpenApi()),
     ]
     for template, resource in routes:
         app.add_route(template, resource)

@@ -13,7 +13,7 @@ from .db import RowByKey, for_update, transaction
 from .errors import NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, ApiError
 from .gateway import ChargeRequest, GatewayError
 from .ids import new_id
-from .models import ClientReport, Pay
+from .models import ClientReport, LedgerEntry, Pay
 
 log = logging.getLogger(__name__)
 
@@ -88,24 +88,26 @@ def _order_filter(spec):
 
 @transaction
 def _reserve(spec, stale_before):
-    """-> ("existing", pay) | ("reserved", pay) | ("wait", None) while another request creates it."""
+    """-> ("existing", pay, None) | ("reserved", pay, replaced pay_id or None) | ("wait", None, None)."""
     already_paid = Pay.select().where(
         Pay.type == spec.type, _order_filter(spec), Pay.status.in_((PAID, REFUNDED))
     ).exists()
     if already_paid:
         raise ApiError(NOT_ALLOWED, "该订单已支付")
     now = now_ms()
+    replaced = None
     current = for_update(Pay.select().where(Pay.open_for == spec.open_for)).first()
     if current is not None:
         if current.charge_id is None:
             if current.created_at > stale_before:
-                return "wait", None
+                return "wait", None, None  # another request is creating it
             current.delete_instance()  # its creator died between reserving and charging
         elif (current.money, current.channel, current.user_id, current.expert_id) == (
             spec.money, spec.channel, spec.user_id, spec.expert_id
         ):
-            return "existing", current
+            return "existing", current, None
         else:
+            replaced = current.pay_id
             current.status, current.open_for, current.updated_at = CANCEL, None, now
             current.save()
     pay = Pay.create(
@@ -127,7 +129,7 @@ def _reserve(spec, stale_before):
         created_at=now,
         updated_at=now,
     )
-    return "reserved", pay
+    return "reserved", pay, replaced
 
 
 @transaction
@@ -145,6 +147,18 @@ def _release(pay_id):
     Pay.delete().where(Pay.pay_id == pay_id, Pay.charge_id.is_null()).execute()
 
 
+def _reopen(pay_id, open_for):
+    """A failed replacement leaves the pay it was to close pending, as if nothing had happened."""
+    if pay_id is None:
+        return
+    try:
+        Pay.update(status=PENDING, open_for=open_for, updated_at=now_ms()).where(
+            Pay.pay_id == pay_id, Pay.status == CANCEL, Pay.open_for.is_null()
+        ).execute()
+    except peewee.IntegrityError:
+        pass  # another request already made a new pending pay for the order
+
+
 def create_pay(gateway, spec, gateway_timeout):
     """One pending pay (and one Ping++ charge) per order/note, money and channel, even when calls race."""
     # A reservation without a charge older than this was left by a request that died.
@@ -152,9 +166,9 @@ def create_pay(gateway, spec, gateway_timeout):
     give_up_at = time.monotonic() + 2 * gateway_timeout + 2
     while True:
         try:
-            state, pay = _reserve(spec, now_ms() - stale_ms)
+            state, pay, replaced = _reserve(spec, now_ms() - stale_ms)
         except peewee.IntegrityError:
-            state, pay = "wait", None  # lost a race for the open_for key; look again
+            state, pay, replaced = "wait", None, None  # lost a race for the open_for key; look again
         if state != "wait":
             break
         if time.monotonic() > give_up_at:
@@ -175,10 +189,12 @@ def create_pay(gateway, spec, gateway_timeout):
         charge = gateway.create_charge(request)
     except GatewayError:
         _release(pay.pay_id)
+        _reopen(replaced, spec.open_for)
         raise ApiError(PROVIDER_FAILED) from None
     if charge.order_no != pay.pay_id or charge.amount != spec.money or not charge.id:
         log.error("Ping++ answered charge creation for %s with a different charge", pay.pay_id)
         _release(pay.pay_id)
+        _reopen(replaced, spec.open_for)
         raise ApiError(PROVIDER_FAILED)
     return _attach_charge(pay.pay_id, charge)
 
@@ -211,6 +227,10 @@ def apply_charge(charge, fee_bps):
     pay.credited = credit_for(pay.money, fee_bps)
     wallet.book(pay.expert_id, pay.credited, wallet.CHARGE, pay.pay_id)
     pay.save()
+    # A pay closed by a newer one may turn out paid after all: then the order is paid, and the
+    # newer pending pay must not take the user's money a second time.
+    open_for = f"{pay.type}:{pay.o_id or pay.note_id}"
+    Pay.update(status=CANCEL, open_for=None, updated_at=now).where(Pay.open_for == open_for).execute()
     return APPLIED
 
 
@@ -230,6 +250,8 @@ def apply_refund(refund):
         return MISMATCH
     if refund.get("status") not in (None, "succeeded") or refund.get("succeed") is False:
         return IGNORED
+    if LedgerEntry.select().where(LedgerEntry.kind == wallet.REFUND, LedgerEntry.reference == refund_id).exists():
+        return IGNORED  # applied before, from another event: a replay, not a refund that does not fit
     if pay.status not in (PAID, REFUNDED) or amount <= 0 or pay.amount_refunded + amount > pay.money:
         log.warning("refund %s does not fit pay %s; not applied", refund_id, pay.pay_id)
         return MISMATCH

@@ -2,7 +2,7 @@
 
 import falcon
 
-from . import events, payments, security, sms, withdrawals
+from . import events, openapi, payments, security, sms, withdrawals
 from .db import db
 from .errors import INVALID, NOT_ALLOWED, OK, UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
 from .gateway import CHANNELS
@@ -205,7 +205,7 @@ class InternalPays:
             subject=text(body, "subject", max_len=32),
             description=text(body, "desc", required=False, min_len=0, max_len=128, default=""),
             extra=extra,
-            client_ip=text(body, "client_ip", required=False, max_len=64, default="")
+            client_ip=text(body, "client_ip", required=False, min_len=0, max_len=64, default="")
             or (req.get_header("client") or "")[:64],
             platform=text(body, "platform", required=False, min_len=0, max_len=32, default=""),
             store=text(body, "store", required=False, min_len=0, max_len=64, default=""),
@@ -232,3 +232,10 @@ class Health:
             resp.media = {"code": UNEXPECTED, "msg": "数据库不可用", "db": "down"}
             return
         ok(resp, db="ok")
+
+
+class OpenApi:
+    auth = None
+
+    def on_get(self, req, resp):
+        resp.media = openapi.document()

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+import time
 import unicodedata
 
 import bcrypt
@@ -24,6 +25,7 @@ ANSWERS = "answers"
 MAX_FAILURES = 5
 WINDOW_MS = 3 * 3600 * 1000
 LOCK_MS = 3 * 3600 * 1000
+IN_FLIGHT_WAIT_S = 5.0
 
 lockout_of = RowByKey(Lockout, Lockout.user_id, Lockout.kind)
 profile_by_user = RowByKey(Profile, Profile.user_id)
@@ -96,13 +98,15 @@ def _start_attempt(user_id, kind):
     row = lock_row(Lockout, {"failures": 0, "window_start": now}, user_id=user_id, kind=kind)
     if row.locked_until > now:
         raise locked(row.locked_until - now)
-    if row.locked_until or now - row.window_start > WINDOW_MS:
+    # The window opens at the first failure, not at the last success or the row's creation.
+    if row.locked_until or not row.failures or now - row.window_start > WINDOW_MS:
         row.failures, row.window_start, row.locked_until = 0, now, 0
     if row.failures >= MAX_FAILURES:
         # The limit is reached by attempts still being checked; one of them may yet succeed.
-        raise locked(1000)
+        return False
     row.failures += 1
     row.save()
+    return True
 
 
 @transaction
@@ -125,7 +129,13 @@ def lock_remaining(user_id, kind):
 
 def check_secret(user_id, kind, secret, hashed):
     """905 if wrong, 906 if locked (also with the right secret); a right one resets the count."""
-    _start_attempt(user_id, kind)
+    deadline = time.monotonic() + IN_FLIGHT_WAIT_S
+    while not _start_attempt(user_id, kind):
+        # MAX_FAILURES attempts are still being checked (parallel requests): wait for their
+        # verdict, a lock or a reset by a right one, instead of refusing a secret that may be right.
+        if time.monotonic() > deadline:
+            raise locked(1000)
+        time.sleep(0.05)
     ok = secret_matches(secret, hashed)
     locked_until = _finish_attempt(user_id, kind, ok)
     if not ok:

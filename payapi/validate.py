@@ -7,7 +7,7 @@ from .errors import INVALID, ApiError, invalid
 from .ids import is_id
 
 MAX_BODY = 64 * 1024
-_DIGITS = re.compile(r"[0-9]{1,15}")
+_DIGITS = re.compile(r"0*[0-9]{1,15}")  # leading zeros do not count toward the length
 
 
 def _reject_constant(name):
@@ -18,7 +18,11 @@ def parse_json_object(raw):
     """bytes -> dict, or 904 for anything that is not a UTF-8 JSON object."""
     try:
         value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        if b"\\u" in raw:
+            # A lone surrogate escape ("\ud800") is valid JSON but not Unicode text: it would fail
+            # later, in a hash or the database, as a 500.
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, ValueError, RecursionError):
         raise invalid("请求体不是合法的 JSON") from None
     if not isinstance(value, dict):
         raise invalid("请求体必须是 JSON 对象")
@@ -83,7 +87,7 @@ def fen(value, name, minimum, maximum):
     if isinstance(value, int):
         amount = value
     elif isinstance(value, str) and _DIGITS.fullmatch(value):
-        amount = int(value)
+        amount = int(value.lstrip("0") or "0")
     else:
         raise invalid(f"参数 {name} 必须是整数（分）")
     if not minimum <= amount <= maximum:

@@ -3,6 +3,8 @@
 import json
 import logging
 
+import peewee
+
 from . import security, wallet
 from .clock import iso, natural_month, next_month_start, now_ms
 from .db import RowByKey, for_update, transaction
@@ -36,7 +38,12 @@ def withdraw(settings, user_id, passwd, amount, audit):
     if not profile.account_id:
         raise ApiError(NOT_ALLOWED, "请先设置提现账户")
     security.check_secret(user_id, security.PASSWD, passwd, profile.passwd_hash)
-    return _debit_and_record(settings, user_id, amount, audit)
+    try:
+        return _debit_and_record(settings, user_id, amount, audit)
+    except peewee.IntegrityError:
+        # The unique (user, month) key caught a withdrawal the row lock did not (another host,
+        # a Galera node): the month is used.
+        raise ApiError(NOT_ALLOWED, "每个自然月只能提现一次") from None
 
 
 @transaction

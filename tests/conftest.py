@@ -52,6 +52,9 @@ def pytest_addoption(parser):
 def pytest_generate_tests(metafunc):
     if "db_backend" in metafunc.fixturenames:
         backends = [b.strip() for b in metafunc.config.getoption("--db").split(",") if b.strip()]
+        only = metafunc.definition.get_closest_marker("only_db")
+        if only:  # a test about one backend's own behaviour (e.g. a server dropping connections)
+            backends = [b for b in backends if b in only.args]
         metafunc.parametrize("db_backend", backends, scope="session")
 
 

@@ -45,11 +45,32 @@ class FakePingpp:
         with self.lock:
             self.failures.extend([("hang", seconds)] * times)
 
+    def lose_next_response(self, seconds=0.0, times=1):
+        """Carry out the next requests but answer 504 (after seconds): Ping++ did it, we never heard."""
+        with self.lock:
+            self.failures.extend([("lose", seconds)] * times)
+
     def mark_paid(self, charge_id):
         with self.lock:
             charge = self.charges[charge_id]
             charge.update(paid=True, time_paid=int(time.time()), transaction_no="2016" + charge_id[-10:])
             return dict(charge)
+
+    def refund(self, charge_id, amount):
+        """A succeeded refund of part of a paid charge, as Ping++ puts it in refund.succeeded."""
+        with self.lock:
+            charge = self.charges[charge_id]
+            refund = {
+                "id": f"re_{next(self._ids):024d}", "object": "refund", "order_no": charge["order_no"],
+                "amount": amount, "created": int(time.time()), "succeed": True, "status": "succeeded",
+                "time_succeed": int(time.time()), "description": "退款", "failure_code": None,
+                "failure_msg": None, "metadata": {}, "charge": charge_id, "charge_order_no": charge["order_no"],
+                "transaction_no": None, "funding_source": None, "extra": {}, "currency": charge["currency"],
+            }
+            charge["amount_refunded"] += amount
+            charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+            charge["refunds"]["data"].append(refund)
+            return dict(refund)
 
     def charge_for(self, order_no):
         with self.lock:
@@ -85,6 +106,10 @@ class FakePingpp:
         with self.lock:
             self.requests.append((method, path, body, headers))
             scripted = self.failures.pop(0) if self.failures else None
+        if scripted is not None and scripted[0] == "lose":
+            self._route(method, path, body)
+            time.sleep(scripted[1])
+            return self._answer(start_response, 504, {"error": {"type": "api_error", "message": "lost"}})
         if scripted is not None:
             if scripted[0] == "hang":
                 time.sleep(scripted[1])

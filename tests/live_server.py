@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tests.conftest import AUTH_SECRETS, SERVICE_KEY, event, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST_TIMEOUT = 20  # seconds, for every request a test makes
+ACCESS_FORMAT = 'access-pid %(p)s "%(r)s" %(s)s'
 
 
 def free_port():
@@ -76,9 +78,20 @@ class LiveServer:
 
     def start(self, timeout=30):
         self._log = open(self.log_path, "ab")
-        # The config file's bind is 0.0.0.0:$PORT (Heroku); the command line narrows it to loopback.
+        # The config file's bind is 0.0.0.0:$PORT (Heroku); the command line narrows it to loopback
+        # and adds gunicorn's access log with the worker's pid, so a test can see who answered;
+        # no control socket, whose default path would be shared by every gunicorn on the machine;
+        # --worker-connections = threads: a worker takes no more connections than it has threads and
+        # the rest wait in the backlog for any worker, so a burst is served by several processes
+        # (with the default 1000 one gthread worker often accepts a whole burst and queues it).
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"],
+            [
+                sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                "--bind", f"127.0.0.1:{self.port}",
+                "--access-logfile", "-", "--access-logformat", ACCESS_FORMAT,
+                "--no-control-socket",
+                "--worker-connections", self.env.get("GUNICORN_THREADS", "4"),
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,
@@ -100,8 +113,13 @@ class LiveServer:
             if healthy and booted >= self.workers:
                 break
             time.sleep(0.1)
-        # Each worker builds the app while booting; a round of parallel reads makes sure all answer.
-        parallel(4 * self.workers, lambda i: self.get("/healthz"))
+        # Each worker builds the app after "Booting worker"; until every one of them has answered,
+        # a burst could be served by the first one alone.
+        while len(self.served_by()) < self.workers:
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"not every gunicorn worker answered in {timeout}s:\n{self.log()[-3000:]}")
+            parallel(4 * self.workers, lambda i: self.get("/healthz"))
         return self
 
     def stop(self):
@@ -120,6 +138,16 @@ class LiveServer:
             return self.log_path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return ""
+
+    def mark(self):
+        """A position in the log; served_by(mark) looks only at what came after it."""
+        return len(self.log())
+
+    def served_by(self, since=0):
+        """Counter of worker pid -> requests answered since the mark."""
+        return Counter(
+            int(line.split()[1].strip("<>")) for line in self.log()[since:].splitlines() if line.startswith("access-pid ")
+        )
 
     def worker_pids(self):
         """Pids of the workers gunicorn booted so far (a killed one is replaced by a new pid)."""

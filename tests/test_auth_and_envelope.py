@@ -84,6 +84,7 @@ def test_unsigned_token_is_901(app):
     assert_unauthenticated(get(app, CHECK_INFO, token=token))
 
 
+@pytest.mark.filterwarnings("ignore")
 def test_token_with_another_algorithm_is_901(app):
     token = claims_token({"sub": new_id(), "exp": int(time.time()) + 600}, algorithm="HS512")
     assert_unauthenticated(get(app, CHECK_INFO, token=token))
@@ -243,6 +244,26 @@ def test_wrong_method_is_405_with_code_904_and_allow_header(app, user, method, p
 def test_body_that_is_not_a_utf8_json_object_is_904(app, user, raw):
     assert_envelope(user.post("/rest/pay/passwd", raw=raw), 904, 400)
     assert user.get(CHECK_INFO).json["passwd"] is False
+
+
+@pytest.mark.parametrize(
+    "path, raw",
+    [
+        ("/rest/pay/passwd", b'{"passwd": "\\ud800"}'),
+        ("/rest/pay/question", b'{"answer1": "a\\udfff", "answer2": "b", "answer3": "c"}'),
+        ("/rest/pay/withdrawInfo", b'{"smscode": "123456", "id": "\\udc00", "name": "n"}'),
+        ("/rest/pay/passwd", b'{"\\ud800": 1, "passwd": "p"}'),
+    ],
+    ids=["passwd", "answer", "account-id", "key"],
+)
+def test_lone_surrogate_escape_is_904_not_a_crash(app, user, path, raw):
+    assert_envelope(user.post(path, raw=raw), 904, 400)
+    assert user.get(CHECK_INFO).json == {"code": 900, "passwd": False, "questions": False, "withdraw": False}
+
+
+def test_escaped_surrogate_pair_is_ordinary_text(app, user):
+    assert_envelope(user.post("/rest/pay/passwd", raw=b'{"passwd": "\\ud83d\\ude00 \\u00e9"}'), 900, 200)
+    assert_envelope(user.post("/rest/pay/passwd", {"passwd": "next", "old_passwd": "\U0001f600 \u00e9"}), 900, 200)
 
 
 def test_body_over_64_kb_is_413_in_the_envelope(app, user):

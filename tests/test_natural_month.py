@@ -1,0 +1,159 @@
+"""The natural month in TIMEZONE (default Asia/Shanghai, UTC+8): what once a month means."""
+
+import dataclasses
+import datetime
+import zoneinfo
+
+import pytest
+import time_machine
+import webtest
+
+from payapi.app import create_app
+from payapi.clock import iso, natural_month, next_month_start, now_ms
+from payapi.sms import FileSms
+from tests.conftest import User
+from tests.experts import balance, refresh_token, set_up_expert, withdraw
+
+SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
+UTC = zoneinfo.ZoneInfo("UTC")
+
+
+def ms(text):
+    return int(datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+# --- clock -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "instant, month",
+    [
+        ("2026-11-30T15:59:59.999Z", "2026-11"),  # 23:59:59.999 on 30 November in Shanghai
+        ("2026-11-30T16:00:00.000Z", "2026-12"),  # midnight, 1 December in Shanghai
+        ("2026-10-31T16:00:00.000Z", "2026-11"),
+        ("2026-10-31T15:59:59.999Z", "2026-10"),
+        ("2026-12-31T15:59:59.999Z", "2026-12"),
+        ("2026-12-31T16:00:00.000Z", "2027-01"),
+        ("2028-02-28T16:00:00.000Z", "2028-02"),  # 29 February 2028 local
+        ("2028-02-29T15:59:59.999Z", "2028-02"),
+        ("2028-02-29T16:00:00.000Z", "2028-03"),
+    ],
+)
+def test_natural_month_is_the_calendar_month_in_shanghai(instant, month):
+    assert natural_month(ms(instant), SHANGHAI) == month
+
+
+@pytest.mark.parametrize(
+    "instant, start",
+    [
+        ("2026-11-01T00:00:00.000Z", "2026-11-30T16:00:00.000Z"),
+        ("2026-11-30T15:59:59.999Z", "2026-11-30T16:00:00.000Z"),
+        ("2026-11-30T16:00:00.000Z", "2026-12-31T16:00:00.000Z"),
+        ("2026-12-31T15:59:59.999Z", "2026-12-31T16:00:00.000Z"),
+        ("2026-12-31T16:00:00.000Z", "2027-01-31T16:00:00.000Z"),
+        ("2028-02-10T00:00:00.000Z", "2028-02-29T16:00:00.000Z"),
+        ("2028-01-31T16:00:00.000Z", "2028-02-29T16:00:00.000Z"),
+    ],
+)
+def test_next_month_start_is_local_midnight_of_the_first(instant, start):
+    assert iso(next_month_start(ms(instant), SHANGHAI)) == start
+
+
+def test_natural_month_follows_the_clock(settings):
+    with time_machine.travel("2026-11-30T15:59:59.999Z", tick=False) as traveller:
+        assert natural_month(now_ms(), settings.tz) == "2026-11"
+        traveller.shift(datetime.timedelta(milliseconds=1))
+        assert natural_month(now_ms(), settings.tz) == "2026-12"
+
+
+def test_utc_months_end_at_utc_midnight():
+    assert natural_month(ms("2026-11-30T23:59:59.999Z"), UTC) == "2026-11"
+    assert natural_month(ms("2026-12-01T00:00:00.000Z"), UTC) == "2026-12"
+    assert iso(next_month_start(ms("2026-11-30T16:00:00.000Z"), UTC)) == "2026-12-01T00:00:00.000Z"
+
+
+# --- withdrawals across the boundary -----------------------------------------------------------
+
+@pytest.fixture
+def funded(make_user, pay_expert):
+    """Makes an expert with 10,000 fen at the current (travelled) time."""
+
+    def make(user=None):
+        expert = set_up_expert(user or make_user())
+        pay_expert(expert.id, 10_000)
+        return expert
+
+    return make
+
+
+def test_a_withdrawal_just_before_month_end_and_another_just_after_both_succeed(funded):
+    with time_machine.travel("2026-11-30T15:59:00.000Z", tick=False) as traveller:
+        expert = funded()
+        assert withdraw(expert, 1000).json["code"] == 900
+        traveller.move_to("2026-11-30T15:59:30.000Z")
+        assert withdraw(expert, 1000).json["code"] == 910
+        traveller.move_to("2026-11-30T16:01:00.000Z")
+        assert withdraw(expert, 1000).json["code"] == 900
+        traveller.move_to("2026-11-30T16:02:00.000Z")
+        assert withdraw(expert, 1000).json["code"] == 910
+    assert balance(expert) == 8_000
+
+
+def test_the_last_millisecond_of_november_is_still_november(funded):
+    with time_machine.travel("2026-11-30T15:58:00.000Z", tick=False) as traveller:
+        expert = funded()
+        assert withdraw(expert, 1000).json["code"] == 900
+        traveller.move_to("2026-11-30T15:59:59.999Z")
+        assert withdraw(expert, 1000).json["code"] == 910
+        traveller.move_to("2026-11-30T16:00:00.000Z")
+        assert withdraw(expert, 1000).json["code"] == 900
+
+
+def test_december_withdrawal_does_not_block_january(funded):
+    with time_machine.travel("2026-12-31T15:30:00.000Z", tick=False) as traveller:
+        expert = funded()
+        assert withdraw(expert, 1000).json["code"] == 900
+        traveller.move_to("2026-12-31T16:00:00.000Z")
+        assert withdraw(expert, 1000).json["code"] == 900
+
+
+def test_leap_day_belongs_to_february(funded):
+    with time_machine.travel("2028-02-01T00:00:00.000Z", tick=False) as traveller:
+        expert = funded()
+        assert withdraw(expert, 1000).json["code"] == 900
+        traveller.move_to("2028-02-29T15:59:00.000Z")  # 23:59 on 29 February in Shanghai
+        assert withdraw(refresh_token(expert), 1000).json["code"] == 910
+        traveller.move_to("2028-02-29T16:00:00.000Z")
+        assert withdraw(expert, 1000).json["code"] == 900
+
+
+def test_balance_points_to_the_start_of_the_next_month_after_a_november_withdrawal(funded):
+    with time_machine.travel("2026-11-30T15:59:00.000Z", tick=False) as traveller:
+        expert = funded()
+        assert withdraw(expert, 1000).json["code"] == 900
+        info = expert.get("/rest/pay/balance").json["info"]
+        assert (info["can_withdraw"], info["next_withdraw_at"]) == (False, "2026-11-30T16:00:00.000Z")
+        traveller.move_to("2026-11-30T16:00:00.000Z")
+        info = expert.get("/rest/pay/balance").json["info"]
+        assert (info["can_withdraw"], info["next_withdraw_at"]) == (True, None)
+
+
+def test_early_in_a_month_the_wait_is_until_the_next_first(funded):
+    with time_machine.travel("2026-11-01T00:00:00.000Z", tick=False):  # 08:00 on 1 November locally
+        expert = funded()
+        assert withdraw(expert, 1000).json["code"] == 900
+        assert expert.get("/rest/pay/balance").json["info"]["next_withdraw_at"] == "2026-11-30T16:00:00.000Z"
+
+
+def test_timezone_utc_moves_the_boundary(database, settings, gateway, pay_expert):
+    utc = dataclasses.replace(settings, timezone="UTC")
+    app = webtest.TestApp(create_app(utc, gateway, FileSms(settings.sms_file)))
+    with time_machine.travel("2026-11-30T15:59:00.000Z", tick=False) as traveller:
+        expert = set_up_expert(User(app, utc))
+        pay_expert(expert.id, 10_000)
+        assert withdraw(expert, 1000).json["code"] == 900
+        traveller.move_to("2026-11-30T16:01:00.000Z")  # already December in Shanghai, not in UTC
+        assert withdraw(expert, 1000).json["code"] == 910
+        info = expert.get("/rest/pay/balance").json["info"]
+        assert info["next_withdraw_at"] == "2026-12-01T00:00:00.000Z"
+        traveller.move_to("2026-12-01T00:00:00.000Z")
+        assert withdraw(refresh_token(expert), 1000).json["code"] == 900

@@ -1,0 +1,280 @@
+"""SMS codes: POST /rest/pay/smscode (rate limits, hashed storage) and their use by withdrawInfo."""
+
+import datetime
+import re
+
+import pytest
+
+from payapi.auth import Authenticator
+from payapi.models import Profile, SmsCode
+
+SMSCODE = "/rest/pay/smscode"
+WITHDRAW_INFO = "/rest/pay/withdrawInfo"
+UTC = datetime.timezone.utc
+# 09:00 in Shanghai.
+START = datetime.datetime(2026, 3, 10, 1, 0, tzinfo=UTC)
+NO_ACCOUNT = {"type": "", "id": "", "name": ""}
+
+
+def assert_code(response, code, status):
+    assert (response.status_int, response.json["code"]) == (status, code), response.json
+    return response.json
+
+
+def assert_limited(response, retry_after):
+    body = assert_code(response, 906, 429)
+    assert body["retry_after"] == retry_after
+    assert response.headers["Retry-After"] == str(retry_after)
+
+
+def remint(user, phone="keep", ttl=30 * 86400):
+    """The same user with a fresh long-lived token, optionally with another (or no) phone claim."""
+    if phone != "keep":
+        user.phone = phone
+    user.token = Authenticator(user.settings.auth_secrets).mint(user.id, phone=user.phone, ttl=ttl)
+    return user
+
+
+@pytest.fixture
+def clock(time_machine):
+    time_machine.move_to(START, tick=False)
+    return time_machine
+
+
+@pytest.fixture
+def traveller(clock, user):
+    return remint(user)
+
+
+def codes_of(user):
+    return list(SmsCode.select().where(SmsCode.user_id == user.id).order_by(SmsCode.created_at))
+
+
+def account_of(user):
+    return user.get(WITHDRAW_INFO).json["info"]
+
+
+def submit(user, code, account_id="acct-1", name="张三"):
+    return user.post(WITHDRAW_INFO, {"smscode": code, "type": "alipay", "id": account_id, "name": name})
+
+
+def other_code(code):
+    return f"{(int(code) + 1) % 10**6:06d}"
+
+
+# --- sending -------------------------------------------------------------------------------
+
+def test_code_is_sent_to_the_tokens_phone_with_purpose_withdraw_info_by_default(traveller):
+    assert assert_code(traveller.post(SMSCODE, {}), 900, 200) == {"code": 900}
+    code = traveller.last_sms_code()
+    assert re.fullmatch(r"[0-9]{6}", code)
+    [row] = codes_of(traveller)
+    assert (row.purpose, row.phone, row.tries, row.used_at) == ("withdrawInfo", traveller.phone, 0, None)
+    assert row.expires_at - row.created_at == 5 * 60 * 1000
+
+
+def test_explicit_withdraw_info_purpose_is_accepted(traveller):
+    assert_code(traveller.post(SMSCODE, {"purpose": "withdrawInfo"}), 900, 200)
+    assert len(codes_of(traveller)) == 1
+
+
+@pytest.mark.parametrize("purpose", ["login", "", "WITHDRAWINFO", 1, ["withdrawInfo"]])
+def test_other_purpose_is_904_and_sends_nothing(traveller, purpose):
+    assert_code(traveller.post(SMSCODE, {"purpose": purpose}), 904, 400)
+    assert codes_of(traveller) == []
+
+
+def test_token_without_phone_claim_is_910_and_sends_nothing(traveller):
+    remint(traveller, phone=None)
+    assert_code(traveller.post(SMSCODE, {}), 910, 403)
+    assert codes_of(traveller) == []
+
+
+def test_code_is_stored_only_as_a_hash(traveller):
+    traveller.post(SMSCODE, {})
+    code = traveller.last_sms_code()
+    [row] = codes_of(traveller)
+    assert row.code_hash != code and code not in row.code_hash
+    assert re.fullmatch(r"[0-9a-f]{64}", row.code_hash)
+
+
+def test_second_code_within_a_minute_is_906_with_retry_after(traveller, clock):
+    assert_code(traveller.post(SMSCODE, {}), 900, 200)
+    clock.shift(30)
+    assert_limited(traveller.post(SMSCODE, {}), 30)
+    clock.shift(29)
+    assert_limited(traveller.post(SMSCODE, {}), 1)
+    clock.shift(1)
+    assert_code(traveller.post(SMSCODE, {}), 900, 200)
+    assert len(codes_of(traveller)) == 2
+
+
+def test_refused_request_does_not_count(traveller, clock):
+    assert_code(traveller.post(SMSCODE, {}), 900, 200)
+    clock.shift(50)
+    assert_limited(traveller.post(SMSCODE, {}), 10)
+    clock.shift(10)  # a minute after the first; 10 s after the refused one
+    assert_code(traveller.post(SMSCODE, {}), 900, 200)
+    assert len(codes_of(traveller)) == 2
+
+
+def test_eleventh_code_in_a_day_is_906_until_midnight_in_shanghai(traveller, clock):
+    for _ in range(10):
+        assert_code(traveller.post(SMSCODE, {}), 900, 200)
+        clock.shift(3600)
+    # 19:00 in Shanghai: five hours to midnight.
+    assert_limited(traveller.post(SMSCODE, {}), 5 * 3600)
+    clock.shift(4 * 3600)
+    assert_limited(traveller.post(SMSCODE, {}), 3600)
+    assert len(codes_of(traveller)) == 10
+    clock.shift(3600)
+    assert_code(traveller.post(SMSCODE, {}), 900, 200)
+
+
+def test_the_day_is_the_calendar_day_in_shanghai_not_in_utc(time_machine, user):
+    # 23:00 in Shanghai, still 15:00 on the same UTC day as the next attempts.
+    time_machine.move_to(datetime.datetime(2026, 3, 10, 15, 0, tzinfo=UTC), tick=False)
+    remint(user)
+    for _ in range(10):
+        assert_code(user.post(SMSCODE, {}), 900, 200)
+        time_machine.shift(61)
+    time_machine.move_to(datetime.datetime(2026, 3, 10, 15, 50, tzinfo=UTC), tick=False)
+    assert_limited(user.post(SMSCODE, {}), 600)
+    time_machine.move_to(datetime.datetime(2026, 3, 10, 16, 0, tzinfo=UTC), tick=False)
+    assert_code(user.post(SMSCODE, {}), 900, 200)
+
+
+def test_rate_limits_are_per_user(traveller, make_user):
+    other = remint(make_user(phone="13900000001"))
+    assert_code(traveller.post(SMSCODE, {}), 900, 200)
+    assert_code(other.post(SMSCODE, {}), 900, 200)
+
+
+# --- using a code (route 7) ----------------------------------------------------------------
+
+def test_right_code_sets_the_account_and_is_used_up(traveller):
+    traveller.post(SMSCODE, {})
+    code = traveller.last_sms_code()
+    assert_code(submit(traveller, code), 900, 200)
+    assert account_of(traveller) == {"type": "alipay", "id": "acct-1", "name": "张三"}
+    assert codes_of(traveller)[0].used_at is not None
+    assert_code(submit(traveller, code, account_id="acct-2"), 905, 403)
+    assert account_of(traveller)["id"] == "acct-1"
+
+
+def test_no_code_ever_sent_is_905(traveller):
+    assert_code(submit(traveller, "123456"), 905, 403)
+    assert account_of(traveller) == NO_ACCOUNT
+
+
+def test_wrong_code_is_905_counts_a_try_and_changes_nothing(traveller):
+    traveller.post(SMSCODE, {})
+    code = traveller.last_sms_code()
+    assert_code(submit(traveller, other_code(code)), 905, 403)
+    assert account_of(traveller) == NO_ACCOUNT
+    assert not Profile.select().where(Profile.user_id == traveller.id, Profile.account_id != "").exists()
+    assert codes_of(traveller)[0].tries == 1
+    assert_code(submit(traveller, code), 900, 200)
+
+
+def test_four_wrong_tries_still_leave_the_right_code_usable(traveller):
+    traveller.post(SMSCODE, {})
+    code = traveller.last_sms_code()
+    for _ in range(4):
+        assert_code(submit(traveller, other_code(code)), 905, 403)
+    assert_code(submit(traveller, code), 900, 200)
+
+
+def test_five_wrong_tries_kill_the_code(traveller):
+    traveller.post(SMSCODE, {})
+    code = traveller.last_sms_code()
+    for _ in range(5):
+        assert_code(submit(traveller, other_code(code)), 905, 403)
+    assert_code(submit(traveller, code), 905, 403)
+    assert account_of(traveller) == NO_ACCOUNT
+    assert codes_of(traveller)[0].tries == 5
+
+
+def test_a_new_code_works_after_the_old_one_was_killed(traveller, clock):
+    traveller.post(SMSCODE, {})
+    code = traveller.last_sms_code()
+    for _ in range(5):
+        submit(traveller, other_code(code))
+    clock.shift(60)
+    traveller.post(SMSCODE, {})
+    assert_code(submit(traveller, traveller.last_sms_code()), 900, 200)
+
+
+def test_code_expires_after_five_minutes(traveller, clock):
+    traveller.post(SMSCODE, {})
+    code = traveller.last_sms_code()
+    clock.shift(5 * 60)
+    assert_code(submit(traveller, code), 905, 403)
+    assert account_of(traveller) == NO_ACCOUNT
+
+
+def test_code_is_valid_just_before_five_minutes(traveller, clock):
+    traveller.post(SMSCODE, {})
+    clock.shift(5 * 60 - 1)
+    assert_code(submit(traveller, traveller.last_sms_code()), 900, 200)
+
+
+def test_code_sent_to_another_phone_is_905(traveller):
+    traveller.post(SMSCODE, {})
+    code = traveller.last_sms_code()
+    remint(traveller, phone="13900139999")  # the user's number changed since the code was sent
+    assert_code(submit(traveller, code), 905, 403)
+    assert account_of(traveller) == NO_ACCOUNT
+
+
+def test_older_code_is_905_once_a_newer_one_was_sent(traveller, clock):
+    traveller.post(SMSCODE, {})
+    older = traveller.last_sms_code()
+    clock.shift(60)
+    traveller.post(SMSCODE, {})
+    newer = traveller.last_sms_code()
+    if older != newer:  # one chance in a million they are equal
+        assert_code(submit(traveller, older), 905, 403)
+        assert account_of(traveller) == NO_ACCOUNT
+    assert_code(submit(traveller, newer), 900, 200)
+
+
+def test_another_users_code_is_905(traveller, make_user):
+    other = remint(make_user(phone=traveller.phone))
+    other.post(SMSCODE, {})
+    code = other.last_sms_code()
+    assert_code(submit(traveller, code), 905, 403)
+    assert_code(submit(other, code), 900, 200)
+    assert account_of(traveller) == NO_ACCOUNT
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "wx", "id": "acct", "name": "张三"},
+        {"id": "", "name": "张三"},
+        {"id": "acct"},
+        {"id": "acct", "name": "名" * 33},
+    ],
+    ids=["type", "empty-id", "no-name", "long-name"],
+)
+def test_body_is_validated_before_the_code_so_a_bad_body_burns_no_try(traveller, body):
+    traveller.post(SMSCODE, {})
+    code = traveller.last_sms_code()
+    for _ in range(6):
+        assert_code(traveller.post(WITHDRAW_INFO, {"smscode": code, **body}), 904, 400)
+        assert_code(traveller.post(WITHDRAW_INFO, {"smscode": other_code(code), **body}), 904, 400)
+    assert codes_of(traveller)[0].tries == 0
+    assert_code(submit(traveller, code), 900, 200)
+
+
+def test_token_without_phone_is_910_and_burns_no_try(traveller):
+    traveller.post(SMSCODE, {})
+    code = traveller.last_sms_code()
+    phone = traveller.phone
+    remint(traveller, phone=None)
+    for _ in range(6):
+        assert_code(submit(traveller, other_code(code)), 910, 403)
+    assert codes_of(traveller)[0].tries == 0
+    remint(traveller, phone=phone)
+    assert_code(submit(traveller, code), 900, 200)
