@@ -2,17 +2,21 @@
 -- One user for all connections would make parallel changes of the same password collide on
 -- payapi's compare-and-set (910 "设置已被修改"), which measures the conflict, not bcrypt. Each wrk
 -- thread takes its own slice of the users and cycles through it, so a user is (almost) never
--- changed by two requests at once.
+-- changed by two requests at once; run.py gives every wrk run users no earlier run touched (a
+-- finished run may leave requests queued in the server).
 --   BENCH_TOKENS_FILE   one JWT per line (each user has pay password P)
 --   BENCH_BODY_FILE     the JSON body
 --   BENCH_HEADERS_FILE  common headers, "Name: value" per line (no auth)
 --   BENCH_THREADS       wrk's -t
 
 local thread_count = 0
+local threads = {}
 
 function setup(thread)
    thread:set("thread_index", thread_count)
+   thread:set("sent", 0)
    thread_count = thread_count + 1
+   table.insert(threads, thread)
 end
 
 local tokens = {}
@@ -56,5 +60,16 @@ end
 function request()
    headers["auth"] = mine[next_one]
    next_one = next_one % #mine + 1
+   sent = sent + 1
    return wrk.format("POST", nil, headers, body)
+end
+
+-- How many requests were sent: run.py waits until the server has answered (logged) them all,
+-- since a finished run leaves its bcrypt requests queued in the server.
+function done(summary, latency, requests)
+   local total = 0
+   for _, thread in ipairs(threads) do
+      total = total + thread:get("sent")
+   end
+   io.write(string.format("bench-sent: %d\n", total))
 end

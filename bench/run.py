@@ -49,7 +49,9 @@ GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 
 WEB_CONCURRENCY = "4"
 BCRYPT_ROUNDS = "12"
-PASSWD_POOL = 32  # users whose pay password the bcrypt load changes (see passwd.lua)
+# Users whose pay password the bcrypt load changes: a fresh set for every wrk run (see passwd.lua),
+# so requests a previous run left queued in the server never race a new run on the same user.
+PASSWD_USERS_PER_RUN = 32
 MARIADB_DB = "payapi_bench"
 APP_HEADERS = {"client": "1.2.3.4", "platform": "android", "channel": "TencentAPP"}
 # The pay password as the app sends it: its own hash of what the user typed ("加密后").
@@ -156,6 +158,36 @@ def cpu_ticks(pids):
         except (OSError, IndexError, ValueError):
             pass
     return total
+
+
+class PasswdLog:
+    """Counts payapi's request-log lines for POST /rest/pay/passwd as the log file grows."""
+
+    def __init__(self, path):
+        self.path, self.offset, self.count, self.rest = path, 0, 0, b""
+
+    def poll(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return self.count
+        self.offset += len(data)
+        lines = (self.rest + data).split(b"\n")
+        self.rest = lines.pop()
+        self.count += sum(1 for line in lines if b'"payapi.request"' in line and b'"route": "/rest/pay/passwd"' in line)
+        return self.count
+
+    def wait_for(self, expected, limit=60.0):
+        """Wait until the server answered every bcrypt request sent so far (or the limit passed)."""
+        deadline = time.monotonic() + limit
+        while self.poll() < expected:
+            if time.monotonic() > deadline:
+                log(f"server answered {self.count} of {expected} passwd requests after {limit:.0f} s; going on")
+                return False
+            time.sleep(0.2)
+        return True
 
 
 def wait_idle(master_pid, limit=20.0):
@@ -330,7 +362,7 @@ def charge_object(pay_id, amount, paid, created):
     }
 
 
-def seed_rows(database_url):
+def seed_rows(database_url, pool_size):
     """Rows the HTTP API cannot make without Ping++: pays, a wallet with its ledger, pool users."""
     from payapi.auth import Authenticator  # noqa: F401  (import check: same code as the server)
     from payapi.db import bind, open_database
@@ -373,10 +405,12 @@ def seed_rows(database_url):
             s["balance"] = earned
             # Users the bcrypt load changes the pay password of (one hash, computed once).
             hashed = hash_secret(PASSWD, int(BCRYPT_ROUNDS))
-            s["pool"] = [new_id() for _ in range(PASSWD_POOL)]
-            Profile.insert_many(
-                [{"user_id": u, "passwd_hash": hashed, "created_at": now, "updated_at": now} for u in s["pool"]]
-            ).execute()
+            s["pool"] = [new_id() for _ in range(pool_size)]
+            for start in range(0, pool_size, 100):
+                Profile.insert_many(
+                    [{"user_id": u, "passwd_hash": hashed, "created_at": now, "updated_at": now}
+                     for u in s["pool"][start:start + 100]]
+                ).execute()
     finally:
         database.close()
     return s
@@ -458,6 +492,12 @@ def wrk_cmd(url, seconds, connections, threads, script, script_args=()):
 
 def start_wrk(spec, port, seconds, threads):
     env = dict(os.environ, **spec["env"])
+    if "BENCH_TOKENS_FILE" in env:  # the bcrypt route: the next unused users
+        tokens, spec["pool"][:] = spec["pool"][:PASSWD_USERS_PER_RUN], spec["pool"][PASSWD_USERS_PER_RUN:]
+        if len(tokens) < PASSWD_USERS_PER_RUN:
+            raise RuntimeError("out of seeded pool users")
+        env["BENCH_TOKENS_FILE"] = write_file(os.path.join(spec["tmp"], f"tokens-{len(spec['pool'])}"),
+                                              "".join(t + "\n" for t in tokens))
     cmd = wrk_cmd(f"http://127.0.0.1:{port}{spec['path']}", seconds, spec["connections"], threads, spec["script"],
                   spec.get("script_args", ()))
     proc = start(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
@@ -472,6 +512,9 @@ def finish_wrk(proc):
     finally:
         stop(proc, grace=2.0)
     result = parse_wrk(out)
+    m = re.search(r"^bench-sent: (\d+)", out, re.M)
+    if m:
+        result["sent"] = int(m.group(1))
     if proc.returncode != 0 or result["rps"] is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {shlex.join(proc.bench_cmd)}\n{out}")
     result["output"] = out
@@ -502,14 +545,13 @@ def endpoint_specs(tmp, seed, args):
     webhook_headers = headers_file("webhook", {"Content-Type": "application/json",
                                                "X-Pingplusplus-Signature": seed["event_signature"]})
     passwd_body = write_file(os.path.join(tmp, "passwd.json"), json.dumps({"passwd": PASSWD, "old_passwd": PASSWD}))
-    tokens = write_file(os.path.join(tmp, "pool.tokens"), "".join(t + "\n" for t in seed["pool_tokens"]))
-    passwd_env = {"BENCH_TOKENS_FILE": tokens, "BENCH_THREADS": str(args.threads), "BENCH_BODY_FILE": passwd_body,
+    passwd_env = {"BENCH_TOKENS_FILE": None, "BENCH_THREADS": str(args.threads), "BENCH_BODY_FILE": passwd_body,
                   "BENCH_HEADERS_FILE": headers_file("passwd", {"Content-Type": "application/json", **APP_HEADERS})}
     c = args.connections
 
     def spec(key, name, path, connections, env, script=request_lua, script_args=()):
         return {"key": key, "name": name, "path": path, "connections": connections, "env": env, "script": script,
-                "script_args": list(script_args)}
+                "script_args": list(script_args), "tmp": tmp, "pool": seed["pool_tokens"]}
 
     passwd_lua = os.path.join(BENCH, "passwd.lua")
     return {
@@ -553,7 +595,7 @@ def check_endpoints(base, seed):
                         {"X-Pingplusplus-Signature": seed["event_signature"], "Content-Type": "application/json"})
     record("webhook", status, body, status == 200 and isinstance(body, dict) and body.get("result") == "replay")
     status, body = http("POST", f"{base}/rest/pay/passwd", {"passwd": PASSWD, "old_passwd": PASSWD},
-                        {"auth": seed["pool_tokens"][0], **APP_HEADERS})
+                        {"auth": seed["pool_tokens"].pop(), **APP_HEADERS})
     record("passwd", status, body, status == 200 and isinstance(body, dict) and body.get("code") == 900)
     return checks
 
@@ -615,7 +657,7 @@ def bench_database(kind, args, tmp, key, bare_port, bare_proc):
         if migrated.returncode != 0:
             raise RuntimeError(f"migrate failed:\n{migrated.stdout}{migrated.stderr}")
         log(f"{kind}: seeding rows")
-        seed = seed_rows(url)
+        seed = seed_rows(url, PASSWD_USERS_PER_RUN * 2 * args.rounds + 1)
         result["charge_json_bytes"] = seed["charge_json_bytes"]
 
         auth_secret = secrets.token_urlsafe(32)
@@ -637,9 +679,20 @@ def bench_database(kind, args, tmp, key, bare_port, bare_proc):
         seed_http(base, seed, key[0], auth_secret, sms_file)
         result["checks"] = check_endpoints(base, seed)
         specs = endpoint_specs(work, seed, args)
+        passwd_log = PasswdLog(log_path)
+        passwd_expected = 2  # seeding and the check above
+
+        def drain(run):
+            """Wait for the bcrypt requests a finished run left queued in the server, then for idle CPU."""
+            nonlocal passwd_expected
+            passwd_expected += run.get("sent", 0)
+            t0 = time.monotonic()
+            run["drained"] = passwd_log.wait_for(passwd_expected)
+            run["drain_s"] = round(time.monotonic() - t0, 2)
+            wait_idle(proc.pid)
 
         # Warm-up: every worker opens its connection, imports lazily, fills its caches.
-        warm = max(1, min(2, args.seconds // 2))
+        warm = 1
         for k in ("bare", "pay", "checkInfo", "balance", "webhook"):
             run_wrk(specs[k], bare_port if k == "bare" else port, warm, args.threads)
         wait_idle(proc.pid)
@@ -654,7 +707,7 @@ def bench_database(kind, args, tmp, key, bare_port, bare_proc):
                 log(f"{kind} round {rnd} {k:10} {r['rps']:9.1f} rps  p50 {r['p50_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms"
                     f"  non-2xx {r['non_2xx']}  socket errors {sum(r['socket_errors'].values())}")
                 if k == "passwd":
-                    wait_idle(proc.pid)
+                    drain(r)
             # Starvation: the same read while a second wrk saturates the bcrypt route.
             load = start_wrk(specs["passwd_load"], port, args.seconds + 2, args.threads)
             try:
@@ -667,7 +720,7 @@ def bench_database(kind, args, tmp, key, bare_port, bare_proc):
             result["runs"] += [r, lr]
             log(f"{kind} round {rnd} pay under bcrypt load: {r['rps']:.1f} rps p99 {r['p99_ms']:.2f} ms "
                 f"(load: {lr['rps']:.1f} rps, non-2xx {lr['non_2xx']})")
-            wait_idle(proc.pid)
+            drain(lr)
 
         workers = children(proc.pid)
         result["worker_rss_mb"] = [round((rss_kb(p) or 0) / 1024, 1) for p in workers]
@@ -698,11 +751,19 @@ def summarise(result):
             "rounds": len(runs),
         }
     bare = summary.get("bare", {}).get("rps")
-    for s in summary.values():
-        s["x_bare"] = s["rps"] / bare if bare and s["rps"] else None
+    for k, s in summary.items():
+        # Against the bare ceiling only for cheap routes: a bcrypt route is bounded by the hash.
+        s["x_bare"] = s["rps"] / bare if bare and s["rps"] and not k.startswith("passwd") else None
     result["summary"] = summary
     idle, loaded = summary.get("pay", {}).get("p99_ms"), summary.get("pay_under_bcrypt", {}).get("p99_ms")
     result["starvation_ratio"] = loaded / idle if idle and loaded else None
+    starved = [r["round"] for r in result["runs"] if r["endpoint"] == "pay_under_bcrypt" and r["requests"] == 0]
+    if starved:
+        result["starvation_note"] = (f"no read completed within the run in round(s) {starved}: reads fully starved "
+                                     "(wrk leaves unfinished requests out of its latency figures)")
+    drains = [r.get("drain_s") for r in result["runs"] if r["endpoint"].startswith("passwd") and "drain_s" in r]
+    if drains:
+        result["bcrypt_backlog_drain_s_max"] = max(drains)
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -744,8 +805,8 @@ def report(results, meta):
         s = res["summary"]
         lines.append(f"### {res['database']}: {res['database_detail']}")
         lines.append("")
-        lines.append("| endpoint | rps | × bare falcon | p50 ms | p99 ms | non-2xx | socket errors |")
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append("| endpoint | rps | × bare falcon | p50 ms | p99 ms | requests | non-2xx | socket errors |")
+        lines.append("|---|---|---|---|---|---|---|---|")
         names = {
             "bare": f"bare falcon `GET /rest/pay/{{pay_id}}` (-c{meta['connections']})",
             "pay": "`GET /rest/pay/{pay_id}`",
@@ -762,13 +823,18 @@ def report(results, meta):
             e = s[k]
             rps_digits = 1 if (e["rps"] or 0) < 100 else 0
             lines.append(f"| {name} | {fmt(e['rps'], rps_digits)} | {fmt(e['x_bare'])} | {fmt(e['p50_ms'])} | "
-                         f"{fmt(e['p99_ms'])} | {e['non_2xx']} | {e['socket_errors']} |")
+                         f"{fmt(e['p99_ms'])} | {e['requests']:,} | {e['non_2xx']} | {e['socket_errors']} |")
         lines.append("")
         ratio = res.get("starvation_ratio")
         verdict = "" if ratio is None else (" (target ≤ 2×: met)" if ratio <= 2 else " (target ≤ 2×: NOT met)")
         lines.append(f"- starvation: read p99 under bcrypt load / idle read p99 = "
                      f"{fmt(s.get('pay_under_bcrypt', {}).get('p99_ms'))} / {fmt(s.get('pay', {}).get('p99_ms'))} ms = "
                      f"**{fmt(ratio)}×**{verdict}")
+        if res.get("starvation_note"):
+            lines.append(f"- **starvation: {res['starvation_note']}**")
+        if res.get("bcrypt_backlog_drain_s_max") is not None:
+            lines.append(f"- bcrypt requests still queued in the server when a passwd run ended took up to "
+                         f"{res['bcrypt_backlog_drain_s_max']:.1f} s to be answered (waited for before the next run)")
         rss = res.get("worker_rss_mb", [])
         verdict = "" if not rss else (" (target ≤ 80 MB: met)" if max(rss) <= 80 else " (target ≤ 80 MB: NOT met)")
         lines.append(f"- payapi worker RSS after the load: {', '.join(f'{x:.1f}' for x in rss)} MB{verdict}; "
@@ -819,6 +885,13 @@ def main(argv=None):
     }
     if meta["machine"]["loadavg_at_start"][0] > 0.5 * (os.cpu_count() or 1):
         log(f"load average {meta['machine']['loadavg_at_start'][0]:.2f} before starting: numbers will be noisy")
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # Also when started in the background (SIGINT ignored) or stopped with SIGTERM/SIGHUP: the
+    # servers run in their own sessions, so only this script can stop them.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupted)
     tmp = tempfile.mkdtemp(prefix="payapi-bench-")
     results = []
     bare_proc = None
@@ -841,6 +914,8 @@ def main(argv=None):
         log("interrupted; stopping everything")
         raise SystemExit(130)
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not leave servers behind
         cleanup()
         if args.keep:
             log(f"kept {tmp}")

@@ -118,13 +118,19 @@ def ensure_connection():
 def lock_row(model, defaults, **key):
     """The row with this key, created from defaults if missing, locked until the transaction ends.
 
-    INSERT IGNORE first, so two requests creating the same row do not fail on the unique key.
+    SELECT ... FOR UPDATE first: an INSERT IGNORE that hits an existing row takes a shared lock
+    on it, and two requests both upgrading that to the exclusive one deadlock (MySQL 1213) on
+    every parallel call. Only a missing row is inserted, with INSERT IGNORE, so two requests
+    creating the same row do not fail on the unique key.
     """
-    model.insert(**key, **defaults).on_conflict_ignore().execute()
     query = model.select()
     for name, value in key.items():
         query = query.where(getattr(model, name) == value)
-    return for_update(query).get()
+    row = for_update(query).first()
+    if row is None:
+        model.insert(**key, **defaults).on_conflict_ignore().execute()
+        row = for_update(query).get()
+    return row
 
 
 class RowByKey:

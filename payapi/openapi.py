@@ -15,8 +15,6 @@ from .errors import (
 from .gateway import CHANNELS
 from .validate import MAX_BODY
 
-SECRET_MAX = 128  # resources.SECRET_MAX (not imported: resources imports this module)
-
 ID = {"$ref": "#/components/schemas/Id"}
 TIME = {"$ref": "#/components/schemas/Time"}
 
@@ -226,7 +224,10 @@ SIGNED = [{"pingppSignature": []}]
 OPEN = []
 APP_HEADERS = [_ref("parameters", name) for name in ("ClientHeader", "PlatformHeader", "ChannelHeader")]
 PAY_ID = _ref("parameters", "PayId")
-PAY_STATUS = {"type": "string", "enum": [payments.PENDING, payments.PAID, payments.FAIL, payments.CANCEL, payments.REFUNDED]}
+PAY_STATUS = {
+    "type": "string",
+    "enum": [payments.PENDING, payments.PAID, payments.FAIL, payments.CANCEL, payments.REFUNDED],
+}
 CLIENT_STATUS = {"type": "string", "enum": [payments.PENDING, *payments.CLIENT_STATUSES]}
 
 
@@ -288,7 +289,8 @@ def _components(defaults):
                 "name": "client",
                 "in": "header",
                 "required": False,
-                "description": "The device's IP as the app sees it; stored for audit (first 64 characters), never an error.",
+                "description": "The device's IP as the app sees it; stored for audit (first 64 characters), "
+                "never an error.",
                 "schema": {"type": "string"},
                 "example": "1.2.3.4",
             },
@@ -439,6 +441,8 @@ def _components(defaults):
 
 
 def _paths(defaults):
+    from .resources import SECRET_MAX  # here: resources imports this module
+
     secret = functools.partial(text, 1, SECRET_MAX, trimmed=False)
     status = envelope(
         {"status": PAY_STATUS, "client_status": CLIENT_STATUS}, required=("status", "client_status")
@@ -621,7 +625,11 @@ def _paths(defaults):
                         "type": {"type": "string", "examples": [
                             "charge.succeeded", "refund.succeeded", "transfer.succeeded", "transfer.failed",
                         ]},
-                        "data": {"type": "object", "properties": {"object": {"type": "object"}}},
+                        "data": {
+                            "description": "`data.object` is the charge, refund or transfer; an event of "
+                            "another shape is stored and acknowledged, not applied.",
+                            "properties": {"object": {"type": "object"}},
+                        },
                     }, required=("id", "type")),
                     {"id": "evt_401160623091616471", "object": "event", "type": "charge.succeeded",
                      "data": {"object": {"id": "ch_Hm5uTSifDOuTy9iLeLPSurrD", "object": "charge"}}},
@@ -645,11 +653,14 @@ def _paths(defaults):
                             "amount": fen(1, defaults.pay_money_max, "The order's price"),
                             "money": fen(1, defaults.pay_money_max, "What the user pays (absent or null: amount)",
                                          nullable=True),
-                            "channel": {"type": "string", "enum": sorted(CHANNELS), "description": "The Ping++ channel."},
+                            "channel": {"type": "string", "enum": sorted(CHANNELS),
+                                        "description": "The Ping++ channel."},
                             "subject": text(1, 32, "The charge's subject"),
                             "desc": text(0, 128, "The charge's body (subject when empty)", nullable=True),
-                            "extra": {"type": ["object", "null"], "description": "Passed to Ping++ for channels that need it."},
-                            "client_ip": text(0, 64, "The phone's `client` header (else this request's)", nullable=True),
+                            "extra": {"type": ["object", "null"],
+                                      "description": "Passed to Ping++ for channels that need it."},
+                            "client_ip": text(0, 64, "The phone's `client` header (else this request's)",
+                                              nullable=True),
                             "platform": text(0, 32, "The phone's `platform` header", nullable=True),
                             "store": text(0, 64, "The phone's `channel` header (app store)", nullable=True),
                         }, required=("type", "userID", "expert_id", "amount", "channel", "subject")),

@@ -7,7 +7,7 @@ from .db import db
 from .errors import INVALID, NOT_ALLOWED, OK, UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
 from .gateway import CHANNELS
 from .ids import is_id
-from .validate import choice, fen, object_id, parse_json_object, read_body, text
+from .validate import choice, fen, object_id, parse_json_object, read_body, text, whole_number
 from .views import pay_info, withdrawal_info
 
 SECRET_MAX = 128  # the app sends its own hash of the pay password: an opaque string
@@ -154,7 +154,7 @@ class Balance:
 class Withdraws:
     def on_get(self, req, resp):
         raw_limit = req.get_param("limit")
-        limit = fen(raw_limit, "limit", 1, 100) if raw_limit is not None else 20
+        limit = whole_number(raw_limit, "limit", 1, 100) if raw_limit is not None else 20
         before = req.get_param("before")
         if before is not None:
             path_id(before)

@@ -76,20 +76,25 @@ def object_id(body, name, *, required=True):
     return value
 
 
-def fen(value, name, minimum, maximum):
-    """Money in fen: a JSON integer or a string of decimal digits, within [minimum, maximum].
+def whole_number(value, name, minimum, maximum, unit=""):
+    """A JSON integer or a string of decimal digits, within [minimum, maximum].
 
     Floats, signs, spaces, exponents, empty strings and booleans are refused: "10.5" or 1e3 are
     never silently rounded into someone's money.
     """
     if isinstance(value, bool):
-        raise invalid(f"参数 {name} 必须是整数（分）")
+        raise invalid(f"参数 {name} 必须是整数{unit}")
     if isinstance(value, int):
-        amount = value
+        number = value
     elif isinstance(value, str) and _DIGITS.fullmatch(value):
-        amount = int(value.lstrip("0") or "0")
+        number = int(value.lstrip("0") or "0")
     else:
-        raise invalid(f"参数 {name} 必须是整数（分）")
-    if not minimum <= amount <= maximum:
+        raise invalid(f"参数 {name} 必须是整数{unit}")
+    if not minimum <= number <= maximum:
         raise invalid(f"参数 {name} 超出范围 {minimum}-{maximum}")
-    return amount
+    return number
+
+
+def fen(value, name, minimum, maximum):
+    """Money: an integer number of fen (分), as whole_number."""
+    return whole_number(value, name, minimum, maximum, unit="（分）")
