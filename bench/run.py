@@ -179,14 +179,18 @@ class PasswdLog:
         self.count += sum(1 for line in lines if b'"payapi.request"' in line and b'"route": "/rest/pay/passwd"' in line)
         return self.count
 
-    def wait_for(self, expected, limit=60.0):
-        """Wait until the server answered every bcrypt request sent so far (or the limit passed)."""
-        deadline = time.monotonic() + limit
-        while self.poll() < expected:
-            if time.monotonic() > deadline:
-                log(f"server answered {self.count} of {expected} passwd requests after {limit:.0f} s; going on")
+    def wait_for(self, expected, limit=60.0, stall=15.0):
+        """Wait until the server answered every bcrypt request sent so far (or gave up on them)."""
+        start = time.monotonic()
+        last, changed = self.poll(), start
+        while self.count < expected:
+            now = time.monotonic()
+            if now - start > limit or now - changed > stall:
+                log(f"server answered {self.count} of {expected} passwd requests after {now - start:.0f} s; going on")
                 return False
             time.sleep(0.2)
+            if self.poll() != last:
+                last, changed = self.count, time.monotonic()
         return True
 
 

@@ -75,14 +75,19 @@ class Transfer:
     raw: dict
 
 
+def _integer(raw, key, default):
+    value = raw.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
 def charge_from(raw):
     return Charge(
         id=str(raw.get("id", "")),
         order_no=str(raw.get("order_no", "")),
-        amount=raw.get("amount") if isinstance(raw.get("amount"), int) else -1,
+        amount=_integer(raw, "amount", -1),
         currency=str(raw.get("currency", "")),
         paid=raw.get("paid") is True,
-        time_expire=raw.get("time_expire") if isinstance(raw.get("time_expire"), int) else None,
+        time_expire=_integer(raw, "time_expire", None),
         raw=raw,
     )
 
@@ -91,7 +96,7 @@ def transfer_from(raw):
     return Transfer(
         id=str(raw.get("id", "")),
         order_no=str(raw.get("order_no", "")),
-        amount=raw.get("amount") if isinstance(raw.get("amount"), int) else -1,
+        amount=_integer(raw, "amount", -1),
         currency=str(raw.get("currency", "")),
         status=str(raw.get("status", "")),
         raw=raw,
