@@ -470,11 +470,14 @@ def to_ms(text):
 
 
 def parse_wrk(out):
-    result = {"rps": None, "p50_ms": None, "p75_ms": None, "p90_ms": None, "p99_ms": None, "requests": 0,
+    result = {"rps": None, "mean_ms": None, "p50_ms": None, "p75_ms": None, "p90_ms": None, "p99_ms": None, "requests": 0,
               "non_2xx": 0, "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0}}
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if m:
         result["rps"] = float(m.group(1))
+    m = re.search(r"^\s+Latency\s+(\S+)\s", out, re.M)
+    if m:
+        result["mean_ms"] = to_ms(m.group(1))
     for pct, value in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M):
         result[f"p{pct}_ms"] = to_ms(value)
     m = re.search(r"(\d+) requests in ([\d.]+\w+)", out)
@@ -522,6 +525,14 @@ def finish_wrk(proc):
     if proc.returncode != 0 or result["rps"] is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {shlex.join(proc.bench_cmd)}\n{out}")
     result["output"] = out
+    result["connections"] = int(re.search(r"-c(\d+)", " ".join(proc.bench_cmd)).group(1))
+    # wrk's latency figures cover answered requests only. Little's law gives the mean over all the
+    # connection-time: connections / rps. When it is well above wrk's mean, some connections spent
+    # the run waiting for answers that never came (a stalled worker) and p99 hides them.
+    if result["rps"]:
+        implied = result["connections"] / result["rps"] * 1000
+        result["littles_mean_ms"] = implied
+        result["unanswered_share"] = max(0.0, 1 - (result["mean_ms"] or 0) / implied)
     return result
 
 
@@ -749,6 +760,9 @@ def summarise(result):
             "rps": median([r["rps"] for r in runs]),
             "p50_ms": median([r["p50_ms"] for r in runs]),
             "p99_ms": median([r["p99_ms"] for r in runs]),
+            "mean_ms": median([r.get("mean_ms") for r in runs]),
+            "littles_mean_ms": median([r.get("littles_mean_ms") for r in runs]),
+            "unanswered_share": median([r.get("unanswered_share") for r in runs]),
             "non_2xx": sum(r["non_2xx"] for r in runs),
             "socket_errors": sum(sum(r["socket_errors"].values()) for r in runs),
             "requests": sum(r["requests"] for r in runs),
@@ -834,6 +848,14 @@ def report(results, meta):
         lines.append(f"- starvation: read p99 under bcrypt load / idle read p99 = "
                      f"{fmt(s.get('pay_under_bcrypt', {}).get('p99_ms'))} / {fmt(s.get('pay', {}).get('p99_ms'))} ms = "
                      f"**{fmt(ratio)}×**{verdict}")
+        for k in ("pay", "pay_under_bcrypt"):
+            e = s.get(k)
+            if e and e.get("littles_mean_ms") and e["unanswered_share"] > 0.2:
+                label = "idle" if k == "pay" else "under bcrypt load"
+                lines.append(f"- **read {label}: stalled connections** — wrk's mean over answered requests is "
+                             f"{fmt(e['mean_ms'])} ms but connections/rps is {fmt(e['littles_mean_ms'])} ms: "
+                             f"≈{e['unanswered_share'] * 100:.0f}% of the connection-time went to requests still "
+                             "unanswered when the run ended, which wrk leaves out of p50/p99")
         if res.get("starvation_note"):
             lines.append(f"- **starvation: {res['starvation_note']}**")
         if res.get("bcrypt_backlog_drain_s_max") is not None:
@@ -873,6 +895,8 @@ def main(argv=None):
     if args.quick:
         args.seconds, args.rounds = 2, 1
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
+    if not dbs or set(dbs) - {"sqlite", "mariadb"}:
+        parser.error("--db takes sqlite, mariadb or both, comma-separated")
     for tool in (WRK, GUNICORN) + ((MARIADBD, MARIADB_INSTALL_DB) if "mariadb" in dbs else ()):
         if not os.path.exists(tool):
             raise SystemExit(f"missing {tool}")
