@@ -26,7 +26,7 @@ class RequestLog:
 
     def process_response(self, req, resp, resource, req_succeeded):
         resp.set_header("X-Request-Id", req.context.request_id)
-        media = resp.media if isinstance(resp.media, dict) else {}
+        media = resp.media if isinstance(resp.media, dict) else {"code": 900 if resp.status_code == 200 else None}
         log.info(
             "request",
             extra={

@@ -60,22 +60,26 @@ class Audit:
 
 # --- reading -------------------------------------------------------------------------------
 
-pay_by_id = RowByKey(Pay, Pay.pay_id)
+# Reads take only the columns they answer with (see Pay.info).
+pay_info_by_id = RowByKey(Pay, Pay.pay_id, columns=(Pay.user_id, Pay.info))
+pay_status_by_id = RowByKey(Pay, Pay.pay_id, columns=(Pay.user_id, Pay.status, Pay.client_status))
 
 
-def pay_of_user(user_id, pay_id):
-    """The pay if this user paid it; someone else's pay is as unknown as a missing one (911)."""
-    pay = pay_by_id(pay_id)
-    if pay is None or pay.user_id != user_id:
+def _found(pay, user_id=None):
+    # Someone else's pay is as unknown as a missing one (911).
+    if pay is None or (user_id is not None and pay.user_id != user_id):
         raise ApiError(NOT_FOUND, "支付记录不存在")
     return pay
 
 
-def any_pay(pay_id):
-    pay = pay_by_id(pay_id)
-    if pay is None:
-        raise ApiError(NOT_FOUND, "支付记录不存在")
-    return pay
+def info_of(pay_id, user_id=None):
+    """The pay's info JSON text; only its payer may read it unless user_id is None (the order service)."""
+    return _found(pay_info_by_id(pay_id), user_id).info
+
+
+def status_of(pay_id, user_id):
+    pay = _found(pay_status_by_id(pay_id), user_id)
+    return pay.status, pay.client_status
 
 
 # --- creation ------------------------------------------------------------------------------
@@ -147,14 +151,25 @@ def _release(pay_id):
     Pay.delete().where(Pay.pay_id == pay_id, Pay.charge_id.is_null()).execute()
 
 
+@transaction
+def _change(pay_id, expected_status, **changes):
+    """Change a pay still in expected_status; through save(), so its stored info follows."""
+    pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
+    if pay is None or pay.status != expected_status:
+        return False
+    for field, value in changes.items():
+        setattr(pay, field, value)
+    pay.updated_at = now_ms()
+    pay.save()
+    return True
+
+
 def _reopen(pay_id, open_for):
     """A failed replacement leaves the pay it was to close pending, as if nothing had happened."""
     if pay_id is None:
         return
     try:
-        Pay.update(status=PENDING, open_for=open_for, updated_at=now_ms()).where(
-            Pay.pay_id == pay_id, Pay.status == CANCEL, Pay.open_for.is_null()
-        ).execute()
+        _change(pay_id, CANCEL, status=PENDING, open_for=open_for)
     except peewee.IntegrityError:
         pass  # another request already made a new pending pay for the order
 
@@ -229,8 +244,9 @@ def apply_charge(charge, fee_bps):
     pay.save()
     # A pay closed by a newer one may turn out paid after all: then the order is paid, and the
     # newer pending pay must not take the user's money a second time.
-    open_for = f"{pay.type}:{pay.o_id or pay.note_id}"
-    Pay.update(status=CANCEL, open_for=None, updated_at=now).where(Pay.open_for == open_for).execute()
+    for newer in for_update(Pay.select().where(Pay.open_for == f"{pay.type}:{pay.o_id or pay.note_id}")):
+        newer.status, newer.open_for, newer.updated_at = CANCEL, None, now
+        newer.save()
     return APPLIED
 
 
@@ -330,11 +346,8 @@ def reconcile_pays(gateway, fee_bps, batch=100):
                 counts["paid"] += 1
             continue
         expires_at = charge.time_expire * 1000 if charge.time_expire else pay.created_at + DEFAULT_EXPIRY_MS
-        touched = (
-            Pay.update(status=CANCEL, open_for=None, updated_at=now_ms())
-            if expires_at <= now
-            else Pay.update(updated_at=now_ms())  # look at others first next time
-        ).where(Pay.pay_id == pay.pay_id, Pay.status == PENDING).execute()
-        if expires_at <= now and touched:
-            counts["closed"] += 1
+        if expires_at <= now:
+            counts["closed"] += _change(pay.pay_id, PENDING, status=CANCEL, open_for=None)
+        else:
+            _change(pay.pay_id, PENDING)  # a new updated_at: the others are looked at first next time
     return counts

@@ -2,6 +2,7 @@
 
 import base64
 import concurrent.futures
+import functools
 import hashlib
 import json
 import logging
@@ -66,6 +67,27 @@ def _slow(func, *args):
                     max_workers=1, thread_name_prefix="bcrypt", initializer=_background_priority
                 )
     return _hashing.submit(func, *args).result()
+
+
+# Requests of one worker process that may wait on bcrypt at once. gunicorn runs 4 threads per
+# worker: with at most 2 of them on bcrypt, the other 2 keep answering cheap reads; a third
+# password request in the same worker is refused at once (906, retry in a second) before any
+# attempt is counted, instead of queueing reads behind it. Measured: see README, Performance.
+MAX_WAITING_ON_BCRYPT = 2
+_bcrypt_slots = threading.BoundedSemaphore(MAX_WAITING_ON_BCRYPT)
+
+
+def uses_bcrypt(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        if not _bcrypt_slots.acquire(blocking=False):
+            raise locked(1000, "系统繁忙，请稍后再试")
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _bcrypt_slots.release()
+
+    return wrapper
 
 
 def hash_secret(secret, rounds):
@@ -168,6 +190,7 @@ def _update_profile(user_id, expect, **changes):
     profile.save()
 
 
+@uses_bcrypt
 def set_pay_password(settings, user_id, passwd, old_passwd=None, answers=None):
     profile = profile_of(user_id)
     current = profile.passwd_hash if profile else None
@@ -183,6 +206,7 @@ def set_pay_password(settings, user_id, passwd, old_passwd=None, answers=None):
     _update_profile(user_id, {"passwd_hash": current}, passwd_hash=hash_secret(passwd, settings.bcrypt_rounds))
 
 
+@uses_bcrypt
 def set_answers(settings, user_id, answers, passwd=None):
     profile = profile_of(user_id)
     current = profile.answers_hash if profile else None

@@ -30,6 +30,7 @@ def month_is_used(user_id, month):
     return withdrawal_by_active_month(f"{user_id}:{month}") is not None
 
 
+@security.uses_bcrypt
 def withdraw(settings, user_id, passwd, amount, audit):
     """Checks in the contract's order, then one transaction debits and records the withdrawal."""
     profile = security.profile_of(user_id)

@@ -1,5 +1,6 @@
 """The database layer: migrations, retried transactions, dropped connections, row lookups."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import peewee
 import pymysql
 import pytest
 
-from payapi.db import RowByKey, db, is_mysql, transaction
+from payapi.db import RowByKey, bind, db, is_mysql, transaction
 from payapi.ids import new_id
 from payapi.models import ALL_MODELS, Pay, Wallet
 
@@ -35,11 +36,57 @@ def test_migrations_create_every_column_the_models_use(database):
         assert columns == {f.column_name for f in model._meta.sorted_fields}, model.__name__
 
 
-def test_migrate_command_builds_an_empty_sqlite_database_from_nothing(tmp_path):
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    first = run_migrate(url)
+def all_migrations():
+    return sorted(name[:-3] for name in os.listdir(os.path.join(ROOT, "migrations")) if name[0].isdigit())
+
+
+@pytest.fixture
+def empty_database_url(db_backend, tmp_path, request):
+    """A database with no tables at all, on the backend under test."""
+    if db_backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh.db'}"
+    url = request.getfixturevalue("mariadb_url")
+    name = "payapi_fresh_" + new_id()[-8:]
+    admin = pymysql.connect(unix_socket=request.getfixturevalue("mariadb_proc").unixsocket, user="root")
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    admin.close()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def test_migrate_command_builds_an_empty_database_from_nothing(empty_database_url):
+    first = run_migrate(empty_database_url)
     assert first.returncode == 0, first.stderr
-    assert "applied 1 migration(s): 001_initial" in first.stdout
+    names = all_migrations()
+    assert f"applied {len(names)} migration(s): {', '.join(names)}" in first.stdout
+
+
+def test_pay_info_migration_fills_in_pays_written_before_it(empty_database_url):
+    from peewee_migrate import Router
+
+    from payapi.__main__ import MIGRATIONS
+    from payapi.db import open_database
+    from payapi.views import pay_info
+
+    database = open_database(empty_database_url)
+    router = Router(database, migrate_dir=MIGRATIONS)
+    router.run("001_initial")
+    pay_id = new_id()
+    database.execute_sql(
+        "INSERT INTO pay (pay_id, type, o_id, note_id, expert_id, user_id, amount, money, currency, channel, subject, "
+        "description, charge, status, client_status, credited, amount_refunded, client_ip, platform, store, "
+        "created_at, updated_at) VALUES ({})".format(", ".join([database.param] * 22)),
+        (pay_id, "order", new_id(), "", new_id(), new_id(), 500, 400, "cny", "alipay", "旧的支付", "", '{"id": "ch_1"}',
+         "pending", "pending", 0, 0, "", "", "", 1_466_657_198_190, 1_466_657_198_190),
+    )
+    router.run()
+    bind(database)
+    try:
+        pay = Pay.get(Pay.pay_id == pay_id)
+        assert json.loads(pay.info) == pay_info(pay)
+        assert json.loads(pay.info)["createdAt"] == "2016-06-23T04:46:38.190Z"
+    finally:
+        database.close()
 
 
 def test_transaction_runs_again_after_a_deadlock(database):
