@@ -67,7 +67,7 @@ class Settings:
             withdraw_min=int(env.get("WITHDRAW_MIN", "100")),
             withdraw_max=int(env.get("WITHDRAW_MAX", "5000000")),
         )
-        settings.tz  # fail at start-up, not on the first withdrawal, if TIMEZONE is wrong
+        _ = settings.tz  # fail at start-up, not on the first withdrawal, if TIMEZONE is wrong
         if not 0 <= settings.platform_fee_bps <= 10_000:
             raise ValueError("PLATFORM_FEE_BPS must be between 0 and 10000")
         if not 4 <= settings.bcrypt_rounds <= 31:

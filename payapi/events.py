@@ -1,6 +1,5 @@
 """Ping++ webhook events: stored by id, applied once, however often and wherever they arrive."""
 
-import json
 import logging
 
 import peewee

@@ -17,7 +17,6 @@ from .payments import APPLIED, IGNORED, MISMATCH, UNKNOWN
 log = logging.getLogger(__name__)
 
 PENDING, PROCESSING, SUCCEEDED, FAILED = "pending", "processing", "succeeded", "failed"
-ACTIVE = (PENDING, PROCESSING, SUCCEEDED)  # a failed withdrawal does not use up the month
 LEASE_MS = 5 * 60 * 1000
 RECONCILE_AFTER_MS = 5 * 60 * 1000
 
