@@ -877,7 +877,7 @@ def report(results, meta):
         lg = res.get("log", {})
         odd = {k: v for k, v in lg.get("request_statuses", {}).items() if " 200 " not in k}
         if odd:
-            lines.append(f"- non-200 answers in payapi's request log: " + "; ".join(f"{k} ×{v}" for k, v in odd.items()))
+            lines.append("- non-200 answers in payapi's request log: " + "; ".join(f"{k} ×{v}" for k, v in odd.items()))
         if lg.get("warnings_and_errors"):
             lines.append("- warnings/errors logged: " + "; ".join(f"{k} ×{v}" for k, v in lg["warnings_and_errors"].items()))
         if lg.get("gunicorn_problems"):

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 REPLAY = "replay"
 
-event_by_id = RowByKey(Event, Event.event_id)
+event_seen = RowByKey(Event, Event.event_id, columns=(Event.event_id,))  # not the payload
 
 
 def _apply(event_type, obj, fee_bps):
@@ -55,7 +55,7 @@ def handle_event(event, raw, fee_bps):
         return None
     if not isinstance(obj, dict):
         obj = {}
-    if event_by_id(event_id) is not None:
+    if event_seen(event_id) is not None:
         return REPLAY
     try:
         outcome = _store_and_apply(event_id, event_type, obj, raw.decode("utf-8"), fee_bps)
