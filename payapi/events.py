@@ -46,7 +46,7 @@ def _store_and_apply(event_id, event_type, obj, raw, fee_bps):
     return event.outcome
 
 
-def handle_event(event, raw, fee_bps):
+def handle_event(event, raw, fee_bps, gateway):
     """event: the verified, parsed body. -> outcome (applied, ignored, mismatch, unknown, replay)."""
     event_id, event_type = event.get("id"), event.get("type")
     data = event.get("data")
@@ -57,6 +57,8 @@ def handle_event(event, raw, fee_bps):
         obj = {}
     if event_seen(event_id) is not None:
         return REPLAY
+    if event_type == "refund.succeeded":
+        payments.settle_charge_before_refund(gateway, obj, fee_bps)
     try:
         outcome = _store_and_apply(event_id, event_type, obj, raw.decode("utf-8"), fee_bps)
     except peewee.IntegrityError:

@@ -615,10 +615,11 @@ def _paths(defaults):
                         payments.APPLIED, payments.IGNORED, payments.MISMATCH, payments.UNKNOWN, events.REPLAY,
                     ]}},
                     required=("result",),
-                )), 400, 401, 413),
+                )), 400, 401, 413, 502),
                 security=SIGNED,
                 description="Handled: charge.succeeded, refund.succeeded, transfer.succeeded, transfer.failed; "
-                "other types are stored and acknowledged.",
+                "other types are stored and acknowledged. A refund whose charge we have not seen paid makes the "
+                "server ask Ping++ first; if Ping++ cannot be reached the answer is 502 and nothing is stored.",
                 request_body=body(
                     json_object({
                         "id": {"type": "string", "minLength": 1, "maxLength": 64},

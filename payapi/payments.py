@@ -250,6 +250,25 @@ def apply_charge(charge, fee_bps):
     return APPLIED
 
 
+def settle_charge_before_refund(gateway, refund, fee_bps):
+    """A refund's webhook can overtake its charge's: ask Ping++ about the charge first.
+
+    The refund itself is never taken as proof of payment. Ping++ unreachable → 920, so the
+    webhook answers non-2xx, stores nothing, and Ping++ delivers the refund again later.
+    """
+    charge_id = refund.get("charge")
+    if not isinstance(charge_id, str):
+        return
+    pay = Pay.select(Pay.status).where(Pay.charge_id == charge_id).first()
+    if pay is None or pay.status in (PAID, REFUNDED):
+        return
+    try:
+        charge = gateway.retrieve_charge(charge_id)
+    except GatewayError:
+        raise ApiError(PROVIDER_FAILED) from None
+    apply_charge(charge, fee_bps)
+
+
 @transaction
 def apply_refund(refund):
     """Apply a succeeded refund: debit the expert pro rata to the refunded part of what was credited."""

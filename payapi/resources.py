@@ -177,7 +177,7 @@ class Webhook:
         raw = read_body(req.bounded_stream, req.content_length)
         if not self.gateway.webhook_is_authentic(raw, req.get_header("X-Pingplusplus-Signature")):
             raise ApiError(UNAUTHENTICATED, "签名无效")
-        outcome = events.handle_event(parse_json_object(raw), raw, self.settings.platform_fee_bps)
+        outcome = events.handle_event(parse_json_object(raw), raw, self.settings.platform_fee_bps, self.gateway)
         if outcome is None:
             raise ApiError(INVALID, "事件格式错误")
         ok(resp, result=outcome)

@@ -344,13 +344,41 @@ def test_the_same_refund_in_a_second_event_is_ignored(paid_pay, send_event, fake
     assert Pay.get_by_id(info["pay_id"]).amount_refunded == part
 
 
-def test_a_refund_before_the_pay_is_paid_is_a_mismatch(pay_for, send_event, fake_pingpp):
-    info, charge = pay_for(money=10000)
+def test_a_refund_that_overtakes_its_charge_event_settles_the_charge_with_ping_plus_plus_first(
+    pay_for, send_event, fake_pingpp
+):
+    info, charge = pay_for(money=10000)  # paid at Ping++, but charge.succeeded has not reached us
     response = send_event("refund.succeeded", fake_pingpp.refund(charge["id"], 10000), event_id="evt_early")
+    assert (response.status_int, response.json) == (200, {"code": 900, "result": "applied"})
+    pay = Pay.get_by_id(info["pay_id"])
+    assert (pay.status, pay.amount_refunded) == ("refunded", 10000)
+    assert [(kind, amount) for kind, _, amount in ledger(info["expert_id"])] == [("charge", 9750), ("refund", -9750)]  # 2.5 % fee in this file
+    # the late charge event then changes nothing
+    assert send_event("charge.succeeded", charge).json["result"] == "ignored"
+    assert balance(info["expert_id"]) == 0
+
+
+def test_a_refund_for_a_charge_ping_plus_plus_says_is_unpaid_is_a_mismatch(order_service, send_event, fake_pingpp):
+    info = order_service(amount=10000).json["info"]
+    response = send_event("refund.succeeded", fake_pingpp.refund(info["charge"]["id"], 10000), event_id="evt_odd")
     assert (response.status_int, response.json) == (200, {"code": 900, "result": "mismatch"})
-    assert outcome("evt_early") == "mismatch"
+    assert outcome("evt_odd") == "mismatch"
     pay = Pay.get_by_id(info["pay_id"])
     assert (pay.status, pay.amount_refunded) == ("pending", 0) and LedgerEntry.select().count() == 0
+
+
+def test_an_early_refund_while_ping_plus_plus_is_down_is_refused_unstored_and_applied_when_delivered_again(
+    pay_for, send_event, fake_pingpp
+):
+    info, charge = pay_for(money=10000)
+    refund = fake_pingpp.refund(charge["id"], 4000)
+    fake_pingpp.fail_next()
+    refused = send_event("refund.succeeded", refund, event_id="evt_retry")
+    assert (refused.status_int, refused.json["code"]) == (502, 920)
+    assert Event.get_or_none(Event.event_id == "evt_retry") is None and LedgerEntry.select().count() == 0
+    again = send_event("refund.succeeded", refund, event_id="evt_retry")
+    assert again.json == {"code": 900, "result": "applied"}
+    assert balance(info["expert_id"]) == 9750 - 3900  # credit less the refunded 40 %
 
 
 def test_a_refund_of_an_unknown_charge_is_stored_as_unknown(paid_pay, send_event, fake_pingpp):
