@@ -173,6 +173,13 @@ class User:
         self.phone = phone
         self.token = Authenticator(settings.auth_secrets).mint(self.id, phone=phone)
 
+    def remint(self, phone="keep", ttl=3600):
+        """A fresh token for the same user (after time travel), optionally with another or no phone."""
+        if phone != "keep":
+            self.phone = phone
+        self.token = Authenticator(self.settings.auth_secrets).mint(self.id, phone=self.phone, ttl=ttl)
+        return self
+
     @property
     def headers(self):
         return {"auth": self.token, "client": "1.2.3.4", "platform": "android", "channel": "TencentAPP"}
@@ -235,22 +242,38 @@ def send_event(app, pingpp_keys):
     return send
 
 
+def pay_request(**fields):
+    """A valid POST /internal/pays body for a new order; fields override it."""
+    return {
+        "type": "order",
+        "o_id": new_id(),
+        "userID": new_id(),
+        "expert_id": new_id(),
+        "amount": 12356,
+        "channel": "alipay",
+        "subject": "支付预约订单_2016-06-23",
+        **fields,
+    }
+
+
+def ledger_of(user_id):
+    """The user's ledger as (kind, reference, amount), oldest first."""
+    entries = LedgerEntry.select().where(LedgerEntry.user_id == user_id).order_by(LedgerEntry.id)
+    return [(e.kind, e.reference, e.amount) for e in entries]
+
+
+def balance_of(user_id):
+    """The wallet balance, or None when the user has no wallet."""
+    wallet = Wallet.get_or_none(Wallet.user_id == user_id)
+    return None if wallet is None else wallet.balance
+
+
 @pytest.fixture
 def order_service(app):
     """The app's order service: creates pays through /internal/pays."""
 
     def create(**fields):
-        body = {
-            "type": "order",
-            "o_id": new_id(),
-            "userID": new_id(),
-            "expert_id": new_id(),
-            "amount": 12356,
-            "channel": "alipay",
-            "subject": "支付预约订单_2016-06-23",
-            "desc": "",
-        }
-        body.update(fields)
+        body = pay_request(**{"desc": "", **fields})
         body = {k: v for k, v in body.items() if v is not None}
         return app.post(
             "/internal/pays",

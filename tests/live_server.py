@@ -21,7 +21,7 @@ import requests
 
 from payapi.auth import Authenticator
 from payapi.ids import new_id
-from tests.conftest import AUTH_SECRETS, SERVICE_KEY, event, sign
+from tests.conftest import AUTH_SECRETS, SERVICE_KEY, event, pay_request, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST_TIMEOUT = 20  # seconds, for every request a test makes
@@ -180,16 +180,7 @@ class LiveServer:
 
     def internal_pay(self, timeout=REQUEST_TIMEOUT, **fields):
         """POST /internal/pays as the order service; fields override a valid order body."""
-        body = {
-            "type": "order",
-            "o_id": new_id(),
-            "userID": new_id(),
-            "expert_id": new_id(),
-            "amount": 12356,
-            "channel": "alipay",
-            "subject": "支付预约订单_2016-06-23",
-        }
-        body.update(fields)
+        body = pay_request(**fields)
         return self.post("/internal/pays", body, headers={"X-Service-Key": SERVICE_KEY}, timeout=timeout)
 
     def deliver(self, private_key, evt):

@@ -6,21 +6,12 @@ import pytest
 
 from payapi.ids import new_id
 from payapi.models import ClientReport, LedgerEntry, Pay, Wallet
+from tests.conftest import balance_of, ledger_of
 
 
 @pytest.fixture
 def settings(settings):
     return dataclasses.replace(settings, platform_fee_bps=250, pingpp_timeout=0.5)
-
-
-def ledger(user_id):
-    entries = LedgerEntry.select().where(LedgerEntry.user_id == user_id).order_by(LedgerEntry.id)
-    return [(e.kind, e.reference, e.amount) for e in entries]
-
-
-def balance(user_id):
-    wallet = Wallet.get_or_none(Wallet.user_id == user_id)
-    return None if wallet is None else wallet.balance
 
 
 def retrievals(fake_pingpp, charge_id):
@@ -73,11 +64,11 @@ CASES = [(start, seen, end) for start, row in TABLE.items() for seen, end in row
 def test_a_report_is_recorded_and_moves_the_status_as_the_contract_says(payer, pay_in, start, seen, end):
     info = pay_in(start)
     expert = info["expert_id"]
-    money_before = (ledger(expert), balance(expert))
+    money_before = (ledger_of(expert), balance_of(expert))
     response = report(payer, info["pay_id"], seen)
     assert (response.status_int, response.json) == (200, {"code": 900})
     assert payer.get(f"/rest/pay/{info['pay_id']}/status").json == {"code": 900, "status": end, "client_status": seen}
-    assert (ledger(expert), balance(expert)) == money_before
+    assert (ledger_of(expert), balance_of(expert)) == money_before
 
 
 def test_success_never_marks_the_pay_paid_while_ping_plus_plus_says_unpaid(payer, pay_in, fake_pingpp):
@@ -97,15 +88,15 @@ def test_success_with_the_charge_paid_at_ping_plus_plus_marks_it_paid_and_credit
     assert report(payer, info["pay_id"], "success").json == {"code": 900}
     shown = payer.get(f"/rest/pay/{info['pay_id']}").json["info"]
     assert (shown["status"], shown["client_status"], shown["charge"]) == ("paid", "success", charge)
-    assert ledger(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
-    assert balance(info["expert_id"]) == 9750
+    assert ledger_of(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
+    assert balance_of(info["expert_id"]) == 9750
 
 
 def test_success_reported_twice_credits_once(payer, pay_in, fake_pingpp):
     info = pay_in("pending")
     fake_pingpp.mark_paid(info["charge"]["id"])
     assert [report(payer, info["pay_id"], "success").json for _ in range(2)] == [{"code": 900}] * 2
-    assert ledger(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
+    assert ledger_of(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
 
 
 @pytest.mark.parametrize("start", ["cancel", "fail"])
@@ -114,7 +105,7 @@ def test_success_on_a_closed_pay_that_ping_plus_plus_says_paid_makes_it_paid(pay
     fake_pingpp.mark_paid(info["charge"]["id"])
     assert report(payer, info["pay_id"], "success").json == {"code": 900}
     assert Pay.get_by_id(info["pay_id"]).status == "paid"
-    assert ledger(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
+    assert ledger_of(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
 
 
 @pytest.mark.parametrize("seen", ["fail", "cancel", "invalid"])

@@ -10,10 +10,10 @@ from Crypto.PublicKey import RSA
 
 from payapi.app import create_app
 from payapi.ids import new_id
-from payapi.models import Event, LedgerEntry, Pay, Wallet
+from payapi.models import Event, LedgerEntry, Pay
 from payapi.sms import FileSms
 from payapi.wsgi import gateway_from
-from tests.conftest import event, sign
+from tests.conftest import balance_of, event, ledger_of, sign
 
 
 @pytest.fixture
@@ -34,16 +34,6 @@ def other_key():
 def post_raw(app, raw, signature):
     headers = {} if signature is None else {"X-Pingplusplus-Signature": signature}
     return app.post("/rest/pay/webhook", raw, headers=headers, content_type="application/json", expect_errors=True)
-
-
-def ledger(user_id):
-    entries = LedgerEntry.select().where(LedgerEntry.user_id == user_id).order_by(LedgerEntry.id)
-    return [(e.kind, e.reference, e.amount) for e in entries]
-
-
-def balance(user_id):
-    wallet = Wallet.get_or_none(Wallet.user_id == user_id)
-    return None if wallet is None else wallet.balance
 
 
 def outcome(event_id):
@@ -142,9 +132,9 @@ def test_charge_succeeded_marks_the_pay_paid_and_credits_the_expert_money_less_t
     assert (response.status_int, response.json) == (200, {"code": 900, "result": "applied"})
     pay = Pay.get_by_id(info["pay_id"])
     assert (pay.status, pay.credited) == ("paid", 9750)
-    assert ledger(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
-    assert balance(info["expert_id"]) == 9750
-    assert ledger(info["userID"]) == []
+    assert ledger_of(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
+    assert balance_of(info["expert_id"]) == 9750
+    assert ledger_of(info["userID"]) == []
     stored = Event.get_by_id("evt_001")
     assert (stored.type, stored.object_id, stored.outcome) == ("charge.succeeded", charge["id"], "applied")
     assert json.loads(stored.payload)["data"]["object"] == charge
@@ -162,16 +152,16 @@ def test_the_same_event_delivered_five_times_credits_once(pay_for, send_event):
     info, charge = pay_for(money=10000)
     results = [send_event("charge.succeeded", charge, event_id="evt_again").json for _ in range(5)]
     assert results == [{"code": 900, "result": "applied"}] + [{"code": 900, "result": "replay"}] * 4
-    assert ledger(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
-    assert balance(info["expert_id"]) == 9750 and Event.select().count() == 1
+    assert ledger_of(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
+    assert balance_of(info["expert_id"]) == 9750 and Event.select().count() == 1
 
 
 def test_a_second_event_for_the_same_charge_credits_once(pay_for, send_event):
     info, charge = pay_for(money=10000)
     assert send_event("charge.succeeded", charge, event_id="evt_first").json["result"] == "applied"
     assert send_event("charge.succeeded", charge, event_id="evt_second").json == {"code": 900, "result": "ignored"}
-    assert ledger(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
-    assert balance(info["expert_id"]) == 9750
+    assert ledger_of(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
+    assert balance_of(info["expert_id"]) == 9750
     assert (outcome("evt_first"), outcome("evt_second")) == ("applied", "ignored")
 
 
@@ -189,7 +179,7 @@ def test_a_charge_whose_amount_or_currency_differs_is_stored_as_a_mismatch_and_n
     assert (response.status_int, response.json) == (200, {"code": 900, "result": "mismatch"})
     assert outcome("evt_mismatch") == "mismatch"
     assert Pay.get_by_id(info["pay_id"]).status == "pending"
-    assert LedgerEntry.select().count() == 0 and balance(info["expert_id"]) is None
+    assert LedgerEntry.select().count() == 0 and balance_of(info["expert_id"]) is None
 
 
 def test_a_charge_for_the_order_price_instead_of_the_money_paid_is_a_mismatch(order_service, fake_pingpp, send_event):
@@ -197,7 +187,7 @@ def test_a_charge_for_the_order_price_instead_of_the_money_paid_is_a_mismatch(or
     charge = fake_pingpp.mark_paid(info["charge"]["id"])
     assert send_event("charge.succeeded", {**charge, "amount": 12356}).json["result"] == "mismatch"
     assert send_event("charge.succeeded", charge).json["result"] == "applied"
-    assert ledger(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
+    assert ledger_of(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
 
 
 def test_a_charge_whose_order_number_is_another_pay_is_a_mismatch(pay_for, send_event):
@@ -235,7 +225,7 @@ def test_a_closed_pay_that_ping_plus_plus_says_was_paid_becomes_paid(pay_for, se
     assert send_event("charge.succeeded", charge).json["result"] == "applied"
     shown = payer.get(f"/rest/pay/{info['pay_id']}/status").json
     assert shown == {"code": 900, "status": "paid", "client_status": report}
-    assert ledger(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
+    assert ledger_of(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
 
 
 def test_a_pay_replaced_for_other_money_that_was_paid_after_all_becomes_paid(order_service, fake_pingpp, send_event):
@@ -246,7 +236,7 @@ def test_a_pay_replaced_for_other_money_that_was_paid_after_all_becomes_paid(ord
     charge = fake_pingpp.mark_paid(first["charge"]["id"])
     assert send_event("charge.succeeded", charge).json["result"] == "applied"
     assert Pay.get_by_id(first["pay_id"]).status == "paid"
-    assert ledger(fields["expert_id"]) == [("charge", first["pay_id"], 9750)]
+    assert ledger_of(fields["expert_id"]) == [("charge", first["pay_id"], 9750)]
 
 
 # --- refund.succeeded -------------------------------------------------------------------------
@@ -256,8 +246,8 @@ def test_a_full_refund_debits_what_was_credited_and_marks_the_pay_refunded(paid_
     refund = fake_pingpp.refund(charge["id"], 10000)
     response = send_event("refund.succeeded", refund, event_id="evt_refund")
     assert (response.status_int, response.json) == (200, {"code": 900, "result": "applied"})
-    assert ledger(info["expert_id"]) == [("charge", info["pay_id"], 9750), ("refund", refund["id"], -9750)]
-    assert balance(info["expert_id"]) == 0
+    assert ledger_of(info["expert_id"]) == [("charge", info["pay_id"], 9750), ("refund", refund["id"], -9750)]
+    assert balance_of(info["expert_id"]) == 0
     pay = Pay.get_by_id(info["pay_id"])
     assert (pay.status, pay.amount_refunded) == ("refunded", 10000)
     assert (Event.get_by_id("evt_refund").object_id, outcome("evt_refund")) == (refund["id"], "applied")
@@ -267,7 +257,7 @@ def test_a_full_refund_debits_what_was_credited_and_marks_the_pay_refunded(paid_
 def test_partial_refunds_debit_pro_rata_and_add_up_to_exactly_the_credit(paid_pay, send_event, fake_pingpp):
     info, charge = paid_pay(money=1001)
     credit = 1001 - 33  # 3.33 % of 1001 is 33.33 fen; the fee is rounded down
-    assert balance(info["expert_id"]) == credit
+    assert balance_of(info["expert_id"]) == credit
     statuses, debits = [], []
     for part in (333, 333, 335):
         refund = fake_pingpp.refund(charge["id"], part)
@@ -276,15 +266,15 @@ def test_partial_refunds_debit_pro_rata_and_add_up_to_exactly_the_credit(paid_pa
         debits.append(LedgerEntry.get(LedgerEntry.reference == refund["id"]).amount)
     assert statuses == ["paid", "paid", "refunded"]
     assert debits == [-322, -322, -324] and sum(debits) == -credit
-    assert balance(info["expert_id"]) == 0
+    assert balance_of(info["expert_id"]) == 0
 
 
 def test_a_partial_refund_debits_its_share_of_the_credit(paid_pay, send_event, fake_pingpp):
     info, charge = paid_pay(money=10000)
     refund = fake_pingpp.refund(charge["id"], 4000)
     assert send_event("refund.succeeded", refund).json["result"] == "applied"
-    assert ledger(info["expert_id"])[-1] == ("refund", refund["id"], -3900)
-    assert balance(info["expert_id"]) == 5850
+    assert ledger_of(info["expert_id"])[-1] == ("refund", refund["id"], -3900)
+    assert balance_of(info["expert_id"]) == 5850
     pay = Pay.get_by_id(info["pay_id"])
     assert (pay.status, pay.amount_refunded) == ("paid", 4000)
 
@@ -292,10 +282,10 @@ def test_a_partial_refund_debits_its_share_of_the_credit(paid_pay, send_event, f
 def test_a_refund_over_what_was_paid_is_a_mismatch_and_not_applied(paid_pay, send_event, fake_pingpp):
     info, charge = paid_pay(money=10000)
     assert refund_event(send_event, fake_pingpp, charge, 6000).json["result"] == "applied"
-    before = ledger(info["expert_id"])
+    before = ledger_of(info["expert_id"])
     response = refund_event(send_event, fake_pingpp, charge, 4001, event_id="evt_over")
     assert (response.status_int, response.json) == (200, {"code": 900, "result": "mismatch"})
-    assert outcome("evt_over") == "mismatch" and ledger(info["expert_id"]) == before
+    assert outcome("evt_over") == "mismatch" and ledger_of(info["expert_id"]) == before
     pay = Pay.get_by_id(info["pay_id"])
     assert (pay.status, pay.amount_refunded) == ("paid", 6000)
 
@@ -304,7 +294,7 @@ def test_a_refund_after_a_full_refund_is_a_mismatch(paid_pay, send_event, fake_p
     info, charge = paid_pay(money=10000)
     assert refund_event(send_event, fake_pingpp, charge, 10000).json["result"] == "applied"
     assert refund_event(send_event, fake_pingpp, charge, 1).json["result"] == "mismatch"
-    assert balance(info["expert_id"]) == 0 and Pay.get_by_id(info["pay_id"]).status == "refunded"
+    assert balance_of(info["expert_id"]) == 0 and Pay.get_by_id(info["pay_id"]).status == "refunded"
 
 
 @pytest.mark.parametrize("change", [{"currency": "usd"}, {"charge_order_no": "57691bba8789ff202b5968fb"}])
@@ -312,7 +302,7 @@ def test_a_refund_whose_currency_or_order_number_differs_is_a_mismatch(paid_pay,
     info, charge = paid_pay(money=10000)
     refund = {**fake_pingpp.refund(charge["id"], 100), **change}
     assert send_event("refund.succeeded", refund).json["result"] == "mismatch"
-    assert ledger(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
+    assert ledger_of(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
 
 
 @pytest.mark.parametrize("amount", [0, -100, "100", 1.5, True])
@@ -320,7 +310,7 @@ def test_a_refund_with_a_bad_amount_is_a_mismatch(paid_pay, send_event, fake_pin
     info, charge = paid_pay(money=10000)
     refund = {**fake_pingpp.refund(charge["id"], 100), "amount": amount}
     assert send_event("refund.succeeded", refund).json["result"] == "mismatch"
-    assert ledger(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
+    assert ledger_of(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
     assert Pay.get_by_id(info["pay_id"]).amount_refunded == 0
 
 
@@ -329,8 +319,8 @@ def test_the_same_refund_event_delivered_again_is_applied_once(paid_pay, send_ev
     refund = fake_pingpp.refund(charge["id"], 10000)
     results = [send_event("refund.succeeded", refund, event_id="evt_re").json["result"] for _ in range(3)]
     assert results == ["applied", "replay", "replay"]
-    assert ledger(info["expert_id"]) == [("charge", info["pay_id"], 9750), ("refund", refund["id"], -9750)]
-    assert balance(info["expert_id"]) == 0
+    assert ledger_of(info["expert_id"]) == [("charge", info["pay_id"], 9750), ("refund", refund["id"], -9750)]
+    assert balance_of(info["expert_id"]) == 0
 
 
 @pytest.mark.parametrize("part", [4000, 10000])
@@ -340,7 +330,7 @@ def test_the_same_refund_in_a_second_event_is_ignored(paid_pay, send_event, fake
     assert send_event("refund.succeeded", refund, event_id="evt_re_1").json["result"] == "applied"
     assert send_event("refund.succeeded", refund, event_id="evt_re_2").json["result"] == "ignored"
     assert outcome("evt_re_2") == "ignored"
-    assert len(ledger(info["expert_id"])) == 2
+    assert len(ledger_of(info["expert_id"])) == 2
     assert Pay.get_by_id(info["pay_id"]).amount_refunded == part
 
 
@@ -352,10 +342,10 @@ def test_a_refund_that_overtakes_its_charge_event_settles_the_charge_with_ping_p
     assert (response.status_int, response.json) == (200, {"code": 900, "result": "applied"})
     pay = Pay.get_by_id(info["pay_id"])
     assert (pay.status, pay.amount_refunded) == ("refunded", 10000)
-    assert [(kind, amount) for kind, _, amount in ledger(info["expert_id"])] == [("charge", 9750), ("refund", -9750)]  # 2.5 % fee in this file
+    assert [(kind, amount) for kind, _, amount in ledger_of(info["expert_id"])] == [("charge", 9750), ("refund", -9750)]  # 2.5 % fee in this file
     # the late charge event then changes nothing
     assert send_event("charge.succeeded", charge).json["result"] == "ignored"
-    assert balance(info["expert_id"]) == 0
+    assert balance_of(info["expert_id"]) == 0
 
 
 def test_a_refund_for_a_charge_ping_plus_plus_says_is_unpaid_is_a_mismatch(order_service, send_event, fake_pingpp):
@@ -378,7 +368,7 @@ def test_an_early_refund_while_ping_plus_plus_is_down_is_refused_unstored_and_ap
     assert Event.get_or_none(Event.event_id == "evt_retry") is None and LedgerEntry.select().count() == 0
     again = send_event("refund.succeeded", refund, event_id="evt_retry")
     assert again.json == {"code": 900, "result": "applied"}
-    assert balance(info["expert_id"]) == 9750 - 3900  # credit less the refunded 40 %
+    assert balance_of(info["expert_id"]) == 9750 - 3900  # credit less the refunded 40 %
 
 
 def test_a_refund_of_an_unknown_charge_is_stored_as_unknown(paid_pay, send_event, fake_pingpp):
@@ -386,14 +376,14 @@ def test_a_refund_of_an_unknown_charge_is_stored_as_unknown(paid_pay, send_event
     refund = {**fake_pingpp.refund(charge["id"], 100), "charge": "ch_" + "7" * 24, "charge_order_no": new_id()}
     response = send_event("refund.succeeded", refund, event_id="evt_lost")
     assert response.json == {"code": 900, "result": "unknown"} and outcome("evt_lost") == "unknown"
-    assert len(ledger(info["expert_id"])) == 1
+    assert len(ledger_of(info["expert_id"])) == 1
 
 
 def test_a_refund_that_did_not_succeed_is_not_applied(paid_pay, send_event, fake_pingpp):
     info, charge = paid_pay(money=10000)
     refund = {**fake_pingpp.refund(charge["id"], 100), "succeed": False, "status": "failed"}
     assert send_event("refund.succeeded", refund).json["result"] == "ignored"
-    assert len(ledger(info["expert_id"])) == 1 and Pay.get_by_id(info["pay_id"]).amount_refunded == 0
+    assert len(ledger_of(info["expert_id"])) == 1 and Pay.get_by_id(info["pay_id"]).amount_refunded == 0
 
 
 def test_a_closed_pay_paid_after_all_closes_the_newer_pending_pay_of_its_order(
