@@ -88,13 +88,18 @@ class Pay(BaseModel):
     created_at = pw.BigIntegerField(index=True)
     updated_at = pw.BigIntegerField()
     paid_at = pw.BigIntegerField(null=True)
+    check_after = pw.BigIntegerField(default=0)  # when the worker may next ask Ping++ about a pending pay
     # The pay as the app sees it (seed route 1's `info`), rewritten by every save(): reading a pay
     # is two columns instead of twenty-seven, and PyMySQL spends most of a read parsing the
     # metadata of each column (measured: see README, Performance). Change pays through save().
     info = LongTextField(null=True)
 
     class Meta:
-        indexes = ((("status", "created_at"), False), (("type", "o_id", "note_id"), False))
+        indexes = (
+            (("status", "created_at"), False),
+            (("type", "o_id", "note_id"), False),
+            (("status", "check_after"), False),
+        )
 
     def save(self, *args, **kwargs):
         self.info = json.dumps(pay_info(self), ensure_ascii=False)
@@ -147,7 +152,9 @@ class Withdrawal(BaseModel):
     transfer = LongTextField(null=True)
     attempts = pw.IntegerField(default=0)
     last_error = pw.CharField(255, default="")
-    lease_until = pw.BigIntegerField(default=0)  # a worker owns the payout until then
+    # pending: a worker owns the payout until then (or, after an error, it waits until then);
+    # processing: when the worker next asks Ping++ about the transfer.
+    lease_until = pw.BigIntegerField(default=0)
     client_ip = pw.CharField(64, default="")
     platform = pw.CharField(32, default="")
     store = pw.CharField(64, default="")
@@ -155,7 +162,7 @@ class Withdrawal(BaseModel):
     updated_at = pw.BigIntegerField()
 
     class Meta:
-        indexes = ((("status", "updated_at"), False),)
+        indexes = ((("status", "updated_at"), False), (("status", "lease_until"), False))
 
 
 class Event(BaseModel):
