@@ -11,6 +11,7 @@ The driving commands find the sandbox through PINGPP_API_BASE (default http://12
 CHARGE and TRANSFER may be the Ping++ id or the order_no (payapi's pay_id / withdraw_id).
 """
 
+import argparse
 import json
 import os
 import signal
@@ -25,6 +26,13 @@ from .core import OUTCOMES
 
 DEFAULT_BASE = "http://127.0.0.1:8001"
 WAIT_FOR_DELIVERY = 15.0  # seconds a command waits to report how the webhook delivery went
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m payapi sandbox", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return args.run(args)
 
 
 def add_arguments(parser):
