@@ -118,6 +118,8 @@ class Dev:
             PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
         )
         env.setdefault("WEB_CONCURRENCY", "2")
+        # The SDK (requests) honours HTTP(S)_PROXY: the sandbox on 127.0.0.1 must be reached directly.
+        env["NO_PROXY"] = ",".join(p for p in ("127.0.0.1", "localhost", os.environ.get("NO_PROXY")) if p)
         return env
 
     # --- running ---------------------------------------------------------------------------------

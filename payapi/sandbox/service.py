@@ -155,8 +155,8 @@ class Sandbox:
 
     def reset(self):
         """Forget every object, call, fault and event; back to the settings given at construction."""
+        self.ledger.clear()  # not under self.lock: a change announced holds the ledger's lock, then ours
         with self.lock:
-            self.ledger.clear()
             self.requests.clear()
             self.failures.clear()
             self.events.clear()

@@ -125,6 +125,7 @@ class Deliverer:
 
     def _run(self):
         session = requests.Session()
+        session.trust_env = False  # the webhook URL is local: never through an HTTP_PROXY from the environment
         while True:
             item = self._next()
             if item is None:
