@@ -28,6 +28,7 @@ def routes(settings, gateway, sms_backend, codec):
         ("/rest/pay/webhook", r.Webhook(settings, gateway)),
         ("/internal/pays", r.InternalPays(codec, settings, gateway)),
         ("/internal/pays/{pay_id}", r.InternalPay()),
+        ("/internal/pays/{pay_id}/refunds", r.InternalRefunds(codec, settings, gateway)),
         ("/healthz", r.Health()),
     ]
 

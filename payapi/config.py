@@ -28,6 +28,9 @@ class Settings:
     withdraw_min: int = 100
     withdraw_max: int = 5_000_000
     pay_money_max: int = 100_000_000
+    settlement_hold_seconds: int = 7 * 24 * 3600
+    notify_url: str = ""
+    notify_secret: str = ""
 
     @property
     def uses_development_secret(self):
@@ -71,10 +74,17 @@ class Settings:
             platform_fee_bps=int(env.get("PLATFORM_FEE_BPS", "0")),
             withdraw_min=int(env.get("WITHDRAW_MIN", "100")),
             withdraw_max=int(env.get("WITHDRAW_MAX", "5000000")),
+            settlement_hold_seconds=int(env.get("SETTLEMENT_HOLD_SECONDS", str(7 * 24 * 3600))),
+            notify_url=env.get("NOTIFY_URL", ""),
+            notify_secret=env.get("NOTIFY_SECRET", ""),
         )
         _ = settings.tz  # fail at start-up, not on the first withdrawal, if TIMEZONE is wrong
         if not 0 <= settings.platform_fee_bps <= 10_000:
             raise ValueError("PLATFORM_FEE_BPS must be between 0 and 10000")
+        if settings.settlement_hold_seconds < 0:
+            raise ValueError("SETTLEMENT_HOLD_SECONDS must not be negative")
+        if settings.notify_url and not settings.notify_secret.startswith("whsec_"):
+            raise ValueError("NOTIFY_SECRET must be a whsec_<base64> secret when NOTIFY_URL is set")
         if not 4 <= settings.bcrypt_rounds <= 31:
             raise ValueError("BCRYPT_ROUNDS must be between 4 and 31")
         return settings

@@ -6,7 +6,7 @@ import logging
 
 import peewee
 
-from . import payments, withdrawals
+from . import payments, refunds, withdrawals
 from .clock import now_ms
 from .db import RowByKey, transaction
 from .gateway import charge_from, refund_from, transfer_from
@@ -18,11 +18,11 @@ log = logging.getLogger(__name__)
 event_seen = RowByKey(Event, Event.event_id, columns=(Event.event_id,))  # not the payload
 
 
-def _apply(event_type, obj, fee_bps):
+def _apply(event_type, obj, settings):
     if event_type == "charge.succeeded":
-        return payments.apply_charge(charge_from(obj), fee_bps)
+        return payments.apply_charge(charge_from(obj), settings)
     if event_type == "refund.succeeded":
-        return payments.apply_refund(refund_from(obj))
+        return refunds.apply_refund(refund_from(obj))
     if event_type == "transfer.succeeded":
         return withdrawals.apply_transfer(transfer_from(obj), WithdrawalStatus.SUCCEEDED)
     if event_type == "transfer.failed":
@@ -95,8 +95,8 @@ def handle_event(settings, gateway, raw):
         outcome, apply = Outcome.MISMATCH, None
     else:
         if event_type == "refund.succeeded":
-            payments.settle_charge_before_refund(gateway, refund_from(obj), settings.platform_fee_bps)
-        outcome, apply = None, functools.partial(_apply, event_type, obj, settings.platform_fee_bps)
+            payments.settle_charge_before_refund(gateway, refund_from(obj), settings)
+        outcome, apply = None, functools.partial(_apply, event_type, obj, settings)
     try:
         outcome = _store_and_apply(event_id, event_type or "", obj if isinstance(obj, dict) else {}, text, outcome, apply)
     except peewee.IntegrityError:

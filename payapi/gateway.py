@@ -29,7 +29,14 @@ CHANNELS = frozenset(
 
 
 class GatewayError(Exception):
-    """Ping++ could not be reached, timed out, or refused the request."""
+    """Ping++ could not be reached, timed out, or refused the request.
+
+    code: Ping++'s error code when it answered with one (e.g. "charge_paid"), else None.
+    """
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +58,7 @@ class Charge:
     amount: int
     currency: str
     paid: bool
+    reversed: bool  # closed at Ping++: it can no longer be paid
     time_expire: int | None  # Unix seconds
     raw: dict
 
@@ -76,6 +84,14 @@ class Transfer:
 
 
 @dataclasses.dataclass(frozen=True)
+class RefundRequest:
+    refund_id: str  # ours: sent as metadata.refund_id, so a refund whose answer was lost can be found
+    charge_id: str
+    amount: int
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Refund:
     id: str
     charge_id: str
@@ -84,6 +100,7 @@ class Refund:
     currency: str | None  # None when absent
     status: str  # pending, succeeded, failed
     succeeded: bool
+    metadata_refund_id: str | None  # our refund_id, for refunds payapi asked for
     raw: dict
 
 
@@ -99,6 +116,7 @@ def charge_from(raw):
         amount=_integer(raw, "amount", -1),
         currency=str(raw.get("currency", "")),
         paid=raw.get("paid") is True,
+        reversed=raw.get("reversed") is True,
         time_expire=_integer(raw, "time_expire", None),
         raw=raw,
     )
@@ -118,6 +136,8 @@ def transfer_from(raw):
 def refund_from(raw):
     order_no, currency = raw.get("charge_order_no"), raw.get("currency")
     status = raw.get("status")
+    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    ours = metadata.get("refund_id")
     return Refund(
         id=raw["id"] if isinstance(raw.get("id"), str) else "",
         charge_id=raw["charge"] if isinstance(raw.get("charge"), str) else "",
@@ -127,6 +147,7 @@ def refund_from(raw):
         status=str(status) if status is not None else "",
         # Older refund objects carry only `succeed`; newer ones `status` too.
         succeeded=status in (None, "succeeded") and raw.get("succeed") is not False,
+        metadata_refund_id=ours if isinstance(ours, str) else None,
         raw=raw,
     )
 
@@ -161,8 +182,10 @@ class PingppGateway:
         try:
             return _plain(func(*args, api_key=self._api_key, **kwargs))
         except (pingpp.error.PingppError, requests.RequestException, ValueError) as exc:
-            log.warning("Ping++ %s failed: %s", what, type(exc).__name__)
-            raise GatewayError(f"{what}: {type(exc).__name__}") from exc
+            error = (getattr(exc, "json_body", None) or {}).get("error") or {}
+            code, message = error.get("code"), str(error.get("message") or "")[:200]
+            log.warning("Ping++ %s failed: %s %s %s", what, type(exc).__name__, code or "", message)
+            raise GatewayError(f"{what}: {type(exc).__name__} {code or ''} {message}".strip(), code=code) from exc
 
     def create_charge(self, request: ChargeRequest) -> Charge:
         params = {
@@ -181,6 +204,23 @@ class PingppGateway:
 
     def retrieve_charge(self, charge_id) -> Charge:
         return charge_from(self._call("retrieve charge", pingpp.Charge.retrieve, charge_id))
+
+    def reverse_charge(self, charge_id) -> Charge:
+        """Close an unpaid charge so its credential can no longer take money (code charge_paid if paid)."""
+        return charge_from(self._call("reverse charge", pingpp.Charge.reverse, charge_id))
+
+    def create_refund(self, request: RefundRequest) -> Refund:
+        params = {"description": request.description, "amount": request.amount,
+                  "metadata": {"refund_id": request.refund_id}}
+        return refund_from(self._call("create refund", pingpp.Charge.refund, request.charge_id, **params))
+
+    def retrieve_refund(self, charge_id, refund_id) -> Refund:
+        return refund_from(self._call("retrieve refund", pingpp.Charge.retrieve_refund, charge_id, refund_id))
+
+    def list_refunds(self, charge_id) -> list[Refund]:
+        """Every refund of a charge (a charge has few: one page of 100)."""
+        page = self._call("list refunds", pingpp.Charge.list_refunds, charge_id, limit=100)
+        return [refund_from(raw) for raw in page.get("data", [])]
 
     def create_transfer(self, request: TransferRequest) -> Transfer:
         params = {

@@ -33,6 +33,18 @@ class WithdrawalStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class RefundStatus(enum.StrEnum):
+    PENDING = "pending"  # asked for; Ping++ has not settled it (or not yet even answered)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class NotificationStatus(enum.StrEnum):
+    PENDING = "pending"  # to be sent, or sent again after a failed attempt
+    DELIVERED = "delivered"
+    FAILED = "failed"  # no 2xx for 24 hours; an operator may resend it
+
+
 class Outcome(enum.StrEnum):
     """What became of something Ping++ told us (an event or a retrieve), stored with the event."""
 
@@ -49,8 +61,13 @@ class IllegalMove(Exception):
 
 
 class Lifecycle:
-    def __init__(self, name, initial, moves, keep_in_step):
-        self.name, self.initial, self.moves, self._keep_in_step = name, initial, moves, keep_in_step
+    """moves: status -> the statuses it may move to. announce: status -> the notification type a
+    move into it sends the order service (written when the record is saved, in the same transaction)."""
+
+    def __init__(self, name, initial, moves, keep_in_step=None, announce=None):
+        self.name, self.initial, self.moves = name, initial, moves
+        self._keep_in_step = keep_in_step or (lambda record, now: None)
+        self.announce = announce or {}
 
     def begin(self, record, now):
         """A new record: the initial status and its derived keys."""
@@ -69,6 +86,8 @@ class Lifecycle:
         record.status = to
         record.updated_at = now
         self._keep_in_step(record, now)
+        if to in self.announce:
+            record.__dict__.setdefault("announcements", []).append(self.announce[to])
         return record
 
 
@@ -83,7 +102,7 @@ def _withdrawal_keys(withdrawal, now):
     withdrawal.active_month = f"{withdrawal.user_id}:{withdrawal.month}" if active else None
 
 
-P, W = PayStatus, WithdrawalStatus
+P, W, R, N = PayStatus, WithdrawalStatus, RefundStatus, NotificationStatus
 
 PAY = Lifecycle(
     "pay",
@@ -98,6 +117,7 @@ PAY = Lifecycle(
         P.REFUNDED: set(),
     },
     _pay_keys,
+    announce={P.PAID: "pay.paid", P.CANCEL: "pay.closed", P.FAIL: "pay.closed"},
 )
 
 WITHDRAWAL = Lifecycle(
@@ -110,4 +130,18 @@ WITHDRAWAL = Lifecycle(
         W.FAILED: set(),  # refunded to the wallet; the month is free again
     },
     _withdrawal_keys,
+    announce={W.SUCCEEDED: "withdrawal.succeeded", W.FAILED: "withdrawal.failed"},
+)
+
+REFUND = Lifecycle(
+    "refund",
+    R.PENDING,
+    {R.PENDING: {R.SUCCEEDED, R.FAILED}, R.SUCCEEDED: set(), R.FAILED: set()},
+    announce={R.SUCCEEDED: "refund.succeeded", R.FAILED: "refund.failed"},
+)
+
+NOTIFICATION = Lifecycle(
+    "notification",
+    N.PENDING,
+    {N.PENDING: {N.DELIVERED, N.FAILED}, N.DELIVERED: {N.PENDING}, N.FAILED: {N.PENDING}},  # PENDING again: resent
 )

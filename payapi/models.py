@@ -17,6 +17,17 @@ class BaseModel(pw.Model):
         database = db
         legacy_table_names = False
 
+    def save(self, *args, **kwargs):
+        saved = super().save(*args, **kwargs)
+        # A lifecycle move that the order service is told about: its message goes into the outbox
+        # here, in the same transaction as the saved change (lifecycles.Lifecycle.move).
+        announcements = self.__dict__.pop("announcements", None)
+        if announcements:
+            from . import notifications  # it renders records of the models below
+
+            notifications.write(self, announcements)
+        return saved
+
 
 class Profile(BaseModel):
     """A user's pay security settings: pay password, security answers, withdraw account."""
@@ -88,6 +99,12 @@ class Pay(BaseModel):
     updated_at = pw.BigIntegerField()
     paid_at = pw.BigIntegerField(null=True)
     check_after = pw.BigIntegerField(default=0)  # when the worker may next ask Ping++ about a pending pay
+    # The settlement hold: what of the expert's credit for this pay is still pending, and when it
+    # becomes available (paid_at + SETTLEMENT_HOLD_SECONDS).
+    held = pw.BigIntegerField(default=0)
+    release_at = pw.BigIntegerField(null=True)
+    # A closed pay's charge must be closed at Ping++ too; set once Ping++ confirmed it.
+    reversed_at = pw.BigIntegerField(null=True)
     # The pay as the app sees it (seed route 1's `info`), rewritten by every save(): reading a pay
     # is two columns instead of twenty-seven, and PyMySQL spends most of a read parsing the
     # metadata of each column (measured: see README, Performance). Change pays through save().
@@ -98,6 +115,7 @@ class Pay(BaseModel):
             (("status", "created_at"), False),
             (("type", "o_id", "note_id"), False),
             (("status", "check_after"), False),
+            (("held", "release_at"), False),
         )
 
     def save(self, *args, **kwargs):
@@ -130,22 +148,101 @@ class ClientReport(BaseModel):
 
 
 class Wallet(BaseModel):
+    """An expert's two accounts, as sums of their postings kept beside the books for fast reads.
+
+    Written only by books.record, in the same transaction as the postings; `books check` proves
+    each column equals its postings.
+    """
+
     user_id = pw.CharField(24, primary_key=True)
-    balance = pw.BigIntegerField(default=0)
+    pending = pw.BigIntegerField(default=0)  # credits still held (settlement hold)
+    available = pw.BigIntegerField(default=0)  # what may be withdrawn (negative only after a refund)
     updated_at = pw.BigIntegerField()
 
+    @property
+    def balance(self):
+        return self.pending + self.available
 
-class LedgerEntry(BaseModel):
-    user_id = pw.CharField(24, index=True)
-    amount = pw.BigIntegerField()  # signed fen
-    kind = pw.CharField(24)  # charge, refund, withdraw, withdraw_refund
-    reference = pw.CharField(64)  # pay_id, refund id or withdraw_id
-    balance_after = pw.BigIntegerField()
-    created_at = pw.BigIntegerField()
+
+class JournalEntry(BaseModel):
+    """One money movement: postings whose debits equal their credits. Never edited afterwards."""
+
+    entry_id = pw.AutoField()
+    kind = pw.CharField(24)  # charge, release, refund, refund_settled, refund_failed, withdraw, ...
+    reference = pw.CharField(64)  # the pay, refund or withdrawal it moves money for
+    created_at = pw.BigIntegerField(index=True)
 
     class Meta:
-        # The same money movement can never be booked twice.
+        # The same money movement can never be booked twice, however many workers race to book it.
         indexes = ((("kind", "reference"), True),)
+
+
+class Posting(BaseModel):
+    entry_id = pw.IntegerField(index=True)
+    account = pw.CharField(48, index=True)  # pingpp, fees, payouts, refunds, expert:<user_id>:pending|available
+    debit = pw.BigIntegerField(default=0)
+    credit = pw.BigIntegerField(default=0)
+
+
+class Refund(BaseModel):
+    """A refund of (part of) a paid pay: asked for by the order service, made for a duplicate
+    payment, or made elsewhere (the Ping++ dashboard) and learnt from its event."""
+
+    refund_id = pw.CharField(24, primary_key=True)
+    pay_id = pw.CharField(24, index=True)
+    amount = pw.BigIntegerField()  # fen given back to the payer
+    share = pw.BigIntegerField(default=0)  # of which the expert's (pro rata, cumulative rounding)
+    bucket = pw.CharField(16, default="")  # the expert account the share was taken from
+    description = pw.CharField(255)
+    source = pw.CharField(16)  # order_service, duplicate, pingpp
+    status = pw.CharField(16)
+    pingpp_refund_id = pw.CharField(64, null=True, unique=True)
+    refund = LongTextField(null=True)  # the Ping++ refund object as last received
+    attempts = pw.IntegerField(default=0)
+    last_error = pw.CharField(255, default="")
+    check_after = pw.BigIntegerField(default=0)  # when the worker may next ask Ping++ about it
+    created_at = pw.BigIntegerField()
+    updated_at = pw.BigIntegerField()
+
+    class Meta:
+        indexes = ((("status", "check_after"), False),)
+
+
+class Notification(BaseModel):
+    """A message to the order service (the transactional outbox): written in the same transaction
+    as the change it reports, delivered by the worker's dispatcher (Standard Webhooks)."""
+
+    message_id = pw.CharField(32, primary_key=True)  # webhook-id: the same on every attempt
+    type = pw.CharField(32)
+    subject_id = pw.CharField(24, index=True)  # the pay, refund or withdrawal it is about
+    payload = LongTextField()  # the exact body sent: {"type","timestamp","data"}
+    status = pw.CharField(16)
+    attempts = pw.IntegerField(default=0)
+    next_attempt_at = pw.BigIntegerField(default=0)  # also the claim: a dispatcher owns it until then
+    give_up_at = pw.BigIntegerField()  # 24 hours after it was written (or resent): then it fails
+    last_status = pw.IntegerField(null=True)  # the receiver's last HTTP status
+    last_error = pw.CharField(255, default="")
+    delivered_at = pw.BigIntegerField(null=True)
+    created_at = pw.BigIntegerField()
+    updated_at = pw.BigIntegerField()
+
+    class Meta:
+        indexes = ((("status", "next_attempt_at"), False),)
+
+
+class IdempotencyKey(BaseModel):
+    """A caller's Idempotency-Key and the answer its first successful request got (24 hours)."""
+
+    scope = pw.CharField(64)  # who and where: "user:<id> POST /rest/pay/withdraw", "service POST /internal/pays"
+    key = pw.CharField(64)
+    request_hash = pw.CharField(64)  # SHA-256 of the body (and path): the same key with another body is 904
+    status = pw.CharField(16)  # running, done
+    answer = LongTextField(null=True)  # the 900 answer's body
+    lease_until = pw.BigIntegerField()  # a running request owns the key until then
+    created_at = pw.BigIntegerField(index=True)
+
+    class Meta:
+        indexes = ((("scope", "key"), True),)
 
 
 class Withdrawal(BaseModel):
@@ -188,4 +285,7 @@ class Event(BaseModel):
     received_at = pw.BigIntegerField()
 
 
-ALL_MODELS = [Profile, Lockout, SmsCode, Pay, ClientReport, Wallet, LedgerEntry, Withdrawal, Event]
+ALL_MODELS = [
+    Profile, Lockout, SmsCode, Pay, ClientReport, Wallet, JournalEntry, Posting, Refund, Notification, IdempotencyKey,
+    Withdrawal, Event,
+]

@@ -10,9 +10,10 @@ import dataclasses
 import functools
 import re
 
+import falcon
 import msgspec
 
-from . import shapes
+from . import idempotency, shapes
 from .errors import (
     INVALID, LOCKED, NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, SECRET_REJECTED, UNAUTHENTICATED, UNEXPECTED,
 )
@@ -35,6 +36,7 @@ class Operation:
     raw_body: bool = False  # the responder reads the body itself (body is then documentation only)
     max_body: int = MAX_BODY
     errors: dict = dataclasses.field(default_factory=dict)  # status -> description (403) or None
+    idempotent: bool = False  # accepts an Idempotency-Key header (see idempotency.py)
     description: str | None = None
     example: dict | None = None
     links: dict | None = None
@@ -47,17 +49,38 @@ def operation(**spec):
     def decorate(responder):
         @functools.wraps(responder)
         def decoded(resource, req, resp, **params):
+            raw = b""
             if op.body is not None and not op.raw_body:
                 raw = read_body(req.bounded_stream, req.content_length, op.max_body)
                 params["body"] = resource.codec.decode(raw, op.body)
             if op.query is not None:
                 params["query"] = resource.codec.convert(dict(req.params), op.query)
-            return responder(resource, req, resp, **params)
+            key = req.get_header("Idempotency-Key") if op.idempotent else None
+            if key is None:
+                return responder(resource, req, resp, **params)
+            return _idempotently(responder, resource, req, resp, params, idempotency.valid_key(key), raw)
 
         decoded.operation = op
         return decoded
 
     return decorate
+
+
+def _idempotently(responder, resource, req, resp, params, key, raw):
+    user_id = req.context.get("user_id")
+    scope = f"{'user:' + user_id if user_id else 'service'} {req.method} {req.uri_template}"
+    replay = idempotency.begin(scope, key, idempotency.fingerprint(req.method, req.path, raw))
+    if replay is not None:
+        resp.text, resp.content_type = replay, falcon.MEDIA_JSON
+        return None
+    try:
+        responder(resource, req, resp, **params)
+    except BaseException:
+        idempotency.abandon(scope, key)  # a request that did not succeed leaves the key unused
+        raise
+    answer = resp.text if resp.text is not None else msgspec.json.encode(resp.media).decode()
+    idempotency.finish(scope, key, answer)
+    return None
 
 
 # --- the project's rules as regular expressions ----------------------------------------------------
@@ -173,6 +196,8 @@ def _responses(op, answer_schema, auth, has_path_params):
         statuses.add(400)
     if auth is not None:
         statuses.add(401)
+    if op.idempotent:
+        statuses |= {400, 429}
     for status in sorted(statuses):
         if status == 403:
             answers["403"] = _error(op.errors[403], SECRET_REJECTED, NOT_ALLOWED)
@@ -276,6 +301,8 @@ def document(settings, codec, routes):
             entry["description"] = op.description
         entry["security"] = SECURITY.get(auth, [])
         parameters = _query_parameters(shape_schemas[op.query], schemas) if op.query is not None else []
+        if op.idempotent:
+            parameters.append(_ref("parameters", "IdempotencyKey"))
         if auth == "user":
             parameters += [_ref("parameters", name) for name in ("ClientHeader", "PlatformHeader", "ChannelHeader")]
         if parameters:
@@ -351,6 +378,14 @@ HEADERS = {
 }
 
 PARAMETERS = {
+    "IdempotencyKey": {
+        "name": "Idempotency-Key", "in": "header", "required": False,
+        "description": "1–64 printable ASCII characters, scoped to the caller and the route. For 24 hours a repeat "
+        "of a request that succeeded gets its first answer without acting twice; the same key with another body is "
+        "904; a repeat while the first still runs is 906 (retry_after 1).",
+        "schema": {"type": "string", "pattern": "^[\\x20-\\x7e]{1,64}$"},
+        "example": "order-57691bba-refund-1",
+    },
     "PayId": {
         "name": "pay_id", "in": "path", "required": True,
         "description": "The pay record's id; anything but 24 lowercase hex characters is 904.",

@@ -6,19 +6,22 @@ import logging
 import time
 
 import peewee
+from peewee import fn
 
-from . import jobs, wallet
+from . import jobs, refunds, wallet
 from .clock import now_ms
 from .db import RowByKey, for_update, transaction
 from .errors import NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, ApiError
 from .gateway import ChargeRequest, GatewayError
 from .ids import new_id
 from .lifecycles import PAY, AppReport, Outcome, PayStatus
-from .models import ClientReport, LedgerEntry, Pay
+from .models import ClientReport, Pay
 
 log = logging.getLogger(__name__)
 
-PENDING, PAID, CANCEL, REFUNDED = PayStatus.PENDING, PayStatus.PAID, PayStatus.CANCEL, PayStatus.REFUNDED
+PENDING, PAID, CANCEL, FAIL, REFUNDED = (
+    PayStatus.PENDING, PayStatus.PAID, PayStatus.CANCEL, PayStatus.FAIL, PayStatus.REFUNDED,
+)
 # What the phone's report does to a pending pay: "fail" leaves it pending (the user may try again).
 CLOSED_BY_REPORT = {AppReport.CANCEL: PayStatus.CANCEL, AppReport.INVALID: PayStatus.FAIL}
 
@@ -162,11 +165,13 @@ def _reopen(pay_id):
         pass  # another request already made a new pending pay for the order
 
 
-def create_pay(gateway, new, gateway_timeout):
+def create_pay(gateway, settings, new):
     """One pending pay (and one Ping++ charge) per order/note, money and channel, even when calls race.
 
-    new: a shapes.NewPay.
+    new: a shapes.NewPay. A pending pay it replaces (other money or channel) is closed, and so is
+    its charge at Ping++.
     """
+    gateway_timeout = settings.pingpp_timeout
     # A reservation without a charge older than this was left by a request that died.
     stale_ms = int((2 * gateway_timeout + 5) * 1000)
     give_up_at = time.monotonic() + 2 * gateway_timeout + 2
@@ -198,7 +203,10 @@ def create_pay(gateway, new, gateway_timeout):
     if charge.order_no != pay.pay_id or charge.amount != new.money or not charge.id:
         log.error("Ping++ answered charge creation for %s with a different charge", pay.pay_id)
         return _give_up(pay.pay_id, replaced)
-    return _attach_charge(pay.pay_id, charge)
+    pay = _attach_charge(pay.pay_id, charge)
+    if replaced is not None:
+        reverse_charge(gateway, settings, replaced)  # best effort now; the worker retries
+    return pay
 
 
 def _give_up(pay_id, replaced):
@@ -213,13 +221,8 @@ def _give_up(pay_id, replaced):
 
 # --- applying Ping++'s truth -----------------------------------------------------------------
 
-def credit_for(money, fee_bps):
-    """What the expert earns from a paid pay: money less the platform fee (the fee rounds down)."""
-    return money - money * fee_bps // 10_000
-
-
 @transaction
-def apply_charge(charge, fee_bps):
+def apply_charge(charge, settings):
     """Apply a charge object (from a webhook or a retrieve). Idempotent; -> Outcome."""
     pay = for_update(Pay.select().where(Pay.pay_id == charge.order_no)).first()
     if pay is None:
@@ -237,18 +240,25 @@ def apply_charge(charge, fee_bps):
         pay.save()
         return Outcome.IGNORED
     PAY.move(pay, PAID, now)
-    pay.credited = credit_for(pay.money, fee_bps)
-    wallet.book(pay.expert_id, pay.credited, wallet.CHARGE, pay.pay_id)
+    wallet.pay_paid(pay, settings.platform_fee_bps, settings.settlement_hold_seconds * 1000, now)
     pay.save()
+    same_order = Pay.type == pay.type, _order_filter_of(pay), Pay.pay_id != pay.pay_id
     # A pay closed by a newer one may turn out paid after all: then the order is paid, and the
     # newer pending pay must not take the user's money a second time.
-    for newer in for_update(Pay.select().where(Pay.open_for == f"{pay.type}:{pay.o_id or pay.note_id}")):
+    for newer in for_update(Pay.select().where(*same_order, Pay.status == PENDING)):
         PAY.move(newer, CANCEL, now)
         newer.save()
+    # Two paid pays for one order (a closed charge paid before Ping++ closed it): the user pays once.
+    if Pay.select().where(*same_order, Pay.status.in_((PAID, REFUNDED))).exists():
+        refunds.refund_duplicate(pay, now)
     return Outcome.APPLIED
 
 
-def settle_charge_before_refund(gateway, refund, fee_bps):
+def _order_filter_of(pay):
+    return Pay.o_id == pay.o_id if pay.type == "order" else Pay.note_id == pay.note_id
+
+
+def settle_charge_before_refund(gateway, refund, settings):
     """A refund's webhook can overtake its charge's: ask Ping++ about the charge first.
 
     The refund itself is never taken as proof of payment. Ping++ unreachable → 920, so the
@@ -263,39 +273,7 @@ def settle_charge_before_refund(gateway, refund, fee_bps):
         charge = gateway.retrieve_charge(refund.charge_id)
     except GatewayError:
         raise ApiError(PROVIDER_FAILED) from None
-    apply_charge(charge, fee_bps)
-
-
-@transaction
-def apply_refund(refund):
-    """Apply a succeeded refund (gateway.Refund): debit the expert pro rata to the refunded part of the credit."""
-    if not refund.id:
-        return Outcome.MISMATCH
-    pay = for_update(Pay.select().where(Pay.charge_id == refund.charge_id)).first() if refund.charge_id else None
-    if pay is None:
-        return Outcome.UNKNOWN
-    if refund.charge_order_no not in (None, pay.pay_id) or refund.currency not in (None, pay.currency):
-        return Outcome.MISMATCH
-    if not refund.succeeded:
-        return Outcome.IGNORED
-    if LedgerEntry.select().where(LedgerEntry.kind == wallet.REFUND, LedgerEntry.reference == refund.id).exists():
-        return Outcome.IGNORED  # applied before, from another event: a replay, not a refund that does not fit
-    amount = refund.amount
-    if pay.status not in (PAID, REFUNDED) or amount <= 0 or pay.amount_refunded + amount > pay.money:
-        log.warning("refund %s does not fit pay %s; not applied", refund.id, pay.pay_id)
-        return Outcome.MISMATCH
-    before, after = pay.amount_refunded, pay.amount_refunded + amount
-    # Cumulative rounding: the debits of all refunds of a pay add up to exactly what was credited.
-    debit = pay.credited * after // pay.money - pay.credited * before // pay.money
-    if not wallet.book(pay.expert_id, -debit, wallet.REFUND, refund.id):
-        return Outcome.IGNORED
-    pay.amount_refunded = after
-    now = now_ms()
-    if after == pay.money:
-        PAY.move(pay, REFUNDED, now)
-    pay.updated_at = now
-    pay.save()
-    return Outcome.APPLIED
+    apply_charge(charge, settings)
 
 
 # --- the phone's reports -------------------------------------------------------------------
@@ -318,20 +296,22 @@ def _record_report(user_id, pay_id, report, audit):
     return pay
 
 
-def report_client_status(gateway, fee_bps, user_id, pay_id, report, audit):
+def report_client_status(gateway, settings, user_id, pay_id, report, audit):
     """Record what the phone saw; on "success" ask Ping++ and apply its answer, never the phone's."""
     pay = _record_report(user_id, pay_id, report, audit)
+    if report in CLOSED_BY_REPORT and pay.status in (CANCEL, FAIL):
+        reverse_charge(gateway, settings, pay.pay_id)  # best effort now; the worker retries
     if report == AppReport.SUCCESS and pay.charge_id and PAY.allows(pay, PAID):
         try:
             charge = gateway.retrieve_charge(pay.charge_id)
         except GatewayError:
             return  # recorded; the webhook or the worker will settle it
-        apply_charge(charge, fee_bps)
+        apply_charge(charge, settings)
 
 
 # --- the worker's reconciliation ---------------------------------------------------------------
 
-def _check_pay(gateway, fee_bps, pay_id):
+def _check_pay(gateway, settings, pay_id):
     pay = Pay.get_or_none(Pay.pay_id == pay_id)
     if pay is None or pay.status != PENDING:
         return None
@@ -346,12 +326,18 @@ def _check_pay(gateway, fee_bps, pay_id):
         return "failed"
     now = now_ms()
     if charge.paid:
-        return "paid" if apply_charge(charge, fee_bps) == Outcome.APPLIED else None
-    expires_at = charge.time_expire * 1000 if charge.time_expire else pay.created_at + DEFAULT_EXPIRY_MS
-    if expires_at <= now:
-        return "closed" if _move(pay_id, PENDING, CANCEL) else None
-    _check_again(pay_id, min(expires_at, now + RECHECK_MS))
+        return "paid" if apply_charge(charge, settings) == Outcome.APPLIED else None
+    if _expires_at(pay, charge) <= now:
+        if not _move(pay_id, PENDING, CANCEL):
+            return None
+        reverse_charge(gateway, settings, pay_id)
+        return "closed"
+    _check_again(pay_id, min(_expires_at(pay, charge), now + RECHECK_MS))
     return None
+
+
+def _expires_at(pay, charge):
+    return charge.time_expire * 1000 if charge.time_expire else pay.created_at + DEFAULT_EXPIRY_MS
 
 
 @transaction
@@ -363,7 +349,7 @@ def _set_aside(pay_id):
     _check_again(pay_id, now_ms() + jobs.backoff_ms(1))
 
 
-def reconcile_pays(gateway, fee_bps, batch=100):
+def reconcile_pays(gateway, settings, batch=100):
     """Ask Ping++ about pending pays older than a few minutes; close expired unpaid ones as cancel.
 
     Every step is idempotent, so several workers may run it at once.
@@ -378,5 +364,90 @@ def reconcile_pays(gateway, fee_bps, batch=100):
         .tuples()
     ]
     return jobs.run_pass(
-        "pays", due, lambda i: _check_pay(gateway, fee_bps, i), _set_aside, {"paid": 0, "closed": 0, "failed": 0}
+        "pays", due, lambda i: _check_pay(gateway, settings, i), _set_aside, {"paid": 0, "closed": 0, "failed": 0}
     )
+
+
+# --- closing charges at Ping++ ---------------------------------------------------------------------
+
+def reverse_charge(gateway, settings, pay_id):
+    """A pay payapi closed must not stay payable: close its charge at Ping++ (Charge.reverse).
+
+    Ping++ stays the truth: if the charge turns out paid, the pay becomes paid. -> "reversed",
+    "paid", "failed" (Ping++ did not confirm: the worker tries again later) or None (nothing to do).
+    """
+    pay = Pay.get_or_none(Pay.pay_id == pay_id)
+    if pay is None or pay.status not in (CANCEL, FAIL) or pay.charge_id is None or pay.reversed_at is not None:
+        return None
+    try:
+        charge = gateway.reverse_charge(pay.charge_id)
+    except GatewayError as refused:
+        # Refused (paid meanwhile, already expired) or unreachable: Ping++'s charge says which.
+        try:
+            charge = gateway.retrieve_charge(pay.charge_id)
+        except GatewayError:
+            charge = None
+        if charge is None or not (charge.paid or charge.reversed or _expires_at(pay, charge) <= now_ms()):
+            log.warning("pay %s: charge %s not reversed: %s", pay_id, pay.charge_id, refused,
+                        extra={"fields": {"pay_id": pay_id, "charge_id": pay.charge_id}})
+            _check_again(pay_id, now_ms() + jobs.backoff_ms(1))
+            return "failed"
+    if charge.paid:
+        apply_charge(charge, settings)
+        return "paid"
+    _mark_reversed(pay_id)
+    return "reversed"
+
+
+@transaction
+def _mark_reversed(pay_id):
+    Pay.update(reversed_at=now_ms()).where(Pay.pay_id == pay_id).execute()
+
+
+def reverse_closed_pays(gateway, settings, batch=100):
+    """Close at Ping++ the charges of pays payapi closed, until Ping++ confirms each."""
+    due = [
+        pay_id
+        for (pay_id,) in Pay.select(Pay.pay_id)
+        .where(Pay.status.in_((CANCEL, FAIL)), Pay.charge_id.is_null(False), Pay.reversed_at.is_null(),
+               Pay.check_after <= now_ms())
+        .order_by(Pay.check_after, Pay.updated_at)
+        .limit(batch)
+        .tuples()
+    ]
+    return jobs.run_pass(
+        "reversals", due, lambda i: reverse_charge(gateway, settings, i), _set_aside,
+        {"reversed": 0, "paid": 0, "failed": 0},
+    )
+
+
+# --- the settlement hold ----------------------------------------------------------------------------
+
+def next_release(expert_id):
+    """When the expert's next held credit becomes available (ms), or None."""
+    return (
+        Pay.select(fn.MIN(Pay.release_at)).where(Pay.expert_id == expert_id, Pay.held > 0).scalar()
+    )
+
+
+@transaction
+def _release_hold(pay_id):
+    pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
+    if pay is None or pay.held <= 0 or pay.release_at > now_ms():
+        return None
+    wallet.release_hold(pay)
+    pay.save()
+    return "released"
+
+
+def release_holds(batch=500):
+    """Credits whose settlement hold is over become available."""
+    due = [
+        pay_id
+        for (pay_id,) in Pay.select(Pay.pay_id)
+        .where(Pay.held > 0, Pay.release_at <= now_ms())
+        .order_by(Pay.release_at)
+        .limit(batch)
+        .tuples()
+    ]
+    return jobs.run_pass("holds", due, _release_hold, lambda i: None, {"released": 0, "failed": 0})

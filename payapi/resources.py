@@ -9,18 +9,18 @@ from typing import Any
 
 import falcon
 
-from . import events, payments, security, sms, withdrawals
+from . import events, payments, refunds, security, sms, withdrawals
 from .db import db
 from .errors import NOT_ALLOWED, UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
 from .ids import is_id
 from .openapi import operation
 from .shapes import (
     AccountAnswer, BalanceAnswer, CheckInfoAnswer, Done, HealthAnswer, NewPayRequest, PasswdRequest, PayAnswer,
-    QuestionRequest, SmsCodeRequest, StatusAnswer, StatusReport, WebhookAnswer, WithdrawAnswer, WithdrawInfoRequest,
+    QuestionRequest, RefundAnswer, RefundRequest, RefundsAnswer, SmsCodeRequest, StatusAnswer, StatusReport, WebhookAnswer, WithdrawAnswer, WithdrawInfoRequest,
     WithdrawRequest, WithdrawsAnswer, WithdrawsQuery, WithdrawAccount,
 )
 from .validate import MAX_WEBHOOK_BODY, read_body
-from .views import withdrawal_info
+from .views import refund_info, withdrawal_info
 
 PASSWORD_LOCK = "Five wrong pay passwords within any 3 hours (withdraw, passwd and question together) lock for 3 hours."
 
@@ -69,8 +69,7 @@ class PayStatus:
                "answer. While pending, `cancel` → cancel, `invalid` → fail, `fail` leaves it pending.")
     def on_post(self, req, resp, pay_id, body):
         payments.report_client_status(
-            self.gateway, self.settings.platform_fee_bps, req.context.user_id, path_id(pay_id), body.status,
-            audit_of(req),
+            self.gateway, self.settings, req.context.user_id, path_id(pay_id), body.status, audit_of(req)
         )
         resp.media = Done()
 
@@ -81,10 +80,11 @@ class Withdraw:
 
     @operation(id="withdraw", summary="Withdraw to the Alipay account (seed 4); once per natural month.",
                tag="mobile", body=WithdrawRequest, answer=WithdrawAnswer, example={"passwd": "xxxx", "amount": "1000"},
+               idempotent=True,
                errors={403: "905: wrong pay password. 910: pay password or withdraw account not set, already "
                        "withdrawn this month, or insufficient balance.", 429: None},
                description="Checks in order: amount (904), pay password and account set (910), lock (906), "
-               "password (905), one per natural month (910), balance (910). " + PASSWORD_LOCK)
+               "password (905), one per natural month (910), available balance (910). " + PASSWORD_LOCK)
     def on_post(self, req, resp, body):
         withdrawal = withdrawals.withdraw(self.settings, req.context.user_id, body.passwd, body.amount, audit_of(req))
         resp.media = WithdrawAnswer(withdraw_id=withdrawal.withdraw_id)
@@ -214,20 +214,20 @@ class InternalPays:
         self.codec, self.settings, self.gateway = codec, settings, gateway
 
     @operation(id="createPay", summary="Create a pay and its Ping++ charge (order service).", tag="internal",
-               body=NewPayRequest, answer=PayAnswer,
+               body=NewPayRequest, answer=PayAnswer, idempotent=True,
                errors={403: "910: the order or note is already paid (`info` is the pay that paid it).", 502: None},
                example={"type": "order", "o_id": "57691bba8789ff202b5968fb", "userID": "54f3b5fec08b6f54100c1cbe",
                         "expert_id": "54f3b5fec08b6f54100c1cbf", "amount": 12356, "channel": "alipay",
                         "subject": "支付预约订单_2016-06-23", "desc": ""},
                links={name: {"operationId": name, "parameters": {"pay_id": "$response.body#/info/pay_id"}}
-                      for name in ("getPayInternal", "getPay", "getPayStatus", "reportPayStatus")},
+                      for name in ("getPayInternal", "getPay", "getPayStatus", "reportPayStatus", "createRefund",
+                                   "listRefunds")},
                description="A second call for the same order/note, money and channel while pending returns the "
-               "same pay; other money or channel closes it and makes a new one.")
+               "same pay; other money or channel closes it (and its charge at Ping++) and makes a new one.")
     def on_post(self, req, resp, body):
         if not body.client_ip:
             body.client_ip = (req.get_header("client") or "")[:64]
-        pay = payments.create_pay(self.gateway, body, self.settings.pingpp_timeout)
-        with_info(resp, pay.info)
+        with_info(resp, payments.create_pay(self.gateway, self.settings, body).info)
 
 
 class InternalPay:
@@ -237,6 +237,32 @@ class InternalPay:
                errors={404: None})
     def on_get(self, req, resp, pay_id):
         with_info(resp, payments.info_of(path_id(pay_id)))
+
+
+class InternalRefunds:
+    auth = "service"
+
+    def __init__(self, codec, settings, gateway):
+        self.codec, self.settings, self.gateway = codec, settings, gateway
+
+    @operation(id="createRefund", summary="Refund part or all of a paid pay through Ping++ (order service).",
+               tag="internal", body=RefundRequest, answer=RefundAnswer, idempotent=True,
+               example={"amount": 5000, "description": "预约取消"},
+               errors={404: None, 403: "910: the pay is not paid, already fully refunded, or the amount is more "
+                       "than is still refundable.", 502: None},
+               description="`amount` defaults to what is still refundable (refunds already accepted count, also when "
+               "requests race). The expert's share is debited at once and given back if Ping++ fails the refund. "
+               "Ping++ failing: 920, nothing written.")
+    def on_post(self, req, resp, pay_id, body):
+        refund = refunds.request_refund(self.gateway, path_id(pay_id), body.amount, body.description,
+                                        self.settings.pingpp_timeout)
+        resp.media = RefundAnswer(refund=refund_info(refund))
+
+    @operation(id="listRefunds", summary="A pay's refunds, oldest first (order service).", tag="internal",
+               answer=RefundsAnswer, errors={404: None})
+    def on_get(self, req, resp, pay_id):
+        payments.info_of(path_id(pay_id))  # 911 for an unknown pay
+        resp.media = RefundsAnswer(list=[refund_info(r) for r in refunds.refunds_of(pay_id)])
 
 
 class Health:

@@ -16,7 +16,7 @@ import msgspec
 
 from .errors import invalid
 from .gateway import CHANNELS
-from .lifecycles import AppReport, Outcome, PayStatus, WithdrawalStatus
+from .lifecycles import AppReport, Outcome, PayStatus, RefundStatus, WithdrawalStatus
 
 ID_PATTERN = "^[0-9a-f]{24}$"
 _DIGITS = re.compile(r"0*[0-9]{1,15}")  # leading zeros do not count toward the length
@@ -259,6 +259,13 @@ class NewNotePay(NewPay, tag="note", kw_only=True):
 NewPayRequest = NewOrderPay | NewNotePay
 
 
+class RefundRequest(Body):
+    """A refund of part or all of a paid pay, asked for by the order service."""
+
+    description: Text.between(1, 255, "Why: shown to the payer by Ping++")
+    amount: PayMoney | None = None  # absent: what is still refundable
+
+
 # --- answers --------------------------------------------------------------------------------------
 
 class PayInfo(msgspec.Struct, kw_only=True):
@@ -301,10 +308,23 @@ class WithdrawalInfo(msgspec.Struct, kw_only=True):
 
 
 class BalanceInfo(msgspec.Struct, kw_only=True):
-    balance: int  # fen; negative only after a refund
+    balance: int  # fen, available + pending; negative only after a refund
+    available: int  # what may be withdrawn
+    pending: int  # credits still held (settlement hold)
+    next_available_at: str | None  # when the next pending amount becomes available
     currency: Literal["cny"] = "cny"
     can_withdraw: bool
     next_withdraw_at: str | None  # when this month's withdrawal is what blocks: the next natural month
+
+
+class RefundInfo(msgspec.Struct, kw_only=True):
+    refund_id: str
+    pay_id: str
+    amount: int
+    status: RefundStatus
+    description: str
+    created_at: str = msgspec.field(name="createdAt")
+    updated_at: str = msgspec.field(name="updatedAt")
 
 
 class Answer900(msgspec.Struct, kw_only=True):
@@ -349,12 +369,41 @@ class WithdrawsAnswer(Answer900, kw_only=True):
     has_more: bool
 
 
+class RefundAnswer(Answer900, kw_only=True):
+    refund: RefundInfo
+
+
+class RefundsAnswer(Answer900, kw_only=True):
+    list: list[RefundInfo]
+
+
 class WebhookAnswer(Answer900, kw_only=True):
     result: Outcome
 
 
 class HealthAnswer(Answer900, kw_only=True):
     db: Literal["ok"] = "ok"
+
+
+# --- notifications to the order service (Standard Webhooks bodies) ---------------------------------
+
+class PayNoticeData(msgspec.Struct, kw_only=True, omit_defaults=True):
+    pay: PayInfo
+    refund: RefundInfo | None = None  # refund.succeeded and refund.failed
+
+
+class WithdrawalNoticeData(msgspec.Struct, kw_only=True):
+    withdrawal: WithdrawalInfo
+    user_id: str
+
+
+class Notice(msgspec.Struct, kw_only=True):
+    """What payapi POSTs to NOTIFY_URL (signed per Standard Webhooks)."""
+
+    type: Literal["pay.paid", "pay.closed", "refund.succeeded", "refund.failed", "withdrawal.succeeded",
+                  "withdrawal.failed"]
+    timestamp: str  # when the change happened (ISO-8601 UTC)
+    data: PayNoticeData | WithdrawalNoticeData
 
 
 class Failure(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -5,7 +5,7 @@ import json
 import msgspec
 
 from .clock import iso
-from .shapes import PayInfo, WithdrawAccount, WithdrawalInfo
+from .shapes import PayInfo, RefundInfo, WithdrawAccount, WithdrawalInfo
 
 
 def pay_info(pay):
@@ -42,4 +42,16 @@ def withdrawal_info(withdrawal):
         account=WithdrawAccount(type=withdrawal.account_type, id=withdrawal.account_id, name=withdrawal.account_name),
         created_at=iso(withdrawal.created_at),
         updated_at=iso(withdrawal.updated_at),
+    )
+
+
+def refund_info(refund):
+    return RefundInfo(
+        refund_id=refund.refund_id,
+        pay_id=refund.pay_id,
+        amount=refund.amount,
+        status=refund.status,
+        description=refund.description,
+        created_at=iso(refund.created_at),
+        updated_at=iso(refund.updated_at),
     )

@@ -1,43 +1,121 @@
-"""Wallets and their ledger: every balance change is an entry in the same transaction."""
+"""What each money movement posts to the books, and the experts' balances.
 
+A paid pay credits its expert `money` less the platform fee (rounded down, so the odd fen goes to
+the expert), held as `pending` for SETTLEMENT_HOLD_SECONDS. A refund takes the expert's share
+(pro rata, cumulative rounding: the shares of all refunds of a pay add up exactly to its credit)
+from `pending` while the pay's credit is held, else from `available`; the rest of the refund is
+the fee's share. Withdrawals need `available`.
+"""
+
+from . import books
+from .books import AVAILABLE, FEES, PAYOUTS, PENDING, PINGPP, REFUNDS, credit, debit, expert
 from .clock import now_ms
-from .db import RowByKey, db, lock_row
-from .models import LedgerEntry, Wallet
+from .db import RowByKey, lock_row
+from .models import Wallet
 
-CHARGE = "charge"  # reference: pay_id
-REFUND = "refund"  # reference: Ping++ refund id
-WITHDRAW = "withdraw"  # reference: withdraw_id
-WITHDRAW_REFUND = "withdraw_refund"  # reference: withdraw_id of a failed payout
-
-wallet_by_user = RowByKey(Wallet, Wallet.user_id)
+wallet_by_user = RowByKey(Wallet, Wallet.user_id, columns=(Wallet.pending, Wallet.available))
 
 
-def book(user_id, amount, kind, reference):
-    """Add amount (signed fen) to the user's balance; False if this (kind, reference) was booked before.
+def credit_for(money, fee_bps):
+    """What the expert earns from a paid pay: money less the platform fee (the fee rounds down)."""
+    return money - money * fee_bps // 10_000
 
-    Must run inside a transaction: the entry and the balance commit together. The unique key on
-    (kind, reference) makes a second booking of the same movement impossible, even in a race.
-    """
-    assert db.in_transaction(), "book() must run inside a transaction"
-    if LedgerEntry.select().where(LedgerEntry.kind == kind, LedgerEntry.reference == reference).exists():
-        return False
-    now = now_ms()
-    wallet = lock_row(Wallet, {"balance": 0, "updated_at": now}, user_id=user_id)
-    wallet.balance += amount
-    wallet.updated_at = now
-    LedgerEntry.create(
-        user_id=user_id, amount=amount, kind=kind, reference=reference, balance_after=wallet.balance, created_at=now
+
+def pay_paid(pay, fee_bps, hold_ms, now):
+    """Book a pay Ping++ reported paid; sets its credited, held and release_at. False if booked before."""
+    pay.credited = credit_for(pay.money, fee_bps)
+    bucket = PENDING if hold_ms > 0 else AVAILABLE
+    pay.held = pay.credited if bucket == PENDING else 0
+    pay.release_at = now + hold_ms if bucket == PENDING else None
+    return books.record(
+        "charge", pay.pay_id,
+        debit(PINGPP, pay.money),
+        credit(FEES, pay.money - pay.credited),
+        credit(expert(pay.expert_id, bucket), pay.credited),
     )
-    wallet.save()
-    return True
 
 
-def locked_balance(user_id):
-    """The balance, locked until the transaction ends (for a debit that must not overdraw)."""
-    now = now_ms()
-    return lock_row(Wallet, {"balance": 0, "updated_at": now}, user_id=user_id).balance
+def release_hold(pay):
+    """The pay's held credit becomes available; False if there was nothing held."""
+    if pay.held <= 0:
+        return False
+    amount, pay.held = pay.held, 0
+    return books.record(
+        "release", pay.pay_id, debit(expert(pay.expert_id, PENDING), amount), credit(expert(pay.expert_id, AVAILABLE), amount)
+    )
+
+
+def refund_share(pay, amount):
+    """The expert's part of refunding amount more of pay (what the refunds so far did not take yet)."""
+    before, after = pay.amount_refunded, pay.amount_refunded + amount
+    return pay.credited * after // pay.money - pay.credited * before // pay.money
+
+
+def take_refund(refund, pay, settled):
+    """Debit the refund's share from the expert and its fee share from the fees (refunds are booked
+    under Ping++'s refund id, which links each entry to Ping++'s own records).
+
+    settled: Ping++ already refunded it (a refund made elsewhere), so the money leaves `pingpp`;
+    else it waits in `refunds` until Ping++ settles it.
+    """
+    refund.share = refund_share(pay, refund.amount)
+    refund.bucket = PENDING if pay.held >= refund.share and pay.held > 0 else AVAILABLE
+    if refund.bucket == PENDING:
+        pay.held -= refund.share
+    pay.amount_refunded += refund.amount
+    return books.record(
+        "refund", refund.pingpp_refund_id,
+        debit(expert(pay.expert_id, refund.bucket), refund.share),
+        debit(FEES, refund.amount - refund.share),
+        credit(PINGPP if settled else REFUNDS, refund.amount),
+    )
+
+
+def refund_settled(refund):
+    return books.record(
+        "refund_settled", refund.pingpp_refund_id, debit(REFUNDS, refund.amount), credit(PINGPP, refund.amount)
+    )
+
+
+def give_refund_back(refund, pay):
+    """Ping++ refused a refund it had accepted: the expert's share and the fee share come back."""
+    bucket = PENDING if refund.bucket == PENDING and pay.release_at is not None and pay.release_at > now_ms() else AVAILABLE
+    if bucket == PENDING:
+        pay.held += refund.share
+    pay.amount_refunded -= refund.amount
+    return books.record(
+        "refund_failed", refund.pingpp_refund_id,
+        debit(REFUNDS, refund.amount),
+        credit(expert(pay.expert_id, bucket), refund.share),
+        credit(FEES, refund.amount - refund.share),
+    )
+
+
+def withdrawn(withdrawal):
+    return books.record(
+        "withdraw", withdrawal.withdraw_id,
+        debit(expert(withdrawal.user_id, AVAILABLE), withdrawal.amount), credit(PAYOUTS, withdrawal.amount),
+    )
+
+
+def withdrawal_paid(withdrawal):
+    return books.record("transfer", withdrawal.withdraw_id, debit(PAYOUTS, withdrawal.amount), credit(PINGPP, withdrawal.amount))
+
+
+def withdrawal_failed(withdrawal):
+    """Ping++ paid nothing: the amount goes back to the expert's available balance."""
+    return books.record(
+        "withdraw_refund", withdrawal.withdraw_id,
+        debit(PAYOUTS, withdrawal.amount), credit(expert(withdrawal.user_id, AVAILABLE), withdrawal.amount),
+    )
+
+
+def locked_available(user_id):
+    """The available balance, locked until the transaction ends (for a debit that must not overdraw)."""
+    return lock_row(Wallet, {"updated_at": now_ms()}, user_id=user_id).available
 
 
 def balance_of(user_id):
-    wallet = wallet_by_user(user_id)
-    return wallet.balance if wallet else 0
+    """(pending, available)."""
+    row = wallet_by_user(user_id)
+    return (row.pending, row.available) if row else (0, 0)

@@ -5,7 +5,7 @@ import logging
 
 import peewee
 
-from . import jobs, security, wallet
+from . import jobs, payments, security, wallet
 from .clock import iso, natural_month, next_month_start, now_ms
 from .db import RowByKey, for_update, transaction
 from .errors import NOT_ALLOWED, NOT_FOUND, ApiError
@@ -13,6 +13,7 @@ from .gateway import GatewayError, TransferRequest
 from .ids import new_id
 from .lifecycles import WITHDRAWAL, Outcome, WithdrawalStatus
 from .models import Withdrawal
+from .shapes import BalanceInfo
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,11 @@ def _debit_and_record(settings, user_id, amount, audit):
     month = natural_month(now, settings.tz)
     # The wallet row lock serialises this user's withdrawals across workers and hosts; the unique
     # active_month key would stop a second one even without it.
-    balance = wallet.locked_balance(user_id)
+    available = wallet.locked_available(user_id)
     if month_is_used(user_id, month):
         raise ApiError(NOT_ALLOWED, "每个自然月只能提现一次")
-    if amount > balance:
-        raise ApiError(NOT_ALLOWED, "余额不足")
+    if amount > available:
+        raise ApiError(NOT_ALLOWED, "可提现余额不足")
     profile = security.profile_of(user_id)  # the account as it is now, inside the lock
     withdrawal = Withdrawal(
         withdraw_id=new_id(),
@@ -76,13 +77,13 @@ def _debit_and_record(settings, user_id, amount, audit):
     )
     WITHDRAWAL.begin(withdrawal, now)
     withdrawal.save(force_insert=True)
-    wallet.book(user_id, -amount, wallet.WITHDRAW, withdrawal.withdraw_id)
+    wallet.withdrawn(withdrawal)
     return withdrawal
 
 
 def balance_info(settings, user_id):
     now = now_ms()
-    balance = wallet.balance_of(user_id)
+    pending, available = wallet.balance_of(user_id)
     profile = security.profile_of(user_id)
     used = month_is_used(user_id, natural_month(now, settings.tz))
     can = bool(
@@ -91,14 +92,16 @@ def balance_info(settings, user_id):
         and profile.account_id
         and not security.lock_remaining(user_id, security.PASSWD)
         and not used
-        and balance >= settings.withdraw_min
+        and available >= settings.withdraw_min
     )
-    return {
-        "balance": balance,
-        "currency": "cny",
-        "can_withdraw": can,
-        "next_withdraw_at": iso(next_month_start(now, settings.tz)) if used else None,
-    }
+    return BalanceInfo(
+        balance=pending + available,
+        available=available,
+        pending=pending,
+        next_available_at=iso(payments.next_release(user_id)) if pending > 0 else None,
+        can_withdraw=can,
+        next_withdraw_at=iso(next_month_start(now, settings.tz)) if used else None,
+    )
 
 
 def list_withdrawals(user_id, limit, before=None):
@@ -159,11 +162,19 @@ def apply_transfer(transfer, outcome=None):
         withdrawal.lease_until = now + RECONCILE_AFTER_MS
         withdrawal.save()
         return Outcome.IGNORED
-    WITHDRAWAL.move(withdrawal, outcome, now)
-    if outcome == FAILED:
-        wallet.book(withdrawal.user_id, withdrawal.amount, wallet.WITHDRAW_REFUND, withdrawal.withdraw_id)
+    settle(withdrawal, outcome, now)
     withdrawal.save()
     return Outcome.APPLIED
+
+
+def settle(withdrawal, outcome, now):
+    """Ping++ paid the transfer (SUCCEEDED) or paid nothing (FAILED: the money goes back to the
+    expert and the month is free again). The caller locked and saves the withdrawal."""
+    WITHDRAWAL.move(withdrawal, outcome, now)
+    if outcome == FAILED:
+        wallet.withdrawal_failed(withdrawal)
+    else:
+        wallet.withdrawal_paid(withdrawal)
 
 
 @transaction

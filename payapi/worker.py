@@ -8,18 +8,27 @@ import logging
 import signal
 import threading
 
-from . import payments, withdrawals
+from . import idempotency, notifications, payments, refunds, withdrawals
 
 log = logging.getLogger(__name__)
 
 
-def run_once(settings, gateway):
-    """One pass of every kind of work; a kind that fails outright does not keep the others from their turn."""
+def run_once(settings, gateway, notify=True):
+    """One pass of every kind of work; a kind that fails outright does not keep the others from their turn.
+
+    notify: also deliver the notifications due now (run_forever has its own dispatcher thread instead).
+    """
     passes = {
-        "pays": lambda: payments.reconcile_pays(gateway, settings.platform_fee_bps),
+        "pays": lambda: payments.reconcile_pays(gateway, settings),
+        "reversals": lambda: payments.reverse_closed_pays(gateway, settings),
+        "refunds": lambda: refunds.reconcile_refunds(gateway),
+        "holds": lambda: payments.release_holds(),
         "payouts": lambda: withdrawals.run_payouts(gateway),
         "transfers": lambda: withdrawals.reconcile_transfers(gateway),
+        "idempotency_keys": lambda: {"forgotten": idempotency.forget_expired()},
     }
+    if notify and settings.notify_url:
+        passes["notifications"] = lambda: {"attempted": _deliver_due(settings)}
     summary = {}
     for name, run in passes.items():
         try:
@@ -32,14 +41,33 @@ def run_once(settings, gateway):
     return summary
 
 
+def _deliver_due(settings):
+    dispatcher = notifications.Dispatcher(settings.notify_url, settings.notify_secret)
+    try:
+        return dispatcher.run_once()
+    finally:
+        dispatcher.close()
+
+
 def run_forever(settings, gateway, interval=60.0):
+    """The minute pass, and (with NOTIFY_URL) the notification dispatcher in its own thread: a
+    notification is first sent within seconds, not at the next pass."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    dispatcher = None
+    if settings.notify_url:
+        dispatcher = threading.Thread(
+            target=notifications.Dispatcher(settings.notify_url, settings.notify_secret).run_forever,
+            args=(stop,), name="notify-dispatcher", daemon=True,
+        )
+        dispatcher.start()
     while not stop.is_set():
         try:
-            run_once(settings, gateway)
+            run_once(settings, gateway, notify=False)
         except Exception:
             log.exception("worker pass failed; trying again in %.0f s", interval)
         stop.wait(interval)
+    if dispatcher is not None:
+        dispatcher.join(timeout=10)
     log.info("worker stopped")

@@ -23,7 +23,8 @@ from payapi.auth import Authenticator
 from payapi.config import Settings
 from payapi.db import bind, db, open_database
 from payapi.ids import new_id
-from payapi.models import ALL_MODELS, LedgerEntry, Pay, Wallet
+from payapi import books
+from payapi.models import ALL_MODELS, JournalEntry, Pay, Posting, Wallet
 from payapi.views import pay_info_json
 from payapi.sms import FileSms
 from payapi.sandbox import Sandbox
@@ -91,15 +92,9 @@ def _migrated(url):
     return _databases[url]
 
 
-def assert_ledger_balances():
-    """The wallet invariant: every balance equals the sum of its ledger entries."""
-    sums = {}
-    for entry in LedgerEntry.select():
-        sums[entry.user_id] = sums.get(entry.user_id, 0) + entry.amount
-    balances = {w.user_id: w.balance for w in Wallet.select()}
-    assert balances == {user: total for user, total in sums.items()} | {
-        u: 0 for u in balances if u not in sums
-    }, "a wallet balance differs from the sum of its ledger"
+def assert_books_balance():
+    """The books' invariant: every entry balanced, the whole book balanced, every wallet equal to its postings."""
+    assert books.check() == [], books.check()
 
 
 def assert_pay_info_current():
@@ -114,7 +109,7 @@ def database(database_url):
     db.connect(reuse_if_open=True)
     yield db
     try:
-        assert_ledger_balances()
+        assert_books_balance()
         assert_pay_info_current()
     finally:
         for model in ALL_MODELS:
@@ -158,6 +153,7 @@ def settings(database_url, fake_pingpp, pingpp_keys, tmp_path):
         sms_backend="file",
         sms_file=str(tmp_path / "sms.jsonl"),
         bcrypt_rounds=4,
+        settlement_hold_seconds=0,  # tests of the hold set their own
     )
 
 
@@ -264,15 +260,32 @@ def pay_request(**fields):
 
 
 def ledger_of(user_id):
-    """The user's ledger as (kind, reference, amount), oldest first."""
-    entries = LedgerEntry.select().where(LedgerEntry.user_id == user_id).order_by(LedgerEntry.id)
-    return [(e.kind, e.reference, e.amount) for e in entries]
+    """The expert's side of the books as (kind, reference, amount), oldest first: each entry's net
+    change of the expert's two accounts (credits positive), entries that touch them only."""
+    accounts = (books.expert(user_id, books.PENDING), books.expert(user_id, books.AVAILABLE))
+    rows = (
+        Posting.select(JournalEntry.kind, JournalEntry.reference, Posting.credit, Posting.debit, Posting.account)
+        .join(JournalEntry, on=(Posting.entry_id == JournalEntry.entry_id))
+        .where(Posting.account.in_(accounts))
+        .order_by(JournalEntry.entry_id, Posting.id)
+        .tuples()
+    )
+    moved = {}
+    for kind, reference, credit, debit, _ in rows:
+        moved[(kind, reference)] = moved.get((kind, reference), 0) + credit - debit
+    # A release moves money between the expert's own accounts: no change to what they are owed.
+    return [(kind, reference, amount) for (kind, reference), amount in moved.items() if kind != "release"]
 
 
 def balance_of(user_id):
-    """The wallet balance, or None when the user has no wallet."""
+    """The expert's balance (pending + available), or None when the user has no wallet."""
     wallet = Wallet.get_or_none(Wallet.user_id == user_id)
     return None if wallet is None else wallet.balance
+
+
+def money_moved():
+    """Whether any money movement was booked at all."""
+    return JournalEntry.select().exists()
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 import secrets
 
-from payapi.models import LedgerEntry, Withdrawal
+from payapi.models import Withdrawal
+from tests.conftest import ledger_of
 
 PASSWD = "e10adc3949ba59abbe56e057f20f883e"  # the app sends its own hash of the pay password
 ACCOUNT = {"type": "alipay", "id": "expert@example.com", "name": "张三"}
@@ -43,7 +44,7 @@ def balance(user):
 
 
 def ledger(user):
-    return [(e.kind, e.amount, e.reference) for e in LedgerEntry.select().where(LedgerEntry.user_id == user.id).order_by(LedgerEntry.id)]
+    return [(kind, amount, reference) for kind, reference, amount in ledger_of(user.id)]
 
 
 def withdrawal(withdraw_id):

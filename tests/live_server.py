@@ -71,6 +71,7 @@ class LiveServer:
             SMS_BACKEND="file",
             SMS_FILE=str(self.sms_file),
             BCRYPT_ROUNDS="4",
+            SETTLEMENT_HOLD_SECONDS="0",
             PYTHONUNBUFFERED="1",
         )
         self.env.update({k: str(v) for k, v in extra_env.items()})

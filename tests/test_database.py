@@ -95,7 +95,7 @@ def test_transaction_runs_again_after_a_deadlock(database):
     @transaction
     def credit_after_one_deadlock(user_id):
         calls.append(1)
-        Wallet.insert(user_id=user_id, balance=0, updated_at=0).execute()
+        Wallet.insert(user_id=user_id, updated_at=0).execute()
         if len(calls) == 1:
             raise peewee.OperationalError(1213, "Deadlock found when trying to get lock; try restarting transaction")
         return "done"

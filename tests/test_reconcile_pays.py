@@ -12,7 +12,8 @@ import time_machine
 
 from payapi import payments
 from payapi.ids import new_id
-from payapi.models import LedgerEntry, Pay, Wallet
+from payapi.models import JournalEntry, Pay, Wallet
+from tests.conftest import ledger_of, money_moved
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY
 
 FEE_BPS = 250
@@ -25,8 +26,8 @@ def at(seconds_from_now):
     return time_machine.travel(time.time() + seconds_from_now)
 
 
-def reconcile(gateway):
-    return payments.reconcile_pays(gateway, FEE_BPS)
+def reconcile(gateway, settings):
+    return payments.reconcile_pays(gateway, settings)
 
 
 def retrievals(fake_pingpp):
@@ -36,13 +37,13 @@ def retrievals(fake_pingpp):
 def state():
     """Everything reconciliation may change: pays, ledger, balances."""
     pays = sorted((p.pay_id, p.status, p.open_for, p.credited) for p in Pay.select())
-    entries = sorted((e.user_id, e.kind, e.reference, e.amount) for e in LedgerEntry.select())
+    entries = sorted((e.kind, e.reference) for e in JournalEntry.select())
     return pays, entries, sorted((w.user_id, w.balance) for w in Wallet.select())
 
 
 @pytest.fixture
 def settings(settings):
-    return dataclasses.replace(settings, pingpp_timeout=0.5)
+    return dataclasses.replace(settings, pingpp_timeout=0.5, platform_fee_bps=FEE_BPS)
 
 
 @pytest.fixture
@@ -61,54 +62,54 @@ def status(info):
 
 # --- payments.reconcile_pays ------------------------------------------------------------------
 
-def test_a_pending_pay_paid_at_ping_plus_plus_is_settled_after_ten_minutes(new_pay, fake_pingpp, gateway):
+def test_a_pending_pay_paid_at_ping_plus_plus_is_settled_after_ten_minutes(new_pay, fake_pingpp, gateway, settings):
     info = new_pay()
     charge = fake_pingpp.mark_paid(info["charge"]["id"])
     with at(11 * MINUTE):
-        assert reconcile(gateway) == {"paid": 1, "closed": 0, "failed": 0}
+        assert reconcile(gateway, settings) == {"paid": 1, "closed": 0, "failed": 0}
     pay = Pay.get_by_id(info["pay_id"])
     assert (pay.status, pay.credited) == ("paid", 9750)
     assert json.loads(pay.charge) == charge
-    assert [(e.kind, e.reference, e.amount) for e in LedgerEntry.select()] == [("charge", info["pay_id"], 9750)]
+    assert ledger_of(info["expert_id"]) == [("charge", info["pay_id"], 9750)]
     assert Wallet.get_by_id(info["expert_id"]).balance == 9750
 
 
-def test_a_pay_younger_than_ten_minutes_is_left_alone(new_pay, fake_pingpp, gateway):
+def test_a_pay_younger_than_ten_minutes_is_left_alone(new_pay, fake_pingpp, gateway, settings):
     info = new_pay()
     fake_pingpp.mark_paid(info["charge"]["id"])
     fake_pingpp.requests.clear()
     with at(9 * MINUTE):
-        assert reconcile(gateway) == {"paid": 0, "closed": 0, "failed": 0}
+        assert reconcile(gateway, settings) == {"paid": 0, "closed": 0, "failed": 0}
     assert status(info) == "pending" and retrievals(fake_pingpp) == []
-    assert LedgerEntry.select().count() == 0
+    assert not money_moved()
 
 
-def test_an_expired_unpaid_pay_is_closed_as_cancel(new_pay, fake_pingpp, gateway, order_service):
+def test_an_expired_unpaid_pay_is_closed_as_cancel(new_pay, fake_pingpp, gateway, order_service, settings):
     fields = {"o_id": new_id(), "userID": new_id(), "expert_id": new_id()}
     info = new_pay(**fields)
     expires = fake_pingpp.charge_for(info["pay_id"])["time_expire"]
     with at(expires - time.time() + MINUTE):
-        assert reconcile(gateway) == {"paid": 0, "closed": 1, "failed": 0}
+        assert reconcile(gateway, settings) == {"paid": 0, "closed": 1, "failed": 0}
     pay = Pay.get_by_id(info["pay_id"])
     assert (pay.status, pay.open_for) == ("cancel", None)
-    assert LedgerEntry.select().count() == 0
+    assert not money_moved()
     # The order is free for a new pay.
     assert order_service(amount=10000, **fields).json["info"]["pay_id"] != info["pay_id"]
 
 
-def test_an_old_unpaid_pay_that_has_not_expired_stays_pending(new_pay, fake_pingpp, gateway):
+def test_an_old_unpaid_pay_that_has_not_expired_stays_pending(new_pay, fake_pingpp, gateway, settings):
     info = new_pay()
     with at(3 * 3600):
-        assert reconcile(gateway) == {"paid": 0, "closed": 0, "failed": 0}
+        assert reconcile(gateway, settings) == {"paid": 0, "closed": 0, "failed": 0}
     assert status(info) == "pending"
     assert retrievals(fake_pingpp) == [f"/v1/charges/{info['charge']['id']}"]
 
 
-def test_an_expired_pay_paid_at_ping_plus_plus_is_paid_not_cancelled(new_pay, fake_pingpp, gateway):
+def test_an_expired_pay_paid_at_ping_plus_plus_is_paid_not_cancelled(new_pay, fake_pingpp, gateway, settings):
     info = new_pay()
     fake_pingpp.mark_paid(info["charge"]["id"])
     with at(2 * 86400):
-        assert reconcile(gateway) == {"paid": 1, "closed": 0, "failed": 0}
+        assert reconcile(gateway, settings) == {"paid": 1, "closed": 0, "failed": 0}
     assert status(info) == "paid"
 
 
@@ -121,21 +122,21 @@ def test_ping_plus_plus_failing_leaves_the_pay_pending(new_pay, fake_pingpp, gat
     else:
         fake_pingpp.fail_next(status=500)
     with at(2 * 86400):  # old and expired: only Ping++'s answer could close it
-        assert reconcile(gateway) == {"paid": 0, "closed": 0, "failed": 1}
-        assert status(info) == "pending" and LedgerEntry.select().count() == 0
-        assert reconcile(gateway) == {"paid": 1, "closed": 0, "failed": 0}
+        assert reconcile(gateway, settings) == {"paid": 0, "closed": 0, "failed": 1}
+        assert status(info) == "pending" and not money_moved()
+        assert reconcile(gateway, settings) == {"paid": 1, "closed": 0, "failed": 0}
     assert status(info) == "paid"
 
 
-def test_a_pay_whose_charge_ping_plus_plus_cannot_find_stays_pending(new_pay, fake_pingpp, gateway):
+def test_a_pay_whose_charge_ping_plus_plus_cannot_find_stays_pending(new_pay, fake_pingpp, gateway, settings):
     info = new_pay()
     fake_pingpp.charges.clear()  # Ping++ answers 404 for the charge
     with at(2 * 86400):
-        assert reconcile(gateway)["failed"] == 1
+        assert reconcile(gateway, settings)["failed"] == 1
     assert status(info) == "pending"
 
 
-def test_a_reservation_left_without_a_charge_is_removed(order_service, fake_pingpp, gateway):
+def test_a_reservation_left_without_a_charge_is_removed(order_service, fake_pingpp, gateway, settings):
     fields = {"o_id": new_id(), "userID": new_id(), "expert_id": new_id()}
     now = int(time.time() * 1000)
     Pay.create(
@@ -144,21 +145,21 @@ def test_a_reservation_left_without_a_charge_is_removed(order_service, fake_ping
         created_at=now, updated_at=now,
     )
     with at(11 * MINUTE):
-        reconcile(gateway)
+        reconcile(gateway, settings)
     assert Pay.select().count() == 0 and retrievals(fake_pingpp) == []
     assert order_service(amount=10000, **fields).json["code"] == 900
 
 
-def test_reconciling_twice_changes_nothing_more(new_pay, fake_pingpp, gateway):
+def test_reconciling_twice_changes_nothing_more(new_pay, fake_pingpp, gateway, settings):
     paid, expired, waiting = new_pay(), new_pay(), new_pay()
     fake_pingpp.mark_paid(paid["charge"]["id"])
     expires = fake_pingpp.charge_for(expired["pay_id"])["time_expire"]
     fake_pingpp.charges[waiting["charge"]["id"]]["time_expire"] = expires + 3600
     with at(expires - time.time() + MINUTE):
         young = new_pay()
-        assert reconcile(gateway) == {"paid": 1, "closed": 1, "failed": 0}
+        assert reconcile(gateway, settings) == {"paid": 1, "closed": 1, "failed": 0}
         after_first = state()
-        assert reconcile(gateway) == {"paid": 0, "closed": 0, "failed": 0}
+        assert reconcile(gateway, settings) == {"paid": 0, "closed": 0, "failed": 0}
         assert state() == after_first
     assert [status(p) for p in (paid, expired, waiting, young)] == ["paid", "cancel", "pending", "pending"]
     assert Wallet.get_by_id(paid["expert_id"]).balance == 9750
@@ -204,7 +205,7 @@ def test_the_worker_command_settles_paid_pays_and_closes_expired_ones(new_pay, f
     assert summary["pays"] == {"paid": 1, "closed": 1, "failed": 0}
     assert [status(p) for p in (paid, expired, waiting, young)] == ["paid", "cancel", "pending", "pending"]
     assert Wallet.get_by_id(paid["expert_id"]).balance == 9750
-    assert [(e.kind, e.reference, e.amount) for e in LedgerEntry.select()] == [("charge", paid["pay_id"], 9750)]
+    assert ledger_of(paid["expert_id"]) == [("charge", paid["pay_id"], 9750)]
     asked = retrievals(fake_pingpp)
     assert f"/v1/charges/{young['charge']['id']}" not in asked
 
@@ -219,4 +220,4 @@ def test_the_worker_command_leaves_pays_pending_when_ping_plus_plus_fails(new_pa
     fake_pingpp.mark_paid(info["charge"]["id"])
     fake_pingpp.fail_next(status=500)
     assert run_worker(settings, fake_pingpp)["pays"] == {"paid": 0, "closed": 0, "failed": 1}
-    assert status(info) == "pending" and LedgerEntry.select().count() == 0
+    assert status(info) == "pending" and not money_moved()

@@ -18,7 +18,7 @@ from pytest_mysql import factories
 
 from payapi.ids import new_id
 from payapi.models import Pay
-from tests.conftest import _migrated, assert_ledger_balances, event
+from tests.conftest import _migrated, assert_books_balance, event
 from tests.live_server import ROOT, LiveServer, paid_charge, parallel
 
 GATEWAY_TIMEOUT = 2  # PINGPP_TIMEOUT for these servers, seconds
@@ -163,4 +163,4 @@ def test_hanging_pingpp_answers_920_and_900_in_time_without_killing_workers(
     again = parallel(16, lambda i: server.get("/healthz"))
     assert [a.status for a in again] == [200] * 16
     assert_no_worker_was_killed(server, pids)
-    assert_ledger_balances()
+    assert_books_balance()

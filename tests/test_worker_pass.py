@@ -139,7 +139,7 @@ def test_one_bad_pay_is_set_aside_and_the_pass_goes_on_to_payouts(
         assert worker.run_once(settings, poisoned)["pays"] == {"paid": 0, "closed": 0, "failed": 0}
         clock.shift(61)
         fake_pingpp.mark_paid(bad["charge"]["id"])
-        assert payments.reconcile_pays(gateway, settings.platform_fee_bps) == {"paid": 1, "closed": 0, "failed": 0}
+        assert payments.reconcile_pays(gateway, settings) == {"paid": 1, "closed": 0, "failed": 0}
         assert Pay.get_by_id(bad["pay_id"]).status == "paid"
 
 
