@@ -35,7 +35,7 @@ FIRST_RETRY_MS = 5_000
 MAX_RETRY_MS = 3600_000
 GIVE_UP_AFTER_MS = 24 * 3600_000
 TIMEOUT_S = 5.0
-LEASE_MS = 30_000  # longer than an attempt can take: a dispatcher that died mid-attempt frees it then
+LEASE_MS = 15_000  # longer than an attempt can take (5 s): a dispatcher that died mid-attempt frees it then
 
 
 # --- writing (inside the transaction of the change) ------------------------------------------------

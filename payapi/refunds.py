@@ -32,7 +32,7 @@ RECHECK_MS = 5 * 60 * 1000  # a refund Ping++ has not settled is asked about aga
 
 def _reserved(pay_id):
     """Fen of refunds asked for that Ping++ has not yet accepted (no Ping++ id yet)."""
-    return (
+    return int(  # MySQL sums as DECIMAL
         Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0))
         .where(Refund.pay_id == pay_id, Refund.status == RefundStatus.PENDING, Refund.pingpp_refund_id.is_null())
         .scalar()
@@ -121,7 +121,7 @@ def _apply(refund, pay, made):
 
 
 def _close_if_refunded(pay, refund, now):
-    succeeded = (
+    succeeded = int(
         Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0))
         .where(Refund.pay_id == pay.pay_id, Refund.status == RefundStatus.SUCCEEDED, Refund.refund_id != refund.refund_id)
         .scalar()

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from payapi.models import Event, Lockout, Pay, SmsCode, Wallet, Withdrawal
-from tests.conftest import _migrated, assert_books_balance, event, ledger_of
+from tests.conftest import SERVICE_KEY, _migrated, assert_books_balance, event, ledger_of
 from tests.live_server import LiveServer, paid_charge, parallel
 
 PASSWD = "e10adc3949ba59abbe56e057f20f883e"  # what the app sends: its own hash of the password
@@ -200,4 +200,22 @@ def test_parallel_refund_replays_debit_once(server, fake_pingpp, pingpp_keys):
     assert refunds == [-3000]
     pay = Pay.get_by_id(info["pay_id"])
     assert (pay.status, pay.amount_refunded) == ("paid", 3000)
+    assert_books_balance()
+
+
+def test_parallel_refund_requests_never_refund_more_than_was_paid(server, fake_pingpp, pingpp_keys):
+    info, _ = paid_charge(server, fake_pingpp, pingpp_keys[0], money=10_000, amount=10_000)
+    # Twenty requests of 3,000 each for a pay of 10,000: at most three fit.
+    answers = burst(server, 20, lambda i: server.post(
+        f"/internal/pays/{info['pay_id']}/refunds", {"amount": 3000, "description": f"退款 {i}"},
+        headers={"X-Service-Key": SERVICE_KEY},
+    ))
+    no_5xx(answers)
+    codes = Counter(a.code for a in answers)
+    assert codes[900] == 3 and set(codes) <= {900, 910}, answers
+    made = [r for r in fake_pingpp.refunds.values() if r["charge"] == info["charge"]["id"]]
+    assert sorted(r["amount"] for r in made) == [3000, 3000, 3000]
+    assert sum(a.body["refund"]["amount"] for a in answers if a.code == 900) == 9000
+    assert balance_of(info["expert_id"]) == 10_000 - 9_000
+    assert Pay.get_by_id(info["pay_id"]).amount_refunded == 9000
     assert_books_balance()

@@ -146,12 +146,16 @@ class Sandbox:
         """The next API calls do nothing and answer 504 only after `seconds` (past the client's timeout)."""
         self._add_faults(times, kind="hang", seconds=seconds)
 
-    def lose_next_response(self, seconds=0.0, times=1):
-        """The next API calls are carried out, but answered 504 (after `seconds`): Ping++ did it, we never heard."""
-        self._add_faults(times, kind="lose", seconds=seconds)
+    def lose_next_response(self, seconds=0.0, times=1, after=0):
+        """The next API calls are carried out, but answered 504 (after `seconds`): Ping++ did it, we never heard.
 
-    def _add_faults(self, times, **fault):
+        after: let this many calls through untouched first.
+        """
+        self._add_faults(times, kind="lose", seconds=seconds, after=after)
+
+    def _add_faults(self, times, after=0, **fault):
         with self.lock:
+            self.failures.extend([{"kind": "none"}] * after)
             self.failures.extend(dict(fault) for _ in range(times))
 
     def reset(self):
@@ -243,6 +247,8 @@ class Sandbox:
         with self.lock:
             self.requests.append(Call(method, path, body, headers, query))
             fault = self.failures.pop(0) if self.failures else None
+            if fault is not None and fault["kind"] == "none":
+                fault = None
             delay = self.slow.get((method, path), 0)
         time.sleep(delay)
         if fault is not None and fault["kind"] == "fail":

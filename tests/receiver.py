@@ -1,0 +1,85 @@
+"""The order service's side of notifications: a receiver on 127.0.0.1 that verifies every message
+with the Standard Webhooks reference library (someone else's code, not ours), and can be told to
+fail or hang for a while."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standardwebhooks import Webhook
+
+
+class Receiver:
+    def __init__(self, secret):
+        self.webhook = Webhook(secret)
+        self.lock = threading.Lock()
+        self.received = []  # verified: {"id", "timestamp", "body"}
+        self.attempts = []  # every POST: (webhook-id, answered status)
+        self.refused = []  # bodies whose signature did not verify
+        self.script = []  # next answers: an HTTP status, or ("hang", seconds)
+        self.hang_ids = {}  # webhook-id -> seconds to hang on that message
+        self.arrived = set()  # webhook-ids of every POST, as soon as it arrives
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status = receiver._answer(raw, headers)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server.server_port}/payapi-notifications"
+
+    def _answer(self, raw, headers):
+        message_id = headers.get("webhook-id")
+        with self.lock:
+            self.arrived.add(message_id)
+            scripted = self.script.pop(0) if self.script else 200
+            hang = self.hang_ids.get(message_id)
+        if hang:
+            time.sleep(hang)
+        if isinstance(scripted, tuple):
+            time.sleep(scripted[1])
+            scripted = 200
+        try:
+            self.webhook.verify(raw, headers)
+        except Exception:
+            with self.lock:
+                self.refused.append(raw)
+                self.attempts.append((message_id, 400))
+            return 400
+        with self.lock:
+            self.attempts.append((message_id, scripted))
+            if scripted < 300:
+                self.received.append({"id": message_id, "timestamp": headers["webhook-timestamp"],
+                                      "body": json.loads(raw)})
+        return scripted
+
+    def types(self):
+        with self.lock:
+            return [m["body"]["type"] for m in self.received]
+
+    def wait_for(self, count, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.received) >= count:
+                    return list(self.received)
+            time.sleep(0.05)
+        raise AssertionError(f"{len(self.received)} of {count} notifications arrived in {timeout}s")
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,104 @@
+"""Closing charges and never paying twice: a pay payapi closes has its charge closed at Ping++
+too (Charge.reverse, retried by the worker), and a second paid pay for one order is refunded in
+full automatically."""
+
+import time
+
+import pytest
+import time_machine
+
+from payapi import payments, refunds, worker
+from payapi.models import Pay, Refund
+from payapi.sandbox.core import ControlError
+from tests.conftest import balance_of, ledger_of
+
+
+def reversed_at_ping(fake_pingpp, info):
+    return fake_pingpp.charges[info["charge"]["id"]]["reversed"]
+
+
+def test_a_pay_replaced_at_a_new_price_cannot_be_paid_at_the_old_one(order_service, fake_pingpp, send_event):
+    order = {"o_id": "5" * 24, "userID": "6" * 24, "expert_id": "7" * 24}
+    old = order_service(**order, amount=100).json["info"]
+    new = order_service(**order, amount=10_000).json["info"]
+    assert Pay.get_by_id(old["pay_id"]).status == "cancel" and reversed_at_ping(fake_pingpp, old)
+    assert Pay.get_by_id(old["pay_id"]).reversed_at is not None
+    with pytest.raises(ControlError):
+        fake_pingpp.mark_paid(old["charge"]["id"])  # the old credential can no longer take money
+    assert send_event("charge.succeeded", fake_pingpp.mark_paid(new["charge"]["id"])).json["result"] == "applied"
+    assert ledger_of(order["expert_id"]) == [("charge", new["pay_id"], 10_000)]
+
+
+def test_an_expired_pay_closed_by_the_worker_is_closed_at_ping_too(order_service, fake_pingpp, gateway, settings):
+    info = order_service().json["info"]
+    with time_machine.travel(time.time() + 25 * 3600, tick=False):
+        assert payments.reconcile_pays(gateway, settings)["closed"] == 1
+    pay = Pay.get_by_id(info["pay_id"])
+    assert pay.status == "cancel" and pay.reversed_at is not None and reversed_at_ping(fake_pingpp, info)
+
+
+def test_a_reversal_ping_did_not_confirm_is_retried_by_the_worker(order_service, make_user, fake_pingpp, gateway,
+                                                                    settings):
+    payer = make_user()
+    info = order_service(userID=payer.id).json["info"]
+    fake_pingpp.fail_next(times=2)  # the reverse, and the retrieve that asks why
+    assert payer.post(f"/rest/pay/{info['pay_id']}/status", {"status": "cancel"}).json == {"code": 900}
+    assert Pay.get_by_id(info["pay_id"]).reversed_at is None and not reversed_at_ping(fake_pingpp, info)
+
+    assert payments.reverse_closed_pays(gateway, settings) == {"reversed": 0, "paid": 0, "failed": 0}  # backing off
+    with time_machine.travel(time.time() + 61, tick=False):
+        assert worker.run_once(settings, gateway)["reversals"] == {"reversed": 1, "paid": 0, "failed": 0}
+    assert Pay.get_by_id(info["pay_id"]).reversed_at is not None and reversed_at_ping(fake_pingpp, info)
+    assert payments.reverse_closed_pays(gateway, settings) == {"reversed": 0, "paid": 0, "failed": 0}
+
+
+@pytest.fixture
+def paid_twice(order_service, make_user, fake_pingpp, send_event):
+    """The phone reported cancel, the order service made a second pay and the user paid it; then
+    the first turned out paid after all (it slipped through before Ping++ closed it)."""
+    payer = make_user()
+    order = {"o_id": "5" * 24, "userID": payer.id, "expert_id": "7" * 24, "amount": 10_000}
+    first = order_service(**order).json["info"]
+    assert payer.post(f"/rest/pay/{first['pay_id']}/status", {"status": "cancel"}).json == {"code": 900}
+    second = order_service(**order).json["info"]
+    assert second["pay_id"] != first["pay_id"]
+    assert send_event("charge.succeeded", fake_pingpp.mark_paid(second["charge"]["id"])).json["result"] == "applied"
+    late = fake_pingpp.mark_paid(first["charge"]["id"], even_if_reversed=True)
+    assert send_event("charge.succeeded", late).json["result"] == "applied"
+    return first, second
+
+
+def test_the_pay_paid_later_is_refunded_in_full_so_the_user_pays_once(paid_twice, fake_pingpp, gateway, send_event,
+                                                                       settings):
+    first, second = paid_twice
+    assert {Pay.get_by_id(p["pay_id"]).status for p in (first, second)} == {"paid"}
+    (duplicate,) = Refund.select()
+    assert (duplicate.pay_id, duplicate.amount, duplicate.source, duplicate.status) == (
+        first["pay_id"], 10_000, "duplicate", "pending"
+    )
+    assert worker.run_once(settings, gateway)["refunds"]["settled"] in (0, 1)  # made at Ping++
+    (made,) = [r for r in fake_pingpp.refunds.values() if r["charge"] == first["charge"]["id"]]
+    assert (made["amount"], made["description"], made["metadata"]) == (
+        10_000, "duplicate payment", {"refund_id": duplicate.refund_id}
+    )
+    assert send_event("refund.succeeded", fake_pingpp.settle_refund(made["id"], "succeeded")).json["result"] in (
+        "applied", "ignored"
+    )
+    assert Pay.get_by_id(first["pay_id"]).status == "refunded"
+    assert Pay.get_by_id(second["pay_id"]).status == "paid"
+    assert balance_of("7" * 24) == 10_000  # credited for one payment
+    kept = sum(r["amount"] for r in fake_pingpp.charges.values() if r["paid"]) - sum(
+        r["amount"] for r in fake_pingpp.refunds.values() if r["status"] == "succeeded"
+    )
+    assert kept == 10_000  # the user paid once
+
+
+def test_a_duplicate_refund_whose_answer_was_lost_is_found_and_not_made_twice(paid_twice, fake_pingpp, gateway):
+    first, _ = paid_twice
+    fake_pingpp.lose_next_response(after=1)  # the list of the charge's refunds, then the create
+    assert refunds.reconcile_refunds(gateway)["failed"] == 1
+    assert len(fake_pingpp.refunds) == 1  # made, the answer lost
+    with time_machine.travel(time.time() + 61, tick=False):
+        assert refunds.reconcile_refunds(gateway)["failed"] == 0
+    (made,) = fake_pingpp.refunds.values()
+    assert Refund.get(Refund.pay_id == first["pay_id"]).pingpp_refund_id == made["id"]

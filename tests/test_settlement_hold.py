@@ -1,0 +1,108 @@
+"""The settlement hold: a paid pay's credit is pending for SETTLEMENT_HOLD_SECONDS, then available;
+withdrawals need available; refunds take from pending while the pay's credit is held."""
+
+import dataclasses
+import json
+import time
+
+import pytest
+import time_machine
+
+from payapi import payments, worker
+from payapi.clock import iso
+from payapi.models import Pay, Wallet
+from tests.conftest import SERVICE_KEY
+from tests.experts import set_up_expert, withdraw
+
+HOLD_S = 3
+
+
+@pytest.fixture
+def settings(settings):
+    return dataclasses.replace(settings, settlement_hold_seconds=HOLD_S)
+
+
+@pytest.fixture
+def clock():
+    with time_machine.travel(time.time(), tick=False) as traveller:
+        yield traveller
+
+
+@pytest.fixture
+def expert(make_user, clock):
+    return set_up_expert(make_user())
+
+
+def balance(user):
+    return user.get("/rest/pay/balance").json["info"]
+
+
+def buckets(user_id):
+    wallet = Wallet.get_by_id(user_id)
+    return wallet.pending, wallet.available
+
+
+def test_a_credit_is_pending_until_the_hold_is_over(expert, pay_expert, clock, settings, gateway):
+    paid = pay_expert(expert.id, 10_000)
+    paid_at = Pay.get_by_id(paid["pay_id"]).paid_at
+    info = balance(expert)
+    assert (info["balance"], info["pending"], info["available"]) == (10_000, 10_000, 0)
+    assert info["next_available_at"] == iso(paid_at + HOLD_S * 1000)
+    assert info["can_withdraw"] is False
+    assert withdraw(expert, 1_000).json["code"] == 910
+
+    clock.shift(HOLD_S - 1)
+    assert payments.release_holds() == {"released": 0, "failed": 0}
+    assert buckets(expert.id) == (10_000, 0)
+
+    clock.shift(1)
+    assert worker.run_once(settings, gateway)["holds"] == {"released": 1, "failed": 0}
+    info = balance(expert)
+    assert (info["balance"], info["pending"], info["available"], info["next_available_at"]) == (10_000, 0, 10_000, None)
+    assert info["can_withdraw"] is True
+    assert withdraw(expert.remint(), 1_000).json["code"] == 900
+    assert payments.release_holds() == {"released": 0, "failed": 0}  # released once
+
+
+def test_each_credit_has_its_own_hold(expert, pay_expert, clock):
+    pay_expert(expert.id, 1_000)
+    clock.shift(2)
+    pay_expert(expert.id, 2_000)
+    clock.shift(1)
+    assert payments.release_holds()["released"] == 1
+    assert buckets(expert.id) == (2_000, 1_000)
+    clock.shift(2)
+    assert payments.release_holds()["released"] == 1
+    assert buckets(expert.id) == (0, 3_000)
+
+
+def refund(app, pay_id, amount):
+    answer = app.post(f"/internal/pays/{pay_id}/refunds", json.dumps({"amount": amount, "description": "退"}).encode(),
+                      headers={"X-Service-Key": SERVICE_KEY}, content_type="application/json", expect_errors=True)
+    assert answer.json["code"] == 900, answer.json
+    return answer.json["refund"]
+
+
+def test_a_refund_takes_from_pending_while_the_pay_is_held(app, expert, pay_expert, clock):
+    first = pay_expert(expert.id, 10_000)
+    clock.shift(HOLD_S)
+    payments.release_holds()
+    second = pay_expert(expert.id, 4_000)
+    assert buckets(expert.id) == (4_000, 10_000)
+    refund(app, second["pay_id"], 1_000)  # still held: from pending
+    assert buckets(expert.id) == (3_000, 10_000)
+    refund(app, first["pay_id"], 2_000)  # released: from available
+    assert buckets(expert.id) == (3_000, 8_000)
+    clock.shift(HOLD_S)
+    payments.release_holds()
+    assert buckets(expert.id) == (0, 11_000)  # what was left of the second pay's credit
+
+
+def test_a_refund_after_a_withdrawal_can_leave_the_balance_negative(app, expert, pay_expert, clock, gateway):
+    paid = pay_expert(expert.id, 10_000)
+    clock.shift(HOLD_S)
+    payments.release_holds()
+    assert withdraw(expert.remint(), 10_000).json["code"] == 900
+    refund(app, paid["pay_id"], 8_000)
+    info = balance(expert)
+    assert (info["balance"], info["available"], info["can_withdraw"]) == (-8_000, -8_000, False)
