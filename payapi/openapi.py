@@ -523,12 +523,15 @@ def _paths(defaults):
             "post": operation(
                 "setSecurityAnswers", "Set or replace the three security answers (seed 6).", "mobile",
                 responses(ok, 400, 401, 403, 413, 429,
-                          forbidden="905: wrong pay password. 910: replacing answers without `passwd`."),
+                          forbidden="905: wrong pay password. 910: a pay password is set and `passwd` is "
+                          "absent."),
                 security=USER, parameters=APP_HEADERS,
-                description="Replacing existing answers needs the correct `passwd` when a pay password is set.",
+                description="Whenever a pay password is set, setting or replacing answers needs the correct "
+                "`passwd` in the same body, also the first time (else a stolen token could set answers and "
+                "use them to reset the pay password). Without a pay password nothing is asked.",
                 request_body=body(
                     {"allOf": [_ref("schemas", "SecurityAnswers"), json_object({
-                        "passwd": secret("The pay password, to replace existing answers", nullable=True),
+                        "passwd": secret("The pay password; required whenever one is set", nullable=True),
                     })]},
                     {"answer1": "a", "answer2": "b", "answer3": "c"},
                 ),

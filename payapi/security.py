@@ -208,14 +208,20 @@ def set_pay_password(settings, user_id, passwd, old_passwd=None, answers=None):
 
 @uses_bcrypt
 def set_answers(settings, user_id, answers, passwd=None):
+    """Set or replace the answers; whenever a pay password is set, also the first time, it is asked.
+
+    Otherwise a stolen token could set answers and then use them to replace the pay password.
+    """
     profile = profile_of(user_id)
     current = profile.answers_hash if profile else None
-    if current and profile.passwd_hash:
+    passwd_hash = profile.passwd_hash if profile else None
+    if passwd_hash:
         if passwd is None:
-            raise ApiError(NOT_ALLOWED, "修改密保问题需要支付密码")
-        check_secret(user_id, PASSWD, passwd, profile.passwd_hash)
+            raise ApiError(NOT_ALLOWED, "设置密保问题需要支付密码")
+        check_secret(user_id, PASSWD, passwd, passwd_hash)
     hashed = hash_secret(_answers_secret(answers), settings.bcrypt_rounds)
-    _update_profile(user_id, {"answers_hash": current}, answers_hash=hashed)
+    # Also unchanged since the check: a pay password set meanwhile was not asked for.
+    _update_profile(user_id, {"answers_hash": current, "passwd_hash": passwd_hash}, answers_hash=hashed)
 
 
 def set_withdraw_account(settings, user_id, phone, smscode, account_type, account_id, account_name):
