@@ -225,8 +225,7 @@ def set_answers(settings, user_id, answers, passwd=None):
 
 
 def set_withdraw_account(settings, user_id, phone, smscode, account_type, account_id, account_name):
-    if not phone:
-        raise ApiError(NOT_ALLOWED, "账号未绑定手机号")
+    sms.require_phone(phone)
 
     def save_account():
         _update_profile(
