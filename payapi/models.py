@@ -37,8 +37,10 @@ class Lockout(BaseModel):
 
     user_id = pw.CharField(24)
     kind = pw.CharField(16)
+    # Comma-separated times (ms) of the wrong attempts, and of those still being checked, within
+    # the last 3 hours (a sliding window); at most five. `failures` is how many there are.
+    failed_at = pw.CharField(100, default="")
     failures = pw.IntegerField(default=0)
-    window_start = pw.BigIntegerField(default=0)
     locked_until = pw.BigIntegerField(default=0)
 
     class Meta:

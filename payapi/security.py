@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 PASSWD = "passwd"
 ANSWERS = "answers"
-MAX_FAILURES = 5
+MAX_FAILURES = 5  # wrong ones within any WINDOW_MS (a sliding window) lock for LOCK_MS
 WINDOW_MS = 3 * 3600 * 1000
 LOCK_MS = 3 * 3600 * 1000
 IN_FLIGHT_WAIT_S = 5.0
@@ -113,20 +113,30 @@ def _answers_secret(answers):
 
 # --- lockout -------------------------------------------------------------------------------
 
+def _recent_failures(row, now):
+    """Times (ms) of the wrong attempts, and those still being checked, within the sliding window."""
+    return [t for t in map(int, filter(None, row.failed_at.split(","))) if now - t < WINDOW_MS]
+
+
+def _keep_failures(row, times):
+    row.failed_at = ",".join(map(str, times))
+    row.failures = len(times)
+
+
 @transaction
 def _start_attempt(user_id, kind):
     """Count the attempt before the slow check, so parallel guesses cannot outrun the limit."""
     now = now_ms()
-    row = lock_row(Lockout, {"failures": 0, "window_start": now}, user_id=user_id, kind=kind)
+    row = lock_row(Lockout, {"failures": 0, "failed_at": ""}, user_id=user_id, kind=kind)
     if row.locked_until > now:
         raise locked(row.locked_until - now)
-    # The window opens at the first failure, not at the last success or the row's creation.
-    if row.locked_until or not row.failures or now - row.window_start > WINDOW_MS:
-        row.failures, row.window_start, row.locked_until = 0, now, 0
-    if row.failures >= MAX_FAILURES:
+    # A lock that has run out has used up the failures that set it (all of them are 3 hours old).
+    times = [] if row.locked_until else _recent_failures(row, now)
+    if len(times) >= MAX_FAILURES:
         # The limit is reached by attempts still being checked; one of them may yet succeed.
         return False
-    row.failures += 1
+    _keep_failures(row, times + [now])
+    row.locked_until = 0
     row.save()
     return True
 
@@ -136,9 +146,13 @@ def _finish_attempt(user_id, kind, ok):
     now = now_ms()
     row = for_update(Lockout.select().where(Lockout.user_id == user_id, Lockout.kind == kind)).get()
     if ok:
-        row.failures, row.window_start, row.locked_until = 0, now, 0
-    elif row.failures >= MAX_FAILURES and row.locked_until <= now:
-        row.locked_until = now + LOCK_MS
+        _keep_failures(row, [])
+        row.locked_until = 0
+    elif row.locked_until <= now:
+        times = _recent_failures(row, now)
+        _keep_failures(row, times)
+        if len(times) >= MAX_FAILURES:  # five within any 3 hours: locked for 3 hours from this one
+            row.locked_until = now + LOCK_MS
     row.save()
     return row.locked_until
 

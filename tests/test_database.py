@@ -89,6 +89,39 @@ def test_pay_info_migration_fills_in_pays_written_before_it(empty_database_url):
         database.close()
 
 
+def test_hardening_migration_keeps_fixed_window_failures_as_times(empty_database_url):
+    from peewee_migrate import Router
+
+    from payapi.__main__ import MIGRATIONS
+    from payapi.db import open_database
+
+    database = open_database(empty_database_url)
+    router = Router(database, migrate_dir=MIGRATIONS)
+    router.run("002_pay_info")
+    counting, locked = new_id(), new_id()
+    database.execute_sql(
+        "INSERT INTO lockout (user_id, kind, failures, window_start, locked_until) VALUES ({0}), ({0})".format(
+            ", ".join([database.param] * 5)
+        ),
+        (counting, "passwd", 3, 1_466_657_198_190, 0, locked, "answers", 5, 1_466_657_000_000, 1_466_667_000_000),
+    )
+    router.run()
+    try:
+        rows = database.execute_sql("SELECT user_id, failed_at, failures, locked_until FROM lockout").fetchall()
+        assert sorted(rows) == sorted([
+            (counting, "1466657198190,1466657198190,1466657198190", 3, 0),
+            (locked, ",".join(["1466657000000"] * 5), 5, 1_466_667_000_000),
+        ])
+        if isinstance(database, peewee.MySQLDatabase):
+            cursor = database.execute_sql(
+                "SELECT COLLATION_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'lockout' AND COLUMN_NAME = 'failed_at'"
+            )
+            assert cursor.fetchone() == ("utf8mb4_bin",)
+    finally:
+        database.close()
+
+
 def test_transaction_runs_again_after_a_deadlock(database):
     calls = []
 

@@ -439,6 +439,61 @@ def test_five_wrong_passwords_within_three_hours_lock_however_long_ago_the_last_
     assert_locked(wrong_passwd(traveller, 1)[0], THREE_HOURS)
 
 
+def wrong_answers(user, n):
+    return [set_passwd(user, "new", **WRONG_ANSWERS) for _ in range(n)]
+
+
+WRONG = {"passwd": wrong_passwd, "answers": wrong_answers}
+
+
+@pytest.mark.parametrize("kind", ["passwd", "answers"])
+def test_five_wrong_across_the_old_fixed_window_edge_lock(traveller, clock, kind):
+    # The old window opened at the first wrong attempt and started again 3 hours later, so three
+    # wrong ones just before that edge and four just after (seven in two seconds) never locked.
+    set_passwd(traveller, "right")
+    set_answers(traveller, "right")
+    assert_code(WRONG[kind](traveller, 1)[0], 905, 403)
+    clock.shift(THREE_HOURS - 1)
+    for response in WRONG[kind](traveller, 3):
+        assert_code(response, 905, 403)
+    clock.shift(2)  # the first one has left the last 3 hours; the other three have not
+    assert_code(WRONG[kind](traveller, 1)[0], 905, 403)
+    assert_locked(WRONG[kind](traveller, 1)[0], THREE_HOURS)
+
+
+@pytest.mark.parametrize("kind", ["passwd", "answers"])
+def test_the_window_slides_over_spread_out_wrong_attempts(traveller, clock, kind):
+    set_passwd(traveller, "right")
+    set_answers(traveller, "right")
+    for _ in range(4):  # at 0:00, 0:50, 1:40, 2:30
+        assert_code(WRONG[kind](traveller, 1)[0], 905, 403)
+        clock.shift(50 * 60)
+    # 3:20: the one at 0:00 has left the window, four remain.
+    assert_code(WRONG[kind](traveller, 1)[0], 905, 403)
+    clock.shift(10 * 60)
+    # 3:30: 0:50, 1:40, 2:30, 3:20 and this one are five within 3 hours.
+    assert_locked(WRONG[kind](traveller, 1)[0], THREE_HOURS)
+
+
+def test_wrong_passwords_an_hour_apart_forever_never_lock(traveller, clock):
+    set_passwd(traveller, "right")
+    for _ in range(12):  # never more than three within any 3 hours
+        assert_code(wrong_passwd(traveller, 1)[0], 905, 403)
+        clock.shift(3600)
+    assert_code(set_passwd(traveller, "right2", old_passwd="right"), 900, 200)
+
+
+def test_a_right_password_forgets_the_wrong_ones_in_the_window(traveller, clock):
+    set_passwd(traveller, "right")
+    wrong_passwd(traveller, 4)
+    clock.shift(60)
+    assert_code(set_passwd(traveller, "right", old_passwd="right"), 900, 200)
+    clock.shift(60)
+    for response in wrong_passwd(traveller, 4):
+        assert_code(response, 905, 403)
+    assert_locked(wrong_passwd(traveller, 1)[0], THREE_HOURS)
+
+
 def test_wrong_passwords_on_routes_4_5_and_6_count_together(traveller):
     set_passwd(traveller, "right")
     set_answers(traveller, "right")
