@@ -90,6 +90,10 @@ class Pay(BaseModel):
     created_at = pw.BigIntegerField(index=True)
     updated_at = pw.BigIntegerField()
     paid_at = pw.BigIntegerField(null=True)
+    # A phone's "success" report may ask Ping++ about the charge only from then on: claimed with
+    # the pay's row lock, so at most one retrieve per pay is in flight, across workers and hosts.
+    # Not part of `info`, so it may be changed without save().
+    retrieve_after = pw.BigIntegerField(default=0)
     # The pay as the app sees it (seed route 1's `info`), rewritten by every save(): reading a pay
     # is two columns instead of twenty-seven, and PyMySQL spends most of a read parsing the
     # metadata of each column (measured: see README, Performance). Change pays through save().
@@ -104,7 +108,11 @@ class Pay(BaseModel):
 
 
 class ClientReport(BaseModel):
-    """What the phone's payment SDK showed, with the audit headers; never trusted for money."""
+    """What the phone's payment SDK showed, with the audit headers; never trusted for money.
+
+    One row stands for `times` reports of the same pay: the first at `created_at`, the last at
+    `last_at` (see payments.record_report for which reports are folded into a row).
+    """
 
     pay_id = pw.CharField(24, index=True)
     user_id = pw.CharField(24)
@@ -113,6 +121,8 @@ class ClientReport(BaseModel):
     platform = pw.CharField(32, default="")
     store = pw.CharField(64, default="")
     created_at = pw.BigIntegerField()
+    times = pw.IntegerField(default=1)
+    last_at = pw.BigIntegerField(default=0)
 
 
 class Wallet(BaseModel):

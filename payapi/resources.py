@@ -70,7 +70,8 @@ class PayStatus:
         path_id(pay_id)
         status = choice(json_body(req), "status", payments.CLIENT_STATUSES)
         payments.report_client_status(
-            self.gateway, self.settings.platform_fee_bps, req.context.user_id, pay_id, status, audit_of(req)
+            self.gateway, self.settings.platform_fee_bps, req.context.user_id, pay_id, status, audit_of(req),
+            self.settings.pingpp_timeout,
         )
         ok(resp)
 

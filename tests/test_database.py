@@ -89,7 +89,7 @@ def test_pay_info_migration_fills_in_pays_written_before_it(empty_database_url):
         database.close()
 
 
-def test_hardening_migration_keeps_fixed_window_failures_as_times(empty_database_url):
+def test_hardening_migration_keeps_failures_as_times_and_old_reports_as_single_ones(empty_database_url):
     from peewee_migrate import Router
 
     from payapi.__main__ import MIGRATIONS
@@ -105,8 +105,15 @@ def test_hardening_migration_keeps_fixed_window_failures_as_times(empty_database
         ),
         (counting, "passwd", 3, 1_466_657_198_190, 0, locked, "answers", 5, 1_466_657_000_000, 1_466_667_000_000),
     )
+    database.execute_sql(
+        "INSERT INTO client_report (pay_id, user_id, status, client_ip, platform, store, created_at) "
+        "VALUES ({})".format(", ".join([database.param] * 7)),
+        (new_id(), counting, "success", "1.2.3.4", "ios", "AppStore", 1_466_657_198_190),
+    )
     router.run()
     try:
+        reports = database.execute_sql("SELECT status, times, created_at, last_at FROM client_report").fetchall()
+        assert [tuple(r) for r in reports] == [("success", 1, 1_466_657_198_190, 1_466_657_198_190)]
         rows = database.execute_sql("SELECT user_id, failed_at, failures, locked_until FROM lockout").fetchall()
         assert sorted(rows) == sorted([
             (counting, "1466657198190,1466657198190,1466657198190", 3, 0),
