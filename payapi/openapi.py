@@ -242,7 +242,9 @@ def _components(defaults):
                 "in": "header",
                 "name": "auth",
                 "description": "An HS256 JWT from the account service: `sub` = user id (24 hex), `exp`, "
-                "optional `phone` (needed for SMS codes). Missing, malformed, badly signed or expired: 901/401.",
+                "optional `phone` (needed for SMS codes: 5-20 ASCII digits, optional leading `+`; any other "
+                "value counts as no phone). 30 s of clock skew are allowed on `iat`, `nbf` and `exp`. Missing, "
+                "malformed, badly signed, expired or a non-finite `exp`: 901/401.",
             },
             "serviceKey": {
                 "type": "apiKey",
@@ -470,7 +472,8 @@ def _paths(defaults):
                 responses(ok, 400, 401, 404, 413),
                 security=USER, parameters=APP_HEADERS,
                 description="Never marks a pay paid by itself: on `success` the server asks Ping++ and applies "
-                "its answer. While pending, `cancel` → cancel, `invalid` → fail, `fail` leaves it pending.",
+                "its answer (at most once per pay every few seconds; a report meanwhile is recorded and "
+                "answered 900). While pending, `cancel` → cancel, `invalid` → fail, `fail` leaves it pending.",
                 request_body=body(
                     json_object({"status": choice(payments.CLIENT_STATUSES, "What the SDK showed.")},
                                 required=("status",)),
@@ -547,7 +550,7 @@ def _paths(defaults):
                 "setWithdrawAccount", "Set the withdraw account with an SMS code (seed 7).", "mobile",
                 responses(ok, 400, 401, 403, 413,
                           forbidden="905: the SMS code is wrong, expired, used, or tried 5 times. 910: the token "
-                          "has no phone."),
+                          "has no usable phone."),
                 security=USER, parameters=APP_HEADERS,
                 description="The body is checked before the code; the code is used up only by a successful change.",
                 request_body=body(
@@ -574,7 +577,7 @@ def _paths(defaults):
         "/rest/pay/smscode": {
             "post": operation(
                 "sendSmsCode", "Send a 6-digit code to the token's phone.", "mobile",
-                responses(ok, 400, 401, 403, 413, 429, 502, forbidden="910: the token has no phone."),
+                responses(ok, 400, 401, 403, 413, 429, 502, forbidden="910: the token has no usable phone."),
                 security=USER, parameters=APP_HEADERS,
                 description=f"At most 1 per {sms.MIN_INTERVAL_MS // 1000} s and {sms.MAX_PER_DAY} per calendar "
                 "day (TIMEZONE) per user, else 906; the code lives 5 minutes.",
