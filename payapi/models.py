@@ -90,6 +90,7 @@ class Pay(BaseModel):
     created_at = pw.BigIntegerField(index=True)
     updated_at = pw.BigIntegerField()
     paid_at = pw.BigIntegerField(null=True)
+    check_after = pw.BigIntegerField(default=0)  # when the worker may next ask Ping++ about a pending pay
     # A phone's "success" report may ask Ping++ about the charge only from then on: claimed with
     # the pay's row lock, so at most one retrieve per pay is in flight, across workers and hosts.
     # Not part of `info`, so it may be changed without save().
@@ -100,7 +101,11 @@ class Pay(BaseModel):
     info = LongTextField(null=True)
 
     class Meta:
-        indexes = ((("status", "created_at"), False), (("type", "o_id", "note_id"), False))
+        indexes = (
+            (("status", "created_at"), False),
+            (("type", "o_id", "note_id"), False),
+            (("status", "check_after"), False),
+        )
 
     def save(self, *args, **kwargs):
         self.info = json.dumps(pay_info(self), ensure_ascii=False)
@@ -159,7 +164,9 @@ class Withdrawal(BaseModel):
     transfer = LongTextField(null=True)
     attempts = pw.IntegerField(default=0)
     last_error = pw.CharField(255, default="")
-    lease_until = pw.BigIntegerField(default=0)  # a worker owns the payout until then
+    # pending: a worker owns the payout until then (or, after an error, it waits until then);
+    # processing: when the worker next asks Ping++ about the transfer.
+    lease_until = pw.BigIntegerField(default=0)
     client_ip = pw.CharField(64, default="")
     platform = pw.CharField(32, default="")
     store = pw.CharField(64, default="")
@@ -167,7 +174,7 @@ class Withdrawal(BaseModel):
     updated_at = pw.BigIntegerField()
 
     class Meta:
-        indexes = ((("status", "updated_at"), False),)
+        indexes = ((("status", "updated_at"), False), (("status", "lease_until"), False))
 
 
 class Event(BaseModel):

@@ -619,6 +619,7 @@ def _paths(defaults):
                 responses(success("Stored (and applied when it fits our records).", envelope(
                     {"result": {"type": "string", "enum": [
                         payments.APPLIED, payments.IGNORED, payments.MISMATCH, payments.UNKNOWN, events.REPLAY,
+                        events.MALFORMED,
                     ]}},
                     required=("result",),
                 )), 400, 401, 413, 502),

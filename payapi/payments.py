@@ -7,7 +7,7 @@ import time
 
 import peewee
 
-from . import wallet
+from . import jobs, wallet
 from .clock import now_ms
 from .db import RowByKey, for_update, transaction
 from .errors import NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, ApiError
@@ -23,6 +23,7 @@ CLIENT_STATUSES = ("success", "fail", "cancel", "invalid")
 APPLIED, IGNORED, MISMATCH, UNKNOWN = "applied", "ignored", "mismatch", "unknown"
 
 RECONCILE_AFTER_MS = 10 * 60 * 1000
+RECHECK_MS = 5 * 60 * 1000  # a pending pay Ping++ has not settled yet is asked about again after this
 DEFAULT_EXPIRY_MS = 24 * 3600 * 1000  # when a charge carries no time_expire
 
 
@@ -93,11 +94,12 @@ def _order_filter(spec):
 @transaction
 def _reserve(spec, stale_before):
     """-> ("existing", pay, None) | ("reserved", pay, replaced pay_id or None) | ("wait", None, None)."""
-    already_paid = Pay.select().where(
+    paid = Pay.select(Pay.info).where(
         Pay.type == spec.type, _order_filter(spec), Pay.status.in_((PAID, REFUNDED))
-    ).exists()
-    if already_paid:
-        raise ApiError(NOT_ALLOWED, "该订单已支付")
+    ).first()
+    if paid is not None:
+        # The order service may be retrying a call whose answer it lost: it gets the paid pay too.
+        raise ApiError(NOT_ALLOWED, "该订单已支付", info=json.loads(paid.info))
     now = now_ms()
     replaced = None
     current = for_update(Pay.select().where(Pay.open_for == spec.open_for)).first()
@@ -147,8 +149,14 @@ def _attach_charge(pay_id, charge):
     return pay
 
 
+@transaction
 def _release(pay_id):
-    Pay.delete().where(Pay.pay_id == pay_id, Pay.charge_id.is_null()).execute()
+    """Remove a reservation whose charge was never made; True if it was removed.
+
+    A reservation Ping++ reported paid meanwhile (its create answer was lost, its webhook was
+    not) holds the user's money: it is never removed.
+    """
+    return Pay.delete().where(Pay.pay_id == pay_id, Pay.charge_id.is_null(), Pay.status == PENDING).execute() == 1
 
 
 @transaction
@@ -203,15 +211,21 @@ def create_pay(gateway, spec, gateway_timeout):
     try:
         charge = gateway.create_charge(request)
     except GatewayError:
-        _release(pay.pay_id)
-        _reopen(replaced, spec.open_for)
-        raise ApiError(PROVIDER_FAILED) from None
+        return _give_up(pay.pay_id, replaced, spec.open_for)
     if charge.order_no != pay.pay_id or charge.amount != spec.money or not charge.id:
         log.error("Ping++ answered charge creation for %s with a different charge", pay.pay_id)
-        _release(pay.pay_id)
-        _reopen(replaced, spec.open_for)
-        raise ApiError(PROVIDER_FAILED)
+        return _give_up(pay.pay_id, replaced, spec.open_for)
     return _attach_charge(pay.pay_id, charge)
+
+
+def _give_up(pay_id, replaced, open_for):
+    """No usable answer from Ping++: remove the reservation, unless Ping++ reported it paid meanwhile."""
+    if not _release(pay_id):
+        pay = Pay.get_or_none(Pay.pay_id == pay_id)
+        if pay is not None and pay.status in (PAID, REFUNDED):
+            return pay  # the charge was made and paid; its answer was lost, its webhook was not
+    _reopen(replaced, open_for)
+    raise ApiError(PROVIDER_FAILED)
 
 
 # --- applying Ping++'s truth -----------------------------------------------------------------
@@ -233,6 +247,10 @@ def apply_charge(charge, fee_bps):
     if pay.status in (PAID, REFUNDED):
         return IGNORED
     now = now_ms()
+    if pay.charge_id is None:
+        # Its create answer was lost (or is still on its way): the charge is ours by its order_no.
+        pay.charge_id = charge.id
+        pay.time_expire = charge.time_expire * 1000 if charge.time_expire else None
     pay.charge = json.dumps(charge.raw, ensure_ascii=False)
     pay.updated_at = now
     if not charge.paid:
@@ -385,35 +403,53 @@ def report_client_status(gateway, fee_bps, user_id, pay_id, status, audit, gatew
 
 # --- the worker's reconciliation ---------------------------------------------------------------
 
+def _check_pay(gateway, fee_bps, pay_id):
+    pay = Pay.get_or_none(Pay.pay_id == pay_id)
+    if pay is None or pay.status != PENDING:
+        return None
+    if pay.charge_id is None:
+        _release(pay_id)  # its creator died between reserving and charging
+        return None
+    try:
+        charge = gateway.retrieve_charge(pay.charge_id)
+    except GatewayError as exc:
+        log.warning("pay %s: charge %s not retrieved: %s", pay_id, pay.charge_id, exc,
+                    extra={"fields": {"pay_id": pay_id, "charge_id": pay.charge_id}})
+        return "failed"
+    now = now_ms()
+    if charge.paid:
+        return "paid" if apply_charge(charge, fee_bps) == APPLIED else None
+    expires_at = charge.time_expire * 1000 if charge.time_expire else pay.created_at + DEFAULT_EXPIRY_MS
+    if expires_at <= now:
+        return "closed" if _change(pay_id, PENDING, status=CANCEL, open_for=None) else None
+    _check_again(pay_id, min(expires_at, now + RECHECK_MS))
+    return None
+
+
+@transaction
+def _check_again(pay_id, at_ms):
+    # check_after is not part of the pay's info: a bulk update leaves Pay.info current.
+    Pay.update(check_after=at_ms).where(Pay.pay_id == pay_id).execute()
+
+
+def _set_aside(pay_id):
+    _check_again(pay_id, now_ms() + jobs.backoff_ms(1))
+
+
 def reconcile_pays(gateway, fee_bps, batch=100):
     """Ask Ping++ about pending pays older than a few minutes; close expired unpaid ones as cancel.
 
     Every step is idempotent, so several workers may run it at once.
     """
     now = now_ms()
-    stale = (
-        Pay.select()
-        .where(Pay.status == PENDING, Pay.created_at < now - RECONCILE_AFTER_MS)
-        .order_by(Pay.updated_at)
+    due = [
+        pay_id
+        for (pay_id,) in Pay.select(Pay.pay_id)
+        .where(Pay.status == PENDING, Pay.created_at < now - RECONCILE_AFTER_MS, Pay.check_after <= now)
+        .order_by(Pay.check_after, Pay.created_at)
         .limit(batch)
+        .tuples()
+    ]
+    return jobs.run_pass(
+        "pays", due, lambda i: _check_pay(gateway, fee_bps, i), _set_aside, {"paid": 0, "closed": 0, "failed": 0}
     )
-    counts = {"paid": 0, "closed": 0, "failed": 0}
-    for pay in stale:
-        if pay.charge_id is None:
-            _release(pay.pay_id)
-            continue
-        try:
-            charge = gateway.retrieve_charge(pay.charge_id)
-        except GatewayError:
-            counts["failed"] += 1
-            continue
-        if charge.paid:
-            if apply_charge(charge, fee_bps) == APPLIED:
-                counts["paid"] += 1
-            continue
-        expires_at = charge.time_expire * 1000 if charge.time_expire else pay.created_at + DEFAULT_EXPIRY_MS
-        if expires_at <= now:
-            counts["closed"] += _change(pay.pay_id, PENDING, status=CANCEL, open_for=None)
-        else:
-            _change(pay.pay_id, PENDING)  # a new updated_at: the others are looked at first next time
-    return counts

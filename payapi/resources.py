@@ -4,10 +4,10 @@ import falcon
 
 from . import events, openapi, payments, security, sms, withdrawals
 from .db import db
-from .errors import INVALID, OK, UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
+from .errors import OK, UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
 from .gateway import CHANNELS
 from .ids import is_id
-from .validate import choice, fen, object_id, parse_json_object, read_body, text, whole_number
+from .validate import MAX_WEBHOOK_BODY, choice, fen, object_id, parse_json_object, read_body, text, whole_number
 from .views import withdrawal_info
 
 SECRET_MAX = 128  # the app sends its own hash of the pay password: an opaque string
@@ -173,13 +173,10 @@ class Webhook:
         self.gateway, self.settings = gateway, settings
 
     def on_post(self, req, resp):
-        raw = read_body(req.bounded_stream, req.content_length)
+        raw = read_body(req.bounded_stream, req.content_length, MAX_WEBHOOK_BODY)
         if not self.gateway.webhook_is_authentic(raw, req.get_header("X-Pingplusplus-Signature")):
             raise ApiError(UNAUTHENTICATED, "签名无效")
-        outcome = events.handle_event(parse_json_object(raw), raw, self.settings.platform_fee_bps, self.gateway)
-        if outcome is None:
-            raise ApiError(INVALID, "事件格式错误")
-        ok(resp, result=outcome)
+        ok(resp, result=events.handle_event(self.settings, self.gateway, raw))
 
 
 class InternalPays:

@@ -14,11 +14,20 @@ log = logging.getLogger(__name__)
 
 
 def run_once(settings, gateway):
-    summary = {
-        "pays": payments.reconcile_pays(gateway, settings.platform_fee_bps),
-        "payouts": withdrawals.run_payouts(gateway),
-        "transfers": withdrawals.reconcile_transfers(gateway),
+    """One pass of every kind of work; a kind that fails outright does not keep the others from their turn."""
+    passes = {
+        "pays": lambda: payments.reconcile_pays(gateway, settings.platform_fee_bps),
+        "payouts": lambda: withdrawals.run_payouts(gateway),
+        "transfers": lambda: withdrawals.reconcile_transfers(gateway),
     }
+    summary = {}
+    for name, run in passes.items():
+        try:
+            summary[name] = run()
+        except Exception as exc:
+            # Typically the database is away; the next pass tries again.
+            log.exception("worker pass %s failed", name, extra={"fields": {"pass": name}})
+            summary[name] = {"error": type(exc).__name__}
     log.info("worker pass: %s", summary)
     return summary
 

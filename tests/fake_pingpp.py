@@ -32,6 +32,7 @@ class FakePingpp:
         self.requests = []  # (method, path, body or None, headers)
         self.failures = []  # scripted answers for the next requests: (status, body) or ("hang", seconds)
         self.transfer_status = "pending"  # status a new transfer gets
+        self.slow = {}  # (method, path) -> seconds every such request takes before it is answered
         self._ids = itertools.count(1)
         self.server = None
 
@@ -93,6 +94,7 @@ class FakePingpp:
             self.transfers.clear()
             self.requests.clear()
             self.failures.clear()
+            self.slow.clear()
             self.transfer_status = "pending"
 
     # --- HTTP --------------------------------------------------------------------------------
@@ -106,6 +108,8 @@ class FakePingpp:
         with self.lock:
             self.requests.append((method, path, body, headers))
             scripted = self.failures.pop(0) if self.failures else None
+            delay = self.slow.get((method, path), 0)
+        time.sleep(delay)
         if scripted is not None and scripted[0] == "lose":
             self._route(method, path, body)
             time.sleep(scripted[1])
