@@ -5,10 +5,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import webtest
 
+from payapi.app import create_app
 from payapi.ids import new_id
-from payapi.payments import REPORT_REPEAT_MS, REPORT_ROWS_PER_HOUR, RETRIEVE_INTERVAL_MS
 from payapi.models import ClientReport, LedgerEntry, Pay, Wallet
+from payapi.payments import REPORT_REPEAT_MS, REPORT_ROWS_PER_HOUR, RETRIEVE_INTERVAL_MS
+from payapi.sms import FileSms
+from payapi.wsgi import gateway_from
 from tests.conftest import balance_of, ledger_of
 
 
@@ -255,14 +259,20 @@ def test_a_success_report_asks_ping_plus_plus_again_only_after_a_few_seconds(pay
 
 def test_no_second_retrieve_while_one_is_still_in_flight(payer, pay_in, fake_pingpp, settings, frozen):
     info = pay_in("pending")
-    fake_pingpp.hang_next(settings.pingpp_timeout + 1)
-    first = ThreadPoolExecutor(1).submit(report, payer, info["pay_id"], "success")
-    deadline = time.monotonic() + 5
-    while not retrievals(fake_pingpp, info["charge"]["id"]) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    frozen.shift(RETRIEVE_INTERVAL_MS / 1000 + 0.5)  # longer than the interval, but it is still waiting
-    assert report(payer, info["pay_id"], "success").json == {"code": 900}
-    assert first.result(timeout=10).json == {"code": 900}  # Ping++ timed out: recorded, 900
+    # Ping++ gets 2 s here: the first report is surely still waiting while the second comes.
+    patient = dataclasses.replace(settings, pingpp_timeout=2.0)
+    patient_app = webtest.TestApp(create_app(patient, gateway_from(patient), FileSms(patient.sms_file)))
+    fake_pingpp.hang_next(patient.pingpp_timeout + 1)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(
+            patient_app.post_json, f"/rest/pay/{info['pay_id']}/status", {"status": "success"}, headers=payer.headers
+        )
+        deadline = time.monotonic() + 5
+        while not retrievals(fake_pingpp, info["charge"]["id"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        frozen.shift(RETRIEVE_INTERVAL_MS / 1000 + 0.5)  # longer than the interval, but it is still waiting
+        assert report(payer, info["pay_id"], "success").json == {"code": 900}
+        assert first.result(timeout=10).json == {"code": 900}  # Ping++ timed out: recorded, 900
     assert len(retrievals(fake_pingpp, info["charge"]["id"])) == 1
     # The next one may ask a few seconds after the first ended.
     report(payer, info["pay_id"], "success")
