@@ -9,29 +9,25 @@ import peewee
 from . import payments, withdrawals
 from .clock import now_ms
 from .db import RowByKey, transaction
-from .gateway import charge_from, transfer_from
+from .gateway import charge_from, refund_from, transfer_from
+from .lifecycles import Outcome, WithdrawalStatus
 from .models import Event
 
 log = logging.getLogger(__name__)
 
-REPLAY = "replay"
-
 event_seen = RowByKey(Event, Event.event_id, columns=(Event.event_id,))  # not the payload
-
-
-MALFORMED = "malformed"
 
 
 def _apply(event_type, obj, fee_bps):
     if event_type == "charge.succeeded":
         return payments.apply_charge(charge_from(obj), fee_bps)
     if event_type == "refund.succeeded":
-        return payments.apply_refund(obj)
+        return payments.apply_refund(refund_from(obj))
     if event_type == "transfer.succeeded":
-        return withdrawals.apply_transfer(transfer_from(obj), withdrawals.SUCCEEDED)
+        return withdrawals.apply_transfer(transfer_from(obj), WithdrawalStatus.SUCCEEDED)
     if event_type == "transfer.failed":
-        return withdrawals.apply_transfer(transfer_from(obj), withdrawals.FAILED)
-    return payments.IGNORED  # stored and acknowledged; Ping++ would retry a non-2xx forever
+        return withdrawals.apply_transfer(transfer_from(obj), WithdrawalStatus.FAILED)
+    return Outcome.IGNORED  # stored and acknowledged; Ping++ would retry a non-2xx forever
 
 
 def _foreign(settings, event, event_type, obj):
@@ -87,27 +83,27 @@ def handle_event(settings, gateway, raw):
     obj = data.get("object") if isinstance(data, dict) else None
     if event_id is None:
         log.warning("signed webhook without a usable event id; acknowledged, not stored")
-        return MALFORMED
+        return Outcome.MALFORMED
     if event_seen(event_id) is not None:
-        return REPLAY
+        return Outcome.REPLAY
     text = raw.decode("utf-8", errors="replace")
     if event_type is None or not isinstance(obj, dict):
-        outcome, apply = MALFORMED, None
+        outcome, apply = Outcome.MALFORMED, None
     elif (why := _foreign(settings, event, event_type, obj)) is not None:
         log.warning("webhook event %s (%s) is for another %s; stored, not applied", event_id, event_type, why,
                     extra={"fields": {"event_id": event_id, "foreign": why}})
-        outcome, apply = payments.MISMATCH, None
+        outcome, apply = Outcome.MISMATCH, None
     else:
         if event_type == "refund.succeeded":
-            payments.settle_charge_before_refund(gateway, obj, settings.platform_fee_bps)
+            payments.settle_charge_before_refund(gateway, refund_from(obj), settings.platform_fee_bps)
         outcome, apply = None, functools.partial(_apply, event_type, obj, settings.platform_fee_bps)
     try:
         outcome = _store_and_apply(event_id, event_type or "", obj if isinstance(obj, dict) else {}, text, outcome, apply)
     except peewee.IntegrityError:
         if Event.select().where(Event.event_id == event_id).exists():
-            return REPLAY
+            return Outcome.REPLAY
         raise  # not a duplicate delivery: answer 5xx so Ping++ delivers it again
-    if outcome in (payments.MISMATCH, payments.UNKNOWN, MALFORMED):
+    if outcome in (Outcome.MISMATCH, Outcome.UNKNOWN, Outcome.MALFORMED):
         log.warning("webhook event %s (%s) stored but not applied: %s", event_id, event_type, outcome,
                     extra={"fields": {"event_id": event_id, "outcome": outcome}})
     return outcome

@@ -1,11 +1,10 @@
 """Tables. Money is integer fen; times are integer milliseconds since the Unix epoch (UTC)."""
 
-import json
-
 import peewee as pw
 
 from .db import db
-from .views import pay_info
+from .shapes import PayInfo
+from .views import pay_info_json
 
 
 class LongTextField(pw.TextField):
@@ -108,8 +107,20 @@ class Pay(BaseModel):
         )
 
     def save(self, *args, **kwargs):
-        self.info = json.dumps(pay_info(self), ensure_ascii=False)
+        self.info = pay_info_json(self)
         return super().save(*args, **kwargs)
+
+    @classmethod
+    def update(cls, __data=None, **update):
+        """An UPDATE of what Pay.info is made of must write info too (save() does): else it would go stale."""
+        changed = {getattr(field, "name", field) for field in (__data or {})} | set(update)
+        if changed & INFO_COLUMNS and "info" not in changed:
+            raise TypeError(f"change {sorted(changed & INFO_COLUMNS)} of a pay through save(), so Pay.info follows")
+        return super().update(__data, **update)
+
+
+# The columns Pay.info is made of: PayInfo's fields carry the names of the columns they come from.
+INFO_COLUMNS = frozenset(PayInfo.__struct_fields__)
 
 
 class ClientReport(BaseModel):

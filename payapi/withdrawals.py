@@ -11,12 +11,13 @@ from .db import RowByKey, for_update, transaction
 from .errors import NOT_ALLOWED, NOT_FOUND, ApiError
 from .gateway import GatewayError, TransferRequest
 from .ids import new_id
+from .lifecycles import WITHDRAWAL, Outcome, WithdrawalStatus
 from .models import Withdrawal
-from .payments import APPLIED, IGNORED, MISMATCH, UNKNOWN
 
 log = logging.getLogger(__name__)
 
-PENDING, PROCESSING, SUCCEEDED, FAILED = "pending", "processing", "succeeded", "failed"
+PENDING, PROCESSING = WithdrawalStatus.PENDING, WithdrawalStatus.PROCESSING
+SUCCEEDED, FAILED = WithdrawalStatus.SUCCEEDED, WithdrawalStatus.FAILED
 # What a transfer's status means for its withdrawal; any other status (scheduled, pending) is
 # still in flight. A cancelled transfer paid nothing: the withdrawal fails and is refunded.
 TRANSFER_OUTCOMES = {"paid": SUCCEEDED, "failed": FAILED, "canceled": FAILED, "cancelled": FAILED}
@@ -61,22 +62,20 @@ def _debit_and_record(settings, user_id, amount, audit):
     if amount > balance:
         raise ApiError(NOT_ALLOWED, "余额不足")
     profile = security.profile_of(user_id)  # the account as it is now, inside the lock
-    withdrawal = Withdrawal.create(
+    withdrawal = Withdrawal(
         withdraw_id=new_id(),
         user_id=user_id,
         amount=amount,
-        status=PENDING,
         account_type=profile.account_type,
         account_id=profile.account_id,
         account_name=profile.account_name,
         month=month,
-        active_month=f"{user_id}:{month}",
         client_ip=audit.client_ip,
         platform=audit.platform,
         store=audit.store,
-        created_at=now,
-        updated_at=now,
     )
+    WITHDRAWAL.begin(withdrawal, now)
+    withdrawal.save(force_insert=True)
     wallet.book(user_id, -amount, wallet.WITHDRAW, withdrawal.withdraw_id)
     return withdrawal
 
@@ -137,36 +136,34 @@ def apply_transfer(transfer, outcome=None):
         outcome = TRANSFER_OUTCOMES.get(transfer.status)
     withdrawal = for_update(Withdrawal.select().where(Withdrawal.withdraw_id == transfer.order_no)).first()
     if withdrawal is None:
-        return UNKNOWN
+        return Outcome.UNKNOWN
     if (
         (withdrawal.transfer_id and transfer.id != withdrawal.transfer_id)
         or transfer.amount != withdrawal.amount
         or transfer.currency != "cny"
     ):
         log.warning("transfer %s does not match withdrawal %s; not applied", transfer.id, withdrawal.withdraw_id)
-        return MISMATCH
+        return Outcome.MISMATCH
     now = now_ms()
     if withdrawal.status in (SUCCEEDED, FAILED):
         if outcome in (None, withdrawal.status):
-            return IGNORED
+            return Outcome.IGNORED
         log.error("transfer %s says %s but withdrawal %s is %s", transfer.id, outcome, withdrawal.withdraw_id, withdrawal.status)
-        return MISMATCH
+        return Outcome.MISMATCH
     withdrawal.transfer_id = transfer.id
     withdrawal.transfer = json.dumps(transfer.raw, ensure_ascii=False)
-    withdrawal.updated_at = now
     if outcome is None:
         if withdrawal.status == PENDING:
-            withdrawal.status = PROCESSING  # Ping++ accepted it
+            WITHDRAWAL.move(withdrawal, PROCESSING, now)  # Ping++ accepted it
         # While processing, lease_until is when the worker next asks Ping++ about the transfer.
         withdrawal.lease_until = now + RECONCILE_AFTER_MS
         withdrawal.save()
-        return IGNORED
-    withdrawal.status = outcome
+        return Outcome.IGNORED
+    WITHDRAWAL.move(withdrawal, outcome, now)
     if outcome == FAILED:
-        withdrawal.active_month = None  # frees the month
         wallet.book(withdrawal.user_id, withdrawal.amount, wallet.WITHDRAW_REFUND, withdrawal.withdraw_id)
     withdrawal.save()
-    return APPLIED
+    return Outcome.APPLIED
 
 
 @transaction
@@ -230,7 +227,7 @@ def _check_transfer(gateway, withdraw_id):
         log.warning("transfer %s of %s not retrieved: %s", withdrawal.transfer_id, withdraw_id, exc,
                     extra={"fields": {"withdraw_id": withdraw_id, "transfer_id": withdrawal.transfer_id}})
         return "failed"
-    if apply_transfer(transfer) == APPLIED:
+    if apply_transfer(transfer) == Outcome.APPLIED:
         return "settled"
     return None  # still in flight at Ping++: apply_transfer set the next look
 

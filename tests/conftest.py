@@ -24,7 +24,8 @@ from payapi.auth import Authenticator
 from payapi.config import Settings
 from payapi.db import bind, db, open_database
 from payapi.ids import new_id
-from payapi.models import ALL_MODELS, LedgerEntry, Wallet
+from payapi.models import ALL_MODELS, LedgerEntry, Pay, Wallet
+from payapi.views import pay_info_json
 from payapi.sms import FileSms
 from payapi.wsgi import gateway_from
 from tests.fake_pingpp import FakePingpp
@@ -102,6 +103,12 @@ def assert_ledger_balances():
     }, "a wallet balance differs from the sum of its ledger"
 
 
+def assert_pay_info_current():
+    """The fast path's guard: every pay's stored info is what its columns make now."""
+    stale = [p.pay_id for p in Pay.select() if p.info is None or json.loads(p.info) != json.loads(pay_info_json(p))]
+    assert not stale, f"Pay.info is stale for {stale}"
+
+
 @pytest.fixture
 def database(database_url):
     bind(_migrated(database_url))
@@ -109,6 +116,7 @@ def database(database_url):
     yield db
     try:
         assert_ledger_balances()
+        assert_pay_info_current()
     finally:
         for model in ALL_MODELS:
             model.delete().execute()
