@@ -313,47 +313,47 @@ class Answer900(msgspec.Struct, kw_only=True):
     code: Literal[900] = 900
 
 
-class Done(Answer900):
+class Done(Answer900, kw_only=True):
     pass
 
 
-class PayAnswer(Answer900):
+class PayAnswer(Answer900, kw_only=True):
     info: PayInfo
 
 
-class StatusAnswer(Answer900):
+class StatusAnswer(Answer900, kw_only=True):
     status: PayStatus
     client_status: str
 
 
-class WithdrawAnswer(Answer900):
+class WithdrawAnswer(Answer900, kw_only=True):
     withdraw_id: str
 
 
-class AccountAnswer(Answer900):
+class AccountAnswer(Answer900, kw_only=True):
     info: WithdrawAccount
 
 
-class CheckInfoAnswer(Answer900):
+class CheckInfoAnswer(Answer900, kw_only=True):
     passwd: bool
     questions: bool
     withdraw: bool
 
 
-class BalanceAnswer(Answer900):
+class BalanceAnswer(Answer900, kw_only=True):
     info: BalanceInfo
 
 
-class WithdrawsAnswer(Answer900):
+class WithdrawsAnswer(Answer900, kw_only=True):
     list: list[WithdrawalInfo]
     has_more: bool
 
 
-class WebhookAnswer(Answer900):
+class WebhookAnswer(Answer900, kw_only=True):
     result: Outcome
 
 
-class HealthAnswer(Answer900):
+class HealthAnswer(Answer900, kw_only=True):
     db: Literal["ok"] = "ok"
 
 

@@ -13,7 +13,6 @@ import pymysql
 import pytest
 import webtest
 from Crypto.Hash import SHA256
-from Crypto.PublicKey import RSA
 from Crypto.Signature import pkcs1_15
 from peewee_migrate import Router
 from pytest_mysql import factories
@@ -27,8 +26,8 @@ from payapi.ids import new_id
 from payapi.models import ALL_MODELS, LedgerEntry, Pay, Wallet
 from payapi.views import pay_info_json
 from payapi.sms import FileSms
+from payapi.sandbox import Sandbox
 from payapi.wsgi import gateway_from
-from tests.fake_pingpp import FakePingpp
 
 AUTH_SECRETS = ("test-auth-secret-0123456789abcdef0123456789", "test-auth-secret-before-rotation-0123456789")
 SERVICE_KEY = "test-service-key"
@@ -123,17 +122,17 @@ def database(database_url):
 
 
 @pytest.fixture(scope="session")
-def pingpp_keys(tmp_path_factory):
-    """The key pair Ping++ would sign webhooks with; the service gets only the public half."""
-    key = RSA.generate(2048)
-    path = tmp_path_factory.mktemp("pingpp") / "pingpp_public.pem"
-    path.write_bytes(key.publickey().export_key())
-    return key, str(path)
+def pingpp_keys(fake_pingpp_server):
+    """The key pair Ping++ signs webhooks with: the sandbox's; the service gets only the public half."""
+    return fake_pingpp_server.private_key, fake_pingpp_server.public_key_path
 
 
 @pytest.fixture(scope="session")
-def fake_pingpp_server():
-    server = FakePingpp().start()
+def fake_pingpp_server(tmp_path_factory):
+    """The Ping++ sandbox (payapi.sandbox) on a free port, for the whole session; webhooks are sent by
+    the tests themselves (no webhook URL: events are only recorded)."""
+    public_key = tmp_path_factory.mktemp("pingpp") / "pingpp_public.pem"
+    server = Sandbox(public_key_path=str(public_key)).start()
     yield server
     server.stop()
 
