@@ -23,11 +23,13 @@ def migrate(settings):
 
 
 def token(settings, args):
-    from .auth import Authenticator
+    from .auth import Authenticator, usable_phone
     from .ids import is_id
 
     if not is_id(args.user_id):
         sys.exit("USER_ID must be 24 lowercase hex characters")
+    if args.phone is not None and not usable_phone(args.phone):
+        sys.exit("--phone must be 5-20 ASCII digits with an optional leading +")
     print(Authenticator(settings.auth_secrets).mint(args.user_id, phone=args.phone, ttl=args.ttl))
 
 

@@ -47,8 +47,10 @@ class Lockout(BaseModel):
 
     user_id = pw.CharField(24)
     kind = pw.CharField(16)
+    # Comma-separated times (ms) of the wrong attempts, and of those still being checked, within
+    # the last 3 hours (a sliding window); at most five. `failures` is how many there are.
+    failed_at = pw.CharField(100, default="")
     failures = pw.IntegerField(default=0)
-    window_start = pw.BigIntegerField(default=0)
     locked_until = pw.BigIntegerField(default=0)
 
     class Meta:
@@ -105,6 +107,10 @@ class Pay(BaseModel):
     release_at = pw.BigIntegerField(null=True)
     # A closed pay's charge must be closed at Ping++ too; set once Ping++ confirmed it.
     reversed_at = pw.BigIntegerField(null=True)
+    # A phone's "success" report may ask Ping++ about the charge only from then on: claimed with
+    # the pay's row lock, so at most one retrieve per pay is in flight, across workers and hosts.
+    # Not part of `info`, so it may be changed without save().
+    retrieve_after = pw.BigIntegerField(default=0)
     # The pay as the app sees it (seed route 1's `info`), rewritten by every save(): reading a pay
     # is two columns instead of twenty-seven, and PyMySQL spends most of a read parsing the
     # metadata of each column (measured: see README, Performance). Change pays through save().
@@ -136,7 +142,11 @@ INFO_COLUMNS = frozenset(PayInfo.__struct_fields__)
 
 
 class ClientReport(BaseModel):
-    """What the phone's payment SDK showed, with the audit headers; never trusted for money."""
+    """What the phone's payment SDK showed, with the audit headers; never trusted for money.
+
+    One row stands for `times` reports of the same pay: the first at `created_at`, the last at
+    `last_at` (see payments.record_report for which reports are folded into a row).
+    """
 
     pay_id = pw.CharField(24, index=True)
     user_id = pw.CharField(24)
@@ -145,6 +155,8 @@ class ClientReport(BaseModel):
     platform = pw.CharField(32, default="")
     store = pw.CharField(64, default="")
     created_at = pw.BigIntegerField()
+    times = pw.IntegerField(default=1)
+    last_at = pw.BigIntegerField(default=0)
 
 
 class Wallet(BaseModel):

@@ -350,7 +350,9 @@ SECURITY_SCHEMES = {
     "userToken": {
         "type": "apiKey", "in": "header", "name": "auth",
         "description": "An HS256 JWT from the account service: `sub` = user id (24 hex), `exp`, optional `phone` "
-        "(needed for SMS codes). Missing, malformed, badly signed or expired: 901/401.",
+        "(needed for SMS codes: 5-20 ASCII digits, optional leading `+`; any other value counts as no phone). "
+        "30 s of clock skew are allowed on `iat`, `nbf` and `exp`. Missing, malformed, badly signed, expired or "
+        "a non-finite `exp`: 901/401.",
     },
     "serviceKey": {
         "type": "apiKey", "in": "header", "name": "X-Service-Key",

@@ -278,35 +278,82 @@ def settle_charge_before_refund(gateway, refund, settings):
 
 # --- the phone's reports -------------------------------------------------------------------
 
+# A phone's "success" asks Ping++ about the charge at most once per pay in this time, and never
+# while another retrieve for the pay may still be in flight: a phone (or a script with its
+# token) repeating "success" must not turn into a stream of Charge.retrieve on the merchant key.
+RETRIEVE_INTERVAL_MS = 5_000
+# A report identical to the pay's latest row (status and headers) within this time of that
+# row's last report is counted in it (times, last_at) instead of adding a row.
+REPORT_REPEAT_MS = 60_000
+# Beyond this many rows for a pay within an hour, a report is counted in the pay's latest row of
+# the same status (its headers are not kept); only a status not reported before gets a row.
+REPORT_ROWS_PER_HOUR = 20
+
+
+def _store_report(user_id, pay_id, report, audit, now):
+    """Keep the report; repeated reports are counted in an existing row, not stored without bound."""
+    reports = ClientReport.select().where(ClientReport.pay_id == pay_id)
+    latest = reports.order_by(ClientReport.id.desc()).first()
+    seen = (report, audit.client_ip, audit.platform, audit.store)
+    row = None
+    if latest is not None and now - latest.last_at < REPORT_REPEAT_MS and seen == (
+        latest.status, latest.client_ip, latest.platform, latest.store
+    ):
+        row = latest
+    elif reports.where(ClientReport.created_at > now - 3600_000).count() >= REPORT_ROWS_PER_HOUR:
+        row = reports.where(ClientReport.status == report).order_by(ClientReport.id.desc()).first()
+    if row is None:
+        ClientReport.create(
+            pay_id=pay_id, user_id=user_id, status=report, created_at=now, last_at=now,
+            client_ip=audit.client_ip, platform=audit.platform, store=audit.store,
+        )
+    else:
+        ClientReport.update(times=ClientReport.times + 1, last_at=now).where(ClientReport.id == row.id).execute()
+
+
 @transaction
-def _record_report(user_id, pay_id, report, audit):
+def _record_report(user_id, pay_id, report, audit, retrieve_hold_ms):
+    """-> (pay, None or until when this report holds the pay's retrieve claim)."""
     pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
     if pay is None or pay.user_id != user_id:
         raise ApiError(NOT_FOUND, "支付记录不存在")
     now = now_ms()
-    ClientReport.create(
-        pay_id=pay_id, user_id=user_id, status=report, created_at=now,
-        client_ip=audit.client_ip, platform=audit.platform, store=audit.store,
-    )
+    _store_report(user_id, pay_id, report, audit, now)
     pay.client_status = report
     pay.updated_at = now
     if pay.status == PENDING and report in CLOSED_BY_REPORT:
         PAY.move(pay, CLOSED_BY_REPORT[report], now)
+    claimed = None
+    if report == AppReport.SUCCESS and pay.charge_id and PAY.allows(pay, PAID) and pay.retrieve_after <= now:
+        # Claimed under the pay's row lock: no other report (worker, host) asks until then.
+        claimed = pay.retrieve_after = now + retrieve_hold_ms
     pay.save()
-    return pay
+    return pay, claimed
+
+
+def _release_retrieve(pay_id, claimed):
+    """The retrieve is over: the next one may come RETRIEVE_INTERVAL_MS from now, not from the claim's end."""
+    Pay.update(retrieve_after=now_ms() + RETRIEVE_INTERVAL_MS).where(
+        Pay.pay_id == pay_id, Pay.retrieve_after == claimed
+    ).execute()
 
 
 def report_client_status(gateway, settings, user_id, pay_id, report, audit):
     """Record what the phone saw; on "success" ask Ping++ and apply its answer, never the phone's."""
-    pay = _record_report(user_id, pay_id, report, audit)
+    # A retrieve takes at most a connect and a read timeout; the claim outlasts it.
+    hold_ms = int(2 * settings.pingpp_timeout * 1000) + RETRIEVE_INTERVAL_MS
+    pay, claimed = _record_report(user_id, pay_id, report, audit, hold_ms)
     if report in CLOSED_BY_REPORT and pay.status in (CANCEL, FAIL):
         reverse_charge(gateway, settings, pay.pay_id)  # best effort now; the worker retries
-    if report == AppReport.SUCCESS and pay.charge_id and PAY.allows(pay, PAID):
-        try:
-            charge = gateway.retrieve_charge(pay.charge_id)
-        except GatewayError:
-            return  # recorded; the webhook or the worker will settle it
-        apply_charge(charge, settings)
+    if claimed is None:
+        return
+    try:
+        charge = gateway.retrieve_charge(pay.charge_id)
+    except GatewayError:
+        return  # recorded; the webhook, the worker or a later report settles it
+    finally:
+        _release_retrieve(pay_id, claimed)
+    apply_charge(charge, settings)
 
 
 # --- the worker's reconciliation ---------------------------------------------------------------

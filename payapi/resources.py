@@ -11,7 +11,7 @@ import falcon
 
 from . import events, payments, refunds, security, sms, withdrawals
 from .db import db
-from .errors import NOT_ALLOWED, UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
+from .errors import UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
 from .ids import is_id
 from .openapi import operation
 from .shapes import (
@@ -66,7 +66,8 @@ class PayStatus:
     @operation(id="reportPayStatus", summary="Record what the app's payment SDK showed (seed 3).", tag="mobile",
                body=StatusReport, errors={404: None}, example={"status": "success"},
                description="Never marks a pay paid by itself: on `success` the server asks Ping++ and applies its "
-               "answer. While pending, `cancel` → cancel, `invalid` → fail, `fail` leaves it pending.")
+               "answer (at most once per pay every few seconds; a report meanwhile is recorded and answered 900). "
+               "While pending, `cancel` → cancel, `invalid` → fail, `fail` leaves it pending.")
     def on_post(self, req, resp, pay_id, body):
         payments.report_client_status(
             self.gateway, self.settings, req.context.user_id, path_id(pay_id), body.status, audit_of(req)
@@ -131,7 +132,7 @@ class WithdrawInfo:
     @operation(id="setWithdrawAccount", summary="Set the withdraw account with an SMS code (seed 7).", tag="mobile",
                body=WithdrawInfoRequest, example={"smscode": "123123", "type": "alipay", "id": "xxxx", "name": "xxxx"},
                errors={403: "905: the SMS code is wrong, expired, used, or tried 5 times. 910: the token has no "
-                       "phone."},
+                       "usable phone."},
                description="The body is checked before the code; the code is used up only by a successful change.")
     def on_post(self, req, resp, body):
         security.set_withdraw_account(
@@ -153,12 +154,10 @@ class SmsCode:
 
     @operation(id="sendSmsCode", summary="Send a 6-digit code to the token's phone.", tag="mobile",
                body=SmsCodeRequest, example={"purpose": sms.WITHDRAW_INFO},
-               errors={403: "910: the token has no phone.", 429: None, 502: None},
+               errors={403: "910: the token has no usable phone.", 429: None, 502: None},
                description=f"At most 1 per {sms.MIN_INTERVAL_MS // 1000} s and {sms.MAX_PER_DAY} per calendar day "
                "(TIMEZONE) per user, else 906; the code lives 5 minutes.")
     def on_post(self, req, resp, body):
-        if not req.context.phone:
-            raise ApiError(NOT_ALLOWED, "账号未绑定手机号")
         sms.send_code(self.settings, self.sms_backend, req.context.user_id, req.context.phone, body.purpose)
         resp.media = Done()
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 PASSWD = "passwd"
 ANSWERS = "answers"
-MAX_FAILURES = 5
+MAX_FAILURES = 5  # wrong ones within any WINDOW_MS (a sliding window) lock for LOCK_MS
 WINDOW_MS = 3 * 3600 * 1000
 LOCK_MS = 3 * 3600 * 1000
 IN_FLIGHT_WAIT_S = 5.0
@@ -113,20 +113,30 @@ def _answers_secret(answers):
 
 # --- lockout -------------------------------------------------------------------------------
 
+def _recent_failures(row, now):
+    """Times (ms) of the wrong attempts, and those still being checked, within the sliding window."""
+    return [t for t in map(int, filter(None, row.failed_at.split(","))) if now - t < WINDOW_MS]
+
+
+def _keep_failures(row, times):
+    row.failed_at = ",".join(map(str, times))
+    row.failures = len(times)
+
+
 @transaction
 def _start_attempt(user_id, kind):
     """Count the attempt before the slow check, so parallel guesses cannot outrun the limit."""
     now = now_ms()
-    row = lock_row(Lockout, {"failures": 0, "window_start": now}, user_id=user_id, kind=kind)
+    row = lock_row(Lockout, {"failures": 0, "failed_at": ""}, user_id=user_id, kind=kind)
     if row.locked_until > now:
         raise locked(row.locked_until - now)
-    # The window opens at the first failure, not at the last success or the row's creation.
-    if row.locked_until or not row.failures or now - row.window_start > WINDOW_MS:
-        row.failures, row.window_start, row.locked_until = 0, now, 0
-    if row.failures >= MAX_FAILURES:
+    # A lock that has run out has used up the failures that set it (all of them are 3 hours old).
+    times = [] if row.locked_until else _recent_failures(row, now)
+    if len(times) >= MAX_FAILURES:
         # The limit is reached by attempts still being checked; one of them may yet succeed.
         return False
-    row.failures += 1
+    _keep_failures(row, times + [now])
+    row.locked_until = 0
     row.save()
     return True
 
@@ -136,9 +146,13 @@ def _finish_attempt(user_id, kind, ok):
     now = now_ms()
     row = for_update(Lockout.select().where(Lockout.user_id == user_id, Lockout.kind == kind)).get()
     if ok:
-        row.failures, row.window_start, row.locked_until = 0, now, 0
-    elif row.failures >= MAX_FAILURES and row.locked_until <= now:
-        row.locked_until = now + LOCK_MS
+        _keep_failures(row, [])
+        row.locked_until = 0
+    elif row.locked_until <= now:
+        times = _recent_failures(row, now)
+        _keep_failures(row, times)
+        if len(times) >= MAX_FAILURES:  # five within any 3 hours: locked for 3 hours from this one
+            row.locked_until = now + LOCK_MS
     row.save()
     return row.locked_until
 
@@ -208,19 +222,24 @@ def set_pay_password(settings, user_id, passwd, old_passwd=None, answers=None):
 
 @uses_bcrypt
 def set_answers(settings, user_id, answers, passwd=None):
+    """Set or replace the answers; whenever a pay password is set, also the first time, it is asked.
+
+    Otherwise a stolen token could set answers and then use them to replace the pay password.
+    """
     profile = profile_of(user_id)
     current = profile.answers_hash if profile else None
-    if current and profile.passwd_hash:
+    passwd_hash = profile.passwd_hash if profile else None
+    if passwd_hash:
         if passwd is None:
-            raise ApiError(NOT_ALLOWED, "修改密保问题需要支付密码")
-        check_secret(user_id, PASSWD, passwd, profile.passwd_hash)
+            raise ApiError(NOT_ALLOWED, "设置密保问题需要支付密码")
+        check_secret(user_id, PASSWD, passwd, passwd_hash)
     hashed = hash_secret(_answers_secret(answers), settings.bcrypt_rounds)
-    _update_profile(user_id, {"answers_hash": current}, answers_hash=hashed)
+    # Also unchanged since the check: a pay password set meanwhile was not asked for.
+    _update_profile(user_id, {"answers_hash": current, "passwd_hash": passwd_hash}, answers_hash=hashed)
 
 
 def set_withdraw_account(settings, user_id, phone, smscode, account_type, account_id, account_name):
-    if not phone:
-        raise ApiError(NOT_ALLOWED, "账号未绑定手机号")
+    sms.require_phone(phone)
 
     def save_account():
         _update_profile(

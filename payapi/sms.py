@@ -11,7 +11,7 @@ import threading
 
 from .clock import UTC, day_start, next_day_start, now_ms
 from .db import for_update, lock_row, transaction
-from .errors import PROVIDER_FAILED, SECRET_REJECTED, ApiError, locked
+from .errors import NOT_ALLOWED, PROVIDER_FAILED, SECRET_REJECTED, ApiError, locked
 from .models import Profile, SmsCode
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,14 @@ def _issue(settings, user_id, phone, purpose):
     return code
 
 
+def require_phone(phone):
+    """910 unless the token carried a usable phone (auth.usable_phone: an unusable claim is None)."""
+    if not phone:
+        raise ApiError(NOT_ALLOWED, "账号未绑定可用的手机号")
+
+
 def send_code(settings, backend, user_id, phone, purpose):
+    require_phone(phone)
     code = _issue(settings, user_id, phone, purpose)
     try:
         backend.send(phone, code, purpose, TEMPLATES[purpose].format(code=code))

@@ -12,7 +12,7 @@ import pytest
 import webtest
 
 from payapi.app import create_app
-from payapi.auth import Authenticator
+from payapi.auth import LEEWAY_S, Authenticator
 from payapi.ids import new_id
 from payapi.sms import FileSms
 from tests.conftest import AUTH_SECRETS
@@ -91,15 +91,78 @@ def test_token_with_another_algorithm_is_901(app):
 
 
 def test_expired_token_is_901(app):
-    token = claims_token({"sub": new_id(), "exp": int(time.time()) - 1})
+    # 30 s of clock skew are allowed (LEEWAY_S): expired 31 s ago is expired.
+    token = claims_token({"sub": new_id(), "exp": int(time.time()) - 31})
     assert_unauthenticated(get(app, CHECK_INFO, token=token))
+
+
+def test_token_expired_within_the_clock_skew_leeway_is_accepted(app, time_machine):
+    time_machine.move_to(time.time(), tick=False)
+    token = claims_token({"sub": new_id(), "exp": int(time.time()) - 29})
+    assert_envelope(get(app, CHECK_INFO, token=token), 900, 200)
 
 
 def test_token_expires_while_in_use(app, user, time_machine):
     time_machine.move_to(time.time(), tick=False)
     assert_envelope(user.get(CHECK_INFO), 900, 200)  # verified and cached
-    time_machine.shift(3601)
+    time_machine.shift(3600 + LEEWAY_S - 1)
+    assert_envelope(user.get(CHECK_INFO), 900, 200)
+    time_machine.shift(2)
     assert_unauthenticated(user.get(CHECK_INFO))
+
+
+@pytest.mark.parametrize("claim", ["iat", "nbf"])
+def test_token_from_a_clock_a_second_ahead_is_accepted(app, claim, time_machine):
+    time_machine.move_to(time.time(), tick=False)
+    now = int(time.time())
+    token = claims_token({"sub": new_id(), "exp": now + 600, claim: now + 1})
+    assert_envelope(get(app, CHECK_INFO, token=token), 900, 200)
+
+
+@pytest.mark.parametrize("claim", ["iat", "nbf"])
+def test_token_not_yet_valid_is_901_and_accepted_once_its_time_comes(app, claim, time_machine):
+    time_machine.move_to(time.time(), tick=False)
+    now = int(time.time())
+    token = claims_token({"sub": new_id(), "exp": now + 600, claim: now + 60})
+    assert_unauthenticated(get(app, CHECK_INFO, token=token))
+    assert_unauthenticated(get(app, CHECK_INFO, token=token))
+    time_machine.shift(60 - LEEWAY_S)  # the rejection was not cached
+    assert_envelope(get(app, CHECK_INFO, token=token), 900, 200)
+
+
+def raw_claims_token(payload_json):
+    """A token whose payload is this exact JSON text (Infinity, NaN, 1e999: what json.dumps will not write)."""
+    return jwt.api_jws.encode(payload_json.encode(), AUTH_SECRETS[0], algorithm="HS256")
+
+
+ABSURD_CLAIMS = [
+    '"exp": Infinity', '"exp": -Infinity', '"exp": NaN', '"exp": 1e999', '"exp": -1e999',
+    '"exp": 1' + "0" * 400, '"exp": "4102444800"', '"exp": true', '"exp": null', '"exp": [4102444800]',
+    '"exp": {"t": 4102444800}', '"exp": 4102444800, "iat": Infinity', '"exp": 4102444800, "iat": NaN',
+    '"exp": 4102444800, "nbf": Infinity', '"exp": 4102444800, "nbf": NaN', '"exp": 4102444800, "nbf": [1]',
+    '"exp": 4102444800, "iat": {"a": 1}', '"exp": 4102444800, "nbf": 1e999', '"exp": 4102444800, "iat": "soon"',
+]
+
+
+@pytest.mark.parametrize("claims", ABSURD_CLAIMS)
+def test_token_with_a_non_finite_or_absurd_time_claim_is_901(app, claims):
+    token = raw_claims_token('{"sub": "%s", %s}' % (new_id(), claims))
+    assert_unauthenticated(get(app, CHECK_INFO, token=token))
+    assert_unauthenticated(get(app, CHECK_INFO, token=token))
+
+
+@pytest.mark.parametrize("sub", ["1", "123456789012345678901234", "[]", "{}", "null", "true", "NaN"])
+def test_token_whose_sub_is_not_a_string_is_901(app, sub):
+    token = raw_claims_token('{"sub": %s, "exp": 4102444800}' % sub)
+    assert_unauthenticated(get(app, CHECK_INFO, token=token))
+
+
+def test_token_with_a_float_exp_is_accepted_until_then(app, time_machine):
+    time_machine.move_to(time.time(), tick=False)
+    token = raw_claims_token('{"sub": "%s", "exp": %s}' % (new_id(), time.time() + 60.5))
+    assert_envelope(get(app, CHECK_INFO, token=token), 900, 200)
+    time_machine.shift(60 + LEEWAY_S + 1)
+    assert_unauthenticated(get(app, CHECK_INFO, token=token))
 
 
 def test_token_without_exp_is_901(app):
@@ -172,6 +235,15 @@ def test_cli_refuses_a_user_id_that_is_not_24_hex():
     env = {**os.environ, "AUTH_SECRET": AUTH_SECRETS[0]}
     done = subprocess.run(
         [sys.executable, "-m", "payapi", "token", "alice"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0 and done.stdout == ""
+
+
+def test_cli_refuses_a_phone_the_service_would_not_use():
+    env = {**os.environ, "AUTH_SECRET": AUTH_SECRETS[0]}
+    done = subprocess.run(
+        [sys.executable, "-m", "payapi", "token", new_id(), "--phone", "138 0013 8000"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode != 0 and done.stdout == ""
 

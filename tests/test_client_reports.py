@@ -1,11 +1,18 @@
 """Route 3, POST /rest/pay/{pay_id}/status: what the phone saw is recorded, never trusted for money."""
 
 import dataclasses
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import webtest
 
+from payapi.app import create_app
 from payapi.ids import new_id
 from payapi.models import ClientReport, Pay, Wallet
+from payapi.payments import REPORT_REPEAT_MS, REPORT_ROWS_PER_HOUR, RETRIEVE_INTERVAL_MS
+from payapi.sms import FileSms
+from payapi.wsgi import gateway_from
 from tests.conftest import balance_of, ledger_of, money_moved
 
 
@@ -138,8 +145,9 @@ def test_a_closing_report_on_a_charge_ping_plus_plus_says_is_paid_makes_the_pay_
 
 @pytest.mark.parametrize("failure", ["500", "hang"])
 def test_success_is_recorded_and_answered_900_when_ping_plus_plus_is_unreachable(
-    payer, pay_in, fake_pingpp, settings, failure
+    payer, pay_in, fake_pingpp, settings, failure, time_machine
 ):
+    time_machine.move_to(time.time())
     info = pay_in("pending")
     fake_pingpp.mark_paid(info["charge"]["id"])
     if failure == "hang":
@@ -151,7 +159,8 @@ def test_success_is_recorded_and_answered_900_when_ping_plus_plus_is_unreachable
     assert shown == {"code": 900, "status": "pending", "client_status": "success"}
     assert [r.status for r in ClientReport.select()] == ["success"]
     assert not money_moved()
-    # Once Ping++ answers again, the next report settles it.
+    # Once Ping++ answers again, the next report a few seconds later settles it.
+    time_machine.shift(RETRIEVE_INTERVAL_MS / 1000)
     assert report(payer, info["pay_id"], "success").json == {"code": 900}
     assert Pay.get_by_id(info["pay_id"]).status == "paid"
 
@@ -220,3 +229,114 @@ def test_a_report_without_auth_is_401(app, pay_in):
 def test_a_report_on_a_malformed_pay_id_is_904(payer):
     response = report(payer, "576b69ae7ce1fd7004cc828", "cancel")
     assert (response.status_int, response.json["code"]) == (400, 904)
+
+
+# --- repeated reports: Ping++ asked once per few seconds, rows counted, not multiplied ---------
+
+def report_from(app, user, pay_id, status, client="1.2.3.4"):
+    """A report with the user's token and a given `client` header (the phone's IP as it sees it)."""
+    return app.post(
+        f"/rest/pay/{pay_id}/status", f'{{"status": "{status}"}}'.encode(),
+        headers={"auth": user.token, "client": client, "platform": "android", "channel": "TencentAPP"},
+        content_type="application/json", expect_errors=True,
+    )
+
+
+def rows_of(pay_id):
+    rows = ClientReport.select().where(ClientReport.pay_id == pay_id).order_by(ClientReport.id)
+    return [(r.status, r.client_ip, r.times) for r in rows]
+
+
+@pytest.fixture
+def frozen(time_machine):
+    time_machine.move_to(time.time(), tick=False)
+    return time_machine
+
+
+def test_two_hundred_success_reports_in_a_second_ask_ping_plus_plus_once_and_keep_one_row(payer, pay_in, fake_pingpp, frozen):
+    info = pay_in("pending")
+    for _ in range(200):
+        assert report(payer, info["pay_id"], "success").json == {"code": 900}
+        frozen.shift(0.004)
+    assert len(retrievals(fake_pingpp, info["charge"]["id"])) == 1
+    [row] = ClientReport.select().where(ClientReport.pay_id == info["pay_id"])
+    assert (row.status, row.times, row.last_at - row.created_at) == ("success", 200, 199 * 4)
+
+
+def test_a_success_report_asks_ping_plus_plus_again_only_after_a_few_seconds(payer, pay_in, fake_pingpp, frozen):
+    info = pay_in("pending")
+    report(payer, info["pay_id"], "success")
+    frozen.shift(RETRIEVE_INTERVAL_MS / 1000 - 0.001)
+    report(payer, info["pay_id"], "success")
+    assert len(retrievals(fake_pingpp, info["charge"]["id"])) == 1
+    frozen.shift(0.001)
+    fake_pingpp.mark_paid(info["charge"]["id"])
+    report(payer, info["pay_id"], "success")
+    assert len(retrievals(fake_pingpp, info["charge"]["id"])) == 2
+    assert Pay.get_by_id(info["pay_id"]).status == "paid"
+
+
+def test_no_second_retrieve_while_one_is_still_in_flight(payer, pay_in, fake_pingpp, settings, frozen):
+    info = pay_in("pending")
+    # Ping++ gets 2 s here: the first report is surely still waiting while the second comes.
+    patient = dataclasses.replace(settings, pingpp_timeout=2.0)
+    patient_app = webtest.TestApp(create_app(patient, gateway_from(patient), FileSms(patient.sms_file)))
+    fake_pingpp.hang_next(patient.pingpp_timeout + 1)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(
+            patient_app.post_json, f"/rest/pay/{info['pay_id']}/status", {"status": "success"}, headers=payer.headers
+        )
+        deadline = time.monotonic() + 5
+        while not retrievals(fake_pingpp, info["charge"]["id"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        frozen.shift(RETRIEVE_INTERVAL_MS / 1000 + 0.5)  # longer than the interval, but it is still waiting
+        assert report(payer, info["pay_id"], "success").json == {"code": 900}
+        assert first.result(timeout=10).json == {"code": 900}  # Ping++ timed out: recorded, 900
+    assert len(retrievals(fake_pingpp, info["charge"]["id"])) == 1
+    # The next one may ask a few seconds after the first ended.
+    report(payer, info["pay_id"], "success")
+    assert len(retrievals(fake_pingpp, info["charge"]["id"])) == 1
+    frozen.shift(RETRIEVE_INTERVAL_MS / 1000)
+    report(payer, info["pay_id"], "success")
+    assert len(retrievals(fake_pingpp, info["charge"]["id"])) == 2
+
+
+def test_identical_reports_are_counted_in_one_row_while_they_keep_coming_within_a_minute(app, payer, pay_in, frozen):
+    info = pay_in("pending")
+    for _ in range(3):
+        report_from(app, payer, info["pay_id"], "fail")
+        frozen.shift(REPORT_REPEAT_MS / 1000 - 1)  # each within a minute of the one before
+    assert rows_of(info["pay_id"]) == [("fail", "1.2.3.4", 3)]
+    frozen.shift(1)  # now a minute after the last one
+    report_from(app, payer, info["pay_id"], "fail")
+    assert rows_of(info["pay_id"]) == [("fail", "1.2.3.4", 3), ("fail", "1.2.3.4", 1)]
+
+
+def test_a_report_that_differs_from_the_latest_row_gets_its_own_row(app, payer, pay_in, frozen):
+    info = pay_in("pending")
+    for status, client in [("fail", "1.1.1.1"), ("fail", "2.2.2.2"), ("success", "2.2.2.2"), ("fail", "2.2.2.2")]:
+        report_from(app, payer, info["pay_id"], status, client)
+    assert rows_of(info["pay_id"]) == [
+        ("fail", "1.1.1.1", 1), ("fail", "2.2.2.2", 1), ("success", "2.2.2.2", 1), ("fail", "2.2.2.2", 1)
+    ]
+    row = ClientReport.select().order_by(ClientReport.id.desc()).first()
+    assert row.created_at == row.last_at
+
+
+def test_beyond_the_hourly_rows_of_a_pay_reports_are_counted_in_the_latest_row_of_their_status(app, payer, pay_in, frozen):
+    info = pay_in("pending")
+    for i in range(REPORT_ROWS_PER_HOUR):  # a client that changes its headers every time
+        report_from(app, payer, info["pay_id"], "fail" if i % 2 else "success", client=f"10.0.0.{i}")
+    for i in range(50):
+        report_from(app, payer, info["pay_id"], "fail", client=f"10.0.1.{i}")
+    report_from(app, payer, info["pay_id"], "success", client="10.0.2.1")
+    report_from(app, payer, info["pay_id"], "cancel", client="10.0.2.2")  # a status not seen before
+    rows = rows_of(info["pay_id"])
+    assert len(rows) == REPORT_ROWS_PER_HOUR + 1
+    assert rows[-3:] == [("success", f"10.0.0.{REPORT_ROWS_PER_HOUR - 2}", 2),
+                         ("fail", f"10.0.0.{REPORT_ROWS_PER_HOUR - 1}", 51), ("cancel", "10.0.2.2", 1)]
+    assert sum(times for _, _, times in rows) == REPORT_ROWS_PER_HOUR + 52
+    assert Pay.get_by_id(info["pay_id"]).client_status == "cancel"
+    frozen.shift(3600)  # an hour later, rows come again
+    report_from(app, payer, info["pay_id"], "fail", client="10.0.3.1")
+    assert rows_of(info["pay_id"])[-1] == ("fail", "10.0.3.1", 1)

@@ -12,7 +12,8 @@ from collections import Counter
 
 import pytest
 
-from payapi.models import Event, Lockout, Pay, SmsCode, Wallet, Withdrawal
+from payapi.models import ClientReport, Event, Lockout, Pay, SmsCode, Wallet, Withdrawal
+from payapi.payments import RETRIEVE_INTERVAL_MS
 from tests.conftest import SERVICE_KEY, _migrated, assert_books_balance, event, ledger_of
 from tests.live_server import LiveServer, paid_charge, parallel
 
@@ -218,4 +219,26 @@ def test_parallel_refund_requests_never_refund_more_than_was_paid(server, fake_p
     assert sum(a.body["refund"]["amount"] for a in answers if a.code == 900) == 9000
     assert balance_of(info["expert_id"]) == 10_000 - 9_000
     assert Pay.get_by_id(info["pay_id"]).amount_refunded == 9000
+    assert_books_balance()
+
+
+
+def test_parallel_success_reports_ask_ping_plus_plus_once_and_keep_one_row(server, fake_pingpp):
+    payer = server.user()
+    created = server.internal_pay(userID=payer.id)
+    assert created.code == 900, created
+    pay_id, charge_id = created.body["info"]["pay_id"], created.body["info"]["charge"]["id"]
+
+    started = time.monotonic()
+    answers = burst(server, 40, lambda i: payer.post(f"/rest/pay/{pay_id}/status", {"status": "success"}))
+    took = time.monotonic() - started
+
+    no_5xx(answers)
+    assert [a.code for a in answers] == [900] * 40, answers
+    retrieves = [r for r in fake_pingpp.requests if r[:2] == ("GET", f"/v1/charges/{charge_id}")]
+    # One per pay and per RETRIEVE_INTERVAL_MS (a burst on a loaded machine may outlast one).
+    assert 1 <= len(retrieves) <= 1 + int(took * 1000 // RETRIEVE_INTERVAL_MS), (len(retrieves), took)
+    rows = list(ClientReport.select().where(ClientReport.pay_id == pay_id))
+    assert [(r.status, r.times) for r in rows] == [("success", 40)]
+    assert Pay.get_by_id(pay_id).status == "pending"
     assert_books_balance()

@@ -89,6 +89,46 @@ def test_pay_info_migration_fills_in_pays_written_before_it(empty_database_url):
         database.close()
 
 
+def test_hardening_migration_keeps_failures_as_times_and_old_reports_as_single_ones(empty_database_url):
+    from peewee_migrate import Router
+
+    from payapi.__main__ import MIGRATIONS
+    from payapi.db import open_database
+
+    database = open_database(empty_database_url)
+    router = Router(database, migrate_dir=MIGRATIONS)
+    router.run("002_pay_info")
+    counting, locked = new_id(), new_id()
+    database.execute_sql(
+        "INSERT INTO lockout (user_id, kind, failures, window_start, locked_until) VALUES ({0}), ({0})".format(
+            ", ".join([database.param] * 5)
+        ),
+        (counting, "passwd", 3, 1_466_657_198_190, 0, locked, "answers", 5, 1_466_657_000_000, 1_466_667_000_000),
+    )
+    database.execute_sql(
+        "INSERT INTO client_report (pay_id, user_id, status, client_ip, platform, store, created_at) "
+        "VALUES ({})".format(", ".join([database.param] * 7)),
+        (new_id(), counting, "success", "1.2.3.4", "ios", "AppStore", 1_466_657_198_190),
+    )
+    router.run()
+    try:
+        reports = database.execute_sql("SELECT status, times, created_at, last_at FROM client_report").fetchall()
+        assert [tuple(r) for r in reports] == [("success", 1, 1_466_657_198_190, 1_466_657_198_190)]
+        rows = database.execute_sql("SELECT user_id, failed_at, failures, locked_until FROM lockout").fetchall()
+        assert sorted(rows) == sorted([
+            (counting, "1466657198190,1466657198190,1466657198190", 3, 0),
+            (locked, ",".join(["1466657000000"] * 5), 5, 1_466_667_000_000),
+        ])
+        if isinstance(database, peewee.MySQLDatabase):
+            cursor = database.execute_sql(
+                "SELECT COLLATION_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'lockout' AND COLUMN_NAME = 'failed_at'"
+            )
+            assert cursor.fetchone() == ("utf8mb4_bin",)
+    finally:
+        database.close()
+
+
 def test_transaction_runs_again_after_a_deadlock(database):
     calls = []
 

@@ -117,7 +117,7 @@ def test_any_post_body_gets_a_documented_envelope_and_never_a_5xx(route, make_us
     # (except where it would leave only the rate limit to fuzz) a withdraw account.
     pay_id = order_service(userID=user.id).json["info"]["pay_id"]
     user.post("/rest/pay/passwd", {"passwd": "right"})
-    user.post("/rest/pay/question", {"answer1": "a", "answer2": "b", "answer3": "c"})
+    user.post("/rest/pay/question", {"answer1": "a", "answer2": "b", "answer3": "c", "passwd": "right"})
     if route != "/rest/pay/smscode":
         user.post("/rest/pay/smscode", {})
         user.post("/rest/pay/withdrawInfo", {"smscode": user.last_sms_code(), "id": "acct", "name": "张三"})

@@ -8,7 +8,7 @@ import webtest
 from payapi.app import create_app
 from payapi.auth import Authenticator
 from payapi.db import db
-from payapi.models import Lockout, Profile
+from payapi.models import Lockout, Profile, Withdrawal
 from payapi.security import secret_matches
 from payapi.sms import FileSms
 
@@ -57,6 +57,12 @@ def set_passwd(user, passwd="pw-1", **extra):
     return user.post(PASSWD, {"passwd": passwd, **extra})
 
 
+def set_answers(user, passwd=None, answers=ANSWERS):
+    """The security answers, with the pay password when one is set (route 6 asks for it)."""
+    body = answers if passwd is None else {**answers, "passwd": passwd}
+    return assert_code(user.post(QUESTION, body), 900, 200)
+
+
 def set_account(user, account_id="alipay-user@example.com", name="张三", **extra):
     assert code_of(user.post("/rest/pay/smscode", {})) == 900
     return user.post(WITHDRAW_INFO, {"smscode": user.last_sms_code(), "id": account_id, "name": name, **extra})
@@ -100,14 +106,14 @@ def test_changing_pay_password_with_a_wrong_old_one_is_905_and_changes_nothing(u
 
 def test_changing_pay_password_with_the_right_answers_works(user):
     set_passwd(user, "first")
-    assert_code(user.post(QUESTION, ANSWERS), 900, 200)
+    assert_code(user.post(QUESTION, {**ANSWERS, "passwd": "first"}), 900, 200)
     assert_code(set_passwd(user, "second", **ANSWERS), 900, 200)
     assert_code(set_passwd(user, "third", old_passwd="second"), 900, 200)
 
 
 def test_changing_pay_password_with_wrong_answers_is_905(user):
     set_passwd(user, "first")
-    user.post(QUESTION, ANSWERS)
+    set_answers(user, "first")
     before = profile(user).passwd_hash
     assert_code(set_passwd(user, "second", **WRONG_ANSWERS), 905, 403)
     assert profile(user).passwd_hash == before
@@ -116,7 +122,7 @@ def test_changing_pay_password_with_wrong_answers_is_905(user):
 @pytest.mark.parametrize("given", [("answer1",), ("answer1", "answer3"), ("answer2", "answer3")])
 def test_one_or_two_answers_are_904(user, given):
     set_passwd(user, "first")
-    user.post(QUESTION, ANSWERS)
+    set_answers(user, "first")
     assert_code(set_passwd(user, "second", **{k: ANSWERS[k] for k in given}), 904, 400)
     assert_code(set_passwd(user, "third", old_passwd="first"), 900, 200)
 
@@ -129,7 +135,7 @@ def test_answers_when_none_were_ever_set_are_910(user):
 
 def test_old_passwd_is_the_one_checked_when_both_proofs_are_given(user):
     set_passwd(user, "first")
-    user.post(QUESTION, ANSWERS)
+    set_answers(user, "first")
     assert_code(set_passwd(user, "second", old_passwd="wrong", **ANSWERS), 905, 403)
     assert_code(set_passwd(user, "second", old_passwd="first", **WRONG_ANSWERS), 900, 200)
 
@@ -193,7 +199,7 @@ def test_answer_of_64_characters_after_trimming_is_accepted(user):
 
 def test_answers_compare_after_nfkc_trimming_and_case_folding(user):
     set_passwd(user, "first")
-    assert_code(user.post(QUESTION, {"answer1": "  Ａｂc ", "answer2": "STRASSE", "answer3": "ﬁsh"}), 900, 200)
+    assert_code(user.post(QUESTION, {"answer1": "  Ａｂc ", "answer2": "STRASSE", "answer3": "ﬁsh", "passwd": "first"}), 900, 200)
     assert_code(set_passwd(user, "second", answer1="abc", answer2="straße", answer3=" FISH"), 900, 200)
 
 
@@ -204,14 +210,36 @@ def test_answers_are_stored_as_a_hash(user):
     assert not any(answer in stored for answer in ANSWERS.values())
 
 
-def test_first_answers_need_no_password_even_when_one_is_set(user):
+def test_first_answers_need_the_pay_password_when_one_is_set(user):
+    # API.md route 6 (changed): also the first answers need the pay password once one is set.
     set_passwd(user, "first")
-    assert_code(user.post(QUESTION, ANSWERS), 900, 200)
+    assert_code(user.post(QUESTION, ANSWERS), 910, 403)
+    assert_code(user.post(QUESTION, {**ANSWERS, "passwd": "wrong"}), 905, 403)
+    assert user.get(CHECK_INFO).json["questions"] is False
+    assert_code(user.post(QUESTION, {**ANSWERS, "passwd": "first"}), 900, 200)
+    assert user.get(CHECK_INFO).json["questions"] is True
+
+
+def test_a_stolen_token_cannot_replace_the_pay_password_through_first_answers(make_user, pay_expert):
+    victim = make_user()
+    assert_code(set_passwd(victim, "victims-secret"), 900, 200)
+    assert_code(set_account(victim), 900, 200)
+    pay_expert(victim.id, 50_000)
+    thief = victim  # the same token, in other hands; the thief does not know the pay password
+
+    assert_code(thief.post(QUESTION, ANSWERS), 910, 403)
+    assert_code(set_passwd(thief, "thiefs-secret", **ANSWERS), 910, 403)
+    assert_code(thief.post(WITHDRAW, {"passwd": "thiefs-secret", "amount": "50000"}), 905, 403)
+
+    assert profile(victim).answers_hash is None
+    assert secret_matches("victims-secret", profile(victim).passwd_hash)
+    assert victim.get("/rest/pay/balance").json["info"]["balance"] == 50_000
+    assert Withdrawal.select().count() == 0
 
 
 def test_replacing_answers_without_the_pay_password_is_910(user):
     set_passwd(user, "first")
-    user.post(QUESTION, ANSWERS)
+    set_answers(user, "first")
     before = profile(user).answers_hash
     assert_code(user.post(QUESTION, WRONG_ANSWERS), 910, 403)
     assert profile(user).answers_hash == before
@@ -219,7 +247,7 @@ def test_replacing_answers_without_the_pay_password_is_910(user):
 
 def test_replacing_answers_with_a_wrong_pay_password_is_905(user):
     set_passwd(user, "first")
-    user.post(QUESTION, ANSWERS)
+    set_answers(user, "first")
     before = profile(user).answers_hash
     assert_code(user.post(QUESTION, {**WRONG_ANSWERS, "passwd": "second"}), 905, 403)
     assert profile(user).answers_hash == before
@@ -227,7 +255,7 @@ def test_replacing_answers_with_a_wrong_pay_password_is_905(user):
 
 def test_replacing_answers_with_the_right_pay_password_makes_the_new_answers_count(user):
     set_passwd(user, "first")
-    user.post(QUESTION, ANSWERS)
+    set_answers(user, "first")
     new = {"answer1": "one", "answer2": "two", "answer3": "three"}
     assert_code(user.post(QUESTION, {**new, "passwd": "first"}), 900, 200)
     assert_code(set_passwd(user, "second", **ANSWERS), 905, 403)
@@ -324,7 +352,7 @@ def test_check_info_reflects_each_setting_as_it_is_made(user):
     assert user.get(CHECK_INFO).json == {"code": 900, "passwd": False, "questions": False, "withdraw": False}
     set_passwd(user, "first")
     assert user.get(CHECK_INFO).json == {"code": 900, "passwd": True, "questions": False, "withdraw": False}
-    user.post(QUESTION, ANSWERS)
+    set_answers(user, "first")
     assert user.get(CHECK_INFO).json == {"code": 900, "passwd": True, "questions": True, "withdraw": False}
     set_account(user)
     assert user.get(CHECK_INFO).json == {"code": 900, "passwd": True, "questions": True, "withdraw": True}
@@ -411,9 +439,64 @@ def test_five_wrong_passwords_within_three_hours_lock_however_long_ago_the_last_
     assert_locked(wrong_passwd(traveller, 1)[0], THREE_HOURS)
 
 
+def wrong_answers(user, n):
+    return [set_passwd(user, "new", **WRONG_ANSWERS) for _ in range(n)]
+
+
+WRONG = {"passwd": wrong_passwd, "answers": wrong_answers}
+
+
+@pytest.mark.parametrize("kind", ["passwd", "answers"])
+def test_five_wrong_across_the_old_fixed_window_edge_lock(traveller, clock, kind):
+    # The old window opened at the first wrong attempt and started again 3 hours later, so three
+    # wrong ones just before that edge and four just after (seven in two seconds) never locked.
+    set_passwd(traveller, "right")
+    set_answers(traveller, "right")
+    assert_code(WRONG[kind](traveller, 1)[0], 905, 403)
+    clock.shift(THREE_HOURS - 1)
+    for response in WRONG[kind](traveller, 3):
+        assert_code(response, 905, 403)
+    clock.shift(2)  # the first one has left the last 3 hours; the other three have not
+    assert_code(WRONG[kind](traveller, 1)[0], 905, 403)
+    assert_locked(WRONG[kind](traveller, 1)[0], THREE_HOURS)
+
+
+@pytest.mark.parametrize("kind", ["passwd", "answers"])
+def test_the_window_slides_over_spread_out_wrong_attempts(traveller, clock, kind):
+    set_passwd(traveller, "right")
+    set_answers(traveller, "right")
+    for _ in range(4):  # at 0:00, 0:50, 1:40, 2:30
+        assert_code(WRONG[kind](traveller, 1)[0], 905, 403)
+        clock.shift(50 * 60)
+    # 3:20: the one at 0:00 has left the window, four remain.
+    assert_code(WRONG[kind](traveller, 1)[0], 905, 403)
+    clock.shift(10 * 60)
+    # 3:30: 0:50, 1:40, 2:30, 3:20 and this one are five within 3 hours.
+    assert_locked(WRONG[kind](traveller, 1)[0], THREE_HOURS)
+
+
+def test_wrong_passwords_an_hour_apart_forever_never_lock(traveller, clock):
+    set_passwd(traveller, "right")
+    for _ in range(12):  # never more than three within any 3 hours
+        assert_code(wrong_passwd(traveller, 1)[0], 905, 403)
+        clock.shift(3600)
+    assert_code(set_passwd(traveller, "right2", old_passwd="right"), 900, 200)
+
+
+def test_a_right_password_forgets_the_wrong_ones_in_the_window(traveller, clock):
+    set_passwd(traveller, "right")
+    wrong_passwd(traveller, 4)
+    clock.shift(60)
+    assert_code(set_passwd(traveller, "right", old_passwd="right"), 900, 200)
+    clock.shift(60)
+    for response in wrong_passwd(traveller, 4):
+        assert_code(response, 905, 403)
+    assert_locked(wrong_passwd(traveller, 1)[0], THREE_HOURS)
+
+
 def test_wrong_passwords_on_routes_4_5_and_6_count_together(traveller):
     set_passwd(traveller, "right")
-    traveller.post(QUESTION, ANSWERS)
+    set_answers(traveller, "right")
     assert_code(set_account(traveller), 900, 200)
     for response in wrong_passwd(traveller, 2, PASSWD) + wrong_passwd(traveller, 1, QUESTION):
         assert_code(response, 905, 403)
@@ -443,7 +526,7 @@ def test_right_password_on_withdraw_resets_the_count(traveller):
 
 def test_wrong_answers_have_their_own_counter(traveller):
     set_passwd(traveller, "right")
-    traveller.post(QUESTION, ANSWERS)
+    set_answers(traveller, "right")
     for _ in range(4):
         assert_code(set_passwd(traveller, "new", **WRONG_ANSWERS), 905, 403)
     assert_locked(set_passwd(traveller, "new", **WRONG_ANSWERS), THREE_HOURS)
@@ -454,7 +537,7 @@ def test_wrong_answers_have_their_own_counter(traveller):
 
 def test_locked_pay_password_can_be_replaced_with_the_answers_but_the_lock_stays(traveller, clock):
     set_passwd(traveller, "right")
-    traveller.post(QUESTION, ANSWERS)
+    set_answers(traveller, "right")
     wrong_passwd(traveller, 5)
     assert_code(set_passwd(traveller, "fresh", **ANSWERS), 900, 200)
     assert secret_matches("fresh", profile(traveller).passwd_hash)
@@ -466,7 +549,7 @@ def test_locked_pay_password_can_be_replaced_with_the_answers_but_the_lock_stays
 
 def test_right_answers_reset_their_count(traveller):
     set_passwd(traveller, "right")
-    traveller.post(QUESTION, ANSWERS)
+    set_answers(traveller, "right")
     for _ in range(4):
         set_passwd(traveller, "new", **WRONG_ANSWERS)
     assert_code(set_passwd(traveller, "p2", **ANSWERS), 900, 200)
@@ -505,7 +588,7 @@ def test_no_secret_is_stored_in_clear_anywhere_in_the_database(traveller, clock)
     passwd, new_passwd = "Clear-Pay-Passwd-1f9e", "Clear-Pay-Passwd-2b7c"
     answers = {"answer1": "Zebra Crossing 42", "answer2": "Quokka Island", "answer3": "Narwhal Tusk"}
     assert_code(set_passwd(traveller, passwd), 900, 200)
-    assert_code(traveller.post(QUESTION, answers), 900, 200)
+    assert_code(traveller.post(QUESTION, {**answers, "passwd": passwd}), 900, 200)
     assert_code(set_passwd(traveller, new_passwd, old_passwd=passwd), 900, 200)
     assert_code(traveller.post("/rest/pay/smscode", {}), 900, 200)
     code = traveller.last_sms_code()

@@ -3,9 +3,11 @@
 import datetime
 import re
 
+import jwt
 import pytest
 
 from payapi.models import Profile, SmsCode
+from tests.conftest import AUTH_SECRETS
 
 SMSCODE = "/rest/pay/smscode"
 WITHDRAW_INFO = "/rest/pay/withdrawInfo"
@@ -84,6 +86,38 @@ def test_token_without_phone_claim_is_910_and_sends_nothing(traveller):
     remint(traveller, phone=None)
     assert_code(traveller.post(SMSCODE, {}), 910, 403)
     assert codes_of(traveller) == []
+
+
+def with_phone_claim(user, phone):
+    """The user's token with any JSON value as its phone claim, as a buggy account service might mint it."""
+    user.token = jwt.encode({"sub": user.id, "exp": int(START.timestamp()) + 86400, "phone": phone}, AUTH_SECRETS[0])
+    return user
+
+
+UNUSABLE_PHONES = [
+    "1" * 33, "1" * 21, "+" + "1" * 21, "1" * 1000, "1234", "+", "", "++13800138000", "138 0013 8000",
+    "13800138000\n", "+86-138-0013-8000", "１３８００１３８０００", "١٣٨٠٠١٣٨٠٠٠", "电话" * 20, "13800138000\u0000",
+    13800138000, 1.5, True, ["13800138000"], {"number": "13800138000"},
+]
+
+
+@pytest.mark.parametrize("phone", UNUSABLE_PHONES, ids=lambda p: repr(p)[:24])
+def test_an_unusable_phone_claim_is_no_phone_910_on_both_routes_never_999(traveller, phone):
+    with_phone_claim(traveller, phone)
+    assert_code(traveller.get("/rest/pay/checkInfo"), 900, 200)  # the token itself is fine
+    assert assert_code(traveller.post(SMSCODE, {}), 910, 403)["msg"] == "账号未绑定可用的手机号"
+    assert codes_of(traveller) == []
+    assert_code(submit(traveller, "123456"), 910, 403)
+    assert account_of(traveller) == NO_ACCOUNT
+
+
+@pytest.mark.parametrize("phone", ["13800138000", "+8613800138000", "12345", "1" * 20, "+" + "9" * 20])
+def test_a_usable_phone_claim_gets_its_code(traveller, phone):
+    traveller.phone = phone
+    with_phone_claim(traveller, phone)
+    assert_code(traveller.post(SMSCODE, {}), 900, 200)
+    assert [row.phone for row in codes_of(traveller)] == [phone]
+    assert_code(submit(traveller, traveller.last_sms_code()), 900, 200)
 
 
 def test_code_is_stored_only_as_a_hash(traveller):
