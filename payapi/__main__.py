@@ -1,5 +1,5 @@
 """python -m payapi migrate | token USER_ID [--phone P] [--ttl S] | worker [--once] | withdrawals [list|show ID]
-| dev | sandbox [pay|transfer|refund|fault|list ...]"""
+| books check | reconcile [--date D] | dev | sandbox [pay|transfer|refund|fault|list ...]"""
 
 import argparse
 import json
@@ -67,6 +67,49 @@ def withdrawals_command(settings, args):
         print(f"{w.withdraw_id:24}  {w.status:10}  {w.amount:>10}  {w.attempts:>8}  {iso(w.created_at):24}  {w.last_error}")
 
 
+def books_command(settings, args):
+    """books check: exit 1 (and say why) if any entry or the book is unbalanced, or a wallet disagrees."""
+    from . import books
+
+    bind(open_database(settings.database_url))
+    problems = books.check()
+    totals = books.trial_balance()
+    for account in totals["accounts"]:
+        print(f"{account['account']:48}  debits {account['debits']:>14}  credits {account['credits']:>14}")
+    print(f"{'total':48}  debits {totals['debits']:>14}  credits {totals['credits']:>14}")
+    for problem in problems:
+        print(f"PROBLEM: {problem}", file=sys.stderr)
+    sys.exit(1 if problems else 0)
+
+
+def iso_date(text):
+    import datetime
+
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def reconcile_command(settings, args):
+    """reconcile [--date D]: exit 0 when nothing remains different, 1 otherwise."""
+    from . import logs, reconciliation
+    from .wsgi import gateway_from
+
+    logs.configure()
+    bind(open_database(settings.database_url))
+    date = args.date or reconciliation.yesterday(settings.tz)
+    row = reconciliation.reconcile(settings, gateway_from(settings), date)
+    healed, differences = json.loads(row.healed), json.loads(row.differences)
+    print(f"reconciliation {row.reconciliation_id} of {row.date}: {row.status} "
+          f"({len(healed)} healed, {len(differences)} different)")
+    for item in healed:
+        print("healed:", json.dumps(item, ensure_ascii=False))
+    for item in differences:
+        print("different:", json.dumps(item, ensure_ascii=False))
+    sys.exit(1 if differences else 0)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["dev"] or argv[:1] == ["sandbox"]:
@@ -89,6 +132,10 @@ def main(argv=None):
     p = sub.add_parser("withdrawals", help="withdrawals in flight")
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     p.add_argument("id", nargs="?")
+    p = sub.add_parser("books", help="the trial balance; exit 1 if the books do not balance")
+    p.add_argument("action", choices=["check"])
+    p = sub.add_parser("reconcile", help="compare a day with Ping++ (default: yesterday in TIMEZONE)")
+    p.add_argument("--date", type=iso_date)
     sub.add_parser("dev", help="sandbox, web app and worker on this machine, for a newcomer (Ctrl-C stops)")
     sub.add_parser("sandbox", help="a local Ping++: serve it, or pay, settle and break things in a running one")
     args = parser.parse_args(argv)
@@ -102,6 +149,10 @@ def main(argv=None):
         worker(settings, args)
     elif args.command == "withdrawals":
         withdrawals_command(settings, args)
+    elif args.command == "books":
+        books_command(settings, args)
+    elif args.command == "reconcile":
+        reconcile_command(settings, args)
 
 
 if __name__ == "__main__":

@@ -222,6 +222,24 @@ class PingppGateway:
         page = self._call("list refunds", pingpp.Charge.list_refunds, charge_id, limit=100)
         return [refund_from(raw) for raw in page.get("data", [])]
 
+    def _each(self, what, resource, created_gte, created_lt, convert):
+        """Every object of a list created in [created_gte, created_lt) (Unix seconds), paging as Ping++ does."""
+        params = {"app": {"id": self.app_id}, "limit": 100, "created": {"gte": created_gte, "lt": created_lt}}
+        while True:
+            page = self._call(what, resource.list, **params)
+            data = page.get("data") or []
+            for raw in data:
+                yield convert(raw)
+            if not page.get("has_more") or not data:
+                return
+            params["starting_after"] = data[-1]["id"]
+
+    def list_charges(self, created_gte, created_lt):
+        return self._each("list charges", pingpp.Charge, created_gte, created_lt, charge_from)
+
+    def list_transfers(self, created_gte, created_lt):
+        return self._each("list transfers", pingpp.Transfer, created_gte, created_lt, transfer_from)
+
     def create_transfer(self, request: TransferRequest) -> Transfer:
         params = {
             "order_no": request.order_no,

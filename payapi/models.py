@@ -257,6 +257,17 @@ class IdempotencyKey(BaseModel):
         indexes = ((("scope", "key"), True),)
 
 
+class Reconciliation(BaseModel):
+    """One comparison of a day's records with Ping++'s: what was healed, what still differs."""
+
+    reconciliation_id = pw.CharField(24, primary_key=True)
+    date = pw.CharField(10, index=True)  # YYYY-MM-DD in TIMEZONE
+    status = pw.CharField(16)  # clean, healed, different
+    healed = LongTextField()  # JSON list
+    differences = LongTextField()  # JSON list
+    created_at = pw.BigIntegerField()
+
+
 class Withdrawal(BaseModel):
     withdraw_id = pw.CharField(24, primary_key=True)
     user_id = pw.CharField(24, index=True)
@@ -299,5 +310,5 @@ class Event(BaseModel):
 
 ALL_MODELS = [
     Profile, Lockout, SmsCode, Pay, ClientReport, Wallet, JournalEntry, Posting, Refund, Notification, IdempotencyKey,
-    Withdrawal, Event,
+    Withdrawal, Event, Reconciliation,
 ]

@@ -8,7 +8,7 @@ import logging
 import signal
 import threading
 
-from . import idempotency, notifications, payments, refunds, withdrawals
+from . import idempotency, notifications, payments, reconciliation, refunds, withdrawals
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ def run_once(settings, gateway, notify=True):
         "payouts": lambda: withdrawals.run_payouts(gateway),
         "transfers": lambda: withdrawals.reconcile_transfers(gateway),
         "idempotency_keys": lambda: {"forgotten": idempotency.forget_expired()},
+        "reconciliation": lambda: reconciliation.daily(settings, gateway),
     }
     if notify and settings.notify_url:
         passes["notifications"] = lambda: {"attempted": _deliver_due(settings)}
