@@ -26,7 +26,7 @@ from .db import db, transaction
 from .ids import new_id
 from .lifecycles import NOTIFICATION, NotificationStatus
 from .models import Notification, Pay, Refund, Withdrawal
-from .shapes import Notice, PayNoticeData, WithdrawalNoticeData
+from .shapes import PayNotice, PayNoticeData, WithdrawalNotice, WithdrawalNoticeData
 from .views import pay_info, refund_info, withdrawal_info
 
 log = logging.getLogger(__name__)
@@ -40,22 +40,23 @@ LEASE_MS = 15_000  # longer than an attempt can take (5 s): a dispatcher that di
 
 # --- writing (inside the transaction of the change) ------------------------------------------------
 
-def _data(record):
+def _notice(record):
+    """(the notice shape, its data) for a record."""
     if isinstance(record, Pay):
-        return PayNoticeData(pay=pay_info(record))
+        return PayNotice, PayNoticeData(pay=pay_info(record))
     if isinstance(record, Refund):
-        return PayNoticeData(pay=pay_info(Pay.get_by_id(record.pay_id)), refund=refund_info(record))
+        return PayNotice, PayNoticeData(pay=pay_info(Pay.get_by_id(record.pay_id)), refund=refund_info(record))
     if isinstance(record, Withdrawal):
-        return WithdrawalNoticeData(withdrawal=withdrawal_info(record), user_id=record.user_id)
+        return WithdrawalNotice, WithdrawalNoticeData(withdrawal=withdrawal_info(record), user_id=record.user_id)
     raise TypeError(f"no notification for {type(record).__name__}")
 
 
 def write(record, types):
     """Put one message per type into the outbox; the caller's transaction commits them with the change."""
     now = now_ms()
-    data = _data(record)
+    notice, data = _notice(record)
     for notice_type in types:
-        body = msgspec.json.encode(Notice(type=notice_type, timestamp=iso(record.updated_at), data=data)).decode()
+        body = msgspec.json.encode(notice(type=notice_type, timestamp=iso(record.updated_at), data=data)).decode()
         message = Notification(
             message_id=f"msg_{new_id()}", type=notice_type, subject_id=record._pk, payload=body,
             give_up_at=now + GIVE_UP_AFTER_MS,

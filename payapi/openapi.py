@@ -268,7 +268,7 @@ def _operations(routes):
 
 def _schemas(codec, ops):
     """-> ({shape: its schema (a $ref or an inline union)}, components)."""
-    shapes_used = {shapes.Failure}
+    shapes_used = {shapes.Failure, shapes.PayNotice, shapes.WithdrawalNotice}
     for op in ops:
         shapes_used |= {s for s in (op.answer, op.body, op.query) if s is not None}
     ordered = sorted(shapes_used, key=repr)
@@ -336,6 +336,7 @@ def document(settings, codec, routes):
             {"name": "operations", "description": "For load balancers and tooling."},
         ],
         "paths": paths,
+        "webhooks": WEBHOOKS,
         "components": {
             "securitySchemes": SECURITY_SCHEMES,
             "headers": HEADERS,
@@ -345,6 +346,31 @@ def document(settings, codec, routes):
         },
     }
 
+
+# What payapi sends the order service (NOTIFY_URL), per the Standard Webhooks specification.
+WEBHOOKS = {
+    "orderServiceNotification": {
+        "post": {
+            "operationId": "notifyOrderService",
+            "summary": "A pay was paid or closed, a refund succeeded or failed, a withdrawal succeeded or failed.",
+            "description": "Sent to NOTIFY_URL, at least once (dedupe by `webhook-id`, keep the newest `updatedAt`). "
+            "Verify it with any Standard Webhooks library and NOTIFY_SECRET. Any non-2xx or no answer within 5 s "
+            "is retried (5 s doubling, at most an hour apart) for 24 hours.",
+            "parameters": [
+                {"name": "webhook-id", "in": "header", "required": True, "schema": {"type": "string"},
+                 "description": "The message's id: the same on every attempt."},
+                {"name": "webhook-timestamp", "in": "header", "required": True,
+                 "schema": {"type": "string", "pattern": "^[0-9]+$"}, "description": "Unix seconds of this attempt."},
+                {"name": "webhook-signature", "in": "header", "required": True, "schema": {"type": "string"},
+                 "description": "`v1,` + base64 HMAC-SHA256 of `{id}.{timestamp}.{body}` under the whsec_ secret."},
+            ],
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": {"oneOf": [
+                                _ref("schemas", "PayNotice"), _ref("schemas", "WithdrawalNotice")]}}}},
+            "responses": {"200": {"description": "Any 2xx acknowledges the message."}},
+        }
+    }
+}
 
 SECURITY_SCHEMES = {
     "userToken": {

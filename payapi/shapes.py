@@ -397,13 +397,20 @@ class WithdrawalNoticeData(msgspec.Struct, kw_only=True):
     user_id: str
 
 
-class Notice(msgspec.Struct, kw_only=True):
-    """What payapi POSTs to NOTIFY_URL (signed per Standard Webhooks)."""
+class PayNotice(msgspec.Struct, kw_only=True):
+    """What payapi POSTs to NOTIFY_URL about a pay or its refund (signed per Standard Webhooks)."""
 
-    type: Literal["pay.paid", "pay.closed", "refund.succeeded", "refund.failed", "withdrawal.succeeded",
-                  "withdrawal.failed"]
+    type: Literal["pay.paid", "pay.closed", "refund.succeeded", "refund.failed"]
     timestamp: str  # when the change happened (ISO-8601 UTC)
-    data: PayNoticeData | WithdrawalNoticeData
+    data: PayNoticeData
+
+
+class WithdrawalNotice(msgspec.Struct, kw_only=True):
+    """What payapi POSTs to NOTIFY_URL about a withdrawal (signed per Standard Webhooks)."""
+
+    type: Literal["withdrawal.succeeded", "withdrawal.failed"]
+    timestamp: str
+    data: WithdrawalNoticeData
 
 
 class Failure(msgspec.Struct, kw_only=True, omit_defaults=True):
