@@ -154,6 +154,27 @@ def settings(database_url, fake_pingpp, pingpp_keys, tmp_path):
     )
 
 
+def process_env(settings, **extra):
+    """The environment a payapi process (command, worker, gunicorn) gets for these settings: production mode, complete."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYAPI_", "PINGPP_", "JAWSDB_", "CLEARDB_"))}
+    env.update(
+        PAYAPI_ENV="production",
+        DATABASE_URL=settings.database_url,
+        AUTH_SECRET=",".join(settings.auth_secrets),
+        SERVICE_KEY=settings.service_key,
+        PINGPP_API_KEY=settings.pingpp_api_key,
+        PINGPP_APP_ID=settings.pingpp_app_id,
+        PINGPP_API_BASE=settings.pingpp_api_base,
+        PINGPP_PUBLIC_KEY_PATH=settings.pingpp_public_key_path,
+        PINGPP_TIMEOUT=str(settings.pingpp_timeout),
+        SMS_BACKEND=settings.sms_backend,
+        SMS_FILE=settings.sms_file,
+        BCRYPT_ROUNDS=str(settings.bcrypt_rounds),
+    )
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
 @pytest.fixture
 def gateway(settings):
     return gateway_from(settings)
