@@ -327,20 +327,21 @@ class MariaDB:
 # --- seeding ------------------------------------------------------------------------------------
 
 def make_keys(tmp):
-    from Crypto.PublicKey import RSA
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
-    key = RSA.generate(2048)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path = os.path.join(tmp, "pingpp_public.pem")
     with open(path, "wb") as f:
-        f.write(key.publickey().export_key())
+        f.write(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return key, path
 
 
 def sign(key, raw):
-    from Crypto.Hash import SHA256
-    from Crypto.Signature import pkcs1_15
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
 
-    return base64.b64encode(pkcs1_15.new(key).sign(SHA256.new(raw))).decode()
+    return base64.b64encode(key.sign(raw, padding.PKCS1v15(), hashes.SHA256())).decode()
 
 
 def charge_object(pay_id, amount, paid, created):

@@ -115,29 +115,25 @@ def open_database(url):
             lock_type="IMMEDIATE",
         )
     params = mysql_params(url)
-    _remember_password(params.get("password"))
     # peewee's MySQLDatabase already uses utf8mb4 and autocommit outside transactions.
     return MySQLDatabase(params.pop("database"), connect_timeout=5, read_timeout=30, write_timeout=30, **params)
 
 
-_passwords = set()
+def describe_error(exc, database=None):
+    """`OperationalError 1045: Access denied ...`: the class, the server's number and message.
 
-
-def _remember_password(password):
-    if password:
-        _passwords.add(password.decode("utf-8"))
-
-
-def describe_error(exc):
-    """`OperationalError 1045: Access denied ...`: the class, the server's number and message, no password."""
+    Servers do not echo passwords, but should one appear (the database's own, plain or
+    percent-encoded), it is masked.
+    """
     number = _error_number(exc)
     args = getattr(exc, "args", ())
     message = str(args[1]) if len(args) > 1 else str(exc)
-    for password in _passwords:
-        message = message.replace(password, "***")
-        quoted = urllib.parse.quote(password, safe="")
-        if quoted != password:
-            message = message.replace(quoted, "***")
+    password = getattr(database, "connect_params", {}).get("password") if database is not None else None
+    if isinstance(password, bytes):
+        password = password.decode("utf-8", "replace")
+    if password and len(password) >= 4:
+        for form in {password, urllib.parse.quote(password, safe="")}:
+            message = message.replace(form, "***")
     return f"{type(exc).__name__} {number}: {message}" if number is not None else f"{type(exc).__name__}: {message}"
 
 

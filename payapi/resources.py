@@ -1,14 +1,19 @@
 """One Falcon resource per documented route. They do HTTP only: read, call the domain, answer."""
 
+import logging
+import threading
+
 import falcon
 
 from . import events, openapi, payments, security, sms, withdrawals
-from .db import db
+from .db import db, describe_error
 from .errors import INVALID, NOT_ALLOWED, OK, UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
 from .gateway import CHANNELS
 from .ids import is_id
 from .validate import choice, fen, object_id, parse_json_object, read_body, text, whole_number
 from .views import withdrawal_info
+
+log = logging.getLogger(__name__)
 
 SECRET_MAX = 128  # the app sends its own hash of the pay password: an opaque string
 
@@ -227,16 +232,34 @@ class InternalPay:
 
 
 class Health:
+    """`/healthz`; why the database is unreachable is logged once per distinct cause, not per probe."""
+
     auth = None
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._down_because = None  # the last cause logged, until the database answers again
 
     def on_get(self, req, resp):
         try:
             db.execute_sql("SELECT 1")
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - any failure means "down"; the log says which
+            self._note(describe_error(exc, db.obj))
             resp.status = falcon.HTTP_503
             resp.media = {"code": UNEXPECTED, "msg": "数据库不可用", "db": "down"}
             return
+        self._note(None)
         ok(resp, db="ok")
+
+    def _note(self, cause):
+        with self._lock:
+            if cause == self._down_because:
+                return
+            before, self._down_because = self._down_because, cause
+        if cause is not None:
+            log.error("database unreachable: %s", cause, extra={"fields": {"cause": cause}})
+        elif before is not None:
+            log.info("database reachable again")
 
 
 class OpenApi:

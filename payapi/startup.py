@@ -160,7 +160,7 @@ def check_tables(what, settings, database, exit_code=1):
         database.connect(reuse_if_open=True)
         rows = text_columns(database, tables)
     except Exception as exc:  # noqa: BLE001 - any failure to look is reported, not fatal
-        log.warning("%s could not check table character sets: %s", what, describe_error(exc))
+        log.warning("%s could not check table character sets: %s", what, describe_error(exc, database))
         return
     finally:
         if was_closed:
