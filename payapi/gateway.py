@@ -205,7 +205,9 @@ def _ping_message(exc):
     if isinstance(error, dict) and error.get("message"):
         return str(error["message"])[:300]
     if isinstance(exc, pingpp.error.APIConnectionError) and getattr(exc, "_message", None):
-        return str(exc._message).splitlines()[0][:300]
+        # The SDK's text is a paragraph of advice, then "(Network error: <what requests said>)".
+        text = str(exc._message)
+        return (text[text.index("(Network error: "):] if "(Network error: " in text else text.splitlines()[0])[:300]
     status = getattr(exc, "http_status", None)
     return f"HTTP {status}" if status else type(exc).__name__
 

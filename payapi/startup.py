@@ -167,12 +167,15 @@ def check_tables(what, settings, database, exit_code=1):
             database.close()
     if not rows:
         return  # SQLite, or not migrated yet
-    narrow = [f"{t}.{c}" if c else t for t, c, charset, _ in rows if charset != "utf8mb4"]
+    narrow = {}
+    for table, _, charset, _ in rows:
+        if charset != "utf8mb4":
+            narrow.setdefault(table, set()).add(charset)
     if narrow:
-        shown = ", ".join(narrow[:12]) + (f" and {len(narrow) - 12} more" if len(narrow) > 12 else "")
+        shown = ", ".join(f"{table} ({', '.join(sorted(charsets))})" for table, charsets in sorted(narrow.items()))
         refuse(
             what, settings.env,
-            [f"tables cannot hold 4-byte characters (emoji, rare CJK): {shown} are not utf8mb4; "
+            [f"tables cannot hold 4-byte characters (emoji, rare CJK), they are not utf8mb4: {shown}; "
              "run `python -m payapi migrate`"],
             exit_code,
         )
