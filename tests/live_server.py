@@ -58,6 +58,7 @@ class LiveServer:
         self.workers = workers
         self.env = dict(os.environ)
         self.env.update(
+            PAYAPI_ENV="production",  # a complete production configuration: what the tests exercise
             PORT=str(self.port),
             WEB_CONCURRENCY=str(workers),
             DATABASE_URL=database_url,
