@@ -30,6 +30,8 @@ def on_starting(server):
 
     Exiting here stops gunicorn (a worker that refused would be forked again and again).
     """
+    if getattr(server.app, "app_uri", wsgi_app) != wsgi_app:
+        return  # another app under this configuration (the benchmark's bare falcon app)
     from payapi.startup import check_serving
 
     check_serving("web")

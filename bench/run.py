@@ -681,8 +681,9 @@ def bench_database(kind, args, tmp, key, bare_port, bare_proc):
         log_path = os.path.join(work, "gunicorn.log")
         result["gunicorn_log"] = log_path
         server_env = {
-            **env, "AUTH_SECRET": auth_secret, "PINGPP_PUBLIC_KEY_PATH": key[1], "BCRYPT_ROUNDS": BCRYPT_ROUNDS,
-            "SMS_BACKEND": "file", "SMS_FILE": sms_file,
+            **env, "PAYAPI_ENV": "production", "AUTH_SECRET": auth_secret, "SERVICE_KEY": secrets.token_urlsafe(32),
+            "PINGPP_API_KEY": "sk_test_bench", "PINGPP_APP_ID": "app_bench", "PINGPP_PUBLIC_KEY_PATH": key[1],
+            "BCRYPT_ROUNDS": BCRYPT_ROUNDS, "SMS_BACKEND": "file", "SMS_FILE": sms_file,
         }
         proc, port = start_gunicorn(server_env, log_path)
         base = f"http://127.0.0.1:{port}"

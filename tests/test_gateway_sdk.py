@@ -15,12 +15,11 @@ import threading
 import wsgiref.simple_server
 
 import certifi
-import pingpp
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from payapi.gateway import ChargeRequest, GatewayError, PingppGateway, TransferRequest
+from payapi.gateway import ChargeRequest, GatewayError, PingppGateway, TransferRequest, pingpp  # after its shims
 from tests.conftest import SERVICE_KEY, new_rsa_key, pay_request, private_pem
 
 ACCOUNT_ID, ACCOUNT_NAME = "alipay-account@example.cn", "张三丰"
