@@ -205,7 +205,10 @@ def test_gunicorn_without_our_config_file_stops_when_its_workers_refuse(complete
         ["--bind", f"127.0.0.1:{free_port()}", "--workers", "2", "--no-control-socket", "payapi.wsgi:application"],
         env, tmp_path,  # not the repository: no gunicorn.conf.py is read
     )
-    assert code == 3, out[-3000:]  # gunicorn's "worker failed to boot"
+    # 3 is gunicorn's "worker failed to boot"; when both workers refuse at once, gunicorn 27 may
+    # trip over the second while halting and exit 1 with a traceback. Either way it stopped.
+    assert code in (1, 3), out[-3000:]
+    assert "Worker failed to boot" in out
     assert time.monotonic() - started < 40
     assert out.count("Booting worker") <= 2, out[-3000:]
     refusals_ = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"CRITICAL"' in line]
