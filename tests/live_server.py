@@ -246,3 +246,23 @@ def paid_charge(server, fake, private_key=None, **fields):
         answer = server.deliver(private_key, event("charge.succeeded", charge))
         assert answer.status == 200 and answer.body["result"] == "applied", answer
     return info, charge
+
+
+def run_gunicorn(args, env, cwd, timeout=45):
+    """gunicorn that is expected to stop by itself (a refusal): -> (exit status, its output).
+
+    A test fails if it is still running after timeout (then it is killed).
+    """
+    import pytest
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", *args], cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"gunicorn did not stop by itself within {timeout}s:\n{out[-3000:]}")
+    return proc.returncode, out

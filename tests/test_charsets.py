@@ -23,6 +23,7 @@ from payapi.models import Event, LedgerEntry
 from payapi.sms import FileSms
 from payapi.wsgi import gateway_from
 from tests.conftest import SERVICE_KEY, assert_ledger_balances, event, pay_request, process_env, sign
+from tests.live_server import free_port, run_gunicorn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMOJI_SUBJECT = "预约😀咨询"
@@ -154,17 +155,25 @@ def test_emoji_and_chinese_round_trip_on_a_database_created_with_a_narrow_defaul
     assert LedgerEntry.select().where(LedgerEntry.reference.startswith("ch_")).count() == 3
 
 
-@pytest.mark.only_db("mariadb")
-def test_the_worker_refuses_tables_that_cannot_hold_four_byte_characters(request, settings, bound_to):
-    url = narrow_database_url(request, "utf8mb3")
-    bound_to(url)
-    Router(db.obj, migrate_dir=MIGRATIONS).run("002_pay_info")  # as before 003 existed
-    done = run("worker", dataclasses.replace(settings, database_url=url), "--once")
-    assert done.returncode == 1 and done.stdout == ""
-    refusals = [json.loads(line) for line in done.stderr.splitlines() if '"CRITICAL"' in line]
-    (line,) = refusals
+def narrow_refusal(output):
+    (line,) = [json.loads(line) for line in output.splitlines() if '"CRITICAL"' in line]
     assert "cannot hold 4-byte characters" in line["msg"] and "pay (utf8mb3)" in line["msg"], line
     assert "python -m payapi migrate" in line["msg"]
 
+
+@pytest.mark.only_db("mariadb")
+def test_web_and_worker_refuse_tables_that_cannot_hold_four_byte_characters(request, settings, bound_to, tmp_path):
+    url = narrow_database_url(request, "utf8mb3")
+    bound_to(url)
+    Router(db.obj, migrate_dir=MIGRATIONS).run("002_pay_info")  # as before 003 existed
+    narrow = dataclasses.replace(settings, database_url=url)
+    done = run("worker", narrow, "--once")
+    assert done.returncode == 1 and done.stdout == ""
+    narrow_refusal(done.stderr)
+    env = process_env(narrow, PORT=free_port(), WEB_CONCURRENCY=1, HOME=tmp_path)
+    code, out = run_gunicorn(["-c", "gunicorn.conf.py", "--no-control-socket"], env, ROOT)
+    assert code != 0 and "Booting worker" not in out
+    narrow_refusal(out)
+
     Router(db.obj, migrate_dir=MIGRATIONS).run()
-    assert run("worker", dataclasses.replace(settings, database_url=url), "--once").returncode == 0
+    assert run("worker", narrow, "--once").returncode == 0

@@ -5,7 +5,6 @@ with what a newcomer has, and says so.
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 from payapi.config import DEVELOPMENT_SECRET, Settings
 from payapi.startup import MIGRATE, SERVE, TOKEN, problems
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY, new_rsa_key, private_pem, public_pem
-from tests.live_server import free_port
+from tests.live_server import free_port, run_gunicorn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRONG = "s" * 32
@@ -170,25 +169,10 @@ def test_token_refuses_the_development_secret_in_production():
     assert "public development secret" in line["msg"]
 
 
-def gunicorn(args, env, cwd, timeout=45):
-    """Run gunicorn until it exits by itself (or kill it after timeout); -> (exit code, output)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", *args], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"gunicorn did not stop by itself within {timeout}s:\n{out[-3000:]}")
-    return proc.returncode, out
-
-
 def test_gunicorn_refuses_in_the_master_with_one_json_line_and_boots_no_worker(complete, tmp_path):
     config = {k: v for k, v in complete.items() if k not in ("PINGPP_API_KEY", "SMS_BACKEND")}
     env = clean_env({**config, "PORT": str(free_port()), "WEB_CONCURRENCY": "2", "HOME": str(tmp_path)})
-    code, out = gunicorn(["-c", "gunicorn.conf.py", "--no-control-socket"], env, ROOT)
+    code, out = run_gunicorn(["-c", "gunicorn.conf.py", "--no-control-socket"], env, ROOT)
     assert code != 0
     lines = lines_of(out)  # gunicorn's own lines are JSON too
     (refusal,) = [r for r in lines if r["level"] == "CRITICAL"]
@@ -201,7 +185,7 @@ def test_gunicorn_without_our_config_file_stops_when_its_workers_refuse(complete
     config = {k: v for k, v in complete.items() if k != "AUTH_SECRET"}
     env = clean_env({**config, "HOME": str(tmp_path)})
     started = time.monotonic()
-    code, out = gunicorn(
+    code, out = run_gunicorn(
         ["--bind", f"127.0.0.1:{free_port()}", "--workers", "2", "--no-control-socket", "payapi.wsgi:application"],
         env, tmp_path,  # not the repository: no gunicorn.conf.py is read
     )
