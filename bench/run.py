@@ -326,22 +326,15 @@ class MariaDB:
 
 # --- seeding ------------------------------------------------------------------------------------
 
-def make_keys(tmp):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = os.path.join(tmp, "pingpp_public.pem")
-    with open(path, "wb") as f:
-        f.write(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    return key, path
+BENCH_APP_ID = "app_1Gqj58ynP0mHeX1q"
 
 
-def sign(key, raw):
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
+def start_sandbox(tmp):
+    """The Ping++ sandbox (payapi.sandbox) in this process: its key signs the benchmark's webhook, and
+    whatever Ping++ call payapi makes goes to it, never to the real Ping++."""
+    from payapi.sandbox import Sandbox
 
-    return base64.b64encode(key.sign(raw, padding.PKCS1v15(), hashes.SHA256())).decode()
+    return Sandbox(public_key_path=os.path.join(tmp, "pingpp_public.pem")).start()
 
 
 def charge_object(pay_id, amount, paid, created):
@@ -355,8 +348,8 @@ def charge_object(pay_id, amount, paid, created):
         '&sign="' + base64.b64encode(os.urandom(96)).decode() + '"&sign_type="RSA"'
     )
     return {
-        "id": charge_id, "object": "charge", "created": created, "livemode": True, "paid": paid,
-        "refunded": False, "reversed": False, "app": "app_1Gqj58ynP0mHeX1q", "channel": "alipay",
+        "id": charge_id, "object": "charge", "created": created, "livemode": False, "paid": paid,
+        "refunded": False, "reversed": False, "app": BENCH_APP_ID, "channel": "alipay",
         "order_no": pay_id, "client_ip": "1.2.3.4", "amount": amount, "amount_settle": amount,
         "currency": "cny", "subject": "支付预约订单_2016-06-23", "body": "预约专家咨询 60 分钟", "extra": {},
         "time_paid": created + 30 if paid else None, "time_expire": created + 86400, "time_settle": None,
@@ -421,7 +414,7 @@ def seed_rows(database_url, pool_size):
     return s
 
 
-def seed_http(base, seed, key, auth_secret, sms_file):
+def seed_http(base, seed, sandbox, auth_secret, sms_file):
     """The rest through the real API: pay password, withdraw account (SMS code), first webhook delivery."""
     from payapi.auth import Authenticator
 
@@ -443,14 +436,8 @@ def seed_http(base, seed, key, auth_secret, sms_file):
                                                {"smscode": code, "type": "alipay", "id": "13800138000", "name": "张三"},
                                                headers))
     paid = dict(seed["charge"], paid=True, time_paid=int(time.time()), transaction_no="2016062321001004" + secrets.token_hex(6))
-    event = {
-        "id": "evt_" + secrets.token_hex(12), "created": int(time.time()), "livemode": True,
-        "type": "charge.succeeded", "data": {"object": paid}, "object": "event", "pending_webhooks": 0,
-        "request": "iar_" + secrets.token_hex(12),
-    }
-    raw = json.dumps(event, ensure_ascii=False).encode()
-    seed["event_raw"], seed["event_signature"] = raw, sign(key, raw)
-    first = expect("first webhook delivery", *http("POST", base + "/rest/pay/webhook", raw,
+    seed["event_raw"], seed["event_signature"] = sandbox.signed_event("charge.succeeded", paid)
+    first = expect("first webhook delivery", *http("POST", base + "/rest/pay/webhook", seed["event_raw"],
                                                    {"X-Pingplusplus-Signature": seed["event_signature"],
                                                     "Content-Type": "application/json"}))
     if first.get("result") != "applied":
@@ -648,7 +635,7 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def bench_database(kind, args, tmp, key, bare_port, bare_proc):
+def bench_database(kind, args, tmp, sandbox, bare_port, bare_proc):
     work = os.path.join(tmp, kind)
     os.makedirs(work)
     mariadb = None
@@ -682,8 +669,10 @@ def bench_database(kind, args, tmp, key, bare_port, bare_proc):
         result["gunicorn_log"] = log_path
         server_env = {
             **env, "PAYAPI_ENV": "production", "AUTH_SECRET": auth_secret, "SERVICE_KEY": secrets.token_urlsafe(32),
-            "PINGPP_API_KEY": "sk_test_bench", "PINGPP_APP_ID": "app_bench", "PINGPP_PUBLIC_KEY_PATH": key[1],
-            "BCRYPT_ROUNDS": BCRYPT_ROUNDS, "SMS_BACKEND": "file", "SMS_FILE": sms_file,
+            "PINGPP_PUBLIC_KEY_PATH": sandbox.public_key_path,
+            "PINGPP_API_BASE": sandbox.url, "PINGPP_API_KEY": "sk_test_payapi_bench", "PINGPP_APP_ID": BENCH_APP_ID,
+            "BCRYPT_ROUNDS": BCRYPT_ROUNDS,
+            "SMS_BACKEND": "file", "SMS_FILE": sms_file,
         }
         proc, port = start_gunicorn(server_env, log_path)
         base = f"http://127.0.0.1:{port}"
@@ -693,7 +682,7 @@ def bench_database(kind, args, tmp, key, bare_port, bare_proc):
             shlex.join(gunicorn_cmd(port)) + " 2>>gunicorn.log"
         wait_http(base + "/healthz", proc, log_path)
         log(f"{kind}: payapi up on {base} (master pid {proc.pid}); seeding through the API")
-        seed_http(base, seed, key[0], auth_secret, sms_file)
+        seed_http(base, seed, sandbox, auth_secret, sms_file)
         result["checks"] = check_endpoints(base, seed)
         specs = endpoint_specs(work, seed, args)
         passwd_log = PasswdLog(log_path)
@@ -932,7 +921,7 @@ def main(argv=None):
     results = []
     bare_proc = None
     try:
-        key = make_keys(tmp)
+        sandbox = start_sandbox(tmp)
         bare_log = os.path.join(tmp, "bare-gunicorn.log")
         bare_proc, bare_port = start_gunicorn({}, bare_log, app="bench.bare_app:app")
         wait_http(f"http://127.0.0.1:{bare_port}/rest/pay/{'0' * 24}", bare_proc, bare_log)
@@ -941,7 +930,7 @@ def main(argv=None):
         log(f"bare falcon up on 127.0.0.1:{bare_port} (master pid {bare_proc.pid})")
         for kind in dbs:
             try:
-                results.append(bench_database(kind, args, tmp, key, bare_port, bare_proc))
+                results.append(bench_database(kind, args, tmp, sandbox, bare_port, bare_proc))
             except (Exception, subprocess.TimeoutExpired) as exc:  # report it, go on with the next database
                 log(f"{kind}: FAILED: {exc}\n{traceback.format_exc()}")
                 results.append({"database": kind, "error": f"{type(exc).__name__}: {exc}",

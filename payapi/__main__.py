@@ -1,4 +1,5 @@
-"""python -m payapi migrate | token USER_ID [--phone P] [--ttl S] | worker [--once] | withdrawals [list|show ID]"""
+"""python -m payapi migrate | token USER_ID [--phone P] [--ttl S] | worker [--once] | withdrawals [list|show ID]
+| dev | sandbox [pay|transfer|refund|fault|list ...]"""
 
 import argparse
 import json
@@ -65,6 +66,14 @@ def withdrawals_command(settings, args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["dev"] or argv[:1] == ["sandbox"]:
+        # Development tools with their own arguments, imported only when asked for: the service's
+        # own commands never load them. They read no payapi settings (dev sets its children's).
+        import importlib
+
+        tool = importlib.import_module("payapi.dev" if argv[0] == "dev" else "payapi.sandbox.cli")
+        sys.exit(tool.main(argv[1:]))
     parser = argparse.ArgumentParser(prog="python -m payapi")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply migrations/ (safe to run twice)")
@@ -78,6 +87,8 @@ def main(argv=None):
     p = sub.add_parser("withdrawals", help="withdrawals in flight")
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     p.add_argument("id", nargs="?")
+    sub.add_parser("dev", help="sandbox, web app and worker on this machine, for a newcomer (Ctrl-C stops)")
+    sub.add_parser("sandbox", help="a local Ping++: serve it, or pay, settle and break things in a running one")
     args = parser.parse_args(argv)
 
     # Each command checks what it uses (startup.py); the serving ones check everything.

@@ -1,10 +1,48 @@
 """create_app: the collaborators come in, the whole route table is here."""
 
 import falcon
+import falcon.media
+import msgspec
 
-from . import resources as r
+from . import openapi, resources as r
 from .auth import Authenticator
 from .middleware import HeaderAuth, RequestLog, install_error_handlers
+from .shapes import Codec
+
+
+def routes(settings, gateway, sms_backend, codec):
+    """Every route and its resource: one screen shows the whole service."""
+    return [
+        # The customer's nine routes (seed 1-9).
+        ("/rest/pay/{pay_id}", r.Pay()),
+        ("/rest/pay/{pay_id}/status", r.PayStatus(codec, settings, gateway)),
+        ("/rest/pay/withdraw", r.Withdraw(codec, settings)),
+        ("/rest/pay/passwd", r.Passwd(codec, settings)),
+        ("/rest/pay/question", r.Question(codec, settings)),
+        ("/rest/pay/withdrawInfo", r.WithdrawInfo(codec, settings)),
+        ("/rest/pay/checkInfo", r.CheckInfo()),
+        # Routes the seed implies.
+        ("/rest/pay/smscode", r.SmsCode(codec, settings, sms_backend)),
+        ("/rest/pay/balance", r.Balance(settings)),
+        ("/rest/pay/withdraws", r.Withdraws(codec)),
+        ("/rest/pay/webhook", r.Webhook(settings, gateway)),
+        ("/internal/pays", r.InternalPays(codec, settings, gateway)),
+        ("/internal/pays/{pay_id}", r.InternalPay()),
+        ("/healthz", r.Health()),
+    ]
+
+
+class MsgspecJSON(falcon.media.BaseHandler):
+    """Answers (Structs, dicts) encoded by msgspec; request bodies are decoded by shapes.Codec instead."""
+
+    def __init__(self):
+        self._encode = msgspec.json.Encoder().encode
+
+    def serialize(self, media, content_type):
+        return self._encode(media)
+
+    def deserialize(self, stream, content_type, content_length):
+        return msgspec.json.decode(stream.read())
 
 
 def create_app(settings, gateway, sms_backend):
@@ -12,27 +50,13 @@ def create_app(settings, gateway, sms_backend):
         middleware=[RequestLog(), HeaderAuth(Authenticator(settings.auth_secrets), settings.service_key)],
     )
     app.req_options.strip_url_path_trailing_slash = True
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = MsgspecJSON()
     install_error_handlers(app)
 
-    routes = [
-        # The customer's nine routes (seed 1-9).
-        ("/rest/pay/{pay_id}", r.Pay()),
-        ("/rest/pay/{pay_id}/status", r.PayStatus(gateway, settings)),
-        ("/rest/pay/withdraw", r.Withdraw(settings)),
-        ("/rest/pay/passwd", r.Passwd(settings)),
-        ("/rest/pay/question", r.Question(settings)),
-        ("/rest/pay/withdrawInfo", r.WithdrawInfo(settings)),
-        ("/rest/pay/checkInfo", r.CheckInfo()),
-        # Routes the seed implies.
-        ("/rest/pay/smscode", r.SmsCode(settings, sms_backend)),
-        ("/rest/pay/balance", r.Balance(settings)),
-        ("/rest/pay/withdraws", r.Withdraws()),
-        ("/rest/pay/webhook", r.Webhook(gateway, settings)),
-        ("/internal/pays", r.InternalPays(gateway, settings)),
-        ("/internal/pays/{pay_id}", r.InternalPay()),
-        ("/healthz", r.Health()),
-        ("/openapi.json", r.OpenApi()),
-    ]
-    for template, resource in routes:
+    codec = Codec(settings)
+    table = routes(settings, gateway, sms_backend, codec)
+    document = openapi.document(settings, codec, [*table, ("/openapi.json", r.OpenApi(None))])
+    table.append(("/openapi.json", r.OpenApi(document)))
+    for template, resource in table:
         app.add_route(template, resource)
     return app

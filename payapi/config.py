@@ -51,6 +51,11 @@ class Settings:
         return self.env != DEVELOPMENT
 
     @property
+    def pingpp_live(self):
+        """Live keys take real money; Ping++ marks the events of live charges livemode: true."""
+        return self.pingpp_api_key.startswith("sk_live_")
+
+    @property
     def tz(self):
         return zoneinfo.ZoneInfo(self.timezone)
 

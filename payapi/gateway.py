@@ -162,6 +162,18 @@ class Transfer:
     raw: dict
 
 
+@dataclasses.dataclass(frozen=True)
+class Refund:
+    id: str
+    charge_id: str
+    charge_order_no: str | None  # Ping++ sends it with refund events; None when absent
+    amount: int  # -1 when missing or not an integer
+    currency: str | None  # None when absent
+    status: str  # pending, succeeded, failed
+    succeeded: bool
+    raw: dict
+
+
 def _integer(raw, key, default):
     value = raw.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else default
@@ -186,6 +198,22 @@ def transfer_from(raw):
         amount=_integer(raw, "amount", -1),
         currency=str(raw.get("currency", "")),
         status=str(raw.get("status", "")),
+        raw=raw,
+    )
+
+
+def refund_from(raw):
+    order_no, currency = raw.get("charge_order_no"), raw.get("currency")
+    status = raw.get("status")
+    return Refund(
+        id=raw["id"] if isinstance(raw.get("id"), str) else "",
+        charge_id=raw["charge"] if isinstance(raw.get("charge"), str) else "",
+        charge_order_no=order_no if order_no is None else str(order_no),
+        amount=_integer(raw, "amount", -1),
+        currency=currency if currency is None else str(currency),
+        status=str(status) if status is not None else "",
+        # Older refund objects carry only `succeed`; newer ones `status` too.
+        succeeded=status in (None, "succeeded") and raw.get("succeed") is not False,
         raw=raw,
     )
 

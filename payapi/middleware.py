@@ -9,6 +9,7 @@ import uuid
 import falcon
 import peewee
 
+from .shapes import Failure
 from .errors import INVALID, NOT_FOUND, UNAUTHENTICATED, UNEXPECTED, ApiError
 
 log = logging.getLogger("payapi.request")
@@ -26,7 +27,10 @@ class RequestLog:
 
     def process_response(self, req, resp, resource, req_succeeded):
         resp.set_header("X-Request-Id", req.context.request_id)
-        media = resp.media if isinstance(resp.media, dict) else {"code": 900 if resp.status_code == 200 else None}
+        media = resp.media
+        code = media.get("code") if isinstance(media, dict) else getattr(media, "code", None)
+        if code is None and resp.status_code == 200:
+            code = 900  # an answer sent as text (a pay's stored info)
         log.info(
             "request",
             extra={
@@ -35,7 +39,7 @@ class RequestLog:
                     "method": req.method,
                     "route": req.uri_template or "-",
                     "status": resp.status_code,
-                    "code": media.get("code"),
+                    "code": code,
                     "ms": round((time.perf_counter() - req.context.started) * 1000, 2),
                 }
             },
@@ -61,7 +65,7 @@ class HeaderAuth:
 
 def _render(resp, status, body, headers=None):
     resp.status = status
-    resp.media = body
+    resp.media = Failure(**body)  # every failure has the one declared shape
     for name, value in (headers or {}).items():
         if name.lower() in ("allow", "retry-after"):
             resp.set_header(name, value)

@@ -1,11 +1,10 @@
 """Tables. Money is integer fen; times are integer milliseconds since the Unix epoch (UTC)."""
 
-import json
-
 import peewee as pw
 
 from .db import db
-from .views import pay_info
+from .shapes import PayInfo
+from .views import pay_info_json
 
 
 class LongTextField(pw.TextField):
@@ -88,17 +87,34 @@ class Pay(BaseModel):
     created_at = pw.BigIntegerField(index=True)
     updated_at = pw.BigIntegerField()
     paid_at = pw.BigIntegerField(null=True)
+    check_after = pw.BigIntegerField(default=0)  # when the worker may next ask Ping++ about a pending pay
     # The pay as the app sees it (seed route 1's `info`), rewritten by every save(): reading a pay
     # is two columns instead of twenty-seven, and PyMySQL spends most of a read parsing the
     # metadata of each column (measured: see README, Performance). Change pays through save().
     info = LongTextField(null=True)
 
     class Meta:
-        indexes = ((("status", "created_at"), False), (("type", "o_id", "note_id"), False))
+        indexes = (
+            (("status", "created_at"), False),
+            (("type", "o_id", "note_id"), False),
+            (("status", "check_after"), False),
+        )
 
     def save(self, *args, **kwargs):
-        self.info = json.dumps(pay_info(self), ensure_ascii=False)
+        self.info = pay_info_json(self)
         return super().save(*args, **kwargs)
+
+    @classmethod
+    def update(cls, __data=None, **update):
+        """An UPDATE of what Pay.info is made of must write info too (save() does): else it would go stale."""
+        changed = {getattr(field, "name", field) for field in (__data or {})} | set(update)
+        if changed & INFO_COLUMNS and "info" not in changed:
+            raise TypeError(f"change {sorted(changed & INFO_COLUMNS)} of a pay through save(), so Pay.info follows")
+        return super().update(__data, **update)
+
+
+# The columns Pay.info is made of: PayInfo's fields carry the names of the columns they come from.
+INFO_COLUMNS = frozenset(PayInfo.__struct_fields__)
 
 
 class ClientReport(BaseModel):
@@ -147,7 +163,9 @@ class Withdrawal(BaseModel):
     transfer = LongTextField(null=True)
     attempts = pw.IntegerField(default=0)
     last_error = pw.CharField(255, default="")
-    lease_until = pw.BigIntegerField(default=0)  # a worker owns the payout until then
+    # pending: a worker owns the payout until then (or, after an error, it waits until then);
+    # processing: when the worker next asks Ping++ about the transfer.
+    lease_until = pw.BigIntegerField(default=0)
     client_ip = pw.CharField(64, default="")
     platform = pw.CharField(32, default="")
     store = pw.CharField(64, default="")
@@ -155,7 +173,7 @@ class Withdrawal(BaseModel):
     updated_at = pw.BigIntegerField()
 
     class Meta:
-        indexes = ((("status", "updated_at"), False),)
+        indexes = ((("status", "updated_at"), False), (("status", "lease_until"), False))
 
 
 class Event(BaseModel):

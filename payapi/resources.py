@@ -1,25 +1,32 @@
-"""One Falcon resource per documented route. They do HTTP only: read, call the domain, answer."""
+"""One Falcon resource per documented route. They do HTTP only: read, call the domain, answer.
+
+Each responder declares its operation (`@operation`): the request shape it takes (decoded before
+it runs, 904 naming the field otherwise), the answer it gives, and the errors it may meet. The
+OpenAPI document is built from these declarations.
+"""
 
 import logging
 import threading
+from typing import Any
 
 import falcon
 
-from . import events, openapi, payments, security, sms, withdrawals
+from . import events, payments, security, sms, withdrawals
 from .db import db, describe_error
-from .errors import INVALID, NOT_ALLOWED, OK, UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
-from .gateway import CHANNELS
+from .errors import NOT_ALLOWED, UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
 from .ids import is_id
-from .validate import choice, fen, object_id, parse_json_object, read_body, text, whole_number
+from .openapi import operation
+from .shapes import (
+    AccountAnswer, BalanceAnswer, CheckInfoAnswer, Done, HealthAnswer, NewPayRequest, PasswdRequest, PayAnswer,
+    QuestionRequest, SmsCodeRequest, StatusAnswer, StatusReport, WebhookAnswer, WithdrawAnswer, WithdrawInfoRequest,
+    WithdrawRequest, WithdrawsAnswer, WithdrawsQuery, WithdrawAccount,
+)
+from .validate import MAX_WEBHOOK_BODY, read_body
 from .views import withdrawal_info
 
 log = logging.getLogger(__name__)
 
-SECRET_MAX = 128  # the app sends its own hash of the pay password: an opaque string
-
-
-def json_body(req):
-    return parse_json_object(read_body(req.bounded_stream, req.content_length))
+PASSWORD_LOCK = "Five wrong pay passwords within any 3 hours (withdraw, passwd and question together) lock for 3 hours."
 
 
 def path_id(value):
@@ -37,198 +44,203 @@ def audit_of(req):
     )
 
 
-def ok(resp, **fields):
-    resp.media = {"code": OK, **fields}
-
-
-def secret(body, name, required=True):
-    return text(body, name, required=required, max_len=SECRET_MAX, strip=False)
-
-
-def three_answers(body, required):
-    """All three answers or none (None); one or two is 904."""
-    present = [body.get(f"answer{i}") is not None for i in (1, 2, 3)]
-    if not any(present) and not required:
-        return None
-    return [text(body, f"answer{i}", max_len=64) for i in (1, 2, 3)]
-
-
-def ok_with_info(resp, info_json):
-    # The stored info is already JSON: it goes out as it is, not decoded and encoded again.
-    resp.text = '{"code": 900, "info": ' + info_json + "}"
+def with_info(resp, info_json):
+    # A PayAnswer whose info is already JSON text: it goes out as it is, not decoded and encoded again.
+    resp.text = '{"code":900,"info":' + info_json + "}"
+    resp.content_type = falcon.MEDIA_JSON
 
 
 class Pay:
+    @operation(id="getPay", summary="A pay record (seed 1); only its payer may read it.", tag="mobile",
+               answer=PayAnswer, errors={404: None})
     def on_get(self, req, resp, pay_id):
-        ok_with_info(resp, payments.info_of(path_id(pay_id), req.context.user_id))
+        with_info(resp, payments.info_of(path_id(pay_id), req.context.user_id))
 
 
 class PayStatus:
-    def __init__(self, gateway, settings):
-        self.gateway, self.settings = gateway, settings
+    def __init__(self, codec, settings, gateway):
+        self.codec, self.settings, self.gateway = codec, settings, gateway
 
+    @operation(id="getPayStatus", summary="A pay's status and the app's last report (seed 2).", tag="mobile",
+               answer=StatusAnswer, errors={404: None})
     def on_get(self, req, resp, pay_id):
         status, client_status = payments.status_of(path_id(pay_id), req.context.user_id)
-        ok(resp, status=status, client_status=client_status)
+        resp.media = StatusAnswer(status=status, client_status=client_status)
 
-    def on_post(self, req, resp, pay_id):
-        path_id(pay_id)
-        status = choice(json_body(req), "status", payments.CLIENT_STATUSES)
+    @operation(id="reportPayStatus", summary="Record what the app's payment SDK showed (seed 3).", tag="mobile",
+               body=StatusReport, errors={404: None}, example={"status": "success"},
+               description="Never marks a pay paid by itself: on `success` the server asks Ping++ and applies its "
+               "answer. While pending, `cancel` → cancel, `invalid` → fail, `fail` leaves it pending.")
+    def on_post(self, req, resp, pay_id, body):
         payments.report_client_status(
-            self.gateway, self.settings.platform_fee_bps, req.context.user_id, pay_id, status, audit_of(req)
+            self.gateway, self.settings.platform_fee_bps, req.context.user_id, path_id(pay_id), body.status,
+            audit_of(req),
         )
-        ok(resp)
+        resp.media = Done()
 
 
 class Withdraw:
-    def __init__(self, settings):
-        self.settings = settings
+    def __init__(self, codec, settings):
+        self.codec, self.settings = codec, settings
 
-    def on_post(self, req, resp):
-        body = json_body(req)
-        amount = fen(body.get("amount"), "amount", self.settings.withdraw_min, self.settings.withdraw_max)
-        passwd = secret(body, "passwd")
-        withdrawal = withdrawals.withdraw(self.settings, req.context.user_id, passwd, amount, audit_of(req))
-        ok(resp, withdraw_id=withdrawal.withdraw_id)
+    @operation(id="withdraw", summary="Withdraw to the Alipay account (seed 4); once per natural month.",
+               tag="mobile", body=WithdrawRequest, answer=WithdrawAnswer, example={"passwd": "xxxx", "amount": "1000"},
+               errors={403: "905: wrong pay password. 910: pay password or withdraw account not set, already "
+                       "withdrawn this month, or insufficient balance.", 429: None},
+               description="Checks in order: amount (904), pay password and account set (910), lock (906), "
+               "password (905), one per natural month (910), balance (910). " + PASSWORD_LOCK)
+    def on_post(self, req, resp, body):
+        withdrawal = withdrawals.withdraw(self.settings, req.context.user_id, body.passwd, body.amount, audit_of(req))
+        resp.media = WithdrawAnswer(withdraw_id=withdrawal.withdraw_id)
 
 
 class Passwd:
-    def __init__(self, settings):
-        self.settings = settings
+    def __init__(self, codec, settings):
+        self.codec, self.settings = codec, settings
 
-    def on_post(self, req, resp):
-        body = json_body(req)
-        passwd = secret(body, "passwd")
-        old_passwd = secret(body, "old_passwd", required=False)
-        answers = three_answers(body, required=False)
-        security.set_pay_password(self.settings, req.context.user_id, passwd, old_passwd, answers)
-        ok(resp)
+    @operation(id="setPayPassword", summary="Set or change the pay password (seed 5).", tag="mobile",
+               body=PasswdRequest, example={"passwd": "xxxx"},
+               errors={403: "905: wrong old password or answers. 910: a change without `old_passwd` or answers, "
+                       "or answers when none were set.", 429: None},
+               description="A change needs `old_passwd` (checked when present) or all three answers; one or two "
+               "answers are 904. " + PASSWORD_LOCK)
+    def on_post(self, req, resp, body):
+        security.set_pay_password(self.settings, req.context.user_id, body.passwd, body.old_passwd, body.answers)
+        resp.media = Done()
 
 
 class Question:
-    def __init__(self, settings):
-        self.settings = settings
+    def __init__(self, codec, settings):
+        self.codec, self.settings = codec, settings
 
-    def on_post(self, req, resp):
-        body = json_body(req)
-        answers = three_answers(body, required=True)
-        passwd = secret(body, "passwd", required=False)
-        security.set_answers(self.settings, req.context.user_id, answers, passwd)
-        ok(resp)
+    @operation(id="setSecurityAnswers", summary="Set or replace the three security answers (seed 6).", tag="mobile",
+               body=QuestionRequest, example={"answer1": "a", "answer2": "b", "answer3": "c"},
+               errors={403: "905: wrong pay password. 910: `passwd` is needed while a pay password is set.",
+                       429: None},
+               description="Whenever a pay password is set, setting or replacing answers needs the correct `passwd`.")
+    def on_post(self, req, resp, body):
+        security.set_answers(self.settings, req.context.user_id, body.answers, body.passwd)
+        resp.media = Done()
 
 
 class WithdrawInfo:
-    def __init__(self, settings):
-        self.settings = settings
+    def __init__(self, codec, settings):
+        self.codec, self.settings = codec, settings
 
+    @operation(id="getWithdrawAccount", summary="The withdraw account (seed 8); empty strings when none is set.",
+               tag="mobile", answer=AccountAnswer)
     def on_get(self, req, resp):
-        ok(resp, info=security.withdraw_account(req.context.user_id))
+        resp.media = AccountAnswer(info=WithdrawAccount(**security.withdraw_account(req.context.user_id)))
 
-    def on_post(self, req, resp):
-        body = json_body(req)
-        smscode = text(body, "smscode", max_len=16)
-        account_type = choice(body, "type", ("alipay",), default="alipay")
-        account_id = text(body, "id", max_len=64)
-        name = text(body, "name", max_len=32)
+    @operation(id="setWithdrawAccount", summary="Set the withdraw account with an SMS code (seed 7).", tag="mobile",
+               body=WithdrawInfoRequest, example={"smscode": "123123", "type": "alipay", "id": "xxxx", "name": "xxxx"},
+               errors={403: "905: the SMS code is wrong, expired, used, or tried 5 times. 910: the token has no "
+                       "phone."},
+               description="The body is checked before the code; the code is used up only by a successful change.")
+    def on_post(self, req, resp, body):
         security.set_withdraw_account(
-            self.settings, req.context.user_id, req.context.phone, smscode, account_type, account_id, name
+            self.settings, req.context.user_id, req.context.phone, body.smscode, body.type, body.id, body.name
         )
-        ok(resp)
+        resp.media = Done()
 
 
 class CheckInfo:
+    @operation(id="getCheckInfo", summary="Which security settings are set (seed 9).", tag="mobile",
+               answer=CheckInfoAnswer)
     def on_get(self, req, resp):
-        ok(resp, **security.check_info(req.context.user_id))
+        resp.media = CheckInfoAnswer(**security.check_info(req.context.user_id))
 
 
 class SmsCode:
-    def __init__(self, settings, sms_backend):
-        self.settings, self.sms_backend = settings, sms_backend
+    def __init__(self, codec, settings, sms_backend):
+        self.codec, self.settings, self.sms_backend = codec, settings, sms_backend
 
-    def on_post(self, req, resp):
-        purpose = choice(json_body(req), "purpose", sms.PURPOSES, default=sms.WITHDRAW_INFO)
+    @operation(id="sendSmsCode", summary="Send a 6-digit code to the token's phone.", tag="mobile",
+               body=SmsCodeRequest, example={"purpose": sms.WITHDRAW_INFO},
+               errors={403: "910: the token has no phone.", 429: None, 502: None},
+               description=f"At most 1 per {sms.MIN_INTERVAL_MS // 1000} s and {sms.MAX_PER_DAY} per calendar day "
+               "(TIMEZONE) per user, else 906; the code lives 5 minutes.")
+    def on_post(self, req, resp, body):
         if not req.context.phone:
             raise ApiError(NOT_ALLOWED, "账号未绑定手机号")
-        sms.send_code(self.settings, self.sms_backend, req.context.user_id, req.context.phone, purpose)
-        ok(resp)
+        sms.send_code(self.settings, self.sms_backend, req.context.user_id, req.context.phone, body.purpose)
+        resp.media = Done()
 
 
 class Balance:
     def __init__(self, settings):
         self.settings = settings
 
+    @operation(id="getBalance", summary="The wallet balance and whether a withdrawal is possible now.",
+               tag="mobile", answer=BalanceAnswer)
     def on_get(self, req, resp):
-        ok(resp, info=withdrawals.balance_info(self.settings, req.context.user_id))
+        resp.media = BalanceAnswer(info=withdrawals.balance_info(self.settings, req.context.user_id))
 
 
 class Withdraws:
-    def on_get(self, req, resp):
-        raw_limit = req.get_param("limit")
-        limit = whole_number(raw_limit, "limit", 1, 100) if raw_limit is not None else 20
-        before = req.get_param("before")
-        if before is not None:
-            path_id(before)
-        rows, has_more = withdrawals.list_withdrawals(req.context.user_id, limit, before)
-        ok(resp, list=[withdrawal_info(w) for w in rows], has_more=has_more)
+    def __init__(self, codec):
+        self.codec = codec
+
+    @operation(id="listWithdrawals", summary="The user's withdrawals, newest first.", tag="mobile",
+               query=WithdrawsQuery, answer=WithdrawsAnswer, errors={404: None},
+               description="`before` is one of the user's withdraw_ids (exclusive); another id is 911.")
+    def on_get(self, req, resp, query):
+        rows, has_more = withdrawals.list_withdrawals(req.context.user_id, query.limit, query.before)
+        resp.media = WithdrawsAnswer(list=[withdrawal_info(w) for w in rows], has_more=has_more)
 
 
 class Webhook:
     auth = None  # authenticated by Ping++'s signature instead
 
-    def __init__(self, gateway, settings):
-        self.gateway, self.settings = gateway, settings
+    def __init__(self, settings, gateway):
+        self.settings, self.gateway = settings, gateway
 
+    @operation(id="pingppWebhook", summary="Ping++ events, verified by signature and applied once per event id.",
+               tag="provider", body=Any, raw_body=True, max_body=MAX_WEBHOOK_BODY, answer=WebhookAnswer,
+               errors={502: None},
+               example={"id": "evt_401160623091616471", "object": "event", "type": "charge.succeeded",
+                        "livemode": False, "data": {"object": {"id": "ch_Hm5uTSifDOuTy9iLeLPSurrD", "object": "charge"}}},
+               description="Handled: charge.succeeded, refund.succeeded, transfer.succeeded, transfer.failed; other "
+               "types are stored and acknowledged. A signed body that is not an event is acknowledged as "
+               "`malformed`. A refund whose charge we have not seen paid makes the server ask Ping++ first; if "
+               "Ping++ cannot be reached the answer is 502 and nothing is stored.")
     def on_post(self, req, resp):
-        raw = read_body(req.bounded_stream, req.content_length)
+        raw = read_body(req.bounded_stream, req.content_length, MAX_WEBHOOK_BODY)
         if not self.gateway.webhook_is_authentic(raw, req.get_header("X-Pingplusplus-Signature")):
             raise ApiError(UNAUTHENTICATED, "签名无效")
-        outcome = events.handle_event(parse_json_object(raw), raw, self.settings.platform_fee_bps, self.gateway)
-        if outcome is None:
-            raise ApiError(INVALID, "事件格式错误")
-        ok(resp, result=outcome)
+        resp.media = WebhookAnswer(result=events.handle_event(self.settings, self.gateway, raw))
 
 
 class InternalPays:
     auth = "service"
 
-    def __init__(self, gateway, settings):
-        self.gateway, self.settings = gateway, settings
+    def __init__(self, codec, settings, gateway):
+        self.codec, self.settings, self.gateway = codec, settings, gateway
 
-    def on_post(self, req, resp):
-        body = json_body(req)
-        pay_type = choice(body, "type", ("order", "note"))
-        order_field = "o_id" if pay_type == "order" else "note_id"
-        limit = self.settings.pay_money_max
-        amount = fen(body.get("amount"), "amount", 1, limit)
-        money = amount if body.get("money") is None else fen(body.get("money"), "money", 1, limit)
-        extra = body.get("extra")
-        if extra is not None and not isinstance(extra, dict):
-            raise invalid("参数 extra 必须是对象")
-        spec = payments.PaySpec(
-            type=pay_type,
-            order_id=object_id(body, order_field),
-            user_id=object_id(body, "userID"),
-            expert_id=object_id(body, "expert_id"),
-            amount=amount,
-            money=money,
-            channel=choice(body, "channel", CHANNELS),
-            subject=text(body, "subject", max_len=32),
-            description=text(body, "desc", required=False, min_len=0, max_len=128, default=""),
-            extra=extra,
-            client_ip=text(body, "client_ip", required=False, min_len=0, max_len=64, default="")
-            or (req.get_header("client") or "")[:64],
-            platform=text(body, "platform", required=False, min_len=0, max_len=32, default=""),
-            store=text(body, "store", required=False, min_len=0, max_len=64, default=""),
-        )
-        pay = payments.create_pay(self.gateway, spec, self.settings.pingpp_timeout)
-        ok_with_info(resp, pay.info)
+    @operation(id="createPay", summary="Create a pay and its Ping++ charge (order service).", tag="internal",
+               body=NewPayRequest, answer=PayAnswer,
+               errors={403: "910: the order or note is already paid (`info` is the pay that paid it).", 502: None},
+               example={"type": "order", "o_id": "57691bba8789ff202b5968fb", "userID": "54f3b5fec08b6f54100c1cbe",
+                        "expert_id": "54f3b5fec08b6f54100c1cbf", "amount": 12356, "channel": "alipay",
+                        "subject": "支付预约订单_2016-06-23", "desc": ""},
+               links={name: {"operationId": name, "parameters": {"pay_id": "$response.body#/info/pay_id"}}
+                      for name in ("getPayInternal", "getPay", "getPayStatus", "reportPayStatus")},
+               description="A second call for the same order/note, money and channel while pending returns the "
+               "same pay; other money or channel closes it and makes a new one.")
+    def on_post(self, req, resp, body):
+        if not body.client_ip:
+            body.client_ip = (req.get_header("client") or "")[:64]
+        pay = payments.create_pay(self.gateway, body, self.settings.pingpp_timeout)
+        with_info(resp, pay.info)
 
 
 class InternalPay:
     auth = "service"
 
+    @operation(id="getPayInternal", summary="Any pay record (order service).", tag="internal", answer=PayAnswer,
+               errors={404: None})
     def on_get(self, req, resp, pay_id):
-        ok_with_info(resp, payments.info_of(path_id(pay_id)))
+        with_info(resp, payments.info_of(path_id(pay_id)))
 
 
 class Health:
@@ -240,6 +252,8 @@ class Health:
         self._lock = threading.Lock()
         self._down_because = None  # the last cause logged, until the database answers again
 
+    @operation(id="health", summary="Whether the database answers.", tag="operations", answer=HealthAnswer,
+               errors={503: "999: the database is down (`db`: `down`)."})
     def on_get(self, req, resp):
         try:
             db.execute_sql("SELECT 1")
@@ -249,7 +263,7 @@ class Health:
             resp.media = {"code": UNEXPECTED, "msg": "数据库不可用", "db": "down"}
             return
         self._note(None)
-        ok(resp, db="ok")
+        resp.media = HealthAnswer()
 
     def _note(self, cause):
         with self._lock:
@@ -265,5 +279,9 @@ class Health:
 class OpenApi:
     auth = None
 
+    def __init__(self, document):
+        self.document = document
+
+    @operation(id="openapi", summary="This document.", tag="operations", answer=dict)
     def on_get(self, req, resp):
-        resp.media = openapi.document()
+        resp.media = self.document

@@ -5,18 +5,22 @@ import logging
 
 import peewee
 
-from . import security, wallet
+from . import jobs, security, wallet
 from .clock import iso, natural_month, next_month_start, now_ms
 from .db import RowByKey, for_update, transaction
 from .errors import NOT_ALLOWED, NOT_FOUND, ApiError
 from .gateway import GatewayError, TransferRequest
 from .ids import new_id
+from .lifecycles import WITHDRAWAL, Outcome, WithdrawalStatus
 from .models import Withdrawal
-from .payments import APPLIED, IGNORED, MISMATCH, UNKNOWN
 
 log = logging.getLogger(__name__)
 
-PENDING, PROCESSING, SUCCEEDED, FAILED = "pending", "processing", "succeeded", "failed"
+PENDING, PROCESSING = WithdrawalStatus.PENDING, WithdrawalStatus.PROCESSING
+SUCCEEDED, FAILED = WithdrawalStatus.SUCCEEDED, WithdrawalStatus.FAILED
+# What a transfer's status means for its withdrawal; any other status (scheduled, pending) is
+# still in flight. A cancelled transfer paid nothing: the withdrawal fails and is refunded.
+TRANSFER_OUTCOMES = {"paid": SUCCEEDED, "failed": FAILED, "canceled": FAILED, "cancelled": FAILED}
 LEASE_MS = 5 * 60 * 1000
 RECONCILE_AFTER_MS = 5 * 60 * 1000
 
@@ -58,22 +62,20 @@ def _debit_and_record(settings, user_id, amount, audit):
     if amount > balance:
         raise ApiError(NOT_ALLOWED, "余额不足")
     profile = security.profile_of(user_id)  # the account as it is now, inside the lock
-    withdrawal = Withdrawal.create(
+    withdrawal = Withdrawal(
         withdraw_id=new_id(),
         user_id=user_id,
         amount=amount,
-        status=PENDING,
         account_type=profile.account_type,
         account_id=profile.account_id,
         account_name=profile.account_name,
         month=month,
-        active_month=f"{user_id}:{month}",
         client_ip=audit.client_ip,
         platform=audit.platform,
         store=audit.store,
-        created_at=now,
-        updated_at=now,
     )
+    WITHDRAWAL.begin(withdrawal, now)
+    withdrawal.save(force_insert=True)
     wallet.book(user_id, -amount, wallet.WITHDRAW, withdrawal.withdraw_id)
     return withdrawal
 
@@ -115,6 +117,7 @@ def list_withdrawals(user_id, limit, before=None):
 
 # --- payouts -------------------------------------------------------------------------------
 
+@transaction
 def _claim(withdraw_id):
     """Take the payout lease; only one worker at a time may talk to Ping++ about a withdrawal."""
     now = now_ms()
@@ -130,96 +133,115 @@ def _claim(withdraw_id):
 def apply_transfer(transfer, outcome=None):
     """Apply a Ping++ transfer (webhook or retrieve). outcome: SUCCEEDED, FAILED or None (from its status)."""
     if outcome is None:
-        outcome = {"paid": SUCCEEDED, "failed": FAILED}.get(transfer.status)
+        outcome = TRANSFER_OUTCOMES.get(transfer.status)
     withdrawal = for_update(Withdrawal.select().where(Withdrawal.withdraw_id == transfer.order_no)).first()
     if withdrawal is None:
-        return UNKNOWN
+        return Outcome.UNKNOWN
     if (
         (withdrawal.transfer_id and transfer.id != withdrawal.transfer_id)
         or transfer.amount != withdrawal.amount
         or transfer.currency != "cny"
     ):
         log.warning("transfer %s does not match withdrawal %s; not applied", transfer.id, withdrawal.withdraw_id)
-        return MISMATCH
+        return Outcome.MISMATCH
     now = now_ms()
     if withdrawal.status in (SUCCEEDED, FAILED):
         if outcome in (None, withdrawal.status):
-            return IGNORED
+            return Outcome.IGNORED
         log.error("transfer %s says %s but withdrawal %s is %s", transfer.id, outcome, withdrawal.withdraw_id, withdrawal.status)
-        return MISMATCH
+        return Outcome.MISMATCH
     withdrawal.transfer_id = transfer.id
     withdrawal.transfer = json.dumps(transfer.raw, ensure_ascii=False)
-    withdrawal.updated_at = now
     if outcome is None:
         if withdrawal.status == PENDING:
-            withdrawal.status = PROCESSING  # Ping++ accepted it
+            WITHDRAWAL.move(withdrawal, PROCESSING, now)  # Ping++ accepted it
+        # While processing, lease_until is when the worker next asks Ping++ about the transfer.
+        withdrawal.lease_until = now + RECONCILE_AFTER_MS
         withdrawal.save()
-        return IGNORED
-    withdrawal.status = outcome
+        return Outcome.IGNORED
+    WITHDRAWAL.move(withdrawal, outcome, now)
     if outcome == FAILED:
-        withdrawal.active_month = None  # frees the month
         wallet.book(withdrawal.user_id, withdrawal.amount, wallet.WITHDRAW_REFUND, withdrawal.withdraw_id)
     withdrawal.save()
-    return APPLIED
+    return Outcome.APPLIED
 
 
-def _note_failure(withdraw_id, error):
-    Withdrawal.update(last_error=error[:255], lease_until=0, updated_at=now_ms()).where(
+@transaction
+def _note_failure(withdraw_id, error, retry_in_ms=0):
+    # lease_until 0: free for the very next pass.
+    Withdrawal.update(last_error=error[:255], lease_until=now_ms() + retry_in_ms if retry_in_ms else 0).where(
         Withdrawal.withdraw_id == withdraw_id
     ).execute()
 
 
+def _set_aside(withdraw_id):
+    """After an unexpected error: leave it as it is and look again after a growing delay."""
+    row = Withdrawal.get_or_none(Withdrawal.withdraw_id == withdraw_id)
+    if row is not None:
+        _note_failure(withdraw_id, row.last_error or "unexpected error", jobs.backoff_ms(max(row.attempts, 1)))
+
+
+def _pay_out(gateway, withdraw_id):
+    if not _claim(withdraw_id):
+        return None  # another worker has it
+    withdrawal = Withdrawal.get(Withdrawal.withdraw_id == withdraw_id)
+    request = TransferRequest(
+        order_no=withdrawal.withdraw_id,
+        amount=withdrawal.amount,
+        recipient=withdrawal.account_id,
+        recipient_name=withdrawal.account_name,
+        description=f"提现 {withdrawal.withdraw_id}",
+    )
+    try:
+        transfer = gateway.create_transfer(request)
+    except GatewayError as exc:
+        # Ping++ may be down for a moment: the next pass tries again, with the same order_no.
+        log.warning("payout %s not sent: %s", withdraw_id, exc, extra={"fields": {"withdraw_id": withdraw_id}})
+        _note_failure(withdraw_id, str(exc))
+        return "failed"
+    apply_transfer(transfer)
+    return "sent"
+
+
 def run_payouts(gateway, batch=50):
     """Send each pending withdrawal to Ping++ once; a failed attempt stays pending with the same order_no."""
-    counts = {"sent": 0, "failed": 0}
     now = now_ms()
-    due = (
-        Withdrawal.select(Withdrawal.withdraw_id)
+    due = [
+        withdraw_id
+        for (withdraw_id,) in Withdrawal.select(Withdrawal.withdraw_id)
         .where(Withdrawal.status == PENDING, Withdrawal.lease_until < now)
         .order_by(Withdrawal.created_at)
         .limit(batch)
-    )
-    for (withdraw_id,) in due.tuples():
-        if not _claim(withdraw_id):
-            continue  # another worker has it
-        withdrawal = Withdrawal.get(Withdrawal.withdraw_id == withdraw_id)
-        request = TransferRequest(
-            order_no=withdrawal.withdraw_id,
-            amount=withdrawal.amount,
-            recipient=withdrawal.account_id,
-            recipient_name=withdrawal.account_name,
-            description=f"提现 {withdrawal.withdraw_id}",
-        )
-        try:
-            transfer = gateway.create_transfer(request)
-        except GatewayError as exc:
-            _note_failure(withdraw_id, str(exc))
-            counts["failed"] += 1
-            continue
-        apply_transfer(transfer)
-        counts["sent"] += 1
-    return counts
+        .tuples()
+    ]
+    return jobs.run_pass("payouts", due, lambda i: _pay_out(gateway, i), _set_aside, {"sent": 0, "failed": 0})
+
+
+def _check_transfer(gateway, withdraw_id):
+    withdrawal = Withdrawal.get(Withdrawal.withdraw_id == withdraw_id)
+    if withdrawal.status != PROCESSING:
+        return None
+    try:
+        transfer = gateway.retrieve_transfer(withdrawal.transfer_id)
+    except GatewayError as exc:
+        log.warning("transfer %s of %s not retrieved: %s", withdrawal.transfer_id, withdraw_id, exc,
+                    extra={"fields": {"withdraw_id": withdraw_id, "transfer_id": withdrawal.transfer_id}})
+        return "failed"
+    if apply_transfer(transfer) == Outcome.APPLIED:
+        return "settled"
+    return None  # still in flight at Ping++: apply_transfer set the next look
 
 
 def reconcile_transfers(gateway, batch=50):
     """Ask Ping++ about transfers that stayed processing for a few minutes."""
-    counts = {"settled": 0, "failed": 0}
-    stuck = (
-        Withdrawal.select()
-        .where(Withdrawal.status == PROCESSING, Withdrawal.updated_at < now_ms() - RECONCILE_AFTER_MS)
-        .order_by(Withdrawal.updated_at)
+    stuck = [
+        withdraw_id
+        for (withdraw_id,) in Withdrawal.select(Withdrawal.withdraw_id)
+        .where(Withdrawal.status == PROCESSING, Withdrawal.lease_until < now_ms())
+        .order_by(Withdrawal.lease_until)
         .limit(batch)
+        .tuples()
+    ]
+    return jobs.run_pass(
+        "transfers", stuck, lambda i: _check_transfer(gateway, i), _set_aside, {"settled": 0, "failed": 0}
     )
-    for withdrawal in stuck:
-        try:
-            transfer = gateway.retrieve_transfer(withdrawal.transfer_id)
-        except GatewayError:
-            counts["failed"] += 1
-            continue
-        if apply_transfer(transfer) == APPLIED:
-            counts["settled"] += 1
-        else:
-            Withdrawal.update(updated_at=now_ms()).where(
-                Withdrawal.withdraw_id == withdrawal.withdraw_id, Withdrawal.status == PROCESSING
-            ).execute()
-    return counts

@@ -15,12 +15,21 @@ log = logging.getLogger(__name__)
 
 
 def run_once(settings, gateway):
+    """One pass of every kind of work; a kind that fails outright does not keep the others from their turn."""
     started = time.perf_counter()
-    summary = {
-        "pays": payments.reconcile_pays(gateway, settings.platform_fee_bps),
-        "payouts": withdrawals.run_payouts(gateway),
-        "transfers": withdrawals.reconcile_transfers(gateway),
+    passes = {
+        "pays": lambda: payments.reconcile_pays(gateway, settings.platform_fee_bps),
+        "payouts": lambda: withdrawals.run_payouts(gateway),
+        "transfers": lambda: withdrawals.reconcile_transfers(gateway),
     }
+    summary = {}
+    for name, run in passes.items():
+        try:
+            summary[name] = run()
+        except Exception as exc:
+            # Typically the database is away; the next pass tries again.
+            log.exception("worker pass %s failed", name, extra={"fields": {"pass": name}})
+            summary[name] = {"error": type(exc).__name__}
     # One line per pass, its counts as fields (a failed Ping++ call has its own line, with ids).
     ms = round((time.perf_counter() - started) * 1000, 1)
     log.info("worker pass", extra={"fields": {**summary, "ms": ms}})

@@ -26,10 +26,11 @@ from payapi.auth import Authenticator
 from payapi.config import Settings
 from payapi.db import bind, db, open_database
 from payapi.ids import new_id
-from payapi.models import ALL_MODELS, LedgerEntry, Wallet
+from payapi.models import ALL_MODELS, LedgerEntry, Pay, Wallet
+from payapi.views import pay_info_json
 from payapi.sms import FileSms
+from payapi.sandbox import Sandbox
 from payapi.wsgi import gateway_from
-from tests.fake_pingpp import FakePingpp
 from tests.tls import make_certificates
 
 AUTH_SECRETS = ("test-auth-secret-0123456789abcdef0123456789", "test-auth-secret-before-rotation-0123456789")
@@ -123,6 +124,12 @@ def assert_ledger_balances():
     }, "a wallet balance differs from the sum of its ledger"
 
 
+def assert_pay_info_current():
+    """The fast path's guard: every pay's stored info is what its columns make now."""
+    stale = [p.pay_id for p in Pay.select() if p.info is None or json.loads(p.info) != json.loads(pay_info_json(p))]
+    assert not stale, f"Pay.info is stale for {stale}"
+
+
 @pytest.fixture
 def database(database_url):
     bind(_migrated(database_url))
@@ -130,23 +137,24 @@ def database(database_url):
     yield db
     try:
         assert_ledger_balances()
+        assert_pay_info_current()
     finally:
         for model in ALL_MODELS:
             model.delete().execute()
 
 
 @pytest.fixture(scope="session")
-def pingpp_keys(tmp_path_factory):
-    """The key pair Ping++ would sign webhooks with; the service gets only the public half."""
-    key = new_rsa_key()
-    path = tmp_path_factory.mktemp("pingpp") / "pingpp_public.pem"
-    path.write_bytes(public_pem(key))
-    return key, str(path)
+def pingpp_keys(fake_pingpp_server):
+    """The key pair Ping++ signs webhooks with: the sandbox's; the service gets only the public half."""
+    return fake_pingpp_server.private_key, fake_pingpp_server.public_key_path
 
 
 @pytest.fixture(scope="session")
-def fake_pingpp_server():
-    server = FakePingpp().start()
+def fake_pingpp_server(tmp_path_factory):
+    """The Ping++ sandbox (payapi.sandbox) on a free port, for the whole session; webhooks are sent by
+    the tests themselves (no webhook URL: events are only recorded)."""
+    public_key = tmp_path_factory.mktemp("pingpp") / "pingpp_public.pem"
+    server = Sandbox(public_key_path=str(public_key)).start()
     yield server
     server.stop()
 

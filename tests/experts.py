@@ -59,6 +59,7 @@ def transfer_object(withdraw_id, amount, status="failed", transfer_id=None, curr
     return {
         "id": transfer_id or "tr_" + secrets.token_hex(12),
         "object": "transfer",
+        "app": "app_test_payapi",
         "type": "b2c",
         "channel": "alipay",
         "order_no": withdraw_id,

@@ -66,7 +66,7 @@ def test_pay_info_migration_fills_in_pays_written_before_it(empty_database_url):
 
     from payapi.__main__ import MIGRATIONS
     from payapi.db import open_database
-    from payapi.views import pay_info
+    from payapi.views import pay_info_json
 
     database = open_database(empty_database_url)
     router = Router(database, migrate_dir=MIGRATIONS)
@@ -83,7 +83,7 @@ def test_pay_info_migration_fills_in_pays_written_before_it(empty_database_url):
     bind(database)
     try:
         pay = Pay.get(Pay.pay_id == pay_id)
-        assert json.loads(pay.info) == pay_info(pay)
+        assert json.loads(pay.info) == json.loads(pay_info_json(pay))
         assert json.loads(pay.info)["createdAt"] == "2016-06-23T04:46:38.190Z"
     finally:
         database.close()
@@ -127,8 +127,31 @@ def test_row_by_key_reads_the_same_row_as_peewee(database):
         channel="wx", subject="问题", created_at=1_700_000_000_123, updated_at=1_700_000_000_456,
     )
     by_key = RowByKey(Pay, Pay.pay_id)
-    assert by_key(pay_id).__data__ == Pay.get(Pay.pay_id == pay_id).__data__
+    assert by_key(pay_id)._asdict() == Pay.get(Pay.pay_id == pay_id).__data__
     assert by_key(new_id()) is None
+
+
+def test_a_row_by_key_is_read_only_and_cannot_be_saved(database):
+    pay_id = new_id()
+    Pay.create(
+        pay_id=pay_id, type="note", note_id=new_id(), expert_id=new_id(), user_id=new_id(), amount=1, money=1,
+        channel="wx", subject="问题", created_at=1, updated_at=1,
+    )
+    row = RowByKey(Pay, Pay.pay_id, columns=(Pay.user_id, Pay.info))(pay_id)
+    assert not hasattr(row, "save")
+    with pytest.raises(AttributeError):
+        row.user_id = new_id()
+
+
+def test_a_bulk_update_of_what_pay_info_is_made_of_is_refused(database):
+    pay_id = new_id()
+    Pay.create(
+        pay_id=pay_id, type="note", note_id=new_id(), expert_id=new_id(), user_id=new_id(), amount=1, money=1,
+        channel="wx", subject="问题", created_at=1, updated_at=1,
+    )
+    with pytest.raises(TypeError):
+        Pay.update(status="paid").where(Pay.pay_id == pay_id).execute()
+    assert Pay.update(check_after=5).where(Pay.pay_id == pay_id).execute() == 1  # not part of the info
 
 
 @pytest.mark.only_db("mariadb")  # only a server can drop a connection

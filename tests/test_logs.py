@@ -111,7 +111,7 @@ def test_the_worker_logs_json_its_pass_and_each_failure_with_ids_and_ping_plus_p
     records = json_lines(done.stderr)
     (failure,) = [r for r in records if r["logger"] == "payapi.gateway"]
     assert (failure["call"], failure["order_no"], failure["http_status"]) == ("create transfer", withdraw_id, 400)
-    assert failure["ping_message"] == "scripted failure" and failure["level"] == "WARNING"
+    assert failure["ping_message"].endswith("scripted failure") and failure["level"] == "WARNING"  # what the sandbox said
     (summary,) = [r for r in records if r["msg"] == "worker pass"]
     assert summary["payouts"] == {"sent": 0, "failed": 1} and summary["ms"] >= 0
     assert set(summary) >= {"pays", "payouts", "transfers"}

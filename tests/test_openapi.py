@@ -5,19 +5,24 @@ import json
 import re
 
 import falcon.inspect
+import falcon.testing
+import openapi_spec_validator
 import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.core import NotSet
+from schemathesis.specs.openapi.checks import ignored_auth
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
 from payapi import openapi, resources
+from payapi.app import create_app
+from payapi.config import Settings
 from payapi.errors import ApiError
 from payapi.models import Pay, Profile
-from payapi.validate import fen, text
-from tests.conftest import SERVICE_KEY, sign
+from payapi.shapes import Body, Codec, Fen, Text
+from tests.conftest import AUTH_SECRETS, SERVICE_KEY, sign
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # The ids the document's examples use: the seed's user and pay, so the examples phase reaches real rows.
@@ -49,6 +54,28 @@ def schemas_in(node):
             yield from schemas_in(value)
 
 
+def served_document(settings):
+    """The document an app built with these settings serves."""
+    return falcon.testing.TestClient(create_app(settings, None, None)).simulate_get("/openapi.json").json
+
+
+# The test suite's settings keep the defaults for every limit the document states.
+DOCUMENT = served_document(Settings(auth_secrets=AUTH_SECRETS, service_key=SERVICE_KEY))
+
+
+def decodes(field_type, value):
+    """Whether a body field of field_type accepts value (the service's own decoder)."""
+
+    class Probe(Body):
+        v: field_type
+
+    try:
+        Codec(Settings()).convert({"v": value}, Probe)
+    except ApiError:
+        return False
+    return True
+
+
 def validator(document, schema):
     """A JSON Schema validator for a schema of the document, with its #/components references."""
     return jsonschema_rs.Draft202012Validator({**schema, "components": document["components"]})
@@ -59,7 +86,17 @@ def validator(document, schema):
 def test_openapi_json_serves_the_document(app):
     response = app.get("/openapi.json")
     assert response.status_int == 200 and response.content_type == "application/json"
-    assert response.json == openapi.document()
+    assert response.json == DOCUMENT
+
+
+def test_the_document_states_the_limits_the_service_runs_with():
+    document = served_document(Settings(auth_secrets=AUTH_SECRETS, withdraw_min=500, withdraw_max=9_000))
+    amount = document["components"]["schemas"]["WithdrawRequest"]["properties"]["amount"]
+    assert amount["oneOf"][0]["minimum"] == 500 and amount["oneOf"][0]["maximum"] == 9_000
+
+
+def test_document_passes_openapi_spec_validator():
+    openapi_spec_validator.validate(copy.deepcopy(DOCUMENT))
 
 
 def test_document_validates_as_openapi_3_1(app):
@@ -89,7 +126,7 @@ def test_document_examples_fit_their_schemas(app):
 
 
 def test_every_route_and_method_is_documented_with_its_authentication(app):
-    document = openapi.document()
+    document = DOCUMENT
     routes = {
         (route.path, method.method.lower()): route
         for route in falcon.inspect.inspect_routes(app.app)
@@ -111,17 +148,9 @@ def test_every_route_and_method_is_documented_with_its_authentication(app):
 
 
 def test_rate_limited_and_locked_routes_document_906():
-    paths = openapi.document()["paths"]
+    paths = DOCUMENT["paths"]
     for path in ("/rest/pay/smscode", "/rest/pay/withdraw", "/rest/pay/passwd", "/rest/pay/question"):
         assert paths[path]["post"]["responses"]["429"] == {"$ref": "#/components/responses/Locked"}
-
-
-def accepts(check):
-    try:
-        check()
-    except ApiError:
-        return False
-    return True
 
 
 def pattern_validator(pattern):
@@ -132,7 +161,7 @@ def pattern_validator(pattern):
 @hypothesis_settings(max_examples=200, deadline=None, database=None)
 @given(value=st.from_regex(r"0{0,20}[0-9]{1,10}", fullmatch=True) | st.integers(0, 10**10).map(str) | st.text())
 def test_money_string_pattern_is_what_the_service_accepts(low, high, value):
-    expected = accepts(lambda: fen(value, "amount", low, high))
+    expected = decodes(Fen.between(low, high), value)
     assert pattern_validator(openapi.digits_between(low, high)).is_valid(value) == expected
 
 
@@ -146,7 +175,7 @@ def test_trimming_pattern_knows_what_python_strips():
 @given(value=st.text(st.sampled_from(" \t\n\x1c\x85\u3000\ufeff\u200bab名") | st.characters(exclude_categories=["Cs"]),
                      max_size=140))
 def test_trimmed_length_pattern_is_what_the_service_accepts(min_len, max_len, value):
-    expected = accepts(lambda: text({"v": value}, "v", min_len=min_len, max_len=max_len))
+    expected = decodes(Text.between(min_len, max_len), value)
     assert pattern_validator(openapi.trimmed_length(min_len, max_len)).is_valid(value) == expected
 
 
@@ -172,7 +201,7 @@ class CurrentApp:
 # One test per operation, generated at collection from the document (the first test shows it is
 # what the app serves), so the schema exists before any app does.
 current_app = CurrentApp()
-live = schemathesis.openapi.from_dict(copy.deepcopy(openapi.document()))
+live = schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT))
 live.app = current_app
 # The test sends a valid `auth` and service key itself; the `ignored_auth` check probes without them.
 live.config.generation.update(with_security_parameters=False)
@@ -183,8 +212,10 @@ def seeded_user(app, make_user, order_service, pay_expert):
     """The token's user, with the rows the document's examples name: a pay, a balance, a password, an account."""
     user = make_user(user_id=USER_ID)
     pay_expert(USER_ID, 100_000)
-    created = order_service(userID=USER_ID).json["info"]["pay_id"]
-    Pay.update(pay_id=PAY_ID).where(Pay.pay_id == created).execute()
+    created = Pay.get_by_id(order_service(userID=USER_ID).json["info"]["pay_id"])
+    created.delete_instance()
+    created.pay_id = PAY_ID  # the id the document's examples name
+    created.save(force_insert=True)
     assert user.post("/rest/pay/passwd", {"passwd": PASSWD}).json["code"] == 900
     Profile.update(account_type="alipay", account_id="expert@example.com", account_name="张三").where(
         Profile.user_id == USER_ID
@@ -210,3 +241,39 @@ def test_the_app_keeps_to_its_document(case, app, seeded_user, pingpp_keys):
         case.call_and_validate(headers=headers, data=raw, excluded_checks=excluded)
     else:
         case.call_and_validate(headers=headers, excluded_checks=excluded)
+
+
+# The stateful phase: chains the document's links (create a pay, then read it, ask its status,
+# report on it) with the answers of the calls before, under every check.
+def test_linked_operations_keep_to_the_document(app, seeded_user):
+    from hypothesis.stateful import run_state_machine_as_test
+
+    current_app.app = app.app
+    headers = {"auth": seeded_user.token, "X-Service-Key": SERVICE_KEY}
+
+    created, followed = set(), set()
+
+    class Chained(live.as_state_machine()):
+        def get_call_kwargs(self, case):
+            return {"headers": headers}
+
+        def after_call(self, response, case):
+            super().after_call(response, case)
+            if case.operation.label == "POST /internal/pays" and response.status_code == 200:
+                created.add(response.json()["info"]["pay_id"])
+            elif (case.path_parameters or {}).get("pay_id") in created:
+                followed.add(case.operation.label)
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            # Auth is probed per operation above; here every call carries the test's valid credentials.
+            excluded = [ignored_auth, *([positive_data_acceptance] if any_float(case.body) else [])]
+            case.validate_response(response, excluded_checks=excluded, transport_kwargs=kwargs or None)
+
+    run_state_machine_as_test(
+        Chained,
+        settings=hypothesis_settings(max_examples=15, stateful_step_count=4, deadline=None, database=None,
+                                     suppress_health_check=list(HealthCheck)),
+    )
+    assert created and followed, "no call followed a link from a created pay"
+    linked = DOCUMENT["paths"]["/internal/pays"]["post"]["responses"]["200"]["links"]
+    assert {"getPayInternal", "getPay", "getPayStatus", "reportPayStatus"} <= set(linked)

@@ -278,7 +278,10 @@ def test_fresh_processing_transfers_are_not_retrieved(processing_since_now, gate
     assert transfer_requests(fake_pingpp, transfer_id) == []
 
 
-@pytest.mark.parametrize("status, settled, refunded", [("paid", "succeeded", False), ("failed", "failed", True)])
+@pytest.mark.parametrize(
+    "status, settled, refunded",
+    [("paid", "succeeded", False), ("failed", "failed", True), ("canceled", "failed", True)],
+)
 def test_processing_transfer_older_than_five_minutes_is_settled_from_ping(
     processing_since_now, gateway, fake_pingpp, traveller, expert, status, settled, refunded
 ):
