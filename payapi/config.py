@@ -43,10 +43,6 @@ class Settings:
     pay_money_max: int = 100_000_000
 
     @property
-    def uses_development_secret(self):
-        return DEVELOPMENT_SECRET in self.auth_secrets
-
-    @property
     def production(self):
         return self.env != DEVELOPMENT
 
