@@ -3,6 +3,8 @@
 import multiprocessing
 import os
 
+from payapi.logs import gunicorn_logconfig
+
 wsgi_app = "payapi.wsgi:application"
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count()))
@@ -18,4 +20,18 @@ keepalive = 5
 # The service writes its own JSON line per request; gunicorn's access log would repeat it.
 accesslog = None
 errorlog = "-"
+# Every line gunicorn writes is one JSON object too (payapi.logs.JsonLines).
+logconfig_dict = gunicorn_logconfig()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def on_starting(server):
+    """In the master, before any worker: refuse unsafe settings or narrow tables with one log line.
+
+    Exiting here stops gunicorn (a worker that refused would be forked again and again).
+    """
+    if getattr(server.app, "app_uri", wsgi_app) != wsgi_app:
+        return  # another app under this configuration (the benchmark's bare falcon app)
+    from payapi.startup import check_serving
+
+    check_serving("web")

@@ -668,7 +668,8 @@ def bench_database(kind, args, tmp, sandbox, bare_port, bare_proc):
         log_path = os.path.join(work, "gunicorn.log")
         result["gunicorn_log"] = log_path
         server_env = {
-            **env, "AUTH_SECRET": auth_secret, "PINGPP_PUBLIC_KEY_PATH": sandbox.public_key_path,
+            **env, "PAYAPI_ENV": "production", "AUTH_SECRET": auth_secret, "SERVICE_KEY": secrets.token_urlsafe(32),
+            "PINGPP_PUBLIC_KEY_PATH": sandbox.public_key_path,
             "PINGPP_API_BASE": sandbox.url, "PINGPP_API_KEY": "sk_test_payapi_bench", "PINGPP_APP_ID": BENCH_APP_ID,
             "BCRYPT_ROUNDS": BCRYPT_ROUNDS,
             "SMS_BACKEND": "file", "SMS_FILE": sms_file,

@@ -6,7 +6,7 @@
 - client_report.times / last_at: one row stands for repeated reports (last_at of existing rows
   is their created_at).
 
-On MySQL new text columns are utf8mb4 with a binary collation, like every table after 003.
+On MySQL the new text column inherits its table's utf8mb4 binary collation (003).
 Self-contained: no import of live app code.
 """
 
@@ -22,9 +22,8 @@ def _add_column(migrator, table, column, definition):
 
 
 def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
-    mysql = isinstance(database, pw.MySQLDatabase)
-    text_type = "VARCHAR(100) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if mysql else "VARCHAR(100)"
-    _add_column(migrator, "lockout", "failed_at", f"{text_type} NOT NULL DEFAULT ''")
+    # No charset of its own: the column inherits the table's (utf8mb4, binary NO PAD since 003).
+    _add_column(migrator, "lockout", "failed_at", "VARCHAR(100) NOT NULL DEFAULT ''")
 
     def failures_as_times():
         # The fixed window's failures, as if all made when it opened: they leave the sliding

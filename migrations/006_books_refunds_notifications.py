@@ -25,9 +25,6 @@ class LongTextField(pw.TextField):
     field_type = "LONGTEXT"
 
 
-NEW_TABLES = ("journal_entry", "posting", "refund", "notification", "idempotency_key")
-
-
 def _new_id():
     return (struct.pack(">I", int(time.time())) + os.urandom(8)).hex()
 
@@ -121,12 +118,6 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
     migrator.add_index("pay", "held", "release_at")
     migrator.add_fields("wallet", pending=pw.BigIntegerField(default=0), available=pw.BigIntegerField(default=0))
 
-    def utf8mb4_bin():
-        # Text in new MySQL tables is compared byte for byte, like every other table (003).
-        if isinstance(database, pw.MySQLDatabase):
-            for table in NEW_TABLES:
-                database.execute_sql(f"ALTER TABLE `{table}` CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-
     def move_ledger_into_books():
         q = database.param
         sql = database.execute_sql
@@ -183,7 +174,6 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
             entry("transfer", withdraw_id, updated_at, ("payouts", amount, 0), ("pingpp", 0, amount))
         sql("UPDATE wallet SET available = balance, pending = 0")
 
-    migrator.run(utf8mb4_bin)
     migrator.run(move_ledger_into_books)
     migrator.remove_fields("wallet", "balance")
     migrator.remove_model("ledger_entry")

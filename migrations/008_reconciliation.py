@@ -21,12 +21,6 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
         class Meta:
             table_name = "reconciliation"
 
-    def utf8mb4_bin():
-        if isinstance(database, pw.MySQLDatabase):
-            database.execute_sql("ALTER TABLE `reconciliation` CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-
-    migrator.run(utf8mb4_bin)
-
 
 def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
     migrator.remove_model("reconciliation")

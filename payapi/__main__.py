@@ -6,8 +6,8 @@ import json
 import os
 import sys
 
+from . import startup
 from .clock import iso
-from .config import Settings
 from .db import bind, open_database
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
@@ -34,11 +34,11 @@ def token(settings, args):
 
 
 def worker(settings, args):
-    from . import logs, worker as worker_module
+    from . import worker as worker_module
     from .wsgi import gateway_from
 
-    logs.configure()
-    bind(open_database(settings.database_url))
+    database = bind(open_database(settings.database_url))
+    startup.check_tables("worker", settings, database)
     gateway = gateway_from(settings)
     if args.once:
         print(json.dumps(worker_module.run_once(settings, gateway)))
@@ -140,19 +140,19 @@ def main(argv=None):
     sub.add_parser("sandbox", help="a local Ping++: serve it, or pay, settle and break things in a running one")
     args = parser.parse_args(argv)
 
-    settings = Settings.from_env()
+    # Each command checks what it uses (startup.py); the serving ones check everything.
     if args.command == "migrate":
-        migrate(settings)
+        migrate(startup.settings_for("migrate", startup.MIGRATE))
     elif args.command == "token":
-        token(settings, args)
+        token(startup.settings_for("token", startup.TOKEN), args)
     elif args.command == "worker":
-        worker(settings, args)
+        worker(startup.settings_for("worker", startup.SERVE), args)
     elif args.command == "withdrawals":
-        withdrawals_command(settings, args)
+        withdrawals_command(startup.settings_for("withdrawals", startup.DATABASE), args)
     elif args.command == "books":
-        books_command(settings, args)
+        books_command(startup.settings_for("books", startup.DATABASE), args)
     elif args.command == "reconcile":
-        reconcile_command(settings, args)
+        reconcile_command(startup.settings_for("reconcile", startup.SERVE), args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Settings: everything the service reads from the environment, read once."""
+"""Settings: everything the service reads from the environment, read once.
+
+What is *safe* to run with (production refuses what development tolerates) is decided in
+`startup.py`; this module only reads.
+"""
 
 import dataclasses
 import os
@@ -6,18 +10,27 @@ import zoneinfo
 
 
 DEFAULT_DATABASE_URL = "sqlite:///payapi.db"
+PRODUCTION, DEVELOPMENT = "production", "development"
+# Heroku's add-ons write their own variable; DATABASE_URL, when set, wins.
+DATABASE_URL_VARIABLES = ("DATABASE_URL", "JAWSDB_URL", "CLEARDB_DATABASE_URL")
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
+    env: str = PRODUCTION
     database_url: str = DEFAULT_DATABASE_URL
+    # The variable the URL came from ("" when it is the SQLite default nobody asked for).
+    database_url_source: str = ""
     # The first secret signs, every one of them verifies (key rotation).
     auth_secrets: tuple[str, ...] = ()
     service_key: str = ""
     pingpp_api_key: str = ""
     pingpp_app_id: str = ""
     pingpp_api_base: str = ""
+    # Keys as PEM text (PINGPP_*_KEY) or as files (PINGPP_*_KEY_PATH); startup.py checks them.
+    pingpp_private_key: str = ""
     pingpp_private_key_path: str = ""
+    pingpp_public_key: str = ""
     pingpp_public_key_path: str = ""
     pingpp_timeout: float = 5.0
     sms_backend: str = "console"
@@ -33,8 +46,8 @@ class Settings:
     notify_secret: str = ""
 
     @property
-    def uses_development_secret(self):
-        return self.auth_secrets == (DEVELOPMENT_SECRET,)
+    def production(self):
+        return self.env != DEVELOPMENT
 
     @property
     def pingpp_live(self):
@@ -48,37 +61,41 @@ class Settings:
     @classmethod
     def from_env(cls, environ=None):
         env = os.environ if environ is None else environ
-        database_url = (
-            env.get("DATABASE_URL")
-            or env.get("JAWSDB_URL")
-            or env.get("CLEARDB_DATABASE_URL")
-            or DEFAULT_DATABASE_URL
-        )
+        mode = env.get("PAYAPI_ENV", "").strip().lower() or PRODUCTION
+        source = next((name for name in DATABASE_URL_VARIABLES if env.get(name, "").strip()), "")
+        database_url = env[source].strip() if source else DEFAULT_DATABASE_URL
         secrets_ = tuple(s.strip() for s in env.get("AUTH_SECRET", "").split(",") if s.strip())
-        if not secrets_:
+        if not secrets_ and mode == DEVELOPMENT:
             secrets_ = (DEVELOPMENT_SECRET,)
         settings = cls(
+            env=mode,
             database_url=database_url,
+            database_url_source=source,
             auth_secrets=secrets_,
             service_key=env.get("SERVICE_KEY", ""),
             pingpp_api_key=env.get("PINGPP_API_KEY", ""),
             pingpp_app_id=env.get("PINGPP_APP_ID", ""),
             pingpp_api_base=env.get("PINGPP_API_BASE", ""),
-            pingpp_private_key_path=env.get("PINGPP_PRIVATE_KEY_PATH", ""),
-            pingpp_public_key_path=env.get("PINGPP_PUBLIC_KEY_PATH", ""),
-            pingpp_timeout=float(env.get("PINGPP_TIMEOUT", "5")),
+            pingpp_private_key=env.get("PINGPP_PRIVATE_KEY", "").strip(),
+            pingpp_private_key_path=env.get("PINGPP_PRIVATE_KEY_PATH", "").strip(),
+            pingpp_public_key=env.get("PINGPP_PUBLIC_KEY", "").strip(),
+            pingpp_public_key_path=env.get("PINGPP_PUBLIC_KEY_PATH", "").strip(),
+            pingpp_timeout=_number(env, "PINGPP_TIMEOUT", "5", float),
             sms_backend=env.get("SMS_BACKEND", "console"),
             sms_file=env.get("SMS_FILE", "sms.jsonl"),
             timezone=env.get("TIMEZONE", "Asia/Shanghai"),
-            bcrypt_rounds=int(env.get("BCRYPT_ROUNDS", "12")),
-            platform_fee_bps=int(env.get("PLATFORM_FEE_BPS", "0")),
-            withdraw_min=int(env.get("WITHDRAW_MIN", "100")),
-            withdraw_max=int(env.get("WITHDRAW_MAX", "5000000")),
-            settlement_hold_seconds=int(env.get("SETTLEMENT_HOLD_SECONDS", str(7 * 24 * 3600))),
+            bcrypt_rounds=_number(env, "BCRYPT_ROUNDS", "12", int),
+            platform_fee_bps=_number(env, "PLATFORM_FEE_BPS", "0", int),
+            withdraw_min=_number(env, "WITHDRAW_MIN", "100", int),
+            withdraw_max=_number(env, "WITHDRAW_MAX", "5000000", int),
+            settlement_hold_seconds=_number(env, "SETTLEMENT_HOLD_SECONDS", str(7 * 24 * 3600), int),
             notify_url=env.get("NOTIFY_URL", ""),
             notify_secret=env.get("NOTIFY_SECRET", ""),
         )
-        _ = settings.tz  # fail at start-up, not on the first withdrawal, if TIMEZONE is wrong
+        try:
+            _ = settings.tz  # fail at start-up, not on the first withdrawal, if TIMEZONE is wrong
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"TIMEZONE {settings.timezone!r} is not a known time zone") from None
         if not 0 <= settings.platform_fee_bps <= 10_000:
             raise ValueError("PLATFORM_FEE_BPS must be between 0 and 10000")
         if settings.settlement_hold_seconds < 0:
@@ -90,7 +107,14 @@ class Settings:
         return settings
 
 
+def _number(env, name, default, kind):
+    value = env.get(name, default)
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {value!r}") from None
+
+
 # Known to everyone on purpose: it lets a newcomer run the service and mint tokens with
-# `python -m payapi token` without configuring anything, and it is useless in production,
-# where AUTH_SECRET is always set.
+# `python -m payapi token` without configuring anything in development; production refuses it.
 DEVELOPMENT_SECRET = "payapi-development-secret-do-not-use-in-production"

@@ -3,11 +3,15 @@
 import collections
 import functools
 import logging
+import os
 import random
+import ssl
 import time
+import urllib.parse
 
+import certifi
 import peewee
-from playhouse.db_url import connect, parse, register_database
+from playhouse.db_url import connect
 from playhouse.shortcuts import ReconnectMixin
 
 log = logging.getLogger(__name__)
@@ -18,10 +22,6 @@ db = peewee.DatabaseProxy()
 class MySQLDatabase(ReconnectMixin, peewee.MySQLDatabase):
     """MySQL/MariaDB that reconnects when the server dropped an idle connection (restart, wait_timeout)."""
 
-
-for scheme in ("mysql", "mysql+pymysql"):
-    register_database(MySQLDatabase, scheme)
-
 # MySQL/MariaDB: deadlock (also how Galera reports a certification conflict at commit),
 # lock wait timeout; both mean "nothing was written, run the transaction again".
 RETRYABLE_MYSQL_ERRORS = {1213, 1205}
@@ -29,9 +29,85 @@ RETRYABLE_MYSQL_ERRORS = {1213, 1205}
 LOST_CONNECTION_ERRORS = {2006, 2013, 2014, 2055}
 
 
+class DatabaseUrlError(ValueError):
+    """A database URL payapi cannot use; the message names what is wrong (never the password)."""
+
+
+MYSQL_SCHEMES = ("mysql", "mysql2", "mysql+pymysql")
+# ssl-mode as MySQL's own clients name it (Heroku add-ons and DigitalOcean write it this way).
+SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+
+
+def _query(parsed):
+    params = {}
+    for key, value in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True):
+        params[key.lower().replace("_", "-")] = value
+    return params
+
+
+def mysql_params(url):
+    """PyMySQL connect arguments for a MySQL URL as Heroku add-ons write it.
+
+    Accepted: `mysql://`, `mysql2://` (ClearDB, Rails style), `mysql+pymysql://`;
+    percent-encoded user, password and database; `?ssl-mode=DISABLED|PREFERRED|REQUIRED|
+    VERIFY_CA|VERIFY_IDENTITY` (PREFERRED, PyMySQL's own default, when absent), `ssl-ca=PATH`
+    (the CA for the VERIFY modes; certifi's bundle otherwise), `reconnect=true|false`
+    (ClearDB; ignored: dropped connections are always reopened). Anything else is refused.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme.lower() not in MYSQL_SCHEMES:
+        raise DatabaseUrlError(f"database URL scheme {parsed.scheme!r} is not supported (use mysql:// or sqlite:///)")
+    try:
+        port = parsed.port or 3306
+    except ValueError:
+        raise DatabaseUrlError("database URL has a port that is not a number") from None
+    database = urllib.parse.unquote(parsed.path.lstrip("/"))
+    if not parsed.hostname or not database or "/" in database:
+        raise DatabaseUrlError("database URL needs a host and a database name: mysql://user:password@host:3306/name")
+    params = {"host": parsed.hostname, "port": port, "database": database}
+    if parsed.username:
+        params["user"] = urllib.parse.unquote(parsed.username)
+    if parsed.password is not None:
+        # Bytes: PyMySQL would encode a str as latin-1 and fail on any other character.
+        params["password"] = urllib.parse.unquote(parsed.password).encode("utf-8")
+    query = _query(parsed)
+    unknown = sorted(set(query) - {"ssl-mode", "ssl-ca", "reconnect"})
+    if unknown:
+        raise DatabaseUrlError(
+            f"database URL has unknown parameter(s) {', '.join(unknown)} (known: ssl-mode, ssl-ca, reconnect)"
+        )
+    if query.get("reconnect", "true").lower() not in ("true", "false", "1", "0"):
+        raise DatabaseUrlError("database URL: reconnect must be true or false")
+    mode = query.get("ssl-mode", "PREFERRED").upper().replace("-", "_")
+    if mode not in SSL_MODES:
+        raise DatabaseUrlError(f"database URL: ssl-mode must be one of {', '.join(SSL_MODES)}, not {query['ssl-mode']!r}")
+    ca = query.get("ssl-ca") or None
+    if ca and mode not in ("VERIFY_CA", "VERIFY_IDENTITY"):
+        raise DatabaseUrlError("database URL: ssl-ca is only used with ssl-mode=VERIFY_CA or VERIFY_IDENTITY")
+    if ca and not os.path.isfile(ca):
+        raise DatabaseUrlError(f"database URL: ssl-ca file {ca!r} does not exist")
+    if mode == "DISABLED":
+        params["ssl_disabled"] = True
+    elif mode == "REQUIRED":
+        # TLS or no connection, without checking the certificate (MySQL's own meaning).
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        params["ssl"] = context
+    elif mode in ("VERIFY_CA", "VERIFY_IDENTITY"):
+        context = ssl.create_default_context(cafile=ca or certifi.where())
+        context.check_hostname = mode == "VERIFY_IDENTITY"
+        params["ssl"] = context
+    # PREFERRED: PyMySQL's default, TLS when the server offers it.
+    return params
+
+
 def open_database(url):
     """A peewee database for a DATABASE_URL; SQLite gets WAL and writer serialisation."""
-    if url.startswith("sqlite"):
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        if "?" in url:
+            raise DatabaseUrlError("a sqlite:/// database URL takes no parameters")
         return connect(
             url,
             pragmas={"journal_mode": "wal", "busy_timeout": 10_000, "synchronous": "normal"},
@@ -39,14 +115,27 @@ def open_database(url):
             # what SELECT ... FOR UPDATE gives us on MySQL.
             lock_type="IMMEDIATE",
         )
-    if url.startswith("mysql://") or url.startswith("mysql+pymysql://"):
-        # peewee's MySQLDatabase already uses utf8mb4 and autocommit outside transactions.
-        params = parse(url)
-        if "passwd" in params:
-            params["password"] = params.pop("passwd")  # PyMySQL's current name
-        database = params.pop("database")
-        return MySQLDatabase(database, connect_timeout=5, read_timeout=30, write_timeout=30, **params)
-    return connect(url)
+    params = mysql_params(url)
+    # peewee's MySQLDatabase already uses utf8mb4 and autocommit outside transactions.
+    return MySQLDatabase(params.pop("database"), connect_timeout=5, read_timeout=30, write_timeout=30, **params)
+
+
+def describe_error(exc, database=None):
+    """`OperationalError 1045: Access denied ...`: the class, the server's number and message.
+
+    Servers do not echo passwords, but should one appear (the database's own, plain or
+    percent-encoded), it is masked.
+    """
+    number = _error_number(exc)
+    args = getattr(exc, "args", ())
+    message = str(args[1]) if len(args) > 1 else str(exc)
+    password = getattr(database, "connect_params", {}).get("password") if database is not None else None
+    if isinstance(password, bytes):
+        password = password.decode("utf-8", "replace")
+    if password and len(password) >= 4:
+        for form in {password, urllib.parse.quote(password, safe="")}:
+            message = message.replace(form, "***")
+    return f"{type(exc).__name__} {number}: {message}" if number is not None else f"{type(exc).__name__}: {message}"
 
 
 def bind(database):
@@ -157,3 +246,28 @@ class RowByKey:
             sql = self._sql[id(database)] = self.model.select(*self.selected).where(*where).sql()[0]
         row = database.execute_sql(sql, values).fetchone()
         return None if row is None else self.row._make(row)
+
+
+# --- character sets (MySQL) ----------------------------------------------------------------
+
+# Binary collations, best first: ids, references and event ids compare byte for byte. The NO PAD
+# ones (MariaDB's utf8mb4_nopad_bin, MySQL 8's utf8mb4_0900_bin) also tell 'abc' from 'abc ';
+# MySQL 5.7 has only utf8mb4_bin, which pads. migrations/003 picks the first the server has.
+BINARY_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin", "utf8mb4_bin")
+
+
+def text_columns(database, tables):
+    """(table, column or None for the table's default, charset, collation) of tables' text columns (MySQL)."""
+    if not isinstance(database, peewee.MySQLDatabase) or not tables:
+        return []
+    marks = ", ".join(["%s"] * len(tables))
+    rows = database.execute_sql(
+        "SELECT TABLE_NAME, NULL, CCSA.CHARACTER_SET_NAME, TABLE_COLLATION FROM information_schema.TABLES T "
+        "JOIN information_schema.COLLATION_CHARACTER_SET_APPLICABILITY CCSA ON CCSA.COLLATION_NAME = T.TABLE_COLLATION "
+        f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({marks}) "
+        "UNION ALL "
+        "SELECT TABLE_NAME, COLUMN_NAME, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS "
+        f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({marks}) AND CHARACTER_SET_NAME IS NOT NULL",
+        list(tables) * 2,
+    ).fetchall()
+    return sorted(rows, key=lambda r: (r[0], r[1] or ""))

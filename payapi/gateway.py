@@ -2,19 +2,106 @@
 
 Callers hand in small dataclasses and get small dataclasses back (Saleor's gateway shape); no
 SDK object leaves this module. Webhook signatures are Ping++'s too, so they are verified here.
+
+The SDK is pinned (pingpp 2.7.2, 2018) and not forked; what today's Python needs from it is
+adapted here, before and right after `import pingpp`:
+- its vendored six 1.11 has a meta-path importer with only find_module, which Python 3.12
+  stopped calling, so `pingpp.six.moves...` imports fail (and the fallback `from cgi import
+  parse_qsl` fails too); a small finder with find_spec serves those names from six's importer;
+- it verifies TLS against its own 2018 CA file unless `pingpp.ca_bundle` is set: certifi's;
+- it signs requests with pycryptodome; `cryptography` (which PyMySQL needs anyway) does the
+  same RSA-SHA256 PKCS#1 v1.5 signature, so the project carries one crypto library.
 """
 
 import base64
 import binascii
 import dataclasses
+import importlib.abc
+import importlib.util
 import json
 import logging
+import sys
 
-import pingpp
+import certifi
 import requests
-from Crypto.Hash import SHA256
-from Crypto.PublicKey import RSA
-from Crypto.Signature import pkcs1_15
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+
+class _VendoredSixMoves(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """find_spec for `pingpp.six.moves*`, served by the vendored six's own importer (six ≥ 1.16 does this itself)."""
+
+    prefix = "pingpp.six.moves"
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.prefix and not fullname.startswith(self.prefix + "."):
+            return None
+        six = sys.modules.get("pingpp.six")
+        importer = getattr(six, "_importer", None)
+        if importer is None or fullname not in importer.known_modules:
+            return None
+        return importlib.util.spec_from_loader(fullname, self, is_package=importer.is_package(fullname))
+
+    def create_module(self, spec):
+        return sys.modules["pingpp.six"]._importer.load_module(spec.name)
+
+    def exec_module(self, module):
+        pass  # six's lazy modules fill themselves in on attribute access
+
+
+if not any(isinstance(finder, _VendoredSixMoves) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _VendoredSixMoves())
+
+import pingpp  # noqa: E402  (after the finder above, or it fails on Python 3.12+)
+import pingpp.api_requestor  # noqa: E402
+
+pingpp.ca_bundle = certifi.where()
+
+
+def _rsa_sign(requestor, private_key, data):
+    """The SDK's request signature (APIRequestor.rsa_sign) with cryptography instead of pycryptodome."""
+    key = serialization.load_pem_private_key(private_key.encode(), password=None)
+    return base64.b64encode(key.sign(data.encode(), padding.PKCS1v15(), hashes.SHA256()))
+
+
+pingpp.api_requestor.APIRequestor.rsa_sign = _rsa_sign
+
+
+def load_public_key(pem):
+    """An RSA public key from PEM text (SubjectPublicKeyInfo or PKCS#1); ValueError if it is none."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        raise ValueError("not a PEM public key") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("not an RSA public key")
+    return key
+
+
+def load_private_key(pem):
+    """An RSA private key from PEM text (PKCS#8 or PKCS#1, no passphrase); ValueError if it is none."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ValueError("not an unencrypted PEM private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("not an RSA private key")
+    return key
+
+
+def read_key(value, path):
+    """The PEM text given as a value, else read from path; '' when neither is set. OSError if unreadable."""
+    if value:
+        # Config vars often arrive with their newlines written as the two characters \n.
+        return value.replace("\\n", "\n")
+    if path:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    return ""
+
 
 log = logging.getLogger(__name__)
 
@@ -157,35 +244,68 @@ def _plain(sdk_object):
     return json.loads(json.dumps(sdk_object))
 
 
+def _ping_message(exc):
+    """What Ping++ said about a failed call: its error message, or what went wrong on the way.
+
+    Never the request (it carries account ids and names) and never the response body.
+    """
+    body = getattr(exc, "json_body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])[:300]
+    if isinstance(exc, pingpp.error.APIConnectionError) and getattr(exc, "_message", None):
+        # The SDK's text is a paragraph of advice, then "(Network error: <what requests said>)".
+        text = str(exc._message)
+        return (text[text.index("(Network error: "):] if "(Network error: " in text else text.splitlines()[0])[:300]
+    status = getattr(exc, "http_status", None)
+    return f"HTTP {status}" if status else type(exc).__name__
+
+
 class PingppGateway:
-    def __init__(self, api_key, app_id, api_base="", private_key_path="", public_key_path="", timeout=5.0):
+    def __init__(
+        self, api_key, app_id, api_base="", private_key="", public_key="", timeout=5.0,
+        private_key_path="", public_key_path="",
+    ):
         self.app_id = app_id
         self._api_key = api_key
         # The SDK keeps its configuration in module globals; one gateway per process sets them.
         if api_base:
             pingpp.api_base = api_base.rstrip("/")
-        pingpp.private_key_path = private_key_path or None
-        pingpp.private_key = None
+        private_pem = read_key(private_key, private_key_path)
+        if private_pem:
+            load_private_key(private_pem)  # a broken key fails here, not on the first payout
+        pingpp.private_key = private_pem or None
+        pingpp.private_key_path = None
         # The SDK's defaults (30 s connect, 80 s read, a retry on 502) would hold a worker for
         # minutes; one bounded attempt, and the worker or the next report tries again later.
         pingpp.timeout = timeout
         pingpp.connect_timeout = timeout
         pingpp.max_network_retries = 0
-        self._public_key = None
-        if public_key_path:
-            with open(public_key_path, "rb") as f:
-                self._public_key = RSA.import_key(f.read())
+        public_pem = read_key(public_key, public_key_path)
+        self._public_key = load_public_key(public_pem) if public_pem else None
+        if self._public_key is None:
+            log.warning("no Ping++ public key (PINGPP_PUBLIC_KEY or PINGPP_PUBLIC_KEY_PATH): every webhook answers 401")
 
-    def _call(self, what, func, *args, **kwargs):
+    def _call(self, what, ids, func, *args, **kwargs):
+        fields = {"call": what, **ids}
         if not self._api_key:
-            raise GatewayError("PINGPP_API_KEY is not configured")
+            # Development only (production refuses to start without it); said on every call, so
+            # a 920 is never a mystery.
+            log.error("Ping++ %s not sent: PINGPP_API_KEY is not set", what, extra={"fields": fields})
+            raise GatewayError("PINGPP_API_KEY is not set")
         try:
             return _plain(func(*args, api_key=self._api_key, **kwargs))
         except (pingpp.error.PingppError, requests.RequestException, ValueError) as exc:
-            error = (getattr(exc, "json_body", None) or {}).get("error") or {}
-            code, message = error.get("code"), str(error.get("message") or "")[:200]
-            log.warning("Ping++ %s failed: %s %s %s", what, type(exc).__name__, code or "", message)
-            raise GatewayError(f"{what}: {type(exc).__name__} {code or ''} {message}".strip(), code=code) from exc
+            message = _ping_message(exc) if isinstance(exc, pingpp.error.PingppError) else type(exc).__name__
+            body = getattr(exc, "json_body", None)
+            error = body.get("error") if isinstance(body, dict) else None
+            code = error.get("code") if isinstance(error, dict) else None
+            log.warning(
+                "Ping++ %s failed: %s", what, message,
+                extra={"fields": {**fields, "error": type(exc).__name__, "ping_message": message, "ping_code": code,
+                                  "http_status": getattr(exc, "http_status", None)}},
+            )
+            raise GatewayError(f"{what}: {type(exc).__name__}: {message}", code=code) from exc
 
     def create_charge(self, request: ChargeRequest) -> Charge:
         params = {
@@ -200,33 +320,39 @@ class PingppGateway:
         }
         if request.extra:
             params["extra"] = request.extra
-        return charge_from(self._call("create charge", pingpp.Charge.create, **params))
+        return charge_from(self._call("create charge", {"order_no": request.order_no}, pingpp.Charge.create, **params))
 
     def retrieve_charge(self, charge_id) -> Charge:
-        return charge_from(self._call("retrieve charge", pingpp.Charge.retrieve, charge_id))
+        return charge_from(self._call("retrieve charge", {"charge_id": charge_id}, pingpp.Charge.retrieve, charge_id))
 
     def reverse_charge(self, charge_id) -> Charge:
         """Close an unpaid charge so its credential can no longer take money (code charge_paid if paid)."""
-        return charge_from(self._call("reverse charge", pingpp.Charge.reverse, charge_id))
+        return charge_from(self._call("reverse charge", {"charge_id": charge_id}, pingpp.Charge.reverse, charge_id))
 
     def create_refund(self, request: RefundRequest) -> Refund:
         params = {"description": request.description, "amount": request.amount,
                   "metadata": {"refund_id": request.refund_id}}
-        return refund_from(self._call("create refund", pingpp.Charge.refund, request.charge_id, **params))
+        return refund_from(self._call(
+            "create refund", {"charge_id": request.charge_id, "refund_id": request.refund_id}, pingpp.Charge.refund,
+            request.charge_id, **params,
+        ))
 
     def retrieve_refund(self, charge_id, refund_id) -> Refund:
-        return refund_from(self._call("retrieve refund", pingpp.Charge.retrieve_refund, charge_id, refund_id))
+        return refund_from(self._call(
+            "retrieve refund", {"charge_id": charge_id, "pingpp_refund_id": refund_id}, pingpp.Charge.retrieve_refund,
+            charge_id, refund_id,
+        ))
 
     def list_refunds(self, charge_id) -> list[Refund]:
         """Every refund of a charge (a charge has few: one page of 100)."""
-        page = self._call("list refunds", pingpp.Charge.list_refunds, charge_id, limit=100)
+        page = self._call("list refunds", {"charge_id": charge_id}, pingpp.Charge.list_refunds, charge_id, limit=100)
         return [refund_from(raw) for raw in page.get("data", [])]
 
     def _each(self, what, resource, created_gte, created_lt, convert):
         """Every object of a list created in [created_gte, created_lt) (Unix seconds), paging as Ping++ does."""
         params = {"app": {"id": self.app_id}, "limit": 100, "created": {"gte": created_gte, "lt": created_lt}}
         while True:
-            page = self._call(what, resource.list, **params)
+            page = self._call(what, {"created_gte": created_gte, "created_lt": created_lt}, resource.list, **params)
             data = page.get("data") or []
             for raw in data:
                 yield convert(raw)
@@ -252,17 +378,23 @@ class PingppGateway:
             "description": request.description,
             "extra": {"recipient_name": request.recipient_name},
         }
-        return transfer_from(self._call("create transfer", pingpp.Transfer.create, **params))
+        return transfer_from(
+            self._call("create transfer", {"order_no": request.order_no}, pingpp.Transfer.create, **params)
+        )
 
     def retrieve_transfer(self, transfer_id) -> Transfer:
-        return transfer_from(self._call("retrieve transfer", pingpp.Transfer.retrieve, transfer_id))
+        return transfer_from(
+            self._call("retrieve transfer", {"transfer_id": transfer_id}, pingpp.Transfer.retrieve, transfer_id)
+        )
 
     def webhook_is_authentic(self, raw_body, signature):
         """RSA-SHA256 (PKCS#1 v1.5) over the raw body, base64 in X-Pingplusplus-Signature."""
         if self._public_key is None or not signature:
             return False
         try:
-            pkcs1_15.new(self._public_key).verify(SHA256.new(raw_body), base64.b64decode(signature, validate=True))
+            self._public_key.verify(
+                base64.b64decode(signature, validate=True), raw_body, padding.PKCS1v15(), hashes.SHA256()
+            )
             return True
-        except (ValueError, TypeError, binascii.Error):
+        except (InvalidSignature, ValueError, TypeError, binascii.Error):
             return False

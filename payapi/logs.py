@@ -1,4 +1,4 @@
-"""Logging: one JSON object per line on stderr, for every logger.
+"""Logging: one JSON object per line on stderr, for every logger, gunicorn's own included.
 
 Nothing secret is ever passed to a logger: no bodies, no headers, no tokens, codes or hashes.
 """
@@ -7,6 +7,7 @@ import datetime
 import json
 import logging
 import os
+import sys
 
 
 class JsonLines(logging.Formatter):
@@ -15,12 +16,17 @@ class JsonLines(logging.Formatter):
             "ts": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "msg": record.getMessage(),
         }
         line.update(getattr(record, "fields", None) or {})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def level():
+    return os.environ.get("LOG_LEVEL", "INFO").upper()
 
 
 def configure():
@@ -29,6 +35,41 @@ def configure():
         handler = logging.StreamHandler()
         handler.setFormatter(JsonLines())
         root.addHandler(handler)
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    root.setLevel(level())
+    _quiet_libraries()
+    # Python's warnings and an uncaught exception would otherwise print plain text.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+
+
+def _quiet_libraries():
     # The SDK logs request bodies at debug level; they carry account ids and names.
     logging.getLogger("pingpp").setLevel(logging.WARNING)
+
+
+def _log_uncaught(exc_type, exc, tb):
+    if issubclass(exc_type, KeyboardInterrupt):
+        return sys.__excepthook__(exc_type, exc, tb)
+    logging.getLogger("payapi").critical("uncaught %s", exc_type.__name__, exc_info=(exc_type, exc, tb))
+
+
+def gunicorn_logconfig():
+    """gunicorn's `logconfig_dict`: its own lines (boot, workers, signals) through JsonLines too.
+
+    gunicorn's access log stays off (level WARNING): payapi.request already writes one line
+    per request, and two would double every count an operator makes.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "payapi.logs.JsonLines"}},
+        "handlers": {
+            "json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+        },
+        "root": {"level": level(), "handlers": ["json"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+            "pingpp": {"level": "WARNING", "handlers": [], "propagate": True},
+        },
+    }

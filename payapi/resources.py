@@ -5,12 +5,14 @@ it runs, 904 naming the field otherwise), the answer it gives, and the errors it
 OpenAPI document is built from these declarations.
 """
 
+import logging
+import threading
 from typing import Any
 
 import falcon
 
 from . import events, payments, refunds, security, sms, withdrawals
-from .db import db
+from .db import db, describe_error
 from .errors import UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
 from .ids import is_id
 from .openapi import operation
@@ -21,6 +23,8 @@ from .shapes import (
 )
 from .validate import MAX_WEBHOOK_BODY, read_body
 from .views import refund_info, withdrawal_info
+
+log = logging.getLogger(__name__)
 
 PASSWORD_LOCK = "Five wrong pay passwords within any 3 hours (withdraw, passwd and question together) lock for 3 hours."
 
@@ -265,18 +269,36 @@ class InternalRefunds:
 
 
 class Health:
+    """`/healthz`; why the database is unreachable is logged once per distinct cause, not per probe."""
+
     auth = None
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._down_because = None  # the last cause logged, until the database answers again
 
     @operation(id="health", summary="Whether the database answers.", tag="operations", answer=HealthAnswer,
                errors={503: "999: the database is down (`db`: `down`)."})
     def on_get(self, req, resp):
         try:
             db.execute_sql("SELECT 1")
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - any failure means "down"; the log says which
+            self._note(describe_error(exc, db.obj))
             resp.status = falcon.HTTP_503
             resp.media = {"code": UNEXPECTED, "msg": "数据库不可用", "db": "down"}
             return
+        self._note(None)
         resp.media = HealthAnswer()
+
+    def _note(self, cause):
+        with self._lock:
+            if cause == self._down_because:
+                return
+            before, self._down_because = self._down_because, cause
+        if cause is not None:
+            log.error("database unreachable: %s", cause, extra={"fields": {"cause": cause}})
+        elif before is not None:
+            log.info("database reachable again")
 
 
 class OpenApi:

@@ -6,7 +6,6 @@ import hmac
 import json
 import logging
 import secrets
-import sys
 import threading
 
 from .clock import UTC, day_start, next_day_start, now_ms
@@ -29,10 +28,15 @@ TEMPLATES = {WITHDRAW_INFO: "您正在设置提现账户，验证码 {code}，5 
 # --- backends: anything with send(phone, code, purpose, text) ------------------------------
 
 class ConsoleSms:
-    """Development backend: prints the message to standard output (never to the log)."""
+    """Development backend: the message as a log line (every line a process writes is JSON).
+
+    It shows the code, which is why production refuses SMS_BACKEND=console.
+    """
 
     def send(self, phone, code, purpose, text):
-        print(f"[sms to {phone}] {text}", file=sys.stdout, flush=True)
+        logging.getLogger("payapi.sms.console").warning(
+            "[sms to %s] %s", phone, text, extra={"fields": {"phone": phone, "purpose": purpose}}
+        )
 
 
 class FileSms:

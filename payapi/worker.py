@@ -7,6 +7,7 @@ machines may run at once.
 import logging
 import signal
 import threading
+import time
 
 from . import idempotency, notifications, payments, reconciliation, refunds, withdrawals
 
@@ -18,6 +19,7 @@ def run_once(settings, gateway, notify=True):
 
     notify: also deliver the notifications due now (run_forever has its own dispatcher thread instead).
     """
+    started = time.perf_counter()
     passes = {
         "pays": lambda: payments.reconcile_pays(gateway, settings),
         "reversals": lambda: payments.reverse_closed_pays(gateway, settings),
@@ -38,7 +40,9 @@ def run_once(settings, gateway, notify=True):
             # Typically the database is away; the next pass tries again.
             log.exception("worker pass %s failed", name, extra={"fields": {"pass": name}})
             summary[name] = {"error": type(exc).__name__}
-    log.info("worker pass: %s", summary)
+    # One line per pass, its counts as fields (a failed Ping++ call has its own line, with ids).
+    ms = round((time.perf_counter() - started) * 1000, 1)
+    log.info("worker pass", extra={"fields": {**summary, "ms": ms}})
     return summary
 
 
@@ -56,6 +60,7 @@ def run_forever(settings, gateway, interval=60.0):
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    log.info("worker started", extra={"fields": {"interval_s": interval, "env": settings.env}})
     dispatcher = None
     if settings.notify_url:
         dispatcher = threading.Thread(

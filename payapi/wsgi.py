@@ -2,12 +2,11 @@
 
 import logging
 
-from . import logs
-from .config import DEVELOPMENT_SECRET, Settings
+from . import startup
+from .app import create_app
 from .db import bind, open_database
 from .gateway import PingppGateway
 from .sms import make_backend
-from .app import create_app
 
 log = logging.getLogger(__name__)
 
@@ -17,21 +16,21 @@ def gateway_from(settings):
         api_key=settings.pingpp_api_key,
         app_id=settings.pingpp_app_id,
         api_base=settings.pingpp_api_base,
+        private_key=settings.pingpp_private_key,
         private_key_path=settings.pingpp_private_key_path,
+        public_key=settings.pingpp_public_key,
         public_key_path=settings.pingpp_public_key_path,
         timeout=settings.pingpp_timeout,
     )
 
 
 def get_app(settings=None):
-    logs.configure()
-    settings = settings or Settings.from_env()
-    if settings.uses_development_secret:
-        log.warning(
-            "AUTH_SECRET is not set: tokens are verified with the public development secret %r. "
-            "Never run production like this.",
-            DEVELOPMENT_SECRET,
-        )
+    if settings is None:
+        if startup.checked:  # by the gunicorn master this worker was forked from
+            settings = startup.settings_for("web", startup.SERVE, startup.GUNICORN_WORKER_BOOT_ERROR)
+        else:
+            # Without gunicorn.conf.py: a worker that refuses must stop gunicorn, not be respawned.
+            settings = startup.check_serving("web", startup.GUNICORN_WORKER_BOOT_ERROR)
     bind(open_database(settings.database_url))
     return create_app(settings, gateway_from(settings), make_backend(settings))
 

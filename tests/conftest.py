@@ -8,12 +8,15 @@ import base64
 import json
 import os
 import secrets
+import shutil
+import tempfile
+from pathlib import Path
 
 import pymysql
 import pytest
 import webtest
-from Crypto.Hash import SHA256
-from Crypto.Signature import pkcs1_15
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from peewee_migrate import Router
 from pytest_mysql import factories
 
@@ -29,17 +32,36 @@ from payapi.views import pay_info_json
 from payapi.sms import FileSms
 from payapi.sandbox import Sandbox
 from payapi.wsgi import gateway_from
+from tests.tls import make_certificates
 
 AUTH_SECRETS = ("test-auth-secret-0123456789abcdef0123456789", "test-auth-secret-before-rotation-0123456789")
 SERVICE_KEY = "test-service-key"
 MARIADB_DB = "payapi_test"  # not "test": MariaDB creates that one itself
 
-mariadb_proc = factories.mysql_proc(
+# The server also speaks TLS, with a certificate for 127.0.0.1 from a CA the tests make
+# (mariadb_tls), so the ssl-mode forms of a database URL are tried against a real server.
+MARIADB_TLS_DIR = Path(tempfile.gettempdir()) / f"payapi-tests-mariadb-tls-{os.getpid()}"
+
+_mariadb_server = factories.mysql_proc(
     host="127.0.0.1",
     # Root may start the server here; fsync-free settings keep the suite fast (the data is thrown away).
     params="--user=root --skip-log-bin --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 "
-    "--innodb-lock-wait-timeout=10 --max-connections=500",
+    "--innodb-lock-wait-timeout=10 --max-connections=500 "
+    f"--ssl-ca={MARIADB_TLS_DIR}/ca.pem --ssl-cert={MARIADB_TLS_DIR}/server.pem --ssl-key={MARIADB_TLS_DIR}/server-key.pem",
 )
+
+
+@pytest.fixture(scope="session")
+def mariadb_tls():
+    """The certificates the MariaDB server starts with; `ca.pem` is what a VERIFY ssl-mode trusts."""
+    directory = make_certificates(MARIADB_TLS_DIR)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mariadb_proc(mariadb_tls, request):
+    return request.getfixturevalue("_mariadb_server")
 
 
 def pytest_addoption(parser):
@@ -157,6 +179,27 @@ def settings(database_url, fake_pingpp, pingpp_keys, tmp_path):
     )
 
 
+def process_env(settings, **extra):
+    """The environment a payapi process (command, worker, gunicorn) gets for these settings: production mode, complete."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYAPI_", "PINGPP_", "JAWSDB_", "CLEARDB_"))}
+    env.update(
+        PAYAPI_ENV="production",
+        DATABASE_URL=settings.database_url,
+        AUTH_SECRET=",".join(settings.auth_secrets),
+        SERVICE_KEY=settings.service_key,
+        PINGPP_API_KEY=settings.pingpp_api_key,
+        PINGPP_APP_ID=settings.pingpp_app_id,
+        PINGPP_API_BASE=settings.pingpp_api_base,
+        PINGPP_PUBLIC_KEY_PATH=settings.pingpp_public_key_path,
+        PINGPP_TIMEOUT=str(settings.pingpp_timeout),
+        SMS_BACKEND=settings.sms_backend,
+        SMS_FILE=settings.sms_file,
+        BCRYPT_ROUNDS=str(settings.bcrypt_rounds),
+    )
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
 @pytest.fixture
 def gateway(settings):
     return gateway_from(settings)
@@ -213,8 +256,23 @@ def user(make_user):
     return make_user()
 
 
+def new_rsa_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def public_pem(key):
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def private_pem(key):
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
 def sign(private_key, raw):
-    return base64.b64encode(pkcs1_15.new(private_key).sign(SHA256.new(raw))).decode()
+    """Ping++'s webhook signature: RSA-SHA256, PKCS#1 v1.5, base64."""
+    return base64.b64encode(private_key.sign(raw, padding.PKCS1v15(), hashes.SHA256())).decode()
 
 
 def event(event_type, obj, event_id=None):

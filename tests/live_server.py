@@ -25,7 +25,6 @@ from tests.conftest import AUTH_SECRETS, SERVICE_KEY, event, pay_request, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST_TIMEOUT = 20  # seconds, for every request a test makes
-ACCESS_FORMAT = 'access-pid %(p)s "%(r)s" %(s)s'
 
 
 def free_port():
@@ -59,6 +58,7 @@ class LiveServer:
         self.workers = workers
         self.env = dict(os.environ)
         self.env.update(
+            PAYAPI_ENV="production",  # a complete production configuration: what the tests exercise
             PORT=str(self.port),
             WEB_CONCURRENCY=str(workers),
             DATABASE_URL=database_url,
@@ -79,17 +79,16 @@ class LiveServer:
 
     def start(self, timeout=30):
         self._log = open(self.log_path, "ab")
-        # The config file's bind is 0.0.0.0:$PORT (Heroku); the command line narrows it to loopback
-        # and adds gunicorn's access log with the worker's pid, so a test can see who answered;
+        # The config file's bind is 0.0.0.0:$PORT (Heroku); the command line narrows it to loopback;
         # no control socket, whose default path would be shared by every gunicorn on the machine;
         # --worker-connections = threads: a worker takes no more connections than it has threads and
         # the rest wait in the backlog for any worker, so a burst is served by several processes
         # (with the default 1000 one gthread worker often accepts a whole burst and queues it).
+        # Who answered a request is the pid on its payapi.request log line.
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
                 "--bind", f"127.0.0.1:{self.port}",
-                "--access-logfile", "-", "--access-logformat", ACCESS_FORMAT,
                 "--no-control-socket",
                 "--worker-connections", self.env.get("GUNICORN_THREADS", "4"),
             ],
@@ -144,19 +143,21 @@ class LiveServer:
         """A position in the log; served_by(mark) looks only at what came after it."""
         return len(self.log())
 
+    def records(self, since=0):
+        """The log's lines since the mark, each parsed as the JSON object it must be."""
+        return [json.loads(line) for line in self.log()[since:].splitlines() if line.strip()]
+
     def served_by(self, since=0):
         """Counter of worker pid -> requests answered since the mark."""
-        return Counter(
-            int(line.split()[1].strip("<>")) for line in self.log()[since:].splitlines() if line.startswith("access-pid ")
-        )
+        return Counter(r["pid"] for r in self.records(since) if r.get("logger") == "payapi.request")
 
     def worker_pids(self):
         """Pids of the workers gunicorn booted so far (a killed one is replaced by a new pid)."""
-        pids = []
-        for line in self.log().splitlines():
-            if "Booting worker with pid:" in line:
-                pids.append(int(line.rsplit(":", 1)[1]))
-        return pids
+        return [
+            int(r["msg"].rsplit(":", 1)[1])
+            for r in self.records()
+            if r.get("logger") == "gunicorn.error" and r["msg"].startswith("Booting worker with pid:")
+        ]
 
     # --- HTTP ---------------------------------------------------------------------------------
 
@@ -246,3 +247,23 @@ def paid_charge(server, fake, private_key=None, **fields):
         answer = server.deliver(private_key, event("charge.succeeded", charge))
         assert answer.status == 200 and answer.body["result"] == "applied", answer
     return info, charge
+
+
+def run_gunicorn(args, env, cwd, timeout=45):
+    """gunicorn that is expected to stop by itself (a refusal): -> (exit status, its output).
+
+    A test fails if it is still running after timeout (then it is killed).
+    """
+    import pytest
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", *args], cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"gunicorn did not stop by itself within {timeout}s:\n{out[-3000:]}")
+    return proc.returncode, out

@@ -124,7 +124,8 @@ def test_hardening_migration_keeps_failures_as_times_and_old_reports_as_single_o
                 "SELECT COLLATION_NAME FROM information_schema.COLUMNS "
                 "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'lockout' AND COLUMN_NAME = 'failed_at'"
             )
-            assert cursor.fetchone() == ("utf8mb4_bin",)
+            # The table's binary NO PAD collation (003), which the new column inherits.
+            assert cursor.fetchone() == ("utf8mb4_nopad_bin",)
     finally:
         database.close()
 

@@ -81,7 +81,10 @@ class Dev:
         self.port = free_port_pair()
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
-        (self.bin / "python").symlink_to(sys.executable)  # the README says `python`
+        # The README says `python`: this interpreter. A script, not a symlink: a symlink to a venv's
+        # python outside the venv's bin/ loses the venv (and its packages) on Python 3.11+.
+        (self.bin / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        (self.bin / "python").chmod(0o755)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PINGPP_", "DATABASE_URL", "PAYAPI_"))}
         self.env.update(PATH=f"{self.bin}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(ROOT), PORT=str(self.port))
         self.output = tmp_path / "dev-terminal.txt"

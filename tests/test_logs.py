@@ -1,11 +1,14 @@
-"""What the real gunicorn writes to its log: one JSON line per request, and never a secret."""
+"""What the real gunicorn and the worker write: only JSON lines, one per request, and never a secret."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import SERVICE_KEY, _migrated
-from tests.live_server import LiveServer, paid_charge
+from tests.conftest import SERVICE_KEY, _migrated, process_env
+from tests.experts import ACCOUNT, set_up_expert, withdraw
+from tests.live_server import ROOT, LiveServer, paid_charge
 
 PASSWD = "e10adc3949ba59abbe56e057f20f883e-log-test"
 NEW_PASSWD = "5f4dcc3b5aa765d61d8327deb882cf99-log-test"
@@ -21,14 +24,38 @@ def live(database_url, fake_pingpp_server, pingpp_keys, tmp_path_factory):
     server.stop()
 
 
-def request_lines(log):
-    lines = []
-    for line in log.splitlines():
-        if line.startswith("{"):
+def json_lines(log):
+    """Every line of the log as the JSON object it must be; a line that is not one fails the test."""
+    records = []
+    for number, line in enumerate(log.splitlines(), 1):
+        try:
             record = json.loads(line)
-            if record.get("logger") == "payapi.request":
-                lines.append(record)
-    return lines
+        except ValueError:
+            pytest.fail(f"log line {number} is not JSON: {line[:300]!r}")
+        assert isinstance(record, dict) and {"ts", "level", "logger", "msg"} <= set(record), line
+        records.append(record)
+    return records
+
+
+def request_lines(log):
+    return [r for r in json_lines(log) if r["logger"] == "payapi.request"]
+
+
+def test_every_line_gunicorn_wrote_since_it_started_is_json(live, database):
+    records = json_lines(live.log())
+    said = [r["msg"] for r in records if r["logger"] == "gunicorn.error"]
+    assert any(m.startswith("Starting gunicorn") for m in said) and any(m.startswith("Booting worker") for m in said)
+
+
+def test_each_request_is_exactly_one_line(live, database):
+    start = live.mark()
+    ids = [f"one-line-{i}" for i in range(6)]
+    for request_id in ids:
+        assert live.get("/healthz", headers={"X-Request-Id": request_id}).status == 200
+    assert live.get("/nothing/here", headers={"X-Request-Id": "one-line-404"}).status == 404
+    records = json_lines(live.log()[start:])
+    assert sorted(r["request_id"] for r in records if r["logger"] == "payapi.request") == sorted([*ids, "one-line-404"])
+    assert not [r for r in records if r["logger"] == "gunicorn.access"]
 
 
 def test_secrets_never_reach_the_log(live, database, fake_pingpp, pingpp_keys):
@@ -66,3 +93,26 @@ def test_a_request_id_is_echoed_and_logged(live, database):
     answer = live.get("/healthz", headers={"X-Request-Id": "trace-abc.123"})
     assert answer.status == 200
     assert any(r["request_id"] == "trace-abc.123" and r["route"] == "/healthz" for r in request_lines(live.log()))
+
+
+def test_the_worker_logs_json_its_pass_and_each_failure_with_ids_and_ping_plus_plus_message(
+    make_user, pay_expert, settings, fake_pingpp
+):
+    expert = set_up_expert(make_user())
+    pay_expert(expert.id, 10_000)
+    withdraw_id = withdraw(expert, 3_000).json["withdraw_id"]
+    fake_pingpp.fail_next(status=400)
+    done = subprocess.run(
+        [sys.executable, "-m", "payapi", "worker", "--once"],
+        cwd=ROOT, env=process_env(settings, PINGPP_TIMEOUT="2"), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    records = json_lines(done.stderr)
+    (failure,) = [r for r in records if r["logger"] == "payapi.gateway"]
+    assert (failure["call"], failure["order_no"], failure["http_status"]) == ("create transfer", withdraw_id, 400)
+    assert failure["ping_message"].endswith("scripted failure") and failure["level"] == "WARNING"  # what the sandbox said
+    (summary,) = [r for r in records if r["msg"] == "worker pass"]
+    assert summary["payouts"] == {"sent": 0, "failed": 1} and summary["ms"] >= 0
+    assert set(summary) >= {"pays", "payouts", "transfers"}
+    for secret in (ACCOUNT["id"], ACCOUNT["name"], settings.pingpp_api_key, *settings.auth_secrets):
+        assert secret not in done.stderr and secret not in done.stdout

@@ -11,7 +11,7 @@ import time_machine
 from payapi.clock import now_ms
 from payapi.models import Event
 from payapi.withdrawals import reconcile_transfers, run_payouts
-from tests.conftest import AUTH_SECRETS
+from tests.conftest import process_env
 from tests.experts import ACCOUNT, balance, ledger, set_account, set_up_expert, transfer_object, withdraw, withdrawal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -326,15 +326,7 @@ def test_ping_failing_during_reconcile_changes_nothing(processing_since_now, gat
 
 @pytest.fixture
 def command(settings, fake_pingpp):
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "PINGPP_API_BASE": fake_pingpp.url,
-        "PINGPP_API_KEY": settings.pingpp_api_key,
-        "PINGPP_APP_ID": settings.pingpp_app_id,
-        "PINGPP_TIMEOUT": "2",
-        "AUTH_SECRET": ",".join(AUTH_SECRETS),
-    }
+    env = process_env(settings, PINGPP_TIMEOUT="2")
 
     def run(*args):
         return subprocess.run(

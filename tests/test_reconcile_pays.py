@@ -13,8 +13,7 @@ import time_machine
 from payapi import payments
 from payapi.ids import new_id
 from payapi.models import JournalEntry, Pay, Wallet
-from tests.conftest import ledger_of, money_moved
-from tests.conftest import AUTH_SECRETS, SERVICE_KEY
+from tests.conftest import ledger_of, money_moved, process_env
 
 FEE_BPS = 250
 MINUTE = 60
@@ -168,19 +167,7 @@ def test_reconciling_twice_changes_nothing_more(new_pay, fake_pingpp, gateway, s
 # --- python -m payapi worker --once -----------------------------------------------------------
 
 def run_worker(settings, fake_pingpp):
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "PINGPP_API_KEY": settings.pingpp_api_key,
-        "PINGPP_APP_ID": settings.pingpp_app_id,
-        "PINGPP_API_BASE": fake_pingpp.url,
-        "PINGPP_TIMEOUT": "2",
-        "PLATFORM_FEE_BPS": str(FEE_BPS),
-        "AUTH_SECRET": ",".join(AUTH_SECRETS),
-        "SERVICE_KEY": SERVICE_KEY,
-    }
-    env.pop("JAWSDB_URL", None)
-    env.pop("CLEARDB_DATABASE_URL", None)
+    env = process_env(settings, PINGPP_TIMEOUT="2", PLATFORM_FEE_BPS=FEE_BPS)
     done = subprocess.run(
         [sys.executable, "-m", "payapi", "worker", "--once"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,

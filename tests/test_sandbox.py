@@ -602,6 +602,6 @@ def test_the_service_never_imports_the_sandbox(tmp_path):
         "loaded = sorted(m for m in sys.modules if m.startswith('payapi.sandbox') or m == 'payapi.dev')\n"
         "assert not loaded, loaded\n"
     )
-    env = {**os.environ, "PYTHONPATH": ROOT, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    env = {**os.environ, "PYTHONPATH": ROOT, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "PAYAPI_ENV": "development"}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

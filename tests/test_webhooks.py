@@ -6,14 +6,13 @@ import json
 
 import pytest
 import webtest
-from Crypto.PublicKey import RSA
 
 from payapi.app import create_app
 from payapi.ids import new_id
 from payapi.models import Event, Pay
 from payapi.sms import FileSms
 from payapi.wsgi import gateway_from
-from tests.conftest import balance_of, event, ledger_of, money_moved, sign
+from tests.conftest import balance_of, event, ledger_of, money_moved, new_rsa_key, sign
 
 
 @pytest.fixture
@@ -28,7 +27,7 @@ def settings(settings, fee_bps):
 
 @pytest.fixture(scope="module")
 def other_key():
-    return RSA.generate(2048)
+    return new_rsa_key()
 
 
 def post_raw(app, raw, signature):

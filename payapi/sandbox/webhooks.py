@@ -17,9 +17,8 @@ import threading
 import time
 
 import requests
-from Crypto.Hash import SHA256
-from Crypto.PublicKey import RSA
-from Crypto.Signature import pkcs1_15
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 log = logging.getLogger("payapi.sandbox")
 
@@ -36,17 +35,21 @@ class Signer:
     def __init__(self, key_file=None, bits=2048):
         if key_file and os.path.exists(key_file):
             with open(key_file, "rb") as f:
-                self.key = RSA.import_key(f.read())
+                self.key = serialization.load_pem_private_key(f.read(), password=None)
         else:
-            self.key = RSA.generate(bits)
+            self.key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
             if key_file:
                 fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "wb") as f:
-                    f.write(self.key.export_key())
-        self.public_pem = self.key.publickey().export_key()
+                    f.write(self.key.private_bytes(
+                        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                    ))
+        self.public_pem = self.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def sign(self, raw):
-        return base64.b64encode(pkcs1_15.new(self.key).sign(SHA256.new(raw))).decode()
+        return base64.b64encode(self.key.sign(raw, padding.PKCS1v15(), hashes.SHA256())).decode()
 
     def write_public_key(self, path):
         with open(path, "wb") as f:
