@@ -27,6 +27,12 @@ def fingerprint(method, path, raw_body):
     return hashlib.sha256(b"%s %s\n%s" % (method.encode(), path.encode(), raw_body)).hexdigest()
 
 
+def derived_id(scope, key):
+    """A 24-hex id that is the same for every request repeating this key (e.g. our refund_id at
+    Ping++), so a repeat can find what its first attempt made even when that attempt's answer was lost."""
+    return hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()[:24]
+
+
 def valid_key(key):
     if KEY.fullmatch(key) is None:
         raise ApiError(INVALID, "Idempotency-Key 应为 1-64 个可打印 ASCII 字符")

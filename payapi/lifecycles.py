@@ -79,16 +79,23 @@ class Lifecycle:
     def allows(self, record, to):
         return to in self.moves[record.status]
 
-    def move(self, record, to, now):
-        """Change record's status (the caller saves it, in the same transaction as what caused it)."""
+    def move(self, record, to, now, announce=True):
+        """Change record's status (the caller saves it, in the same transaction as what caused it).
+
+        announce=False: the caller announces it later itself (see payments.create_pay).
+        """
         if not self.allows(record, to):
             raise IllegalMove(f"{self.name}: {record.status} -> {to} is not a move")
         record.status = to
         record.updated_at = now
         self._keep_in_step(record, now)
-        if to in self.announce:
-            record.__dict__.setdefault("announcements", []).append(self.announce[to])
+        if announce and to in self.announce:
+            self.announce_now(record, to)
         return record
+
+    def announce_now(self, record, status):
+        """The order service hears of record being in status, when it is next saved."""
+        record.__dict__.setdefault("announcements", []).append(self.announce[status])
 
 
 def _pay_keys(pay, now):

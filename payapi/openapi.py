@@ -70,6 +70,7 @@ def _idempotently(responder, resource, req, resp, params, key, raw):
     user_id = req.context.get("user_id")
     scope = f"{'user:' + user_id if user_id else 'service'} {req.method} {req.uri_template}"
     replay = idempotency.begin(scope, key, idempotency.fingerprint(req.method, req.path, raw))
+    req.context.idempotency = (scope, key)  # a responder may derive the id of what it creates from it
     if replay is not None:
         resp.text, resp.content_type = replay, falcon.MEDIA_JSON
         return None
@@ -277,7 +278,7 @@ def _schemas(codec, ops):
     )
     requests = {cls.__name__: cls for cls in _subclasses(shapes.Body)}
     for name, schema in components.items():
-        if name in requests:
+        if name in requests and requests[name].nulls_mean_absent:
             _null_means_absent(schema)  # unknown fields stay allowed: they are ignored
             schema.update(getattr(requests[name], "extra_json_schema", {}))  # rules across fields
         elif schema.get("type") == "object":

@@ -104,8 +104,9 @@ def _reserve(new, stale_before):
         ):
             return "existing", current, None
         else:
+            # Announced only once the new pay has its charge: a replacement Ping++ refuses reopens it.
             replaced = current.pay_id
-            PAY.move(current, CANCEL, now)
+            PAY.move(current, CANCEL, now, announce=False)
             current.save()
     pay = Pay(
         pay_id=new_id(),
@@ -129,11 +130,15 @@ def _reserve(new, stale_before):
 
 
 @transaction
-def _attach_charge(pay_id, charge):
+def _attach_charge(pay_id, charge, replaced):
     pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).get()
     _take_charge(pay, charge)
     pay.updated_at = now_ms()
     pay.save()
+    old = for_update(Pay.select().where(Pay.pay_id == replaced)).first() if replaced else None
+    if old is not None and old.status == CANCEL:
+        PAY.announce_now(old, CANCEL)  # the replacement stands: the old pay is closed for good
+        old.save()
     return pay
 
 
@@ -156,13 +161,22 @@ def _release(pay_id):
 
 
 def _reopen(pay_id):
-    """A failed replacement leaves the pay it was to close pending, as if nothing had happened."""
+    """A failed replacement leaves the pay it was to close pending, as if nothing had happened,
+    unless its charge was closed at Ping++ meanwhile (the worker's reversals): then it stays closed."""
     if pay_id is None:
         return
     try:
-        _move(pay_id, CANCEL, PENDING)
+        _reopen_unless_reversed(pay_id)
     except peewee.IntegrityError:
         pass  # another request already made a new pending pay for the order
+
+
+@transaction
+def _reopen_unless_reversed(pay_id):
+    pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
+    if pay is not None and pay.status == CANCEL and pay.reversed_at is None:
+        PAY.move(pay, PENDING, now_ms())
+        pay.save()
 
 
 def create_pay(gateway, settings, new):
@@ -203,9 +217,12 @@ def create_pay(gateway, settings, new):
     if charge.order_no != pay.pay_id or charge.amount != new.money or not charge.id:
         log.error("Ping++ answered charge creation for %s with a different charge", pay.pay_id)
         return _give_up(pay.pay_id, replaced)
-    pay = _attach_charge(pay.pay_id, charge)
-    if replaced is not None:
-        reverse_charge(gateway, settings, replaced)  # best effort now; the worker retries
+    pay = _attach_charge(pay.pay_id, charge, replaced)
+    if replaced is not None and reverse_charge(gateway, settings, replaced) == "paid":
+        # The old pay turned out paid: the order is paid, and the new pay was closed with its charge.
+        reverse_charge(gateway, settings, pay.pay_id)
+        paid = Pay.get_by_id(replaced)
+        raise ApiError(NOT_ALLOWED, "该订单已支付", info=json.loads(paid.info))
     return pay
 
 
@@ -374,7 +391,8 @@ def _check_pay(gateway, settings, pay_id):
     now = now_ms()
     if charge.paid:
         return "paid" if apply_charge(charge, settings) == Outcome.APPLIED else None
-    if _expires_at(pay, charge) <= now:
+    if _expires_at(pay, charge) <= now or charge.reversed:
+        # Expired, or closed at Ping++ already: it can no longer be paid.
         if not _move(pay_id, PENDING, CANCEL):
             return None
         reverse_charge(gateway, settings, pay_id)

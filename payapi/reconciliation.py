@@ -132,11 +132,14 @@ def _transfers(gateway, start, end, report):
         elif settled is not None and settled != withdrawal.status:
             report.differ("a transfer whose status differs", transfer=transfer.id, withdrawal=withdrawal.withdraw_id,
                           status=transfer.status, ours=withdrawal.status)
-    # Withdrawals of the day Ping++ accepted (a transfer id) but did not list.
-    for withdrawal in Withdrawal.select().where(Withdrawal.created_at >= start * 1000,
-                                                Withdrawal.created_at < end * 1000,
-                                                Withdrawal.transfer_id.is_null(False)):
-        if withdrawal.withdraw_id not in seen:
+    # Transfers of the day as we recorded them (Ping++'s own `created`: a withdrawal made before
+    # midnight may be paid out after it) that Ping++ did not list.
+    candidates = Withdrawal.select().where(
+        Withdrawal.transfer_id.is_null(False), Withdrawal.created_at < end * 1000, Withdrawal.updated_at >= start * 1000
+    )
+    for withdrawal in candidates:
+        created = json.loads(withdrawal.transfer or "{}").get("created")
+        if isinstance(created, int) and start <= created < end and withdrawal.withdraw_id not in seen:
             report.differ("a withdrawal whose transfer Ping++ did not list", withdrawal=withdrawal.withdraw_id,
                           transfer=withdrawal.transfer_id)
 

@@ -44,7 +44,7 @@ def refundable(pay):
 
 
 @transaction
-def _reserve(pay_id, amount, description, source, settle_after_ms):
+def _reserve(pay_id, amount, description, source, settle_after_ms, refund_id=None):
     pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
     if pay is None:
         raise ApiError(NOT_FOUND, "支付记录不存在")
@@ -56,8 +56,8 @@ def _reserve(pay_id, amount, description, source, settle_after_ms):
     amount = left if amount is None else amount
     if amount > left:
         raise ApiError(NOT_ALLOWED, f"退款金额超过可退金额 {left}")
-    refund = Refund(refund_id=new_id(), pay_id=pay_id, amount=amount, description=description, source=source,
-                    check_after=now_ms() + settle_after_ms)
+    refund = Refund(refund_id=refund_id or new_id(), pay_id=pay_id, amount=amount, description=description,
+                    source=source, check_after=now_ms() + settle_after_ms)
     REFUND.begin(refund, now_ms())
     refund.save(force_insert=True)
     return refund, pay.charge_id
@@ -69,15 +69,41 @@ def _drop(refund_id):
     Refund.delete().where(Refund.refund_id == refund_id, Refund.pingpp_refund_id.is_null()).execute()
 
 
-def request_refund(gateway, pay_id, amount, description, gateway_timeout):
-    """POST /internal/pays/{pay_id}/refunds: -> the Refund, accepted by Ping++."""
-    # A reservation Ping++ has not answered for longer than a request can wait was left by one that died.
-    refund, charge_id = _reserve(pay_id, amount, description, ORDER_SERVICE, int((2 * gateway_timeout + 5) * 1000))
+def _made_already(gateway, charge_id, refund_id):
+    """Our refund as Ping++ knows it (found by its metadata), or None; GatewayError if Ping++ cannot say."""
+    return next((r for r in gateway.list_refunds(charge_id) if r.metadata_refund_id == refund_id), None)
+
+
+def request_refund(gateway, pay_id, amount, description, gateway_timeout, refund_id=None):
+    """POST /internal/pays/{pay_id}/refunds: -> the Refund, accepted by Ping++.
+
+    refund_id: derived from the caller's Idempotency-Key when it sent one. A repeat of a request
+    whose answer was lost then finds what its first attempt reserved or made, and asks Ping++ for
+    the refund only if Ping++ has none with that id: a retried refund is never made twice.
+    """
+    refund = Refund.get_or_none(Refund.refund_id == refund_id) if refund_id else None
+    if refund is not None and refund.pingpp_refund_id is not None:
+        return refund  # accepted by an earlier attempt whose answer never arrived
+    if refund is None:
+        # A reservation Ping++ has not answered for longer than a request can wait was left by one that died.
+        stale_ms = int((2 * gateway_timeout + 5) * 1000)
+        refund, _ = _reserve(pay_id, amount, description, ORDER_SERVICE, stale_ms, refund_id)
+    charge_id = Pay.get_by_id(refund.pay_id).charge_id
     try:
-        made = gateway.create_refund(RefundRequest(refund.refund_id, charge_id, refund.amount, description))
-    except GatewayError:
-        _drop(refund.refund_id)
-        raise ApiError(PROVIDER_FAILED) from None
+        made = (_made_already(gateway, charge_id, refund.refund_id) if refund_id else None) or gateway.create_refund(
+            RefundRequest(refund.refund_id, charge_id, refund.amount, refund.description)
+        )
+    except GatewayError as failed:
+        # No answer does not mean nothing was made: ask once whether it was, before saying 920.
+        try:
+            made = _made_already(gateway, charge_id, refund.refund_id)
+        except GatewayError:
+            made = None
+        if made is None:
+            log.warning("refund %s of pay %s not made: %s", refund.refund_id, pay_id, failed,
+                        extra={"fields": {"refund_id": refund.refund_id, "pay_id": pay_id}})
+            _drop(refund.refund_id)
+            raise ApiError(PROVIDER_FAILED) from None
     _accept(refund.refund_id, made)
     return Refund.get_by_id(refund.refund_id)
 

@@ -10,8 +10,9 @@ import threading
 from typing import Any
 
 import falcon
+import msgspec
 
-from . import events, payments, refunds, security, sms, withdrawals
+from . import events, idempotency, payments, refunds, security, sms, withdrawals
 from .db import db, describe_error
 from .errors import UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
 from .ids import is_id
@@ -257,8 +258,11 @@ class InternalRefunds:
                "requests race). The expert's share is debited at once and given back if Ping++ fails the refund. "
                "Ping++ failing: 920, nothing written.")
     def on_post(self, req, resp, pay_id, body):
-        refund = refunds.request_refund(self.gateway, path_id(pay_id), body.amount, body.description,
-                                        self.settings.pingpp_timeout)
+        keyed = req.context.get("idempotency")
+        amount = None if body.amount is msgspec.UNSET else body.amount
+        refund = refunds.request_refund(self.gateway, path_id(pay_id), amount, body.description,
+                                        self.settings.pingpp_timeout,
+                                        refund_id=idempotency.derived_id(*keyed) if keyed else None)
         resp.media = RefundAnswer(refund=refund_info(refund))
 
     @operation(id="listRefunds", summary="A pay's refunds, oldest first (order service).", tag="internal",

@@ -116,7 +116,10 @@ Channel = Literal[tuple(sorted(CHANNELS))]
 
 
 class Body(msgspec.Struct, kw_only=True):
-    """A request body (or query string). Unknown fields are ignored; null means absent."""
+    """A request body (or query string). Unknown fields are ignored; null means absent (unless a
+    shape says otherwise: where absent means "all", a null is refused rather than guessed at)."""
+
+    nulls_mean_absent: ClassVar[bool] = True
 
     def __post_init__(self):
         # The project's types are subclasses only while decoding: code, drivers and encoders get plain values.
@@ -262,8 +265,11 @@ NewPayRequest = NewOrderPay | NewNotePay
 class RefundRequest(Body):
     """A refund of part or all of a paid pay, asked for by the order service."""
 
+    # An absent amount refunds everything still refundable: a null (a caller's bug) must not.
+    nulls_mean_absent: ClassVar[bool] = False
+
     description: Text.between(1, 255, "Why: shown to the payer by Ping++")
-    amount: PayMoney | None = None  # absent: what is still refundable
+    amount: PayMoney | msgspec.UnsetType = msgspec.UNSET  # absent: what is still refundable
 
 
 # --- answers --------------------------------------------------------------------------------------
@@ -470,9 +476,10 @@ class Codec:
     def convert(self, value, shape):
         if not isinstance(value, dict):
             raise invalid("请求体必须是 JSON 对象")
-        present = {k: v for k, v in value.items() if v is not None}  # null means absent
+        if getattr(shape, "nulls_mean_absent", True):
+            value = {k: v for k, v in value.items() if v is not None}
         try:
-            return msgspec.convert(present, shape, dec_hook=self._dec_hook)
+            return msgspec.convert(value, shape, dec_hook=self._dec_hook)
         except msgspec.ValidationError as error:
             raise invalid(_chinese(error)) from None
 

@@ -7,11 +7,14 @@ from `pending` while the pay's credit is held, else from `available`; the rest o
 the fee's share. Withdrawals need `available`.
 """
 
+from peewee import fn
+
 from . import books
 from .books import AVAILABLE, FEES, PAYOUTS, PENDING, PINGPP, REFUNDS, credit, debit, expert
 from .clock import now_ms
 from .db import RowByKey, lock_row
-from .models import Wallet
+from .lifecycles import RefundStatus
+from .models import Refund, Wallet
 
 wallet_by_user = RowByKey(Wallet, Wallet.user_id, columns=(Wallet.pending, Wallet.available))
 
@@ -40,15 +43,24 @@ def release_hold(pay):
     if pay.held <= 0:
         return False
     amount, pay.held = pay.held, 0
-    return books.record(
+    released = books.record(
         "release", pay.pay_id, debit(expert(pay.expert_id, PENDING), amount), credit(expert(pay.expert_id, AVAILABLE), amount)
     )
+    if not released:
+        raise books.Unbalanced(f"pay {pay.pay_id} holds {amount} although its hold was released")
+    return released
 
 
-def refund_share(pay, amount):
-    """The expert's part of refunding amount more of pay (what the refunds so far did not take yet)."""
-    before, after = pay.amount_refunded, pay.amount_refunded + amount
-    return pay.credited * after // pay.money - pay.credited * before // pay.money
+def refund_share(pay, amount, refund_id):
+    """The expert's part of refunding amount more of pay: cumulative rounding over the refunds
+    accepted so far (a failed one no longer counts), so all shares add up to exactly the credit."""
+    taken = int(
+        Refund.select(fn.COALESCE(fn.SUM(Refund.share), 0))
+        .where(Refund.pay_id == pay.pay_id, Refund.refund_id != refund_id, Refund.pingpp_refund_id.is_null(False),
+               Refund.status != RefundStatus.FAILED)
+        .scalar()
+    )
+    return pay.credited * (pay.amount_refunded + amount) // pay.money - taken
 
 
 def take_refund(refund, pay, settled):
@@ -58,7 +70,7 @@ def take_refund(refund, pay, settled):
     settled: Ping++ already refunded it (a refund made elsewhere), so the money leaves `pingpp`;
     else it waits in `refunds` until Ping++ settles it.
     """
-    refund.share = refund_share(pay, refund.amount)
+    refund.share = refund_share(pay, refund.amount, refund.refund_id)
     refund.bucket = PENDING if pay.held >= refund.share and pay.held > 0 else AVAILABLE
     if refund.bucket == PENDING:
         pay.held -= refund.share
@@ -79,7 +91,10 @@ def refund_settled(refund):
 
 def give_refund_back(refund, pay):
     """Ping++ refused a refund it had accepted: the expert's share and the fee share come back."""
-    bucket = PENDING if refund.bucket == PENDING and pay.release_at is not None and pay.release_at > now_ms() else AVAILABLE
+    # Back where it came from while the pay's credit is still held; once the hold is released
+    # (booked, whatever any clock says), to available.
+    held = refund.bucket == PENDING and pay.release_at is not None and not books.recorded("release", pay.pay_id)
+    bucket = PENDING if held else AVAILABLE
     if bucket == PENDING:
         pay.held += refund.share
     pay.amount_refunded -= refund.amount

@@ -95,7 +95,7 @@ def test_a_withdrawal_just_before_month_end_and_another_just_after_both_succeed(
         assert withdraw(expert, 1000).json["code"] == 900
         traveller.move_to("2026-11-30T16:02:00.000Z")
         assert withdraw(expert, 1000).json["code"] == 910
-    assert balance(expert) == 8_000
+        assert balance(expert) == 8_000  # inside: the token minted then has expired by now
 
 
 def test_the_last_millisecond_of_november_is_still_november(funded):

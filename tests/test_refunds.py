@@ -158,9 +158,26 @@ def test_a_pending_refund_is_asked_about_only_after_a_few_minutes(app, paid, fak
     assert Refund.get(Refund.pingpp_refund_id == made_id).status == "succeeded"
 
 
+def test_a_refund_whose_answer_was_lost_is_found_at_ping_and_its_event_applies_nothing_more(
+    app, paid, fake_pingpp, send_event
+):
+    fake_pingpp.lose_next_response()
+    answer = ask(app, paid["pay_id"], {"amount": 2_000, "description": "退"}).json
+    (made_id,) = fake_pingpp.refunds
+    assert (answer["code"], answer["refund"]["status"]) == (900, "pending")  # found by asking Ping++ once
+    assert balance_of(paid["expert_id"]) == 9_750 - 1_950
+    assert send_event("refund.succeeded", fake_pingpp.settle_refund(made_id, "succeeded")).json["result"] == "applied"
+    assert balance_of(paid["expert_id"]) == 9_750 - 1_950
+    (row,) = Refund.select()
+    assert (row.refund_id, row.pingpp_refund_id, row.status, row.amount) == (
+        answer["refund"]["refund_id"], made_id, "succeeded", 2_000)
+
+
 def test_a_lost_answers_refund_is_applied_once_when_its_event_arrives(app, paid, fake_pingpp, send_event):
     fake_pingpp.lose_next_response()
+    fake_pingpp.fail_next()  # then (faults queue in order) Ping++ cannot say whether it made one: 920, nothing kept
     assert ask(app, paid["pay_id"], {"amount": 2_000, "description": "退"}).json["code"] == 920
+    assert Refund.select().count() == 0 and balance_of(paid["expert_id"]) == 9_750
     (made_id,) = fake_pingpp.refunds
     assert send_event("refund.succeeded", fake_pingpp.settle_refund(made_id, "succeeded")).json["result"] == "applied"
     assert balance_of(paid["expert_id"]) == 9_750 - 1_950
