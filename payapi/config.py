@@ -37,6 +37,9 @@ class Settings:
     sms_file: str = "sms.jsonl"
     timezone: str = "Asia/Shanghai"
     bcrypt_rounds: int = 12
+    # Each user's own rate of slow (bcrypt) operations: a burst, then one per interval.
+    password_rate_burst: int = 10
+    password_rate_interval: int = 60
     platform_fee_bps: int = 0
     withdraw_min: int = 100
     withdraw_max: int = 5_000_000
@@ -85,6 +88,8 @@ class Settings:
             sms_file=env.get("SMS_FILE", "sms.jsonl"),
             timezone=env.get("TIMEZONE", "Asia/Shanghai"),
             bcrypt_rounds=_number(env, "BCRYPT_ROUNDS", "12", int),
+            password_rate_burst=_number(env, "PASSWORD_RATE_BURST", "10", int),
+            password_rate_interval=_number(env, "PASSWORD_RATE_INTERVAL", "60", int),
             platform_fee_bps=_number(env, "PLATFORM_FEE_BPS", "0", int),
             withdraw_min=_number(env, "WITHDRAW_MIN", "100", int),
             withdraw_max=_number(env, "WITHDRAW_MAX", "5000000", int),
@@ -102,6 +107,8 @@ class Settings:
             raise ValueError("SETTLEMENT_HOLD_SECONDS must not be negative")
         if settings.notify_url and not settings.notify_secret.startswith("whsec_"):
             raise ValueError("NOTIFY_SECRET must be a whsec_<base64> secret when NOTIFY_URL is set")
+        if settings.password_rate_burst < 1 or settings.password_rate_interval < 0:
+            raise ValueError("PASSWORD_RATE_BURST must be at least 1 and PASSWORD_RATE_INTERVAL not negative")
         if not 4 <= settings.bcrypt_rounds <= 31:
             raise ValueError("BCRYPT_ROUNDS must be between 4 and 31")
         return settings

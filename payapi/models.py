@@ -57,6 +57,14 @@ class Lockout(BaseModel):
         indexes = ((("user_id", "kind"), True),)
 
 
+class HashingTurn(BaseModel):
+    """A user's share of the slow hash (bcrypt): one check in flight, and a rate of their own."""
+
+    user_id = pw.CharField(24, primary_key=True)
+    busy_until = pw.BigIntegerField(default=0)  # a request of this user is on bcrypt until then (a lease)
+    tat = pw.BigIntegerField(default=0)  # GCRA: when the user's next slow operation is "due" (ms)
+
+
 class SmsCode(BaseModel):
     user_id = pw.CharField(24)
     purpose = pw.CharField(32)
@@ -309,6 +317,6 @@ class Event(BaseModel):
 
 
 ALL_MODELS = [
-    Profile, Lockout, SmsCode, Pay, ClientReport, Wallet, JournalEntry, Posting, Refund, Notification, IdempotencyKey,
+    Profile, Lockout, HashingTurn, SmsCode, Pay, ClientReport, Wallet, JournalEntry, Posting, Refund, Notification, IdempotencyKey,
     Withdrawal, Event, Reconciliation,
 ]

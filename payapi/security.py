@@ -2,6 +2,7 @@
 
 import base64
 import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import json
@@ -17,7 +18,7 @@ from . import sms
 from .clock import now_ms
 from .db import RowByKey, for_update, lock_row, transaction
 from .errors import NOT_ALLOWED, SECRET_REJECTED, ApiError, locked
-from .models import Lockout, Profile
+from .models import HashingTurn, Lockout, Profile
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +70,92 @@ def _slow(func, *args):
     return _hashing.submit(func, *args).result()
 
 
-# Requests of one worker process that may wait on bcrypt at once. gunicorn runs 4 threads per
-# worker: with at most 2 of them on bcrypt, the other 2 keep answering cheap reads; a third
-# password request in the same worker is refused at once (906, retry in a second) before any
-# attempt is counted, instead of queueing reads behind it. Measured: see README, Performance.
+# --- bcrypt capacity, shared fairly ---------------------------------------------------------
+#
+# Two limits, checked before any attempt is counted:
+# - per user (in the database, so across workers and hosts): one slow operation in flight at a
+#   time, and a rate of their own (a burst of PASSWORD_RATE_BURST, then one per
+#   PASSWORD_RATE_INTERVAL seconds, as GCRA over one column). One account looping on its own password from many threads gets
+#   906 for all but one request; nobody else notices.
+# - per worker process: at most MAX_WAITING_ON_BCRYPT requests wait on bcrypt at once. gunicorn
+#   runs 4 threads per worker: with at most 2 of them on bcrypt, the other 2 keep answering cheap
+#   reads; a third password request in the same worker is refused at once (906, retry in a
+#   second) instead of queueing reads behind it. Measured: see README, Performance.
+
 MAX_WAITING_ON_BCRYPT = 2
-_bcrypt_slots = threading.BoundedSemaphore(MAX_WAITING_ON_BCRYPT)
+# A request of a user holds its turn at most this long (a killed process frees it then); a slow
+# operation takes well under a second, or a few seconds while the worker sheds load.
+TURN_LEASE_MS = 30 * 1000
+
+
+class WorkerSlots:
+    """This process's places for requests waiting on bcrypt."""
+
+    def __init__(self, size):
+        self.size = size
+        self._free = threading.BoundedSemaphore(size)
+
+    def try_take(self):
+        return self._free.acquire(blocking=False)
+
+    def give_back(self):
+        self._free.release()
+
+
+worker_slots = WorkerSlots(MAX_WAITING_ON_BCRYPT)
+
+
+@transaction
+def _take_turn(settings, user_id):
+    """-> the lease of this user's turn; 906 while another of their slow operations runs or
+    while they are over their rate."""
+    now = now_ms()
+    interval = settings.password_rate_interval * 1000
+    row = lock_row(HashingTurn, {}, user_id=user_id)
+    if row.busy_until > now:
+        raise locked(1000, "上一个请求仍在处理中，请稍后再试")
+    due = max(row.tat, now)
+    allowed_from = due - (settings.password_rate_burst - 1) * interval
+    if now < allowed_from:
+        raise locked(allowed_from - now, "操作过于频繁，请稍后再试")
+    row.tat, row.busy_until = due + interval, now + TURN_LEASE_MS
+    row.save()
+    return row.busy_until
+
+
+@transaction
+def _end_turn(settings, user_id, lease, unused=False):
+    changes = {HashingTurn.busy_until: 0}
+    if unused:  # refused before any hashing: it does not count toward the user's rate
+        changes[HashingTurn.tat] = HashingTurn.tat - settings.password_rate_interval * 1000
+    # Only our own lease: one that ran out may already be another request's.
+    HashingTurn.update(changes).where(HashingTurn.user_id == user_id, HashingTurn.busy_until == lease).execute()
+
+
+@contextlib.contextmanager
+def hashing_turn(settings, user_id):
+    """The user's turn at bcrypt and a place in this worker's queue for it, or 906."""
+    lease = _take_turn(settings, user_id)
+    if not worker_slots.try_take():
+        _end_turn(settings, user_id, lease, unused=True)
+        raise locked(1000, "系统繁忙，请稍后再试")
+    try:
+        yield
+    finally:
+        worker_slots.give_back()
+        try:
+            _end_turn(settings, user_id, lease)
+        except Exception:  # noqa: BLE001 - the lease runs out by itself; the answer must not change
+            log.exception("could not end the hashing turn of %s", user_id)
 
 
 def uses_bcrypt(func):
+    """For domain functions called as func(settings, user_id, ...): they run in the user's turn."""
+
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        if not _bcrypt_slots.acquire(blocking=False):
-            raise locked(1000, "系统繁忙，请稍后再试")
-        try:
-            return func(*args, **kwargs)
-        finally:
-            _bcrypt_slots.release()
+    def wrapper(settings, user_id, *args, **kwargs):
+        with hashing_turn(settings, user_id):
+            return func(settings, user_id, *args, **kwargs)
 
     return wrapper
 

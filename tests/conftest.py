@@ -176,6 +176,7 @@ def settings(database_url, fake_pingpp, pingpp_keys, tmp_path):
         sms_file=str(tmp_path / "sms.jsonl"),
         bcrypt_rounds=4,
         settlement_hold_seconds=0,  # tests of the hold set their own
+        password_rate_burst=1000,  # tests of the rate set their own (tests/test_load_shedding.py)
     )
 
 
@@ -195,6 +196,7 @@ def process_env(settings, **extra):
         SMS_BACKEND=settings.sms_backend,
         SMS_FILE=settings.sms_file,
         BCRYPT_ROUNDS=str(settings.bcrypt_rounds),
+        PASSWORD_RATE_BURST=str(settings.password_rate_burst),
     )
     env.update({k: str(v) for k, v in extra.items()})
     return env

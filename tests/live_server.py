@@ -50,8 +50,10 @@ class Answer:
 class LiveServer:
     """`gunicorn -c gunicorn.conf.py` in a subprocess, configured like production through its environment."""
 
-    def __init__(self, tmp_dir, database_url, pingpp_url, public_key_path, workers=4, **extra_env):
+    def __init__(self, tmp_dir, database_url, pingpp_url, public_key_path, workers=4, worker_connections=None,
+                 **extra_env):
         self.port = free_port()
+        self.worker_connections = worker_connections
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tmp_dir) / "gunicorn.log"
         self.sms_file = Path(tmp_dir) / "sms.jsonl"
@@ -71,6 +73,7 @@ class LiveServer:
             SMS_BACKEND="file",
             SMS_FILE=str(self.sms_file),
             BCRYPT_ROUNDS="4",
+            PASSWORD_RATE_BURST="1000",  # as in the suite's settings; tests of the rate set their own
             SETTLEMENT_HOLD_SECONDS="0",
             PYTHONUNBUFFERED="1",
         )
@@ -84,13 +87,14 @@ class LiveServer:
         # --worker-connections = threads: a worker takes no more connections than it has threads and
         # the rest wait in the backlog for any worker, so a burst is served by several processes
         # (with the default 1000 one gthread worker often accepts a whole burst and queues it).
+        # worker_connections: the Procfile's own setting instead (gunicorn's 1000), for slow clients.
         # Who answered a request is the pid on its payapi.request log line.
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
                 "--bind", f"127.0.0.1:{self.port}",
                 "--no-control-socket",
-                "--worker-connections", self.env.get("GUNICORN_THREADS", "4"),
+                "--worker-connections", str(self.worker_connections or self.env.get("GUNICORN_THREADS", "4")),
             ],
             cwd=ROOT,
             env=self.env,

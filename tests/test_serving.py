@@ -1,0 +1,214 @@
+"""The serving model under hostile clients: requests that trickle in, and one user hogging bcrypt.
+
+The real gunicorn with the Procfile's settings (2 workers x 4 threads, gunicorn's own 1000
+connections per worker) and payapi's worker class (payapi/serving.py), as issue 9 found it: with
+gunicorn's plain gthread worker, 8 trickling connections stopped every other request.
+"""
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from payapi import serving
+from payapi.serving import COMPLETE, HEAD_TOO_LARGE, PARTIAL, TOO_LONG, request_state
+from tests.conftest import _migrated, event
+from tests.live_server import LiveServer, paid_charge, parallel
+
+# --- when a request has arrived --------------------------------------------------------------
+
+GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def post(body, *headers):
+    return b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+
+
+@pytest.mark.parametrize(
+    "raw, state",
+    [
+        (b"", PARTIAL),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n", PARTIAL),  # the blank line has not come yet
+        (GET, COMPLETE),
+        (GET + b"GET /healthz HTTP/1.1\r\n", COMPLETE),  # a pipelined next request is not waited for
+        (post(b"12345", b"Content-Length: 10"), PARTIAL),
+        (post(b"1234567890", b"Content-Length: 10"), COMPLETE),
+        (post(b"1234567890", b"content-length:10"), COMPLETE),  # header names are case-insensitive
+        (post(b"", b"Content-Length: 1048577"), TOO_LONG),  # longer than any route reads: hand over now
+        (post(b"", b"Content-Length: 1048576"), PARTIAL),
+        (post(b"", b"Content-Length: abc"), COMPLETE),  # malformed: gunicorn's parser answers 400
+        (post(b"", b"Content-Length: 5", b"Content-Length: 6"), COMPLETE),  # two lengths: gunicorn refuses
+        (post(b"5\r\nhello\r\n", b"Transfer-Encoding: chunked"), PARTIAL),
+        (post(b"5\r\nhel", b"Transfer-Encoding: chunked"), PARTIAL),
+        (post(b"5\r\nhello\r\n0\r\n\r\n", b"Transfer-Encoding: chunked"), COMPLETE),
+        (post(b"5;ext=1\r\nhello\r\n0\r\nX-Trailer: 1\r\n", b"Transfer-Encoding: chunked"), PARTIAL),
+        (post(b"5;ext=1\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n", b"Transfer-Encoding: chunked"), COMPLETE),
+        (post(b"zz\r\n", b"Transfer-Encoding: chunked"), COMPLETE),  # malformed chunk size
+        (post(b"100000\r\n", b"Transfer-Encoding: chunked"), TOO_LONG),
+        (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * (serving.MAX_HEAD_BYTES + 1), HEAD_TOO_LARGE),
+    ],
+)
+def test_a_request_is_handed_to_a_thread_only_once_it_has_arrived(raw, state):
+    assert request_state(bytearray(raw)) == state
+
+
+# --- the real gunicorn ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(database_url, fake_pingpp_server, pingpp_keys, tmp_path_factory):
+    _migrated(database_url)
+    server = LiveServer(
+        tmp_path_factory.mktemp("gunicorn"), database_url, fake_pingpp_server.url, pingpp_keys[1],
+        workers=2, worker_connections=1000, BCRYPT_ROUNDS="11",
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(live, database, fake_pingpp):
+    yield live
+    assert "Traceback" not in live.log(), live.log()[-4000:]
+
+
+class Trickler(threading.Thread):
+    """A client that sends its headers (or its body) one piece a second, as issue 9 measured."""
+
+    def __init__(self, port, slow_part):
+        super().__init__(daemon=True)
+        self.port, self.slow_part = port, slow_part
+        self.opened = threading.Event()
+        self.answer, self.lasted = None, None
+
+    def run(self):
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        started = time.monotonic()
+        try:
+            if self.slow_part == "body":
+                sock.sendall(b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+            else:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            self.opened.set()
+            while True:
+                sock.sendall(b"x" if self.slow_part == "body" else b"X-Slow: 1\r\n")
+                time.sleep(1)
+                # Whatever the server said before it closed the connection.
+                sock.setblocking(False)
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    data = None
+                sock.setblocking(True)
+                if data is not None:
+                    self.answer = data
+                    return
+        except OSError:
+            return
+        finally:
+            self.lasted = time.monotonic() - started
+            self.opened.set()
+            sock.close()
+
+
+def test_clients_trickling_headers_and_bodies_do_not_stop_the_service(server, fake_pingpp, pingpp_keys):
+    pay, _ = paid_charge(server, fake_pingpp, pingpp_keys[0])
+    payer = server.user()
+    trickling = [Trickler(server.port, "body" if i % 2 else "headers") for i in range(64)]
+    for t in trickling:
+        t.start()
+    for t in trickling:
+        assert t.opened.wait(10)
+    # While all 64 are connected and trickling: reads, health checks and Ping++'s webhooks answer.
+    started = time.monotonic()
+    answers = parallel(8, lambda i: server.get("/healthz", timeout=5))
+    answers += [server.get(f"/internal/pays/{pay['pay_id']}", headers={"X-Service-Key": "test-service-key"}, timeout=5)]
+    answers += [payer.get(f"/rest/pay/{pay['pay_id']}")]  # another payer's pay: 911, answered all the same
+    replay = json.dumps(event("charge.succeeded", fake_pingpp.mark_paid(pay["charge"]["id"]))).encode()
+    answers += [server.deliver(pingpp_keys[0], json.loads(replay))]
+    assert [a.status for a in answers] == [200] * 9 + [404, 200], answers
+    assert time.monotonic() - started < serving.REQUEST_TIMEOUT_S  # answered while the tricklers were still there
+    # Each trickler is cut off after the bound, with the envelope.
+    for t in trickling:
+        t.join(serving.REQUEST_TIMEOUT_S + 10)
+        assert not t.is_alive()
+        assert t.lasted < serving.REQUEST_TIMEOUT_S + 5
+        assert t.answer is not None and t.answer.startswith(b"HTTP/1.1 408 "), t.answer
+        assert json.loads(t.answer.split(b"\r\n\r\n", 1)[1]) == {"code": 904, "msg": "请求超时"}
+
+
+def test_a_body_longer_than_any_route_reads_is_refused_without_waiting_for_it(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /internal/pays HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"X-Service-Key: test-service-key\r\nContent-Length: 50000000\r\n\r\n{")
+        answer = _read_until_closed(sock)  # closed after the answer: the rest of the body is not drained
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"code": 904, "msg": "请求体过大"}
+
+
+def test_pipelined_requests_are_each_answered(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(GET + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = _read_until_closed(sock)
+    assert answer.count(b"HTTP/1.1 200 OK") == 2, answer
+
+
+def test_a_head_larger_than_the_limit_is_431(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Long: " + b"a" * (serving.MAX_HEAD_BYTES + 10))
+        answer = _read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+
+
+def test_a_chunked_body_is_read_to_its_end(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Connection: close\r\n\r\n2\r\n{}\r\n")
+        time.sleep(0.5)  # the rest comes later: the request waits in the main loop meanwhile
+        sock.sendall(b"0\r\n\r\n")
+        answer = _read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer  # unsigned: refused, and not a hang or a 5xx
+
+
+def _read_until_closed(sock):
+    chunks = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def test_one_user_looping_on_their_password_does_not_keep_others_from_theirs(server):
+    """Issue 9.2: one account changing its own password in a loop from 6 threads used to fill the
+    per-worker bcrypt places, and everyone else got 906 系统繁忙."""
+    looping, others = server.user(), [server.user() for _ in range(4)]
+    assert looping.post("/rest/pay/passwd", {"passwd": "p"}).code == 900
+    stop, looped = threading.Event(), []
+
+    def loop(_):
+        while not stop.is_set():
+            looped.append(looping.post("/rest/pay/passwd", {"passwd": "p", "old_passwd": "p"}))
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        served = []
+        for other in others:  # one after another, as people do
+            served.append(other.post("/rest/pay/passwd", {"passwd": "q"}))
+            served.append(other.post("/rest/pay/passwd", {"passwd": "r", "old_passwd": "q"}))
+            served.append(other.post("/rest/pay/question", {"answer1": "a", "answer2": "b", "answer3": "c",
+                                                             "passwd": "r"}))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert [a.code for a in served] == [900] * len(served), served
+    codes = {(a.code, (a.body or {}).get("msg")) for a in looped}
+    assert (906, "上一个请求仍在处理中，请稍后再试") in codes, codes
+    assert {code for code, _ in codes} <= {900, 906}, codes
