@@ -42,24 +42,26 @@ class Audit:
 # --- reading -------------------------------------------------------------------------------
 
 # Reads take only the columns they answer with (see Pay.info).
-pay_info_by_id = RowByKey(Pay, Pay.pay_id, columns=(Pay.user_id, Pay.info))
-pay_status_by_id = RowByKey(Pay, Pay.pay_id, columns=(Pay.user_id, Pay.status, Pay.client_status))
+# The payer's own pay, found by id and payer together: someone else's pay is as unknown as a
+# missing one (911), and the answer is one column (PyMySQL spends ~25 us of CPU per column).
+pay_info_by_id = RowByKey(Pay, Pay.pay_id, columns=(Pay.info,))
+payers_pay_info = RowByKey(Pay, Pay.pay_id, Pay.user_id, columns=(Pay.info,))
+payers_pay_status = RowByKey(Pay, Pay.pay_id, Pay.user_id, columns=(Pay.status, Pay.client_status))
 
 
-def _found(pay, user_id=None):
-    # Someone else's pay is as unknown as a missing one (911).
-    if pay is None or (user_id is not None and pay.user_id != user_id):
+def _found(row):
+    if row is None:
         raise ApiError(NOT_FOUND, "支付记录不存在")
-    return pay
+    return row
 
 
 def info_of(pay_id, user_id=None):
     """The pay's info JSON text; only its payer may read it unless user_id is None (the order service)."""
-    return _found(pay_info_by_id(pay_id), user_id).info
+    return _found(pay_info_by_id(pay_id) if user_id is None else payers_pay_info(pay_id, user_id)).info
 
 
 def status_of(pay_id, user_id):
-    pay = _found(pay_status_by_id(pay_id), user_id)
+    pay = _found(payers_pay_status(pay_id, user_id))
     return pay.status, pay.client_status
 
 
