@@ -154,6 +154,12 @@ def test_rate_limited_and_locked_routes_document_906():
         assert paths[path]["post"]["responses"]["429"] == {"$ref": "#/components/responses/Locked"}
 
 
+def test_a_refund_request_documents_that_its_amount_may_be_absent_but_not_null():
+    refund_request = validator(DOCUMENT, DOCUMENT["components"]["schemas"]["RefundRequest"])
+    assert refund_request.is_valid({"description": "预约取消"})  # absent: everything still refundable
+    assert not refund_request.is_valid({"description": "预约取消", "amount": None})
+
+
 def pattern_validator(pattern):
     return jsonschema_rs.Draft202012Validator({"type": "string", "pattern": pattern})
 

@@ -101,6 +101,14 @@ def test_bad_bodies_are_904(app, paid, body):
     assert (answer.status_int, answer.json["code"]) == (400, 904)
 
 
+def test_an_explicit_null_amount_is_904_and_nothing_is_refunded(app, paid, fake_pingpp):
+    # Absent means "everything still refundable"; a null is a caller's bug, not a full refund.
+    answer = ask(app, paid["pay_id"], {"amount": None, "description": "退"})
+    assert (answer.status_int, answer.json["code"]) == (400, 904)
+    assert fake_pingpp.refunds == {} and Refund.select().count() == 0
+    assert balance_of(paid["expert_id"]) == 9_750
+
+
 def test_the_service_key_is_needed(app, paid):
     answer = app.post(f"/internal/pays/{paid['pay_id']}/refunds", b'{"description":"x"}',
                       content_type="application/json", expect_errors=True)
@@ -146,6 +154,24 @@ def test_a_refund_ping_fails_gives_the_share_back_when_the_worker_asks(app, paid
     assert listed(app, paid["pay_id"]).json["list"][0]["status"] == "failed"
     # The money is refundable again.
     assert ask(app, paid["pay_id"], {"amount": 10_000, "description": "全退"}).json["code"] == 900
+
+
+def fail_at_ping(fake_pingpp, gateway, *refund_ids):
+    """Ping++ fails these accepted refunds (no event for that); the worker learns it a few minutes later."""
+    for refund_id in refund_ids:
+        fake_pingpp.settle_refund(Refund.get_by_id(refund_id).pingpp_refund_id, "failed")
+    with time_machine.travel(time.time() + 5 * 60 + 1, tick=False):
+        assert refunds.reconcile_refunds(gateway)["settled"] == len(refund_ids)
+
+
+def test_after_a_failed_refund_the_shares_of_a_full_refund_add_up_to_exactly_the_credit(app, paid, fake_pingpp,
+                                                                                         gateway):
+    first = ask(app, paid["pay_id"], {"amount": 1, "description": "一"}).json["refund"]  # share 0 (0.975)
+    assert ask(app, paid["pay_id"], {"amount": 1, "description": "二"}).json["code"] == 900  # share 1 (1.95 in all)
+    fail_at_ping(fake_pingpp, gateway, first["refund_id"])
+    rest = ask(app, paid["pay_id"], {"description": "余"}).json["refund"]
+    assert rest["amount"] == 9_999
+    assert balance_of(paid["expert_id"]) == 0  # refunded in full: the whole credit taken, not a fen more or less
 
 
 def test_a_pending_refund_is_asked_about_only_after_a_few_minutes(app, paid, fake_pingpp, gateway):
