@@ -69,8 +69,9 @@ def operation(**spec):
 def _idempotently(responder, resource, req, resp, params, key, raw):
     user_id = req.context.get("user_id")
     scope = f"{'user:' + user_id if user_id else 'service'} {req.method} {req.uri_template}"
-    replay = idempotency.begin(scope, key, idempotency.fingerprint(req.method, req.path, raw))
-    req.context.idempotency = (scope, key)  # a responder may derive the id of what it creates from it
+    request_hash = idempotency.fingerprint(req.method, req.path, raw)
+    replay = idempotency.begin(scope, key, request_hash)
+    req.context.idempotency = (scope, key, request_hash)  # a responder may derive the id of what it creates
     if replay is not None:
         resp.text, resp.content_type = replay, falcon.MEDIA_JSON
         return None

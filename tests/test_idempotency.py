@@ -161,6 +161,17 @@ def test_a_refund_retried_after_its_first_attempt_broke_off_uses_its_reservation
     assert balance_of(paid["expert_id"]) == 9_000
 
 
+def test_a_refund_key_used_again_after_24_hours_on_another_pay_refunds_that_pay(app, pay_expert, fake_pingpp):
+    first, second = pay_expert("e" * 24, 10_000), pay_expert("e" * 24, 5_000)
+    assert refund_with_key(app, first, "r-1").json["code"] == 900
+    with time_machine.travel(time.time() + 24 * 3600 + 1, tick=False):
+        answer = refund_with_key(app, second, "r-1").json
+    assert answer["code"] == 900 and answer["refund"]["pay_id"] == second["pay_id"]
+    assert sorted(r["charge"] for r in fake_pingpp.refunds.values()) == sorted(
+        p["charge"]["id"] for p in (first, second))
+    assert balance_of("e" * 24) == 15_000 - 2_000
+
+
 def test_a_repeat_while_the_first_still_runs_is_906(app, database, fake_pingpp, settings):
     body = pay_request()
     fake_pingpp.slow[("POST", "/v1/charges")] = 0.6  # Ping++ takes its time with the first
