@@ -161,6 +161,18 @@ def test_a_refund_retried_after_its_first_attempt_broke_off_uses_its_reservation
     assert balance_of(paid["expert_id"]) == 9_000
 
 
+def test_a_refund_retried_after_its_refund_succeeded_event_gets_that_refund(app_with, gateway, paid, fake_pingpp,
+                                                                           send_event):
+    assert refund_with_key(app_with(answer_lost_then_unreachable(gateway)), paid, "r-1").json["code"] == 920
+    (made_id,) = fake_pingpp.refunds
+    assert send_event("refund.succeeded", fake_pingpp.settle_refund(made_id, "succeeded")).json["result"] == "applied"
+    again = refund_with_key(app_with(gateway), paid, "r-1")
+    assert again.json["code"] == 900, again.json
+    assert (again.json["refund"]["amount"], again.json["refund"]["status"]) == (1_000, "succeeded")
+    assert list(fake_pingpp.refunds) == [made_id]
+    assert Refund.get().pingpp_refund_id == made_id and balance_of(paid["expert_id"]) == 9_000
+
+
 def test_a_refund_key_used_again_after_24_hours_on_another_pay_refunds_that_pay(app, pay_expert, fake_pingpp):
     first, second = pay_expert("e" * 24, 10_000), pay_expert("e" * 24, 5_000)
     assert refund_with_key(app, first, "r-1").json["code"] == 900
