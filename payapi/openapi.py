@@ -279,8 +279,9 @@ def _schemas(codec, ops):
     )
     requests = {cls.__name__: cls for cls in _subclasses(shapes.Body)}
     for name, schema in components.items():
-        if name in requests and requests[name].nulls_mean_absent:
-            _null_means_absent(schema)  # unknown fields stay allowed: they are ignored
+        if name in requests:  # unknown fields stay allowed: they are ignored
+            if requests[name].nulls_mean_absent:
+                _null_means_absent(schema)
             schema.update(getattr(requests[name], "extra_json_schema", {}))  # rules across fields
         elif schema.get("type") == "object":
             schema.setdefault("additionalProperties", False)  # an answer has exactly its fields
