@@ -174,9 +174,13 @@ def _reopen(pay_id):
 @transaction
 def _reopen_unless_reversed(pay_id):
     pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
-    if pay is not None and pay.status == CANCEL and pay.reversed_at is None:
+    if pay is None or pay.status != CANCEL:
+        return
+    if pay.reversed_at is None:
         PAY.move(pay, PENDING, now_ms())
-        pay.save()
+    else:
+        PAY.announce_now(pay, CANCEL)  # closed for good: the order service hears of it now
+    pay.save()
 
 
 def create_pay(gateway, settings, new):

@@ -50,7 +50,7 @@ def test_a_replaced_pay_is_announced_closed_only_once_its_replacement_has_a_char
     assert Pay.get_by_id(old["pay_id"]).status == "cancel" and reversed_at_ping(fake_pingpp, old)
 
 
-def test_a_failed_replacement_leaves_the_old_pay_closed_when_its_charge_was_closed_meanwhile(
+def test_a_failed_replacement_leaves_the_old_pay_closed_and_announced_when_its_charge_was_closed_meanwhile(
     app_with, order_service, gateway, settings, fake_pingpp
 ):
     old = order_service(**ORDER, amount=100).json["info"]
@@ -63,6 +63,7 @@ def test_a_failed_replacement_leaves_the_old_pay_closed_when_its_charge_was_clos
     assert order_service(via=scripted, **ORDER, amount=10_000).json["code"] == 920
     pay = Pay.get_by_id(old["pay_id"])
     assert (pay.status, pay.open_for) == ("cancel", None) and reversed_at_ping(fake_pingpp, old)
+    assert announced(old) == ["pay.closed"]
     # The order is free for a new pay (a pending pay whose charge cannot be paid would block it).
     again = order_service(**ORDER, amount=100).json
     assert again["code"] == 900 and again["info"]["pay_id"] != old["pay_id"]
