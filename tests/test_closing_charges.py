@@ -82,6 +82,24 @@ def test_replacing_a_pay_whose_charge_was_paid_meanwhile_is_910_with_the_paid_pa
     assert ledger_of(ORDER["expert_id"]) == [("charge", old["pay_id"], 100)]
 
 
+def test_a_replacement_made_while_the_old_pays_webhook_arrives_is_910_with_the_paid_pay_and_its_charge_closed(
+    app_with, order_service, gateway, fake_pingpp, send_event
+):
+    old = order_service(**ORDER, amount=100).json["info"]
+
+    def made_while_the_old_charge_is_paid(create, request):
+        assert send_event("charge.succeeded", fake_pingpp.mark_paid(old["charge"]["id"])).json["result"] == "applied"
+        return create(request)
+
+    scripted = app_with(Scripted(gateway, create_charge=made_while_the_old_charge_is_paid))
+    answer = order_service(via=scripted, **ORDER, amount=10_000)
+    assert (answer.status_int, answer.json["code"]) == (403, 910)
+    assert (answer.json["info"]["pay_id"], answer.json["info"]["status"]) == (old["pay_id"], "paid")
+    (new,) = Pay.select().where(Pay.pay_id != old["pay_id"])
+    assert new.status == "cancel" and new.reversed_at is not None and fake_pingpp.charges[new.charge_id]["reversed"]
+    assert ledger_of(ORDER["expert_id"]) == [("charge", old["pay_id"], 100)]
+
+
 def test_an_expired_pay_closed_by_the_worker_is_closed_at_ping_too(order_service, fake_pingpp, gateway, settings):
     info = order_service().json["info"]
     with time_machine.travel(time.time() + 25 * 3600, tick=False):
