@@ -116,29 +116,32 @@ def fail_at_ping(fake_pingpp, refund_info):
     assert refunds.apply_refund(refund_from(failed)) == "applied"
 
 
-def test_a_failed_refunds_share_goes_back_to_pending_while_the_hold_is_not_released_even_past_its_time(
-    app, expert, pay_expert, clock, fake_pingpp
-):
-    paid = pay_expert(expert.id, 10_000)
-    made = refund(app, paid["pay_id"], 4_000)
+@pytest.fixture
+def refunded(app, expert, pay_expert):
+    """A held credit of 10,000 fen, 4,000 of it refunded (accepted by Ping++, not settled)."""
+    made = refund(app, pay_expert(expert.id, 10_000)["pay_id"], 4_000)
     assert buckets(expert.id) == (6_000, 0)
+    return made
+
+
+def test_a_failed_refunds_share_goes_back_to_pending_while_the_hold_is_not_released_even_past_its_time(
+    expert, refunded, clock, fake_pingpp
+):
     clock.shift(HOLD_S + 60)  # the hold is over by the clock, but no worker has released it yet
-    fail_at_ping(fake_pingpp, made)
+    fail_at_ping(fake_pingpp, refunded)
     assert buckets(expert.id) == (10_000, 0)
     assert payments.release_holds() == {"released": 1, "failed": 0}
     assert buckets(expert.id) == (0, 10_000)
 
 
 def test_once_the_hold_is_released_a_failed_refunds_share_goes_to_available_even_on_a_host_whose_clock_is_behind(
-    app, expert, pay_expert, clock, fake_pingpp
+    expert, refunded, clock, fake_pingpp
 ):
-    paid = pay_expert(expert.id, 10_000)
-    made = refund(app, paid["pay_id"], 4_000)
     clock.shift(HOLD_S)
     assert payments.release_holds()["released"] == 1
     assert buckets(expert.id) == (0, 6_000)
     clock.shift(-HOLD_S)  # another host, its clock a few seconds behind: by it the hold is not over
-    fail_at_ping(fake_pingpp, made)
+    fail_at_ping(fake_pingpp, refunded)
     assert buckets(expert.id) == (0, 10_000)
     clock.shift(HOLD_S)
     assert payments.release_holds() == {"released": 0, "failed": 0}
