@@ -27,10 +27,12 @@ def fingerprint(method, path, raw_body):
     return hashlib.sha256(b"%s %s\n%s" % (method.encode(), path.encode(), raw_body)).hexdigest()
 
 
-def derived_id(scope, key):
-    """A 24-hex id that is the same for every request repeating this key (e.g. our refund_id at
-    Ping++), so a repeat can find what its first attempt made even when that attempt's answer was lost."""
-    return hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()[:24]
+def derived_id(scope, key, request_hash):
+    """A 24-hex id that is the same for every request repeating this one (key and request: e.g. our
+    refund_id at Ping++), so a repeat can find what its first attempt made even when that attempt's
+    answer was lost. The request is part of it: a scope is a route, not what the route acts on, and
+    a key used again after 24 hours (or after a failure) for another pay is another request."""
+    return hashlib.sha256(f"{scope}\n{key}\n{request_hash}".encode()).hexdigest()[:24]
 
 
 def valid_key(key):

@@ -69,8 +69,9 @@ def operation(**spec):
 def _idempotently(responder, resource, req, resp, params, key, raw):
     user_id = req.context.get("user_id")
     scope = f"{'user:' + user_id if user_id else 'service'} {req.method} {req.uri_template}"
-    replay = idempotency.begin(scope, key, idempotency.fingerprint(req.method, req.path, raw))
-    req.context.idempotency = (scope, key)  # a responder may derive the id of what it creates from it
+    request_hash = idempotency.fingerprint(req.method, req.path, raw)
+    replay = idempotency.begin(scope, key, request_hash)
+    req.context.idempotency = (scope, key, request_hash)  # a responder may derive the id of what it creates
     if replay is not None:
         resp.text, resp.content_type = replay, falcon.MEDIA_JSON
         return None
@@ -278,8 +279,9 @@ def _schemas(codec, ops):
     )
     requests = {cls.__name__: cls for cls in _subclasses(shapes.Body)}
     for name, schema in components.items():
-        if name in requests and requests[name].nulls_mean_absent:
-            _null_means_absent(schema)  # unknown fields stay allowed: they are ignored
+        if name in requests:  # unknown fields stay allowed: they are ignored
+            if requests[name].nulls_mean_absent:
+                _null_means_absent(schema)
             schema.update(getattr(requests[name], "extra_json_schema", {}))  # rules across fields
         elif schema.get("type") == "object":
             schema.setdefault("additionalProperties", False)  # an answer has exactly its fields

@@ -84,15 +84,18 @@ def _order_filter(new):
     return Pay.o_id == new.order_id if new.type == "order" else Pay.note_id == new.order_id
 
 
+def _refuse_if_paid(pay_type, order_filter):
+    """910 with the order's paid pay, if it has one (the order service may be retrying a call whose
+    answer it lost: it gets the paid pay too)."""
+    paid = Pay.select(Pay.info).where(Pay.type == pay_type, order_filter, Pay.status.in_((PAID, REFUNDED))).first()
+    if paid is not None:
+        raise ApiError(NOT_ALLOWED, "该订单已支付", info=json.loads(paid.info))
+
+
 @transaction
 def _reserve(new, stale_before):
     """-> ("existing", pay, None) | ("reserved", pay, replaced pay_id or None) | ("wait", None, None)."""
-    paid = Pay.select(Pay.info).where(
-        Pay.type == new.type, _order_filter(new), Pay.status.in_((PAID, REFUNDED))
-    ).first()
-    if paid is not None:
-        # The order service may be retrying a call whose answer it lost: it gets the paid pay too.
-        raise ApiError(NOT_ALLOWED, "该订单已支付", info=json.loads(paid.info))
+    _refuse_if_paid(new.type, _order_filter(new))
     now = now_ms()
     replaced = None
     current = for_update(Pay.select().where(Pay.open_for == new.open_for)).first()
@@ -176,9 +179,13 @@ def _reopen(pay_id):
 @transaction
 def _reopen_unless_reversed(pay_id):
     pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
-    if pay is not None and pay.status == CANCEL and pay.reversed_at is None:
+    if pay is None or pay.status != CANCEL:
+        return
+    if pay.reversed_at is None:
         PAY.move(pay, PENDING, now_ms())
-        pay.save()
+    else:
+        PAY.announce_now(pay, CANCEL)  # closed for good: the order service hears of it now
+    pay.save()
 
 
 def create_pay(gateway, settings, new):
@@ -219,12 +226,21 @@ def create_pay(gateway, settings, new):
     if charge.order_no != pay.pay_id or charge.amount != new.money or not charge.id:
         log.error("Ping++ answered charge creation for %s with a different charge", pay.pay_id)
         return _give_up(pay.pay_id, replaced)
-    pay = _attach_charge(pay.pay_id, charge, replaced)
-    if replaced is not None and reverse_charge(gateway, settings, replaced) == "paid":
-        # The old pay turned out paid: the order is paid, and the new pay was closed with its charge.
-        reverse_charge(gateway, settings, pay.pay_id)
-        paid = Pay.get_by_id(replaced)
-        raise ApiError(NOT_ALLOWED, "该订单已支付", info=json.loads(paid.info))
+    _attach_charge(pay.pay_id, charge, replaced)
+    if replaced is not None:
+        reverse_charge(gateway, settings, replaced)  # best effort now; the worker retries
+    return _unless_paid_meanwhile(gateway, settings, pay.pay_id)
+
+
+def _unless_paid_meanwhile(gateway, settings, pay_id):
+    """The new pay, unless another pay of its order turned out paid while it was being made (the
+    pay it replaced, found paid when its charge was closed, or any older one whose webhook came):
+    applying that closed the new pay, so its charge is closed too and the caller gets 910 with
+    the paid pay, as a call made a moment later would."""
+    pay = Pay.get_by_id(pay_id)
+    if pay.status == CANCEL:
+        reverse_charge(gateway, settings, pay_id)
+        _refuse_if_paid(pay.type, _order_filter_of(pay))
     return pay
 
 

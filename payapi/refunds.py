@@ -19,7 +19,7 @@ from .clock import now_ms
 from .db import for_update, transaction
 from .errors import NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, ApiError
 from .gateway import GatewayError, RefundRequest
-from .ids import new_id
+from .ids import is_id, new_id
 from .lifecycles import PAY, REFUND, Outcome, PayStatus, RefundStatus
 from .models import Pay, Refund
 
@@ -179,14 +179,15 @@ def apply_refund(made):
 
 
 def _made_elsewhere(pay, made):
-    """A refund payapi did not ask for (the Ping++ dashboard): applied once it succeeded."""
+    """A refund payapi has no row for: made on the Ping++ dashboard, or asked for by a request that
+    never learnt Ping++ made it (920, its reservation dropped). Applied once it succeeded."""
     if not made.succeeded:
         return Outcome.IGNORED
     if pay.status not in (PayStatus.PAID, PayStatus.REFUNDED) or made.amount <= 0 or pay.amount_refunded + made.amount > pay.money:
         log.warning("refund %s does not fit pay %s; not applied", made.id, pay.pay_id)
         return Outcome.MISMATCH
     now = now_ms()
-    refund = Refund(refund_id=new_id(), pay_id=pay.pay_id, amount=made.amount, source=PINGPP,
+    refund = Refund(refund_id=_id_of(made), pay_id=pay.pay_id, amount=made.amount, source=PINGPP,
                     description=str(made.raw.get("description") or "")[:255], pingpp_refund_id=made.id,
                     refund=json.dumps(made.raw, ensure_ascii=False))
     REFUND.begin(refund, now)
@@ -197,6 +198,15 @@ def _made_elsewhere(pay, made):
     pay.save()
     refund.save(force_insert=True)
     return Outcome.APPLIED
+
+
+def _id_of(made):
+    """Our refund_id for a refund Ping++ made: the one its request asked with, while free (a retry of
+    that request, which derives the same id from its Idempotency-Key, then finds it), else a new one."""
+    ours = made.metadata_refund_id
+    if ours and is_id(ours) and not Refund.select().where(Refund.refund_id == ours).exists():
+        return ours
+    return new_id()
 
 
 # --- duplicate payments ----------------------------------------------------------------------------

@@ -7,14 +7,11 @@ from `pending` while the pay's credit is held, else from `available`; the rest o
 the fee's share. Withdrawals need `available`.
 """
 
-from peewee import fn
-
 from . import books
 from .books import AVAILABLE, FEES, PAYOUTS, PENDING, PINGPP, REFUNDS, credit, debit, expert
 from .clock import now_ms
 from .db import RowByKey, lock_row
-from .lifecycles import RefundStatus
-from .models import Refund, Wallet
+from .models import Wallet
 
 wallet_by_user = RowByKey(Wallet, Wallet.user_id, columns=(Wallet.pending, Wallet.available))
 
@@ -51,16 +48,24 @@ def release_hold(pay):
     return released
 
 
-def refund_share(pay, amount, refund_id):
-    """The expert's part of refunding amount more of pay: cumulative rounding over the refunds
-    accepted so far (a failed one no longer counts), so all shares add up to exactly the credit."""
-    taken = int(
-        Refund.select(fn.COALESCE(fn.SUM(Refund.share), 0))
-        .where(Refund.pay_id == pay.pay_id, Refund.refund_id != refund_id, Refund.pingpp_refund_id.is_null(False),
-               Refund.status != RefundStatus.FAILED)
-        .scalar()
-    )
-    return pay.credited * (pay.amount_refunded + amount) // pay.money - taken
+def _taken(pay, refunded):
+    """What refunding `refunded` fen of pay in all takes from its expert: pro rata, rounded down."""
+    return pay.credited * refunded // pay.money
+
+
+def refund_share(pay, amount):
+    """The expert's part of refunding amount more of pay: cumulative rounding over what stands
+    refunded (pay.amount_refunded, which a failed refund leaves), so the refunds standing always
+    take exactly _taken of their sum, and all shares of a full refund add up to the credit."""
+    return _taken(pay, pay.amount_refunded + amount) - _taken(pay, pay.amount_refunded)
+
+
+def returned_share(pay, amount):
+    """What a failed refund of amount gives back: the last `amount` of what stands refunded, by
+    the same rule. It may differ by a fen from what that refund took (when refunds fail out of
+    order); giving back exactly that instead would let a later share fall below 0 or above its
+    refund's amount."""
+    return _taken(pay, pay.amount_refunded) - _taken(pay, pay.amount_refunded - amount)
 
 
 def take_refund(refund, pay, settled):
@@ -70,7 +75,7 @@ def take_refund(refund, pay, settled):
     settled: Ping++ already refunded it (a refund made elsewhere), so the money leaves `pingpp`;
     else it waits in `refunds` until Ping++ settles it.
     """
-    refund.share = refund_share(pay, refund.amount, refund.refund_id)
+    refund.share = refund_share(pay, refund.amount)
     refund.bucket = PENDING if pay.held >= refund.share and pay.held > 0 else AVAILABLE
     if refund.bucket == PENDING:
         pay.held -= refund.share
@@ -90,19 +95,21 @@ def refund_settled(refund):
 
 
 def give_refund_back(refund, pay):
-    """Ping++ refused a refund it had accepted: the expert's share and the fee share come back."""
+    """Ping++ refused a refund it had accepted: the expert's share (see returned_share) and the fee
+    share come back."""
+    share = returned_share(pay, refund.amount)
     # Back where it came from while the pay's credit is still held; once the hold is released
     # (booked, whatever any clock says), to available.
     held = refund.bucket == PENDING and pay.release_at is not None and not books.recorded("release", pay.pay_id)
     bucket = PENDING if held else AVAILABLE
     if bucket == PENDING:
-        pay.held += refund.share
+        pay.held += share
     pay.amount_refunded -= refund.amount
     return books.record(
         "refund_failed", refund.pingpp_refund_id,
         debit(REFUNDS, refund.amount),
-        credit(expert(pay.expert_id, bucket), refund.share),
-        credit(FEES, refund.amount - refund.share),
+        credit(expert(pay.expert_id, bucket), share),
+        credit(FEES, refund.amount - share),
     )
 
 

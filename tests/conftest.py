@@ -5,6 +5,7 @@ pytest-mysql from Debian's mariadb-server in a temporary data directory on 127.0
 """
 
 import base64
+import functools
 import json
 import os
 import secrets
@@ -212,6 +213,30 @@ def app(database, settings, gateway):
     return webtest.TestApp(create_app(settings, gateway, FileSms(settings.sms_file)))
 
 
+class Scripted:
+    """The real gateway (speaking to the sandbox), except the calls a test scripts: scripts[name](real
+    call, *args) runs instead, e.g. makes the call at Ping++ and then loses its answer, or lets
+    something else happen at Ping++ while the call is in flight."""
+
+    def __init__(self, real, **scripts):
+        self._real, self._scripts = real, scripts
+
+    def __getattr__(self, name):
+        call = getattr(self._real, name)
+        script = self._scripts.get(name)
+        return call if script is None else functools.partial(script, call)
+
+
+@pytest.fixture
+def app_with(database, settings):
+    """The app with another gateway (a Scripted one)."""
+
+    def make(gateway):
+        return webtest.TestApp(create_app(settings, gateway, FileSms(settings.sms_file)))
+
+    return make
+
+
 class User:
     """A phone user: every call carries the seed's headers and this user's token."""
 
@@ -350,12 +375,12 @@ def money_moved():
 
 @pytest.fixture
 def order_service(app):
-    """The app's order service: creates pays through /internal/pays."""
+    """The app's order service: creates pays through /internal/pays (of another app with via=)."""
 
-    def create(**fields):
+    def create(via=None, **fields):
         body = pay_request(**{"desc": "", **fields})
         body = {k: v for k, v in body.items() if v is not None}
-        return app.post(
+        return (via or app).post(
             "/internal/pays",
             json.dumps(body).encode(),
             headers={"X-Service-Key": SERVICE_KEY, "client": "1.2.3.4"},

@@ -8,9 +8,10 @@ import pytest
 import time_machine
 
 from payapi import payments, refunds, worker
-from payapi.models import Pay, Refund
+from payapi.gateway import GatewayError
+from payapi.models import Notification, Pay, Refund
 from payapi.sandbox.core import ControlError
-from tests.conftest import balance_of, ledger_of
+from tests.conftest import Scripted, balance_of, ledger_of
 
 
 def reversed_at_ping(fake_pingpp, info):
@@ -27,6 +28,68 @@ def test_a_pay_replaced_at_a_new_price_cannot_be_paid_at_the_old_one(order_servi
         fake_pingpp.mark_paid(old["charge"]["id"])  # the old credential can no longer take money
     assert send_event("charge.succeeded", fake_pingpp.mark_paid(new["charge"]["id"])).json["result"] == "applied"
     assert ledger_of(order["expert_id"]) == [("charge", new["pay_id"], 10_000)]
+
+
+ORDER = {"o_id": "5" * 24, "userID": "6" * 24, "expert_id": "7" * 24}
+
+
+def announced(info):
+    """What the order service was told of a pay, oldest first."""
+    return [m.type for m in Notification.select().where(Notification.subject_id == info["pay_id"])
+            .order_by(Notification.created_at, Notification.message_id)]
+
+
+def test_a_replaced_pay_is_announced_closed_only_once_its_replacement_has_a_charge(order_service, fake_pingpp):
+    old = order_service(**ORDER, amount=100).json["info"]
+    fake_pingpp.fail_next()
+    assert order_service(**ORDER, amount=10_000).json["code"] == 920
+    assert Pay.get_by_id(old["pay_id"]).status == "pending" and not reversed_at_ping(fake_pingpp, old)
+    assert announced(old) == []  # it never closed
+    new = order_service(**ORDER, amount=10_000).json["info"]
+    assert announced(old) == ["pay.closed"] and announced(new) == []
+    assert Pay.get_by_id(old["pay_id"]).status == "cancel" and reversed_at_ping(fake_pingpp, old)
+
+
+def test_a_failed_replacement_leaves_the_old_pay_closed_and_announced_when_its_charge_was_closed_meanwhile(
+    app_with, order_service, gateway, settings, fake_pingpp
+):
+    old = order_service(**ORDER, amount=100).json["info"]
+
+    def refused_after_the_worker_reversed_the_old_charge(create, request):
+        assert payments.reverse_closed_pays(gateway, settings)["reversed"] == 1
+        raise GatewayError("sandbox: refused")
+
+    scripted = app_with(Scripted(gateway, create_charge=refused_after_the_worker_reversed_the_old_charge))
+    assert order_service(via=scripted, **ORDER, amount=10_000).json["code"] == 920
+    pay = Pay.get_by_id(old["pay_id"])
+    assert (pay.status, pay.open_for) == ("cancel", None) and reversed_at_ping(fake_pingpp, old)
+    assert announced(old) == ["pay.closed"]
+    # The order is free for a new pay (a pending pay whose charge cannot be paid would block it).
+    again = order_service(**ORDER, amount=100).json
+    assert again["code"] == 900 and again["info"]["pay_id"] != old["pay_id"]
+
+
+@pytest.mark.parametrize("webhook", ["not arrived yet", "arriving while the new charge is made"])
+def test_replacing_a_pay_paid_meanwhile_is_910_with_the_paid_pay_and_the_new_charge_closed(
+    webhook, app_with, order_service, gateway, fake_pingpp, send_event
+):
+    old = order_service(**ORDER, amount=100).json["info"]
+    via = None
+    if webhook == "not arrived yet":
+        fake_pingpp.mark_paid(old["charge"]["id"])  # found paid when its charge is to be closed
+    else:
+        def made_while_the_old_charge_is_paid(create, request):
+            paid = fake_pingpp.mark_paid(old["charge"]["id"])
+            assert send_event("charge.succeeded", paid).json["result"] == "applied"
+            return create(request)
+
+        via = app_with(Scripted(gateway, create_charge=made_while_the_old_charge_is_paid))
+    answer = order_service(via=via, **ORDER, amount=10_000)
+    assert (answer.status_int, answer.json["code"]) == (403, 910)
+    assert (answer.json["info"]["pay_id"], answer.json["info"]["status"]) == (old["pay_id"], "paid")
+    (new,) = Pay.select().where(Pay.pay_id != old["pay_id"])
+    assert new.status == "cancel" and new.reversed_at is not None and fake_pingpp.charges[new.charge_id]["reversed"]
+    assert ledger_of(ORDER["expert_id"]) == [("charge", old["pay_id"], 100)]
 
 
 def test_an_expired_pay_closed_by_the_worker_is_closed_at_ping_too(order_service, fake_pingpp, gateway, settings):

@@ -7,8 +7,9 @@ import time
 import pytest
 import time_machine
 
+from payapi.gateway import GatewayError
 from payapi.models import IdempotencyKey, Pay, Refund, Withdrawal
-from tests.conftest import SERVICE_KEY, pay_request
+from tests.conftest import SERVICE_KEY, Scripted, balance_of, pay_request
 from tests.experts import PASSWD, set_up_expert
 
 
@@ -96,6 +97,91 @@ def test_a_refund_retried_with_its_key_is_made_once(app, pay_expert, fake_pingpp
     other = pay_expert("e" * 24, 5_000)
     refused = service_post(app, f"/internal/pays/{other['pay_id']}/refunds", {"amount": 1_000, "description": "退"}, "r-1")
     assert refused.json["code"] == 904
+
+
+# --- a refund retried after its answer was lost -----------------------------------------------------
+
+REFUND = {"amount": 1_000, "description": "退"}
+
+
+def refund_with_key(app, pay, key, body=REFUND):
+    return service_post(app, f"/internal/pays/{pay['pay_id']}/refunds", body, key)
+
+
+def answer_lost_then_unreachable(gateway):
+    """Ping++ makes the refund, then the connection goes: its answer, and every call after it, are lost."""
+    down = []
+
+    def create_refund(create, request):
+        create(request)
+        down.append(True)
+        raise GatewayError("sandbox: answer lost")
+
+    def list_refunds(listing, charge_id):
+        if down:
+            raise GatewayError("sandbox: Ping++ cannot be reached")
+        return listing(charge_id)
+
+    return Scripted(gateway, create_refund=create_refund, list_refunds=list_refunds)
+
+
+def made_then_broke_off(create, request):
+    create(request)
+    raise RuntimeError("the request broke off after Ping++ made the refund")
+
+
+@pytest.fixture
+def paid(pay_expert):
+    """A pay of 10,000 fen, paid; its expert credited 10,000."""
+    return pay_expert("e" * 24, 10_000)
+
+
+def test_a_refund_retried_after_a_920_whose_refund_ping_made_is_found_not_made_twice(app_with, gateway, paid,
+                                                                                      fake_pingpp):
+    first = refund_with_key(app_with(answer_lost_then_unreachable(gateway)), paid, "r-1")
+    assert first.json["code"] == 920  # Ping++ made it, but we could not learn that
+    again = refund_with_key(app_with(gateway), paid, "r-1")
+    assert again.json["code"] == 900, again.json
+    (made,) = fake_pingpp.refunds.values()
+    assert (made["amount"], made["metadata"]) == (1_000, {"refund_id": again.json["refund"]["refund_id"]})
+    assert Refund.select().count() == 1 and balance_of(paid["expert_id"]) == 9_000
+
+
+def test_a_refund_retried_after_its_first_attempt_broke_off_uses_its_reservation_and_is_made_once(
+    app_with, gateway, paid, fake_pingpp
+):
+    broke_off = refund_with_key(app_with(Scripted(gateway, create_refund=made_then_broke_off)), paid, "r-1")
+    assert broke_off.json["code"] == 999
+    again = refund_with_key(app_with(gateway), paid, "r-1")
+    assert again.json["code"] == 900, again.json
+    (made,) = fake_pingpp.refunds.values()
+    assert made["metadata"] == {"refund_id": again.json["refund"]["refund_id"]}
+    (row,) = Refund.select()
+    assert (row.refund_id, row.pingpp_refund_id, row.amount) == (again.json["refund"]["refund_id"], made["id"], 1_000)
+    assert balance_of(paid["expert_id"]) == 9_000
+
+
+def test_a_refund_retried_after_its_refund_succeeded_event_gets_that_refund(app_with, gateway, paid, fake_pingpp,
+                                                                           send_event):
+    assert refund_with_key(app_with(answer_lost_then_unreachable(gateway)), paid, "r-1").json["code"] == 920
+    (made_id,) = fake_pingpp.refunds
+    assert send_event("refund.succeeded", fake_pingpp.settle_refund(made_id, "succeeded")).json["result"] == "applied"
+    again = refund_with_key(app_with(gateway), paid, "r-1")
+    assert again.json["code"] == 900, again.json
+    assert (again.json["refund"]["amount"], again.json["refund"]["status"]) == (1_000, "succeeded")
+    assert list(fake_pingpp.refunds) == [made_id]
+    assert Refund.get().pingpp_refund_id == made_id and balance_of(paid["expert_id"]) == 9_000
+
+
+def test_a_refund_key_used_again_after_24_hours_on_another_pay_refunds_that_pay(app, pay_expert, fake_pingpp):
+    first, second = pay_expert("e" * 24, 10_000), pay_expert("e" * 24, 5_000)
+    assert refund_with_key(app, first, "r-1").json["code"] == 900
+    with time_machine.travel(time.time() + 24 * 3600 + 1, tick=False):
+        answer = refund_with_key(app, second, "r-1").json
+    assert answer["code"] == 900 and answer["refund"]["pay_id"] == second["pay_id"]
+    assert sorted(r["charge"] for r in fake_pingpp.refunds.values()) == sorted(
+        p["charge"]["id"] for p in (first, second))
+    assert balance_of("e" * 24) == 15_000 - 2_000
 
 
 def test_a_repeat_while_the_first_still_runs_is_906(app, database, fake_pingpp, settings):

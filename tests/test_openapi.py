@@ -154,6 +154,20 @@ def test_rate_limited_and_locked_routes_document_906():
         assert paths[path]["post"]["responses"]["429"] == {"$ref": "#/components/responses/Locked"}
 
 
+def test_a_refund_request_documents_that_its_amount_may_be_absent_but_not_null():
+    refund_request = validator(DOCUMENT, DOCUMENT["components"]["schemas"]["RefundRequest"])
+    assert refund_request.is_valid({"description": "预约取消"})  # absent: everything still refundable
+    assert not refund_request.is_valid({"description": "预约取消", "amount": None})
+
+
+def test_request_bodies_document_that_unknown_fields_are_ignored():
+    schemas = DOCUMENT["components"]["schemas"]
+    requests = {cls.__name__ for cls in openapi._subclasses(Body)} & set(schemas)
+    assert {"RefundRequest", "WithdrawRequest"} <= requests
+    refused = [name for name in requests if schemas[name].get("additionalProperties") is False]
+    assert refused == []
+
+
 def pattern_validator(pattern):
     return jsonschema_rs.Draft202012Validator({"type": "string", "pattern": pattern})
 

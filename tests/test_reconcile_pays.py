@@ -12,7 +12,7 @@ import time_machine
 
 from payapi import payments
 from payapi.ids import new_id
-from payapi.models import JournalEntry, Pay, Wallet
+from payapi.models import JournalEntry, Notification, Pay, Wallet
 from tests.conftest import ledger_of, money_moved, process_env
 
 FEE_BPS = 250
@@ -94,6 +94,17 @@ def test_an_expired_unpaid_pay_is_closed_as_cancel(new_pay, fake_pingpp, gateway
     assert not money_moved()
     # The order is free for a new pay.
     assert order_service(amount=10000, **fields).json["info"]["pay_id"] != info["pay_id"]
+
+
+def test_a_pending_pay_whose_charge_ping_plus_plus_reports_reversed_is_closed(new_pay, fake_pingpp, gateway, settings):
+    info = new_pay()
+    gateway.reverse_charge(info["charge"]["id"])  # closed at Ping++ (e.g. on its dashboard): it cannot be paid
+    with at(11 * MINUTE):
+        assert reconcile(gateway, settings) == {"paid": 0, "closed": 1, "failed": 0}
+    pay = Pay.get_by_id(info["pay_id"])
+    assert (pay.status, pay.open_for) == ("cancel", None) and pay.reversed_at is not None
+    assert [m.type for m in Notification.select().where(Notification.subject_id == info["pay_id"])] == ["pay.closed"]
+    assert not money_moved()
 
 
 def test_an_old_unpaid_pay_that_has_not_expired_stays_pending(new_pay, fake_pingpp, gateway, settings):

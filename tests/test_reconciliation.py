@@ -84,6 +84,38 @@ def test_only_that_day_in_timezone_is_compared(order_service, fake_pingpp, setti
     assert len(json.loads(row.healed)) == 1
 
 
+@pytest.fixture
+def paid_out_after_midnight(make_user, pay_expert, gateway):
+    """A withdrawal made at 23:59 on DAY in Shanghai whose transfer Ping++ made at 00:01 the next day."""
+    with time_machine.travel(datetime.datetime(2026, 11, 20, 23, 59, tzinfo=SHANGHAI), tick=False):
+        expert = set_up_expert(make_user())
+        pay_expert(expert.id, 10_000)
+        withdraw_id = withdraw(expert, 1_000).json["withdraw_id"]
+    with time_machine.travel(datetime.datetime(2026, 11, 21, 0, 1, tzinfo=SHANGHAI), tick=False):
+        withdrawals.run_payouts(gateway)
+    return Withdrawal.get_by_id(withdraw_id)
+
+
+def test_a_withdrawal_paid_out_after_midnight_is_not_missing_from_the_day_it_was_made(paid_out_after_midnight,
+                                                                                      settings, gateway):
+    with time_machine.travel(NOON + 2 * 86400, tick=False):
+        for date in (DAY, DAY + datetime.timedelta(days=1)):
+            row = reconciliation.reconcile(settings, gateway, date)
+            assert (row.status, json.loads(row.differences)) == ("clean", []), date
+
+
+def test_a_transfer_ping_does_not_list_is_reported_on_the_day_ping_made_it(paid_out_after_midnight, fake_pingpp,
+                                                                          settings, gateway):
+    del fake_pingpp.transfers[paid_out_after_midnight.transfer_id]  # Ping++ has lost it
+    with time_machine.travel(NOON + 2 * 86400, tick=False):
+        assert reconciliation.reconcile(settings, gateway, DAY).status == "clean"
+        row = reconciliation.reconcile(settings, gateway, DAY + datetime.timedelta(days=1))
+    (difference,) = json.loads(row.differences)
+    assert (difference["what"], difference["withdrawal"], difference["transfer"]) == (
+        "a withdrawal whose transfer Ping++ did not list", paid_out_after_midnight.withdraw_id,
+        paid_out_after_midnight.transfer_id)
+
+
 def test_paging_through_more_than_one_page(that_day, order_service, fake_pingpp, settings, gateway):
     for _ in range(103):
         fake_pingpp.mark_paid(order_service(amount=100).json["info"]["charge"]["id"])

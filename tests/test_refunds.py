@@ -7,11 +7,14 @@ nothing more is debited when it succeeds; racing requests never refund more than
 import dataclasses
 import json
 import time
+import types
 
+import hypothesis
 import pytest
 import time_machine
+from hypothesis import strategies as st
 
-from payapi import refunds, worker
+from payapi import refunds, wallet, worker
 from payapi.models import Pay, Refund
 from tests.conftest import SERVICE_KEY, balance_of, ledger_of
 
@@ -101,6 +104,14 @@ def test_bad_bodies_are_904(app, paid, body):
     assert (answer.status_int, answer.json["code"]) == (400, 904)
 
 
+def test_an_explicit_null_amount_is_904_and_nothing_is_refunded(app, paid, fake_pingpp):
+    # Absent means "everything still refundable"; a null is a caller's bug, not a full refund.
+    answer = ask(app, paid["pay_id"], {"amount": None, "description": "退"})
+    assert (answer.status_int, answer.json["code"]) == (400, 904)
+    assert fake_pingpp.refunds == {} and Refund.select().count() == 0
+    assert balance_of(paid["expert_id"]) == 9_750
+
+
 def test_the_service_key_is_needed(app, paid):
     answer = app.post(f"/internal/pays/{paid['pay_id']}/refunds", b'{"description":"x"}',
                       content_type="application/json", expect_errors=True)
@@ -146,6 +157,60 @@ def test_a_refund_ping_fails_gives_the_share_back_when_the_worker_asks(app, paid
     assert listed(app, paid["pay_id"]).json["list"][0]["status"] == "failed"
     # The money is refundable again.
     assert ask(app, paid["pay_id"], {"amount": 10_000, "description": "全退"}).json["code"] == 900
+
+
+def fail_at_ping(fake_pingpp, gateway, *refund_ids):
+    """Ping++ fails these accepted refunds (no event for that); the worker learns it a few minutes later."""
+    for refund_id in refund_ids:
+        fake_pingpp.settle_refund(Refund.get_by_id(refund_id).pingpp_refund_id, "failed")
+    with time_machine.travel(time.time() + 5 * 60 + 1, tick=False):
+        assert refunds.reconcile_refunds(gateway)["settled"] == len(refund_ids)
+
+
+def test_after_a_failed_refund_the_shares_of_a_full_refund_add_up_to_exactly_the_credit(app, paid, fake_pingpp,
+                                                                                         gateway):
+    first = ask(app, paid["pay_id"], {"amount": 1, "description": "一"}).json["refund"]  # share 0 (0.975)
+    assert ask(app, paid["pay_id"], {"amount": 1, "description": "二"}).json["code"] == 900  # share 1 (1.95 in all)
+    fail_at_ping(fake_pingpp, gateway, first["refund_id"])
+    rest = ask(app, paid["pay_id"], {"description": "余"}).json["refund"]
+    assert rest["amount"] == 9_999
+    assert balance_of(paid["expert_id"]) == 0  # refunded in full: the whole credit taken, not a fen more or less
+
+
+def test_a_refund_after_others_failed_out_of_order_is_accepted_with_its_pro_rata_share(app, paid, fake_pingpp, gateway):
+    amounts = [1, 39, 1]  # shares 0, 39, 0: 0.975, 39.0 and 39.975 fen in all, rounded down
+    made = [ask(app, paid["pay_id"], {"amount": a, "description": "退"}).json["refund"] for a in amounts]
+    fail_at_ping(fake_pingpp, gateway, made[1]["refund_id"])
+    answer = ask(app, paid["pay_id"], {"amount": 1, "description": "退"})
+    assert answer.json["code"] == 900, answer.json  # its share is never more than its amount, nor below 0
+    assert balance_of(paid["expert_id"]) == 9_750 - 2  # 3 fen stand refunded: 2.925 of the credit, rounded down
+
+
+@hypothesis.given(
+    money=st.integers(1, 10_000), fee_bps=st.integers(0, 10_000),
+    steps=st.lists(st.tuples(st.booleans(), st.integers(1, 10_000)), max_size=12),
+)
+def test_shares_stay_within_each_refund_and_those_standing_take_exactly_their_pro_rata_part(money, fee_bps, steps):
+    pay = types.SimpleNamespace(money=money, credited=wallet.credit_for(money, fee_bps), amount_refunded=0)
+    standing, taken = [], 0
+    for refund, n in steps:
+        if refund and pay.amount_refunded < money:
+            amount = 1 + n % (money - pay.amount_refunded)
+            share = wallet.refund_share(pay, amount)
+            standing.append(amount)
+            pay.amount_refunded += amount
+        elif not refund and standing:
+            amount = standing.pop(n % len(standing))  # Ping++ fails any of them, in any order
+            share = wallet.returned_share(pay, amount)
+            pay.amount_refunded -= amount
+            share = -share
+        else:
+            continue
+        assert 0 <= abs(share) <= amount
+        taken += share
+        assert taken == pay.credited * pay.amount_refunded // money
+    if pay.amount_refunded == money:
+        assert taken == pay.credited
 
 
 def test_a_pending_refund_is_asked_about_only_after_a_few_minutes(app, paid, fake_pingpp, gateway):

@@ -8,9 +8,11 @@ import time
 import pytest
 import time_machine
 
-from payapi import payments, worker
+from payapi import books, payments, refunds, wallet, worker
 from payapi.clock import iso
-from payapi.models import Pay, Wallet
+from payapi.db import db
+from payapi.gateway import refund_from
+from payapi.models import Pay, Refund, Wallet
 from tests.conftest import SERVICE_KEY
 from tests.experts import set_up_expert, withdraw
 
@@ -106,3 +108,55 @@ def test_a_refund_after_a_withdrawal_can_leave_the_balance_negative(app, expert,
     refund(app, paid["pay_id"], 8_000)
     info = balance(expert)
     assert (info["balance"], info["available"], info["can_withdraw"]) == (-8_000, -8_000, False)
+
+
+def fail_at_ping(fake_pingpp, refund_info):
+    """Ping++ fails an accepted refund; what payapi learns of it (worker, reconciliation) goes through apply_refund."""
+    failed = fake_pingpp.settle_refund(Refund.get_by_id(refund_info["refund_id"]).pingpp_refund_id, "failed")
+    assert refunds.apply_refund(refund_from(failed)) == "applied"
+
+
+@pytest.fixture
+def refunded(app, expert, pay_expert):
+    """A held credit of 10,000 fen, 4,000 of it refunded (accepted by Ping++, not settled)."""
+    made = refund(app, pay_expert(expert.id, 10_000)["pay_id"], 4_000)
+    assert buckets(expert.id) == (6_000, 0)
+    return made
+
+
+def test_a_failed_refunds_share_goes_back_to_pending_while_the_hold_is_not_released_even_past_its_time(
+    expert, refunded, clock, fake_pingpp
+):
+    clock.shift(HOLD_S + 60)  # the hold is over by the clock, but no worker has released it yet
+    fail_at_ping(fake_pingpp, refunded)
+    assert buckets(expert.id) == (10_000, 0)
+    assert payments.release_holds() == {"released": 1, "failed": 0}
+    assert buckets(expert.id) == (0, 10_000)
+
+
+def test_once_the_hold_is_released_a_failed_refunds_share_goes_to_available_even_on_a_host_whose_clock_is_behind(
+    expert, refunded, clock, fake_pingpp
+):
+    clock.shift(HOLD_S)
+    assert payments.release_holds()["released"] == 1
+    assert buckets(expert.id) == (0, 6_000)
+    clock.shift(-HOLD_S)  # another host, its clock a few seconds behind: by it the hold is not over
+    fail_at_ping(fake_pingpp, refunded)
+    assert buckets(expert.id) == (0, 10_000)
+    clock.shift(HOLD_S)
+    assert payments.release_holds() == {"released": 0, "failed": 0}
+    assert buckets(expert.id) == (0, 10_000)
+
+
+def test_releasing_a_hold_the_books_already_released_is_refused_as_a_bug(expert, pay_expert, clock):
+    paid = pay_expert(expert.id, 10_000)
+    clock.shift(HOLD_S)
+    assert payments.release_holds()["released"] == 1
+    with pytest.raises(books.Unbalanced), db.atomic() as transaction:
+        pay = Pay.get_by_id(paid["pay_id"])
+        pay.held = 1_000  # a held amount the books no longer have: releasing it would book nothing
+        try:
+            wallet.release_hold(pay)
+        finally:
+            transaction.rollback()
+    assert buckets(expert.id) == (0, 10_000)
