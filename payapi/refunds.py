@@ -104,15 +104,22 @@ def request_refund(gateway, pay_id, amount, description, gateway_timeout, refund
                         extra={"fields": {"refund_id": refund.refund_id, "pay_id": pay_id}})
             _drop(refund.refund_id)
             raise ApiError(PROVIDER_FAILED) from None
-    _accept(refund.refund_id, made)
+    _accept(refund.refund_id, made, reserved=refund)
     return Refund.get_by_id(refund.refund_id)
 
 
 @transaction
-def _accept(refund_id, made):
+def _accept(refund_id, made, reserved=None):
+    """Apply what Ping++ made for one of our refunds. reserved: the request's own reservation, which
+    stands again if the worker dropped it as stale while Ping++ was making it."""
     refund = for_update(Refund.select().where(Refund.refund_id == refund_id)).first()
-    if refund is None:
+    if refund is None and reserved is None:
         return Outcome.UNKNOWN
+    if refund is None:
+        log.warning("refund %s: its reservation was dropped while Ping++ made it; booked again", refund_id,
+                    extra={"fields": {"refund_id": refund_id}})
+        refund = Refund(**reserved.__data__)
+        refund.save(force_insert=True)
     pay = for_update(Pay.select().where(Pay.pay_id == refund.pay_id)).get()
     return _apply(refund, pay, made)
 

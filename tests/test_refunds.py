@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from payapi import refunds, wallet, worker
 from payapi.models import Pay, Refund
-from tests.conftest import SERVICE_KEY, balance_of, ledger_of
+from tests.conftest import SERVICE_KEY, Scripted, balance_of, ledger_of
 
 FEE_BPS = 250
 
@@ -266,3 +266,19 @@ def test_the_worker_pass_runs_refunds(app, paid, fake_pingpp, gateway, settings)
     with time_machine.travel(time.time() + 5 * 60 + 1, tick=False):
         assert worker.run_once(settings, gateway)["refunds"]["settled"] == 1
     assert Refund.get(Refund.pingpp_refund_id == made_id).status == "succeeded"
+
+
+def test_a_refund_whose_reservation_the_worker_dropped_while_ping_made_it_is_booked_again(app_with, gateway, paid,
+                                                                                            fake_pingpp):
+    def dropped_meanwhile(create, request):
+        # The worker judged the reservation stale (Ping++ had no such refund yet) and dropped it.
+        Refund.delete().where(Refund.refund_id == request.refund_id).execute()
+        return create(request)
+
+    answer = ask(app_with(Scripted(gateway, create_refund=dropped_meanwhile)), paid["pay_id"],
+                 {"amount": 2_000, "description": "退"})
+    assert answer.json["code"] == 900, answer.json
+    (made_id,) = fake_pingpp.refunds
+    (row,) = Refund.select()
+    assert (row.refund_id, row.pingpp_refund_id, row.amount) == (answer.json["refund"]["refund_id"], made_id, 2_000)
+    assert balance_of(paid["expert_id"]) == 9_750 - 1_950
