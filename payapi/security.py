@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 PASSWD = "passwd"
 ANSWERS = "answers"
+OPERATOR = "operator"  # an operator's console or Basic password (operators.py); the same rule
+WRONG = {PASSWD: "支付密码错误", ANSWERS: "密保答案错误", OPERATOR: "用户名或密码错误"}
 MAX_FAILURES = 5  # wrong ones within any WINDOW_MS (a sliding window) lock for LOCK_MS
 WINDOW_MS = 3 * 3600 * 1000
 LOCK_MS = 3 * 3600 * 1000
@@ -177,7 +179,7 @@ def check_secret(user_id, kind, secret, hashed):
     if not ok:
         if locked_until:
             raise locked(locked_until - now_ms())
-        raise ApiError(SECRET_REJECTED, "支付密码错误" if kind == PASSWD else "密保答案错误")
+        raise ApiError(SECRET_REJECTED, WRONG[kind])
 
 
 def check_answers(user_id, answers, hashed):
