@@ -79,7 +79,7 @@ class HeaderAuth:
         elif kind == "operator":
             req.context.operator = self.basic_logins.authenticate(req.get_header("Authorization"))
         elif kind == "console":
-            session = self._session(req)
+            session = operator_session(req)
             if session is None:
                 raise falcon.HTTPSeeOther(LOGIN_PATH)
             req.context.session, req.context.operator = session, session.identity
@@ -88,7 +88,7 @@ class HeaderAuth:
                 self._service(req)
             elif req.get_header("Authorization") is not None:
                 req.context.operator = self.basic_logins.authenticate(req.get_header("Authorization"))
-            elif self._session(req) is None:
+            elif operator_session(req) is None:
                 raise ApiError(UNAUTHENTICATED, "需要服务密钥或操作员身份")
 
     def _service(self, req):
@@ -96,10 +96,14 @@ class HeaderAuth:
         if not self.service_key or not hmac.compare_digest(given, self.service_key):
             raise ApiError(UNAUTHENTICATED, "服务密钥无效")
 
-    @staticmethod
-    def _session(req):
-        tokens = req.get_cookie_values(operators.SESSION_COOKIE) or []
-        return operators.session_of(tokens[0]) if tokens else None
+
+def session_token(req):
+    return (req.get_cookie_values(operators.SESSION_COOKIE) or [""])[0]
+
+
+def operator_session(req):
+    """The live console session the request's cookie names, or None."""
+    return operators.session_of(session_token(req))
 
 
 def _render(resp, status, body, headers=None):
