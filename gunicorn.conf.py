@@ -2,6 +2,8 @@
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 
 from payapi.logs import gunicorn_logconfig
 
@@ -24,6 +26,15 @@ errorlog = "-"
 logconfig_dict = gunicorn_logconfig()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
+# /metrics sums the counters of every worker of this host: prometheus-client's multiprocess mode,
+# where each worker writes its own files into PROMETHEUS_MULTIPROC_DIR. It must be set here, in the
+# master, before any worker is forked (and before any of them imports prometheus_client). Unless
+# given, a fresh private directory for this server, so a previous run's counts never leak in.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PAYAPI_OWN_METRICS_DIR"] = tempfile.mkdtemp(
+        prefix="payapi-metrics-"
+    )
+
 
 def on_starting(server):
     """In the master, before any worker: refuse unsafe settings or narrow tables with one log line.
@@ -35,3 +46,16 @@ def on_starting(server):
     from payapi.startup import check_serving
 
     check_serving("web")
+
+
+def child_exit(server, worker):
+    """A worker exited: its live gauges go; its counters stay in the sums (they count what it did)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    own = os.environ.get("PAYAPI_OWN_METRICS_DIR")
+    if own and own == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(own, ignore_errors=True)
