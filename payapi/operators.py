@@ -28,7 +28,7 @@ import time
 from . import security
 from .clock import now_ms
 from .db import RowByKey, transaction
-from .errors import INVALID, NOT_ALLOWED, SECRET_REJECTED, UNAUTHENTICATED, ApiError
+from .errors import INVALID, NOT_ALLOWED, NOT_FOUND, SECRET_REJECTED, UNAUTHENTICATED, ApiError
 from .ids import new_id
 from .models import AuditEntry, Operator, OperatorSession
 
@@ -258,7 +258,7 @@ def audit_entries(limit, before=None):
     if before:
         cursor = AuditEntry.get_or_none(AuditEntry.audit_id == before)
         if cursor is None:
-            raise ApiError(INVALID, "before 不是已有的审计记录")
+            raise ApiError(NOT_FOUND, "before 不是已有的审计记录")
         query = query.where((AuditEntry.created_at < cursor.created_at)
                             | ((AuditEntry.created_at == cursor.created_at) & (AuditEntry.audit_id < cursor.audit_id)))
     return list(query.order_by(AuditEntry.created_at.desc(), AuditEntry.audit_id.desc()).limit(limit))

@@ -422,7 +422,8 @@ class OpsAudit:
         self.codec = codec
 
     @operation(id="opsAudit", summary="What operators did, newest first.", tag="operators", query=AuditQuery,
-               answer=AuditAnswer, errors=OPERATOR_ERRORS)
+               answer=AuditAnswer, errors={**OPERATOR_ERRORS, 404: None},
+               description="`before` is an audit_id (exclusive); one that does not exist is 911.")
     def on_get(self, req, resp, query):
         resp.media = AuditAnswer(list=[audit_info(a) for a in operators.audit_entries(query.limit, query.before)])
 

@@ -293,7 +293,9 @@ class AuditQuery(LimitQuery):
 
 
 class PaySearchQuery(Body):
-    q: Text.between(1, 64, "A pay id, order or note id (o_id / note_id), or user id (payer or expert)")
+    """What to look for: a pay id, an order or note id (o_id / note_id), or a user id (payer or expert)."""
+
+    q: Id
 
 
 # --- answers --------------------------------------------------------------------------------------
