@@ -42,7 +42,7 @@ def routes(settings, gateway, sms_backend, codec, console):
         ("/ops/api/audit", r.OpsAudit(codec)),
         ("/ops/api/trial-balance", r.OpsTrialBalance()),
         ("/ops/api/reconciliations", r.OpsReconciliations(codec)),
-        ("/ops/api/stats", r.OpsVolumes(settings)),
+        ("/ops/api/stats", r.OpsVolumes(settings=settings)),
         # ... and the console (HTML, a session cookie; not in the OpenAPI document).
         ("/ops", c.Withdrawals(console)),
         ("/ops/login", c.Login(console)),

@@ -333,21 +333,23 @@ class OpenApi:
 OPERATOR_ERRORS = {429: "906: this operator is locked after five wrong passwords within 3 hours."}
 
 
-class OpsWithdrawals:
+class ForOperators:
+    """A /ops/api resource: an operator's HTTP Basic credentials (HeaderAuth); what it needs comes in."""
+
     auth = "operator"
 
+    def __init__(self, codec=None, gateway=None, settings=None):
+        self.codec, self.gateway, self.settings = codec, gateway, settings
+
+
+class OpsWithdrawals(ForOperators):
     @operation(id="opsListWithdrawals", summary="Withdrawals in flight, stuck ones first (operators).",
                tag="operators", answer=OpsWithdrawalsAnswer, errors=OPERATOR_ERRORS)
     def on_get(self, req, resp):
         resp.media = OpsWithdrawalsAnswer(list=[ops.withdrawal_view(w) for w in ops.withdrawals_in_flight()])
 
 
-class OpsWithdrawalRetry:
-    auth = "operator"
-
-    def __init__(self, codec, gateway):
-        self.codec, self.gateway = codec, gateway
-
+class OpsWithdrawalRetry(ForOperators):
     @operation(id="opsRetryWithdrawal", summary="Try a pending payout now (audited).", tag="operators",
                body=ReasonRequest, answer=OpsWithdrawalAnswer, example={"reason": "Alipay account fixed"},
                errors={**OPERATOR_ERRORS, 404: None,
@@ -360,12 +362,7 @@ class OpsWithdrawalRetry:
         resp.media = OpsWithdrawalAnswer(withdrawal=ops.withdrawal_view(w), audit_id=entry.audit_id)
 
 
-class OpsWithdrawalFail:
-    auth = "operator"
-
-    def __init__(self, codec, gateway):
-        self.codec, self.gateway = codec, gateway
-
+class OpsWithdrawalFail(ForOperators):
     @operation(id="opsFailWithdrawal", summary="Fail a withdrawal Ping++ confirms it never paid (audited).",
                tag="operators", body=FailRequest, answer=OpsWithdrawalAnswer,
                example={"reason": "Alipay refuses the account"},
@@ -380,33 +377,21 @@ class OpsWithdrawalFail:
         resp.media = OpsWithdrawalAnswer(withdrawal=ops.withdrawal_view(w), audit_id=entry.audit_id)
 
 
-class OpsPays:
-    auth = "operator"
-
-    def __init__(self, codec):
-        self.codec = codec
-
+class OpsPays(ForOperators):
     @operation(id="opsSearchPays", summary="Pays by pay id, order or note id, or user id (payer or expert).",
                tag="operators", query=PaySearchQuery, answer=OpsPaysAnswer, errors=OPERATOR_ERRORS)
     def on_get(self, req, resp, query):
         resp.media = OpsPaysAnswer(list=[ops_pay(p) for p in ops.search_pays(query.q)])
 
 
-class OpsNotifications:
-    auth = "operator"
-
+class OpsNotifications(ForOperators):
     @operation(id="opsFailedNotifications", summary="Notifications to the order service that failed (24 hours "
                "without a 2xx), newest first.", tag="operators", answer=OpsNotificationsAnswer, errors=OPERATOR_ERRORS)
     def on_get(self, req, resp):
         resp.media = OpsNotificationsAnswer(list=[ops_notification(n) for n in ops.failed_notifications()])
 
 
-class OpsNotificationResend:
-    auth = "operator"
-
-    def __init__(self, codec):
-        self.codec = codec
-
+class OpsNotificationResend(ForOperators):
     @operation(id="opsResendNotification", summary="Send a notification again: new attempts for 24 hours "
                "(audited).", tag="operators", body=ReasonRequest, answer=OpsNotificationAnswer,
                example={"reason": "the order service is back"}, errors={**OPERATOR_ERRORS, 404: None})
@@ -415,12 +400,7 @@ class OpsNotificationResend:
         resp.media = OpsNotificationAnswer(notification=ops_notification(message), audit_id=entry.audit_id)
 
 
-class OpsAudit:
-    auth = "operator"
-
-    def __init__(self, codec):
-        self.codec = codec
-
+class OpsAudit(ForOperators):
     @operation(id="opsAudit", summary="What operators did, newest first.", tag="operators", query=AuditQuery,
                answer=AuditAnswer, errors={**OPERATOR_ERRORS, 404: None},
                description="`before` is an audit_id (exclusive); one that does not exist is 911.")
@@ -428,9 +408,7 @@ class OpsAudit:
         resp.media = AuditAnswer(list=[audit_info(a) for a in operators.audit_entries(query.limit, query.before)])
 
 
-class OpsTrialBalance:
-    auth = "operator"
-
+class OpsTrialBalance(ForOperators):
     @operation(id="opsTrialBalance", summary="The books' debits and credits per account; the totals are equal.",
                tag="operators", answer=TrialBalanceAnswer, errors=OPERATOR_ERRORS)
     def on_get(self, req, resp):
@@ -439,12 +417,7 @@ class OpsTrialBalance:
                                         debits=totals["debits"], credits=totals["credits"])
 
 
-class OpsReconciliations:
-    auth = "operator"
-
-    def __init__(self, codec):
-        self.codec = codec
-
+class OpsReconciliations(ForOperators):
     @operation(id="opsReconciliations", summary="The daily reconciliations with Ping++, newest first.",
                tag="operators", query=LimitQuery, answer=ReconciliationsAnswer, errors=OPERATOR_ERRORS)
     def on_get(self, req, resp, query):
@@ -452,12 +425,7 @@ class OpsReconciliations:
         resp.media = ReconciliationsAnswer(list=[reconciliation_info(r) for r in rows])
 
 
-class OpsVolumes:
-    auth = "operator"
-
-    def __init__(self, settings):
-        self.settings = settings
-
+class OpsVolumes(ForOperators):
     @operation(id="opsDailyVolumes", summary="Paid, refunded and withdrawn per day, the last 30 days.",
                tag="operators", answer=VolumesAnswer, errors=OPERATOR_ERRORS)
     def on_get(self, req, resp):

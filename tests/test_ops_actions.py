@@ -14,7 +14,9 @@ from payapi.lifecycles import NotificationStatus
 from payapi.models import AuditEntry, Notification, Withdrawal
 from payapi.notifications import resend
 from tests.conftest import OPERATOR_PASSWORD, process_env
-from tests.experts import balance, set_up_expert, withdraw, withdrawal
+from tests.experts import (  # noqa: F401 - expert, pending, processing are fixtures
+    balance, expert, pending, processing, set_up_expert, withdraw, withdrawal,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,27 +24,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture
 def alice(make_operator):
     return make_operator("alice")
-
-
-@pytest.fixture
-def expert(make_user, pay_expert):
-    user = set_up_expert(make_user())
-    pay_expert(user.id, 10_000)
-    return user
-
-
-@pytest.fixture
-def pending(expert):
-    response = withdraw(expert, 3_000)
-    assert response.json["code"] == 900, response.json
-    return response.json["withdraw_id"]
-
-
-@pytest.fixture
-def processing(pending, gateway, fake_pingpp):
-    assert payouts.run_payouts(gateway) == {"sent": 1, "failed": 0}
-    (transfer_id,) = fake_pingpp.transfers
-    return pending, transfer_id
 
 
 def post(app, path, body, headers):
