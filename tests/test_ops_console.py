@@ -8,7 +8,7 @@ import pytest
 
 from payapi.console import CSP, yuan
 from payapi.models import AuditEntry, OperatorSession
-from tests.experts import balance, set_up_expert, withdraw, withdrawal
+from tests.experts import balance, expert, pending, withdrawal  # noqa: F401 - expert, pending are fixtures
 from tests.ops_helpers import browser, console, csrf_of
 
 PAGES = ["/ops", "/ops/pays", "/ops/notifications", "/ops/books", "/ops/audit", "/ops/stats"]
@@ -18,18 +18,6 @@ PAGES = ["/ops", "/ops/pays", "/ops/notifications", "/ops/books", "/ops/audit", 
 def operator_console(app, make_operator):
     make_operator("alice")
     return console(app)
-
-
-@pytest.fixture
-def expert(make_user, pay_expert):
-    user = set_up_expert(make_user())
-    pay_expert(user.id, 12_356)
-    return user
-
-
-@pytest.fixture
-def pending(expert):
-    return withdraw(expert, 10_000).json["withdraw_id"]
 
 
 @pytest.mark.parametrize("fen, shown", [(12356, "¥123.56"), (0, "¥0.00"), (5, "¥0.05"), (-12356, "-¥123.56"),
@@ -62,19 +50,19 @@ def test_withdrawals_in_flight_show_amount_attempts_error_and_age(app, operator_
     pay_out(gateway, pending)
     page = operator_console.get("/ops")
     row = re.search(rf"<tr class=\"stuck\">.*?{pending}.*?</tr>", page.text, re.S).group(0)
-    assert "¥100.00" in row and "卡住" in row and "待处理" in row and withdrawal(pending).last_error[:20] in row
+    assert "¥30.00" in row and "卡住" in row and "待处理" in row and withdrawal(pending).last_error[:20] in row
 
 
 def test_failing_a_withdrawal_through_the_form(app, operator_console, expert, pending):
     page = operator_console.get(f"/ops/withdrawals/{pending}")
-    assert 'id="fail-form"' in page.text and "¥100.00" in page.text
+    assert 'id="fail-form"' in page.text and "¥30.00" in page.text
     answer = operator_console.post(f"/ops/withdrawals/{pending}/fail",
                                    {"csrf": csrf_of(page), "reason": "账户被支付宝拒绝", "confirm": "yes"})
     assert answer.status_int == 303
     shown = answer.follow()
     (entry,) = AuditEntry.select()
     assert f"审计记录 <code>{entry.audit_id}</code>" in shown.text and "失败" in shown.text
-    assert withdrawal(pending).status == "failed" and balance(expert) == 12_356
+    assert withdrawal(pending).status == "failed" and balance(expert) == 10_000
     assert entry.operator == "alice" and entry.reason == "账户被支付宝拒绝"
     audit = operator_console.get("/ops/audit")
     assert entry.audit_id in audit.text and "提现置为失败" in audit.text and "账户被支付宝拒绝" in audit.text
@@ -94,7 +82,7 @@ def test_a_bad_fail_form_is_shown_again_with_the_error_and_changes_nothing(app, 
     answer = operator_console.post(f"/ops/withdrawals/{pending}/fail", fields, expect_errors=True)
     assert answer.status_int == status and says in answer.text and 'id="fail-form"' in answer.text
     assert 'class="error"' in answer.text
-    assert withdrawal(pending).status == "pending" and balance(expert) == 2_356 and AuditEntry.select().count() == 0
+    assert withdrawal(pending).status == "pending" and balance(expert) == 7_000 and AuditEntry.select().count() == 0
 
 
 def test_retry_through_the_form_and_its_refusal(app, operator_console, pending, fake_pingpp):
@@ -188,7 +176,7 @@ def test_broken_login_bodies_rerender_the_login_form(app, make_operator):
 
 def test_books_page_shows_the_trial_balance(app, operator_console, expert):
     page = operator_console.get("/ops/books")
-    assert "pingpp" in page.text and "¥123.56" in page.text and "（平衡）" in page.text
+    assert "pingpp" in page.text and "¥100.00" in page.text and "（平衡）" in page.text
 
 
 def test_the_chart_is_an_inline_svg_with_a_table_of_the_same_numbers(app, operator_console, expert):
@@ -197,4 +185,4 @@ def test_the_chart_is_an_inline_svg_with_a_table_of_the_same_numbers(app, operat
     assert svg.count('class="bar ') == 90  # 30 days, three series
     tallest = [float(h) for h in re.findall(r'class="bar paid"[^>]*height="([0-9.]+)"', svg)]
     assert max(tallest) > 0 and sorted(tallest)[-2] == 0  # only today had a pay
-    assert "¥123.56" in svg and "¥123.56" in page.text.split('id="volumes"')[1]
+    assert "¥100.00" in svg and "¥100.00" in page.text.split('id="volumes"')[1]
