@@ -26,26 +26,28 @@ errorlog = "-"
 logconfig_dict = gunicorn_logconfig()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
-# /metrics sums the counters of every worker of this host: prometheus-client's multiprocess mode,
-# where each worker writes its own files into PROMETHEUS_MULTIPROC_DIR. It must be set here, in the
-# master, before any worker is forked (and before any of them imports prometheus_client). Unless
-# given, a fresh private directory for this server, so a previous run's counts never leak in.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PAYAPI_OWN_METRICS_DIR"] = tempfile.mkdtemp(
-        prefix="payapi-metrics-"
-    )
-
 
 def on_starting(server):
     """In the master, before any worker: refuse unsafe settings or narrow tables with one log line.
 
     Exiting here stops gunicorn (a worker that refused would be forked again and again).
     """
-    if getattr(server.app, "app_uri", wsgi_app) != wsgi_app:
-        return  # another app under this configuration (the benchmark's bare falcon app)
-    from payapi.startup import check_serving
+    if getattr(server.app, "app_uri", wsgi_app) == wsgi_app:  # not the benchmark's bare falcon app
+        from payapi.startup import check_serving
 
-    check_serving("web")
+        check_serving("web")
+    _metrics_directory()
+
+
+def _metrics_directory():
+    """/metrics sums the counters of every worker of this host: prometheus-client's multiprocess mode,
+    where each worker writes its own files into PROMETHEUS_MULTIPROC_DIR. It is set here, in the
+    master, before any worker is forked (and imports prometheus_client). Unless given, a fresh
+    private directory for this server (removed at exit), so a previous run's counts never leak in."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PAYAPI_OWN_METRICS_DIR"] = tempfile.mkdtemp(
+            prefix="payapi-metrics-"
+        )
 
 
 def child_exit(server, worker):
