@@ -2,6 +2,8 @@
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 
 from payapi.logs import gunicorn_logconfig
 
@@ -32,8 +34,32 @@ def on_starting(server):
 
     Exiting here stops gunicorn (a worker that refused would be forked again and again).
     """
-    if getattr(server.app, "app_uri", wsgi_app) != wsgi_app:
-        return  # another app under this configuration (the benchmark's bare falcon app)
-    from payapi.startup import check_serving
+    if getattr(server.app, "app_uri", wsgi_app) == wsgi_app:  # not the benchmark's bare falcon app
+        from payapi.startup import check_serving
 
-    check_serving("web")
+        check_serving("web")
+    _metrics_directory()
+
+
+def _metrics_directory():
+    """/metrics sums the counters of every worker of this host: prometheus-client's multiprocess mode,
+    where each worker writes its own files into PROMETHEUS_MULTIPROC_DIR. It is set here, in the
+    master, before any worker is forked (and imports prometheus_client). Unless given, a fresh
+    private directory for this server (removed at exit), so a previous run's counts never leak in."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PAYAPI_OWN_METRICS_DIR"] = tempfile.mkdtemp(
+            prefix="payapi-metrics-"
+        )
+
+
+def child_exit(server, worker):
+    """A worker exited: its live gauges go; its counters stay in the sums (they count what it did)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    own = os.environ.get("PAYAPI_OWN_METRICS_DIR")
+    if own and own == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(own, ignore_errors=True)

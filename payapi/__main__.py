@@ -1,4 +1,5 @@
-"""python -m payapi migrate | token USER_ID [--phone P] [--ttl S] | worker [--once] | withdrawals [list|show ID]
+"""python -m payapi migrate | token USER_ID [--phone P] [--ttl S] | worker [--once]
+| withdrawals [list|show ID|retry ID|fail ID --reason R] | notifications [list|resend ID] | operator add|list|disable
 | books check | reconcile [--date D] | dev | sandbox [pay|transfer|refund|fault|list ...]"""
 
 import argparse
@@ -46,11 +47,37 @@ def worker(settings, args):
         worker_module.run_forever(settings, gateway, args.interval)
 
 
+def refused(error):
+    """An operator command the domain refused: its message, exit status 1."""
+    print(error.msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def print_audited(record, entry):
+    print(json.dumps({"audit_id": entry.audit_id, "action": entry.action, "target": entry.target,
+                      "before": json.loads(entry.before), "after": json.loads(entry.after)}, ensure_ascii=False))
+
+
 def withdrawals_command(settings, args):
+    from . import operators, ops
+    from .errors import ApiError
     from .models import Withdrawal
     from .withdrawals import PENDING, PROCESSING
+    from .wsgi import gateway_from
 
     bind(open_database(settings.database_url))
+    if args.action in ("retry", "fail"):
+        if not args.id:
+            sys.exit(f"usage: python -m payapi withdrawals {args.action} ID --reason TEXT")
+        if args.action == "fail" and not (args.reason or "").strip():
+            sys.exit("withdrawals fail needs --reason (kept in the audit trail)")
+        act = ops.fail_withdrawal if args.action == "fail" else ops.retry_withdrawal
+        try:
+            print_audited(*act(gateway_from(settings), args.id, operators.cli_identity(),
+                               (args.reason or "").strip()[:255]))
+        except ApiError as error:
+            refused(error)
+        return
     if args.action == "show":
         w = Withdrawal.get_or_none(Withdrawal.withdraw_id == args.id)
         if w is None:
@@ -65,6 +92,50 @@ def withdrawals_command(settings, args):
     print(f"{'withdraw_id':24}  {'status':10}  {'amount':>10}  {'attempts':>8}  {'created':24}  last_error")
     for w in in_flight:
         print(f"{w.withdraw_id:24}  {w.status:10}  {w.amount:>10}  {w.attempts:>8}  {iso(w.created_at):24}  {w.last_error}")
+
+
+def notifications_command(settings, args):
+    from . import operators, ops
+    from .errors import ApiError
+
+    bind(open_database(settings.database_url))
+    if args.action == "resend":
+        if not args.id:
+            sys.exit("usage: python -m payapi notifications resend ID [--reason TEXT]")
+        try:
+            print_audited(*ops.resend_notification(args.id, operators.cli_identity(), (args.reason or "").strip()[:255]))
+        except ApiError as error:
+            refused(error)
+        return
+    print(f"{'message_id':28}  {'type':20}  {'subject':24}  {'attempts':>8}  {'failed at':24}  last_error")
+    for n in ops.failed_notifications():
+        print(f"{n.message_id:28}  {n.type:20}  {n.subject_id:24}  {n.attempts:>8}  {iso(n.updated_at):24}  "
+              f"{n.last_status or ''} {n.last_error}")
+
+
+def operator_command(settings, args):
+    """operator add NAME (the password: one line on standard input) | list | disable NAME."""
+    from . import operators
+    from .errors import ApiError
+
+    bind(open_database(settings.database_url))
+    try:
+        if args.action == "add":
+            line = sys.stdin.readline()
+            password = line[:-1] if line.endswith("\n") else line
+            operator = operators.add(args.name or "", password.removesuffix("\r"), settings.bcrypt_rounds,
+                                     reset=args.reset)
+            print(f"operator {operator.name} {'has a new password' if args.reset else 'added'} ({operator.operator_id})")
+        elif args.action == "disable":
+            if not operators.disable(args.name or ""):
+                sys.exit(f"no operator {args.name}")
+            print(f"operator {args.name} disabled; their sessions have ended")
+        else:
+            for o in operators.all_operators():
+                state = f"disabled {iso(o.disabled_at)}" if o.disabled_at else "active"
+                print(f"{o.name:24}  {o.operator_id}  {state:34}  created {iso(o.created_at)}")
+    except ApiError as error:
+        refused(error)
 
 
 def books_command(settings, args):
@@ -129,9 +200,19 @@ def main(argv=None):
     p = sub.add_parser("worker", help="payouts and reconciliation")
     p.add_argument("--once", action="store_true")
     p.add_argument("--interval", type=float, default=60.0)
-    p = sub.add_parser("withdrawals", help="withdrawals in flight")
-    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p = sub.add_parser("withdrawals", help="withdrawals in flight; retry one now, or fail it (audited)")
+    p.add_argument("action", nargs="?", choices=["list", "show", "retry", "fail"], default="list")
     p.add_argument("id", nargs="?")
+    p.add_argument("--reason", help="why (kept in the audit trail); required to fail")
+    p = sub.add_parser("notifications", help="failed notifications to the order service; resend one (audited)")
+    p.add_argument("action", nargs="?", choices=["list", "resend"], default="list")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--reason", help="why (kept in the audit trail)")
+    p = sub.add_parser("operator", help="operators of the console: add NAME (password on stdin), list, disable NAME")
+    p.add_argument("action", choices=["add", "list", "disable"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--reset", action="store_true", help="add: give an existing operator this password instead "
+                   "(enables it, ends its sessions)")
     p = sub.add_parser("books", help="the trial balance; exit 1 if the books do not balance")
     p.add_argument("action", choices=["check"])
     p = sub.add_parser("reconcile", help="compare a day with Ping++ (default: yesterday in TIMEZONE)")
@@ -148,7 +229,12 @@ def main(argv=None):
     elif args.command == "worker":
         worker(startup.settings_for("worker", startup.SERVE), args)
     elif args.command == "withdrawals":
-        withdrawals_command(startup.settings_for("withdrawals", startup.DATABASE), args)
+        needs = startup.GATEWAY if args.action in ("retry", "fail") else startup.DATABASE
+        withdrawals_command(startup.settings_for("withdrawals", needs), args)
+    elif args.command == "notifications":
+        notifications_command(startup.settings_for("notifications", startup.DATABASE), args)
+    elif args.command == "operator":
+        operator_command(startup.settings_for("operator", startup.DATABASE), args)
     elif args.command == "books":
         books_command(startup.settings_for("books", startup.DATABASE), args)
     elif args.command == "reconcile":

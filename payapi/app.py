@@ -4,13 +4,14 @@ import falcon
 import falcon.media
 import msgspec
 
-from . import openapi, resources as r
+from . import console as c, openapi, ops, resources as r
 from .auth import Authenticator
 from .middleware import HeaderAuth, RequestLog, install_error_handlers
+from .operators import BasicLogins
 from .shapes import Codec
 
 
-def routes(settings, gateway, sms_backend, codec):
+def routes(settings, gateway, sms_backend, codec, console):
     """Every route and its resource: one screen shows the whole service."""
     return [
         # The customer's nine routes (seed 1-9).
@@ -30,6 +31,33 @@ def routes(settings, gateway, sms_backend, codec):
         ("/internal/pays/{pay_id}", r.InternalPay()),
         ("/internal/pays/{pay_id}/refunds", r.InternalRefunds(codec, settings, gateway)),
         ("/healthz", r.Health()),
+        ("/metrics", r.Metrics()),
+        # Operators: JSON for scripts (HTTP Basic) ...
+        ("/ops/api/withdrawals", r.OpsWithdrawals()),
+        ("/ops/api/withdrawals/{withdraw_id}/retry", r.OpsWithdrawalRetry(codec, gateway)),
+        ("/ops/api/withdrawals/{withdraw_id}/fail", r.OpsWithdrawalFail(codec, gateway)),
+        ("/ops/api/pays", r.OpsPays(codec)),
+        ("/ops/api/notifications", r.OpsNotifications()),
+        ("/ops/api/notifications/{message_id}/resend", r.OpsNotificationResend(codec)),
+        ("/ops/api/audit", r.OpsAudit(codec)),
+        ("/ops/api/trial-balance", r.OpsTrialBalance()),
+        ("/ops/api/reconciliations", r.OpsReconciliations(codec)),
+        ("/ops/api/stats", r.OpsVolumes(settings=settings)),
+        # ... and the console (HTML, a session cookie; not in the OpenAPI document).
+        ("/ops", c.Withdrawals(console)),
+        ("/ops/login", c.Login(console)),
+        ("/ops/logout", c.Logout(console)),
+        ("/ops/withdrawals/{withdraw_id}", c.Withdrawal(console)),
+        ("/ops/withdrawals/{withdraw_id}/retry", c.WithdrawalAction(console, gateway, ops.RETRY)),
+        ("/ops/withdrawals/{withdraw_id}/fail", c.WithdrawalAction(console, gateway, ops.FAIL)),
+        ("/ops/pays", c.Pays(console)),
+        ("/ops/pays/{pay_id}", c.Pay(console)),
+        ("/ops/notifications", c.Notifications(console)),
+        ("/ops/notifications/{message_id}/resend", c.NotificationResend(console)),
+        ("/ops/books", c.Books(console)),
+        ("/ops/audit", c.Audit(console)),
+        ("/ops/stats", c.Volumes(console)),
+        ("/ops/static/ops.css", c.Static()),
     ]
 
 
@@ -47,15 +75,16 @@ class MsgspecJSON(falcon.media.BaseHandler):
 
 
 def create_app(settings, gateway, sms_backend):
+    operators = BasicLogins(settings.bcrypt_rounds)
     app = falcon.App(
-        middleware=[RequestLog(), HeaderAuth(Authenticator(settings.auth_secrets), settings.service_key)],
+        middleware=[RequestLog(), HeaderAuth(Authenticator(settings.auth_secrets), settings.service_key, operators)],
     )
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = MsgspecJSON()
     install_error_handlers(app)
 
     codec = Codec(settings)
-    table = routes(settings, gateway, sms_backend, codec)
+    table = routes(settings, gateway, sms_backend, codec, c.Console(settings, codec))
     document = openapi.document(settings, codec, [*table, ("/openapi.json", r.OpenApi(None))])
     table.append(("/openapi.json", r.OpenApi(document)))
     for template, resource in table:

@@ -4,7 +4,8 @@ Development mode (PAYAPI_ENV=development), SQLite in ./payapi-dev.db (migrated f
 sandbox on PORT+1 delivering its webhooks to the web app, the web app under gunicorn on PORT
 (default 8000) and the worker (a pass every 5 s), all on 127.0.0.1. It prints a user's and an
 expert's token and the service key, writes them to ./payapi-dev.env for a shell to source, and
-stops every process it started on Ctrl-C or SIGTERM.
+stops every process it started on Ctrl-C or SIGTERM. It also makes an operator (`dev`, a new
+password each run) and prints the console's address and login.
 
 Each child runs in its own process group (a Ctrl-C in the terminal reaches only this process,
 which then stops them in order: worker, web, sandbox) and writes to ./payapi-dev.log, which this
@@ -15,6 +16,7 @@ import argparse
 import datetime
 import json
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -35,6 +37,7 @@ ENV_FILE = "payapi-dev.env"
 KEY_FILE = "payapi-dev-sandbox-key.pem"  # the sandbox's private key: kept, so restarts keep trusting it
 PUBLIC_KEY_FILE = "payapi-dev-sandbox-public.pem"
 USER_PHONE, EXPERT_PHONE = "13800138000", "13900139000"
+OPERATOR = "dev"  # the newcomer's operator account for the console at /ops/
 TOKEN_TTL = 7 * 86400
 STOP_GRACE = 10.0  # seconds each child gets to stop before it is killed
 READY_TIMEOUT = 60.0
@@ -182,6 +185,17 @@ class Dev:
             return 1
         self._spawn("worker", [sys.executable, "-m", "payapi", "worker", "--interval", str(self.worker_interval)], env, log)
 
+        # An operator for the newcomer, with a new password each run (it is printed and written
+        # below, so the console's login is always the one shown).
+        ops_password = secrets.token_urlsafe(12)
+        made = subprocess.run(
+            [sys.executable, "-m", "payapi", "operator", "add", OPERATOR, "--reset"], input=ops_password + "\n",
+            env=env, cwd=self.cwd, capture_output=True, text=True, start_new_session=True,
+        )
+        if made.returncode != 0:
+            self._say(f"could not make the operator {OPERATOR}: {made.stderr.strip()}")
+            return 1
+
         user_id, expert_id = new_id(), new_id()
         tokens = {}
         for who, user, phone in (("user", user_id, USER_PHONE), ("expert", expert_id, EXPERT_PHONE)):
@@ -198,6 +212,7 @@ class Dev:
             "PAYAPI": self.web_url, "PINGPP_API_BASE": self.sandbox_url, "SERVICE_KEY": env["SERVICE_KEY"],
             "USER_ID": user_id, "USER_PHONE": USER_PHONE, "USER_TOKEN": tokens["user"],
             "EXPERT_ID": expert_id, "EXPERT_PHONE": EXPERT_PHONE, "EXPERT_TOKEN": tokens["expert"],
+            "OPS_URL": f"{self.web_url}/ops/", "OPS_USER": OPERATOR, "OPS_PASSWORD": ops_password,
         }
         with open(self.path(ENV_FILE), "w", encoding="utf-8") as f:
             f.write(f"# Written by `python -m payapi dev` at {datetime.datetime.now().isoformat(timespec='seconds')}."
@@ -258,6 +273,9 @@ class Dev:
             f"  service key (X-Service-Key for /internal/...):  {v['SERVICE_KEY']}",
             f"  user    {v['USER_ID']}  phone {v['USER_PHONE']}   token: {v['USER_TOKEN']}",
             f"  expert  {v['EXPERT_ID']}  phone {v['EXPERT_PHONE']}  token: {v['EXPERT_TOKEN']}",
+            "",
+            f"  operators' console  {v['OPS_URL']}   login: {v['OPS_USER']}  password: {v['OPS_PASSWORD']}",
+            f"  (the same as JSON: curl -u {v['OPS_USER']}:{v['OPS_PASSWORD']} {self.web_url}/ops/api/withdrawals)",
             "",
             f"Next, in another terminal in this directory: `. ./{ENV_FILE}` (these values as shell variables),",
             "then follow the walkthrough in README.md, for instance:",

@@ -7,7 +7,11 @@ own short transactions. An item that raises is logged with its id, pushed back b
 delay (so the same poison item is not first again next pass), and the pass goes on.
 """
 
+import json
 import logging
+
+from .db import lock_row, transaction
+from .models import WorkerPass
 
 log = logging.getLogger("payapi.worker")
 
@@ -41,3 +45,23 @@ def run_pass(name, ids, handle, set_aside, counts):
             except Exception:
                 log.exception("%s: could not set %s aside", name, item_id, extra={"fields": {"pass": name, "id": item_id}})
     return counts
+
+
+@transaction
+def record_pass(name, started_ms, ms, summary):
+    """Note one pass of a kind in the database, for /metrics (the web app may be on another host)."""
+    row = lock_row(WorkerPass, {"counts": "{}", "updated_at": started_ms}, name=name)
+    counts = json.loads(row.counts or "{}")
+    for outcome, count in summary.items():
+        if isinstance(count, int) and not isinstance(count, bool):
+            counts[outcome] = counts.get(outcome, 0) + count
+    failed = "error" in summary
+    row.runs += 1
+    row.failures += int(failed)
+    row.last_started_at = started_ms
+    if not failed:
+        row.last_success_at = started_ms
+    row.last_ms = ms
+    row.counts = json.dumps(counts, sort_keys=True)
+    row.updated_at = started_ms
+    row.save()

@@ -9,16 +9,18 @@ import uuid
 import falcon
 import peewee
 
+from . import metrics, operators
 from .shapes import Failure
 from .errors import INVALID, NOT_FOUND, UNAUTHENTICATED, UNEXPECTED, ApiError
 
 log = logging.getLogger("payapi.request")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+LOGIN_PATH = "/ops/login"
 
 
 class RequestLog:
-    """Accept or make X-Request-Id, echo it, and write one JSON line per request."""
+    """Accept or make X-Request-Id, echo it, write one JSON line per request, and count it for /metrics."""
 
     def process_request(self, req, resp):
         incoming = req.get_header("X-Request-Id")
@@ -31,36 +33,77 @@ class RequestLog:
         code = media.get("code") if isinstance(media, dict) else getattr(media, "code", None)
         if code is None and resp.status_code == 200:
             code = 900  # an answer sent as text (a pay's stored info)
+        seconds = time.perf_counter() - req.context.started
+        route = req.uri_template or "-"
+        metrics.observe_request(route, req.method, resp.status_code, code, seconds)
         log.info(
             "request",
             extra={
                 "fields": {
                     "request_id": req.context.request_id,
                     "method": req.method,
-                    "route": req.uri_template or "-",
+                    "route": route,
                     "status": resp.status_code,
                     "code": code,
-                    "ms": round((time.perf_counter() - req.context.started) * 1000, 2),
+                    "ms": round(seconds * 1000, 2),
                 }
             },
         )
 
 
 class HeaderAuth:
-    """`auth` JWT for the app's routes; X-Service-Key for /internal; nothing for those that opt out."""
+    """Each resource declares the one kind of credential it takes (`auth`), and only that one works:
 
-    def __init__(self, authenticator, service_key):
+    - "user" (the default): the `auth` JWT (the app's routes);
+    - "service": X-Service-Key (/internal);
+    - "operator": an operator's HTTP Basic credentials (/ops/api, scripts); 401 without;
+    - "console": an operator's session cookie (/ops, the console); a redirect to its login form without;
+    - "metrics": X-Service-Key, or an operator (Basic or session);
+    - None: nothing (the webhook, which is signed; health; the document; the login form).
+
+    So a user token or the service key never opens /ops, and an operator's session or Basic
+    credentials never open /rest or /internal.
+    """
+
+    def __init__(self, authenticator, service_key, basic_logins):
         self.authenticator = authenticator
         self.service_key = service_key.encode() if service_key else b""
+        self.basic_logins = basic_logins
 
     def process_resource(self, req, resp, resource, params):
         kind = getattr(resource, "auth", "user") if resource is not None else None
         if kind == "user":
             req.context.user_id, req.context.phone = self.authenticator.authenticate(req.get_header("auth"))
         elif kind == "service":
-            given = (req.get_header("X-Service-Key") or "").encode()
-            if not self.service_key or not hmac.compare_digest(given, self.service_key):
-                raise ApiError(UNAUTHENTICATED, "服务密钥无效")
+            self._service(req)
+        elif kind == "operator":
+            req.context.operator = self.basic_logins.authenticate(req.get_header("Authorization"))
+        elif kind == "console":
+            session = operator_session(req)
+            if session is None:
+                raise falcon.HTTPSeeOther(LOGIN_PATH)
+            req.context.session, req.context.operator = session, session.identity
+        elif kind == "metrics":
+            if req.get_header("X-Service-Key") is not None:
+                self._service(req)
+            elif req.get_header("Authorization") is not None:
+                req.context.operator = self.basic_logins.authenticate(req.get_header("Authorization"))
+            elif operator_session(req) is None:
+                raise ApiError(UNAUTHENTICATED, "需要服务密钥或操作员身份")
+
+    def _service(self, req):
+        given = (req.get_header("X-Service-Key") or "").encode()
+        if not self.service_key or not hmac.compare_digest(given, self.service_key):
+            raise ApiError(UNAUTHENTICATED, "服务密钥无效")
+
+
+def session_token(req):
+    return (req.get_cookie_values(operators.SESSION_COOKIE) or [""])[0]
+
+
+def operator_session(req):
+    """The live console session the request's cookie names, or None."""
+    return operators.session_of(session_token(req))
 
 
 def _render(resp, status, body, headers=None):

@@ -43,7 +43,7 @@ class Profile(BaseModel):
 
 
 class Lockout(BaseModel):
-    """Wrong-secret counter per user and secret kind ('passwd' or 'answers')."""
+    """Wrong-secret counter per user and secret kind ('passwd', 'answers'; 'operator': user_id is an operator's id)."""
 
     user_id = pw.CharField(24)
     kind = pw.CharField(16)
@@ -316,7 +316,54 @@ class Event(BaseModel):
     received_at = pw.BigIntegerField()
 
 
+class Operator(BaseModel):
+    """A person who runs payapi: the console at /ops/ and the JSON at /ops/api/ (operators.py)."""
+
+    operator_id = pw.CharField(24, primary_key=True)
+    name = pw.CharField(64, unique=True)
+    passwd_hash = pw.CharField(100)
+    disabled_at = pw.BigIntegerField(null=True)  # set: no session or Basic login works any more
+    created_at = pw.BigIntegerField()
+    updated_at = pw.BigIntegerField()
+
+
+class OperatorSession(BaseModel):
+    """A console login. The cookie holds a random token; only its SHA-256 is stored here."""
+
+    token_hash = pw.CharField(64, primary_key=True)
+    operator_id = pw.CharField(24, index=True)
+    csrf = pw.CharField(64)  # every console form carries it
+    expires_at = pw.BigIntegerField(index=True)
+    created_at = pw.BigIntegerField()
+
+
+class AuditEntry(BaseModel):
+    """What an operator did, written in the same transaction as the change it made."""
+
+    audit_id = pw.CharField(24, primary_key=True)
+    operator = pw.CharField(80)  # the operator's name, or cli:<login user> for commands
+    action = pw.CharField(32)  # withdrawal.retry, withdrawal.fail, notification.resend
+    target = pw.CharField(64, index=True)  # the withdrawal or notification acted on
+    reason = pw.CharField(255, default="")
+    before = LongTextField()  # the record's state before, JSON
+    after = LongTextField()  # and after
+    created_at = pw.BigIntegerField(index=True)
+
+
+class WorkerPass(BaseModel):
+    """One kind of worker pass as /metrics reads it: the worker may be on another host than the web app."""
+
+    name = pw.CharField(32, primary_key=True)  # payouts, transfers, pays, ...
+    runs = pw.BigIntegerField(default=0)
+    failures = pw.BigIntegerField(default=0)  # passes that raised outright
+    last_started_at = pw.BigIntegerField(default=0)
+    last_success_at = pw.BigIntegerField(default=0)
+    last_ms = pw.FloatField(default=0)
+    counts = LongTextField()  # cumulative counts by outcome, JSON {"sent": 12, "failed": 1}
+    updated_at = pw.BigIntegerField()
+
+
 ALL_MODELS = [
-    Profile, Lockout, HashingTurn, SmsCode, Pay, ClientReport, Wallet, JournalEntry, Posting, Refund, Notification, IdempotencyKey,
-    Withdrawal, Event, Reconciliation,
+    Profile, Lockout, HashingTurn, SmsCode, Pay, ClientReport, Wallet, JournalEntry, Posting, Refund, Notification,
+    IdempotencyKey, Withdrawal, Event, Reconciliation, Operator, OperatorSession, AuditEntry, WorkerPass,
 ]

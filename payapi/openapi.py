@@ -20,7 +20,9 @@ from .errors import (
 from .validate import MAX_BODY, read_body
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
-SECURITY = {"user": [{"userToken": []}], "service": [{"serviceKey": []}], "signed": [{"pingppSignature": []}]}
+SECURITY = {"user": [{"userToken": []}], "service": [{"serviceKey": []}], "signed": [{"pingppSignature": []}],
+            "operator": [{"operatorBasic": []}]}
+PATH_PARAMETERS = {"pay_id": "PayId", "withdraw_id": "WithdrawId", "message_id": "MessageId"}
 
 
 # --- what a responder declares -----------------------------------------------------------------
@@ -262,6 +264,8 @@ def _subclasses(cls):
 
 def _operations(routes):
     for template, resource in routes:
+        if not getattr(resource, "documented", True):
+            continue  # not JSON: the operators' console (HTML) and /metrics (Prometheus text)
         for method in HTTP_METHODS:
             responder = getattr(resource, f"on_{method}", None)
             if responder is not None:
@@ -298,7 +302,7 @@ def document(settings, codec, routes):
         path_params = re.findall(r"{(\w+)}", template)
         item = paths.setdefault(template, {})
         if path_params:
-            item["parameters"] = [_ref("parameters", "PayId" if p == "pay_id" else p) for p in path_params]
+            item["parameters"] = [_ref("parameters", PATH_PARAMETERS[p]) for p in path_params]
         entry = {"operationId": op.id, "summary": op.summary, "tags": [op.tag]}
         if op.description:
             entry["description"] = op.description
@@ -337,6 +341,8 @@ def document(settings, codec, routes):
             {"name": "provider", "description": "Called by Ping++."},
             {"name": "internal", "description": "Called by the app's order service."},
             {"name": "operations", "description": "For load balancers and tooling."},
+            {"name": "operators", "description": "For the people who run payapi: what the console at /ops/ shows "
+             "and does, as JSON for scripts (HTTP Basic). Each action is recorded in the audit trail."},
         ],
         "paths": paths,
         "webhooks": WEBHOOKS,
@@ -387,6 +393,12 @@ SECURITY_SCHEMES = {
         "type": "apiKey", "in": "header", "name": "X-Service-Key",
         "description": "SERVICE_KEY, for the order service. Missing or wrong: 901/401.",
     },
+    "operatorBasic": {
+        "type": "http", "scheme": "basic",
+        "description": "An operator's name and password (`python -m payapi operator add NAME`). Missing or wrong: "
+        "901/401; five wrong passwords within 3 hours lock the operator for 3 hours (906/429). A verified login "
+        "is remembered by the process for a minute; a disabled operator is refused on the next request.",
+    },
     "pingppSignature": {
         "type": "apiKey", "in": "header", "name": "X-Pingplusplus-Signature",
         "description": "Base64 RSA-SHA256 (PKCS#1 v1.5) signature of the raw body by Ping++'s key. Missing or bad: "
@@ -422,6 +434,18 @@ PARAMETERS = {
         "description": "The pay record's id; anything but 24 lowercase hex characters is 904.",
         "schema": {"type": "string", "pattern": shapes.ID_PATTERN},
         "example": "576b69ae7ce1fd7004cc8280",
+    },
+    "WithdrawId": {
+        "name": "withdraw_id", "in": "path", "required": True,
+        "description": "The withdrawal's id; anything but 24 lowercase hex characters is 904.",
+        "schema": {"type": "string", "pattern": shapes.ID_PATTERN},
+        "example": "576b69ae7ce1fd7004cc8281",
+    },
+    "MessageId": {
+        "name": "message_id", "in": "path", "required": True,
+        "description": "The notification's id (its `webhook-id`): `msg_` and 24 lowercase hex characters, else 904.",
+        "schema": {"type": "string", "pattern": "^msg_[0-9a-f]{24}$"},
+        "example": "msg_576b69ae7ce1fd7004cc8282",
     },
     "ClientHeader": {
         "name": "client", "in": "header", "required": False,

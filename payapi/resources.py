@@ -12,18 +12,22 @@ from typing import Any
 import falcon
 import msgspec
 
-from . import events, idempotency, payments, refunds, security, sms, withdrawals
+from . import books, events, idempotency, metrics, operators, ops, payments, refunds, security, sms, withdrawals
 from .db import db, describe_error
 from .errors import UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
 from .ids import is_id
 from .openapi import operation
+from .models import Reconciliation
 from .shapes import (
-    AccountAnswer, BalanceAnswer, CheckInfoAnswer, Done, HealthAnswer, NewPayRequest, PasswdRequest, PayAnswer,
-    QuestionRequest, RefundAnswer, RefundRequest, RefundsAnswer, SmsCodeRequest, StatusAnswer, StatusReport, WebhookAnswer, WithdrawAnswer, WithdrawInfoRequest,
+    AccountAnswer, AccountTotal, AuditAnswer, AuditQuery, BalanceAnswer, CheckInfoAnswer, DayVolume, Done,
+    FailRequest, HealthAnswer, LimitQuery, NewPayRequest, OpsNotificationAnswer, OpsNotificationsAnswer, OpsPaysAnswer,
+    OpsWithdrawalAnswer, OpsWithdrawalsAnswer, PasswdRequest, PayAnswer, PaySearchQuery, QuestionRequest,
+    ReasonRequest, ReconciliationsAnswer, RefundAnswer, RefundRequest, RefundsAnswer, SmsCodeRequest, StatusAnswer,
+    StatusReport, TrialBalanceAnswer, VolumesAnswer, WebhookAnswer, WithdrawAnswer, WithdrawInfoRequest,
     WithdrawRequest, WithdrawsAnswer, WithdrawsQuery, WithdrawAccount,
 )
 from .validate import MAX_WEBHOOK_BODY, read_body
-from .views import refund_info, withdrawal_info
+from .views import audit_info, ops_notification, ops_pay, reconciliation_info, refund_info, withdrawal_info
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,12 @@ PASSWORD_LOCK = "Five wrong pay passwords within any 3 hours (withdraw, passwd a
 def path_id(value):
     if not is_id(value):
         raise invalid("id 格式错误")
+    return value
+
+
+def message_path_id(value):
+    if not (value.startswith("msg_") and is_id(value[4:])):
+        raise invalid("通知 id 格式错误")
     return value
 
 
@@ -208,7 +218,9 @@ class Webhook:
         raw = read_body(req.bounded_stream, req.content_length, MAX_WEBHOOK_BODY)
         if not self.gateway.webhook_is_authentic(raw, req.get_header("X-Pingplusplus-Signature")):
             raise ApiError(UNAUTHENTICATED, "签名无效")
-        resp.media = WebhookAnswer(result=events.handle_event(self.settings, self.gateway, raw))
+        result = events.handle_event(self.settings, self.gateway, raw)
+        metrics.observe_webhook(result)
+        resp.media = WebhookAnswer(result=result)
 
 
 class InternalPays:
@@ -314,3 +326,119 @@ class OpenApi:
     @operation(id="openapi", summary="This document.", tag="operations", answer=dict)
     def on_get(self, req, resp):
         resp.media = self.document
+
+
+# --- operators: JSON for scripts (HTTP Basic) --------------------------------------------------------
+
+OPERATOR_ERRORS = {429: "906: this operator is locked after five wrong passwords within 3 hours."}
+
+
+class ForOperators:
+    """A /ops/api resource: an operator's HTTP Basic credentials (HeaderAuth); what it needs comes in."""
+
+    auth = "operator"
+
+    def __init__(self, codec=None, gateway=None, settings=None):
+        self.codec, self.gateway, self.settings = codec, gateway, settings
+
+
+class OpsWithdrawals(ForOperators):
+    @operation(id="opsListWithdrawals", summary="Withdrawals in flight, stuck ones first (operators).",
+               tag="operators", answer=OpsWithdrawalsAnswer, errors=OPERATOR_ERRORS)
+    def on_get(self, req, resp):
+        resp.media = OpsWithdrawalsAnswer(list=[ops.withdrawal_view(w) for w in ops.withdrawals_in_flight()])
+
+
+class OpsWithdrawalRetry(ForOperators):
+    @operation(id="opsRetryWithdrawal", summary="Try a pending payout now (audited).", tag="operators",
+               body=ReasonRequest, answer=OpsWithdrawalAnswer, example={"reason": "Alipay account fixed"},
+               errors={**OPERATOR_ERRORS, 404: None,
+                       403: "910: not pending, or its payout lease is held (a worker is sending it, or it waits "
+                       "after an error)."},
+               description="Takes the worker's payout lease first, so a worker and an operator never both call "
+               "Ping++ for it. A Ping++ failure is recorded on the withdrawal (`last_error`), as a worker's would be.")
+    def on_post(self, req, resp, withdraw_id, body):
+        w, entry = ops.retry_withdrawal(self.gateway, path_id(withdraw_id), req.context.operator, body.reason)
+        resp.media = OpsWithdrawalAnswer(withdrawal=ops.withdrawal_view(w), audit_id=entry.audit_id)
+
+
+class OpsWithdrawalFail(ForOperators):
+    @operation(id="opsFailWithdrawal", summary="Fail a withdrawal Ping++ confirms it never paid (audited).",
+               tag="operators", body=FailRequest, answer=OpsWithdrawalAnswer,
+               example={"reason": "Alipay refuses the account"},
+               errors={**OPERATOR_ERRORS, 404: None, 502: "920: Ping++ could not be asked; nothing changed.",
+                       403: "910: already settled, its lease is held, or Ping++ says its transfer was paid or is "
+                       "still in flight (then that is applied, as a webhook would)."},
+               description="Only after Ping++ confirms that no transfer for it exists (its transfers listed from the "
+               "withdrawal's creation on) or that its transfer failed or was cancelled; the payout lease is held "
+               "meanwhile. The money goes back to the expert and the month is free again.")
+    def on_post(self, req, resp, withdraw_id, body):
+        w, entry = ops.fail_withdrawal(self.gateway, path_id(withdraw_id), req.context.operator, body.reason)
+        resp.media = OpsWithdrawalAnswer(withdrawal=ops.withdrawal_view(w), audit_id=entry.audit_id)
+
+
+class OpsPays(ForOperators):
+    @operation(id="opsSearchPays", summary="Pays by pay id, order or note id, or user id (payer or expert).",
+               tag="operators", query=PaySearchQuery, answer=OpsPaysAnswer, errors=OPERATOR_ERRORS)
+    def on_get(self, req, resp, query):
+        resp.media = OpsPaysAnswer(list=[ops_pay(p) for p in ops.search_pays(query.q)])
+
+
+class OpsNotifications(ForOperators):
+    @operation(id="opsFailedNotifications", summary="Notifications to the order service that failed (24 hours "
+               "without a 2xx), newest first.", tag="operators", answer=OpsNotificationsAnswer, errors=OPERATOR_ERRORS)
+    def on_get(self, req, resp):
+        resp.media = OpsNotificationsAnswer(list=[ops_notification(n) for n in ops.failed_notifications()])
+
+
+class OpsNotificationResend(ForOperators):
+    @operation(id="opsResendNotification", summary="Send a notification again: new attempts for 24 hours "
+               "(audited).", tag="operators", body=ReasonRequest, answer=OpsNotificationAnswer,
+               example={"reason": "the order service is back"}, errors={**OPERATOR_ERRORS, 404: None})
+    def on_post(self, req, resp, message_id, body):
+        message, entry = ops.resend_notification(message_path_id(message_id), req.context.operator, body.reason)
+        resp.media = OpsNotificationAnswer(notification=ops_notification(message), audit_id=entry.audit_id)
+
+
+class OpsAudit(ForOperators):
+    @operation(id="opsAudit", summary="What operators did, newest first.", tag="operators", query=AuditQuery,
+               answer=AuditAnswer, errors={**OPERATOR_ERRORS, 404: None},
+               description="`before` is an audit_id (exclusive); one that does not exist is 911.")
+    def on_get(self, req, resp, query):
+        resp.media = AuditAnswer(list=[audit_info(a) for a in operators.audit_entries(query.limit, query.before)])
+
+
+class OpsTrialBalance(ForOperators):
+    @operation(id="opsTrialBalance", summary="The books' debits and credits per account; the totals are equal.",
+               tag="operators", answer=TrialBalanceAnswer, errors=OPERATOR_ERRORS)
+    def on_get(self, req, resp):
+        totals = books.trial_balance()
+        resp.media = TrialBalanceAnswer(accounts=[AccountTotal(**a) for a in totals["accounts"]],
+                                        debits=totals["debits"], credits=totals["credits"])
+
+
+class OpsReconciliations(ForOperators):
+    @operation(id="opsReconciliations", summary="The daily reconciliations with Ping++, newest first.",
+               tag="operators", query=LimitQuery, answer=ReconciliationsAnswer, errors=OPERATOR_ERRORS)
+    def on_get(self, req, resp, query):
+        rows = Reconciliation.select().order_by(Reconciliation.created_at.desc()).limit(query.limit)
+        resp.media = ReconciliationsAnswer(list=[reconciliation_info(r) for r in rows])
+
+
+class OpsVolumes(ForOperators):
+    @operation(id="opsDailyVolumes", summary="Paid, refunded and withdrawn per day, the last 30 days.",
+               tag="operators", answer=VolumesAnswer, errors=OPERATOR_ERRORS)
+    def on_get(self, req, resp):
+        days = [DayVolume(date=d.isoformat(), **totals) for d, totals in ops.daily_volumes(self.settings.tz)]
+        resp.media = VolumesAnswer(timezone=self.settings.timezone, days=days)
+
+
+class Metrics:
+    """Prometheus's text format; not JSON, so not in the OpenAPI document."""
+
+    auth = "metrics"
+    documented = False
+
+    def on_get(self, req, resp):
+        resp.data = metrics.render()
+        resp.content_type = metrics.CONTENT_TYPE

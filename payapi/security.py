@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 PASSWD = "passwd"
 ANSWERS = "answers"
+OPERATOR = "operator"  # an operator's console or Basic password (operators.py); the same rule
+WRONG = {PASSWD: "支付密码错误", ANSWERS: "密保答案错误", OPERATOR: "用户名或密码错误"}
 MAX_FAILURES = 5  # wrong ones within any WINDOW_MS (a sliding window) lock for LOCK_MS
 WINDOW_MS = 3 * 3600 * 1000
 LOCK_MS = 3 * 3600 * 1000
@@ -83,6 +85,7 @@ def _slow(func, *args):
 #   second) instead of queueing reads behind it. Measured: see README, Performance.
 
 MAX_WAITING_ON_BCRYPT = 2
+BUSY = "系统繁忙，请稍后再试"
 # A request of a user holds its turn at most this long (a killed process frees it then); a slow
 # operation takes well under a second, or a few seconds while the worker sheds load.
 TURN_LEASE_MS = 30 * 1000
@@ -101,8 +104,22 @@ class WorkerSlots:
     def give_back(self):
         self._free.release()
 
+    @contextlib.contextmanager
+    def place(self):
+        """A place while the block runs, or 906 at once."""
+        if not self.try_take():
+            raise locked(1000, BUSY)
+        try:
+            yield
+        finally:
+            self.give_back()
+
 
 worker_slots = WorkerSlots(MAX_WAITING_ON_BCRYPT)
+# Operators' logins have a place of their own: a flood of logins with made-up names (each costs a
+# decoy hash, so that timing does not tell names apart) then keeps out only other logins, never
+# the users' password operations.
+operator_slots = WorkerSlots(1)
 
 
 @transaction
@@ -115,6 +132,8 @@ def _take_turn(settings, user_id):
     if row.busy_until > now:
         raise locked(1000, "上一个请求仍在处理中，请稍后再试")
     due = max(row.tat, now)
+    if due - now > settings.password_rate_burst * interval:
+        due = now  # further ahead than the rate can put it: this host's clock is behind the one that wrote it
     allowed_from = due - (settings.password_rate_burst - 1) * interval
     if now < allowed_from:
         raise locked(allowed_from - now, "操作过于频繁，请稍后再试")
@@ -138,7 +157,7 @@ def hashing_turn(settings, user_id):
     lease = _take_turn(settings, user_id)
     if not worker_slots.try_take():
         _end_turn(settings, user_id, lease, unused=True)
-        raise locked(1000, "系统繁忙，请稍后再试")
+        raise locked(1000, BUSY)
     try:
         yield
     finally:
@@ -247,7 +266,7 @@ def check_secret(user_id, kind, secret, hashed):
     if not ok:
         if locked_until:
             raise locked(locked_until - now_ms())
-        raise ApiError(SECRET_REJECTED, "支付密码错误" if kind == PASSWD else "密保答案错误")
+        raise ApiError(SECRET_REJECTED, WRONG[kind])
 
 
 def check_answers(user_id, answers, hashed):

@@ -16,7 +16,7 @@ import msgspec
 
 from .errors import invalid
 from .gateway import CHANNELS
-from .lifecycles import AppReport, Outcome, PayStatus, RefundStatus, WithdrawalStatus
+from .lifecycles import AppReport, NotificationStatus, Outcome, PayStatus, RefundStatus, WithdrawalStatus
 
 ID_PATTERN = "^[0-9a-f]{24}$"
 _DIGITS = re.compile(r"0*[0-9]{1,15}")  # leading zeros do not count toward the length
@@ -272,6 +272,32 @@ class RefundRequest(Body):
     amount: PayMoney | msgspec.UnsetType = msgspec.UNSET  # absent: what is still refundable
 
 
+class ReasonRequest(Body):
+    """An operator's action; the reason goes into the audit trail."""
+
+    reason: Text.between(0, 255, "Why (kept in the audit trail)") = ""
+
+
+class FailRequest(Body):
+    """Fail a withdrawal: a reason is required."""
+
+    reason: Text.between(1, 255, "Why the withdrawal is failed (kept in the audit trail)")
+
+
+class LimitQuery(Body):
+    limit: Whole.between(1, 200, "Page size") = 50
+
+
+class AuditQuery(LimitQuery):
+    before: Id | None = None  # an audit_id: older entries than it
+
+
+class PaySearchQuery(Body):
+    """What to look for: a pay id, an order or note id (o_id / note_id), or a user id (payer or expert)."""
+
+    q: Id
+
+
 # --- answers --------------------------------------------------------------------------------------
 
 class PayInfo(msgspec.Struct, kw_only=True):
@@ -389,6 +415,135 @@ class WebhookAnswer(Answer900, kw_only=True):
 
 class HealthAnswer(Answer900, kw_only=True):
     db: Literal["ok"] = "ok"
+
+
+# --- operators (/ops/api) --------------------------------------------------------------------------
+
+class OpsWithdrawal(msgspec.Struct, kw_only=True):
+    """A withdrawal as operators see it."""
+
+    withdraw_id: str
+    user_id: str
+    amount: int
+    status: WithdrawalStatus
+    attempts: int
+    last_error: str
+    transfer_id: str | None
+    account: WithdrawAccount
+    stuck: bool  # pending over 10 minutes or with an error, or processing over a day
+    age_s: int
+    created_at: str = msgspec.field(name="createdAt")
+    updated_at: str = msgspec.field(name="updatedAt")
+
+
+class AuditInfo(msgspec.Struct, kw_only=True):
+    audit_id: str
+    operator: str  # the operator's name, or cli:<login user> for commands
+    action: Literal["withdrawal.retry", "withdrawal.fail", "notification.resend"]
+    target: str
+    reason: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+    created_at: str = msgspec.field(name="createdAt")
+
+
+class OpsPay(msgspec.Struct, kw_only=True):
+    """A pay in search results."""
+
+    pay_id: str
+    type: Literal["order", "note"]
+    o_id: str
+    note_id: str
+    user_id: str = msgspec.field(name="userID")
+    expert_id: str
+    amount: int
+    money: int
+    amount_refunded: int
+    status: PayStatus
+    client_status: str
+    channel: str
+    charge_id: str | None
+    created_at: str = msgspec.field(name="createdAt")
+    paid_at: str | None = msgspec.field(name="paidAt")
+
+
+class OpsNotification(msgspec.Struct, kw_only=True):
+    message_id: str
+    type: str
+    subject_id: str
+    status: NotificationStatus
+    attempts: int
+    last_status: int | None
+    last_error: str
+    created_at: str = msgspec.field(name="createdAt")
+    updated_at: str = msgspec.field(name="updatedAt")
+
+
+class AccountTotal(msgspec.Struct, kw_only=True):
+    account: str
+    debits: int
+    credits: int
+
+
+class ReconciliationInfo(msgspec.Struct, kw_only=True):
+    reconciliation_id: str
+    date: str
+    status: Literal["clean", "healed", "different"]
+    healed: list[dict[str, Any]]
+    differences: list[dict[str, Any]]
+    created_at: str = msgspec.field(name="createdAt")
+
+
+class DayVolume(msgspec.Struct, kw_only=True):
+    date: str  # YYYY-MM-DD in TIMEZONE
+    paid: int  # fen of charges paid that day
+    refunded: int  # fen of refunds accepted
+    withdrawn: int  # fen Ping++ paid out to experts
+
+
+class OpsWithdrawalsAnswer(Answer900, kw_only=True):
+    list: list[OpsWithdrawal]
+
+
+class OpsWithdrawalAnswer(Answer900, kw_only=True):
+    withdrawal: OpsWithdrawal
+    audit_id: str
+
+
+class OpsPaysAnswer(Answer900, kw_only=True):
+    list: list[OpsPay]
+
+
+class OpsNotificationsAnswer(Answer900, kw_only=True):
+    list: list[OpsNotification]
+
+
+class OpsNotificationAnswer(Answer900, kw_only=True):
+    notification: OpsNotification
+    audit_id: str
+
+
+class AuditAnswer(Answer900, kw_only=True):
+    list: list[AuditInfo]
+
+
+class TrialBalanceAnswer(Answer900, kw_only=True):
+    """The books' totals per account; the two totals are always equal."""
+
+    accounts: list[AccountTotal]
+    debits: int
+    credits: int
+
+
+class ReconciliationsAnswer(Answer900, kw_only=True):
+    list: list[ReconciliationInfo]
+
+
+class VolumesAnswer(Answer900, kw_only=True):
+    """Paid, refunded and withdrawn per calendar day in TIMEZONE, the last 30 days, oldest first."""
+
+    timezone: str
+    days: list[DayVolume]
 
 
 # --- notifications to the order service (Standard Webhooks bodies) ---------------------------------

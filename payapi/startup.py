@@ -18,11 +18,12 @@ from .config import DEFAULT_DATABASE_URL, DEVELOPMENT, DEVELOPMENT_SECRET, PRODU
 log = logging.getLogger(__name__)
 
 MIN_SECRET_BYTES = 32
-SERVE, MIGRATE, TOKEN, DATABASE = "serve", "migrate", "token", "database"
+SERVE, MIGRATE, TOKEN, DATABASE, GATEWAY = "serve", "migrate", "token", "database", "gateway"
 NEEDS = {
     SERVE: {"database", "auth", "service", "pingpp", "sms"},
     MIGRATE: {"database"},
     DATABASE: {"database"},
+    GATEWAY: {"database", "pingpp"},  # operator commands that ask Ping++ (withdrawals retry / fail)
     TOKEN: {"auth"},
 }
 # gunicorn's arbiter stops (instead of forking a new worker forever) when a worker exits with this.

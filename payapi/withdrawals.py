@@ -121,15 +121,30 @@ def list_withdrawals(user_id, limit, before=None):
 # --- payouts -------------------------------------------------------------------------------
 
 @transaction
-def _claim(withdraw_id):
-    """Take the payout lease; only one worker at a time may talk to Ping++ about a withdrawal."""
+def claim(withdraw_id, attempt=True):
+    """Take the payout lease; only one process at a time (a worker, an operator) may talk to Ping++
+    about a pending withdrawal. -> the lease's end, or 0 if someone else holds it (or it is not pending).
+
+    attempt: a payout attempt (counted); an operator's check before failing it is not one.
+    """
     now = now_ms()
-    return (
-        Withdrawal.update(lease_until=now + LEASE_MS, attempts=Withdrawal.attempts + 1)
+    changes = {"lease_until": now + LEASE_MS}
+    if attempt:
+        changes["attempts"] = Withdrawal.attempts + 1
+    taken = (
+        Withdrawal.update(**changes)
         .where(Withdrawal.withdraw_id == withdraw_id, Withdrawal.status == PENDING, Withdrawal.lease_until < now)
         .execute()
-        == 1
     )
+    return now + LEASE_MS if taken == 1 else 0
+
+
+@transaction
+def release(withdraw_id, lease_until, back_to=0):
+    """Give a lease back (to back_to: when it was free again before) if it is still ours and pending."""
+    Withdrawal.update(lease_until=back_to).where(
+        Withdrawal.withdraw_id == withdraw_id, Withdrawal.status == PENDING, Withdrawal.lease_until == lease_until
+    ).execute()
 
 
 @transaction
@@ -192,8 +207,18 @@ def _set_aside(withdraw_id):
         _note_failure(withdraw_id, row.last_error or "unexpected error", jobs.backoff_ms(max(row.attempts, 1)))
 
 
-def _pay_out(gateway, withdraw_id):
-    if not _claim(withdraw_id):
+@transaction
+def _write(change, then):
+    result = change()
+    if then is not None:
+        then()
+    return result
+
+
+def pay_out(gateway, withdraw_id, claimed=False, then=None):
+    """One payout attempt. claimed: the caller took the lease already. then(): called in the same
+    transaction that writes the attempt's outcome (an operator's audit row)."""
+    if not claimed and not claim(withdraw_id):
         return None  # another worker has it
     withdrawal = Withdrawal.get(Withdrawal.withdraw_id == withdraw_id)
     request = TransferRequest(
@@ -208,9 +233,9 @@ def _pay_out(gateway, withdraw_id):
     except GatewayError as exc:
         # Ping++ may be down for a moment: the next pass tries again, with the same order_no.
         log.warning("payout %s not sent: %s", withdraw_id, exc, extra={"fields": {"withdraw_id": withdraw_id}})
-        _note_failure(withdraw_id, str(exc))
+        _write(lambda: _note_failure(withdraw_id, str(exc)), then)
         return "failed"
-    apply_transfer(transfer)
+    _write(lambda: apply_transfer(transfer), then)
     return "sent"
 
 
@@ -225,7 +250,7 @@ def run_payouts(gateway, batch=50):
         .limit(batch)
         .tuples()
     ]
-    return jobs.run_pass("payouts", due, lambda i: _pay_out(gateway, i), _set_aside, {"sent": 0, "failed": 0})
+    return jobs.run_pass("payouts", due, lambda i: pay_out(gateway, i), _set_aside, {"sent": 0, "failed": 0})
 
 
 def _check_transfer(gateway, withdraw_id):

@@ -9,7 +9,8 @@ import signal
 import threading
 import time
 
-from . import idempotency, notifications, payments, reconciliation, refunds, withdrawals
+from . import idempotency, jobs, notifications, payments, reconciliation, refunds, withdrawals
+from .clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,17 @@ def run_once(settings, gateway, notify=True):
         passes["notifications"] = lambda: {"attempted": _deliver_due(settings)}
     summary = {}
     for name, run in passes.items():
+        began, began_ms = time.perf_counter(), now_ms()
         try:
             summary[name] = run()
         except Exception as exc:
             # Typically the database is away; the next pass tries again.
             log.exception("worker pass %s failed", name, extra={"fields": {"pass": name}})
             summary[name] = {"error": type(exc).__name__}
+        try:
+            jobs.record_pass(name, began_ms, round((time.perf_counter() - began) * 1000, 1), summary[name])
+        except Exception:
+            log.exception("worker pass %s not recorded for /metrics", name, extra={"fields": {"pass": name}})
     # One line per pass, its counts as fields (a failed Ping++ call has its own line, with ids).
     ms = round((time.perf_counter() - started) * 1000, 1)
     log.info("worker pass", extra={"fields": {**summary, "ms": ms}})

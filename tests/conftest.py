@@ -403,3 +403,25 @@ def pay_expert(order_service, fake_pingpp, send_event):
         return created.json["info"]
 
     return pay
+
+
+# --- operators -------------------------------------------------------------------------------------
+
+OPERATOR_PASSWORD = "correct horse battery staple"
+
+
+def basic(name, password=OPERATOR_PASSWORD):
+    """An HTTP Basic Authorization header."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()}
+
+
+@pytest.fixture
+def make_operator(database, settings):
+    """An operator account (bcrypt at the tests' cost); -> its Basic headers."""
+    from payapi import operators
+
+    def make(name="alice", password=OPERATOR_PASSWORD):
+        operators.add(name, password, settings.bcrypt_rounds)
+        return basic(name, password)
+
+    return make

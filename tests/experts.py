@@ -2,7 +2,10 @@
 
 import secrets
 
+import pytest
+
 from payapi.models import Withdrawal
+from payapi.withdrawals import run_payouts
 from tests.conftest import ledger_of
 
 PASSWD = "e10adc3949ba59abbe56e057f20f883e"  # the app sends its own hash of the pay password
@@ -70,3 +73,29 @@ def transfer_object(withdraw_id, amount, status="failed", transfer_id=None, curr
         "recipient": ACCOUNT["id"],
         "extra": {"recipient_name": ACCOUNT["name"]},
     }
+
+
+# Fixtures for tests of what happens to a withdrawal (import them by name into the test module).
+
+@pytest.fixture
+def expert(make_user, pay_expert):
+    """An expert with a pay password, an account and 10,000 fen available."""
+    user = set_up_expert(make_user())
+    pay_expert(user.id, 10_000)
+    return user
+
+
+@pytest.fixture
+def pending(expert):
+    """The id of the expert's pending withdrawal of 3,000 fen."""
+    response = withdraw(expert, 3_000)
+    assert response.json["code"] == 900, response.json
+    return response.json["withdraw_id"]
+
+
+@pytest.fixture
+def processing(pending, gateway, fake_pingpp):
+    """(withdraw_id, transfer_id) of a withdrawal Ping++ accepted."""
+    assert run_payouts(gateway) == {"sent": 1, "failed": 0}
+    (transfer_id,) = fake_pingpp.transfers
+    return pending, transfer_id

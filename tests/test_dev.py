@@ -200,9 +200,17 @@ def check_succeeded(out):
     assert balance["info"]["balance"] == 2356 and balance["info"]["next_withdraw_at"] is not None
 
 
+def check_operator_sees_the_books(out):
+    books, audit = answers(out)
+    assert books["code"] == 900 and books["debits"] == books["credits"] == 12356 + 10000 + 10000
+    assert {"pingpp", "payouts"} <= {a["account"] for a in books["accounts"]}
+    assert audit == {"code": 900, "list": []}
+
+
 STEPS = [
     check_setup, check_pay_created, check_paid_in_sandbox, check_paid_and_credited, check_password_and_answers,
     check_sms_and_account, check_withdrawal, check_processing, check_transfer_paid_in_sandbox, check_succeeded,
+    check_operator_sees_the_books,
 ]
 
 
@@ -214,6 +222,8 @@ def test_the_readme_walkthrough_works_as_pasted_and_ctrl_c_stops_everything(dev)
     assert f"export PAYAPI=http://127.0.0.1:{dev.port}\n" in env_file
     assert f"export PINGPP_API_BASE=http://127.0.0.1:{dev.port + 1}\n" in env_file
     assert "export SERVICE_KEY=dev\n" in env_file
+    assert f"export OPS_URL=http://127.0.0.1:{dev.port}/ops/\n" in env_file and "export OPS_USER=dev\n" in env_file
+    assert "operators' console" in dev.terminal()
 
     outputs = run_blocks(dev, blocks)
     for i, (check, out) in enumerate(zip(STEPS, outputs)):

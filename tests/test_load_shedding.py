@@ -114,3 +114,22 @@ def test_a_turn_left_by_a_killed_process_runs_out(user, settings):
         assert user.post("/rest/pay/passwd", {"passwd": "p"}).json["code"] == 906
         clock.shift(security.TURN_LEASE_MS / 1000)
         assert user.post("/rest/pay/passwd", {"passwd": "p"}).json["code"] == 900
+
+
+def test_operator_logins_have_their_own_place_and_never_take_the_users(app, user, make_operator):
+    headers = make_operator("alice")
+    assert security.operator_slots.try_take()  # as if a flood of logins with made-up names filled it
+    try:
+        refused = app.get("/ops/api/trial-balance", headers=headers, expect_errors=True)
+        assert (refused.status_int, refused.json["code"], refused.json["msg"]) == (429, 906, "系统繁忙，请稍后再试")
+        assert user.post("/rest/pay/passwd", {"passwd": "p"}).json["code"] == 900
+    finally:
+        security.operator_slots.give_back()
+    assert app.get("/ops/api/trial-balance", headers=headers).json["code"] == 900
+
+
+def test_a_clock_behind_the_one_that_counted_does_not_lock_a_user_out(make_rated_user):
+    user = make_rated_user()
+    assert user.post("/rest/pay/passwd", {"passwd": "p"}).json["code"] == 900
+    with time_machine.travel("2026-01-01T00:00:00Z", tick=False):  # another host, its clock days behind
+        assert user.remint().post("/rest/pay/passwd", {"passwd": "q", "old_passwd": "p"}).json["code"] == 900

@@ -12,32 +12,12 @@ from payapi.clock import now_ms
 from payapi.models import Event
 from payapi.withdrawals import reconcile_transfers, run_payouts
 from tests.conftest import process_env
-from tests.experts import ACCOUNT, balance, ledger, set_account, set_up_expert, transfer_object, withdraw, withdrawal
+from tests.experts import (  # noqa: F401 - expert, pending, processing are fixtures
+    ACCOUNT, balance, expert, ledger, pending, processing, set_account, set_up_expert, transfer_object, withdraw,
+    withdrawal,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def expert(make_user, pay_expert):
-    user = set_up_expert(make_user())
-    pay_expert(user.id, 10_000)
-    return user
-
-
-@pytest.fixture
-def pending(expert):
-    """The id of the expert's pending withdrawal of 3,000 fen."""
-    response = withdraw(expert, 3_000)
-    assert response.json["code"] == 900, response.json
-    return response.json["withdraw_id"]
-
-
-@pytest.fixture
-def processing(pending, gateway, fake_pingpp):
-    """(withdraw_id, transfer_id) of a withdrawal Ping++ accepted."""
-    assert run_payouts(gateway) == {"sent": 1, "failed": 0}
-    (transfer_id,) = fake_pingpp.transfers
-    return pending, transfer_id
 
 
 @pytest.fixture

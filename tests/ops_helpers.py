@@ -1,0 +1,42 @@
+"""Helpers for the operators' tests: a console session in webtest, forms with their CSRF token."""
+
+import re
+
+import webtest
+
+from tests.conftest import OPERATOR_PASSWORD
+
+# webtest's cookie jar sends a Secure cookie only over https.
+HTTPS = {"wsgi.url_scheme": "https", "HTTP_HOST": "payapi.test"}
+
+
+def browser(app):
+    """A fresh client of the same app (its own cookie jar), over https."""
+    return webtest.TestApp(app.app, extra_environ=HTTPS)
+
+
+def csrf_of(page):
+    match = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert match, page.text[:2000]
+    return match.group(1)
+
+
+def log_in(client, name="alice", password=OPERATOR_PASSWORD):
+    form = client.get("/ops/login")
+    answer = client.post("/ops/login", {"csrf": csrf_of(form), "name": name, "password": password},
+                         expect_errors=True)
+    return answer
+
+
+def console(app, name="alice", password=OPERATOR_PASSWORD):
+    """A logged-in console client."""
+    client = browser(app)
+    answer = log_in(client, name, password)
+    assert answer.status_int == 303 and answer.headers["Location"].endswith("/ops"), answer.text[:2000]
+    return client
+
+
+def cookie_header(answer, name):
+    """The Set-Cookie header of the answer for cookie name."""
+    (header,) = [v for k, v in answer.headerlist if k.lower() == "set-cookie" and v.startswith(name + "=")]
+    return header
