@@ -28,8 +28,6 @@ PENDING, PROCESSING, FAILED = WithdrawalStatus.PENDING, WithdrawalStatus.PROCESS
 # hours. Past these (or with an error on its last attempt) a withdrawal needs someone to look.
 STUCK_PENDING_MS = 10 * 60 * 1000
 STUCK_PROCESSING_MS = 24 * 3600 * 1000
-# Ping++'s `created` of a transfer is its own clock's: look a little before the withdrawal was made.
-CLOCK_SKEW_S = 300
 DAYS = 30
 # The books' kinds that make the daily chart: a charge paid, a refund accepted, a transfer paid out.
 VOLUME_KINDS = {"charge": "paid", "refund": "refunded", "transfer": "withdrawn"}
@@ -108,14 +106,12 @@ def fail_withdrawal(gateway, withdraw_id, who, reason):
     if not lease:
         raise ApiError(NOT_ALLOWED, "该提现正由其他进程发送或在等待重试，请稍后再试")
     try:
-        start = before.created_at // 1000 - CLOCK_SKEW_S
         try:
-            made = [t for t in gateway.list_transfers(start, now_ms() // 1000 + CLOCK_SKEW_S)
-                    if t.order_no == withdraw_id]
+            made = withdrawals.transfer_made_for(gateway, before)
         except GatewayError:
             raise ApiError(PROVIDER_FAILED, "无法向 Ping++ 确认转账状态，未做任何更改") from None
-        if made:
-            return _fail_by_transfer(before, made[0], who, reason)
+        if made is not None:
+            return _fail_by_transfer(before, made, who, reason)
         return _fail_unsent(withdraw_id, lease, who, reason, withdrawal_state(before))
     finally:
         withdrawals.release(withdraw_id, lease, back_to=before.lease_until)

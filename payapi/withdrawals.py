@@ -24,6 +24,8 @@ SUCCEEDED, FAILED = WithdrawalStatus.SUCCEEDED, WithdrawalStatus.FAILED
 TRANSFER_OUTCOMES = {"paid": SUCCEEDED, "failed": FAILED, "canceled": FAILED, "cancelled": FAILED}
 LEASE_MS = 5 * 60 * 1000
 RECONCILE_AFTER_MS = 5 * 60 * 1000
+# Ping++'s `created` of a transfer is its own clock's: look a little before the withdrawal was made.
+CLOCK_SKEW_S = 300
 
 
 withdrawal_by_active_month = RowByKey(Withdrawal, Withdrawal.active_month)
@@ -229,7 +231,10 @@ def pay_out(gateway, withdraw_id, claimed=False, then=None):
         description=f"提现 {withdrawal.withdraw_id}",
     )
     try:
-        transfer = gateway.create_transfer(request)
+        # An earlier attempt may have been made at Ping++ with its answer lost: find it rather than
+        # be refused for a used order_no on every pass until its webhook arrives.
+        transfer = (transfer_made_for(gateway, withdrawal) if withdrawal.attempts > 1 else None) or \
+            gateway.create_transfer(request)
     except GatewayError as exc:
         # Ping++ may be down for a moment: the next pass tries again, with the same order_no.
         log.warning("payout %s not sent: %s", withdraw_id, exc, extra={"fields": {"withdraw_id": withdraw_id}})
@@ -237,6 +242,14 @@ def pay_out(gateway, withdraw_id, claimed=False, then=None):
         return "failed"
     _write(lambda: apply_transfer(transfer), then)
     return "sent"
+
+
+def transfer_made_for(gateway, withdrawal):
+    """Ping++'s transfer for this withdrawal (its order_no), or None: Ping++'s list from the
+    withdrawal's creation on. GatewayError if Ping++ cannot say."""
+    start = withdrawal.created_at // 1000 - CLOCK_SKEW_S
+    end = now_ms() // 1000 + CLOCK_SKEW_S
+    return next((t for t in gateway.list_transfers(start, end) if t.order_no == withdrawal.withdraw_id), None)
 
 
 def run_payouts(gateway, batch=50):

@@ -110,19 +110,35 @@ def test_ping_hanging_past_the_timeout_leaves_the_withdrawal_pending(pending, ga
     assert [r[2]["order_no"] for r in fake_pingpp.transfer_creations()] == [pending, pending]
 
 
-def test_lost_answer_never_creates_a_second_transfer_and_the_webhook_settles_it(pending, gateway, fake_pingpp, send_event):
+def test_lost_answer_never_creates_a_second_transfer_and_the_next_pass_finds_it(pending, gateway, fake_pingpp,
+                                                                                 send_event):
     fake_pingpp.lose_next_response()  # Ping++ made the transfer; we got a 504
     assert run_payouts(gateway) == {"sent": 0, "failed": 1}
-    assert run_payouts(gateway) == {"sent": 0, "failed": 1}  # order_no already used at Ping++
-    assert len(fake_pingpp.transfers) == 1
     assert withdrawal(pending).status == "pending"
+    (transfer_id,) = fake_pingpp.transfers
+    # The next pass asks Ping++ for the withdrawal's transfer before sending it again, and finds it.
+    assert run_payouts(gateway) == {"sent": 1, "failed": 0}
+    row = withdrawal(pending)
+    assert (row.status, row.transfer_id) == ("processing", transfer_id)
+    assert [r[2]["order_no"] for r in fake_pingpp.transfer_creations()] == [pending]
+    response = send_event("transfer.succeeded", fake_pingpp.set_transfer(transfer_id, "paid"))
+    assert response.json == {"code": 900, "result": "applied"}
+    assert withdrawal(pending).status == "succeeded"
+    assert run_payouts(gateway) == {"sent": 0, "failed": 0}
 
+
+def test_lost_answer_and_ping_unable_to_list_stays_pending_and_the_webhook_settles_it(pending, gateway, fake_pingpp,
+                                                                                       send_event):
+    fake_pingpp.lose_next_response()
+    assert run_payouts(gateway) == {"sent": 0, "failed": 1}
+    fake_pingpp.fail_next()  # the list call: Ping++ cannot say; nothing is sent again
+    assert run_payouts(gateway) == {"sent": 0, "failed": 1}
+    assert len(fake_pingpp.transfers) == 1 and len(fake_pingpp.transfer_creations()) == 1
     (transfer_id,) = fake_pingpp.transfers
     response = send_event("transfer.succeeded", fake_pingpp.set_transfer(transfer_id, "paid"))
     assert response.json == {"code": 900, "result": "applied"}
     row = withdrawal(pending)
     assert (row.status, row.transfer_id) == ("succeeded", transfer_id)
-    assert run_payouts(gateway) == {"sent": 0, "failed": 0}
 
 
 def test_transfer_paid_at_once_is_succeeded(pending, gateway, fake_pingpp, expert):
