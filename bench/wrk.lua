@@ -9,6 +9,8 @@
 --   BENCH_ONCE      "1": every line is sent exactly once; a thread stops when all its lines are
 --                   answered and leaves a file in BENCH_DONE_DIR, so run.py can end wrk early
 --                   (write routes: each request uses up what it was given)
+--   BENCH_ANSWERS   with BENCH_ONCE: a directory where each thread writes the answers' bodies,
+--                   one a line (what seeding requests made: pay ids, charges)
 --   BENCH_RESULT    the JSON file done() writes
 
 local ffi = require("ffi")
@@ -96,10 +98,19 @@ else
    end
 
    if once then
+      local keep, answers = os.getenv("BENCH_ANSWERS"), nil
+
       function response(status, headers, body)
          answered = answered + 1
+         if keep and keep ~= "" then
+            answers = answers or assert(io.open(keep .. "/" .. thread_index, "w"))
+            answers:write(body, "\n")
+         end
          if answered >= #mine then
             t1 = now()
+            if answers then
+               answers:close()
+            end
             local f = io.open(os.getenv("BENCH_DONE_DIR") .. "/" .. thread_index, "w")
             f:close()
             wrk.thread:stop()
@@ -130,6 +141,9 @@ local function encode(value)
       end
       return "{" .. table.concat(parts, ",") .. "}"
    elseif kind == "number" then
+      if value ~= value or value == math.huge or value == -math.huge then
+         return "null" -- no answer at all: wrk's mean is NaN
+      end
       return string.format("%.17g", value)
    elseif kind == "nil" then
       return "null"
