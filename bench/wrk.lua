@@ -6,9 +6,10 @@
 --                   pay, ...).
 --   BENCH_METHOD    GET (default) or POST
 --   BENCH_THREADS   wrk's -t
---   BENCH_ONCE      "1": every line is sent exactly once; a thread stops when all its lines are
---                   answered and leaves a file in BENCH_DONE_DIR, so run.py can end wrk early
---                   (write routes: each request uses up what it was given)
+--   BENCH_ONCE      "1": every line is sent once (write routes: each request uses up what it
+--                   was given), again later only if it was shed (429); a thread stops when all
+--                   its lines are answered and leaves a file in BENCH_DONE_DIR, so run.py can end
+--                   wrk early
 --   BENCH_ANSWERS   with BENCH_ONCE: a directory where each thread writes the answers' bodies,
 --                   one a line (what seeding requests made: pay ids, charges)
 --   BENCH_RESULT    the JSON file done() writes
@@ -61,23 +62,29 @@ local function parse(line)
 end
 
 -- Per thread (wrk's thread:get reads these globals in done()).
-sent, answered, t0, t1 = 0, 0, nil, nil
+sent, answered, shed, t0, t1 = 0, 0, 0, nil, nil
 
 if #lines == 1 and not once then
    -- One fixed request: wrk formats it once and sends it again and again.
    wrk.method = method
    wrk.path, wrk.headers, wrk.body = parse(lines[1])
 else
-   local mine, next_one, checked = {}, 1, false
+   local mine, owned, by_id, tries, next_one, checked = {}, 0, {}, {}, 1, false
 
    function init(args)
       local total = tonumber(os.getenv("BENCH_THREADS")) or 1
       for i, line in ipairs(lines) do
          if (i - 1) % total == thread_index then
             local path, headers, body = parse(line)
-            table.insert(mine, wrk.format(method, path, headers, body))
+            -- payapi echoes X-Request-Id: it tells which request an answer is for.
+            local id = "bench-" .. thread_index .. "-" .. i
+            headers["X-Request-Id"] = id
+            by_id[id] = wrk.format(method, path, headers, body)
+            tries[id] = 0
+            table.insert(mine, by_id[id])
          end
       end
+      owned = #mine
    end
 
    function request()
@@ -101,12 +108,20 @@ else
       local keep, answers = os.getenv("BENCH_ANSWERS"), nil
 
       function response(status, headers, body)
+         local id = headers["X-Request-Id"] or headers["x-request-id"]
+         if status == 429 and id and tries[id] < 100 then
+            -- Shed (906, "busy, retry"): sent again after the others, as a client would.
+            shed = shed + 1
+            tries[id] = tries[id] + 1
+            table.insert(mine, by_id[id])
+            return
+         end
          answered = answered + 1
          if keep and keep ~= "" then
             answers = answers or assert(io.open(keep .. "/" .. thread_index, "w"))
             answers:write(body, "\n")
          end
-         if answered >= #mine then
+         if answered >= owned then
             t1 = now()
             if answers then
                answers:close()
@@ -155,7 +170,7 @@ function done(summary, latency, requests)
    local per_thread = {}
    for _, thread in ipairs(threads) do
       table.insert(per_thread, {sent = thread:get("sent"), answered = thread:get("answered"),
-                                t0 = thread:get("t0"), t1 = thread:get("t1")})
+                                shed = thread:get("shed"), t0 = thread:get("t0"), t1 = thread:get("t1")})
    end
    local ms = function(us) return us / 1000 end
    local result = {
