@@ -68,6 +68,9 @@ SERVER_ENV = {
     "PLATFORM_FEE_BPS": "1000",  # a fee on every credit, so a paid charge books its fee posting too
 }
 MARIADB_PARAMS = "--user=root --skip-log-bin --skip-name-resolve --max-connections=500"  # else server defaults
+# Requests to a bcrypt route in flight at once when each must be served: a worker sheds (906) a
+# third one waiting for bcrypt, and two connections can never be three in one worker.
+BCRYPT_CONNECTIONS = 2
 TRICKLERS = 64
 WITHDRAW, REFUND = 1000, 100  # fen per request: each seeded pay credits its expert 11,121 (12,356 less 10 %)
 NOTIFY_SECRET = "whsec_" + base64.b64encode(b"payapi-bench-notify-secret-32by").decode()
@@ -307,16 +310,16 @@ class Seeder:
         charges = [sandbox.mark_paid(info["charge"]["id"])["id"] for info in infos]
         signed = {r["object_id"]: r for r in sandbox.events if r["type"] == "charge.succeeded"}
         by_id = {u.id: u for u in experts}
-        for path, body in (("/rest/pay/passwd", {"passwd": PASSWD}), ("/rest/pay/smscode", {"purpose": "withdrawInfo"})):
-            self.seed(path, [(u, body) for u in experts])
+        self.seed("/rest/pay/passwd", [(u, {"passwd": PASSWD}) for u in experts], BCRYPT_CONNECTIONS)
+        self.seed("/rest/pay/smscode", [(u, {"purpose": "withdrawInfo"}) for u in experts])
         codes = {m["phone"]: m["code"] for m in self.server.sms_messages()}
         self.seed("/rest/pay/withdrawInfo", [(u, {"smscode": codes[u.phone], **ACCOUNT}) for u in experts])
         return [(by_id[info["expert_id"]], info["pay_id"], signed[c]["raw"], signed[c]["signature"])
                 for info, c in zip(infos, charges)]
 
-    def seed(self, path, requests):
+    def seed(self, path, requests, connections=8):
         lines = [(path, json_headers(**u.headers), json.dumps(body, ensure_ascii=False)) for u, body in requests]
-        answers = Load("seed", self.server, lines, 8, "POST", once=True, keep_answers=True).run(
+        answers = Load("seed", self.server, lines, connections, "POST", once=True, keep_answers=True).run(
             self.bench.work, self.bench.args.write_cap, self.bench.args.threads)["answers"]
         failed = [a for a in answers if a.get("code") != 900]
         if failed or len(answers) != len(lines):
@@ -328,12 +331,16 @@ def json_headers(**headers):
     return {"Content-Type": "application/json", **headers}
 
 
-def write_loads(server, pool, connections, refunds=True):
-    """The write routes over one round's pool, in order: apply each pay, refund a little of it, withdraw some of the credit.
+def passwd_load(server, connections, seconds):
+    """A first pay password for a new user each request (one bcrypt hash at the server's cost); enough
+    users that none comes round again, even while most requests are shed at once (906)."""
+    body = json.dumps({"passwd": PASSWD})
+    fresh = [("/rest/pay/passwd", json_headers(**server.user().headers), body) for _ in range(1000 * seconds)]
+    return Load("passwd", server, fresh, connections, "POST")
 
-    Withdraw at half the connections, two per worker: a worker sheds (906) a third request waiting
-    for bcrypt (wrk.lua sends a shed one again after the others).
-    """
+
+def write_loads(server, pool, connections, refunds=True):
+    """The write routes over one round's pool, in order: apply each pay, refund a little of it, withdraw some of the credit."""
     loads = [Load("webhook_applied", server, [("/rest/pay/webhook", json_headers(**{"X-Pingplusplus-Signature": sig}), raw)
                                               for _, _, raw, sig in pool], connections, "POST", once=True)]
     if refunds:
@@ -342,7 +349,7 @@ def write_loads(server, pool, connections, refunds=True):
                                               body) for _, pay_id, _, _ in pool], connections, "POST", once=True))
     body = json.dumps({"passwd": PASSWD, "amount": WITHDRAW})
     loads.append(Load("withdraw", server, [("/rest/pay/withdraw", json_headers(**u.headers), body) for u, _, _, _ in pool],
-                      max(2, connections // 2), "POST", once=True))
+                      BCRYPT_CONNECTIONS, "POST", once=True))
     return loads
 
 
@@ -468,37 +475,12 @@ class DatabaseBench:
         self.sandbox = Sandbox(public_key_path=str(self.work / "pingpp_public.pem")).start()
         self.stack.callback(self.sandbox.stop)
         self.result.setdefault("database_detail", "SQLite file (WAL) in a temp dir")
-        url = self.database("payapi_bench")
+        self.url = self.database("payapi_bench")
         log(f"{self.kind}: payapi (BCRYPT_ROUNDS=12) and payapi for the write routes (BCRYPT_ROUNDS=4)")
-        reads = self.server("reads", url, migrate=True, BCRYPT_ROUNDS="12")
-        writes = self.server("writes", url, BCRYPT_ROUNDS="4")
+        reads = self.server("reads", self.url, migrate=True, BCRYPT_ROUNDS="12")
+        writes = self.server("writes", self.url, BCRYPT_ROUNDS="4")
         self.servers = {"reads": reads, "writes": writes}
-
-        # The reader: a payer with a paid pay, and an expert with earnings, a pay password and an account.
-        reader = expert(reads, self.sandbox, self.sandbox.private_key, 88_800)
-        info = expect(reads.internal_pay(userID=reader.id), "POST /internal/pays")["info"]
-        raw, signature = self.sandbox.signed_event("charge.succeeded", self.sandbox.mark_paid(info["charge"]["id"]))
-        webhook = json_headers(**{"X-Pingplusplus-Signature": signature})
-        applied = reads.post("/rest/pay/webhook", raw=raw, headers=webhook)
-        self.result["checks"] = self.check(reads, reader, info["pay_id"], applied, raw, webhook)
-        log(f"{self.kind}: {args.rounds} alternating round(s) after a warm-up round; each round seeds its writes")
-        user = {**reader.headers}
-        c = args.connections
-        loads = {
-            "bare": Load("bare", self.bare, [(f"/rest/pay/{info['pay_id']}", user, None)], c),
-            "pay": Load("pay", reads, [(f"/rest/pay/{info['pay_id']}", user, None)], c),
-            "checkInfo": Load("checkInfo", reads, [("/rest/pay/checkInfo", user, None)], c),
-            "balance": Load("balance", reads, [("/rest/pay/balance", user, None)], c),
-            "webhook": Load("webhook", reads, [("/rest/pay/webhook", webhook, raw)], c, "POST"),
-        }
-
-        def passwd(connections, seconds):
-            # A first pay password for a new user each request (one bcrypt hash at cost 12); enough
-            # users that none comes round again, even while most requests are shed at once (906).
-            body = json.dumps({"passwd": PASSWD})
-            fresh = [("/rest/pay/passwd", json_headers(**reads.user().headers), body) for _ in range(1000 * seconds)]
-            return Load("passwd", reads, fresh, connections, "POST")
-
+        loads = self.read_loads(reads)
         seeders = [Seeder(self, "after", writes)]
         if self.before:
             sha, tree = self.before
@@ -507,24 +489,9 @@ class DatabaseBench:
             self.servers["before"] = old
             seeders.append(Seeder(self, "before", old))
 
+        log(f"{self.kind}: {args.rounds} alternating round(s) after a warm-up round; each round seeds its writes")
         for rnd in range(args.rounds + 1):  # round 0 warms every server up and is not recorded
-            for name in ("bare", *READS):
-                self.run(loads[name], rnd)
-            tail = LogTail(reads, "/rest/pay/passwd")
-            r = self.run(passwd(args.passwd_connections, args.seconds), rnd)
-            # Starvation: the same read while a second wrk saturates the bcrypt route.
-            seconds = args.seconds if rnd else 1
-            load = passwd(args.load_connections, seconds + 2).start(self.work, seconds + 2, args.threads)
-            time.sleep(1.0)
-            try:
-                starved = self.run(loads["pay"], rnd, label="pay_under_bcrypt")
-            finally:
-                lr = load.finish()
-            lr.update(endpoint="passwd_load", round=rnd)
-            if rnd:
-                self.result["runs"].append(lr)
-            starved["drain_s"] = tail.wait_for(r["sent"] + lr["sent"])
-            wait_idle(reads)
+            self.read_round(reads, loads, rnd)
             for seeder in seeders:
                 pool = seeder.pool(args.writes if rnd else 2 * args.write_connections, rnd)
                 wait_idle(seeder.server)
@@ -532,22 +499,60 @@ class DatabaseBench:
                     self.run(load, rnd, label=f"{load.name}@{seeder.version}")
                 wait_idle(seeder.server)
 
-        self.result["rss_mb"] = {name: [round(rss_mb(p) or 0, 1) for p in children(s.proc.pid)]
-                                 for name, s in self.servers.items()}
+        self.result["rss_mb"] = {name: [round(rss_mb(p) or 0, 1) for p in children(server.proc.pid)]
+                                 for name, server in self.servers.items()}
         log(f"{self.kind}: notification dispatcher, {args.dispatch_seconds} s")
         self.result["dispatch"] = dispatch(writes, self.work, args.dispatch_seconds)
         log(f"{self.kind}: slow clients")
         self.result["slow_clients"] = {"payapi": slow_clients(reads, loads["pay"], self.work, args)}
         if args.gthread and self.kind == args.dbs[0]:
             log(f"{self.kind}: slow clients against gunicorn's stock gthread worker")
-            stock = self.server("gthread", url, BCRYPT_ROUNDS="12", GUNICORN_WORKER_CLASS="gthread")
-            read = Load("pay", stock, loads["pay"].requests, c)
+            stock = self.server("gthread", self.url, BCRYPT_ROUNDS="12", GUNICORN_WORKER_CLASS="gthread")
+            read = Load("pay", stock, loads["pay"].requests, args.connections)
             self.result["slow_clients"]["payapi, stock gthread"] = slow_clients(stock, read, self.work, args, 15)
             stock.stop()
         for name, server in self.servers.items():
             self.result[f"log_{name}"] = analyse_log(server.log_path)
         summarise(self.result)
         return self.result
+
+    def read_loads(self, reads):
+        """The reader (a payer with a paid pay, and an expert with earnings, a pay password and an
+        account), checked once, and the reads as wrk sends them."""
+        reader = expert(reads, self.sandbox, self.sandbox.private_key, 88_800)
+        info = expect(reads.internal_pay(userID=reader.id), "POST /internal/pays")["info"]
+        raw, signature = self.sandbox.signed_event("charge.succeeded", self.sandbox.mark_paid(info["charge"]["id"]))
+        webhook = json_headers(**{"X-Pingplusplus-Signature": signature})
+        applied = reads.post("/rest/pay/webhook", raw=raw, headers=webhook)
+        self.result["checks"] = self.check(reads, reader, info["pay_id"], applied, raw, webhook)
+        pay, c = f"/rest/pay/{info['pay_id']}", self.args.connections
+        return {
+            "bare": Load("bare", self.bare, [(pay, reader.headers, None)], c),
+            "pay": Load("pay", reads, [(pay, reader.headers, None)], c),
+            "checkInfo": Load("checkInfo", reads, [("/rest/pay/checkInfo", reader.headers, None)], c),
+            "balance": Load("balance", reads, [("/rest/pay/balance", reader.headers, None)], c),
+            "webhook": Load("webhook", reads, [("/rest/pay/webhook", webhook, raw)], c, "POST"),
+        }
+
+    def read_round(self, reads, loads, rnd):
+        """The reads, the bcrypt route, and the pay read while the bcrypt route is saturated."""
+        args = self.args
+        for name in ("bare", *READS):
+            self.run(loads[name], rnd)
+        tail = LogTail(reads, "/rest/pay/passwd")
+        alone = self.run(passwd_load(reads, args.passwd_connections, args.seconds), rnd)
+        seconds = args.seconds if rnd else 1
+        load = passwd_load(reads, args.load_connections, seconds + 2).start(self.work, seconds + 2, args.threads)
+        time.sleep(1.0)
+        try:
+            starved = self.run(loads["pay"], rnd, label="pay_under_bcrypt")
+        finally:
+            loaded = load.finish()
+        loaded.update(endpoint="passwd_load", round=rnd)
+        if rnd:
+            self.result["runs"].append(loaded)
+        starved["drain_s"] = tail.wait_for(alone["sent"] + loaded["sent"])  # bcrypt requests still queued
+        wait_idle(reads)
 
     def check(self, reads, reader, pay_id, applied, raw, webhook):
         """One request per read before the load: what a right answer looks like."""
@@ -628,7 +633,7 @@ def report(results, meta, bare_slow):
              f"- command: `{meta['command']}`{' (quick: noisy smoke figures, not for comparison)' if meta['quick'] else ''}",
              f"- gunicorn -c gunicorn.conf.py, {WORKERS} workers, worker class {meta['worker_class']}, "
              f"{WORKER_CONNECTIONS} connections per worker; wrk -t{meta['threads']}, reads -c{meta['connections']} for "
-             f"{meta['seconds']} s, writes -c{meta['write_connections']} × {meta['writes']} requests each; "
+             f"{meta['seconds']} s, writes -c{meta['write_connections']} (withdraw -c{BCRYPT_CONNECTIONS}) × {meta['writes']} requests each; "
              f"{meta['rounds']} alternating round(s), medians", ""]
     for res in results:
         if "error" in res:

@@ -119,6 +119,8 @@ def test_answer_sends_the_stored_json_as_it_is(benchmark, database, user, pay_id
 # --- the connection --------------------------------------------------------------------------------
 
 def test_connection_opened_every_request(benchmark, database, db_backend):
+    """SQLite: the file opened and its pragmas set; MariaDB: TCP, authentication, and TLS, which the
+    tests' server offers (PyMySQL's default ssl-mode PREFERRED takes it)."""
     benchmark.group = f"connection ({db_backend})"
 
     def reconnect():
