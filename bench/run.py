@@ -4,23 +4,24 @@
     python bench/run.py [--db sqlite,mariadb] [--seconds 4] [--rounds 3] [--writes 300] [--before 2bccfbe^]
     python bench/run.py --quick          # smoke run: 2 s, 1 round, 60 writes
 
-Servers are the test suite's (tests/live_server.py: `gunicorn -c gunicorn.conf.py` in production
-mode, 4 workers, gunicorn's own 1000 connections per worker as the Procfile runs it), on a
-SQLite file or a MariaDB server started with pytest-mysql's executor (tests/mariadb.py), with the
-Ping++ sandbox (payapi.sandbox) as Ping++. Per database:
+The servers are the test suite's (tests/live_server.py: `gunicorn -c gunicorn.conf.py` in
+production mode, 4 workers, gunicorn's own 1000 connections per worker as the Procfile runs it),
+on a SQLite file or a MariaDB server started with pytest-mysql's executor (tests/mariadb.py), with
+the Ping++ sandbox (payapi.sandbox) as Ping++. Per database:
 
 - `reads`: payapi as in production (BCRYPT_ROUNDS=12): the reads, the bcrypt route, starvation,
   slow clients, RSS;
-- `writes`: payapi on the same database with BCRYPT_ROUNDS=4: webhook (applied), refund and
-  withdraw, each request using up its own seeded pay or expert;
+- `writes`: payapi on the same database with BCRYPT_ROUNDS=4: create pay, webhook (applied),
+  refund and withdraw, each request using up its own pay or expert; then the notification
+  dispatcher on the outbox they filled;
 - `before`: the version before the double-entry books (--before, extracted with `git archive`,
-  its own database) under the same write workload;
+  its own database): the same writes (no refunds there) and the pay read;
 
 and, once, the bare falcon app of bench/bare_app.py under the same gunicorn.conf.py. Everything
 is seeded through the HTTP API. wrk (bench/wrk.lua, which reports JSON) drives them in
-alternating rounds; medians are reported. Results: a markdown table per database on stdout and
-JSON in bench/results/<timestamp>.json. Everything listens on 127.0.0.1 only; every process
-started here is stopped at the end, also on Ctrl-C or an error.
+alternating rounds after a warm-up round; medians are reported. Results: a markdown table per
+database on stdout and JSON in bench/results/<timestamp>.json. Everything listens on 127.0.0.1
+only; every process started here is stopped at the end, also on Ctrl-C or an error.
 """
 
 import argparse
@@ -480,7 +481,6 @@ class DatabaseBench:
         reads = self.server("reads", self.url, migrate=True, BCRYPT_ROUNDS="12")
         writes = self.server("writes", self.url, BCRYPT_ROUNDS="4")
         self.servers = {"reads": reads, "writes": writes}
-        loads = self.read_loads(reads)
         seeders = [Seeder(self, "after", writes)]
         if self.before:
             sha, tree = self.before
@@ -488,6 +488,7 @@ class DatabaseBench:
             old = self.server("before", self.database("payapi_before"), root=tree, migrate=True, BCRYPT_ROUNDS="4")
             self.servers["before"] = old
             seeders.append(Seeder(self, "before", old))
+        loads = self.read_loads(reads, self.servers.get("before"))
 
         log(f"{self.kind}: {args.rounds} alternating round(s) after a warm-up round; each round seeds its writes")
         for rnd in range(args.rounds + 1):  # round 0 warms every server up and is not recorded
@@ -516,29 +517,38 @@ class DatabaseBench:
         summarise(self.result)
         return self.result
 
-    def read_loads(self, reads):
-        """The reader (a payer with a paid pay, and an expert with earnings, a pay password and an
-        account), checked once, and the reads as wrk sends them."""
-        reader = expert(reads, self.sandbox, self.sandbox.private_key, 88_800)
-        info = expect(reads.internal_pay(userID=reader.id), "POST /internal/pays")["info"]
+    def reader(self, server):
+        """A payer with a paid pay, and an expert with earnings, a pay password and an account:
+        -> (the user, the pay's id, its applied charge.succeeded, that event's headers, the answer)."""
+        reader = expert(server, self.sandbox, self.sandbox.private_key, 88_800)
+        info = expect(server.internal_pay(userID=reader.id), "POST /internal/pays")["info"]
         raw, signature = self.sandbox.signed_event("charge.succeeded", self.sandbox.mark_paid(info["charge"]["id"]))
         webhook = json_headers(**{"X-Pingplusplus-Signature": signature})
-        applied = reads.post("/rest/pay/webhook", raw=raw, headers=webhook)
-        self.result["checks"] = self.check(reads, reader, info["pay_id"], applied, raw, webhook)
-        pay, c = f"/rest/pay/{info['pay_id']}", self.args.connections
-        return {
+        return reader, info["pay_id"], raw, webhook, server.post("/rest/pay/webhook", raw=raw, headers=webhook)
+
+    def read_loads(self, reads, before=None):
+        """The reads as wrk sends them, each checked once first; the pay read on the version before too."""
+        reader, pay_id, raw, webhook, applied = self.reader(reads)
+        self.result["checks"] = self.check(reads, reader, pay_id, applied, raw, webhook)
+        pay, c = f"/rest/pay/{pay_id}", self.args.connections
+        loads = {
             "bare": Load("bare", self.bare, [(pay, reader.headers, None)], c),
             "pay": Load("pay", reads, [(pay, reader.headers, None)], c),
             "checkInfo": Load("checkInfo", reads, [("/rest/pay/checkInfo", reader.headers, None)], c),
             "balance": Load("balance", reads, [("/rest/pay/balance", reader.headers, None)], c),
             "webhook": Load("webhook", reads, [("/rest/pay/webhook", webhook, raw)], c, "POST"),
         }
+        if before is not None:
+            old_reader, old_pay_id, *_ = self.reader(before)
+            loads["pay@before"] = Load("pay@before", before, [(f"/rest/pay/{old_pay_id}", old_reader.headers, None)], c)
+        return loads
 
     def read_round(self, reads, loads, rnd):
         """The reads, the bcrypt route, and the pay read while the bcrypt route is saturated."""
         args = self.args
-        for name in ("bare", *READS):
-            self.run(loads[name], rnd)
+        for name in ("bare", "pay", "pay@before", *READS[1:]):
+            if name in loads:
+                self.run(loads[name], rnd)
         tail = LogTail(reads, "/rest/pay/passwd")
         alone = self.run(passwd_load(reads, args.passwd_connections, args.seconds), rnd)
         seconds = args.seconds if rnd else 1
@@ -592,7 +602,7 @@ def summarise(result):
         }
     bare = summary.get("bare", {}).get("rps")
     for k, s in summary.items():  # the ceiling for cheap requests only (bcrypt and writes are bounded elsewhere)
-        s["x_bare"] = s["rps"] / bare if bare and s["rps"] and k in ("bare", *READS, "pay_under_bcrypt") else None
+        s["x_bare"] = s["rps"] / bare if bare and s["rps"] and k in ("bare", *READS, "pay_under_bcrypt", "pay@before") else None
     result["summary"] = summary
     idle, loaded = summary.get("pay", {}).get("p99_ms"), summary.get("pay_under_bcrypt", {}).get("p99_ms")
     result["starvation_ratio"] = loaded / idle if idle and loaded else None
@@ -673,9 +683,9 @@ def report(results, meta, bare_slow):
                       "gunicorn.conf.py, i.e. gunicorn's stock gthread worker unless GUNICORN_WORKER_CLASS says otherwise; "
                       "after = this checkout; each on its own database, the same seeds and requests, alternating:", "",
                       "| route | before 2xx/s | after 2xx/s | after ÷ before | before p99 ms | after p99 ms |", "|---|---|---|---|---|---|"]
-            for k in ("create_pay", "webhook_applied", "withdraw"):
-                b, a = s.get(f"{k}@before", {}), s.get(f"{k}@after", {})
-                lines.append(f"| {NAMES[k + '@after']} | {fmt(b.get('ok_rps'), 0)} | {fmt(a.get('ok_rps'), 0)} | "
+            for k in ("pay", "create_pay", "webhook_applied", "withdraw"):
+                b, a = s.get(f"{k}@before", {}), s.get(f"{k}@after", s.get(k, {}))
+                lines.append(f"| {NAMES.get(k + '@after', NAMES.get(k))} | {fmt(b.get('ok_rps'), 0)} | {fmt(a.get('ok_rps'), 0)} | "
                              f"{fmt(a['ok_rps'] / b['ok_rps'] if a.get('ok_rps') and b.get('ok_rps') else None)} | "
                              f"{fmt(b.get('p99_ms'))} | {fmt(a.get('p99_ms'))} |")
         d = res.get("dispatch") or {}
