@@ -780,7 +780,13 @@ def main(argv=None):
     try:
         with contextlib.ExitStack() as stack:
             stack.callback(cleanup)
-            before = before_tree(args.before, tmp) if args.before else None
+            before = None
+            if args.before:
+                try:
+                    before = before_tree(args.before, tmp)
+                except (subprocess.CalledProcessError, OSError, tarfile.TarError) as exc:  # e.g. a shallow clone
+                    log(f"cannot take {args.before} ({exc}); going on without the comparison")
+                    meta["before_error"] = f"{args.before}: {exc}"
             meta["before"] = before[0] if before else None
             (Path(tmp) / "bare").mkdir()
             bare = LiveServer(Path(tmp) / "bare", workers=WORKERS, worker_connections=WORKER_CONNECTIONS,
