@@ -1,151 +1,128 @@
 #!/usr/bin/env python
 """payapi's benchmark: the real gunicorn + payapi against bare falcon, on SQLite and MariaDB.
 
-    python bench/run.py [--seconds 6] [--rounds 3] [--db sqlite,mariadb] [--connections 32]
-    python bench/run.py --quick          # smoke run: 2 s, 1 round
+    python bench/run.py [--db sqlite,mariadb] [--seconds 4] [--rounds 3] [--writes 300] [--before 2bccfbe^]
+    python bench/run.py --quick          # smoke run: 2 s, 1 round, 60 writes
 
-For each database: a fresh database (SQLite file in a temp dir; MariaDB: a private mariadbd in a
-temp datadir on a free 127.0.0.1 port), `python -m payapi migrate`, seed rows, then
-`gunicorn -c gunicorn.conf.py` (WEB_CONCURRENCY=4, BCRYPT_ROUNDS=12, default INFO logging with
-stderr going to a file, as in production) and, under the same gunicorn.conf.py, the bare falcon
-app of bench/bare_app.py. wrk drives both in alternating rounds; medians are reported, with the
-starvation check (read p99 while bcrypt routes are saturated / idle read p99) and the RSS of the
-payapi workers after the load. Results: a markdown table per database on stdout and JSON in
-bench/results/<timestamp>.json.
+The servers are the test suite's (tests/live_server.py: `gunicorn -c gunicorn.conf.py` in
+production mode, 4 workers, gunicorn's own 1000 connections per worker as the Procfile runs it),
+on a SQLite file or a MariaDB server started with pytest-mysql's executor (tests/mariadb.py), with
+the Ping++ sandbox (payapi.sandbox) as Ping++. Per database:
 
-Everything listens on 127.0.0.1 only; every process started here is stopped at the end, also on
-Ctrl-C or an error.
+- `reads`: payapi as in production (BCRYPT_ROUNDS=12): the reads, the bcrypt route, starvation,
+  slow clients, RSS;
+- `writes`: payapi on the same database with BCRYPT_ROUNDS=4: create pay, webhook (applied),
+  refund and withdraw, each request using up its own pay or expert; then the notification
+  dispatcher on the outbox they filled;
+- `before`: the version before the double-entry books (--before, extracted with `git archive`,
+  its own database): the same writes (no refunds there) and the pay read;
+
+and, once, the bare falcon app of bench/bare_app.py under the same gunicorn.conf.py. Everything
+is seeded through the HTTP API. wrk (bench/wrk.lua, which reports JSON) drives them in
+alternating rounds after a warm-up round; medians are reported. Results: a markdown table per
+database on stdout and JSON in bench/results/<timestamp>.json. Everything listens on 127.0.0.1
+only; every process started here is stopped at the end, also on Ctrl-C or an error.
 """
 
 import argparse
 import base64
+import contextlib
 import datetime
-import hashlib
+import io
+import itertools
 import json
 import os
-import re
-import secrets
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import traceback
-import urllib.error
-import urllib.request
+from collections import Counter
+from pathlib import Path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "bench")
-sys.path.insert(0, ROOT)
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(ROOT))
+
+from payapi.sandbox import Sandbox  # noqa: E402
+from tests import mariadb  # noqa: E402
+from tests.conftest import SERVICE_KEY, pay_request  # noqa: E402
+from tests.experts import ACCOUNT, PASSWD  # noqa: E402
+from tests.live_server import LiveServer, Trickler, expert, free_port  # noqa: E402
+from tests.receiver import Receiver  # noqa: E402
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
-MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
-MARIADB_INSTALL_DB = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
-GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-
-WEB_CONCURRENCY = "4"
-BCRYPT_ROUNDS = "12"
-# Users whose pay password the bcrypt load changes: a fresh set for every wrk run (see passwd.lua),
-# so requests a previous run left queued in the server never race a new run on the same user.
-PASSWD_USERS_PER_RUN = 32
-MARIADB_DB = "payapi_bench"
-APP_HEADERS = {"client": "1.2.3.4", "platform": "android", "channel": "TencentAPP"}
-# The pay password as the app sends it: its own hash of what the user typed ("加密后").
-PASSWD = hashlib.md5(b"payapi-bench-123456").hexdigest()
-
-_started = []  # every Popen started here, stopped in cleanup()
+WORKERS = 4
+# gunicorn's default, as the Procfile runs it (LiveServer's default of one per thread would leave
+# wrk's kept-alive connections beyond 16 waiting in the backlog for the whole run).
+WORKER_CONNECTIONS = 1000
+SERVER_ENV = {
+    "LOG_LEVEL": "INFO",  # one JSON line per request, as in production
+    # Every password request is another user's anyway (the per-user turn never refuses), and the
+    # per-user rate must not thin the bcrypt load out either.
+    "PASSWORD_RATE_BURST": "1000000",
+    "PLATFORM_FEE_BPS": "1000",  # a fee on every credit, so a paid charge books its fee posting too
+}
+MARIADB_PARAMS = "--user=root --skip-log-bin --skip-name-resolve --max-connections=500"  # else server defaults
+# Requests to a bcrypt route in flight at once when each must be served: a worker sheds (906) a
+# third one waiting for bcrypt, and two connections can never be three in one worker.
+BCRYPT_CONNECTIONS = 2
+TRICKLERS = 64
+WITHDRAW, REFUND = 1000, 100  # fen per request: each seeded pay credits its expert 11,121 (12,356 less 10 %)
+NOTIFY_SECRET = "whsec_" + base64.b64encode(b"payapi-bench-notify-secret-32by").decode()
+READS = ("pay", "checkInfo", "balance", "webhook")
+RUNNING = []  # wrk and dispatcher processes, stopped in cleanup()
 
 
 def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-# --- processes ----------------------------------------------------------------------------------
-
-def start(cmd, **kwargs):
-    # Own session: a Ctrl-C in the terminal reaches only this script, which then stops them in order.
-    proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
-    _started.append(proc)
-    return proc
-
-
-def stop(proc, grace=30.0):
-    """SIGTERM, wait, then SIGKILL the process group this script created for it."""
+def stop_process(proc, grace=10.0):
+    """SIGTERM, then SIGKILL to the process group it was started in (start_new_session: only ours)."""
     if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
         try:
-            proc.send_signal(signal.SIGTERM)
             proc.wait(grace)
         except subprocess.TimeoutExpired:
-            pass
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own group (start_new_session): only what we started
-        except ProcessLookupError:
-            pass
-        proc.wait(10)
-    else:
-        # A gunicorn master that exited may leave a worker behind for a moment; the group is ours.
-        try:
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    if proc in _started:
-        _started.remove(proc)
+            proc.wait(10)
+    if proc in RUNNING:
+        RUNNING.remove(proc)
 
 
-def cleanup():
-    for proc in reversed(list(_started)):
-        try:
-            stop(proc, grace=10.0)
-        except Exception as exc:  # keep stopping the others
-            log(f"could not stop pid {proc.pid}: {exc}")
+def expect(answer, what):
+    if answer.status != 200 or answer.code != 900:
+        raise RuntimeError(f"seeding {what}: {answer!r}")
+    return answer.body
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
-def tail(path, lines=30):
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, os.path.getsize(path) - 8000))
-            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
+# --- processes seen from /proc -----------------------------------------------------------------
 
 def children(pid):
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             return [int(p) for p in f.read().split()]
     except OSError:
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                            found.append(int(entry))
-                except (OSError, IndexError, ValueError):
-                    pass
-        return found
+        return []
 
 
-def rss_kb(pid):
+def rss_mb(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
 
 
 def cpu_ticks(pids):
@@ -160,585 +137,450 @@ def cpu_ticks(pids):
     return total
 
 
-class PasswdLog:
-    """Counts payapi's request-log lines for POST /rest/pay/passwd as the log file grows."""
-
-    def __init__(self, path):
-        self.path, self.offset, self.count, self.rest = path, 0, 0, b""
-
-    def poll(self):
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except OSError:
-            return self.count
-        self.offset += len(data)
-        lines = (self.rest + data).split(b"\n")
-        self.rest = lines.pop()
-        self.count += sum(1 for line in lines if b'"payapi.request"' in line and b'"route": "/rest/pay/passwd"' in line)
-        return self.count
-
-    def wait_for(self, expected, limit=60.0, stall=15.0):
-        """Wait until the server answered every bcrypt request sent so far (or gave up on them)."""
-        start = time.monotonic()
-        last, changed = self.poll(), start
-        while self.count < expected:
-            now = time.monotonic()
-            if now - start > limit or now - changed > stall:
-                log(f"server answered {self.count} of {expected} passwd requests after {now - start:.0f} s; going on")
-                return False
-            time.sleep(0.2)
-            if self.poll() != last:
-                last, changed = self.count, time.monotonic()
-        return True
-
-
-def wait_idle(master_pid, limit=20.0):
-    """Wait until gunicorn's workers stop burning CPU (bcrypt work queued by a finished wrk run)."""
-    deadline = time.monotonic() + limit
-    tick = os.sysconf("SC_CLK_TCK")
-    pids = [master_pid] + children(master_pid)
-    before = cpu_ticks(pids)
+def wait_idle(server, limit=20.0):
+    """Until the server's processes use < 10 % of a core (bcrypt work a finished run left queued)."""
+    pids = [server.proc.pid, *children(server.proc.pid)]
+    before, deadline = cpu_ticks(pids), time.monotonic() + limit
     while time.monotonic() < deadline:
         time.sleep(0.5)
         now = cpu_ticks(pids)
-        if now - before <= 0.05 * tick:  # < 10 % of one core over the last half second
+        if now - before <= 0.05 * os.sysconf("SC_CLK_TCK"):
             return
         before = now
     log("server still busy after the settle time; going on")
 
 
-# --- HTTP ---------------------------------------------------------------------------------------
+class LogTail:
+    """Counts the server's request lines for one route as its log grows (answers of queued requests)."""
 
-def http(method, url, body=None, headers=None, timeout=30):
-    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if data is not None and "Content-Type" not in (headers or {}):
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode("utf-8", "replace")
+    def __init__(self, server, route):
+        self.path, self.needle = server.log_path, f'"route": "{route}"'.encode()
+        self.offset, self.count, self.rest = os.path.getsize(self.path), 0, b""
+
+    def wait_for(self, expected, limit=60.0, stall=15.0):
+        started = changed = time.monotonic()
+        while self.count < expected:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+            self.offset += len(data)
+            *lines, self.rest = (self.rest + data).split(b"\n")
+            counted = sum(1 for line in lines if b'"payapi.request"' in line and self.needle in line)
+            self.count += counted
+            now = time.monotonic()
+            changed = now if counted else changed
+            if now - started > limit or now - changed > stall:
+                log(f"server answered {self.count} of {expected} requests after {now - started:.0f} s; going on")
+                return round(now - started, 2)
+            time.sleep(0.1)
+        return round(time.monotonic() - started, 2)
 
 
-def wait_http(url, proc, log_path, headers=None, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering; log tail:\n{tail(log_path)}")
+# --- wrk ---------------------------------------------------------------------------------------
+
+class Load:
+    """Requests for wrk: (path, headers, body) each; bench/wrk.lua sends them and reports JSON.
+
+    once: every request once (write routes; one shed with 429 is sent again after the others),
+    wrk ended as soon as all are answered, and the rate taken from the first request sent to the
+    last answer; otherwise for `seconds`.
+    """
+
+    def __init__(self, name, server, requests, connections, method="GET", once=False, keep_answers=False):
+        self.name, self.server, self.requests = name, server, requests
+        self.connections, self.method, self.once, self.keep_answers = connections, method, once, keep_answers
+
+    def start(self, work, seconds, threads):
+        run_dir = Path(tempfile.mkdtemp(dir=work, prefix=f"wrk-{self.name}-"))
+        with open(run_dir / "requests", "wb") as f:
+            for path, headers, body in self.requests:
+                fields = [path, *(f"{k}: {v}" for k, v in headers.items())]
+                body = body if isinstance(body, bytes) else (body or "").encode()
+                line = "\t".join(fields).encode() + b"\t" + body
+                assert b"\n" not in line and line.count(b"\t") == len(fields), line[:200]
+                f.write(line + b"\n")
+        (run_dir / "done").mkdir()
+        (run_dir / "answers").mkdir()
+        threads = min(threads, len(self.requests)) if self.once else threads
+        env = dict(os.environ, BENCH_REQUESTS=str(run_dir / "requests"), BENCH_METHOD=self.method,
+                   BENCH_THREADS=str(threads), BENCH_ONCE="1" if self.once else "0",
+                   BENCH_DONE_DIR=str(run_dir / "done"), BENCH_RESULT=str(run_dir / "result.json"),
+                   BENCH_ANSWERS=str(run_dir / "answers") if self.keep_answers else "")
+        cmd = [WRK, f"-t{threads}", f"-c{max(self.connections, threads)}", f"-d{seconds}s", "--timeout", "10s",
+               "-s", str(BENCH / "wrk.lua"), self.server.url]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, text=True)
+        RUNNING.append(proc)
+        return Running(self, proc, run_dir, threads, seconds)
+
+    def run(self, work, seconds, threads):
+        return self.start(work, seconds, threads).finish()
+
+
+class Running:
+    def __init__(self, load, proc, run_dir, threads, seconds):
+        self.load, self.proc, self.run_dir, self.threads, self.seconds = load, proc, run_dir, threads, seconds
+
+    def finish(self):
         try:
-            status, _ = http("GET", url, headers=headers, timeout=2)
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s; log tail:\n{tail(log_path)}")
+            if self.load.once:  # ended early once every thread has its answers
+                while self.proc.poll() is None and len(os.listdir(self.run_dir / "done")) < self.threads:
+                    time.sleep(0.02)
+                if self.proc.poll() is None:
+                    self.proc.send_signal(signal.SIGINT)  # wrk then reports as at the end of -d
+            out, _ = self.proc.communicate(timeout=self.seconds + 60)
+        finally:
+            stop_process(self.proc, grace=2.0)
+        try:
+            with open(self.run_dir / "result.json") as f:
+                raw = json.load(f)
+        except (OSError, ValueError):
+            raise RuntimeError(f"wrk gave no result ({self.proc.returncode}) for {self.load.name}:\n{out}") from None
+        threads, latency, errors = raw["threads"], raw["latency_ms"], raw["errors"]
+        result = {
+            "endpoint": self.load.name, "connections": self.load.connections, "requests": raw["requests"],
+            "non_2xx": errors.get("status", 0),
+            "socket_errors": sum(errors.get(k, 0) for k in ("connect", "read", "write", "timeout")),
+            "mean_ms": latency.get("mean"), "p50_ms": latency.get("p50"), "p90_ms": latency.get("p90"),
+            "p99_ms": latency.get("p99"), "max_ms": latency.get("max"), "duration_s": raw["duration_s"],
+            "sent": sum(t.get("sent", 0) for t in threads), "lines": raw["lines"],
+            "shed_and_sent_again": sum(t.get("shed", 0) for t in threads),
+        }
+        if self.load.once:
+            ends = [t.get("t1") for t in threads]
+            result["complete"] = all(ends)
+            if all(ends):
+                span = max(ends) - min(t["t0"] for t in threads)
+                result["duration_s"] = span
+        result["rps"] = result["requests"] / result["duration_s"] if result["duration_s"] else 0.0
+        result["ok_rps"] = result["rps"] * (1 - result["non_2xx"] / result["requests"]) if result["requests"] else 0.0
+        if self.load.keep_answers:
+            result["answers"] = [json.loads(line) for name in os.listdir(self.run_dir / "answers")
+                                 for line in open(self.run_dir / "answers" / name, encoding="utf-8") if line.strip()]
+        if result["rps"] and result["mean_ms"] is not None and not self.load.once:
+            # wrk's latency covers answered requests only. Little's law gives the mean over all the
+            # connection-time (connections / rps); well above wrk's mean, some connections spent the
+            # run waiting for answers that never came, which p99 hides.
+            implied = self.load.connections / result["rps"] * 1000
+            result["unanswered_share"] = max(0.0, 1 - result["mean_ms"] / implied)
+        return result
 
 
-# --- gunicorn -----------------------------------------------------------------------------------
+# --- servers and seeds -------------------------------------------------------------------------
 
-def gunicorn_cmd(port, app=None):
-    # --bind on the command line overrides gunicorn.conf.py's 0.0.0.0 (command line wins over
-    # the config file); a positional APP_MODULE overrides its wsgi_app the same way.
-    cmd = [GUNICORN, "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
-    return cmd + ([app] if app else [])
+def before_tree(rev, tmp):
+    """The older version's files (no worktree: nothing in the repository changes)."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    archive = subprocess.run(["git", "archive", sha], cwd=ROOT, check=True, capture_output=True).stdout
+    tree = Path(tmp) / f"before-{sha}"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    return sha, tree
 
 
-def start_gunicorn(env_extra, log_path, app=None):
-    port = free_port()
-    env = dict(os.environ)
-    env.pop("LOG_LEVEL", None)  # payapi's default INFO: one JSON line per request, as in production
-    env.update(env_extra, PORT=str(port), WEB_CONCURRENCY=WEB_CONCURRENCY)
-    logf = open(log_path, "ab")
+class Seeder:
+    """Experts and pays made through one server's HTTP API, sent by wrk (the sandbox plays the payer).
+
+    Each pool: `size` experts, each with one new pay of 12,356 fen (its Ping++ charge created at the
+    sandbox and paid there, its signed charge.succeeded not yet sent), a pay password and a
+    withdraw account.
+    """
+
+    phones = itertools.count(13900000000)
+
+    def __init__(self, bench, version, server):
+        self.bench, self.version, self.server = bench, version, server
+
+    def user(self):
+        return self.server.user(phone=str(next(self.phones)))
+
+    def create_pays(self, experts, rnd):
+        """`POST /internal/pays` once per expert, as the order service: a measured run of its own."""
+        lines = [("/internal/pays", json_headers(**{"X-Service-Key": SERVICE_KEY}), json.dumps(pay_request(expert_id=u.id)))
+                 for u in experts]
+        load = Load("create_pay", self.server, lines, self.bench.args.write_connections, "POST", once=True,
+                    keep_answers=True)
+        created = self.bench.run(load, rnd, label=f"create_pay@{self.version}")
+        return [a["info"] for a in created.pop("answers") if a.get("code") == 900]
+
+    def pool(self, size, rnd):
+        experts = [self.user() for _ in range(size)]
+        infos = self.create_pays(experts, rnd)
+        sandbox = self.bench.sandbox
+        charges = [sandbox.mark_paid(info["charge"]["id"])["id"] for info in infos]
+        signed = {r["object_id"]: r for r in sandbox.events if r["type"] == "charge.succeeded"}
+        by_id = {u.id: u for u in experts}
+        self.seed("/rest/pay/passwd", [(u, {"passwd": PASSWD}) for u in experts], BCRYPT_CONNECTIONS)
+        self.seed("/rest/pay/smscode", [(u, {"purpose": "withdrawInfo"}) for u in experts])
+        codes = {m["phone"]: m["code"] for m in self.server.sms_messages()}
+        self.seed("/rest/pay/withdrawInfo", [(u, {"smscode": codes[u.phone], **ACCOUNT}) for u in experts])
+        return [(by_id[info["expert_id"]], info["pay_id"], signed[c]["raw"], signed[c]["signature"])
+                for info, c in zip(infos, charges)]
+
+    def seed(self, path, requests, connections=8):
+        lines = [(path, json_headers(**u.headers), json.dumps(body, ensure_ascii=False)) for u, body in requests]
+        answers = Load("seed", self.server, lines, connections, "POST", once=True, keep_answers=True).run(
+            self.bench.work, self.bench.args.write_cap, self.bench.args.threads)["answers"]
+        failed = [a for a in answers if a.get("code") != 900]
+        if failed or len(answers) != len(lines):
+            log(f"seeding {path} on {self.version}: {len(lines) - len(answers) + len(failed)} of {len(lines)} "
+                f"not done, e.g. {failed[:1]}")
+
+
+def json_headers(**headers):
+    return {"Content-Type": "application/json", **headers}
+
+
+def passwd_load(server, connections, seconds):
+    """A first pay password for a new user each request (one bcrypt hash at the server's cost); enough
+    users that none comes round again, even while most requests are shed at once (906)."""
+    body = json.dumps({"passwd": PASSWD})
+    fresh = [("/rest/pay/passwd", json_headers(**server.user().headers), body) for _ in range(1000 * seconds)]
+    return Load("passwd", server, fresh, connections, "POST")
+
+
+def write_loads(server, pool, connections, refunds=True):
+    """The write routes over one round's pool, in order: apply each pay, refund a little of it, withdraw some of the credit."""
+    loads = [Load("webhook_applied", server, [("/rest/pay/webhook", json_headers(**{"X-Pingplusplus-Signature": sig}), raw)
+                                              for _, _, raw, sig in pool], connections, "POST", once=True)]
+    if refunds:
+        body = json.dumps({"amount": REFUND, "description": "预约取消"}, ensure_ascii=False)
+        loads.append(Load("refund", server, [(f"/internal/pays/{pay_id}/refunds", json_headers(**{"X-Service-Key": SERVICE_KEY}),
+                                              body) for _, pay_id, _, _ in pool], connections, "POST", once=True))
+    body = json.dumps({"passwd": PASSWD, "amount": WITHDRAW})
+    loads.append(Load("withdraw", server, [("/rest/pay/withdraw", json_headers(**u.headers), body) for u, _, _, _ in pool],
+                      BCRYPT_CONNECTIONS, "POST", once=True))
+    return loads
+
+
+# --- scenarios ---------------------------------------------------------------------------------
+
+def slow_clients(server, read, work, args, give_up_after=None):
+    """Reads while 64 connections trickle (half their headers, half a 100 kB webhook body, a piece a second)."""
+    idle = read.run(work, args.slow_seconds, args.threads)
+    tricklers = [Trickler(server.port, "body" if i % 2 else "headers", give_up_after) for i in range(TRICKLERS)]
+    for t in tricklers:
+        t.start()
+    for t in tricklers:
+        t.opened.wait(10)
+    loaded = read.run(work, args.slow_seconds, args.threads)
+    for t in tricklers:
+        t.join((give_up_after or 30) + 10)
+
+    def outcome(t):
+        if t.answer:
+            return t.answer.split(b"\r\n", 1)[0].decode("latin-1")
+        return "closed without an answer" if t.answer == b"" else "still open when the trickler gave up"
+
+    lasted = sorted(t.lasted for t in tricklers if t.lasted is not None)
+    return {"idle": idle, "trickled": loaded, "outcomes": dict(Counter(outcome(t) for t in tricklers)),
+            "lasted_s": {"min": lasted[0], "median": statistics.median(lasted), "max": lasted[-1]} if lasted else None,
+            "p99_ratio": loaded["p99_ms"] / idle["p99_ms"] if loaded["requests"] and idle["p99_ms"] else None,
+            "gave_up_after_s": give_up_after}
+
+
+def dispatch(server, work, seconds):
+    """Messages/s the notification dispatcher delivers to a local receiver (tests/receiver.py, which verifies each)."""
+    receiver = Receiver(NOTIFY_SECRET)
+    env = dict(server.env, NOTIFY_URL=receiver.url, NOTIFY_SECRET=NOTIFY_SECRET)
+    with open(work / "dispatch.log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.dispatch", str(seconds)], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    RUNNING.append(proc)
     try:
-        proc = start(gunicorn_cmd(port, app), cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                     stdin=subprocess.DEVNULL)
+        first = last = None
+        count = at_first = 0
+        while proc.poll() is None:
+            time.sleep(0.02)
+            now, seen = time.monotonic(), len(receiver.received)
+            if seen and first is None:
+                first, count, at_first = now, seen, seen
+            if seen != count:
+                last, count = now, seen
+        proc.wait(30)
     finally:
-        logf.close()
-    return proc, port
-
-
-# --- MariaDB ------------------------------------------------------------------------------------
-
-class MariaDB:
-    """A private mariadbd in a temp datadir on a free 127.0.0.1 port."""
-
-    def __init__(self, base):
-        self.base = base
-        self.datadir = os.path.join(base, "data")
-        self.socket = os.path.join(base, "mariadb.sock")
-        self.log_path = os.path.join(base, "mariadb.err")
-        self.port = free_port()
-        self.proc = None
-        self.password = secrets.token_hex(12)
-
-    # Server defaults otherwise (innodb_flush_log_at_trx_commit=1, 128 MB buffer pool), as a
-    # production server would run; only the binlog is off (a single server, no replica).
-    PARAMS = ["--skip-log-bin", "--skip-name-resolve", "--max-connections=300"]
-
-    def start(self):
-        os.makedirs(self.datadir)
-        subprocess.run(
-            [MARIADB_INSTALL_DB, "--no-defaults", "--user=root", f"--datadir={self.datadir}",
-             "--auth-root-authentication-method=socket", "--skip-test-db"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=180,
-        )
-        self.proc = start(
-            [MARIADBD, "--no-defaults", "--user=root", f"--datadir={self.datadir}", f"--socket={self.socket}",
-             f"--port={self.port}", "--bind-address=127.0.0.1", f"--pid-file={os.path.join(self.base, 'mariadb.pid')}",
-             f"--log-error={self.log_path}", f"--tmpdir={self.base}", *self.PARAMS],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        )
-        import pymysql
-
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mariadbd exited with {self.proc.returncode}:\n{tail(self.log_path)}")
-            try:
-                root = pymysql.connect(unix_socket=self.socket, user="root", connect_timeout=2)
-                break
-            except pymysql.err.OperationalError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"mariadbd did not come up:\n{tail(self.log_path)}") from None
-                time.sleep(0.2)
-        with root.cursor() as cur:
-            cur.execute(f"CREATE DATABASE {MARIADB_DB} CHARACTER SET utf8mb4")
-            cur.execute("CREATE USER 'payapi'@'127.0.0.1' IDENTIFIED BY %s", (self.password,))
-            cur.execute(f"GRANT ALL ON {MARIADB_DB}.* TO 'payapi'@'127.0.0.1'")
-            cur.execute("SELECT VERSION()")
-            self.version = cur.fetchone()[0]
-        root.close()
-        return f"mysql://payapi:{self.password}@127.0.0.1:{self.port}/{MARIADB_DB}"
-
-    def stop(self):
-        if self.proc is not None:
-            stop(self.proc, grace=60.0)
-            self.proc = None
-
-
-# --- seeding ------------------------------------------------------------------------------------
-
-BENCH_APP_ID = "app_1Gqj58ynP0mHeX1q"
-
-
-def start_sandbox(tmp):
-    """The Ping++ sandbox (payapi.sandbox) in this process: its key signs the benchmark's webhook, and
-    whatever Ping++ call payapi makes goes to it, never to the real Ping++."""
-    from payapi.sandbox import Sandbox
-
-    return Sandbox(public_key_path=os.path.join(tmp, "pingpp_public.pem")).start()
-
-
-def charge_object(pay_id, amount, paid, created):
-    """A Ping++ alipay charge as Ping++ returns it (~1 KB of JSON once stored)."""
-    charge_id = "ch_" + secrets.token_hex(12)
-    order_info = (
-        'service="mobile.securitypay.pay"&partner="2088101568358171"&_input_charset="utf-8"'
-        f'&notify_url="https%3A%2F%2Fnotify.pingxx.com%2Fnotify%2Fcharges%2F{charge_id}"'
-        f'&out_trade_no="{pay_id}"&subject="支付预约订单_2016-06-23"&body="预约专家咨询 60 分钟"'
-        f'&total_fee="{amount / 100:.2f}"&payment_type="1"&seller_id="2088101568358171"&it_b_pay="2016-06-24 12:46:38"'
-        '&sign="' + base64.b64encode(os.urandom(96)).decode() + '"&sign_type="RSA"'
-    )
-    return {
-        "id": charge_id, "object": "charge", "created": created, "livemode": False, "paid": paid,
-        "refunded": False, "reversed": False, "app": BENCH_APP_ID, "channel": "alipay",
-        "order_no": pay_id, "client_ip": "1.2.3.4", "amount": amount, "amount_settle": amount,
-        "currency": "cny", "subject": "支付预约订单_2016-06-23", "body": "预约专家咨询 60 分钟", "extra": {},
-        "time_paid": created + 30 if paid else None, "time_expire": created + 86400, "time_settle": None,
-        "transaction_no": "2016062321001004" + secrets.token_hex(6) if paid else None,
-        "refunds": {"object": "list", "url": f"/v1/charges/{charge_id}/refunds", "has_more": False, "data": []},
-        "amount_refunded": 0, "failure_code": None, "failure_msg": None, "metadata": {},
-        "credential": {"object": "credential", "alipay": {"orderInfo": order_info}}, "description": None,
-    }
-
-
-def seed_rows(database_url, pool_size):
-    """Rows the HTTP API cannot make without Ping++: pays, a wallet with its ledger, pool users."""
-    from payapi.auth import Authenticator  # noqa: F401  (import check: same code as the server)
-    from payapi.db import bind, open_database
-    from payapi.ids import new_id
-    from payapi.models import LedgerEntry, Pay, Profile, Wallet
-    from payapi.security import hash_secret
-
-    database = bind(open_database(database_url))
-    database.connect(reuse_if_open=True)
-    now_s = int(time.time())
-    now = now_s * 1000
-    user, expert, other = new_id(), new_id(), new_id()
-    s = {"user": user, "expert": expert, "phone": "13800138000"}
-    try:
-        with database.atomic():
-            # The pay the user reads (pending; the benchmark's first webhook delivery pays it).
-            pay_id, o_id, money = new_id(), new_id(), 12356
-            charge = charge_object(pay_id, money, False, now_s)
-            Pay.create(
-                pay_id=pay_id, type="order", o_id=o_id, expert_id=expert, user_id=user, amount=money,
-                money=money, channel="alipay", subject="支付预约订单_2016-06-23", description="预约专家咨询 60 分钟",
-                charge=json.dumps(charge, ensure_ascii=False), charge_id=charge["id"], open_for=f"order:{o_id}",
-                time_expire=charge["time_expire"] * 1000, client_ip="1.2.3.4", platform="android",
-                store="TencentAPP", created_at=now, updated_at=now,
-            )
-            s.update(pay_id=pay_id, charge=charge, charge_json_bytes=len(json.dumps(charge, ensure_ascii=False).encode()))
-            # The user's earnings as an expert: a paid pay of someone else, its ledger entry, the wallet.
-            earned_pay, earned = new_id(), 88800
-            earned_charge = charge_object(earned_pay, earned, True, now_s - 86400)
-            Pay.create(
-                pay_id=earned_pay, type="note", note_id=new_id(), expert_id=user, user_id=other, amount=earned,
-                money=earned, channel="alipay", subject="小纸条", charge=json.dumps(earned_charge, ensure_ascii=False),
-                charge_id=earned_charge["id"], status="paid", client_status="success", credited=earned,
-                time_expire=earned_charge["time_expire"] * 1000, created_at=now - 86_400_000, updated_at=now,
-                paid_at=now,
-            )
-            LedgerEntry.create(user_id=user, amount=earned, kind="charge", reference=earned_pay,
-                               balance_after=earned, created_at=now)
-            Wallet.create(user_id=user, balance=earned, updated_at=now)
-            s["balance"] = earned
-            # Users the bcrypt load changes the pay password of (one hash, computed once).
-            hashed = hash_secret(PASSWD, int(BCRYPT_ROUNDS))
-            s["pool"] = [new_id() for _ in range(pool_size)]
-            for start in range(0, pool_size, 100):
-                Profile.insert_many(
-                    [{"user_id": u, "passwd_hash": hashed, "created_at": now, "updated_at": now}
-                     for u in s["pool"][start:start + 100]]
-                ).execute()
-    finally:
-        database.close()
-    return s
-
-
-def seed_http(base, seed, sandbox, auth_secret, sms_file):
-    """The rest through the real API: pay password, withdraw account (SMS code), first webhook delivery."""
-    from payapi.auth import Authenticator
-
-    auth = Authenticator((auth_secret,))
-    seed["token"] = auth.mint(seed["user"], phone=seed["phone"], ttl=6 * 3600)
-    seed["pool_tokens"] = [auth.mint(u, ttl=6 * 3600) for u in seed["pool"]]
-    headers = {"auth": seed["token"], **APP_HEADERS}
-
-    def expect(what, status, body, code=900):
-        if status != 200 or not isinstance(body, dict) or body.get("code") != code:
-            raise RuntimeError(f"seeding {what}: HTTP {status} {body!r}")
-        return body
-
-    expect("POST /rest/pay/passwd", *http("POST", base + "/rest/pay/passwd", {"passwd": PASSWD}, headers))
-    expect("POST /rest/pay/smscode", *http("POST", base + "/rest/pay/smscode", {"purpose": "withdrawInfo"}, headers))
-    with open(sms_file, encoding="utf-8") as f:
-        code = [json.loads(line) for line in f if line.strip()][-1]["code"]
-    expect("POST /rest/pay/withdrawInfo", *http("POST", base + "/rest/pay/withdrawInfo",
-                                               {"smscode": code, "type": "alipay", "id": "13800138000", "name": "张三"},
-                                               headers))
-    paid = dict(seed["charge"], paid=True, time_paid=int(time.time()), transaction_no="2016062321001004" + secrets.token_hex(6))
-    seed["event_raw"], seed["event_signature"] = sandbox.signed_event("charge.succeeded", paid)
-    first = expect("first webhook delivery", *http("POST", base + "/rest/pay/webhook", seed["event_raw"],
-                                                   {"X-Pingplusplus-Signature": seed["event_signature"],
-                                                    "Content-Type": "application/json"}))
-    if first.get("result") != "applied":
-        raise RuntimeError(f"first webhook delivery was not applied: {first!r}")
-    return seed
-
-
-# --- wrk ----------------------------------------------------------------------------------------
-
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-
-
-def to_ms(text):
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
-    if not m:
-        raise ValueError(f"unknown wrk duration {text!r}")
-    return float(m.group(1)) * _UNITS_MS[m.group(2)]
-
-
-def parse_wrk(out):
-    result = {"rps": None, "mean_ms": None, "p50_ms": None, "p75_ms": None, "p90_ms": None, "p99_ms": None, "requests": 0,
-              "non_2xx": 0, "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0}}
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m:
-        result["rps"] = float(m.group(1))
-    m = re.search(r"^\s+Latency\s+(\S+)\s", out, re.M)
-    if m:
-        result["mean_ms"] = to_ms(m.group(1))
-    for pct, value in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M):
-        result[f"p{pct}_ms"] = to_ms(value)
-    m = re.search(r"(\d+) requests in ([\d.]+\w+)", out)
-    if m:
-        result["requests"], result["duration_s"] = int(m.group(1)), to_ms(m.group(2)) / 1000
-    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    if m:
-        result["non_2xx"] = int(m.group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        result["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
-    return result
-
-
-def wrk_cmd(url, seconds, connections, threads, script, script_args=()):
-    cmd = [WRK, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", "-s", script, url]
-    return cmd + (["--", *script_args] if script_args else [])
-
-
-def start_wrk(spec, port, seconds, threads):
-    env = dict(os.environ, **spec["env"])
-    if "BENCH_TOKENS_FILE" in env:  # the bcrypt route: the next unused users
-        tokens, spec["pool"][:] = spec["pool"][:PASSWD_USERS_PER_RUN], spec["pool"][PASSWD_USERS_PER_RUN:]
-        if len(tokens) < PASSWD_USERS_PER_RUN:
-            raise RuntimeError("out of seeded pool users")
-        env["BENCH_TOKENS_FILE"] = write_file(os.path.join(spec["tmp"], f"tokens-{len(spec['pool'])}"),
-                                              "".join(t + "\n" for t in tokens))
-    cmd = wrk_cmd(f"http://127.0.0.1:{port}{spec['path']}", seconds, spec["connections"], threads, spec["script"],
-                  spec.get("script_args", ()))
-    proc = start(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
-    proc.bench_cmd = cmd
-    proc.bench_seconds = seconds
-    return proc
-
-
-def finish_wrk(proc):
-    try:
-        out, _ = proc.communicate(timeout=proc.bench_seconds + 60)
-    finally:
-        stop(proc, grace=2.0)
-    result = parse_wrk(out)
-    m = re.search(r"^bench-sent: (\d+)", out, re.M)
-    if m:
-        result["sent"] = int(m.group(1))
-    if proc.returncode != 0 or result["rps"] is None:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {shlex.join(proc.bench_cmd)}\n{out}")
-    result["output"] = out
-    result["connections"] = int(re.search(r"-c(\d+)", " ".join(proc.bench_cmd)).group(1))
-    # wrk's latency figures cover answered requests only. Little's law gives the mean over all the
-    # connection-time: connections / rps. When it is well above wrk's mean, some connections spent
-    # the run waiting for answers that never came (a stalled worker) and p99 hides them.
-    if result["rps"]:
-        implied = result["connections"] / result["rps"] * 1000
-        result["littles_mean_ms"] = implied
-        result["unanswered_share"] = max(0.0, 1 - (result["mean_ms"] or 0) / implied)
-    return result
-
-
-def run_wrk(spec, port, seconds, threads):
-    return finish_wrk(start_wrk(spec, port, seconds, threads))
-
-
-# --- the benchmark ------------------------------------------------------------------------------
-
-def write_file(path, data):
-    with open(path, "wb" if isinstance(data, bytes) else "w") as f:
-        f.write(data)
-    return path
-
-
-def endpoint_specs(tmp, seed, args):
-    """What wrk sends: the name, path, connections and the request files of each endpoint."""
-    def headers_file(name, headers):
-        return write_file(os.path.join(tmp, f"{name}.headers"), "".join(f"{k}: {v}\n" for k, v in headers.items()))
-
-    user_headers = headers_file("user", {"auth": seed["token"], **APP_HEADERS})
-    get = {"BENCH_METHOD": "GET", "BENCH_HEADERS_FILE": user_headers}
-    request_lua = os.path.join(BENCH, "request.lua")
-    webhook_body = write_file(os.path.join(tmp, "webhook.json"), seed["event_raw"])
-    webhook_headers = headers_file("webhook", {"Content-Type": "application/json",
-                                               "X-Pingplusplus-Signature": seed["event_signature"]})
-    passwd_body = write_file(os.path.join(tmp, "passwd.json"), json.dumps({"passwd": PASSWD, "old_passwd": PASSWD}))
-    passwd_env = {"BENCH_TOKENS_FILE": None, "BENCH_THREADS": str(args.threads), "BENCH_BODY_FILE": passwd_body,
-                  "BENCH_HEADERS_FILE": headers_file("passwd", {"Content-Type": "application/json", **APP_HEADERS})}
-    c = args.connections
-
-    def spec(key, name, path, connections, env, script=request_lua, script_args=()):
-        return {"key": key, "name": name, "path": path, "connections": connections, "env": env, "script": script,
-                "script_args": list(script_args), "tmp": tmp, "pool": seed["pool_tokens"]}
-
-    passwd_lua = os.path.join(BENCH, "passwd.lua")
-    return {
-        "bare": spec("bare", "bare falcon `GET /rest/pay/{pay_id}`", f"/rest/pay/{seed['pay_id']}", c, get),
-        "pay": spec("pay", "`GET /rest/pay/{pay_id}`", f"/rest/pay/{seed['pay_id']}", c, get),
-        "checkInfo": spec("checkInfo", "`GET /rest/pay/checkInfo`", "/rest/pay/checkInfo", c, get),
-        "balance": spec("balance", "`GET /rest/pay/balance`", "/rest/pay/balance", c, get),
-        "webhook": spec("webhook", "`POST /rest/pay/webhook` (signed replay)", "/rest/pay/webhook", c,
-                        {"BENCH_METHOD": "POST", "BENCH_BODY_FILE": webhook_body, "BENCH_HEADERS_FILE": webhook_headers}),
-        "passwd": spec("passwd", f"`POST /rest/pay/passwd` (bcrypt {BCRYPT_ROUNDS}, -c{args.passwd_connections})",
-                       "/rest/pay/passwd", args.passwd_connections, passwd_env, passwd_lua, [str(args.threads)]),
-        "passwd_load": spec("passwd_load", f"`POST /rest/pay/passwd` load (-c{args.load_connections})",
-                            "/rest/pay/passwd", args.load_connections, passwd_env, passwd_lua),
-    }
-
-
-def check_endpoints(base, seed):
-    """One request per endpoint before the load: what a correct answer looks like, and the warm-up."""
-    headers = {"auth": seed["token"], **APP_HEADERS}
-    checks = {}
-
-    def record(key, status, body, ok):
-        checks[key] = {"status": status, "body": body if not isinstance(body, dict) else
-                       {k: v for k, v in body.items() if k != "info"} | ({"info": "..."} if "info" in body else {}),
-                       "ok": ok}
-        if not ok:
-            log(f"CHECK FAILED {key}: HTTP {status} {str(body)[:300]}")
-
-    status, body = http("GET", f"{base}/rest/pay/{seed['pay_id']}", headers=headers)
-    info = body.get("info", {}) if isinstance(body, dict) else {}
-    record("pay", status, body, status == 200 and body.get("code") == 900 and info.get("pay_id") == seed["pay_id"]
-           and info.get("status") == "paid" and isinstance(info.get("charge"), dict))
-    status, body = http("GET", f"{base}/rest/pay/checkInfo", headers=headers)
-    record("checkInfo", status, body, status == 200 and isinstance(body, dict) and body.get("code") == 900
-           and body.get("passwd") is True and body.get("withdraw") is True)
-    status, body = http("GET", f"{base}/rest/pay/balance", headers=headers)
-    info = body.get("info", {}) if isinstance(body, dict) else {}
-    record("balance", status, body, status == 200 and body.get("code") == 900
-           and info.get("balance") == seed["balance"] and info.get("can_withdraw") is True)
-    status, body = http("POST", f"{base}/rest/pay/webhook", seed["event_raw"],
-                        {"X-Pingplusplus-Signature": seed["event_signature"], "Content-Type": "application/json"})
-    record("webhook", status, body, status == 200 and isinstance(body, dict) and body.get("result") == "replay")
-    status, body = http("POST", f"{base}/rest/pay/passwd", {"passwd": PASSWD, "old_passwd": PASSWD},
-                        {"auth": seed["pool_tokens"].pop(), **APP_HEADERS})
-    record("passwd", status, body, status == 200 and isinstance(body, dict) and body.get("code") == 900)
-    return checks
+        stop_process(proc)
+        receiver.stop()
+    delivered = len(receiver.received)
+    return {"delivered": delivered, "refused": len(receiver.refused), "window_s": seconds,
+            "rate": (count - at_first) / (last - first) if first and last and last > first else None,
+            "backlog_emptied": bool(last and time.monotonic() - last > 1.0), "exit": proc.returncode}
 
 
 def analyse_log(path):
-    """payapi's own request lines (status per route) and anything logged at WARNING or above."""
-    statuses, problems, gunicorn_problems, lines = {}, {}, [], 0
+    """payapi's request lines (status per route) and anything logged at WARNING or above."""
+    statuses, problems = Counter(), Counter()
     try:
         f = open(path, encoding="utf-8", errors="replace")
     except OSError:
         return {}
     with f:
         for line in f:
-            lines += 1
-            if line.startswith("{"):
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if rec.get("logger") == "payapi.request":
-                    key = f"{rec.get('method')} {rec.get('route')} {rec.get('status')} code={rec.get('code')}"
-                    statuses[key] = statuses.get(key, 0) + 1
-                elif rec.get("level") in ("WARNING", "ERROR", "CRITICAL"):
-                    key = f"{rec.get('level')} {rec.get('logger')}: {str(rec.get('msg'))[:160]}"
-                    problems[key] = problems.get(key, 0) + 1
-            elif re.search(r"\[(ERROR|CRITICAL|WARNING)\]", line) and len(gunicorn_problems) < 20:
-                gunicorn_problems.append(line.strip()[:300])
-    return {"log_lines": lines, "request_statuses": dict(sorted(statuses.items())),
-            "warnings_and_errors": problems, "gunicorn_problems": gunicorn_problems}
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def bench_database(kind, args, tmp, sandbox, bare_port, bare_proc):
-    work = os.path.join(tmp, kind)
-    os.makedirs(work)
-    mariadb = None
-    proc = None
-    result = {"database": kind, "runs": []}
-    try:
-        if kind == "sqlite":
-            url = f"sqlite:///{os.path.join(work, 'payapi.db')}"
-            result["database_detail"] = "SQLite file (WAL) in a temp dir"
-        elif kind == "mariadb":
-            log("mariadb: installing a datadir and starting mariadbd")
-            mariadb = MariaDB(work)
-            url = mariadb.start()
-            result["database_detail"] = (f"MariaDB {mariadb.version}, private mariadbd on 127.0.0.1:{mariadb.port}, "
-                                         f"server defaults + {' '.join(MariaDB.PARAMS)}")
-        else:
-            raise SystemExit(f"unknown database {kind!r} (sqlite, mariadb)")
-        env = {"DATABASE_URL": url}
-        log(f"{kind}: python -m payapi migrate")
-        migrated = subprocess.run([sys.executable, "-m", "payapi", "migrate"], cwd=ROOT, env=dict(os.environ, **env),
-                                  capture_output=True, text=True, timeout=180)
-        if migrated.returncode != 0:
-            raise RuntimeError(f"migrate failed:\n{migrated.stdout}{migrated.stderr}")
-        log(f"{kind}: seeding rows")
-        seed = seed_rows(url, PASSWD_USERS_PER_RUN * 2 * args.rounds + 1)
-        result["charge_json_bytes"] = seed["charge_json_bytes"]
-
-        auth_secret = secrets.token_urlsafe(32)
-        sms_file = os.path.join(work, "sms.jsonl")
-        log_path = os.path.join(work, "gunicorn.log")
-        result["gunicorn_log"] = log_path
-        server_env = {
-            **env, "PAYAPI_ENV": "production", "AUTH_SECRET": auth_secret, "SERVICE_KEY": secrets.token_urlsafe(32),
-            "PINGPP_PUBLIC_KEY_PATH": sandbox.public_key_path,
-            "PINGPP_API_BASE": sandbox.url, "PINGPP_API_KEY": "sk_test_payapi_bench", "PINGPP_APP_ID": BENCH_APP_ID,
-            "BCRYPT_ROUNDS": BCRYPT_ROUNDS,
-            "SMS_BACKEND": "file", "SMS_FILE": sms_file,
-        }
-        proc, port = start_gunicorn(server_env, log_path)
-        base = f"http://127.0.0.1:{port}"
-        result["command"] = " ".join(f"{k}={v}" for k, v in {
-            "PORT": port, "WEB_CONCURRENCY": WEB_CONCURRENCY, "BCRYPT_ROUNDS": BCRYPT_ROUNDS,
-            "DATABASE_URL": "...", "AUTH_SECRET": "...", "PINGPP_PUBLIC_KEY_PATH": "..."}.items()) + " " + \
-            shlex.join(gunicorn_cmd(port)) + " 2>>gunicorn.log"
-        wait_http(base + "/healthz", proc, log_path)
-        log(f"{kind}: payapi up on {base} (master pid {proc.pid}); seeding through the API")
-        seed_http(base, seed, sandbox, auth_secret, sms_file)
-        result["checks"] = check_endpoints(base, seed)
-        specs = endpoint_specs(work, seed, args)
-        passwd_log = PasswdLog(log_path)
-        passwd_expected = 2  # seeding and the check above
-
-        def drain(run):
-            """Wait for the bcrypt requests a finished run left queued in the server, then for idle CPU."""
-            nonlocal passwd_expected
-            passwd_expected += run.get("sent", 0)
-            t0 = time.monotonic()
-            run["drained"] = passwd_log.wait_for(passwd_expected)
-            run["drain_s"] = round(time.monotonic() - t0, 2)
-            wait_idle(proc.pid)
-
-        # Warm-up: every worker opens its connection, imports lazily, fills its caches.
-        warm = 1
-        for k in ("bare", "pay", "checkInfo", "balance", "webhook"):
-            run_wrk(specs[k], bare_port if k == "bare" else port, warm, args.threads)
-        wait_idle(proc.pid)
-
-        order = ["bare", "pay", "checkInfo", "balance", "webhook", "passwd"]
-        for rnd in range(1, args.rounds + 1):
-            for k in order:
-                target = bare_port if k == "bare" else port
-                r = run_wrk(specs[k], target, args.seconds, args.threads)
-                r.update(round=rnd, endpoint=k)
-                result["runs"].append(r)
-                log(f"{kind} round {rnd} {k:10} {r['rps']:9.1f} rps  p50 {r['p50_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms"
-                    f"  non-2xx {r['non_2xx']}  socket errors {sum(r['socket_errors'].values())}")
-                if k == "passwd":
-                    drain(r)
-            # Starvation: the same read while a second wrk saturates the bcrypt route.
-            load = start_wrk(specs["passwd_load"], port, args.seconds + 2, args.threads)
             try:
-                time.sleep(1.0)
-                r = run_wrk(specs["pay"], port, args.seconds, args.threads)
-            finally:
-                lr = finish_wrk(load)
-            r.update(round=rnd, endpoint="pay_under_bcrypt")
-            lr.update(round=rnd, endpoint="passwd_load")
-            result["runs"] += [r, lr]
-            log(f"{kind} round {rnd} pay under bcrypt load: {r['rps']:.1f} rps p99 {r['p99_ms']:.2f} ms "
-                f"(load: {lr['rps']:.1f} rps, non-2xx {lr['non_2xx']})")
-            drain(lr)
+                rec = json.loads(line)
+            except ValueError:
+                if "[ERROR]" in line or "[CRITICAL]" in line or "Traceback" in line:
+                    problems[line.strip()[:160]] += 1
+                continue
+            if rec.get("logger") == "payapi.request":
+                statuses[f"{rec.get('method')} {rec.get('route')} {rec.get('status')} code={rec.get('code')}"] += 1
+            elif rec.get("level") in ("WARNING", "ERROR", "CRITICAL"):
+                problems[f"{rec.get('level')} {rec.get('logger')}: {str(rec.get('msg'))[:160]}"] += 1
+    return {"request_statuses": dict(sorted(statuses.items())), "warnings_and_errors": dict(problems)}
 
-        workers = children(proc.pid)
-        result["worker_rss_mb"] = [round((rss_kb(p) or 0) / 1024, 1) for p in workers]
-        result["master_rss_mb"] = round((rss_kb(proc.pid) or 0) / 1024, 1)
-    finally:
-        if proc is not None:
-            stop(proc)
-        if mariadb is not None:
-            mariadb.stop()
-    result["log"] = analyse_log(os.path.join(work, "gunicorn.log"))
-    summarise(result)
-    return result
+
+class DatabaseBench:
+    """Every scenario on one database: servers, seeds, alternating rounds, then the one-off scenarios."""
+
+    def __init__(self, kind, args, tmp, bare, stack, before):
+        self.kind, self.args, self.bare, self.stack, self.before = kind, args, bare, stack, before
+        self.work = Path(tmp) / kind
+        self.work.mkdir()
+        self.result = {"database": kind, "runs": []}
+
+    def database(self, name):
+        if self.kind == "sqlite":
+            return f"sqlite:///{self.work / name}.db"
+        if not hasattr(self, "mariadb"):
+            log("mariadb: starting a server with pytest-mysql's executor")
+            self.mariadb = mariadb.start(self.work / "mariadb", free_port(), MARIADB_PARAMS)
+            self.stack.callback(self.mariadb.stop)
+            self.result["database_detail"] = f"MariaDB {mariadb.version(self.mariadb)} ({MARIADB_PARAMS}, else defaults)"
+        return mariadb.create_database(self.mariadb, name)
+
+    def server(self, name, url, root=ROOT, migrate=False, **env):
+        (self.work / name).mkdir()
+        server = LiveServer(self.work / name, url, self.sandbox.url, self.sandbox.public_key_path, workers=WORKERS,
+                            worker_connections=WORKER_CONNECTIONS, root=root, each_worker=root == ROOT,
+                            **SERVER_ENV, **env)
+        if migrate:
+            server.migrate()
+        self.stack.callback(server.stop)
+        return server.start(timeout=60)
+
+    def run(self, load, rnd, label=None, seconds=None):
+        """One wrk run; recorded unless it is the warm-up (round 0)."""
+        seconds = self.args.write_cap if load.once else seconds or (self.args.seconds if rnd else 1)
+        r = load.run(self.work, seconds, self.args.threads)
+        r.update(endpoint=label or load.name, round=rnd)
+        if rnd:
+            self.result["runs"].append(r)
+        log(f"{self.kind} {'warm-up ' if not rnd else ''}{r['endpoint']:24} {r['rps']:9.1f} rps  p50 {r['p50_ms'] or 0:8.2f} ms  "
+            f"p99 {r['p99_ms'] or 0:8.2f} ms  non-2xx {r['non_2xx']}  socket errors {r['socket_errors']}"
+            + ("" if r.get("complete", True) else "  (NOT all answered)"))
+        return r
+
+    def go(self):
+        args = self.args
+        self.sandbox = Sandbox(public_key_path=str(self.work / "pingpp_public.pem")).start()
+        self.stack.callback(self.sandbox.stop)
+        self.result.setdefault("database_detail", "SQLite file (WAL) in a temp dir")
+        self.url = self.database("payapi_bench")
+        log(f"{self.kind}: payapi (BCRYPT_ROUNDS=12) and payapi for the write routes (BCRYPT_ROUNDS=4)")
+        reads = self.server("reads", self.url, migrate=True, BCRYPT_ROUNDS="12")
+        writes = self.server("writes", self.url, BCRYPT_ROUNDS="4")
+        self.servers = {"reads": reads, "writes": writes}
+        seeders = [Seeder(self, "after", writes)]
+        if self.before:
+            sha, tree = self.before
+            log(f"{self.kind}: the version before the books ({sha}) on its own database")
+            old = self.server("before", self.database("payapi_before"), root=tree, migrate=True, BCRYPT_ROUNDS="4")
+            self.servers["before"] = old
+            seeders.append(Seeder(self, "before", old))
+        loads = self.read_loads(reads, self.servers.get("before"))
+
+        log(f"{self.kind}: {args.rounds} alternating round(s) after a warm-up round; each round seeds its writes")
+        for rnd in range(args.rounds + 1):  # round 0 warms every server up and is not recorded
+            self.read_round(reads, loads, rnd)
+            for seeder in seeders:
+                pool = seeder.pool(args.writes if rnd else 2 * args.write_connections, rnd)
+                wait_idle(seeder.server)
+                for load in write_loads(seeder.server, pool, args.write_connections, seeder.version == "after"):
+                    self.run(load, rnd, label=f"{load.name}@{seeder.version}")
+                wait_idle(seeder.server)
+
+        self.result["rss_mb"] = {name: [round(rss_mb(p) or 0, 1) for p in children(server.proc.pid)]
+                                 for name, server in self.servers.items()}
+        log(f"{self.kind}: notification dispatcher, {args.dispatch_seconds} s")
+        self.result["dispatch"] = dispatch(writes, self.work, args.dispatch_seconds)
+        log(f"{self.kind}: slow clients")
+        self.result["slow_clients"] = {"payapi": slow_clients(reads, loads["pay"], self.work, args)}
+        if args.gthread and self.kind == args.dbs[0]:
+            log(f"{self.kind}: slow clients against gunicorn's stock gthread worker")
+            stock = self.server("gthread", self.url, BCRYPT_ROUNDS="12", GUNICORN_WORKER_CLASS="gthread")
+            read = Load("pay", stock, loads["pay"].requests, args.connections)
+            self.result["slow_clients"]["payapi, stock gthread"] = slow_clients(stock, read, self.work, args, 15)
+            stock.stop()
+        for name, server in self.servers.items():
+            self.result[f"log_{name}"] = analyse_log(server.log_path)
+        summarise(self.result)
+        return self.result
+
+    def reader(self, server):
+        """A payer with a paid pay, and an expert with earnings, a pay password and an account:
+        -> (the user, the pay's id, its applied charge.succeeded, that event's headers, the answer)."""
+        reader = expert(server, self.sandbox, self.sandbox.private_key, 88_800)
+        info = expect(server.internal_pay(userID=reader.id), "POST /internal/pays")["info"]
+        raw, signature = self.sandbox.signed_event("charge.succeeded", self.sandbox.mark_paid(info["charge"]["id"]))
+        webhook = json_headers(**{"X-Pingplusplus-Signature": signature})
+        return reader, info["pay_id"], raw, webhook, server.post("/rest/pay/webhook", raw=raw, headers=webhook)
+
+    def read_loads(self, reads, before=None):
+        """The reads as wrk sends them, each checked once first; the pay read on the version before too."""
+        reader, pay_id, raw, webhook, applied = self.reader(reads)
+        self.result["checks"] = self.check(reads, reader, pay_id, applied, raw, webhook)
+        pay, c = f"/rest/pay/{pay_id}", self.args.connections
+        loads = {
+            "bare": Load("bare", self.bare, [(pay, reader.headers, None)], c),
+            "pay": Load("pay", reads, [(pay, reader.headers, None)], c),
+            "checkInfo": Load("checkInfo", reads, [("/rest/pay/checkInfo", reader.headers, None)], c),
+            "balance": Load("balance", reads, [("/rest/pay/balance", reader.headers, None)], c),
+            "webhook": Load("webhook", reads, [("/rest/pay/webhook", webhook, raw)], c, "POST"),
+        }
+        if before is not None:
+            old_reader, old_pay_id, *_ = self.reader(before)
+            loads["pay@before"] = Load("pay@before", before, [(f"/rest/pay/{old_pay_id}", old_reader.headers, None)], c)
+        return loads
+
+    def read_round(self, reads, loads, rnd):
+        """The reads, the bcrypt route, and the pay read while the bcrypt route is saturated."""
+        args = self.args
+        for name in ("bare", "pay", "pay@before", *READS[1:]):
+            if name in loads:
+                self.run(loads[name], rnd)
+        tail = LogTail(reads, "/rest/pay/passwd")
+        alone = self.run(passwd_load(reads, args.passwd_connections, args.seconds), rnd)
+        seconds = args.seconds if rnd else 1
+        load = passwd_load(reads, args.load_connections, seconds + 2).start(self.work, seconds + 2, args.threads)
+        time.sleep(1.0)
+        try:
+            starved = self.run(loads["pay"], rnd, label="pay_under_bcrypt")
+        finally:
+            loaded = load.finish()
+        loaded.update(endpoint="passwd_load", round=rnd)
+        if rnd:
+            self.result["runs"].append(loaded)
+        starved["drain_s"] = tail.wait_for(alone["sent"] + loaded["sent"])  # bcrypt requests still queued
+        wait_idle(reads)
+
+    def check(self, reads, reader, pay_id, applied, raw, webhook):
+        """One request per read before the load: what a right answer looks like."""
+        pay = reader.get(f"/rest/pay/{pay_id}")
+        check = reader.get("/rest/pay/checkInfo")
+        balance = reader.get("/rest/pay/balance")
+        replay = reads.post("/rest/pay/webhook", raw=raw, headers=webhook)
+        checks = {
+            "webhook applied": applied.status == 200 and applied.body.get("result") == "applied",
+            "pay": pay.code == 900 and pay.body["info"]["status"] == "paid",
+            "checkInfo": check.code == 900 and check.body.get("passwd") is True and check.body.get("withdraw") is True,
+            "balance": balance.code == 900 and balance.body["info"]["balance"] == 88_800 - 8_880,
+            "webhook replay": replay.status == 200 and replay.body.get("result") == "replay",
+        }
+        for name, ok in checks.items():
+            if not ok:
+                log(f"CHECK FAILED {name}")
+        return checks
 
 
 def summarise(result):
@@ -749,199 +591,225 @@ def summarise(result):
     for k, runs in by.items():
         summary[k] = {
             "rps": median([r["rps"] for r in runs]),
-            # Answers that were 2xx, per second: for bcrypt routes the rest are 906 "busy" (shed).
-            "ok_rps": median([r["rps"] * (1 - r["non_2xx"] / r["requests"]) if r["requests"] else 0 for r in runs]),
+            "ok_rps": median([r["ok_rps"] for r in runs]),
             "p50_ms": median([r["p50_ms"] for r in runs]),
             "p99_ms": median([r["p99_ms"] for r in runs]),
-            "mean_ms": median([r.get("mean_ms") for r in runs]),
-            "littles_mean_ms": median([r.get("littles_mean_ms") for r in runs]),
             "unanswered_share": median([r.get("unanswered_share") for r in runs]),
             "non_2xx": sum(r["non_2xx"] for r in runs),
-            "socket_errors": sum(sum(r["socket_errors"].values()) for r in runs),
+            "socket_errors": sum(r["socket_errors"] for r in runs),
             "requests": sum(r["requests"] for r in runs),
-            "rounds": len(runs),
+            "incomplete": sum(1 for r in runs if r.get("complete") is False),
         }
     bare = summary.get("bare", {}).get("rps")
-    for k, s in summary.items():
-        # Against the bare ceiling only for cheap routes: a bcrypt route is bounded by the hash.
-        s["x_bare"] = s["rps"] / bare if bare and s["rps"] and not k.startswith("passwd") else None
+    for k, s in summary.items():  # the ceiling for cheap requests only (bcrypt and writes are bounded elsewhere)
+        s["x_bare"] = s["rps"] / bare if bare and s["rps"] and k in ("bare", *READS, "pay_under_bcrypt", "pay@before") else None
     result["summary"] = summary
     idle, loaded = summary.get("pay", {}).get("p99_ms"), summary.get("pay_under_bcrypt", {}).get("p99_ms")
     result["starvation_ratio"] = loaded / idle if idle and loaded else None
-    starved = [r["round"] for r in result["runs"] if r["endpoint"] == "pay_under_bcrypt" and r["requests"] == 0]
-    if starved:
-        result["starvation_note"] = (f"no read completed within the run in round(s) {starved}: reads fully starved "
-                                     "(wrk leaves unfinished requests out of its latency figures)")
-    drains = [r.get("drain_s") for r in result["runs"] if r["endpoint"].startswith("passwd") and "drain_s" in r]
-    if drains:
-        result["bcrypt_backlog_drain_s_max"] = max(drains)
 
 
-# --- report -------------------------------------------------------------------------------------
-
-def machine():
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu_model": model, "loadavg_at_start": os.getloadavg(),
-            "python": sys.version.split()[0], "wrk": subprocess.run([WRK, "-v"], capture_output=True, text=True).stdout.splitlines()[0]
-            if os.path.exists(WRK) else "missing"}
-
+# --- report ------------------------------------------------------------------------------------
 
 def fmt(value, digits=2):
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
-def report(results, meta):
-    lines = []
+def verdict(ok):
+    return "" if ok is None else (" (target met)" if ok else " (target NOT met)")
+
+
+NAMES = {
+    "bare": "bare falcon `GET /rest/pay/{pay_id}` (the ceiling)",
+    "pay": "`GET /rest/pay/{pay_id}`",
+    "checkInfo": "`GET /rest/pay/checkInfo`",
+    "balance": "`GET /rest/pay/balance`",
+    "webhook": "`POST /rest/pay/webhook` (signed replay)",
+    "passwd": "`POST /rest/pay/passwd` (first pay password, bcrypt 12)",
+    "pay_under_bcrypt": "`GET /rest/pay/{pay_id}` while passwd is saturated",
+    "passwd_load": "… that passwd load",
+    "create_pay@after": "`POST /internal/pays` (a new pay; its charge created at the sandbox)",
+    "webhook_applied@after": "`POST /rest/pay/webhook` (a new paid charge applied)",
+    "refund@after": "`POST /internal/pays/{pay_id}/refunds` (100 fen; refund created at the sandbox)",
+    "withdraw@after": "`POST /rest/pay/withdraw` (pay password at bcrypt 4)",
+}
+TARGETS = {"sqlite": 0.65, "mariadb": 0.45}  # GET /rest/pay/{pay_id} × bare falcon (issue 9)
+
+
+def report(results, meta, bare_slow):
     m = meta["machine"]
-    lines.append(f"## payapi benchmark — {meta['started']}")
-    lines.append("")
-    lines.append(f"- machine: {m['nproc']} CPUs, {m['cpu_model']}; load average at start "
-                 f"{' '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}, at end "
-                 f"{' '.join(f'{x:.2f}' for x in meta['loadavg_at_end'])}")
-    lines.append(f"- command: `{meta['command']}`")
-    lines.append(f"- wrk -t{meta['threads']} --latency --timeout 10s, {meta['seconds']} s per run, {meta['rounds']} "
-                 f"alternating round(s) (bare, then payapi), medians; gunicorn -c gunicorn.conf.py "
-                 f"(WEB_CONCURRENCY={WEB_CONCURRENCY}, worker class {meta['worker_class']}, threads {meta['threads_per_worker']}), "
-                 f"BCRYPT_ROUNDS={BCRYPT_ROUNDS}, default INFO request logging with gunicorn's stderr sent to a file")
-    lines.append("")
+    lines = [f"## payapi benchmark — {meta['started']}", "",
+             f"- machine: {m['nproc']} CPUs, {m['cpu_model']}; load average at start "
+             f"{' '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}, at end {' '.join(f'{x:.2f}' for x in meta['loadavg_at_end'])}",
+             f"- command: `{meta['command']}`{' (quick: noisy smoke figures, not for comparison)' if meta['quick'] else ''}",
+             f"- gunicorn -c gunicorn.conf.py, {WORKERS} workers, worker class {meta['worker_class']}, "
+             f"{WORKER_CONNECTIONS} connections per worker; wrk -t{meta['threads']}, reads -c{meta['connections']} for "
+             f"{meta['seconds']} s, writes -c{meta['write_connections']} (withdraw -c{BCRYPT_CONNECTIONS}) × {meta['writes']} requests each; "
+             f"{meta['rounds']} alternating round(s), medians", ""]
     for res in results:
         if "error" in res:
-            lines += [f"### {res['database']}: FAILED", "", "```", res["error"][:3000], "```", ""]
+            lines += [f"### {res['database']}: FAILED", "", "```", res["error"][-3000:], "```", ""]
             continue
         s = res["summary"]
-        lines.append(f"### {res['database']}: {res['database_detail']}")
+        lines += [f"### {res['database']}: {res['database_detail']}", "",
+                  "| endpoint | rps | 2xx/s | × bare | p50 ms | p99 ms | requests | non-2xx | socket errors |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for k, name in NAMES.items():
+            if k in s:
+                e = s[k]
+                lines.append(f"| {name} | {fmt(e['rps'], 1 if (e['rps'] or 0) < 100 else 0)} | "
+                             f"{fmt(e['ok_rps'], 1 if (e['ok_rps'] or 0) < 100 else 0)} | {fmt(e['x_bare'])} | "
+                             f"{fmt(e['p50_ms'])} | {fmt(e['p99_ms'])} | {e['requests']:,} | {e['non_2xx']} | {e['socket_errors']} |")
         lines.append("")
-        lines.append("| endpoint | rps | × bare falcon | p50 ms | p99 ms | requests | non-2xx | socket errors |")
-        lines.append("|---|---|---|---|---|---|---|---|")
-        names = {
-            "bare": f"bare falcon `GET /rest/pay/{{pay_id}}` (-c{meta['connections']})",
-            "pay": "`GET /rest/pay/{pay_id}`",
-            "checkInfo": "`GET /rest/pay/checkInfo`",
-            "balance": "`GET /rest/pay/balance`",
-            "webhook": "`POST /rest/pay/webhook` (signed replay)",
-            "passwd": f"`POST /rest/pay/passwd` (bcrypt, -c{meta['passwd_connections']})",
-            "pay_under_bcrypt": f"`GET /rest/pay/{{pay_id}}` while passwd runs at -c{meta['load_connections']}",
-            "passwd_load": f"… that `POST /rest/pay/passwd` load (-c{meta['load_connections']})",
-        }
-        for k, name in names.items():
-            if k not in s:
-                continue
-            e = s[k]
-            rps_digits = 1 if (e["rps"] or 0) < 100 else 0
-            lines.append(f"| {name} | {fmt(e['rps'], rps_digits)} | {fmt(e['x_bare'])} | {fmt(e['p50_ms'])} | "
-                         f"{fmt(e['p99_ms'])} | {e['requests']:,} | {e['non_2xx']} | {e['socket_errors']} |")
-        lines.append("")
-        for k in ("passwd", "passwd_load"):
-            if k in s and s[k]["non_2xx"]:
-                lines.append(f"- {names[k]}: {fmt(s[k]['ok_rps'], 1)} answers/s were 900; the others were shed "
-                             "(429/906 busy: more than two bcrypt requests in one worker)")
+        x = s.get("pay", {}).get("x_bare")
+        lines.append(f"- `GET /rest/pay/{{pay_id}}` × bare = **{fmt(x)}**{verdict(None if x is None else x >= TARGETS[res['database']])}"
+                     f" (target ≥ {TARGETS[res['database']]})")
         ratio = res.get("starvation_ratio")
-        verdict = "" if ratio is None else (" (target ≤ 2×: met)" if ratio <= 2 else " (target ≤ 2×: NOT met)")
         lines.append(f"- starvation: read p99 under bcrypt load / idle read p99 = "
                      f"{fmt(s.get('pay_under_bcrypt', {}).get('p99_ms'))} / {fmt(s.get('pay', {}).get('p99_ms'))} ms = "
-                     f"**{fmt(ratio)}×**{verdict}")
+                     f"**{fmt(ratio)}×**{verdict(None if ratio is None else ratio <= 2)} (target ≤ 2×)")
         for k in ("pay", "pay_under_bcrypt"):
-            e = s.get(k)
-            if e and e.get("littles_mean_ms") and e["unanswered_share"] > 0.2:
-                label = "idle" if k == "pay" else "under bcrypt load"
-                lines.append(f"- **read {label}: stalled connections** — wrk's mean over answered requests is "
-                             f"{fmt(e['mean_ms'])} ms but connections/rps is {fmt(e['littles_mean_ms'])} ms: "
-                             f"≈{e['unanswered_share'] * 100:.0f}% of the connection-time went to requests still "
-                             "unanswered when the run ended, which wrk leaves out of p50/p99")
-        if res.get("starvation_note"):
-            lines.append(f"- **starvation: {res['starvation_note']}**")
-        if res.get("bcrypt_backlog_drain_s_max") is not None:
-            lines.append(f"- bcrypt requests still queued in the server when a passwd run ended took up to "
-                         f"{res['bcrypt_backlog_drain_s_max']:.1f} s to be answered (waited for before the next run)")
-        rss = res.get("worker_rss_mb", [])
-        verdict = "" if not rss else (" (target ≤ 80 MB: met)" if max(rss) <= 80 else " (target ≤ 80 MB: NOT met)")
-        lines.append(f"- payapi worker RSS after the load: {', '.join(f'{x:.1f}' for x in rss)} MB{verdict}; "
-                     f"master {res.get('master_rss_mb')} MB")
-        lines.append(f"- stored charge JSON: {res.get('charge_json_bytes')} bytes")
-        bad = [k for k, c in res.get("checks", {}).items() if not c["ok"]]
-        lines.append(f"- pre-load checks: {'all as expected' if not bad else 'FAILED: ' + ', '.join(bad)}")
-        lg = res.get("log", {})
-        odd = {k: v for k, v in lg.get("request_statuses", {}).items() if " 200 " not in k}
-        if odd:
-            lines.append("- non-200 answers in payapi's request log: " + "; ".join(f"{k} ×{v}" for k, v in odd.items()))
-        if lg.get("warnings_and_errors"):
-            lines.append("- warnings/errors logged: " + "; ".join(f"{k} ×{v}" for k, v in lg["warnings_and_errors"].items()))
-        if lg.get("gunicorn_problems"):
-            lines.append("- gunicorn: " + " | ".join(lg["gunicorn_problems"][:5]))
+            if (s.get(k, {}).get("unanswered_share") or 0) > 0.2:
+                lines.append(f"- **{NAMES[k]}: stalled connections**: ≈{s[k]['unanswered_share'] * 100:.0f}% of the "
+                             "connection-time went to requests still unanswered at the end, which wrk leaves out of p99")
+        if "passwd" in s:
+            lines.append("- passwd: the 2xx/s are first pay passwords set (one bcrypt-12 hash each, every request "
+                         "another user); the other answers were shed at once with 906 (a third request waiting for "
+                         "bcrypt in one worker)")
+        incomplete = [k for k, e in s.items() if e["incomplete"]]
+        if incomplete:
+            lines.append(f"- **not every write request was answered** in: {', '.join(incomplete)} (rate over wrk's whole run)")
+        if "webhook_applied@before" in s:
+            lines += ["", f"Before and after the double-entry books: before = {meta['before']} (the books' parent) with its own "
+                      "gunicorn.conf.py, i.e. gunicorn's stock gthread worker unless GUNICORN_WORKER_CLASS says otherwise; "
+                      "after = this checkout; each on its own database, the same seeds and requests, alternating:", "",
+                      "| route | before 2xx/s | after 2xx/s | after ÷ before | before p99 ms | after p99 ms |", "|---|---|---|---|---|---|"]
+            for k in ("pay", "create_pay", "webhook_applied", "withdraw"):
+                b, a = s.get(f"{k}@before", {}), s.get(f"{k}@after", s.get(k, {}))
+                lines.append(f"| {NAMES.get(k + '@after', NAMES.get(k))} | {fmt(b.get('ok_rps'), 0)} | {fmt(a.get('ok_rps'), 0)} | "
+                             f"{fmt(a['ok_rps'] / b['ok_rps'] if a.get('ok_rps') and b.get('ok_rps') else None)} | "
+                             f"{fmt(b.get('p99_ms'))} | {fmt(a.get('p99_ms'))} |")
+        d = res.get("dispatch") or {}
+        lines += ["", f"- notifications: the dispatcher delivered {d.get('delivered')} messages to a local receiver "
+                  f"(verified with standardwebhooks; refused {d.get('refused')}) at **{fmt(d.get('rate'), 0)} messages/s**"
+                  + (" (the whole backlog)" if d.get("backlog_emptied") else f" (within {d.get('window_s')} s)")]
+        rss = [x for v in res.get("rss_mb", {}).values() for x in v]
+        lines.append(f"- worker RSS after the load: {', '.join(f'{k} {max(v):.1f}' for k, v in res['rss_mb'].items() if v)} MB "
+                     f"(largest){verdict(max(rss) <= 80 if rss else None)} (target ≤ 80 MB)")
+        bad = [k for k, ok in res.get("checks", {}).items() if not ok]
+        lines.append(f"- checks before the load: {'all as expected' if not bad else 'FAILED: ' + ', '.join(bad)}")
+        for name in ("reads", "writes", "before"):
+            lg = res.get(f"log_{name}") or {}
+            odd = {k: v for k, v in lg.get("request_statuses", {}).items() if " 200 " not in k}
+            if odd:
+                lines.append(f"- {name} server, non-200 answers: " + "; ".join(f"{k} ×{v}" for k, v in odd.items()))
+            if lg.get("warnings_and_errors"):
+                lines.append(f"- {name} server, warnings/errors: "
+                             + "; ".join(f"{k} ×{v}" for k, v in list(lg["warnings_and_errors"].items())[:8]))
+        lines.append("")
+    slow = [(f"{res['database']}: {name}", sc) for res in results for name, sc in res.get("slow_clients", {}).items()]
+    if bare_slow:
+        slow.insert(0, ("bare falcon", bare_slow))
+    if slow:
+        lines += [f"### Slow clients: {TRICKLERS} connections trickling (half headers, half a 100 kB webhook body, "
+                  "a piece a second) while wrk reads", "",
+                  "| server | idle rps | idle p99 ms | trickled rps | trickled p99 ms | p99 ratio (≤ 2×) "
+                  "| read connection-time unanswered | trickler cut off after s (min / median / max) | what they got |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, sc in slow:
+            i, t, lasted = sc["idle"], sc["trickled"], sc["lasted_s"] or {}
+            stalled = t.get("unanswered_share", 1.0 if not t["requests"] else None)
+            lines.append(f"| {name} | {fmt(i['rps'], 0)} | {fmt(i['p99_ms'])} | {fmt(t['rps'], 0)} | "
+                         f"{fmt(t['p99_ms'] if t['requests'] else None)} | {fmt(sc['p99_ratio'])} | "
+                         f"{'–' if stalled is None else f'{stalled * 100:.0f} %'} | "
+                         f"{fmt(lasted.get('min'), 1)} / {fmt(lasted.get('median'), 1)} / {fmt(lasted.get('max'), 1)} | "
+                         + "; ".join(f"{k} ×{v}" for k, v in sc["outcomes"].items()) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=6, help="seconds per wrk run (6)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, medians reported (3)")
     parser.add_argument("--db", default="sqlite,mariadb", help="comma-separated: sqlite, mariadb")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections for the cheap routes (32)")
+    parser.add_argument("--seconds", type=int, default=4, help="seconds per read run (4)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, medians reported (3)")
+    parser.add_argument("--writes", type=int, default=300, help="requests per write run, each with its own pay or expert (300)")
+    parser.add_argument("--before", default="2bccfbe^", help="the version before the books to compare writes with ('' to skip)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections for the reads (32)")
+    parser.add_argument("--write-connections", type=int, default=16, help="wrk connections for the writes (16)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     parser.add_argument("--passwd-connections", type=int, default=4, help="wrk connections for POST passwd (4)")
     parser.add_argument("--load-connections", type=int, default=8, help="bcrypt load during the starvation check (8)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: --seconds 2 --rounds 1")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (gunicorn logs, databases)")
+    parser.add_argument("--slow-seconds", type=int, default=5, help="seconds of reads idle and with tricklers (5; < 10)")
+    parser.add_argument("--dispatch-seconds", type=int, default=5, help="seconds of notification delivery (5)")
+    parser.add_argument("--no-gthread", dest="gthread", action="store_false",
+                        help="skip the slow clients against gunicorn's stock gthread worker")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 s, 1 round, 60 writes, 2 s slow/dispatch")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.rounds = 2, 1
-    dbs = [d.strip() for d in args.db.split(",") if d.strip()]
-    if not dbs or set(dbs) - {"sqlite", "mariadb"}:
+        args.seconds, args.rounds, args.writes, args.slow_seconds, args.dispatch_seconds = 2, 1, 60, 2, 2
+    args.write_cap = 60  # seconds a write run may take at most
+    args.dbs = [d.strip() for d in args.db.split(",") if d.strip()]
+    if not args.dbs or set(args.dbs) - {"sqlite", "mariadb"}:
         parser.error("--db takes sqlite, mariadb or both, comma-separated")
-    for tool in (WRK, GUNICORN) + ((MARIADBD, MARIADB_INSTALL_DB) if "mariadb" in dbs else ()):
-        if not os.path.exists(tool):
-            raise SystemExit(f"missing {tool}")
+    if not os.path.exists(WRK):
+        raise SystemExit(f"missing {WRK}")
 
     started = datetime.datetime.now(datetime.timezone.utc)
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     meta = {
-        "started": started.isoformat(timespec="seconds"),
-        "command": shlex.join(["python", os.path.relpath(os.path.abspath(sys.argv[0]), ROOT), *sys.argv[1:]]),
-        "machine": machine(), "seconds": args.seconds, "rounds": args.rounds, "threads": args.threads,
-        "connections": args.connections, "passwd_connections": args.passwd_connections,
-        "load_connections": args.load_connections,
-        "worker_class": os.environ.get("GUNICORN_WORKER_CLASS", "gthread (config default)"),
-        "threads_per_worker": os.environ.get("GUNICORN_THREADS", "4 (config default)"),
+        "started": started.isoformat(timespec="seconds"), "quick": args.quick,
+        "command": shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
+        "machine": {"nproc": os.cpu_count(), "cpu_model": model, "loadavg_at_start": os.getloadavg(),
+                    "python": sys.version.split()[0]},
+        **{k: getattr(args, k) for k in ("seconds", "rounds", "writes", "threads", "connections", "write_connections")},
+        "worker_class": os.environ.get("GUNICORN_WORKER_CLASS", "payapi.serving.BufferingThreadWorker (config default)"),
     }
-    if meta["machine"]["loadavg_at_start"][0] > 0.5 * (os.cpu_count() or 1):
-        log(f"load average {meta['machine']['loadavg_at_start'][0]:.2f} before starting: numbers will be noisy")
+    if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
+        log(f"load average {os.getloadavg()[0]:.2f} before starting: numbers will be noisy")
+
     def interrupted(signum, frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    # Also when started in the background (SIGINT ignored) or stopped with SIGTERM/SIGHUP: the
-    # servers run in their own sessions, so only this script can stop them.
+    # Also when started in the background or stopped with SIGTERM/SIGHUP: the servers run in their
+    # own sessions, so only this script can stop them.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupted)
     tmp = tempfile.mkdtemp(prefix="payapi-bench-")
-    results = []
-    bare_proc = None
+    results, bare_slow = [], None
     try:
-        sandbox = start_sandbox(tmp)
-        bare_log = os.path.join(tmp, "bare-gunicorn.log")
-        bare_proc, bare_port = start_gunicorn({}, bare_log, app="bench.bare_app:app")
-        wait_http(f"http://127.0.0.1:{bare_port}/rest/pay/{'0' * 24}", bare_proc, bare_log)
-        meta["bare_command"] = f"PORT={bare_port} WEB_CONCURRENCY={WEB_CONCURRENCY} " + \
-            shlex.join(gunicorn_cmd(bare_port, "bench.bare_app:app"))
-        log(f"bare falcon up on 127.0.0.1:{bare_port} (master pid {bare_proc.pid})")
-        for kind in dbs:
-            try:
-                results.append(bench_database(kind, args, tmp, sandbox, bare_port, bare_proc))
-            except (Exception, subprocess.TimeoutExpired) as exc:  # report it, go on with the next database
-                log(f"{kind}: FAILED: {exc}\n{traceback.format_exc()}")
-                results.append({"database": kind, "error": f"{type(exc).__name__}: {exc}",
-                                "log": analyse_log(os.path.join(tmp, kind, "gunicorn.log"))})
+        with contextlib.ExitStack() as stack:
+            stack.callback(cleanup)
+            before = None
+            if args.before:
+                try:
+                    before = before_tree(args.before, tmp)
+                except (subprocess.CalledProcessError, OSError, tarfile.TarError) as exc:  # e.g. a shallow clone
+                    log(f"cannot take {args.before} ({exc}); going on without the comparison")
+                    meta["before_error"] = f"{args.before}: {exc}"
+            meta["before"] = before[0] if before else None
+            (Path(tmp) / "bare").mkdir()
+            bare = LiveServer(Path(tmp) / "bare", workers=WORKERS, worker_connections=WORKER_CONNECTIONS,
+                              app="bench.bare_app:app", ready_path="/rest/pay/" + "0" * 24, **SERVER_ENV)
+            stack.callback(bare.stop)
+            bare.start(timeout=60)
+            log(f"bare falcon up on {bare.url}")
+            for kind in args.dbs:
+                try:
+                    with contextlib.ExitStack() as per_database:
+                        results.append(DatabaseBench(kind, args, tmp, bare, per_database, before).go())
+                except (Exception, subprocess.TimeoutExpired) as exc:  # report it, go on with the next database
+                    log(f"{kind}: FAILED: {exc}\n{traceback.format_exc()}")
+                    results.append({"database": kind, "error": f"{type(exc).__name__}: {exc}"})
+            log("slow clients against the bare app")
+            bare_read = Load("bare", bare, [("/rest/pay/" + "0" * 24, {}, None)], args.connections)
+            bare_slow = slow_clients(bare, bare_read, Path(tmp), args)
     except KeyboardInterrupt:
-        log("interrupted; stopping everything")
+        log("interrupted; everything stopped")
         raise SystemExit(130)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not leave servers behind
-        cleanup()
         if args.keep:
             log(f"kept {tmp}")
         else:
@@ -949,14 +817,23 @@ def main(argv=None):
 
     meta["loadavg_at_end"] = os.getloadavg()
     meta["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    text = report(results, meta)
+    text = report(results, meta, bare_slow)
     print(text)
-    out_dir = os.path.join(BENCH, "results")
-    os.makedirs(out_dir, exist_ok=True)
-    out = os.path.join(out_dir, started.strftime("%Y%m%dT%H%M%SZ") + ".json")
+    out_dir = BENCH / "results"
+    out_dir.mkdir(exist_ok=True)
+    out = out_dir / (started.strftime("%Y%m%dT%H%M%SZ") + ".json")
     with open(out, "w", encoding="utf-8") as f:
-        json.dump({"meta": meta, "results": results, "markdown": text}, f, ensure_ascii=False, indent=2)
-    log(f"results written to {os.path.relpath(out, ROOT)}")
+        json.dump({"meta": meta, "results": results, "bare_slow_clients": bare_slow, "markdown": text}, f,
+                  ensure_ascii=False, indent=2, default=str)
+    log(f"results written to {out.relative_to(ROOT)}")
+
+
+def cleanup():
+    for proc in list(RUNNING):
+        try:
+            stop_process(proc, grace=2.0)
+        except Exception as exc:  # keep stopping the others
+            log(f"could not stop pid {proc.pid}: {exc}")
 
 
 if __name__ == "__main__":

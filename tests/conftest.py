@@ -13,7 +13,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pymysql
 import pytest
 import webtest
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,6 +32,7 @@ from payapi.views import pay_info_json
 from payapi.sms import FileSms
 from payapi.sandbox import Sandbox
 from payapi.wsgi import gateway_from
+from tests import mariadb
 from tests.tls import make_certificates
 
 AUTH_SECRETS = ("test-auth-secret-0123456789abcdef0123456789", "test-auth-secret-before-rotation-0123456789")
@@ -84,13 +84,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def mariadb_url(mariadb_proc):
-    root = pymysql.connect(unix_socket=mariadb_proc.unixsocket, user="root")
-    with root.cursor() as cur:
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS {MARIADB_DB} CHARACTER SET utf8mb4")
-        cur.execute("CREATE USER IF NOT EXISTS 'payapi'@'127.0.0.1' IDENTIFIED BY 'payapi'")
-        cur.execute("GRANT ALL ON *.* TO 'payapi'@'127.0.0.1'")
-    root.close()
-    return f"mysql://payapi:payapi@127.0.0.1:{mariadb_proc.port}/{MARIADB_DB}"
+    return mariadb.create_database(mariadb_proc, MARIADB_DB)
 
 
 _databases = {}

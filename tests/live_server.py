@@ -1,7 +1,8 @@
 """A real gunicorn (several worker processes) on 127.0.0.1, and clients that hit it in parallel.
 
 For tests that need processes, not threads: exactly-once across workers, locks held in the
-database, a worker that must not be killed. Every wait here is bounded.
+database, a worker that must not be killed. Every wait here is bounded. The benchmark
+(bench/run.py) starts and seeds its servers with the same helpers.
 """
 
 import json
@@ -22,6 +23,7 @@ import requests
 from payapi.auth import Authenticator
 from payapi.ids import new_id
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY, event, pay_request, sign
+from tests.experts import ACCOUNT, PASSWD
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST_TIMEOUT = 20  # seconds, for every request a test makes
@@ -48,12 +50,20 @@ class Answer:
 
 
 class LiveServer:
-    """`gunicorn -c gunicorn.conf.py` in a subprocess, configured like production through its environment."""
+    """`gunicorn -c gunicorn.conf.py` in a subprocess, configured like production through its environment.
 
-    def __init__(self, tmp_dir, database_url, pingpp_url, public_key_path, workers=4, worker_connections=None,
-                 **extra_env):
+    app: another WSGI app under the same configuration instead of payapi (the benchmark's bare
+    falcon app), answering 200 at ready_path. root: the checkout to serve from (the benchmark
+    measures an older version of payapi from its own tree). each_worker: wait until every worker
+    has answered a request (told by payapi's request lines, which name the pid).
+    """
+
+    def __init__(self, tmp_dir, database_url=None, pingpp_url=None, public_key_path=None, workers=4,
+                 worker_connections=None, app=None, root=ROOT, ready_path="/healthz", each_worker=None, **extra_env):
         self.port = free_port()
         self.worker_connections = worker_connections
+        self.app, self.root, self.ready_path = app, Path(root), ready_path
+        self.each_worker = app is None if each_worker is None else each_worker
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tmp_dir) / "gunicorn.log"
         self.sms_file = Path(tmp_dir) / "sms.jsonl"
@@ -63,13 +73,10 @@ class LiveServer:
             PAYAPI_ENV="production",  # a complete production configuration: what the tests exercise
             PORT=str(self.port),
             WEB_CONCURRENCY=str(workers),
-            DATABASE_URL=database_url,
             AUTH_SECRET=",".join(AUTH_SECRETS),
             SERVICE_KEY=SERVICE_KEY,
             PINGPP_API_KEY="sk_test_payapi",
             PINGPP_APP_ID="app_test_payapi",
-            PINGPP_API_BASE=pingpp_url,
-            PINGPP_PUBLIC_KEY_PATH=public_key_path,
             SMS_BACKEND="file",
             SMS_FILE=str(self.sms_file),
             BCRYPT_ROUNDS="4",
@@ -77,8 +84,18 @@ class LiveServer:
             SETTLEMENT_HOLD_SECONDS="0",
             PYTHONUNBUFFERED="1",
         )
+        given = {"DATABASE_URL": database_url, "PINGPP_API_BASE": pingpp_url, "PINGPP_PUBLIC_KEY_PATH": public_key_path}
+        self.env.update({k: v for k, v in given.items() if v is not None})
         self.env.update({k: str(v) for k, v in extra_env.items()})
         self.proc = None
+
+    def migrate(self):
+        """`python -m payapi migrate` of this server's checkout with its environment (the Procfile's release step)."""
+        done = subprocess.run([sys.executable, "-m", "payapi", "migrate"], cwd=self.root, env=self.env,
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"migrate failed in {self.root}:\n{done.stdout}{done.stderr}")
+        return self
 
     def start(self, timeout=30):
         self._log = open(self.log_path, "ab")
@@ -89,14 +106,16 @@ class LiveServer:
         # (with the default 1000 one gthread worker often accepts a whole burst and queues it).
         # worker_connections: the Procfile's own setting instead (gunicorn's 1000), for slow clients.
         # Who answered a request is the pid on its payapi.request log line.
+        # A positional APP_MODULE overrides the config file's wsgi_app, as --bind overrides its bind.
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
                 "--bind", f"127.0.0.1:{self.port}",
                 "--no-control-socket",
                 "--worker-connections", str(self.worker_connections or self.env.get("GUNICORN_THREADS", "4")),
+                *([self.app] if self.app else []),
             ],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -111,7 +130,7 @@ class LiveServer:
                 raise RuntimeError(f"gunicorn did not become healthy in {timeout}s:\n{self.log()[-3000:]}")
             booted = self.log().count("Booting worker")
             try:
-                healthy = requests.get(self.url + "/healthz", timeout=2).status_code == 200
+                healthy = requests.get(self.url + self.ready_path, timeout=2).status_code == 200
             except requests.RequestException:
                 healthy = False
             if healthy and booted >= self.workers:
@@ -119,7 +138,7 @@ class LiveServer:
             time.sleep(0.1)
         # Each worker builds the app after "Booting worker"; until every one of them has answered,
         # a burst could be served by the first one alone.
-        while len(self.served_by()) < self.workers:
+        while self.each_worker and len(self.served_by()) < self.workers:
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"not every gunicorn worker answered in {timeout}s:\n{self.log()[-3000:]}")
@@ -127,14 +146,15 @@ class LiveServer:
         return self
 
     def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
         self._log.close()
 
     def log(self):
@@ -197,13 +217,16 @@ class LiveServer:
     def user(self, phone=None):
         return LiveUser(self, phone)
 
-    def sms_codes(self, phone):
+    def sms_messages(self):
+        """Every SMS sent so far, oldest first: {"phone", "code", ...}."""
         try:
             with open(self.sms_file, encoding="utf-8") as f:
-                lines = [json.loads(line) for line in f if line.strip()]
+                return [json.loads(line) for line in f if line.strip()]
         except FileNotFoundError:
             return []
-        return [m["code"] for m in lines if m["phone"] == phone]
+
+    def sms_codes(self, phone):
+        return [m["code"] for m in self.sms_messages() if m["phone"] == phone]
 
 
 class LiveUser:
@@ -251,6 +274,61 @@ def paid_charge(server, fake, private_key=None, **fields):
         answer = server.deliver(private_key, event("charge.succeeded", charge))
         assert answer.status == 200 and answer.body["result"] == "applied", answer
     return info, charge
+
+
+def expert(server, fake, private_key, balance):
+    """A user with a pay password, a withdraw account (set through an SMS code) and a balance."""
+    user = server.user()
+    assert user.post("/rest/pay/passwd", {"passwd": PASSWD}).code == 900
+    assert user.post("/rest/pay/smscode", {"purpose": "withdrawInfo"}).code == 900
+    (code,) = server.sms_codes(user.phone)
+    answer = user.post("/rest/pay/withdrawInfo", {"smscode": code, **ACCOUNT})
+    assert answer.code == 900, answer
+    paid_charge(server, fake, private_key, expert_id=user.id, amount=balance)
+    return user
+
+
+class Trickler(threading.Thread):
+    """A client that sends its headers (or its body) one piece a second, as issue 9 measured.
+
+    answer: what the server said before it closed the connection (None: nothing); lasted: seconds
+    until then. give_up_after: leave by itself after that long (a server that never cuts it off).
+    """
+
+    def __init__(self, port, slow_part, give_up_after=None):
+        super().__init__(daemon=True)
+        self.port, self.slow_part, self.give_up_after = port, slow_part, give_up_after
+        self.opened = threading.Event()
+        self.answer, self.lasted = None, None
+
+    def run(self):
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        started = time.monotonic()
+        try:
+            if self.slow_part == "body":
+                sock.sendall(b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+            else:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            self.opened.set()
+            while self.give_up_after is None or time.monotonic() - started < self.give_up_after:
+                sock.sendall(b"x" if self.slow_part == "body" else b"X-Slow: 1\r\n")
+                time.sleep(1)
+                # Whatever the server said before it closed the connection.
+                sock.setblocking(False)
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    data = None
+                sock.setblocking(True)
+                if data is not None:
+                    self.answer = data
+                    return
+        except OSError:
+            return
+        finally:
+            self.lasted = time.monotonic() - started
+            self.opened.set()
+            sock.close()
 
 
 def run_gunicorn(args, env, cwd, timeout=45):

@@ -15,9 +15,8 @@ import pytest
 from payapi.models import ClientReport, Event, Lockout, Pay, SmsCode, Wallet, Withdrawal
 from payapi.payments import RETRIEVE_INTERVAL_MS
 from tests.conftest import SERVICE_KEY, _migrated, assert_books_balance, event, ledger_of
-from tests.live_server import LiveServer, paid_charge, parallel
-
-PASSWD = "e10adc3949ba59abbe56e057f20f883e"  # what the app sends: its own hash of the password
+from tests.experts import PASSWD
+from tests.live_server import LiveServer, expert, paid_charge, parallel
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +59,7 @@ def balance_of(user_id):
 
 def withdrawer(server, fake, private_key, balance):
     """A user with a pay password, a withdraw account (set through an SMS code) and a balance."""
-    user = server.user()
-    assert user.post("/rest/pay/passwd", {"passwd": PASSWD}).code == 900
-    assert user.post("/rest/pay/smscode", {"purpose": "withdrawInfo"}).code == 900
-    (code,) = server.sms_codes(user.phone)
-    answer = user.post("/rest/pay/withdrawInfo", {"smscode": code, "type": "alipay", "id": "u@example.com", "name": "张三"})
-    assert answer.code == 900, answer
-    paid_charge(server, fake, private_key, expert_id=user.id, amount=balance)
+    user = expert(server, fake, private_key, balance)
     assert balance_of(user.id) == balance
     return user
 

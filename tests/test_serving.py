@@ -15,7 +15,7 @@ import pytest
 from payapi import serving
 from payapi.serving import COMPLETE, HEAD_TOO_LARGE, PARTIAL, TOO_LONG, request_state
 from tests.conftest import _migrated, event
-from tests.live_server import LiveServer, paid_charge, parallel
+from tests.live_server import LiveServer, Trickler, paid_charge, parallel
 
 # --- when a request has arrived --------------------------------------------------------------
 
@@ -73,45 +73,6 @@ def live(database_url, fake_pingpp_server, pingpp_keys, tmp_path_factory):
 def server(live, database, fake_pingpp):
     yield live
     assert "Traceback" not in live.log(), live.log()[-4000:]
-
-
-class Trickler(threading.Thread):
-    """A client that sends its headers (or its body) one piece a second, as issue 9 measured."""
-
-    def __init__(self, port, slow_part):
-        super().__init__(daemon=True)
-        self.port, self.slow_part = port, slow_part
-        self.opened = threading.Event()
-        self.answer, self.lasted = None, None
-
-    def run(self):
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
-        started = time.monotonic()
-        try:
-            if self.slow_part == "body":
-                sock.sendall(b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
-            else:
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-            self.opened.set()
-            while True:
-                sock.sendall(b"x" if self.slow_part == "body" else b"X-Slow: 1\r\n")
-                time.sleep(1)
-                # Whatever the server said before it closed the connection.
-                sock.setblocking(False)
-                try:
-                    data = sock.recv(65536)
-                except BlockingIOError:
-                    data = None
-                sock.setblocking(True)
-                if data is not None:
-                    self.answer = data
-                    return
-        except OSError:
-            return
-        finally:
-            self.lasted = time.monotonic() - started
-            self.opened.set()
-            sock.close()
 
 
 def test_clients_trickling_headers_and_bodies_do_not_stop_the_service(server, fake_pingpp, pingpp_keys):
