@@ -154,7 +154,7 @@ class LogTail:
     """Counts the server's request lines for one route as its log grows (answers of queued requests)."""
 
     def __init__(self, server, route):
-        self.path, self.needle = server.log_path, f'"route": "{route}"'.encode()
+        self.path, self.route = server.log_path, route
         self.offset, self.count, self.rest = os.path.getsize(self.path), 0, b""
 
     def wait_for(self, expected, limit=60.0, stall=15.0):
@@ -165,7 +165,7 @@ class LogTail:
                 data = f.read()
             self.offset += len(data)
             *lines, self.rest = (self.rest + data).split(b"\n")
-            counted = sum(1 for line in lines if b'"payapi.request"' in line and self.needle in line)
+            counted = sum(1 for line in lines if b'"payapi.request"' in line and json.loads(line).get("route") == self.route)
             self.count += counted
             now = time.monotonic()
             changed = now if counted else changed
