@@ -169,18 +169,17 @@ class Dispatcher:
     def run_once(self):
         """Send every message due now (at most a pool's worth at a time); -> how many were attempted."""
         futures = [self.pool.submit(self._attempt, message_id) for message_id in due(self.concurrency * 4)]
-        attempted = sum(1 for f in futures if f.result() is not None)
-        db.close()
-        return attempted
+        return sum(1 for f in futures if f.result() is not None)
 
     def _attempt(self, message_id):
+        # Each pool thread keeps its database connection from one attempt to the next: opening one
+        # takes peewee's process-wide lock, which made the threads claim messages one at a time.
         try:
             return deliver(message_id, self.url, self.secret, self.session)
         except Exception:
             log.exception("notification %s: delivery raised", message_id, extra={"fields": {"message_id": message_id}})
+            db.close()  # perhaps the connection is what broke: the next attempt opens a new one
             return None
-        finally:
-            db.close()  # pool threads are reused; each attempt opens its own connection
 
     def run_forever(self, stop: threading.Event):
         while not stop.is_set():
