@@ -51,8 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from payapi.sandbox import Sandbox  # noqa: E402
 from tests import mariadb  # noqa: E402
-from tests.conftest import SERVICE_KEY, pay_request  # noqa: E402
-from tests.experts import ACCOUNT, PASSWD  # noqa: E402
+from tests.conftest import ACCOUNT, PASSWD, SERVICE_KEY, pay_request  # noqa: E402
 from tests.live_server import LiveServer, Trickler, expert, free_port  # noqa: E402
 from tests.receiver import Receiver  # noqa: E402
 

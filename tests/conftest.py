@@ -11,9 +11,11 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
+import time_machine
 import webtest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -27,10 +29,11 @@ from payapi.config import Settings
 from payapi.db import bind, db, open_database
 from payapi.ids import new_id
 from payapi import books
-from payapi.models import ALL_MODELS, JournalEntry, Pay, Posting, Wallet
+from payapi.models import ALL_MODELS, JournalEntry, Pay, Posting, Wallet, Withdrawal
 from payapi.views import pay_info_json
 from payapi.sms import FileSms
 from payapi.sandbox import Sandbox
+from payapi.withdrawals import run_payouts
 from payapi.wsgi import gateway_from
 from tests import mariadb
 from tests.tls import make_certificates
@@ -107,6 +110,27 @@ def _migrated(url):
         Router(database, migrate_dir=MIGRATIONS).run()
         _databases[url] = database
     return _databases[url]
+
+
+@pytest.fixture
+def clock():
+    """Time stopped where the test starts (time-machine): .shift(seconds) and .move_to(when) move it."""
+    with time_machine.travel(time.time(), tick=False) as traveller:
+        yield traveller
+
+
+def assert_envelope(answer, code, status):
+    """answer (a webtest response, or a live server's Answer) is the contract's envelope: this code
+    and HTTP status, a message on failures, nothing of a traceback or the driver. -> its body."""
+    http_status = getattr(answer, "status_int", None) or answer.status
+    body = answer.json if hasattr(answer, "json") else answer.body
+    assert http_status == status and isinstance(body, dict) and body.get("code") == code, (http_status, answer.text[:500])
+    if hasattr(answer, "content_type"):
+        assert answer.content_type == "application/json"
+    if code != 900:
+        assert isinstance(body.get("msg"), str) and body["msg"], body
+    assert "Traceback" not in answer.text and "pymysql" not in answer.text.lower(), answer.text[:500]
+    return body
 
 
 def assert_books_balance():
@@ -419,3 +443,94 @@ def make_operator(database, settings):
         return basic(name, password)
 
     return make
+
+
+# --- experts and withdrawals, set up through the public routes ------------------------------------
+
+PASSWD = "e10adc3949ba59abbe56e057f20f883e"  # the app sends its own hash of the pay password
+ACCOUNT = {"type": "alipay", "id": "expert@example.com", "name": "张三"}
+
+
+def set_passwd(user, passwd=PASSWD):
+    response = user.post("/rest/pay/passwd", {"passwd": passwd})
+    assert response.json["code"] == 900, response.json
+
+
+def set_account(user, account=ACCOUNT):
+    """An SMS code to the token's phone, then the account; at most one code a minute per user."""
+    sent = user.post("/rest/pay/smscode", {"purpose": "withdrawInfo"})
+    assert sent.json["code"] == 900, sent.json
+    response = user.post("/rest/pay/withdrawInfo", {"smscode": user.last_sms_code(), **account})
+    assert response.json["code"] == 900, response.json
+
+
+def set_up_expert(user, passwd=PASSWD, account=ACCOUNT):
+    set_passwd(user, passwd)
+    set_account(user, account)
+    return user
+
+
+def refresh_token(user):
+    """A fresh token after travelling in time (tokens live an hour)."""
+    return user.remint()
+
+
+def withdraw(user, amount, passwd=PASSWD):
+    return user.post("/rest/pay/withdraw", {"passwd": passwd, "amount": amount})
+
+
+def balance(user):
+    response = user.get("/rest/pay/balance")
+    assert response.json["code"] == 900, response.json
+    return response.json["info"]["balance"]
+
+
+def withdrawal(withdraw_id):
+    return Withdrawal.get(Withdrawal.withdraw_id == withdraw_id)
+
+
+def withdrawals_of(user):
+    return list(Withdrawal.select().where(Withdrawal.user_id == user.id).order_by(Withdrawal.created_at))
+
+
+def transfer_object(withdraw_id, amount, status="failed", transfer_id=None, currency="cny"):
+    """A Ping++ transfer as its webhook carries it, for a withdrawal that never reached the fake."""
+    return {
+        "id": transfer_id or "tr_" + secrets.token_hex(12),
+        "object": "transfer",
+        "app": "app_test_payapi",
+        "type": "b2c",
+        "channel": "alipay",
+        "order_no": withdraw_id,
+        "amount": amount,
+        "currency": currency,
+        "status": status,
+        "recipient": ACCOUNT["id"],
+        "extra": {"recipient_name": ACCOUNT["name"]},
+    }
+
+
+# What happens to a withdrawal: an expert with money, their pending withdrawal, Ping++'s transfer.
+
+@pytest.fixture
+def expert(make_user, pay_expert):
+    """An expert with a pay password, an account and 10,000 fen available."""
+    user = set_up_expert(make_user())
+    pay_expert(user.id, 10_000)
+    return user
+
+
+@pytest.fixture
+def pending(expert):
+    """The id of the expert's pending withdrawal of 3,000 fen."""
+    response = withdraw(expert, 3_000)
+    assert response.json["code"] == 900, response.json
+    return response.json["withdraw_id"]
+
+
+@pytest.fixture
+def processing(pending, gateway, fake_pingpp):
+    """(withdraw_id, transfer_id) of a withdrawal Ping++ accepted."""
+    assert run_payouts(gateway) == {"sent": 1, "failed": 0}
+    (transfer_id,) = fake_pingpp.transfers
+    return pending, transfer_id

@@ -22,8 +22,7 @@ import requests
 
 from payapi.auth import Authenticator
 from payapi.ids import new_id
-from tests.conftest import AUTH_SECRETS, SERVICE_KEY, event, pay_request, sign
-from tests.experts import ACCOUNT, PASSWD
+from tests.conftest import ACCOUNT, AUTH_SECRETS, PASSWD, SERVICE_KEY, event, pay_request, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST_TIMEOUT = 20  # seconds, for every request a test makes

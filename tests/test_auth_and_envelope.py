@@ -15,7 +15,7 @@ from payapi.app import create_app
 from payapi.auth import LEEWAY_S, Authenticator
 from payapi.ids import new_id
 from payapi.sms import FileSms
-from tests.conftest import AUTH_SECRETS
+from tests.conftest import AUTH_SECRETS, assert_envelope
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECK_INFO = "/rest/pay/checkInfo"
@@ -29,16 +29,6 @@ def get(app, path, token=None, **headers):
 
 def claims_token(claims, secret=AUTH_SECRETS[0], algorithm="HS256"):
     return jwt.encode(claims, secret, algorithm=algorithm)
-
-
-def assert_envelope(response, code, status):
-    assert response.status_int == status, (response.status, response.body)
-    assert response.content_type == "application/json"
-    body = response.json
-    assert body["code"] == code, body
-    if code != 900:
-        assert isinstance(body["msg"], str) and body["msg"]
-    return body
 
 
 def assert_unauthenticated(response):

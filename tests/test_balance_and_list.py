@@ -7,7 +7,7 @@ import time_machine
 
 from payapi.clock import iso, now_ms
 from payapi.withdrawals import run_payouts
-from tests.experts import (
+from tests.conftest import (
     ACCOUNT,
     refresh_token,
     set_account,
@@ -79,13 +79,13 @@ def test_cannot_withdraw_without_account(make_user, pay_expert):
 
 
 def test_cannot_withdraw_while_locked_and_can_again_when_the_lock_ends(expert):
-    with time_machine.travel(now_ms() / 1000, tick=False) as traveller:
+    with time_machine.travel(now_ms() / 1000, tick=False) as clock:
         for _ in range(5):
             withdraw(expert, 1000, passwd="wrong")
         assert balance_body(expert)["info"] == {
             "balance": 10_000, "available": 10_000, "pending": 0, "next_available_at": None, "currency": "cny", "can_withdraw": False, "next_withdraw_at": None,
         }
-        traveller.shift(3 * 3600 + 1)
+        clock.shift(3 * 3600 + 1)
         assert balance_body(refresh_token(expert))["info"]["can_withdraw"] is True
 
 
@@ -119,7 +119,7 @@ def test_can_withdraw_needs_at_least_withdraw_min(make_user, pay_expert, earned,
 
 # --- the list ----------------------------------------------------------------------------------
 
-def make_withdrawals(expert, send_event, count, traveller):
+def make_withdrawals(expert, send_event, count, clock):
     """count withdrawals, oldest first, one second apart; all but the newest failed (so the month is free)."""
     ids = []
     for i in range(count):
@@ -128,14 +128,8 @@ def make_withdrawals(expert, send_event, count, traveller):
         ids.append(response.json["withdraw_id"])
         if i < count - 1:
             assert send_event("transfer.failed", transfer_object(ids[-1], 100 + i)).json["result"] == "applied"
-        traveller.shift(1)
+        clock.shift(1)
     return ids
-
-
-@pytest.fixture
-def traveller():
-    with time_machine.travel(now_ms() / 1000, tick=False) as t:
-        yield t
 
 
 def test_list_is_empty_for_a_user_without_withdrawals(user):
@@ -165,22 +159,22 @@ def test_list_item_has_exactly_the_documented_shape(expert):
     assert item["createdAt"] == iso(row.created_at) and item["updatedAt"] == iso(row.updated_at)
 
 
-def test_list_shows_status_changes(expert, gateway, fake_pingpp, send_event, traveller):
+def test_list_shows_status_changes(expert, gateway, fake_pingpp, send_event, clock):
     withdraw_id = withdraw(expert, 1000).json["withdraw_id"]
     created = expert.get("/rest/pay/withdraws").json["list"][0]
-    traveller.shift(2)
+    clock.shift(2)
     run_payouts(gateway)
     assert expert.get("/rest/pay/withdraws").json["list"][0]["status"] == "processing"
     (transfer_id,) = fake_pingpp.transfers
-    traveller.shift(2)
+    clock.shift(2)
     send_event("transfer.succeeded", fake_pingpp.set_transfer(transfer_id, "paid"))
     item = expert.get("/rest/pay/withdraws").json["list"][0]
     assert (item["withdraw_id"], item["status"], item["createdAt"]) == (withdraw_id, "succeeded", created["createdAt"])
     assert item["updatedAt"] > created["updatedAt"]
 
 
-def test_list_is_newest_first(expert, send_event, traveller):
-    ids = make_withdrawals(expert, send_event, 3, traveller)
+def test_list_is_newest_first(expert, send_event, clock):
+    ids = make_withdrawals(expert, send_event, 3, clock)
     body = expert.get("/rest/pay/withdraws").json
     assert [w["withdraw_id"] for w in body["list"]] == ids[::-1]
     assert [w["status"] for w in body["list"]] == ["pending", "failed", "failed"]
@@ -188,15 +182,15 @@ def test_list_is_newest_first(expert, send_event, traveller):
     assert body["has_more"] is False
 
 
-def test_list_defaults_to_twenty(expert, send_event, traveller):
-    ids = make_withdrawals(expert, send_event, 21, traveller)
+def test_list_defaults_to_twenty(expert, send_event, clock):
+    ids = make_withdrawals(expert, send_event, 21, clock)
     body = expert.get("/rest/pay/withdraws").json
     assert [w["withdraw_id"] for w in body["list"]] == ids[::-1][:20]
     assert body["has_more"] is True
 
 
-def test_pages_with_limit_and_before_walk_every_withdrawal_once(expert, send_event, traveller):
-    ids = make_withdrawals(expert, send_event, 5, traveller)
+def test_pages_with_limit_and_before_walk_every_withdrawal_once(expert, send_event, clock):
+    ids = make_withdrawals(expert, send_event, 5, clock)
     seen, before, pages = [], None, []
     while True:
         params = {"limit": "2"} if before is None else {"limit": "2", "before": before}
@@ -211,14 +205,14 @@ def test_pages_with_limit_and_before_walk_every_withdrawal_once(expert, send_eve
     assert pages == [(2, True), (2, True), (1, False)]
 
 
-def test_before_is_exclusive(expert, send_event, traveller):
-    ids = make_withdrawals(expert, send_event, 3, traveller)
+def test_before_is_exclusive(expert, send_event, clock):
+    ids = make_withdrawals(expert, send_event, 3, clock)
     body = expert.get("/rest/pay/withdraws", before=ids[1]).json
     assert [w["withdraw_id"] for w in body["list"]] == [ids[0]]
     assert expert.get("/rest/pay/withdraws", before=ids[0]).json == {"code": 900, "list": [], "has_more": False}
 
 
-def test_withdrawals_made_in_the_same_millisecond_page_without_loss(expert, send_event, traveller):
+def test_withdrawals_made_in_the_same_millisecond_page_without_loss(expert, send_event, clock):
     ids = []
     for i in range(4):  # the clock does not move: every created_at is equal
         response = withdraw(expert, 100 + i)
@@ -239,8 +233,8 @@ def test_limit_bounds_are_accepted(expert, limit):
     assert body["code"] == 900 and len(body["list"]) == 1 and body["has_more"] is False
 
 
-def test_limit_one_says_there_is_more(expert, send_event, traveller):
-    ids = make_withdrawals(expert, send_event, 2, traveller)
+def test_limit_one_says_there_is_more(expert, send_event, clock):
+    ids = make_withdrawals(expert, send_event, 2, clock)
     body = expert.get("/rest/pay/withdraws", limit="1").json
     assert ([w["withdraw_id"] for w in body["list"]], body["has_more"]) == ([ids[1]], True)
 

@@ -11,7 +11,7 @@ from payapi import payments, refunds, worker
 from payapi.gateway import GatewayError
 from payapi.models import Notification, Pay, Refund
 from payapi.sandbox.core import ControlError
-from tests.conftest import Scripted, balance_of, ledger_of
+from tests.conftest import balance_of, ledger_of, Scripted
 
 
 def reversed_at_ping(fake_pingpp, info):

@@ -14,8 +14,7 @@ import pytest
 
 from payapi.models import ClientReport, Event, Lockout, Pay, SmsCode, Wallet, Withdrawal
 from payapi.payments import RETRIEVE_INTERVAL_MS
-from tests.conftest import SERVICE_KEY, _migrated, assert_books_balance, event, ledger_of
-from tests.experts import PASSWD
+from tests.conftest import PASSWD, SERVICE_KEY, _migrated, assert_books_balance, event, ledger_of
 from tests.live_server import LiveServer, expert, paid_charge, parallel
 
 

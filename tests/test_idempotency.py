@@ -9,8 +9,7 @@ import time_machine
 
 from payapi.gateway import GatewayError
 from payapi.models import IdempotencyKey, Pay, Refund, Withdrawal
-from tests.conftest import SERVICE_KEY, Scripted, balance_of, pay_request
-from tests.experts import PASSWD, set_up_expert
+from tests.conftest import PASSWD, SERVICE_KEY, balance_of, pay_request, Scripted, set_up_expert
 
 
 def service_post(app, path, body, key):

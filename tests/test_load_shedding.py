@@ -110,7 +110,8 @@ def test_question_without_a_pay_password_is_no_free_hasher(make_rated_user):
 def test_a_turn_left_by_a_killed_process_runs_out(user, settings):
     with time_machine.travel("2026-12-06T10:00:00Z", tick=False) as clock:
         user.remint()
-        security._take_turn(settings, user.id)  # its process died before it could end the turn
+        # A request took its turn (its row as hashing_turn writes it), then its process was killed.
+        HashingTurn.create(user_id=user.id, busy_until=now_ms() + security.TURN_LEASE_MS, tat=now_ms())
         assert user.post("/rest/pay/passwd", {"passwd": "p"}).json["code"] == 906
         clock.shift(security.TURN_LEASE_MS / 1000)
         assert user.post("/rest/pay/passwd", {"passwd": "p"}).json["code"] == 900

@@ -6,8 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import SERVICE_KEY, _migrated, process_env
-from tests.experts import ACCOUNT, set_up_expert, withdraw
+from tests.conftest import ACCOUNT, SERVICE_KEY, _migrated, process_env, set_up_expert, withdraw
 from tests.live_server import ROOT, LiveServer, paid_charge
 
 PASSWD = "e10adc3949ba59abbe56e057f20f883e-log-test"

@@ -77,7 +77,7 @@ def test_webhook_outcomes_are_counted(app, pay_expert, make_user, send_event, fa
 
 
 def test_worker_passes_payouts_and_the_outbox_come_from_the_database(app, settings, gateway, make_user, pay_expert):
-    from tests.experts import set_up_expert, withdraw
+    from tests.conftest import set_up_expert, withdraw
 
     expert = set_up_expert(make_user())
     pay_expert(expert.id, 5_000)

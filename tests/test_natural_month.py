@@ -11,8 +11,7 @@ import webtest
 from payapi.app import create_app
 from payapi.clock import iso, natural_month, next_month_start, now_ms
 from payapi.sms import FileSms
-from tests.conftest import User
-from tests.experts import balance, refresh_token, set_up_expert, withdraw
+from tests.conftest import balance, refresh_token, set_up_expert, User, withdraw
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 UTC = zoneinfo.ZoneInfo("UTC")
@@ -85,45 +84,34 @@ def funded(make_user, pay_expert):
     return make
 
 
-def test_a_withdrawal_just_before_month_end_and_another_just_after_both_succeed(funded):
-    with time_machine.travel("2026-11-30T15:59:00.000Z", tick=False) as traveller:
+# Each script: (when, the answer to a 1,000 fen withdrawal then), one expert, in Asia/Shanghai
+# (UTC+8: a natural month there ends at 16:00 UTC on its last day).
+MONTH_BOUNDARIES = {
+    "just before and just after the end of November": [
+        ("2026-11-30T15:59:00.000Z", 900), ("2026-11-30T15:59:30.000Z", 910),
+        ("2026-11-30T16:01:00.000Z", 900), ("2026-11-30T16:02:00.000Z", 910),
+    ],
+    "the last millisecond of November is still November": [
+        ("2026-11-30T15:58:00.000Z", 900), ("2026-11-30T15:59:59.999Z", 910), ("2026-11-30T16:00:00.000Z", 900),
+    ],
+    "a December withdrawal does not block January": [
+        ("2026-12-31T15:30:00.000Z", 900), ("2026-12-31T16:00:00.000Z", 900),
+    ],
+    "the leap day belongs to February": [
+        ("2028-02-01T00:00:00.000Z", 900), ("2028-02-29T15:59:00.000Z", 910), ("2028-02-29T16:00:00.000Z", 900),
+    ],
+}
+
+
+@pytest.mark.parametrize("script", MONTH_BOUNDARIES.values(), ids=MONTH_BOUNDARIES.keys())
+def test_one_withdrawal_per_natural_month(funded, script):
+    with time_machine.travel(script[0][0], tick=False) as clock:
         expert = funded()
-        assert withdraw(expert, 1000).json["code"] == 900
-        traveller.move_to("2026-11-30T15:59:30.000Z")
-        assert withdraw(expert, 1000).json["code"] == 910
-        traveller.move_to("2026-11-30T16:01:00.000Z")
-        assert withdraw(expert, 1000).json["code"] == 900
-        traveller.move_to("2026-11-30T16:02:00.000Z")
-        assert withdraw(expert, 1000).json["code"] == 910
-        assert balance(expert) == 8_000  # inside: the token minted then has expired by now
-
-
-def test_the_last_millisecond_of_november_is_still_november(funded):
-    with time_machine.travel("2026-11-30T15:58:00.000Z", tick=False) as traveller:
-        expert = funded()
-        assert withdraw(expert, 1000).json["code"] == 900
-        traveller.move_to("2026-11-30T15:59:59.999Z")
-        assert withdraw(expert, 1000).json["code"] == 910
-        traveller.move_to("2026-11-30T16:00:00.000Z")
-        assert withdraw(expert, 1000).json["code"] == 900
-
-
-def test_december_withdrawal_does_not_block_january(funded):
-    with time_machine.travel("2026-12-31T15:30:00.000Z", tick=False) as traveller:
-        expert = funded()
-        assert withdraw(expert, 1000).json["code"] == 900
-        traveller.move_to("2026-12-31T16:00:00.000Z")
-        assert withdraw(expert, 1000).json["code"] == 900
-
-
-def test_leap_day_belongs_to_february(funded):
-    with time_machine.travel("2028-02-01T00:00:00.000Z", tick=False) as traveller:
-        expert = funded()
-        assert withdraw(expert, 1000).json["code"] == 900
-        traveller.move_to("2028-02-29T15:59:00.000Z")  # 23:59 on 29 February in Shanghai
-        assert withdraw(refresh_token(expert), 1000).json["code"] == 910
-        traveller.move_to("2028-02-29T16:00:00.000Z")
-        assert withdraw(expert, 1000).json["code"] == 900
+        for when, code in script:
+            clock.move_to(when)
+            assert withdraw(refresh_token(expert), 1000).json["code"] == code, when
+        withdrawn = 1000 * [code for _, code in script].count(900)
+        assert balance(expert) == 10_000 - withdrawn  # inside: the token minted then has expired by now
 
 
 def test_balance_points_to_the_start_of_the_next_month_after_a_november_withdrawal(funded):

@@ -16,8 +16,7 @@ import time_machine
 
 from payapi import notifications, worker
 from payapi.models import Notification
-from tests.conftest import AUTH_SECRETS, SERVICE_KEY
-from tests.experts import set_up_expert, transfer_object, withdraw
+from tests.conftest import AUTH_SECRETS, SERVICE_KEY, set_up_expert, transfer_object, withdraw
 from tests.receiver import Receiver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,12 +11,9 @@ import pytest
 
 from payapi import withdrawals as payouts
 from payapi.lifecycles import NotificationStatus
-from payapi.models import AuditEntry, Notification, Withdrawal
+from payapi.models import AuditEntry, Notification
 from payapi.notifications import resend
-from tests.conftest import OPERATOR_PASSWORD, process_env
-from tests.experts import (  # noqa: F401 - expert, pending, processing are fixtures
-    balance, expert, pending, processing, set_up_expert, withdraw, withdrawal,
-)
+from tests.conftest import OPERATOR_PASSWORD, balance, process_env, set_up_expert, withdraw, withdrawal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,8 +13,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from payapi import operators
-from tests.conftest import OPERATOR_PASSWORD
-from tests.experts import balance, set_up_expert, withdraw, withdrawal
+from tests.conftest import OPERATOR_PASSWORD, balance, set_up_expert, withdraw, withdrawal
 from tests.live_server import LiveServer
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

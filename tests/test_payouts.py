@@ -6,24 +6,22 @@ import subprocess
 import sys
 
 import pytest
-import time_machine
 
-from payapi.clock import now_ms
 from payapi.models import Event
 from payapi.withdrawals import reconcile_transfers, run_payouts
-from tests.conftest import process_env
-from tests.experts import (  # noqa: F401 - expert, pending, processing are fixtures
-    ACCOUNT, balance, expert, ledger, pending, processing, set_account, set_up_expert, transfer_object, withdraw,
+from tests.conftest import (
+    ACCOUNT,
+    balance,
+    ledger_of,
+    process_env,
+    set_account,
+    set_up_expert,
+    transfer_object,
+    withdraw,
     withdrawal,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def traveller():
-    with time_machine.travel(now_ms() / 1000, tick=False) as t:
-        yield t
 
 
 def transfer_requests(fake, transfer_id):
@@ -76,8 +74,8 @@ def test_running_payouts_twice_creates_one_transfer(pending, gateway, fake_pingp
     assert len(fake_pingpp.transfer_creations(pending)) == 1 and len(fake_pingpp.transfers) == 1
 
 
-def test_the_payout_uses_the_account_snapshot_not_the_current_account(expert, pending, gateway, fake_pingpp, traveller):
-    traveller.shift(61)
+def test_the_payout_uses_the_account_snapshot_not_the_current_account(expert, pending, gateway, fake_pingpp, clock):
+    clock.shift(61)
     set_account(expert, {"type": "alipay", "id": "changed@example.com", "name": "李四"})
     run_payouts(gateway)
     (request,) = fake_pingpp.transfer_creations()
@@ -153,7 +151,7 @@ def test_transfer_failed_at_once_is_refunded_and_frees_the_month(pending, gatewa
     run_payouts(gateway)
     assert withdrawal(pending).status == "failed"
     assert balance(expert) == 10_000
-    assert ledger(expert)[-1] == ("withdraw_refund", 3_000, pending)
+    assert ledger_of(expert.id)[-1] == ("withdraw_refund", pending, 3_000)
     assert withdraw(expert, 1_000).json["code"] == 900
 
 
@@ -165,7 +163,7 @@ def test_transfer_succeeded_event_marks_the_withdrawal_succeeded(processing, fak
     assert (response.status_int, response.json) == (200, {"code": 900, "result": "applied"})
     assert withdrawal(withdraw_id).status == "succeeded"
     assert balance(expert) == 7_000
-    assert [k for k, _, _ in ledger(expert)] == ["charge", "withdraw"]
+    assert [k for k, _, _ in ledger_of(expert.id)] == ["charge", "withdraw"]
     assert withdraw(expert, 1_000).json["code"] == 910  # a succeeded withdrawal uses up the month
 
 
@@ -175,7 +173,7 @@ def test_transfer_failed_event_refunds_and_frees_the_month(processing, fake_ping
     assert response.json == {"code": 900, "result": "applied"}
     assert withdrawal(withdraw_id).status == "failed"
     assert balance(expert) == 10_000
-    assert ledger(expert)[-1] == ("withdraw_refund", 3_000, withdraw_id)
+    assert ledger_of(expert.id)[-1] == ("withdraw_refund", withdraw_id, 3_000)
     assert withdraw(expert, 10_000).json["code"] == 900
 
 
@@ -186,7 +184,7 @@ def test_replayed_transfer_event_is_applied_once(processing, fake_pingpp, send_e
     replay = send_event("transfer.failed", obj, event_id="evt_failed_once")
     assert (replay.status_int, replay.json) == (200, {"code": 900, "result": "replay"})
     assert balance(expert) == 10_000
-    assert [k for k, _, _ in ledger(expert)].count("withdraw_refund") == 1
+    assert [k for k, _, _ in ledger_of(expert.id)].count("withdraw_refund") == 1
 
 
 def test_a_second_failed_event_for_the_same_transfer_refunds_nothing_more(processing, fake_pingpp, send_event, expert):
@@ -224,7 +222,7 @@ def test_failed_event_after_succeeded_is_a_mismatch_and_refunds_nothing(processi
     assert (response.status_int, response.json) == (200, {"code": 900, "result": "mismatch"})
     assert withdrawal(withdraw_id).status == "succeeded"
     assert balance(expert) == 7_000
-    assert "withdraw_refund" not in [k for k, _, _ in ledger(expert)]
+    assert "withdraw_refund" not in [k for k, _, _ in ledger_of(expert.id)]
 
 
 def test_succeeded_event_after_failed_is_a_mismatch_and_keeps_the_refund(processing, fake_pingpp, send_event, expert):
@@ -261,15 +259,15 @@ def test_transfer_event_with_a_bad_signature_is_401_and_changes_nothing(processi
 # --- reconcile_transfers -----------------------------------------------------------------------
 
 @pytest.fixture
-def processing_since_now(pending, gateway, fake_pingpp, traveller):
+def processing_since_now(pending, gateway, fake_pingpp, clock):
     run_payouts(gateway)
     (transfer_id,) = fake_pingpp.transfers
     return pending, transfer_id
 
 
-def test_fresh_processing_transfers_are_not_retrieved(processing_since_now, gateway, fake_pingpp, traveller):
+def test_fresh_processing_transfers_are_not_retrieved(processing_since_now, gateway, fake_pingpp, clock):
     _, transfer_id = processing_since_now
-    traveller.shift(5 * 60 - 1)
+    clock.shift(5 * 60 - 1)
     assert reconcile_transfers(gateway) == {"settled": 0, "failed": 0}
     assert transfer_requests(fake_pingpp, transfer_id) == []
 
@@ -279,11 +277,11 @@ def test_fresh_processing_transfers_are_not_retrieved(processing_since_now, gate
     [("paid", "succeeded", False), ("failed", "failed", True), ("canceled", "failed", True)],
 )
 def test_processing_transfer_older_than_five_minutes_is_settled_from_ping(
-    processing_since_now, gateway, fake_pingpp, traveller, expert, status, settled, refunded
+    processing_since_now, gateway, fake_pingpp, clock, expert, status, settled, refunded
 ):
     withdraw_id, transfer_id = processing_since_now
     fake_pingpp.set_transfer(transfer_id, status)
-    traveller.shift(5 * 60 + 1)
+    clock.shift(5 * 60 + 1)
     assert reconcile_transfers(gateway) == {"settled": 1, "failed": 0}
     assert len(transfer_requests(fake_pingpp, transfer_id)) == 1
     assert withdrawal(withdraw_id).status == settled
@@ -292,24 +290,24 @@ def test_processing_transfer_older_than_five_minutes_is_settled_from_ping(
 
 
 def test_transfer_still_pending_at_ping_stays_processing_and_is_asked_again_later(
-    processing_since_now, gateway, fake_pingpp, traveller
+    processing_since_now, gateway, fake_pingpp, clock
 ):
     withdraw_id, transfer_id = processing_since_now
-    traveller.shift(5 * 60 + 1)
+    clock.shift(5 * 60 + 1)
     assert reconcile_transfers(gateway) == {"settled": 0, "failed": 0}
     assert withdrawal(withdraw_id).status == "processing"
     assert reconcile_transfers(gateway) == {"settled": 0, "failed": 0}
     assert len(transfer_requests(fake_pingpp, transfer_id)) == 1  # not again right away
-    traveller.shift(5 * 60 + 1)
+    clock.shift(5 * 60 + 1)
     fake_pingpp.set_transfer(transfer_id, "paid")
     assert reconcile_transfers(gateway) == {"settled": 1, "failed": 0}
     assert withdrawal(withdraw_id).status == "succeeded"
 
 
-def test_ping_failing_during_reconcile_changes_nothing(processing_since_now, gateway, fake_pingpp, traveller, expert):
+def test_ping_failing_during_reconcile_changes_nothing(processing_since_now, gateway, fake_pingpp, clock, expert):
     withdraw_id, transfer_id = processing_since_now
     fake_pingpp.set_transfer(transfer_id, "failed")
-    traveller.shift(5 * 60 + 1)
+    clock.shift(5 * 60 + 1)
     fake_pingpp.fail_next()
     assert reconcile_transfers(gateway) == {"settled": 0, "failed": 1}
     assert withdrawal(withdraw_id).status == "processing"

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from payapi import refunds, wallet, worker
 from payapi.models import Pay, Refund
-from tests.conftest import SERVICE_KEY, Scripted, balance_of, ledger_of
+from tests.conftest import SERVICE_KEY, balance_of, ledger_of, Scripted
 
 FEE_BPS = 250
 

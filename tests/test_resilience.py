@@ -18,7 +18,7 @@ from pytest_mysql import factories
 
 from payapi.ids import new_id
 from payapi.models import Pay
-from tests.conftest import _migrated, assert_books_balance, event
+from tests.conftest import _migrated, assert_books_balance, assert_envelope, event
 from tests.live_server import ROOT, LiveServer, paid_charge, parallel
 
 GATEWAY_TIMEOUT = 2  # PINGPP_TIMEOUT for these servers, seconds
@@ -29,12 +29,6 @@ restartable_mariadb = factories.mysql_proc(
     params="--user=root --skip-log-bin --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 "
     "--innodb-lock-wait-timeout=10 --max-connections=200",
 )
-
-
-def assert_envelope(answer, status, code):
-    assert answer.status == status and answer.code == code, answer
-    assert isinstance(answer.body.get("msg"), str) and answer.body["msg"], answer
-    assert "Traceback" not in answer.text and "pymysql" not in answer.text.lower(), answer
 
 
 def assert_no_worker_was_killed(server, pids):
@@ -99,7 +93,7 @@ def test_mariadb_restart_answers_503_then_recovers_without_restarting_gunicorn(
             proc.start()
 
         for answer in during + writes + [passwd]:
-            assert_envelope(answer, 503, 999)
+            assert_envelope(answer, 999, 503)
             assert answer.seconds < 10, answer  # refused at once, not a hang
         assert all(a.body.get("db") == "down" for a in during[::4])
 
@@ -147,7 +141,7 @@ def test_hanging_pingpp_answers_920_and_900_in_time_without_killing_workers(
     orders = [new_id() for _ in range(8)]
     answers = parallel(8, lambda i: server.internal_pay(o_id=orders[i], timeout=HANG))
     for answer in answers:
-        assert_envelope(answer, 502, 920)
+        assert_envelope(answer, 920, 502)
         assert answer.seconds < GATEWAY_TIMEOUT + 2, answer
     # Nothing half-written: no pay record for any of them.
     assert not Pay.select().where(Pay.o_id.in_(orders)).exists()

@@ -48,7 +48,7 @@ def clock(time_machine):
 
 
 @pytest.fixture
-def traveller(clock, user):
+def travelling_user(clock, user):
     """A user whose token survives hours of travel; the clock is frozen at START."""
     return long_lived(user)
 
@@ -330,13 +330,13 @@ def test_withdraw_account_with_a_token_without_phone_is_910(user, settings):
     assert user.get(WITHDRAW_INFO).json["info"]["id"] == ""
 
 
-def test_replacing_the_withdraw_account_needs_a_new_code(traveller, clock):
-    assert_code(set_account(traveller, account_id="old"), 900, 200)
-    used = traveller.last_sms_code()
-    assert_code(traveller.post(WITHDRAW_INFO, {"smscode": used, "id": "new", "name": "李四"}), 905, 403)
+def test_replacing_the_withdraw_account_needs_a_new_code(travelling_user, clock):
+    assert_code(set_account(travelling_user, account_id="old"), 900, 200)
+    used = travelling_user.last_sms_code()
+    assert_code(travelling_user.post(WITHDRAW_INFO, {"smscode": used, "id": "new", "name": "李四"}), 905, 403)
     clock.shift(61)
-    assert_code(set_account(traveller, account_id="new", name="李四"), 900, 200)
-    assert traveller.get(WITHDRAW_INFO).json["info"] == {"type": "alipay", "id": "new", "name": "李四"}
+    assert_code(set_account(travelling_user, account_id="new", name="李四"), 900, 200)
+    assert travelling_user.get(WITHDRAW_INFO).json["info"] == {"type": "alipay", "id": "new", "name": "李四"}
 
 
 def test_withdraw_account_is_per_user(make_user):
@@ -381,62 +381,62 @@ def assert_locked(response, retry_after):
     assert response.headers["Retry-After"] == str(retry_after)
 
 
-def test_four_wrong_pay_passwords_are_905_and_the_fifth_locks_for_three_hours(traveller):
-    set_passwd(traveller, "right")
-    for response in wrong_passwd(traveller, 4):
+def test_four_wrong_pay_passwords_are_905_and_the_fifth_locks_for_three_hours(travelling_user):
+    set_passwd(travelling_user, "right")
+    for response in wrong_passwd(travelling_user, 4):
         assert_code(response, 905, 403)
-    assert_locked(wrong_passwd(traveller, 1)[0], THREE_HOURS)
-    row = Lockout.get(Lockout.user_id == traveller.id, Lockout.kind == "passwd")
+    assert_locked(wrong_passwd(travelling_user, 1)[0], THREE_HOURS)
+    row = Lockout.get(Lockout.user_id == travelling_user.id, Lockout.kind == "passwd")
     assert row.failures == 5
     assert row.locked_until == int(START.timestamp() * 1000) + THREE_HOURS * 1000
 
 
-def test_locked_user_gets_906_even_with_the_right_password(traveller, clock):
-    set_passwd(traveller, "right")
-    wrong_passwd(traveller, 5)
+def test_locked_user_gets_906_even_with_the_right_password(travelling_user, clock):
+    set_passwd(travelling_user, "right")
+    wrong_passwd(travelling_user, 5)
     clock.shift(3600)
-    assert_locked(set_passwd(traveller, "new", old_passwd="right"), 2 * 3600)
+    assert_locked(set_passwd(travelling_user, "new", old_passwd="right"), 2 * 3600)
     clock.shift(2 * 3600 - 1)
-    assert_locked(set_passwd(traveller, "new", old_passwd="right"), 1)
-    assert secret_matches("right", profile(traveller).passwd_hash)
+    assert_locked(set_passwd(travelling_user, "new", old_passwd="right"), 1)
+    assert secret_matches("right", profile(travelling_user).passwd_hash)
 
 
-def test_lock_ends_three_hours_after_the_fifth_wrong_password(traveller, clock):
-    set_passwd(traveller, "right")
-    wrong_passwd(traveller, 4)
+def test_lock_ends_three_hours_after_the_fifth_wrong_password(travelling_user, clock):
+    set_passwd(travelling_user, "right")
+    wrong_passwd(travelling_user, 4)
     clock.shift(600)
-    wrong_passwd(traveller, 1)  # the fifth: the lock runs from here
+    wrong_passwd(travelling_user, 1)  # the fifth: the lock runs from here
     clock.shift(THREE_HOURS)
-    assert_code(set_passwd(traveller, "new", old_passwd="right"), 900, 200)
+    assert_code(set_passwd(travelling_user, "new", old_passwd="right"), 900, 200)
     # The count starts again from zero.
-    for response in wrong_passwd(traveller, 4):
+    for response in wrong_passwd(travelling_user, 4):
         assert_code(response, 905, 403)
 
 
-def test_right_password_before_the_fifth_resets_the_count(traveller):
-    set_passwd(traveller, "right")
-    wrong_passwd(traveller, 4)
-    assert_code(set_passwd(traveller, "right2", old_passwd="right"), 900, 200)
-    for response in wrong_passwd(traveller, 4):
+def test_right_password_before_the_fifth_resets_the_count(travelling_user):
+    set_passwd(travelling_user, "right")
+    wrong_passwd(travelling_user, 4)
+    assert_code(set_passwd(travelling_user, "right2", old_passwd="right"), 900, 200)
+    for response in wrong_passwd(travelling_user, 4):
         assert_code(response, 905, 403)
-    assert_locked(wrong_passwd(traveller, 1)[0], THREE_HOURS)
+    assert_locked(wrong_passwd(travelling_user, 1)[0], THREE_HOURS)
 
 
-def test_wrong_passwords_more_than_three_hours_apart_do_not_lock(traveller, clock):
-    set_passwd(traveller, "right")
-    wrong_passwd(traveller, 4)
+def test_wrong_passwords_more_than_three_hours_apart_do_not_lock(travelling_user, clock):
+    set_passwd(travelling_user, "right")
+    wrong_passwd(travelling_user, 4)
     clock.shift(THREE_HOURS + 1)
-    assert_code(wrong_passwd(traveller, 1)[0], 905, 403)
+    assert_code(wrong_passwd(travelling_user, 1)[0], 905, 403)
 
 
-def test_five_wrong_passwords_within_three_hours_lock_however_long_ago_the_last_success_was(traveller, clock):
-    set_passwd(traveller, "right")
-    assert_code(set_passwd(traveller, "right", old_passwd="right"), 900, 200)
+def test_five_wrong_passwords_within_three_hours_lock_however_long_ago_the_last_success_was(travelling_user, clock):
+    set_passwd(travelling_user, "right")
+    assert_code(set_passwd(travelling_user, "right", old_passwd="right"), 900, 200)
     clock.shift(THREE_HOURS - 60)
-    for response in wrong_passwd(traveller, 4):
+    for response in wrong_passwd(travelling_user, 4):
         assert_code(response, 905, 403)
     clock.shift(120)  # two minutes after the first wrong one, over three hours after the success
-    assert_locked(wrong_passwd(traveller, 1)[0], THREE_HOURS)
+    assert_locked(wrong_passwd(travelling_user, 1)[0], THREE_HOURS)
 
 
 def wrong_answers(user, n):
@@ -447,129 +447,129 @@ WRONG = {"passwd": wrong_passwd, "answers": wrong_answers}
 
 
 @pytest.mark.parametrize("kind", ["passwd", "answers"])
-def test_five_wrong_across_the_old_fixed_window_edge_lock(traveller, clock, kind):
+def test_five_wrong_across_the_old_fixed_window_edge_lock(travelling_user, clock, kind):
     # The old window opened at the first wrong attempt and started again 3 hours later, so three
     # wrong ones just before that edge and four just after (seven in two seconds) never locked.
-    set_passwd(traveller, "right")
-    set_answers(traveller, "right")
-    assert_code(WRONG[kind](traveller, 1)[0], 905, 403)
+    set_passwd(travelling_user, "right")
+    set_answers(travelling_user, "right")
+    assert_code(WRONG[kind](travelling_user, 1)[0], 905, 403)
     clock.shift(THREE_HOURS - 1)
-    for response in WRONG[kind](traveller, 3):
+    for response in WRONG[kind](travelling_user, 3):
         assert_code(response, 905, 403)
     clock.shift(2)  # the first one has left the last 3 hours; the other three have not
-    assert_code(WRONG[kind](traveller, 1)[0], 905, 403)
-    assert_locked(WRONG[kind](traveller, 1)[0], THREE_HOURS)
+    assert_code(WRONG[kind](travelling_user, 1)[0], 905, 403)
+    assert_locked(WRONG[kind](travelling_user, 1)[0], THREE_HOURS)
 
 
 @pytest.mark.parametrize("kind", ["passwd", "answers"])
-def test_the_window_slides_over_spread_out_wrong_attempts(traveller, clock, kind):
-    set_passwd(traveller, "right")
-    set_answers(traveller, "right")
+def test_the_window_slides_over_spread_out_wrong_attempts(travelling_user, clock, kind):
+    set_passwd(travelling_user, "right")
+    set_answers(travelling_user, "right")
     for _ in range(4):  # at 0:00, 0:50, 1:40, 2:30
-        assert_code(WRONG[kind](traveller, 1)[0], 905, 403)
+        assert_code(WRONG[kind](travelling_user, 1)[0], 905, 403)
         clock.shift(50 * 60)
     # 3:20: the one at 0:00 has left the window, four remain.
-    assert_code(WRONG[kind](traveller, 1)[0], 905, 403)
+    assert_code(WRONG[kind](travelling_user, 1)[0], 905, 403)
     clock.shift(10 * 60)
     # 3:30: 0:50, 1:40, 2:30, 3:20 and this one are five within 3 hours.
-    assert_locked(WRONG[kind](traveller, 1)[0], THREE_HOURS)
+    assert_locked(WRONG[kind](travelling_user, 1)[0], THREE_HOURS)
 
 
-def test_wrong_passwords_an_hour_apart_forever_never_lock(traveller, clock):
-    set_passwd(traveller, "right")
+def test_wrong_passwords_an_hour_apart_forever_never_lock(travelling_user, clock):
+    set_passwd(travelling_user, "right")
     for _ in range(12):  # never more than three within any 3 hours
-        assert_code(wrong_passwd(traveller, 1)[0], 905, 403)
+        assert_code(wrong_passwd(travelling_user, 1)[0], 905, 403)
         clock.shift(3600)
-    assert_code(set_passwd(traveller, "right2", old_passwd="right"), 900, 200)
+    assert_code(set_passwd(travelling_user, "right2", old_passwd="right"), 900, 200)
 
 
-def test_a_right_password_forgets_the_wrong_ones_in_the_window(traveller, clock):
-    set_passwd(traveller, "right")
-    wrong_passwd(traveller, 4)
+def test_a_right_password_forgets_the_wrong_ones_in_the_window(travelling_user, clock):
+    set_passwd(travelling_user, "right")
+    wrong_passwd(travelling_user, 4)
     clock.shift(60)
-    assert_code(set_passwd(traveller, "right", old_passwd="right"), 900, 200)
+    assert_code(set_passwd(travelling_user, "right", old_passwd="right"), 900, 200)
     clock.shift(60)
-    for response in wrong_passwd(traveller, 4):
+    for response in wrong_passwd(travelling_user, 4):
         assert_code(response, 905, 403)
-    assert_locked(wrong_passwd(traveller, 1)[0], THREE_HOURS)
+    assert_locked(wrong_passwd(travelling_user, 1)[0], THREE_HOURS)
 
 
-def test_wrong_passwords_on_routes_4_5_and_6_count_together(traveller):
-    set_passwd(traveller, "right")
-    set_answers(traveller, "right")
-    assert_code(set_account(traveller), 900, 200)
-    for response in wrong_passwd(traveller, 2, PASSWD) + wrong_passwd(traveller, 1, QUESTION):
+def test_wrong_passwords_on_routes_4_5_and_6_count_together(travelling_user):
+    set_passwd(travelling_user, "right")
+    set_answers(travelling_user, "right")
+    assert_code(set_account(travelling_user), 900, 200)
+    for response in wrong_passwd(travelling_user, 2, PASSWD) + wrong_passwd(travelling_user, 1, QUESTION):
         assert_code(response, 905, 403)
-    assert_code(wrong_passwd(traveller, 1, WITHDRAW)[0], 905, 403)
-    assert_locked(wrong_passwd(traveller, 1, QUESTION)[0], THREE_HOURS)
-    assert_locked(traveller.post(WITHDRAW, {"passwd": "right", "amount": "1000"}), THREE_HOURS)
-    assert_locked(traveller.post(QUESTION, {**ANSWERS, "passwd": "right"}), THREE_HOURS)
-    assert_locked(set_passwd(traveller, "new", old_passwd="right"), THREE_HOURS)
+    assert_code(wrong_passwd(travelling_user, 1, WITHDRAW)[0], 905, 403)
+    assert_locked(wrong_passwd(travelling_user, 1, QUESTION)[0], THREE_HOURS)
+    assert_locked(travelling_user.post(WITHDRAW, {"passwd": "right", "amount": "1000"}), THREE_HOURS)
+    assert_locked(travelling_user.post(QUESTION, {**ANSWERS, "passwd": "right"}), THREE_HOURS)
+    assert_locked(set_passwd(travelling_user, "new", old_passwd="right"), THREE_HOURS)
 
 
-def test_withdraw_checks_the_lock_only_after_password_and_account_are_set(traveller):
-    set_passwd(traveller, "right")
-    wrong_passwd(traveller, 5)
-    assert_code(traveller.post(WITHDRAW, {"passwd": "right", "amount": "1000"}), 910, 403)  # no account yet
-    assert_code(traveller.post(WITHDRAW, {"passwd": "right", "amount": "1.5"}), 904, 400)
+def test_withdraw_checks_the_lock_only_after_password_and_account_are_set(travelling_user):
+    set_passwd(travelling_user, "right")
+    wrong_passwd(travelling_user, 5)
+    assert_code(travelling_user.post(WITHDRAW, {"passwd": "right", "amount": "1000"}), 910, 403)  # no account yet
+    assert_code(travelling_user.post(WITHDRAW, {"passwd": "right", "amount": "1.5"}), 904, 400)
 
 
-def test_right_password_on_withdraw_resets_the_count(traveller):
-    set_passwd(traveller, "right")
-    set_account(traveller)
-    wrong_passwd(traveller, 4, WITHDRAW)
+def test_right_password_on_withdraw_resets_the_count(travelling_user):
+    set_passwd(travelling_user, "right")
+    set_account(travelling_user)
+    wrong_passwd(travelling_user, 4, WITHDRAW)
     # The password is right; the empty wallet is what refuses.
-    assert_code(traveller.post(WITHDRAW, {"passwd": "right", "amount": "1000"}), 910, 403)
-    for response in wrong_passwd(traveller, 4, WITHDRAW):
+    assert_code(travelling_user.post(WITHDRAW, {"passwd": "right", "amount": "1000"}), 910, 403)
+    for response in wrong_passwd(travelling_user, 4, WITHDRAW):
         assert_code(response, 905, 403)
 
 
-def test_wrong_answers_have_their_own_counter(traveller):
-    set_passwd(traveller, "right")
-    set_answers(traveller, "right")
+def test_wrong_answers_have_their_own_counter(travelling_user):
+    set_passwd(travelling_user, "right")
+    set_answers(travelling_user, "right")
     for _ in range(4):
-        assert_code(set_passwd(traveller, "new", **WRONG_ANSWERS), 905, 403)
-    assert_locked(set_passwd(traveller, "new", **WRONG_ANSWERS), THREE_HOURS)
-    assert_locked(set_passwd(traveller, "new", **ANSWERS), THREE_HOURS)
+        assert_code(set_passwd(travelling_user, "new", **WRONG_ANSWERS), 905, 403)
+    assert_locked(set_passwd(travelling_user, "new", **WRONG_ANSWERS), THREE_HOURS)
+    assert_locked(set_passwd(travelling_user, "new", **ANSWERS), THREE_HOURS)
     # The pay password is not locked by wrong answers.
-    assert_code(set_passwd(traveller, "right2", old_passwd="right"), 900, 200)
+    assert_code(set_passwd(travelling_user, "right2", old_passwd="right"), 900, 200)
 
 
-def test_locked_pay_password_can_be_replaced_with_the_answers_but_the_lock_stays(traveller, clock):
-    set_passwd(traveller, "right")
-    set_answers(traveller, "right")
-    wrong_passwd(traveller, 5)
-    assert_code(set_passwd(traveller, "fresh", **ANSWERS), 900, 200)
-    assert secret_matches("fresh", profile(traveller).passwd_hash)
+def test_locked_pay_password_can_be_replaced_with_the_answers_but_the_lock_stays(travelling_user, clock):
+    set_passwd(travelling_user, "right")
+    set_answers(travelling_user, "right")
+    wrong_passwd(travelling_user, 5)
+    assert_code(set_passwd(travelling_user, "fresh", **ANSWERS), 900, 200)
+    assert secret_matches("fresh", profile(travelling_user).passwd_hash)
     # The lock is the user's, not the old password's: it runs its three hours.
-    assert_locked(set_passwd(traveller, "x", old_passwd="fresh"), THREE_HOURS)
+    assert_locked(set_passwd(travelling_user, "x", old_passwd="fresh"), THREE_HOURS)
     clock.shift(THREE_HOURS)
-    assert_code(set_passwd(traveller, "x", old_passwd="fresh"), 900, 200)
+    assert_code(set_passwd(travelling_user, "x", old_passwd="fresh"), 900, 200)
 
 
-def test_right_answers_reset_their_count(traveller):
-    set_passwd(traveller, "right")
-    set_answers(traveller, "right")
+def test_right_answers_reset_their_count(travelling_user):
+    set_passwd(travelling_user, "right")
+    set_answers(travelling_user, "right")
     for _ in range(4):
-        set_passwd(traveller, "new", **WRONG_ANSWERS)
-    assert_code(set_passwd(traveller, "p2", **ANSWERS), 900, 200)
+        set_passwd(travelling_user, "new", **WRONG_ANSWERS)
+    assert_code(set_passwd(travelling_user, "p2", **ANSWERS), 900, 200)
     for _ in range(4):
-        assert_code(set_passwd(traveller, "new", **WRONG_ANSWERS), 905, 403)
+        assert_code(set_passwd(travelling_user, "new", **WRONG_ANSWERS), 905, 403)
 
 
-def test_lockout_holds_across_app_instances_sharing_the_database(traveller, settings, gateway):
-    set_passwd(traveller, "right")
-    wrong_passwd(traveller, 5)
+def test_lockout_holds_across_app_instances_sharing_the_database(travelling_user, settings, gateway):
+    set_passwd(travelling_user, "right")
+    wrong_passwd(travelling_user, 5)
     other_worker = webtest.TestApp(create_app(settings, gateway, FileSms(settings.sms_file)))
-    response = other_worker.post_json(PASSWD, {"passwd": "n", "old_passwd": "right"}, headers=traveller.headers, expect_errors=True)
+    response = other_worker.post_json(PASSWD, {"passwd": "n", "old_passwd": "right"}, headers=travelling_user.headers, expect_errors=True)
     assert_locked(response, THREE_HOURS)
 
 
-def test_lockout_is_per_user(traveller, make_user):
+def test_lockout_is_per_user(travelling_user, make_user):
     other = long_lived(make_user(phone="13900000009"))
-    set_passwd(traveller, "right")
+    set_passwd(travelling_user, "right")
     set_passwd(other, "right")
-    wrong_passwd(traveller, 5)
+    wrong_passwd(travelling_user, 5)
     assert_code(set_passwd(other, "new", old_passwd="right"), 900, 200)
 
 
@@ -584,21 +584,21 @@ def all_stored_values():
     return values
 
 
-def test_no_secret_is_stored_in_clear_anywhere_in_the_database(traveller, clock):
+def test_no_secret_is_stored_in_clear_anywhere_in_the_database(travelling_user, clock):
     passwd, new_passwd = "Clear-Pay-Passwd-1f9e", "Clear-Pay-Passwd-2b7c"
     answers = {"answer1": "Zebra Crossing 42", "answer2": "Quokka Island", "answer3": "Narwhal Tusk"}
-    assert_code(set_passwd(traveller, passwd), 900, 200)
-    assert_code(traveller.post(QUESTION, {**answers, "passwd": passwd}), 900, 200)
-    assert_code(set_passwd(traveller, new_passwd, old_passwd=passwd), 900, 200)
-    assert_code(traveller.post("/rest/pay/smscode", {}), 900, 200)
-    code = traveller.last_sms_code()
-    assert_code(traveller.post(WITHDRAW_INFO, {"smscode": "000000" if code != "000000" else "111111", "id": "a", "name": "n"}), 905, 403)
+    assert_code(set_passwd(travelling_user, passwd), 900, 200)
+    assert_code(travelling_user.post(QUESTION, {**answers, "passwd": passwd}), 900, 200)
+    assert_code(set_passwd(travelling_user, new_passwd, old_passwd=passwd), 900, 200)
+    assert_code(travelling_user.post("/rest/pay/smscode", {}), 900, 200)
+    code = travelling_user.last_sms_code()
+    assert_code(travelling_user.post(WITHDRAW_INFO, {"smscode": "000000" if code != "000000" else "111111", "id": "a", "name": "n"}), 905, 403)
     clock.shift(61)
-    assert_code(traveller.post("/rest/pay/smscode", {}), 900, 200)
-    unused = traveller.last_sms_code()
+    assert_code(travelling_user.post("/rest/pay/smscode", {}), 900, 200)
+    unused = travelling_user.last_sms_code()
     clock.shift(61)
-    assert_code(set_account(traveller), 900, 200)
-    used = traveller.last_sms_code()
+    assert_code(set_account(travelling_user), 900, 200)
+    used = travelling_user.last_sms_code()
 
     secrets = [passwd, new_passwd, *answers.values(), *(a.casefold() for a in answers.values())]
     texts = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in all_stored_values()]

@@ -11,17 +11,17 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from payapi.app import create_app
 from payapi.clock import natural_month, now_ms
 from payapi.sms import FileSms
-from tests.conftest import User
-from tests.experts import (
+from tests.conftest import (
     ACCOUNT,
     PASSWD,
     balance,
-    ledger,
+    ledger_of,
     refresh_token,
     set_account,
     set_passwd,
     set_up_expert,
     transfer_object,
+    User,
     withdraw,
     withdrawal,
     withdrawals_of,
@@ -51,7 +51,7 @@ def test_withdrawal_debits_the_balance_and_records_a_pending_withdrawal_with_sna
     assert response.status_int == 200 and response.json["code"] == 900, response.json
     withdraw_id = response.json["withdraw_id"]
     assert balance(expert) == 9_000
-    assert ledger(expert)[-1] == ("withdraw", -1_000, withdraw_id)
+    assert ledger_of(expert.id)[-1] == ("withdraw", withdraw_id, -1_000)
     row = withdrawal(withdraw_id)
     assert (row.user_id, row.amount, row.status) == (expert.id, 1_000, "pending")
     assert (row.account_type, row.account_id, row.account_name) == ("alipay", ACCOUNT["id"], ACCOUNT["name"])
@@ -333,7 +333,7 @@ def test_failed_withdrawal_is_refunded_and_frees_the_month(expert, send_event):
 
     assert withdrawal(first).status == "failed"
     assert balance(expert) == 10_000
-    assert ledger(expert)[-2:] == [("withdraw", -3_000, first), ("withdraw_refund", 3_000, first)]
+    assert ledger_of(expert.id)[-2:] == [("withdraw", first, -3_000), ("withdraw_refund", first, 3_000)]
     second = withdraw(expert, 4_000)
     assert second.json["code"] == 900, second.json
     assert balance(expert) == 6_000
