@@ -16,6 +16,10 @@ are buffered up to MAX_BODY_BYTES (the largest any route reads, the webhook's); 
 handed over as soon as its head is known: the app refuses it (413) by its Content-Length
 without reading it, and the connection is then closed instead of drained.
 
+A connection that ends: gunicorn half-closes it and waits up to 2 s for the client's end, in the
+main loop (util.close_graceful); here the main loop only watches for that end, so clients that
+never close cannot stall the worker past its timeout.
+
 The same worker serves the benchmark's bare falcon app, so ratios compare like with like.
 """
 
@@ -36,6 +40,9 @@ REQUEST_TIMEOUT_S = 10.0
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = MAX_WEBHOOK_BODY
 RECV_BYTES = 256 * 1024
+# As gunicorn's graceful close (util.close_graceful): how long and how much of a closing client is read.
+LINGER_S = 2.0
+LINGER_BYTES = 64 * 1024
 
 PARTIAL, COMPLETE, TOO_LONG, HEAD_TOO_LARGE = "partial", "complete", "too long", "head too large"
 
@@ -112,6 +119,7 @@ class BufferingThreadWorker(ThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.reading = deque()  # connections whose request is still arriving, oldest deadline first
+        self.lingering = deque()  # answered connections closing, oldest first
         # Plain HTTP/1.x only: TLS or HTTP/2 start in the thread (conn.init); gunicorn as it is then.
         self.buffering = not self.cfg.is_ssl and getattr(self.cfg, "http2_cleartext", None) in (None, "", "off")
 
@@ -166,22 +174,23 @@ class BufferingThreadWorker(ThreadWorker):
         super().enqueue_req(conn)
 
     def _forget(self, conn):
-        """conn no longer waits in the poller for the rest of its request."""
+        """conn no longer waits in the poller for the rest of its request (or for its end)."""
         try:
             self.poller.unregister(conn.sock)
         except (KeyError, ValueError, OSError):
             pass
-        try:
-            self.reading.remove(conn)
-        except ValueError:
-            pass
+        for waiting in (self.reading, self.lingering):
+            try:
+                waiting.remove(conn)
+            except ValueError:
+                pass
 
     def _answer_and_close(self, conn, answer):
         try:
             conn.sock.send(answer)  # non-blocking, best effort: a client this slow may not read it
         except OSError:
             pass
-        self._close(conn)
+        self._linger(conn)
 
     def _close(self, conn):
         self.nr_conns -= 1
@@ -191,8 +200,43 @@ class BufferingThreadWorker(ThreadWorker):
             pass
         conn.close()
 
+    # --- closing without waiting in the main loop -------------------------------------------------
+
+    def finish_request(self, conn, fs):
+        """A connection that is not kept alive is closed as gunicorn would, without waiting here."""
+        if self.buffering and not fs.cancelled() and fs.exception() is None and not fs.result():
+            self._linger(conn)
+            return
+        super().finish_request(conn, fs)
+
+    def _linger(self, conn):
+        """Half-close (the client reads the whole answer, no reset) and read what the client still
+        sends until it closes its end, LINGER_BYTES or LINGER_S, whichever comes first."""
+        try:
+            conn.sock.setblocking(False)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.linger_until, conn.drained = time.monotonic() + LINGER_S, 0
+        self.lingering.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_closing_readable, conn))
+
+    def _on_closing_readable(self, conn, sock):
+        try:
+            data = conn.sock.recv(LINGER_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.drained += len(data)
+        if not data or conn.drained >= LINGER_BYTES:
+            self._forget(conn)
+            self._close(conn)
+
     def murder_pending(self):
-        """gunicorn's own pending connections, and requests still arriving past their deadline."""
+        """gunicorn's own pending connections, requests still arriving past their deadline, and
+        closing connections whose client has not closed its end in time."""
         super().murder_pending()
         now = time.monotonic()
         while self.reading and self.reading[0].read_deadline <= now:
@@ -200,6 +244,10 @@ class BufferingThreadWorker(ThreadWorker):
             self._forget(conn)
             self.log.info("request from %s not complete after %.0f s: answered 408", conn.client, REQUEST_TIMEOUT_S)
             self._answer_and_close(conn, TIMED_OUT)
+        while self.lingering and self.lingering[0].linger_until <= now:
+            conn = self.lingering[0]
+            self._forget(conn)
+            self._close(conn)
 
     def handle(self, conn):
         """In a thread: the parser reads the request from what the main loop buffered."""

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from payapi import serving
 from payapi.serving import COMPLETE, HEAD_TOO_LARGE, PARTIAL, TOO_LONG, request_state
@@ -212,3 +213,47 @@ def test_one_user_looping_on_their_password_does_not_keep_others_from_theirs(ser
     codes = {(a.code, (a.body or {}).get("msg")) for a in looped}
     assert (906, "上一个请求仍在处理中，请稍后再试") in codes, codes
     assert {code for code, _ in codes} <= {900, 906}, codes
+
+
+# --- hostile clients, second review ----------------------------------------------------------------
+
+
+def _health_while(server, n=8, timeout=5):
+    """n /healthz requests in parallel, each given `timeout` seconds: -> their statuses (or the error)."""
+
+    def one(_):
+        try:
+            return server.get("/healthz", timeout=timeout).status
+        except requests.RequestException as exc:
+            return type(exc).__name__
+
+    return parallel(n, one)
+
+
+def _connections(server, n, first_bytes):
+    socks = []
+    for _ in range(n):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        sock.sendall(first_bytes)
+        socks.append(sock)
+    return socks
+
+
+def _close_all(socks):
+    for sock in socks:
+        sock.close()
+
+
+def test_clients_that_keep_a_closed_connection_open_do_not_stall_the_worker(server):
+    """gunicorn closes a `Connection: close` connection gracefully: it half-closes it, then waits up to
+    2 s for the client's end. gthread does that in the worker's main loop, so 40 clients that never
+    close stopped accepting and answering for 40 s, and past `timeout` the arbiter killed the worker."""
+    held = _connections(server, 40, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    try:
+        time.sleep(0.5)  # every one of them answered and half-closed by now
+        assert _health_while(server) == [200] * 8
+        for sock in held:  # each was answered and then closed from the server's side
+            assert _read_until_closed(sock).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        _close_all(held)
+    assert "WORKER TIMEOUT" not in server.log()
