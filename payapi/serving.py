@@ -8,17 +8,20 @@ bodies, so anyone on the internet can do it.
 
 Here the worker's main loop, which already waits on every idle connection with a selector, also
 reads each request until it is complete: the head up to its blank line, then the body by its
-Content-Length (or its chunks). Only a complete request goes to a thread, which then never
-waits on the client. A request that is not complete REQUEST_TIMEOUT_S after its connection was
-accepted (or, on a kept-alive connection, after its first byte) is answered 408 with the error
-envelope and the connection is closed; a head larger than MAX_HEAD_BYTES is answered 431. Bodies
-are buffered up to MAX_BODY_BYTES (the largest any route reads, the webhook's); a longer one is
-handed over as soon as its head is known: the app refuses it (413) by its Content-Length
-without reading it, and the connection is then closed instead of drained.
+Content-Length (or its chunks), looking at each byte once (Arrival). Only a complete request goes
+to a thread, and the thread's parser reads from what the main loop buffered, never from the
+socket: where the two framings could ever disagree, the request is cut short and its connection
+closed, instead of a thread waiting on the client. A request that is not complete
+REQUEST_TIMEOUT_S after its connection was accepted (or, on a kept-alive connection, after its
+first byte) is answered 408 with the error envelope and the connection is closed; a head larger
+than MAX_HEAD_BYTES is answered 431. Bodies are buffered up to MAX_BODY_BYTES (the largest any
+route reads, the webhook's); a longer one is handed over as soon as its head is known: the app
+refuses it (413) by its Content-Length without reading it, and the connection is then closed
+instead of drained.
 
 A connection that ends: gunicorn half-closes it and waits up to 2 s for the client's end, in the
-main loop (util.close_graceful); here the main loop only watches for that end, so clients that
-never close cannot stall the worker past its timeout.
+  main loop (util.close_graceful); here the main loop only watches for that end, so clients that
+  never close cannot stall the worker past its timeout.
 
 The same worker serves the benchmark's bare falcon app, so ratios compare like with like.
 """
@@ -31,6 +34,7 @@ import time
 from collections import deque
 from functools import partial
 
+from gunicorn.http.unreader import Unreader
 from gunicorn.workers.gthread import ThreadWorker
 
 from .errors import INVALID
@@ -43,62 +47,140 @@ RECV_BYTES = 256 * 1024
 # As gunicorn's graceful close (util.close_graceful): how long and how much of a closing client is read.
 LINGER_S = 2.0
 LINGER_BYTES = 64 * 1024
+MAX_CHUNK_LINE = 8190  # gunicorn's limit for a chunk-size line (limit_request_field_size)
 
 PARTIAL, COMPLETE, TOO_LONG, HEAD_TOO_LARGE = "partial", "complete", "too long", "head too large"
 
-_TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding[ \t]*:([^\r\n]*)", re.IGNORECASE)
-_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([0-9]{1,18})[ \t]*(?=\r\n|$)", re.IGNORECASE)
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+
+
+class Arrival:
+    """How much of the request at the start of a connection's buffer has arrived.
+
+    state: PARTIAL (wait for more), COMPLETE (hand it over; also when its framing is malformed:
+    gunicorn's parser refuses that without reading further), TOO_LONG (the body is longer than
+    anyone reads: hand over what is here), HEAD_TOO_LARGE (no blank line within max_head bytes).
+
+    Incremental: each add() looks at what is new (and at most the one chunk-size line it stopped
+    at), so a request trickled in a million pieces costs the main loop a million small steps, not
+    a million walks over everything so far. The framing follows gunicorn's (every Content-Length
+    and Transfer-Encoding line; leading zeros; hexadecimal chunk sizes only).
+    """
+
+    def __init__(self, data=b"", max_head=MAX_HEAD_BYTES, max_body=MAX_BODY_BYTES):
+        self.buffer = bytearray()
+        self.max_head, self.max_body = max_head, max_body
+        self.state = PARTIAL
+        self.searched = 0  # no blank line (head) or trailer end before this
+        self.body_start = None
+        self.length = None  # Content-Length framing
+        self.next_chunk = None  # chunked framing: where the next chunk-size line starts
+        self.in_trailers = False
+        if data:
+            self.add(data)
+
+    def add(self, data):
+        self.buffer += data
+        if self.state == PARTIAL:
+            self.state = self._examine()
+        return self.state
+
+    def _examine(self):
+        if self.body_start is None:
+            end = self.buffer.find(b"\r\n\r\n", max(0, self.searched - 3))
+            if end < 0:
+                self.searched = len(self.buffer)
+                return HEAD_TOO_LARGE if len(self.buffer) > self.max_head else PARTIAL
+            if end > self.max_head:
+                return HEAD_TOO_LARGE
+            self.body_start = self.searched = end + 4
+            verdict = self._framing(bytes(self.buffer[:end]))
+            if verdict is not None:
+                return verdict
+        if self.length is not None:
+            return COMPLETE if len(self.buffer) - self.body_start >= self.length else PARTIAL
+        return self._chunks()
+
+    def _framing(self, head):
+        """Content-Length or chunks, from the head; -> a verdict when there is no body to wait for."""
+        lines = head.split(b"\r\n")
+        lengths, codings = [], []
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon:
+                continue
+            # A name with spaces before its colon is none of these: gunicorn refuses it anyway.
+            name, value = name.lower(), value.strip(b" \t")
+            if name == b"content-length":
+                lengths.append(value)
+            elif name == b"transfer-encoding":
+                codings += [coding.strip(b" \t").lower() for coding in value.split(b",")]
+        if codings:
+            if b"chunked" not in codings or lengths:
+                return COMPLETE  # no length to read by, or two: gunicorn answers 400
+            self.next_chunk = self.body_start
+            return None
+        if len(lengths) != 1 or not lengths[0].isdigit():
+            return COMPLETE  # no body; or several lengths, or not a number: gunicorn answers 400
+        digits = lengths[0].lstrip(b"0") or b"0"
+        self.length = int(digits) if len(digits) <= 18 else self.max_body + 1
+        return TOO_LONG if self.length > self.max_body else None
+
+    def _chunks(self):
+        buffer = self.buffer
+        while True:
+            if self.in_trailers:
+                # After the last chunk: its trailers (usually none), then a blank line.
+                if len(buffer) - self.next_chunk < 2:
+                    return PARTIAL
+                if buffer[self.next_chunk:self.next_chunk + 2] == b"\r\n":
+                    return COMPLETE
+                if buffer.find(b"\r\n\r\n", max(self.next_chunk, self.searched - 3)) >= 0:
+                    return COMPLETE
+                self.searched = len(buffer)
+                return TOO_LONG if len(buffer) - self.body_start > self.max_body else PARTIAL
+            line_end = buffer.find(b"\r\n", self.next_chunk, self.next_chunk + MAX_CHUNK_LINE + 2)
+            if line_end < 0:
+                return COMPLETE if len(buffer) - self.next_chunk > MAX_CHUNK_LINE else PARTIAL
+            size, semicolon, _ = bytes(buffer[self.next_chunk:line_end]).partition(b";")
+            if semicolon:
+                size = size.rstrip(b" \t")
+            if not _HEX.fullmatch(size):
+                return COMPLETE  # gunicorn answers 400
+            size = int(size, 16)
+            if size == 0:
+                self.in_trailers, self.next_chunk = True, line_end + 2
+                self.searched = self.next_chunk
+                continue
+            data_end = line_end + 2 + size
+            if data_end + 2 - self.body_start > self.max_body:
+                return TOO_LONG
+            if len(buffer) < data_end + 2:
+                return PARTIAL  # from this chunk's size line again next time: one line
+            if buffer[data_end:data_end + 2] != b"\r\n":
+                return COMPLETE  # gunicorn answers 400
+            self.next_chunk = data_end + 2
 
 
 def request_state(buffer, max_head=MAX_HEAD_BYTES, max_body=MAX_BODY_BYTES):
-    """Whether buffer holds a whole HTTP/1.x request (head and body).
+    """Whether buffer holds a whole HTTP/1.x request (head and body): Arrival's state."""
+    return Arrival(buffer, max_head, max_body).state
 
-    PARTIAL: wait for more. COMPLETE: hand it over (also when the head is malformed: gunicorn's
-    parser answers that without reading further). TOO_LONG: the body is longer than anyone
-    reads; hand over what is here. HEAD_TOO_LARGE: no blank line within max_head bytes.
+
+class BufferOnly(Unreader):
+    """A thread's parser reads from here: what the main loop buffered, never the socket.
+
+    starved: the parser wanted more than was buffered (a framing the main loop read differently):
+    the request is then cut short and its connection closed, where it would have waited on the client.
     """
-    end = buffer.find(b"\r\n\r\n")
-    if end < 0:
-        return HEAD_TOO_LARGE if len(buffer) > max_head else PARTIAL
-    if end > max_head:
-        return HEAD_TOO_LARGE
-    head = bytes(buffer[:end])
-    body_start = end + 4
-    encoding = _TRANSFER_ENCODING.search(head)
-    if encoding is not None:
-        return _chunked_state(buffer, body_start, max_body) if b"chunked" in encoding.group(1).lower() else COMPLETE
-    lengths = _CONTENT_LENGTH.findall(head)
-    if len(lengths) != 1:
-        return COMPLETE  # none (no body), or several: gunicorn refuses the latter
-    length = int(lengths[0])
-    if length > max_body:
-        return TOO_LONG
-    return COMPLETE if len(buffer) - body_start >= length else PARTIAL
 
+    def __init__(self):
+        super().__init__()
+        self.starved = False
 
-def _chunked_state(buffer, position, max_body):
-    """Walk the chunks: COMPLETE once the last chunk and the trailers' blank line are here."""
-    start = position
-    while True:
-        if position - start > max_body:
-            return TOO_LONG
-        line_end = buffer.find(b"\r\n", position)
-        if line_end < 0:
-            return PARTIAL
-        size_text = bytes(buffer[position:line_end]).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            return COMPLETE  # malformed: gunicorn's parser says so
-        position = line_end + 2
-        if size == 0:
-            # Trailers (usually none), then a blank line.
-            if buffer[position:position + 2] == b"\r\n":
-                return COMPLETE
-            return COMPLETE if buffer.find(b"\r\n\r\n", position) >= 0 else PARTIAL
-        position += size + 2
-        if position > len(buffer):
-            return TOO_LONG if position - start > max_body else PARTIAL
+    def chunk(self, size_hint=None):
+        self.starved = True
+        return b""
 
 
 def _envelope(status, reason, message):
@@ -128,7 +210,7 @@ class BufferingThreadWorker(ThreadWorker):
     def enqueue_req(self, conn):
         if not self.buffering or getattr(conn, "buffered", None) is not None:
             return super().enqueue_req(conn)
-        conn.inbox = bytearray(conn.parser.unreader.take_buffered() if conn.parser is not None else b"")
+        conn.arrival = Arrival(conn.parser.unreader.take_buffered() if conn.parser is not None else b"")
         conn.read_deadline = time.monotonic() + REQUEST_TIMEOUT_S
         conn.sock.setblocking(False)
         # Usually the whole request is already here (the poller said readable, or a client sent
@@ -136,41 +218,39 @@ class BufferingThreadWorker(ThreadWorker):
         if not self._read(conn):
             self._close(conn)
             return None
-        state = request_state(conn.inbox)
-        if state != PARTIAL:
-            self._dispatch(conn, state)
+        if conn.arrival.state != PARTIAL:
+            self._dispatch(conn)
             return None
         self.reading.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
         return None
 
     def _read(self, conn):
-        """Add what the socket has to conn.inbox; -> False if the client went away."""
+        """Add what the socket has to conn's arrival; -> False if the client went away."""
         try:
             data = conn.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
             return True
         except OSError:
             return False
-        conn.inbox += data
+        conn.arrival.add(data)
         return bool(data)
 
     def _on_readable(self, conn, sock):
         if not self._read(conn):
             self._forget(conn)
             self._close(conn)
-            return
-        state = request_state(conn.inbox)
-        if state != PARTIAL:
+        elif conn.arrival.state != PARTIAL:
             self._forget(conn)
-            self._dispatch(conn, state)
+            self._dispatch(conn)
 
-    def _dispatch(self, conn, state):
+    def _dispatch(self, conn):
         """A request that has arrived goes to a thread; one whose head is too large is answered here."""
-        if state == HEAD_TOO_LARGE:
+        arrival, conn.arrival = conn.arrival, None
+        if arrival.state == HEAD_TOO_LARGE:
             self._answer_and_close(conn, HEAD_TOO_LARGE_ANSWER)
             return
-        conn.buffered, conn.truncated, conn.inbox = bytes(conn.inbox), state == TOO_LONG, None
+        conn.buffered, conn.truncated = bytes(arrival.buffer), arrival.state == TOO_LONG
         super().enqueue_req(conn)
 
     def _forget(self, conn):
@@ -249,19 +329,32 @@ class BufferingThreadWorker(ThreadWorker):
             self._forget(conn)
             self._close(conn)
 
+    # --- in a thread ----------------------------------------------------------------------------
+
     def handle(self, conn):
-        """In a thread: the parser reads the request from what the main loop buffered."""
+        """The parser reads the request from what the main loop buffered, and only from that."""
         buffered, conn.buffered = getattr(conn, "buffered", None), None
         if buffered is not None:
             conn.data_ready = True
-            conn.sock.setblocking(True)
             conn.init()
+            if not isinstance(conn.parser.unreader, BufferOnly):
+                conn.parser.unreader = BufferOnly()
+            conn.parser.unreader.starved = False
             conn.parser.unreader.unread(buffered)
         return super().handle(conn)
 
-    def _keepalive_after(self, conn, keepalive):
+    def handle_request(self, req, conn):
+        if not self.buffering:
+            return super().handle_request(req, conn)
         if getattr(conn, "truncated", False):
-            # The rest of an over-long body is still on its way: close rather than drain it.
+            req.force_close()  # the answer says so: the rest of its body is not read
+        return super().handle_request(req, conn)
+
+    def _keepalive_after(self, conn, keepalive):
+        keep = super()._keepalive_after(conn, keepalive)  # drains what is left of the body: from the buffer
+        if getattr(conn, "truncated", False) or getattr(conn.parser.unreader, "starved", False):
+            # The rest of an over-long body is still on its way, or the request was framed otherwise
+            # than the main loop read it: where the next request starts is unknown. Close.
             conn.truncated = False
             return False
-        return super()._keepalive_after(conn, keepalive)
+        return keep

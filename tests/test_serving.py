@@ -49,6 +49,14 @@ def post(body, *headers):
         (post(b"zz\r\n", b"Transfer-Encoding: chunked"), COMPLETE),  # malformed chunk size
         (post(b"100000\r\n", b"Transfer-Encoding: chunked"), TOO_LONG),
         (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * (serving.MAX_HEAD_BYTES + 1), HEAD_TOO_LARGE),
+        (b"\r\n" + GET, COMPLETE),  # one empty line before the request line is allowed
+        (post(b"1", b"Content-Length: 0000000000000000000002"), PARTIAL),  # leading zeros are allowed
+        (post(b"12", b"Content-Length: 0000000000000000000002"), COMPLETE),
+        (post(b"", b"Content-Length: " + b"9" * 19), TOO_LONG),
+        (post(b"5\r\nhello\r\n", b"Transfer-Encoding: gzip", b"Transfer-Encoding: chunked"), PARTIAL),  # every line counts
+        (post(b"", b"Transfer-Encoding: gzip"), COMPLETE),  # no length to read by: gunicorn answers 400
+        (post(b"0x10\r\n", b"Transfer-Encoding: chunked"), COMPLETE),  # not hexadecimal to gunicorn: 400
+        (post(b"5\r\nhelloXY", b"Transfer-Encoding: chunked"), COMPLETE),  # no CRLF after the data: 400
     ],
 )
 def test_a_request_is_handed_to_a_thread_only_once_it_has_arrived(raw, state):
@@ -257,3 +265,59 @@ def test_clients_that_keep_a_closed_connection_open_do_not_stall_the_worker(serv
     finally:
         _close_all(held)
     assert "WORKER TIMEOUT" not in server.log()
+
+
+def test_a_content_length_with_leading_zeros_is_waited_for_before_a_thread_sees_it(server):
+    """RFC 9110 allows leading zeros, and gunicorn reads the body they announce; a request whose length
+    was not recognised went to a thread that then waited on the client for ever."""
+    head = b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 0000000000000000000002\r\n\r\n"
+    waiting = _connections(server, 12, head)  # more than the 2 workers' 8 threads
+    try:
+        assert _health_while(server) == [200] * 8
+        for sock in waiting:
+            sock.sendall(b"{}")
+        for sock in waiting:  # then each is read to its end and answered: unsigned, 401
+            assert _read_until_closed(sock).startswith(b"HTTP/1.1 401 ")
+    finally:
+        _close_all(waiting)
+
+
+def test_clients_trickling_many_small_chunks_do_not_stop_the_worker(server):
+    """Each read used to walk every chunk received so far again, in the main loop: 64 clients that
+    sent 300 KB of 1-byte chunks and then one more chunk every 50 ms kept it busy for good. Now
+    each chunk is looked at once (the first 300 KB cost the main loop a few seconds in all)."""
+    head = b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunks = b"1\r\nx\r\n" * 50_000
+    tricklers = _connections(server, 64, head + chunks)
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.is_set():
+            for sock in tricklers:
+                try:
+                    sock.send(b"1\r\nx\r\n")
+                except OSError:
+                    pass
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=trickle, daemon=True)
+    feeder.start()
+    try:
+        time.sleep(3)  # the first 300 KB taken in; well before the tricklers' 408
+        assert _health_while(server, timeout=4) == [200] * 8
+    finally:
+        stop.set()
+        feeder.join(10)
+        _close_all(tricklers)
+
+
+@pytest.mark.parametrize("split", [1, 7, 4096])
+def test_a_request_arriving_in_pieces_is_judged_as_if_it_came_at_once(split):
+    """The main loop looks at each piece once (it keeps where it got to); the verdict is the same."""
+    chunked = post(b"".join(b"1;e=1\r\nx\r\n" for _ in range(300)) + b"0\r\nX-T: 1\r\n\r\n",
+                   b"Transfer-Encoding: gzip, chunked")
+    for raw in [GET, post(b"1234567890", b"content-length: 10"), chunked, post(b"", b"Content-Length: 1048577")]:
+        arrival = serving.Arrival()
+        states = [arrival.add(raw[i:i + split]) for i in range(0, len(raw), split)]
+        assert states[-1] == request_state(bytearray(raw)) != PARTIAL
+        assert PARTIAL not in states[:-1] or states[:-1] == [PARTIAL] * (len(states) - 1)
