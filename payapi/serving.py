@@ -19,7 +19,11 @@ route reads, the webhook's); a longer one is handed over as soon as its head is 
 refuses it (413) by its Content-Length without reading it, and the connection is then closed
 instead of drained.
 
-A connection that ends: gunicorn half-closes it and waits up to 2 s for the client's end, in the
+What else a client could hold, it holds for a bounded time:
+- its answer: a thread writes to it for at most REQUEST_TIMEOUT_S per write, then closes it;
+- a pipelined request is read from the socket only when the one before it has been handed over, so
+  a client that sends faster than it reads is held back by TCP, not buffered in the worker;
+- a connection that ends: gunicorn half-closes it and waits up to 2 s for the client's end, in the
   main loop (util.close_graceful); here the main loop only watches for that end, so clients that
   never close cannot stall the worker past its timeout.
 
@@ -41,6 +45,7 @@ from .errors import INVALID
 from .validate import MAX_WEBHOOK_BODY
 
 REQUEST_TIMEOUT_S = 10.0
+WRITE_TIMEOUT_S = REQUEST_TIMEOUT_S
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = MAX_WEBHOOK_BODY
 RECV_BYTES = 256 * 1024
@@ -213,9 +218,11 @@ class BufferingThreadWorker(ThreadWorker):
         conn.arrival = Arrival(conn.parser.unreader.take_buffered() if conn.parser is not None else b"")
         conn.read_deadline = time.monotonic() + REQUEST_TIMEOUT_S
         conn.sock.setblocking(False)
-        # Usually the whole request is already here (the poller said readable, or a client sent
-        # it right after connecting): no round through the poller then.
-        if not self._read(conn):
+        # Usually the whole request is already here (the poller said readable, a client sent it
+        # right after connecting, or it was pipelined): no round through the poller then. The
+        # socket is read only for what is missing, so a client that pipelines faster than it is
+        # answered is held back by TCP instead of being buffered here.
+        if conn.arrival.state == PARTIAL and not self._read(conn):
             self._close(conn)
             return None
         if conn.arrival.state != PARTIAL:
@@ -348,7 +355,13 @@ class BufferingThreadWorker(ThreadWorker):
             return super().handle_request(req, conn)
         if getattr(conn, "truncated", False):
             req.force_close()  # the answer says so: the rest of its body is not read
-        return super().handle_request(req, conn)
+        # Writing is all a thread does with the socket: to a client that reads nothing, not for ever.
+        conn.sock.settimeout(WRITE_TIMEOUT_S)
+        try:
+            return super().handle_request(req, conn)
+        except TimeoutError:
+            self.log.info("%s did not read its answer for %.0f s: connection closed", conn.client, WRITE_TIMEOUT_S)
+            return False
 
     def _keepalive_after(self, conn, keepalive):
         keep = super()._keepalive_after(conn, keepalive)  # drains what is left of the body: from the buffer

@@ -282,6 +282,76 @@ def test_a_content_length_with_leading_zeros_is_waited_for_before_a_thread_sees_
         _close_all(waiting)
 
 
+def test_a_client_that_pipelines_without_reading_is_held_back_not_buffered(server):
+    """A pipelining client is read one request at a time: what it sends beyond stays in TCP's
+    windows. Reading 256 KB more with every request buffered everything in the worker (hundreds of
+    MB in a few seconds)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # it reads nothing anyway
+    sock.connect(("127.0.0.1", server.port))
+    piece = GET * (1024 * 1024 // len(GET))
+    sent = 0
+    try:
+        sock.settimeout(3)  # for all of one piece (Python >= 3.5)
+        while sent < 96 * len(piece):
+            sock.sendall(piece)
+            sent += len(piece)
+    except TimeoutError:
+        pass
+    finally:
+        sock.close()
+    assert sent < 48 * len(piece), f"{sent / 2**20:.0f} MB taken from one client that reads nothing"
+
+
+def test_a_client_that_does_not_read_its_answers_gives_its_thread_back(server):
+    """A thread writing to a client that reads nothing waited for ever once TCP's buffers were full:
+    12 such clients took every thread of both workers. Now a write waits at most WRITE_TIMEOUT_S."""
+    clients = []
+    for _ in range(12):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.settimeout(1)
+        clients.append(sock)
+    piece = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 100
+    progress = [time.monotonic()] * len(clients)
+    ended = [None] * len(clients)
+
+    def flood(i):
+        while True:
+            try:
+                clients[i].sendall(piece)
+                progress[i] = time.monotonic()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                ended[i] = exc
+                return
+
+    feeders = [threading.Thread(target=flood, args=(i,), daemon=True) for i in range(len(clients))]
+    for t in feeders:
+        t.start()
+    try:
+        # Until the server takes nothing more from any of them: its threads are writing to them.
+        stuck_by = time.monotonic() + 30
+        while time.monotonic() - max(progress) < 2 and time.monotonic() < stuck_by:
+            time.sleep(0.2)
+        assert time.monotonic() < stuck_by
+        # 12 clients, 8 threads: the last ones wait for a thread, then for their own write.
+        deadline = time.monotonic() + 2 * serving.WRITE_TIMEOUT_S + 10
+        while True:
+            statuses = _health_while(server, n=4, timeout=3)
+            if statuses == [200] * 4 or time.monotonic() > deadline:
+                break
+        assert statuses == [200] * 4
+        closed_by = deadline + 5
+        for t in feeders:
+            t.join(max(closed_by - time.monotonic(), 1))
+        assert all(isinstance(exc, OSError) for exc in ended), ended  # the server closed each
+    finally:
+        _close_all(clients)
+
+
 def test_clients_trickling_many_small_chunks_do_not_stop_the_worker(server):
     """Each read used to walk every chunk received so far again, in the main loop: 64 clients that
     sent 300 KB of 1-byte chunks and then one more chunk every 50 ms kept it busy for good. Now
