@@ -17,7 +17,8 @@ first byte) is answered 408 with the error envelope and the connection is closed
 than MAX_HEAD_BYTES is answered 431. Bodies are buffered up to MAX_BODY_BYTES (the largest any
 route reads, the webhook's); a longer one is handed over as soon as its head is known: the app
 refuses it (413) by its Content-Length without reading it, and the connection is then closed
-instead of drained.
+instead of drained. A client that announces `Expect: 100-continue` gets its 100 as soon as its head
+has arrived, as gthread gave it.
 
 What else a client could hold, it holds for a bounded time:
 - its answer: a thread writes to it for at most REQUEST_TIMEOUT_S per write, then closes it;
@@ -57,6 +58,7 @@ MAX_CHUNK_LINE = 8190  # gunicorn's limit for a chunk-size line (limit_request_f
 PARTIAL, COMPLETE, TOO_LONG, HEAD_TOO_LARGE = "partial", "complete", "too long", "head too large"
 
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Arrival:
@@ -81,6 +83,7 @@ class Arrival:
         self.length = None  # Content-Length framing
         self.next_chunk = None  # chunked framing: where the next chunk-size line starts
         self.in_trailers = False
+        self.expects_continue = False
         if data:
             self.add(data)
 
@@ -109,6 +112,7 @@ class Arrival:
     def _framing(self, head):
         """Content-Length or chunks, from the head; -> a verdict when there is no body to wait for."""
         lines = head.split(b"\r\n")
+        request_line = next((line for line in lines if line), b"")
         lengths, codings = [], []
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
@@ -120,6 +124,8 @@ class Arrival:
                 lengths.append(value)
             elif name == b"transfer-encoding":
                 codings += [coding.strip(b" \t").lower() for coding in value.split(b",")]
+            elif name == b"expect":
+                self.expects_continue = value.lower() == b"100-continue" and not request_line.endswith(b"/1.0")
         if codings:
             if b"chunked" not in codings or lengths:
                 return COMPLETE  # no length to read by, or two: gunicorn answers 400
@@ -216,6 +222,7 @@ class BufferingThreadWorker(ThreadWorker):
         if not self.buffering or getattr(conn, "buffered", None) is not None:
             return super().enqueue_req(conn)
         conn.arrival = Arrival(conn.parser.unreader.take_buffered() if conn.parser is not None else b"")
+        conn.continued = False
         conn.read_deadline = time.monotonic() + REQUEST_TIMEOUT_S
         conn.sock.setblocking(False)
         # Usually the whole request is already here (the poller said readable, a client sent it
@@ -228,6 +235,7 @@ class BufferingThreadWorker(ThreadWorker):
         if conn.arrival.state != PARTIAL:
             self._dispatch(conn)
             return None
+        self._continue(conn)
         self.reading.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
         return None
@@ -250,6 +258,17 @@ class BufferingThreadWorker(ThreadWorker):
         elif conn.arrival.state != PARTIAL:
             self._forget(conn)
             self._dispatch(conn)
+        else:
+            self._continue(conn)
+
+    def _continue(self, conn):
+        """A client that waits for 100 Continue before its body gets it once its head has arrived."""
+        if conn.arrival.expects_continue and conn.arrival.body_start is not None and not conn.continued:
+            conn.continued = True
+            try:
+                conn.sock.send(_CONTINUE)
+            except OSError:
+                pass
 
     def _dispatch(self, conn):
         """A request that has arrived goes to a thread; one whose head is too large is answered here."""
@@ -355,6 +374,8 @@ class BufferingThreadWorker(ThreadWorker):
             return super().handle_request(req, conn)
         if getattr(conn, "truncated", False):
             req.force_close()  # the answer says so: the rest of its body is not read
+        if getattr(conn, "continued", False):
+            req._expected_100_continue = False  # pylint: disable=protected-access - the main loop sent it
         # Writing is all a thread does with the socket: to a client that reads nothing, not for ever.
         conn.sock.settimeout(WRITE_TIMEOUT_S)
         try:

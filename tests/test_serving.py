@@ -282,6 +282,20 @@ def test_a_content_length_with_leading_zeros_is_waited_for_before_a_thread_sees_
         _close_all(waiting)
 
 
+@pytest.mark.parametrize("ending", [b"Connection: close\r\n\r\n", b"\r\n"])
+def test_a_client_that_waits_for_100_continue_gets_it(server, ending):
+    """gthread answered `Expect: 100-continue` as soon as the head was parsed; a client that waits for
+    it before sending its body (as curl does for large ones) must not wait for the 408 instead."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
+                     + ending)
+        sock.settimeout(5)
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"{}")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer  # and no second 100 before the answer
+
+
 def test_a_client_that_pipelines_without_reading_is_held_back_not_buffered(server):
     """A pipelining client is read one request at a time: what it sends beyond stays in TCP's
     windows. Reading 256 KB more with every request buffered everything in the worker (hundreds of
