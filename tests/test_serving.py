@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from payapi import serving
 from payapi.serving import COMPLETE, HEAD_TOO_LARGE, PARTIAL, TOO_LONG, request_state
@@ -48,6 +49,14 @@ def post(body, *headers):
         (post(b"zz\r\n", b"Transfer-Encoding: chunked"), COMPLETE),  # malformed chunk size
         (post(b"100000\r\n", b"Transfer-Encoding: chunked"), TOO_LONG),
         (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * (serving.MAX_HEAD_BYTES + 1), HEAD_TOO_LARGE),
+        (b"\r\n" + GET, COMPLETE),  # one empty line before the request line is allowed
+        (post(b"1", b"Content-Length: 0000000000000000000002"), PARTIAL),  # leading zeros are allowed
+        (post(b"12", b"Content-Length: 0000000000000000000002"), COMPLETE),
+        (post(b"", b"Content-Length: " + b"9" * 19), TOO_LONG),
+        (post(b"5\r\nhello\r\n", b"Transfer-Encoding: gzip", b"Transfer-Encoding: chunked"), PARTIAL),  # every line counts
+        (post(b"", b"Transfer-Encoding: gzip"), COMPLETE),  # no length to read by: gunicorn answers 400
+        (post(b"0x10\r\n", b"Transfer-Encoding: chunked"), COMPLETE),  # not hexadecimal to gunicorn: 400
+        (post(b"5\r\nhelloXY", b"Transfer-Encoding: chunked"), COMPLETE),  # no CRLF after the data: 400
     ],
 )
 def test_a_request_is_handed_to_a_thread_only_once_it_has_arrived(raw, state):
@@ -173,3 +182,187 @@ def test_one_user_looping_on_their_password_does_not_keep_others_from_theirs(ser
     codes = {(a.code, (a.body or {}).get("msg")) for a in looped}
     assert (906, "上一个请求仍在处理中，请稍后再试") in codes, codes
     assert {code for code, _ in codes} <= {900, 906}, codes
+
+
+# --- hostile clients, second review ----------------------------------------------------------------
+
+
+def _health_while(server, n=8, timeout=5):
+    """n /healthz requests in parallel, each given `timeout` seconds: -> their statuses (or the error)."""
+
+    def one(_):
+        try:
+            return server.get("/healthz", timeout=timeout).status
+        except requests.RequestException as exc:
+            return type(exc).__name__
+
+    return parallel(n, one)
+
+
+def _connections(server, n, first_bytes):
+    socks = []
+    for _ in range(n):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        sock.sendall(first_bytes)
+        socks.append(sock)
+    return socks
+
+
+def _close_all(socks):
+    for sock in socks:
+        sock.close()
+
+
+def test_clients_that_keep_a_closed_connection_open_do_not_stall_the_worker(server):
+    """gunicorn closes a `Connection: close` connection gracefully: it half-closes it, then waits up to
+    2 s for the client's end. gthread does that in the worker's main loop, so 40 clients that never
+    close stopped accepting and answering for 40 s, and past `timeout` the arbiter killed the worker."""
+    held = _connections(server, 40, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    try:
+        time.sleep(0.5)  # every one of them answered and half-closed by now
+        assert _health_while(server) == [200] * 8
+        for sock in held:  # each was answered and then closed from the server's side
+            assert _read_until_closed(sock).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        _close_all(held)
+    assert "WORKER TIMEOUT" not in server.log()
+
+
+def test_a_content_length_with_leading_zeros_is_waited_for_before_a_thread_sees_it(server):
+    """RFC 9110 allows leading zeros, and gunicorn reads the body they announce; a request whose length
+    was not recognised went to a thread that then waited on the client for ever."""
+    head = b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 0000000000000000000002\r\n\r\n"
+    waiting = _connections(server, 12, head)  # more than the 2 workers' 8 threads
+    try:
+        assert _health_while(server) == [200] * 8
+        for sock in waiting:
+            sock.sendall(b"{}")
+        for sock in waiting:  # then each is read to its end and answered: unsigned, 401
+            assert _read_until_closed(sock).startswith(b"HTTP/1.1 401 ")
+    finally:
+        _close_all(waiting)
+
+
+@pytest.mark.parametrize("ending", [b"Connection: close\r\n\r\n", b"\r\n"])
+def test_a_client_that_waits_for_100_continue_gets_it(server, ending):
+    """gthread answered `Expect: 100-continue` as soon as the head was parsed; a client that waits for
+    it before sending its body (as curl does for large ones) must not wait for the 408 instead."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
+                     + ending)
+        sock.settimeout(5)
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"{}")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer  # and no second 100 before the answer
+
+
+def test_a_client_that_pipelines_without_reading_is_held_back_not_buffered(server):
+    """A pipelining client is read one request at a time: what it sends beyond stays in TCP's
+    windows. Reading 256 KB more with every request buffered everything in the worker (hundreds of
+    MB in a few seconds)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # it reads nothing anyway
+    sock.connect(("127.0.0.1", server.port))
+    piece = GET * (1024 * 1024 // len(GET))
+    sent = 0
+    try:
+        sock.settimeout(3)  # for all of one piece (Python >= 3.5)
+        while sent < 96 * len(piece):
+            sock.sendall(piece)
+            sent += len(piece)
+    except TimeoutError:
+        pass
+    finally:
+        sock.close()
+    assert sent < 48 * len(piece), f"{sent / 2**20:.0f} MB taken from one client that reads nothing"
+
+
+def test_a_client_that_does_not_read_its_answers_gives_its_thread_back(server):
+    """A thread writing to a client that reads nothing waited for ever once TCP's buffers were full:
+    12 such clients took every thread of both workers. Now a write waits at most WRITE_TIMEOUT_S."""
+    clients = []
+    for _ in range(12):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.settimeout(1)
+        clients.append(sock)
+    piece = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 100
+    progress = [time.monotonic()] * len(clients)
+    ended = [None] * len(clients)
+
+    def flood(i):
+        while True:
+            try:
+                clients[i].sendall(piece)
+                progress[i] = time.monotonic()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                ended[i] = exc
+                return
+
+    feeders = [threading.Thread(target=flood, args=(i,), daemon=True) for i in range(len(clients))]
+    for t in feeders:
+        t.start()
+    try:
+        # Until the server takes nothing more from any of them: its threads are writing to them.
+        stuck_by = time.monotonic() + 30
+        while time.monotonic() - max(progress) < 2 and time.monotonic() < stuck_by:
+            time.sleep(0.2)
+        assert time.monotonic() < stuck_by
+        # 12 clients, 8 threads: the last ones wait for a thread, then for their own write.
+        deadline = time.monotonic() + 2 * serving.WRITE_TIMEOUT_S + 10
+        while True:
+            statuses = _health_while(server, n=4, timeout=3)
+            if statuses == [200] * 4 or time.monotonic() > deadline:
+                break
+        assert statuses == [200] * 4
+        closed_by = deadline + 5
+        for t in feeders:
+            t.join(max(closed_by - time.monotonic(), 1))
+        assert all(isinstance(exc, OSError) for exc in ended), ended  # the server closed each
+    finally:
+        _close_all(clients)
+
+
+def test_clients_trickling_many_small_chunks_do_not_stop_the_worker(server):
+    """Each read used to walk every chunk received so far again, in the main loop: 64 clients that
+    sent 300 KB of 1-byte chunks and then one more chunk every 50 ms kept it busy for good. Now
+    each chunk is looked at once (the first 300 KB cost the main loop a few seconds in all)."""
+    head = b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunks = b"1\r\nx\r\n" * 50_000
+    tricklers = _connections(server, 64, head + chunks)
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.is_set():
+            for sock in tricklers:
+                try:
+                    sock.send(b"1\r\nx\r\n")
+                except OSError:
+                    pass
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=trickle, daemon=True)
+    feeder.start()
+    try:
+        time.sleep(3)  # the first 300 KB taken in; well before the tricklers' 408
+        assert _health_while(server, timeout=4) == [200] * 8
+    finally:
+        stop.set()
+        feeder.join(10)
+        _close_all(tricklers)
+
+
+@pytest.mark.parametrize("split", [1, 7, 4096])
+def test_a_request_arriving_in_pieces_is_judged_as_if_it_came_at_once(split):
+    """The main loop looks at each piece once (it keeps where it got to); the verdict is the same."""
+    chunked = post(b"".join(b"1;e=1\r\nx\r\n" for _ in range(300)) + b"0\r\nX-T: 1\r\n\r\n",
+                   b"Transfer-Encoding: gzip, chunked")
+    for raw in [GET, post(b"1234567890", b"content-length: 10"), chunked, post(b"", b"Content-Length: 1048577")]:
+        arrival = serving.Arrival()
+        states = [arrival.add(raw[i:i + split]) for i in range(0, len(raw), split)]
+        assert states[-1] == request_state(bytearray(raw)) != PARTIAL
+        assert PARTIAL not in states[:-1] or states[:-1] == [PARTIAL] * (len(states) - 1)
