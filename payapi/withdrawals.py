@@ -237,8 +237,9 @@ def pay_out(gateway, withdraw_id, claimed=False, then=None):
             gateway.create_transfer(request)
     except GatewayError as exc:
         # Ping++ may be down for a moment: the next pass tries again, with the same order_no.
-        log.warning("payout %s not sent: %s", withdraw_id, exc, extra={"fields": {"withdraw_id": withdraw_id}})
-        _write(lambda: _note_failure(withdraw_id, str(exc)), then)
+        error = str(exc)
+        log.warning("payout %s not sent: %s", withdraw_id, error, extra={"fields": {"withdraw_id": withdraw_id}})
+        _write(lambda: _note_failure(withdraw_id, error), then)
         return "failed"
     _write(lambda: apply_transfer(transfer), then)
     return "sent"
