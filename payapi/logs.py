@@ -45,7 +45,17 @@ def level():
     return os.environ.get("LOG_LEVEL", "INFO").upper()
 
 
+def _lean_records():
+    # What JsonLines writes needs no caller (file, line: a stack walk per record), thread or
+    # process name: not collecting them is the logging module's own documented optimisation, and
+    # the access line is written on every request.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+
+
 def configure():
+    _lean_records()
     root = logging.getLogger()
     if not any(isinstance(h.formatter, JsonLines) for h in root.handlers):
         handler = logging.StreamHandler()
@@ -75,6 +85,7 @@ def gunicorn_logconfig():
     gunicorn's access log stays off (level WARNING): payapi.request already writes one line
     per request, and two would double every count an operator makes.
     """
+    _lean_records()
     return {
         "version": 1,
         "disable_existing_loggers": False,

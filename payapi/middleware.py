@@ -2,9 +2,9 @@
 
 import hmac
 import logging
+import os
 import re
 import time
-import uuid
 
 import falcon
 import peewee
@@ -24,7 +24,7 @@ class RequestLog:
 
     def process_request(self, req, resp):
         incoming = req.get_header("X-Request-Id")
-        req.context.request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        req.context.request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else os.urandom(16).hex()
         req.context.started = time.perf_counter()
 
     def process_response(self, req, resp, resource, req_succeeded):
