@@ -27,6 +27,9 @@ errorlog = "-"
 # Every line gunicorn writes is one JSON object too (payapi.logs.JsonLines).
 logconfig_dict = gunicorn_logconfig()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Nothing here uses gunicorn's admin socket, and its default path (~/.gunicorn/gunicorn.ctl) would be
+# shared by every gunicorn of the same user on a machine (dev, tests, the benchmark).
+control_socket_disable = True
 
 
 def on_starting(server):
