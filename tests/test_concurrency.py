@@ -21,8 +21,11 @@ from tests.live_server import LiveServer, expert, paid_charge, parallel
 @pytest.fixture(scope="module")
 def live(database_url, fake_pingpp_server, pingpp_keys, tmp_path_factory):
     _migrated(database_url)  # the real migrations, before any worker opens the database
+    # One connection at a time per worker: a worker busy with one request takes no other, so a
+    # burst reaches several processes even when the machine is loaded and one of them runs first.
     server = LiveServer(
-        tmp_path_factory.mktemp("gunicorn"), database_url, fake_pingpp_server.url, pingpp_keys[1], workers=4
+        tmp_path_factory.mktemp("gunicorn"), database_url, fake_pingpp_server.url, pingpp_keys[1], workers=4,
+        worker_connections=1,
     )
     server.start()
     yield server
