@@ -14,29 +14,13 @@ import pytest
 
 from payapi.models import ClientReport, Event, Lockout, Pay, SmsCode, Wallet, Withdrawal
 from payapi.payments import RETRIEVE_INTERVAL_MS
-from tests.conftest import PASSWD, SERVICE_KEY, _migrated, assert_books_balance, event, ledger_of
-from tests.live_server import LiveServer, expert, paid_charge, parallel
+from tests.conftest import PASSWD, SERVICE_KEY, assert_books_balance, event, ledger_of
+from tests.live_server import expert, paid_charge, parallel
 
 
-@pytest.fixture(scope="module")
-def live(database_url, fake_pingpp_server, pingpp_keys, tmp_path_factory):
-    _migrated(database_url)  # the real migrations, before any worker opens the database
-    # One connection at a time per worker: a worker busy with one request takes no other, so a
-    # burst reaches several processes even when the machine is loaded and one of them runs first.
-    server = LiveServer(
-        tmp_path_factory.mktemp("gunicorn"), database_url, fake_pingpp_server.url, pingpp_keys[1], workers=4,
-        worker_connections=1,
-    )
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server(live, database, fake_pingpp):
-    """The running gunicorn, a clean database bound in this process too, a reset fake Ping++."""
-    yield live
-    assert "Traceback" not in live.log(), live.log()[-4000:]
+# One connection at a time per worker: a worker busy with one request takes no other, so a burst
+# reaches several processes even when the machine is loaded and one of them runs first.
+LIVE_SERVER = {"workers": 4, "worker_connections": 1}
 
 
 def burst(server, n, call):

@@ -6,21 +6,15 @@ import sys
 
 import pytest
 
-from tests.conftest import ACCOUNT, SERVICE_KEY, _migrated, process_env, set_up_expert, withdraw
-from tests.live_server import ROOT, LiveServer, paid_charge
+from tests.conftest import ACCOUNT, SERVICE_KEY, process_env, set_up_expert, withdraw
+from tests.live_server import ROOT, paid_charge
 
 PASSWD = "e10adc3949ba59abbe56e057f20f883e-log-test"
 NEW_PASSWD = "5f4dcc3b5aa765d61d8327deb882cf99-log-test"
 ANSWERS = {"answer1": "红烧肉-log-test", "answer2": "Shanghai-log-test", "answer3": "Lucky-log-test"}
 
 
-@pytest.fixture(scope="module")
-def live(database_url, fake_pingpp_server, pingpp_keys, tmp_path_factory):
-    _migrated(database_url)
-    server = LiveServer(tmp_path_factory.mktemp("gunicorn-logs"), database_url, fake_pingpp_server.url, pingpp_keys[1], workers=2)
-    server.start()
-    yield server
-    server.stop()
+LIVE_SERVER = {"workers": 2}
 
 
 def json_lines(log):

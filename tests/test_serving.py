@@ -15,8 +15,8 @@ import requests
 
 from payapi import serving
 from payapi.serving import COMPLETE, HEAD_TOO_LARGE, PARTIAL, TOO_LONG, request_state
-from tests.conftest import _migrated, event
-from tests.live_server import LiveServer, Trickler, paid_charge, parallel
+from tests.conftest import event
+from tests.live_server import Trickler, paid_charge, parallel
 
 # --- when a request has arrived --------------------------------------------------------------
 
@@ -71,22 +71,9 @@ def test_a_request_is_handed_to_a_thread_only_once_it_has_arrived(raw, state):
 TRANSPORT_ONLY = pytest.mark.only_db("sqlite")
 
 
-@pytest.fixture(scope="module")
-def live(database_url, fake_pingpp_server, pingpp_keys, tmp_path_factory):
-    _migrated(database_url)
-    server = LiveServer(
-        tmp_path_factory.mktemp("gunicorn"), database_url, fake_pingpp_server.url, pingpp_keys[1],
-        workers=2, worker_connections=1000, BCRYPT_ROUNDS="11",
-    )
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server(live, database, fake_pingpp):
-    yield live
-    assert "Traceback" not in live.log(), live.log()[-4000:]
+# The Procfile's own settings: 2 workers, gunicorn's 1000 connections each; bcrypt slow enough
+# (cost 11) that one user's looping requests would fill a worker's places without their turn.
+LIVE_SERVER = {"workers": 2, "worker_connections": 1000, "BCRYPT_ROUNDS": "11"}
 
 
 def test_clients_trickling_headers_and_bodies_do_not_stop_the_service(server, fake_pingpp, pingpp_keys):

@@ -15,22 +15,15 @@ import pytest
 
 from payapi import books, reconciliation, worker
 from payapi.models import Pay, Refund, Withdrawal
-from tests.conftest import SERVICE_KEY, _migrated, event
-from tests.live_server import LiveServer, parallel
+from tests.conftest import SERVICE_KEY, event
+from tests.live_server import parallel
 
 SEEDS = [int(s) for s in os.environ.get("PAYAPI_SIMULATION_SEEDS", "11,23,37").split(",")]
 STEPS = int(os.environ.get("PAYAPI_SIMULATION_STEPS", "45"))
 PASSWD = "e10adc3949ba59abbe56e057f20f883e"
 
 
-@pytest.fixture(scope="module")
-def live(database_url, fake_pingpp_server, pingpp_keys, tmp_path_factory):
-    _migrated(database_url)
-    server = LiveServer(tmp_path_factory.mktemp("gunicorn"), database_url, fake_pingpp_server.url, pingpp_keys[1],
-                        workers=2)
-    server.start()
-    yield server
-    server.stop()
+LIVE_SERVER = {"workers": 2}
 
 
 class Simulation:
