@@ -216,6 +216,8 @@ def test_the_worker_command_leaves_pays_pending_when_ping_plus_plus_fails(new_pa
     with at(-3600):
         info = new_pay()
     fake_pingpp.mark_paid(info["charge"]["id"])
-    fake_pingpp.fail_next(status=500)
+    # Ping++ fails for the whole pass: between 00:00 and 01:00 in TIMEZONE the pay was made
+    # "yesterday", and a daily reconciliation that reached Ping++ would rightly settle it.
+    fake_pingpp.fail_next(times=50, status=500)
     assert run_worker(settings, fake_pingpp)["pays"] == {"paid": 0, "closed": 0, "failed": 1}
     assert status(info) == "pending" and not money_moved()
