@@ -15,7 +15,7 @@ import msgspec
 
 from . import idempotency, shapes
 from .errors import (
-    INVALID, LOCKED, NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, SECRET_REJECTED, UNAUTHENTICATED, UNEXPECTED,
+    DEFAULT_MSG, INVALID, LOCKED, NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, SECRET_REJECTED, UNAUTHENTICATED, UNEXPECTED,
 )
 from .validate import MAX_BODY, read_body
 
@@ -147,15 +147,23 @@ def _ref(kind, name):
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def _error(description, *codes, headers=None, required=()):
-    code = {"const": codes[0]} if len(codes) == 1 else {"enum": list(codes)}
-    schema = {"allOf": [_ref("schemas", "Failure"), {"properties": {"code": code}}]}
-    if required:
-        schema["allOf"][1]["required"] = list(required)
+def _codes_named(description):
+    """The failure codes a response's description names ("905: ... 910: ...")."""
+    return [int(code) for code in re.findall(r"(?<![0-9])(9[0-9]{2}):", description)]
+
+
+def _error(description, *codes, headers=None):
+    """A failure answer: always the one Failure schema as it is, with an example per code this response
+    can carry (the description names them too). Narrowing `code` per response (allOf with a const) is
+    what openapi-python-client could not merge: it dropped those responses from the clients it made."""
+    examples = {}
+    for code in codes:
+        value = {"code": code, "msg": DEFAULT_MSG[code], **({"retry_after": 60} if code == LOCKED else {})}
+        examples[str(code)] = {"summary": f"code {code}", "value": value}
     return {
         "description": description,
         "headers": {"X-Request-Id": _ref("headers", "RequestId"), **(headers or {})},
-        "content": {"application/json": {"schema": schema}},
+        "content": {"application/json": {"schema": _ref("schemas", "Failure"), "examples": examples}},
     }
 
 
@@ -176,7 +184,7 @@ def _shared_responses():
     for status, (name, description) in SHARED_ERRORS.items():
         code = ERROR_CODES[status]
         retry = {"Retry-After": _ref("headers", "RetryAfter")} if status in (429, 503) else None
-        answers[name] = _error(description, code, headers=retry, required=("retry_after",) if status == 429 else ())
+        answers[name] = _error(description, code, headers=retry)
     return answers
 
 
@@ -204,7 +212,7 @@ def _responses(op, answer_schema, auth, has_path_params):
         statuses |= {400, 429}
     for status in sorted(statuses):
         if status == 403:
-            answers["403"] = _error(op.errors[403], SECRET_REJECTED, NOT_ALLOWED)
+            answers["403"] = _error(op.errors[403], *(_codes_named(op.errors[403]) or (SECRET_REJECTED, NOT_ALLOWED)))
         elif op.errors.get(status):
             answers[str(status)] = _error(op.errors[status], ERROR_CODES[status])
         else:
@@ -222,25 +230,27 @@ def _request_body(op, shape_schema):
     }
 
 
-def _as_query_text(prop):
-    """A query string holds text: a field's null and JSON-integer alternatives do not exist there."""
+def _as_query_value(prop):
+    """A query string has no JSON null and no JSON string-or-integer choice: a whole number there is an
+    integer parameter (its decimal text), everything else the text it is."""
     prop = dict(prop)
     alternatives = [p for p in prop.pop("anyOf", [prop]) if p != {"type": "null"}]
     (value,) = alternatives
     value = {**value, **{k: v for k, v in prop.items() if k == "default" and v is not None}}
-    if "oneOf" in value:
-        value["oneOf"] = [p for p in value["oneOf"] if p.get("type") == "string"]
+    if "oneOf" in value:  # a Whole: a JSON integer or a string of digits in a body
+        (integer,) = [p for p in value.pop("oneOf") if p.get("type") == "integer"]
         value.pop("x-integer-literal", None)
-        value["examples"] = [e for e in value.get("examples", []) if isinstance(e, str)]
-        if "default" in value:
-            value["default"] = str(value["default"])
+        value.update(integer)
+        value["description"] = (value["description"].split(":", 1)[0]
+                                + f": an integer, {integer['minimum']}–{integer['maximum']} (anything else is 904).")
+        value["examples"] = sorted({int(e) for e in value.get("examples", [])})
     return value
 
 
 def _query_parameters(shape_schema, components):
     schema = components[shape_schema["$ref"].rsplit("/", 1)[1]]
     return [
-        {"name": name, "in": "query", "required": name in schema.get("required", ()), "schema": _as_query_text(prop)}
+        {"name": name, "in": "query", "required": name in schema.get("required", ()), "schema": _as_query_value(prop)}
         for name, prop in schema["properties"].items()
     ]
 
@@ -272,6 +282,14 @@ def _operations(routes):
                 yield template, method, resource, responder.operation
 
 
+def _always_sent(struct):
+    """The wire names of an answer's fields that every answer carries: all of them (`code` too, which
+    has a default), except those a Struct with omit_defaults leaves out at their default."""
+    omitted = struct.__struct_config__.omit_defaults
+    return [f.encode_name for f in msgspec.structs.fields(struct)
+            if not (omitted and (f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT))]
+
+
 def _schemas(codec, ops):
     """-> ({shape: its schema (a $ref or an inline union)}, components)."""
     shapes_used = {shapes.Failure, shapes.PayNotice, shapes.WithdrawalNotice}
@@ -282,6 +300,8 @@ def _schemas(codec, ops):
         ordered, schema_hook=codec.schema_hook, ref_template="#/components/schemas/{name}"
     )
     requests = {cls.__name__: cls for cls in _subclasses(shapes.Body)}
+    answers = {cls.__name__: cls for cls in _subclasses(msgspec.Struct)
+               if cls.__module__ == shapes.__name__ and not issubclass(cls, shapes.Body)}
     for name, schema in components.items():
         if name in requests:  # unknown fields stay allowed: they are ignored
             if requests[name].nulls_mean_absent:
@@ -289,6 +309,8 @@ def _schemas(codec, ops):
             schema.update(getattr(requests[name], "extra_json_schema", {}))  # rules across fields
         elif schema.get("type") == "object":
             schema.setdefault("additionalProperties", False)  # an answer has exactly its fields
+            if name in answers:
+                schema["required"] = _always_sent(answers[name])
     return dict(zip(ordered, refs)), components
 
 

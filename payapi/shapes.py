@@ -10,11 +10,11 @@ Wire names from the seed (`userID`, `createdAt`) appear only here, as field name
 """
 
 import re
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from .errors import invalid
+from .errors import HTTP_STATUS, invalid
 from .gateway import CHANNELS
 from .lifecycles import AppReport, NotificationStatus, Outcome, PayStatus, RefundStatus, WithdrawalStatus
 
@@ -113,6 +113,9 @@ Answer = Text.between(1, 64, "A security answer; compared after NFKC normalisati
 PayMoney = Fen.between(1, "pay_money_max", "Fen, 1..PAY_MONEY_MAX")
 WithdrawAmount = Fen.between("withdraw_min", "withdraw_max", "Fen, WITHDRAW_MIN..WITHDRAW_MAX")
 Channel = Literal[tuple(sorted(CHANNELS))]
+# Times in answers are ISO-8601 UTC with milliseconds (clock.iso), days are YYYY-MM-DD: both RFC 3339.
+Time = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"}, examples=["2016-06-23T04:46:38.190Z"])]
+Day = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date"}, examples=["2016-06-23"])]
 
 
 class Body(msgspec.Struct, kw_only=True):
@@ -318,8 +321,8 @@ class PayInfo(msgspec.Struct, kw_only=True):
     currency: str
     channel: str
     type: Literal["order", "note"]
-    created_at: str = msgspec.field(name="createdAt")
-    updated_at: str = msgspec.field(name="updatedAt")
+    created_at: Time = msgspec.field(name="createdAt")
+    updated_at: Time = msgspec.field(name="updatedAt")
 
 
 class WithdrawAccount(msgspec.Struct):
@@ -335,18 +338,18 @@ class WithdrawalInfo(msgspec.Struct, kw_only=True):
     amount: int
     status: WithdrawalStatus
     account: WithdrawAccount
-    created_at: str = msgspec.field(name="createdAt")
-    updated_at: str = msgspec.field(name="updatedAt")
+    created_at: Time = msgspec.field(name="createdAt")
+    updated_at: Time = msgspec.field(name="updatedAt")
 
 
 class BalanceInfo(msgspec.Struct, kw_only=True):
     balance: int  # fen, available + pending; negative only after a refund
     available: int  # what may be withdrawn
     pending: int  # credits still held (settlement hold)
-    next_available_at: str | None  # when the next pending amount becomes available
+    next_available_at: Time | None  # when the next pending amount becomes available
     currency: Literal["cny"] = "cny"
     can_withdraw: bool
-    next_withdraw_at: str | None  # when this month's withdrawal is what blocks: the next natural month
+    next_withdraw_at: Time | None  # when this month's withdrawal is what blocks: the next natural month
 
 
 class RefundInfo(msgspec.Struct, kw_only=True):
@@ -355,14 +358,14 @@ class RefundInfo(msgspec.Struct, kw_only=True):
     amount: int
     status: RefundStatus
     description: str
-    created_at: str = msgspec.field(name="createdAt")
-    updated_at: str = msgspec.field(name="updatedAt")
+    created_at: Time = msgspec.field(name="createdAt")
+    updated_at: Time = msgspec.field(name="updatedAt")
 
 
 class Answer900(msgspec.Struct, kw_only=True):
     """Success: code 900 and the route's fields."""
 
-    code: Literal[900] = 900
+    code: Annotated[Literal[900], msgspec.Meta(extra_json_schema={"type": "integer"})] = 900
 
 
 class Done(Answer900, kw_only=True):
@@ -432,8 +435,8 @@ class OpsWithdrawal(msgspec.Struct, kw_only=True):
     account: WithdrawAccount
     stuck: bool  # pending over 10 minutes or with an error, or processing over a day
     age_s: int
-    created_at: str = msgspec.field(name="createdAt")
-    updated_at: str = msgspec.field(name="updatedAt")
+    created_at: Time = msgspec.field(name="createdAt")
+    updated_at: Time = msgspec.field(name="updatedAt")
 
 
 class AuditInfo(msgspec.Struct, kw_only=True):
@@ -444,7 +447,7 @@ class AuditInfo(msgspec.Struct, kw_only=True):
     reason: str
     before: dict[str, Any]
     after: dict[str, Any]
-    created_at: str = msgspec.field(name="createdAt")
+    created_at: Time = msgspec.field(name="createdAt")
 
 
 class OpsPay(msgspec.Struct, kw_only=True):
@@ -463,8 +466,8 @@ class OpsPay(msgspec.Struct, kw_only=True):
     client_status: str
     channel: str
     charge_id: str | None
-    created_at: str = msgspec.field(name="createdAt")
-    paid_at: str | None = msgspec.field(name="paidAt")
+    created_at: Time = msgspec.field(name="createdAt")
+    paid_at: Time | None = msgspec.field(name="paidAt")
 
 
 class OpsNotification(msgspec.Struct, kw_only=True):
@@ -475,8 +478,8 @@ class OpsNotification(msgspec.Struct, kw_only=True):
     attempts: int
     last_status: int | None
     last_error: str
-    created_at: str = msgspec.field(name="createdAt")
-    updated_at: str = msgspec.field(name="updatedAt")
+    created_at: Time = msgspec.field(name="createdAt")
+    updated_at: Time = msgspec.field(name="updatedAt")
 
 
 class AccountTotal(msgspec.Struct, kw_only=True):
@@ -487,15 +490,15 @@ class AccountTotal(msgspec.Struct, kw_only=True):
 
 class ReconciliationInfo(msgspec.Struct, kw_only=True):
     reconciliation_id: str
-    date: str
+    date: Day  # the calendar day (TIMEZONE) it checked
     status: Literal["clean", "healed", "different"]
     healed: list[dict[str, Any]]
     differences: list[dict[str, Any]]
-    created_at: str = msgspec.field(name="createdAt")
+    created_at: Time = msgspec.field(name="createdAt")
 
 
 class DayVolume(msgspec.Struct, kw_only=True):
-    date: str  # YYYY-MM-DD in TIMEZONE
+    date: Day  # in TIMEZONE
     paid: int  # fen of charges paid that day
     refunded: int  # fen of refunds accepted
     withdrawn: int  # fen Ping++ paid out to experts
@@ -562,7 +565,7 @@ class PayNotice(msgspec.Struct, kw_only=True):
     """What payapi POSTs to NOTIFY_URL about a pay or its refund (signed per Standard Webhooks)."""
 
     type: Literal["pay.paid", "pay.closed", "refund.succeeded", "refund.failed"]
-    timestamp: str  # when the change happened (ISO-8601 UTC)
+    timestamp: Time  # when the change happened (ISO-8601 UTC)
     data: PayNoticeData
 
 
@@ -570,14 +573,21 @@ class WithdrawalNotice(msgspec.Struct, kw_only=True):
     """What payapi POSTs to NOTIFY_URL about a withdrawal (signed per Standard Webhooks)."""
 
     type: Literal["withdrawal.succeeded", "withdrawal.failed"]
-    timestamp: str
+    timestamp: Time
     data: WithdrawalNoticeData
+
+
+# Every code a failure carries (each response of the document says which of them it can be).
+FailureCode = Annotated[Literal[tuple(sorted(HTTP_STATUS))], msgspec.Meta(
+    extra_json_schema={"type": "integer"},
+    description="901 not authenticated, 904 invalid input, 905 a secret did not verify, 906 locked or "
+    "rate-limited, 910 not allowed by a business rule, 911 not found, 920 the provider failed, 999 unexpected.")]
 
 
 class Failure(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Every failure: a machine code and one short Chinese sentence fit to show to the user."""
 
-    code: int
+    code: FailureCode
     msg: str
     retry_after: int | None = None  # 906: seconds to wait
     request_id: str | None = None  # 999: the id the error was logged with
