@@ -43,7 +43,13 @@ class Profile(BaseModel):
 
 
 class Lockout(BaseModel):
-    """Wrong-secret counter per user and secret kind ('passwd', 'answers'; 'operator': user_id is an operator's id)."""
+    """Wrong-secret counter per user and secret kind ('passwd', 'answers').
+
+    Operators' kinds (operators.py) are keyed by a digest of the name as typed, known or not:
+    'operator' (name and client address: the same counter and lock), 'operator-name' (the name
+    from everywhere: `locked_until` holds its rate's theoretical arrival time) and
+    'operator-known' (name and an address it logged in from: `locked_until` is when that ends).
+    """
 
     user_id = pw.CharField(24)
     kind = pw.CharField(16)
