@@ -261,7 +261,7 @@ class IdempotencyKey(BaseModel):
 
     scope = pw.CharField(64)  # who and where: "user:<id> POST /rest/pay/withdraw", "service POST /internal/pays"
     key = pw.CharField(64)
-    request_hash = pw.CharField(64)  # SHA-256 of the body (and path): the same key with another body is 904
+    request_hash = pw.CharField(64)  # HMAC of the body (and path), see idempotency.py: the same key with another body is 904
     status = pw.CharField(16)  # running, done
     answer = LongTextField(null=True)  # the 900 answer's body
     lease_until = pw.BigIntegerField()  # a running request owns the key until then
