@@ -216,6 +216,28 @@ def _remember(name, address):
     row.save()
 
 
+SWEEP_BATCH = 1000
+_sweep_after = [0]  # the id the next sweep of per-address rows starts after (a pass goes round the table)
+
+
+@transaction
+def forget_stale_guesses():
+    """The worker deletes operators' lockout rows that no longer count (a made-up name leaves two):
+    rates that have run down, addresses no longer remembered, and per-address counts with no lock
+    and no wrong password within the window. -> how many."""
+    now = now_ms()
+    gone = Lockout.delete().where(Lockout.kind.in_((BY_NAME, KNOWN)), Lockout.locked_until < now).execute()
+    rows = list(Lockout.select(Lockout.id, Lockout.failed_at)
+                .where(Lockout.kind == BY_ADDRESS, Lockout.locked_until <= now, Lockout.id > _sweep_after[0])
+                .order_by(Lockout.id).limit(SWEEP_BATCH))
+    _sweep_after[0] = rows[-1].id if len(rows) == SWEEP_BATCH else 0
+    stale = [row.id for row in rows
+             if all(now - int(t) >= security.WINDOW_MS for t in filter(None, row.failed_at.split(",")))]
+    if stale:
+        gone += Lockout.delete().where(Lockout.id.in_(stale)).execute()
+    return gone
+
+
 def still_valid(identity, address):
     """Enabled, its password not changed since it was verified, and not locked from this address:
     -> None, or the ApiError to answer."""

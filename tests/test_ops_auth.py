@@ -342,3 +342,22 @@ def test_a_new_password_set_within_the_same_millisecond_ends_the_cached_login(ap
         assert app.get("/ops/api/withdrawals", headers=basic("carol")).status_int == 200
         operators.add("carol", "a brand new password", settings.bcrypt_rounds, reset=True)
         assert app.get("/ops/api/withdrawals", headers=basic("carol"), expect_errors=True).status_int == 401
+
+
+def test_the_worker_forgets_guesses_at_operator_names_once_they_no_longer_count(app, alice, settings, gateway):
+    from payapi import worker
+
+    with time_machine.travel(now_ms() / 1000, tick=False) as traveller:
+        assert log_in(browser(app, HOME)).status_int == 303  # remembered: alice from HOME
+        for i in range(30):  # made-up names: a row per name and per name and address
+            log_in(browser(app, STRANGER), f"made-up-{i}", "guess")
+        for i in range(5):
+            log_in(browser(app, STRANGER), "alice", f"wrong {i}")  # alice locked from STRANGER
+        before = Lockout.select().count()
+        # Only what counts nothing: the empty count of alice's login from HOME.
+        assert worker.run_once(settings, gateway)["operator_guesses"] == {"forgotten": 1}
+        assert log_in(browser(app, STRANGER)).status_int == 429
+        traveller.shift(3 * 3600 + 1)  # the guesses' window, the lock and the name's rate are over
+        assert worker.run_once(settings, gateway)["operator_guesses"] == {"forgotten": before - 2}
+        assert [row.kind for row in Lockout.select()] == [operators.KNOWN]
+        assert log_in(browser(app, HOME)).status_int == 303
