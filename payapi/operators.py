@@ -164,9 +164,10 @@ def verify(name, password, rounds, address):
     if remaining:
         raise locked(remaining)  # before the name's rate: a locked address's tries cost nobody else
     with security.operator_slots.place():
-        _take_guess(name, _known(name, address))  # counted before the slow check, as check_secret does
+        counted = _take_guess(name, _known(name, address))  # before the slow check, as check_secret does
         identity = _verify(name, password, rounds, here)
-    _give_back_guess(name)  # a right password was no guess
+    if counted:
+        _give_back_guess(name)  # a right password was no guess
     _remember(name, address)
     return identity
 
@@ -190,7 +191,7 @@ def _known(name, address):
 @transaction
 def _take_guess(name, known):
     """Count a guess at the name from anywhere (GCRA over `locked_until`, the theoretical arrival
-    time); 906 past the rate, except from an address the name logged in from."""
+    time); 906 past the rate, except from an address the name logged in from. -> whether it counted."""
     now = now_ms()
     row = lock_row(Lockout, {"failures": 0, "failed_at": ""}, user_id=_key(BY_NAME, name), kind=BY_NAME)
     tat = max(row.locked_until, now)
@@ -198,9 +199,10 @@ def _take_guess(name, known):
     if ahead > 0:
         if not known:
             raise locked(ahead)
-        return  # the operator's own address: let in, and not pushing the others further back
+        return False  # the operator's own address: let in, and not pushing the others further back
     row.locked_until = tat + NAME_INTERVAL_MS
     row.save()
+    return True
 
 
 def _give_back_guess(name):
