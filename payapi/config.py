@@ -105,8 +105,6 @@ class Settings:
             raise ValueError("PLATFORM_FEE_BPS must be between 0 and 10000")
         if settings.settlement_hold_seconds < 0:
             raise ValueError("SETTLEMENT_HOLD_SECONDS must not be negative")
-        if settings.notify_url and not settings.notify_secret.startswith("whsec_"):
-            raise ValueError("NOTIFY_SECRET must be a whsec_<base64> secret when NOTIFY_URL is set")
         if settings.password_rate_burst < 1 or settings.password_rate_interval < 0:
             raise ValueError("PASSWORD_RATE_BURST must be at least 1 and PASSWORD_RATE_INTERVAL not negative")
         if not 4 <= settings.bcrypt_rounds <= 31:

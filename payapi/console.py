@@ -20,7 +20,7 @@ import jinja2
 from . import books, operators, ops
 from .errors import INVALID, LOCKED, ApiError, invalid
 from .ids import is_id
-from .middleware import LOGIN_PATH, operator_session, session_token
+from .middleware import LOGIN_PATH, client_address, operator_session, session_token
 from .models import AuditEntry, Reconciliation
 from .shapes import FailRequest, ReasonRequest
 from .validate import read_body
@@ -184,7 +184,7 @@ class Login(Page):
             return self.show(req, resp, 403, "登录表单已过期（CSRF 校验失败），请重新输入", name)
         try:
             identity = operators.verify(fields.get("name", ""), fields.get("password", ""),
-                                        self.console.settings.bcrypt_rounds)
+                                        self.console.settings.bcrypt_rounds, client_address(req))
         except ApiError as error:
             if error.code == LOCKED:
                 minutes = -(-error.extra.get("retry_after", 60) // 60)

@@ -49,6 +49,10 @@ def main(argv=None):
                         help="web app port (default $PORT or 8000); the sandbox listens on the next one")
     parser.add_argument("--worker-interval", type=float, default=5.0, help="seconds between worker passes (default 5)")
     args = parser.parse_args(argv)
+    # A pipe or a file is block-buffered: the banner (tokens, the console's login) and the log
+    # lines must reach a newcomer's `| tee` or `> file` as they are printed, not at exit.
+    if hasattr(sys.stdout, "reconfigure"):  # not when a caller replaced it
+        sys.stdout.reconfigure(line_buffering=True)
     return Dev(args.port, args.worker_interval, os.getcwd()).run()
 
 

@@ -5,9 +5,18 @@ request succeeded (900) answers every repeat with that answer; the same key with
 904; a repeat while the first request is still running is 906 (retry in a second). A request that
 did not succeed leaves the key unused. A running request owns its key for a minute: if its
 process died meanwhile, the key is free again after that.
+
+A request is recognised by its fingerprint, an HMAC-SHA256 of method, path and body under a key
+derived from AUTH_SECRET (a withdraw body holds the app's hash of a 6-digit pay password: a plain
+hash stored beside it is undone in seconds by trying the million bodies). Like tokens, the first
+secret makes it and every listed secret is tried on a repeat, so a rotation keeps retries working
+while the old secret stays listed (24 hours); rows the previous version wrote hold a plain
+SHA-256, which is tried last (they are all gone 24 hours after the upgrade).
 """
 
+import functools
 import hashlib
+import hmac
 import re
 
 import peewee
@@ -23,8 +32,18 @@ RUNNING_LEASE_MS = 60 * 1000
 RUNNING, DONE = "running", "done"
 
 
-def fingerprint(method, path, raw_body):
-    return hashlib.sha256(b"%s %s\n%s" % (method.encode(), path.encode(), raw_body)).hexdigest()
+@functools.lru_cache(maxsize=16)
+def _fingerprint_key(secret):
+    # Its own key, not the JWT secret itself: the two uses never share an HMAC input space.
+    return hmac.new(secret.encode(), b"payapi idempotency fingerprint", hashlib.sha256).digest()
+
+
+def fingerprints(secrets, method, path, raw_body):
+    """The request's fingerprint under each secret (the first is the one stored), then the plain
+    SHA-256 of the previous version (matched, never stored)."""
+    message = b"%s %s\n%s" % (method.encode(), path.encode(), raw_body)
+    keyed = [hmac.new(_fingerprint_key(s), message, hashlib.sha256).hexdigest() for s in secrets or ("",)]
+    return (*keyed, hashlib.sha256(message).hexdigest())
 
 
 def derived_id(scope, key, request_hash):
@@ -42,26 +61,35 @@ def valid_key(key):
 
 
 @transaction
-def begin(scope, key, request_hash):
-    """-> the stored answer (text) to replay, or None when this request should run (it now owns the key)."""
+def begin(scope, key, candidates):
+    """-> (the stored answer (text) to replay, or None when this request should run (it now owns the
+    key); the request's fingerprint, for derived_id).
+
+    candidates: fingerprints() of the request."""
     now = now_ms()
+    request_hash = candidates[0]
     row = for_update(IdempotencyKey.select().where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)).first()
     if row is not None:
         expired = row.created_at + KEEP_MS <= now
         abandoned = row.status == RUNNING and row.lease_until <= now
+        same = row.request_hash in candidates
         if not (expired or abandoned):
-            if row.request_hash != request_hash:
+            if not same:
                 raise ApiError(INVALID, "Idempotency-Key 已用于另一个请求")
             if row.status == RUNNING:
                 raise locked(1000, "相同的请求正在处理中，请稍后再试")
-            return row.answer
+            return row.answer, row.request_hash
+        if same and not expired:
+            # The retry of an attempt that broke off: the same fingerprint, so the same derived ids
+            # (its refund at Ping++ is found, not made twice), whichever key made it.
+            request_hash = row.request_hash
         row.delete_instance()
     try:
         IdempotencyKey.create(scope=scope, key=key, request_hash=request_hash, status=RUNNING,
                               lease_until=now + RUNNING_LEASE_MS, created_at=now)
     except peewee.IntegrityError:
         raise locked(1000, "相同的请求正在处理中，请稍后再试") from None  # a racing twin took it first
-    return None
+    return None, request_hash
 
 
 @transaction

@@ -77,7 +77,7 @@ class HeaderAuth:
         elif kind == "service":
             self._service(req)
         elif kind == "operator":
-            req.context.operator = self.basic_logins.authenticate(req.get_header("Authorization"))
+            req.context.operator = self.basic_logins.authenticate(req.get_header("Authorization"), client_address(req))
         elif kind == "console":
             session = operator_session(req)
             if session is None:
@@ -87,7 +87,8 @@ class HeaderAuth:
             if req.get_header("X-Service-Key") is not None:
                 self._service(req)
             elif req.get_header("Authorization") is not None:
-                req.context.operator = self.basic_logins.authenticate(req.get_header("Authorization"))
+                req.context.operator = self.basic_logins.authenticate(req.get_header("Authorization"),
+                                                                      client_address(req))
             elif operator_session(req) is None:
                 raise ApiError(UNAUTHENTICATED, "需要服务密钥或操作员身份")
 
@@ -95,6 +96,14 @@ class HeaderAuth:
         given = (req.get_header("X-Service-Key") or "").encode()
         if not self.service_key or not hmac.compare_digest(given, self.service_key):
             raise ApiError(UNAUTHENTICATED, "服务密钥无效")
+
+
+def client_address(req):
+    """The client's address for counting wrong passwords: the last `X-Forwarded-For` entry (the one
+    the platform's router appends; the client can write any before it), else the peer."""
+    forwarded = req.get_header("X-Forwarded-For")
+    last = forwarded.rpartition(",")[2].strip() if forwarded else ""
+    return (last or req.remote_addr or "")[:64]
 
 
 def session_token(req):

@@ -43,7 +43,13 @@ class Profile(BaseModel):
 
 
 class Lockout(BaseModel):
-    """Wrong-secret counter per user and secret kind ('passwd', 'answers'; 'operator': user_id is an operator's id)."""
+    """Wrong-secret counter per user and secret kind ('passwd', 'answers').
+
+    Operators' kinds (operators.py) are keyed by a digest of the name as typed, known or not:
+    'operator' (name and client address: the same counter and lock), 'operator-name' (the name
+    from everywhere: `locked_until` holds its rate's theoretical arrival time) and
+    'operator-known' (name and an address it logged in from: `locked_until` is when that ends).
+    """
 
     user_id = pw.CharField(24)
     kind = pw.CharField(16)
@@ -255,7 +261,7 @@ class IdempotencyKey(BaseModel):
 
     scope = pw.CharField(64)  # who and where: "user:<id> POST /rest/pay/withdraw", "service POST /internal/pays"
     key = pw.CharField(64)
-    request_hash = pw.CharField(64)  # SHA-256 of the body (and path): the same key with another body is 904
+    request_hash = pw.CharField(64)  # HMAC of the body (and path), see idempotency.py: the same key with another body is 904
     status = pw.CharField(16)  # running, done
     answer = LongTextField(null=True)  # the 900 answer's body
     lease_until = pw.BigIntegerField()  # a running request owns the key until then

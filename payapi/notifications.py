@@ -11,6 +11,7 @@ dispatchers (processes, hosts) claim messages in the database, so each attempt i
 """
 
 import base64
+import binascii
 import concurrent.futures
 import hashlib
 import hmac
@@ -67,9 +68,30 @@ def write(record, types):
 
 # --- signing ---------------------------------------------------------------------------------------
 
+SECRET_PREFIX = "whsec_"
+MIN_KEY_BYTES, MAX_KEY_BYTES = 24, 64
+
+
 def secret_bytes(secret):
-    """The key of a `whsec_<base64>` secret."""
-    return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    """The key of a `whsec_<base64>` secret; ValueError (never quoting it) if it is not one."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError("NOTIFY_SECRET is not whsec_<base64>")
+    try:
+        return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("NOTIFY_SECRET: what follows whsec_ is not standard base64") from None
+
+
+def secret_problem(secret):
+    """Why a NOTIFY_SECRET is not safe to sign with (start-up's check), or None. An empty or short
+    key signs, but anyone could forge (or guess the key of) messages to the order service."""
+    try:
+        key = secret_bytes(secret)
+    except ValueError as exc:
+        return str(exc)
+    if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+        return f"NOTIFY_SECRET: its key is {len(key)} bytes, not {MIN_KEY_BYTES}-{MAX_KEY_BYTES}"
+    return None
 
 
 def signature(secret, message_id, timestamp, body):
@@ -134,14 +156,23 @@ def deliver(message_id, url, secret, session=None):
     if not _claim(message_id, now_ms()):
         return None
     message = Notification.get_by_id(message_id)
-    delivered, http_status, error = _send(session or requests, url, secret, message)
+    try:
+        secret_bytes(secret)
+    except ValueError as exc:
+        # A failed attempt like any other (counted, backed off, failed after 24 hours): raising
+        # here would leave the claim to run out and the message claimed again forever, uncounted.
+        delivered, http_status, error = False, None, f"cannot sign: {exc}"
+    else:
+        delivered, http_status, error = _send(session or requests, url, secret, message)
     status = _settle(message_id, delivered, http_status, error)
     fields = {"message_id": message_id, "type": message.type, "subject_id": message.subject_id,
               "http_status": http_status, "status": status}
     if delivered:
         log.info("notification delivered", extra={"fields": fields})
     else:
-        log.warning("notification not delivered: %s", error, extra={"fields": fields})
+        # The status, and the first bytes of the receiver's answer (_send keeps 200 of them).
+        reason = error if http_status is None else f"HTTP {http_status}: {error}"
+        log.warning("notification not delivered: %s", reason, extra={"fields": fields})
     return status
 
 

@@ -71,8 +71,8 @@ def operation(**spec):
 def _idempotently(responder, resource, req, resp, params, key, raw):
     user_id = req.context.get("user_id")
     scope = f"{'user:' + user_id if user_id else 'service'} {req.method} {req.uri_template}"
-    request_hash = idempotency.fingerprint(req.method, req.path, raw)
-    replay = idempotency.begin(scope, key, request_hash)
+    candidates = idempotency.fingerprints(resource.codec.settings.auth_secrets, req.method, req.path, raw)
+    replay, request_hash = idempotency.begin(scope, key, candidates)
     req.context.idempotency = (scope, key, request_hash)  # a responder may derive the id of what it creates
     if replay is not None:
         resp.text, resp.content_type = replay, falcon.MEDIA_JSON

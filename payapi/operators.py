@@ -1,16 +1,23 @@
 """Operators: accounts, console sessions, HTTP Basic for scripts, and the audit trail of their actions.
 
 An operator is a person with a name and a password (bcrypt, as pay passwords, on the process's
-one low-priority hashing thread; wrong ones count in the `lockout` table under the kind
-`operator`: five within any 3 hours lock for 3 hours). A disabled operator's sessions end at once
-and their Basic credentials stop working on the next request.
+one low-priority hashing thread). Wrong passwords are counted by *name and client address* (the
+`lockout` kind `operator`: five within any 3 hours lock that name from that address for 3 hours),
+so a stranger cannot lock the real operator out, and by *name* alone (the kind `operator-name`, a
+rate: NAME_BURST wrong ones, then one per NAME_INTERVAL_MS, from addresses the name has never
+logged in from), so guessing from many addresses stays slow while the operator, from an address
+they logged in from before (the kind `operator-known`), still gets in. The rows are keyed by
+digests of the name as typed, so an unknown name is counted, locked and timed (a decoy bcrypt)
+exactly like a known one. A disabled operator's sessions end at once and their Basic credentials
+stop working on the next request.
 
 - The console (`/ops/...`) keeps a session: the cookie holds a random token, the table only its
   SHA-256 (a copy of the table logs nobody in), with the CSRF token every console form carries.
 - Scripts (`/ops/api/...`) send HTTP Basic on every request. A successful verification is kept
   per process for BASIC_CACHE_S (bcrypt at cost 12 is ~0.3 s: a script making 100 calls must not
   cost 100 of them), keyed by a SHA-256 of the credentials; whether the operator is still enabled
-  and unchanged is read from the database on every request.
+  with the same password hash, and whether the name is locked from the request's address, is read
+  from the database on every request (two primary-key reads, no bcrypt).
 """
 
 import base64
@@ -27,10 +34,10 @@ import time
 
 from . import security
 from .clock import now_ms
-from .db import RowByKey, transaction
-from .errors import INVALID, NOT_ALLOWED, NOT_FOUND, SECRET_REJECTED, UNAUTHENTICATED, ApiError
+from .db import RowByKey, lock_row, transaction
+from .errors import INVALID, NOT_ALLOWED, NOT_FOUND, SECRET_REJECTED, UNAUTHENTICATED, ApiError, locked
 from .ids import new_id
-from .models import AuditEntry, Operator, OperatorSession
+from .models import AuditEntry, Lockout, Operator, OperatorSession
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 MIN_PASSWORD = 8
@@ -38,6 +45,12 @@ MAX_PASSWORD = 1024  # bcrypt sees a SHA-256 of it; the bound only keeps request
 SESSION_MS = 12 * 3600 * 1000  # one shift; then the console asks again
 BASIC_CACHE_S = 60
 BASIC_CACHE_SIZE = 256
+# Guessing one name from everywhere: NAME_BURST wrong passwords, then one per NAME_INTERVAL_MS
+# (GCRA), except from addresses the name logged in from within KNOWN_MS.
+NAME_BURST = 20
+NAME_INTERVAL_MS = 60 * 1000
+KNOWN_MS = 30 * 24 * 3600 * 1000
+BY_ADDRESS, BY_NAME, KNOWN = security.OPERATOR, "operator-name", "operator-known"
 # The console's cookies (Path=/ops, Secure, HttpOnly, SameSite=Strict): the session's token, and
 # the login form's double-submit CSRF token (there is no session yet to keep it in).
 SESSION_COOKIE = "payapi_ops_session"
@@ -45,7 +58,7 @@ LOGIN_CSRF_COOKIE = "payapi_ops_login"
 
 operator_by_name = RowByKey(Operator, Operator.name)
 operator_by_id = RowByKey(Operator, Operator.operator_id,
-                          columns=(Operator.name, Operator.disabled_at, Operator.updated_at))
+                          columns=(Operator.name, Operator.disabled_at, Operator.passwd_hash))
 session_by_hash = RowByKey(OperatorSession, OperatorSession.token_hash)
 
 
@@ -55,7 +68,18 @@ class Identity:
 
     operator_id: str
     name: str
-    updated_at: int = 0  # the account's version when it was verified: a new password ends cached logins
+    # The account's version when it was verified (a digest of its password hash, whose salt is new
+    # on every reset): a new password ends cached logins, even one set within the same millisecond.
+    version: str = ""
+
+
+def _version(passwd_hash):
+    return hashlib.sha256(passwd_hash.encode()).hexdigest()[:32]
+
+
+def _key(*parts):
+    """A lockout row's key for a name (as typed, known or not) and maybe an address."""
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def cli_identity():
@@ -127,28 +151,103 @@ def _decoy_hash(rounds):
     return _DECOY[rounds]
 
 
-def verify(name, password, rounds):
-    """The operator these credentials name; 905 if they do not verify, 906 while locked or while
-    this worker's place for operator logins is taken.
+def verify(name, password, rounds, address):
+    """The operator these credentials name; 905 if they do not verify, 906 while the name is locked
+    from this address, while it is being guessed from everywhere (unless it logged in from here
+    before) or while this worker's place for operator logins is taken.
 
-    rounds: BCRYPT_ROUNDS, the cost of the decoy check for a name that does not exist."""
+    rounds: BCRYPT_ROUNDS, the cost of the decoy check for a name that does not exist.
+    address: the client's address (the last X-Forwarded-For entry, else the peer)."""
+    name = name if isinstance(name, str) else ""
+    here = _key(BY_ADDRESS, name, address)
+    remaining = security.lock_remaining(here, BY_ADDRESS)
+    if remaining:
+        raise locked(remaining)  # before the name's rate: a locked address's tries cost nobody else
     with security.operator_slots.place():
-        return _verify(name, password, rounds)
+        counted = _take_guess(name, _known(name, address))  # before the slow check, as check_secret does
+        identity = _verify(name, password, rounds, here)
+    if counted:
+        _give_back_guess(name)  # a right password was no guess
+    _remember(name, address)
+    return identity
 
 
-def _verify(name, password, rounds):
-    row = operator_by_name(name) if isinstance(name, str) and NAME.fullmatch(name) else None
-    if row is None or row.disabled_at is not None or not isinstance(password, str) or len(password) > MAX_PASSWORD:
-        security.secret_matches(password if isinstance(password, str) else "", _decoy_hash(rounds))
-        raise ApiError(SECRET_REJECTED, security.WRONG[security.OPERATOR])
-    security.check_secret(row.operator_id, security.OPERATOR, password, row.passwd_hash)
-    return Identity(row.operator_id, row.name, row.updated_at)
+def _verify(name, password, rounds, here):
+    row = operator_by_name(name) if NAME.fullmatch(name) else None
+    usable = (row is not None and row.disabled_at is None and isinstance(password, str)
+              and len(password) <= MAX_PASSWORD)
+    # An unknown or disabled name goes through the very same count, lock and bcrypt, on a decoy
+    # that nothing matches.
+    security.check_secret(here, BY_ADDRESS, password if usable else "",
+                          row.passwd_hash if usable else _decoy_hash(rounds))
+    return Identity(row.operator_id, row.name, _version(row.passwd_hash))
 
 
-def still_valid(identity):
-    """Enabled, and its password not changed since it was verified."""
+def _known(name, address):
+    row = security.lockout_of(_key(KNOWN, name, address), KNOWN)
+    return row is not None and row.locked_until > now_ms()
+
+
+@transaction
+def _take_guess(name, known):
+    """Count a guess at the name from anywhere (GCRA over `locked_until`, the theoretical arrival
+    time); 906 past the rate, except from an address the name logged in from. -> whether it counted."""
+    now = now_ms()
+    row = lock_row(Lockout, {"failures": 0, "failed_at": ""}, user_id=_key(BY_NAME, name), kind=BY_NAME)
+    tat = max(row.locked_until, now)
+    ahead = tat - now - (NAME_BURST - 1) * NAME_INTERVAL_MS
+    if ahead > 0:
+        if not known:
+            raise locked(ahead)
+        return False  # the operator's own address: let in, and not pushing the others further back
+    row.locked_until = tat + NAME_INTERVAL_MS
+    row.save()
+    return True
+
+
+def _give_back_guess(name):
+    Lockout.update(locked_until=Lockout.locked_until - NAME_INTERVAL_MS).where(
+        Lockout.user_id == _key(BY_NAME, name), Lockout.kind == BY_NAME,
+        Lockout.locked_until >= NAME_INTERVAL_MS).execute()
+
+
+@transaction
+def _remember(name, address):
+    row = lock_row(Lockout, {"failures": 0, "failed_at": ""}, user_id=_key(KNOWN, name, address), kind=KNOWN)
+    row.locked_until = now_ms() + KNOWN_MS
+    row.save()
+
+
+SWEEP_BATCH = 1000
+_sweep_after = [0]  # the id the next sweep of per-address rows starts after (a pass goes round the table)
+
+
+@transaction
+def forget_stale_guesses():
+    """The worker deletes operators' lockout rows that no longer count (a made-up name leaves two):
+    rates that have run down, addresses no longer remembered, and per-address counts with no lock
+    and no wrong password within the window. -> how many."""
+    now = now_ms()
+    gone = Lockout.delete().where(Lockout.kind.in_((BY_NAME, KNOWN)), Lockout.locked_until < now).execute()
+    rows = list(Lockout.select(Lockout.id, Lockout.failed_at)
+                .where(Lockout.kind == BY_ADDRESS, Lockout.locked_until <= now, Lockout.id > _sweep_after[0])
+                .order_by(Lockout.id).limit(SWEEP_BATCH))
+    _sweep_after[0] = rows[-1].id if len(rows) == SWEEP_BATCH else 0
+    stale = [row.id for row in rows
+             if all(now - int(t) >= security.WINDOW_MS for t in filter(None, row.failed_at.split(",")))]
+    if stale:
+        gone += Lockout.delete().where(Lockout.id.in_(stale)).execute()
+    return gone
+
+
+def still_valid(identity, address):
+    """Enabled, its password not changed since it was verified, and not locked from this address:
+    -> None, or the ApiError to answer."""
     row = operator_by_id(identity.operator_id)
-    return row is not None and row.disabled_at is None and row.updated_at == identity.updated_at
+    if row is None or row.disabled_at is not None or _version(row.passwd_hash) != identity.version:
+        return ApiError(UNAUTHENTICATED, "操作员已停用或密码已更改")
+    remaining = security.lock_remaining(_key(BY_ADDRESS, identity.name, address), BY_ADDRESS)
+    return locked(remaining) if remaining else None
 
 
 # --- HTTP Basic (scripts) ----------------------------------------------------------------------------
@@ -161,8 +260,9 @@ class BasicLogins:
         self._cache = {}  # SHA-256 of the credentials -> (Identity, monotonic expiry)
         self._lock = threading.Lock()
 
-    def authenticate(self, header):
-        """The operator of an `Authorization: Basic ...` header; 901 if absent or wrong, 906 while locked."""
+    def authenticate(self, header, address):
+        """The operator of an `Authorization: Basic ...` header from the client at address; 901 if
+        absent or wrong, 906 while locked."""
         name, password = _parse_basic(header)
         key = hashlib.sha256(f"{name}\0{password}".encode("utf-8", "surrogatepass")).digest()
         with self._lock:
@@ -170,7 +270,7 @@ class BasicLogins:
         identity = hit[0] if hit and hit[1] > time.monotonic() else None
         if identity is None:
             try:
-                identity = verify(name, password, self.rounds)
+                identity = verify(name, password, self.rounds, address)
             except ApiError as exc:
                 if exc.code == SECRET_REJECTED:
                     raise ApiError(UNAUTHENTICATED, exc.msg) from None
@@ -179,10 +279,12 @@ class BasicLogins:
                 if len(self._cache) >= self.size:
                     self._cache.clear()  # rare: as many operators as this; each is verified again once
                 self._cache[key] = (identity, time.monotonic() + self.ttl_s)
-        if not still_valid(identity):
-            with self._lock:
-                self._cache.pop(key, None)
-            raise ApiError(UNAUTHENTICATED, "操作员已停用或密码已更改")
+        refused = still_valid(identity, address)
+        if refused is not None:
+            if refused.code == UNAUTHENTICATED:
+                with self._lock:
+                    self._cache.pop(key, None)
+            raise refused
         return identity
 
 
@@ -233,7 +335,7 @@ def session_of(token):
     operator = operator_by_id(row.operator_id)
     if operator is None or operator.disabled_at is not None:
         return None
-    return Session(Identity(row.operator_id, operator.name, operator.updated_at), row.csrf)
+    return Session(Identity(row.operator_id, operator.name, _version(operator.passwd_hash)), row.csrf)
 
 
 def close_session(token):

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 MIN_SECRET_BYTES = 32
 SERVE, MIGRATE, TOKEN, DATABASE, GATEWAY = "serve", "migrate", "token", "database", "gateway"
 NEEDS = {
-    SERVE: {"database", "auth", "service", "pingpp", "sms"},
+    SERVE: {"database", "auth", "service", "pingpp", "sms", "notify"},
     MIGRATE: {"database"},
     DATABASE: {"database"},
     GATEWAY: {"database", "pingpp"},  # operator commands that ask Ping++ (withdrawals retry / fail)
@@ -73,6 +73,15 @@ def problems(settings, needs):
             relaxed.append("PINGPP_APP_ID is not set")
         _check_key(settings, "PUBLIC", True, refusals, relaxed)
         _check_key(settings, "PRIVATE", False, refusals, relaxed)
+
+    if "notify" in wanted and (settings.notify_url or settings.notify_secret):
+        from .notifications import secret_problem
+
+        if not settings.notify_secret:
+            relaxed.append("NOTIFY_URL is set but NOTIFY_SECRET is not (messages would go unsigned)")
+        elif problem := secret_problem(settings.notify_secret):
+            relaxed.append(f"{problem} (whsec_ then standard base64 of 24-64 bytes; an empty or bad key lets "
+                           "anyone forge messages to the order service, or signs none)")
 
     if "sms" in wanted:
         if settings.sms_backend not in ("console", "file"):

@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 
-from . import idempotency, jobs, notifications, payments, reconciliation, refunds, withdrawals
+from . import idempotency, jobs, notifications, operators, payments, reconciliation, refunds, withdrawals
 from .clock import now_ms
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ def run_once(settings, gateway, notify=True):
         "payouts": lambda: withdrawals.run_payouts(gateway),
         "transfers": lambda: withdrawals.reconcile_transfers(gateway),
         "idempotency_keys": lambda: {"forgotten": idempotency.forget_expired()},
+        "operator_guesses": lambda: {"forgotten": operators.forget_stale_guesses()},
         "reconciliation": lambda: reconciliation.daily(settings, gateway),
     }
     if notify and settings.notify_url:

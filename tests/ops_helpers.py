@@ -10,9 +10,11 @@ from tests.conftest import OPERATOR_PASSWORD
 HTTPS = {"wsgi.url_scheme": "https", "HTTP_HOST": "payapi.test"}
 
 
-def browser(app):
-    """A fresh client of the same app (its own cookie jar), over https."""
-    return webtest.TestApp(app.app, extra_environ=HTTPS)
+def browser(app, address=None):
+    """A fresh client of the same app (its own cookie jar), over https; with address, from that client
+    address (the entry the platform's router appends to X-Forwarded-For, after one the client made up)."""
+    environ = dict(HTTPS, HTTP_X_FORWARDED_FOR=f"192.0.2.66, {address}") if address else HTTPS
+    return webtest.TestApp(app.app, extra_environ=environ)
 
 
 def csrf_of(page):

@@ -85,7 +85,10 @@ class Dev:
         # python outside the venv's bin/ loses the venv (and its packages) on Python 3.11+.
         (self.bin / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
         (self.bin / "python").chmod(0o755)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PINGPP_", "DATABASE_URL", "PAYAPI_"))}
+        # Without PYTHONUNBUFFERED (set on some CI machines and shells): dev's terminal is a file here,
+        # and what it prints (the banner) must reach it while dev runs, not when it exits.
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("PINGPP_", "DATABASE_URL", "PAYAPI_", "PYTHONUNBUFFERED"))}
         self.env.update(PATH=f"{self.bin}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(ROOT), PORT=str(self.port))
         self.output = tmp_path / "dev-terminal.txt"
         self.proc = subprocess.Popen(
@@ -248,3 +251,21 @@ def test_sigterm_while_starting_stops_what_was_started(dev):
     assert children and [pid for pid in children if alive(pid)] == []
     assert _free(dev.port) and _free(dev.port + 1)
     assert "Traceback" not in dev.terminal() and "Ctrl-C stops everything." not in dev.terminal()
+
+
+def test_dev_passes_the_environment_through_except_what_it_sets_and_the_readme_says_which(monkeypatch, tmp_path):
+    from payapi.dev import Dev as DevCommand
+
+    passed = {"NOTIFY_URL": "http://127.0.0.1:9/hook", "NOTIFY_SECRET": "whsec_" + "a" * 32,
+              "AUTH_SECRET": "s" * 32, "TIMEZONE": "UTC", "LOG_LEVEL": "DEBUG"}
+    replaced = {"DATABASE_URL": "mysql://u:p@prod/db", "JAWSDB_URL": "mysql://u:p@jaws/db", "PAYAPI_ENV": "production",
+                "PINGPP_API_KEY": "sk_live_x", "PINGPP_PRIVATE_KEY": "pem", "SMS_BACKEND": "aliyun"}
+    for name, value in {**passed, **replaced}.items():
+        monkeypatch.setenv(name, value)
+    env = DevCommand(18000, 5, str(tmp_path)).environment()
+    assert {name: env.get(name) for name in passed} == passed
+    assert env["DATABASE_URL"].startswith("sqlite:///") and "JAWSDB_URL" not in env and "PINGPP_PRIVATE_KEY" not in env
+    assert (env["PAYAPI_ENV"], env["PINGPP_API_KEY"], env["SMS_BACKEND"]) == ("development", "sk_test_payapi_dev", "console")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    intro = readme.split("## Walkthrough")[1].split("Paste these")[0]
+    assert "NOTIFY_URL" in intro and "NOTIFY_SECRET" in intro and "nothing else is" not in intro

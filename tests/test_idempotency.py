@@ -1,13 +1,20 @@
 """Idempotency-Key on POST /rest/pay/withdraw, POST /internal/pays and POST /internal/pays/{id}/refunds."""
 
+import dataclasses
+import hashlib
 import json
 import threading
 import time
 
 import pytest
 import time_machine
+import webtest
 
+from payapi.app import create_app
+from payapi.clock import now_ms
+from payapi import idempotency
 from payapi.gateway import GatewayError
+from payapi.sms import FileSms
 from payapi.models import IdempotencyKey, Pay, Refund, Withdrawal
 from tests.conftest import PASSWD, SERVICE_KEY, balance_of, pay_request, Scripted, set_up_expert
 
@@ -197,3 +204,60 @@ def test_a_repeat_while_the_first_still_runs_is_906(app, database, fake_pingpp, 
     assert (during.status_int, during.json["code"], during.json["retry_after"]) == (429, 906, 1)
     assert first["answer"].json["code"] == 900
     assert service_post(app, "/internal/pays", body, "k").json == first["answer"].json
+
+
+# --- the stored fingerprint: an HMAC under a server key ---------------------------------------------------
+
+def plain_sha256(path, body):
+    return hashlib.sha256(b"POST %s\n%s" % (path.encode(), json.dumps(body).encode())).hexdigest()
+
+
+def app_with_secrets(settings, gateway, *auth_secrets):
+    return webtest.TestApp(create_app(dataclasses.replace(settings, auth_secrets=auth_secrets), gateway,
+                                      FileSms(settings.sms_file)))
+
+
+def test_the_stored_fingerprint_is_keyed_so_the_row_does_not_give_the_body_away(database, settings, gateway):
+    # A withdraw body holds the app's hash of a 6-digit pay password: a plain hash of the body
+    # stored beside it is undone by trying the million bodies.
+    body = pay_request()
+    assert service_post(app_with_secrets(settings, gateway, "one-server-secret-" + "a" * 32), "/internal/pays",
+                        body, "k-1").json["code"] == 900
+    assert service_post(app_with_secrets(settings, gateway, "another-server-secret-" + "b" * 32), "/internal/pays",
+                        body, "k-2").json["code"] == 900
+    first, second = [row.request_hash for row in IdempotencyKey.select().order_by(IdempotencyKey.key)]
+    assert plain_sha256("/internal/pays", body) not in (first, second)
+    assert first != second  # the same request under another server key: another fingerprint
+
+
+def test_a_retry_across_an_auth_secret_rotation_still_gets_its_answer(database, settings, gateway):
+    body = pay_request()
+    old, new = "the-secret-before-rotation-" + "c" * 32, "the-secret-after-rotation-" + "d" * 32
+    first = service_post(app_with_secrets(settings, gateway, old), "/internal/pays", body, "k-1").json
+    rotated = app_with_secrets(settings, gateway, new, old)
+    assert service_post(rotated, "/internal/pays", body, "k-1").json == first
+    assert service_post(rotated, "/internal/pays", {**body, "amount": 1}, "k-1").json["code"] == 904
+
+
+def test_a_retry_of_a_request_fingerprinted_before_the_upgrade_still_gets_its_answer(app, database):
+    # Rows written by the previous version hold a plain SHA-256; they live at most 24 hours.
+    body = pay_request()
+    stored = '{"code":900,"info":{"pay_id":"from-before-the-upgrade"}}'
+    IdempotencyKey.create(scope="service POST /internal/pays", key="k-old", request_hash=plain_sha256("/internal/pays", body),
+                          status="done", answer=stored, lease_until=0, created_at=now_ms())
+    again = service_post(app, "/internal/pays", body, "k-old")
+    assert again.text == stored
+    other = service_post(app, "/internal/pays", {**body, "amount": 1}, "k-old")
+    assert (other.status_int, other.json["code"]) == (400, 904)
+
+
+def test_a_refund_whose_first_attempt_broke_off_before_the_upgrade_keeps_its_refund_id(app, pay_expert, fake_pingpp):
+    # The retry must find what the first attempt made at Ping++ by the id derived from its fingerprint.
+    paid = pay_expert("e" * 24, 10_000)
+    path, scope = f"/internal/pays/{paid['pay_id']}/refunds", "service POST /internal/pays/{pay_id}/refunds"
+    legacy = plain_sha256(path, REFUND)
+    IdempotencyKey.create(scope=scope, key="r-old", request_hash=legacy, status="running", lease_until=0,
+                          created_at=now_ms())
+    answer = service_post(app, path, REFUND, "r-old")
+    assert answer.json["code"] == 900
+    assert answer.json["refund"]["refund_id"] == idempotency.derived_id(scope, "r-old", legacy)

@@ -246,3 +246,118 @@ def test_the_console_works_only_over_https_cookies(app, alice):
     log_in(client)
     plain = client.get("/ops", extra_environ={**HTTPS, "wsgi.url_scheme": "http"}, expect_errors=True)
     assert plain.status_int == 303
+
+
+# --- lockout by client address; guessing a name from everywhere; unknown names ----------------------------
+
+HOME, STRANGER = "198.51.100.7", "203.0.113.9"
+
+
+def from_address(address):
+    return {"X-Forwarded-For": f"192.0.2.66, {address}"}
+
+
+def test_wrong_passwords_lock_a_name_only_from_the_address_they_came_from(app, alice):
+    for i in range(4):
+        assert log_in(browser(app, STRANGER), "alice", f"wrong {i}").status_int == 403
+    assert log_in(browser(app, STRANGER), "alice", "wrong 4").status_int == 429
+    assert log_in(browser(app, STRANGER)).status_int == 429  # the right password too, from there
+    stranger_basic = app.get("/ops/api/withdrawals", headers={**alice, **from_address(STRANGER)}, expect_errors=True)
+    assert stranger_basic.status_int == 429 and stranger_basic.json["code"] == 906
+    # The real operator, elsewhere, is not locked out: by the console or by Basic.
+    assert log_in(browser(app, HOME)).status_int == 303
+    assert app.get("/ops/api/withdrawals", headers={**alice, **from_address(HOME)}).status_int == 200
+
+
+def test_the_address_is_the_last_x_forwarded_for_entry_else_the_peer(app, alice):
+    # A client can write any first entries; the router appends the one it saw, and only that one counts.
+    for i in range(5):
+        app.get("/ops/api/withdrawals", headers={**basic("alice", f"wrong {i}"), "X-Forwarded-For": f"{HOME}, {STRANGER}"},
+                expect_errors=True)
+    assert app.get("/ops/api/withdrawals", headers={**alice, "X-Forwarded-For": HOME}).status_int == 200
+    assert app.get("/ops/api/withdrawals", headers={**alice, "X-Forwarded-For": f"{HOME}, {STRANGER}"},
+                   expect_errors=True).status_int == 429
+    # Without the header: the peer's address.
+    for i in range(5):
+        app.get("/ops/api/withdrawals", headers=basic("alice", f"wrong {i}"), extra_environ={"REMOTE_ADDR": "10.1.1.1"},
+                expect_errors=True)
+    assert app.get("/ops/api/withdrawals", headers=alice, extra_environ={"REMOTE_ADDR": "10.1.1.1"},
+                   expect_errors=True).status_int == 429
+    assert app.get("/ops/api/withdrawals", headers=alice, extra_environ={"REMOTE_ADDR": "10.1.1.2"}).status_int == 200
+
+
+@pytest.mark.parametrize("name", ["alice", "mallory", "disabled-dan", "not a valid name!"])
+def test_unknown_names_are_answered_and_locked_exactly_like_known_ones(app, alice, make_operator, monkeypatch, name):
+    make_operator("disabled-dan")
+    operators.disable("disabled-dan")
+    checks = []
+    real = security.secret_matches
+    monkeypatch.setattr(security, "secret_matches", lambda *a: checks.append(1) or real(*a))  # a spy only
+    answers = [log_in(browser(app, STRANGER), name, f"wrong {i}") for i in range(4)]
+    answers += [app.get("/ops/api/withdrawals", headers={**basic(name, "wrong 4"), **from_address(STRANGER)},
+                        expect_errors=True)]
+    answers += [log_in(browser(app, STRANGER), name, "wrong 5")]
+    assert [a.status_int for a in answers] == [403, 403, 403, 403, 429, 429]
+    assert "用户名或密码错误" in answers[0].text and "锁定" in answers[5].text
+    assert answers[4].json["code"] == 906 and answers[4].json["retry_after"] > 3 * 3500
+    assert len(checks) == 5  # one bcrypt per attempt until the lock, none after: the same time for every name
+
+
+def test_guessing_a_name_from_many_addresses_is_slowed_but_its_owner_still_logs_in(app, alice, monkeypatch):
+    assert log_in(browser(app, HOME)).status_int == 303  # the operator's own address: it has logged in before
+    with time_machine.travel(now_ms() / 1000, tick=False):
+        for i in range(operators.NAME_BURST):
+            assert log_in(browser(app, f"203.0.113.{i}"), "alice", "guess").status_int == 403
+        checks = []
+        real = security.secret_matches
+        monkeypatch.setattr(security, "secret_matches", lambda *a: checks.append(1) or real(*a))
+        for address in ("198.18.0.1", "198.18.0.2"):
+            slowed = app.get("/ops/api/withdrawals", headers={**basic("alice", "guess"), **from_address(address)},
+                             expect_errors=True)
+            assert slowed.status_int == 429 and slowed.json["code"] == 906
+            assert 0 < slowed.json["retry_after"] <= operators.NAME_INTERVAL_MS // 1000
+        assert checks == []  # refused before any hashing
+        assert log_in(browser(app, HOME)).status_int == 303
+        assert app.get("/ops/api/withdrawals", headers={**alice, **from_address(HOME)}).status_int == 200
+        # Another name is not slowed by guesses at alice's.
+        assert log_in(browser(app, "198.18.0.3"), "bob", "guess").status_int == 403
+
+
+# --- a lock, a disabled operator or a new password reach cached Basic logins -----------------------------
+
+def test_a_lock_reaches_a_basic_login_this_process_already_verified(app, alice):
+    assert app.get("/ops/api/withdrawals", headers={**alice, **from_address(STRANGER)}).status_int == 200  # cached
+    assert app.get("/ops/api/withdrawals", headers={**alice, **from_address(HOME)}).status_int == 200
+    for i in range(5):
+        app.get("/ops/api/withdrawals", headers={**basic("alice", f"wrong {i}"), **from_address(STRANGER)},
+                expect_errors=True)
+    locked = app.get("/ops/api/withdrawals", headers={**alice, **from_address(STRANGER)}, expect_errors=True)
+    assert locked.status_int == 429 and locked.json["code"] == 906
+    assert app.get("/ops/api/withdrawals", headers={**alice, **from_address(HOME)}).status_int == 200
+
+
+def test_a_new_password_set_within_the_same_millisecond_ends_the_cached_login(app, database, settings):
+    with time_machine.travel(now_ms() / 1000, tick=False):
+        operators.add("carol", OPERATOR_PASSWORD, settings.bcrypt_rounds)
+        assert app.get("/ops/api/withdrawals", headers=basic("carol")).status_int == 200
+        operators.add("carol", "a brand new password", settings.bcrypt_rounds, reset=True)
+        assert app.get("/ops/api/withdrawals", headers=basic("carol"), expect_errors=True).status_int == 401
+
+
+def test_the_worker_forgets_guesses_at_operator_names_once_they_no_longer_count(app, alice, settings, gateway):
+    from payapi import worker
+
+    with time_machine.travel(now_ms() / 1000, tick=False) as traveller:
+        assert log_in(browser(app, HOME)).status_int == 303  # remembered: alice from HOME
+        for i in range(30):  # made-up names: a row per name and per name and address
+            log_in(browser(app, STRANGER), f"made-up-{i}", "guess")
+        for i in range(5):
+            log_in(browser(app, STRANGER), "alice", f"wrong {i}")  # alice locked from STRANGER
+        before = Lockout.select().count()
+        # Only what counts nothing: the empty count of alice's login from HOME.
+        assert worker.run_once(settings, gateway)["operator_guesses"] == {"forgotten": 1}
+        assert log_in(browser(app, STRANGER)).status_int == 429
+        traveller.shift(3 * 3600 + 1)  # the guesses' window, the lock and the name's rate are over
+        assert worker.run_once(settings, gateway)["operator_guesses"] == {"forgotten": before - 2}
+        assert [row.kind for row in Lockout.select()] == [operators.KNOWN]
+        assert log_in(browser(app, HOME)).status_int == 303

@@ -3,6 +3,7 @@ exit (gunicorn included: it stops instead of forking refusing workers forever); 
 with what a newcomer has, and says so.
 """
 
+import base64
 import json
 import os
 import subprocess
@@ -65,6 +66,9 @@ def _with(**changes):
     return lambda env, keys: {**env, **{k: v.format(keys=keys) for k, v in changes.items()}}
 
 
+HOOK = "https://orders.example/payapi-notifications"
+GOOD_NOTIFY_SECRET = "whsec_" + base64.b64encode(b"the order service's 32-byte key!").decode()
+
 # Each unsafe configuration, and what the refusal line must name.
 UNSAFE = [
     ("no AUTH_SECRET", _without("AUTH_SECRET"), "AUTH_SECRET is not set"),
@@ -85,6 +89,12 @@ UNSAFE = [
     ("console SMS", _with(SMS_BACKEND="console"), "SMS_BACKEND is console"),
     ("an unknown SMS backend", _with(SMS_BACKEND="twilio"), "SMS_BACKEND must be console or file"),
     ("an unknown PAYAPI_ENV", _with(PAYAPI_ENV="staging"), "PAYAPI_ENV must be production or development"),
+    ("an empty NOTIFY_SECRET key", _with(NOTIFY_URL=HOOK, NOTIFY_SECRET="whsec_"), "NOTIFY_SECRET: its key is 0 bytes"),
+    ("a short NOTIFY_SECRET key", _with(NOTIFY_URL=HOOK, NOTIFY_SECRET="whsec_" + base64.b64encode(b"k" * 16).decode()),
+     "its key is 16 bytes"),
+    ("a NOTIFY_SECRET that is not base64", _with(NOTIFY_URL=HOOK, NOTIFY_SECRET="whsec_c2VjcmV0*!"), "not standard base64"),
+    ("a NOTIFY_SECRET without whsec_", _with(NOTIFY_URL=HOOK, NOTIFY_SECRET=GOOD_NOTIFY_SECRET[6:]), "not whsec_"),
+    ("NOTIFY_URL without NOTIFY_SECRET", _with(NOTIFY_URL=HOOK), "NOTIFY_SECRET is not"),
 ]
 
 
@@ -105,6 +115,15 @@ def test_development_runs_with_nothing_configured_and_says_what_it_tolerates():
     said = " | ".join(warned)
     assert DEVELOPMENT_SECRET in said and "sqlite:///payapi.db" in said
     assert "PINGPP_API_KEY is not set" in said and "Ping++ public key is not set" in said
+
+
+def test_a_notify_secret_of_24_to_64_bytes_is_accepted_and_development_only_warns_of_a_bad_one(complete):
+    for size in (24, 64):
+        secret = "whsec_" + base64.b64encode(b"k" * size).decode()
+        assert refusals({**complete, "NOTIFY_URL": HOOK, "NOTIFY_SECRET": secret}) == []
+    refused, warned = problems(Settings.from_env({"PAYAPI_ENV": "development", "NOTIFY_URL": HOOK,
+                                                  "NOTIFY_SECRET": "whsec_"}), SERVE)
+    assert refused == [] and any("NOTIFY_SECRET: its key is 0 bytes" in w for w in warned)
 
 
 BROKEN = [c for c in UNSAFE if c[0] in ("a public key that is not one", "a private key that is not one", "an unknown URL parameter")]
