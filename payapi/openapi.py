@@ -418,8 +418,9 @@ SECURITY_SCHEMES = {
     "operatorBasic": {
         "type": "http", "scheme": "basic",
         "description": "An operator's name and password (`python -m payapi operator add NAME`). Missing or wrong: "
-        "901/401; five wrong passwords within 3 hours lock the operator for 3 hours (906/429). A verified login "
-        "is remembered by the process for a minute; a disabled operator is refused on the next request.",
+        "901/401; five wrong passwords within 3 hours lock that name from that client address for 3 hours "
+        "(906/429), and guessing a name from many addresses is slowed; unknown names are answered alike. A lock, "
+        "a disabled operator or a changed password takes effect on the next request.",
     },
     "pingppSignature": {
         "type": "apiKey", "in": "header", "name": "X-Pingplusplus-Signature",
