@@ -11,7 +11,8 @@ Each provider's `send` returns an `Outcome` and never raises for what the provid
 - FAILED: anything else (5xx, a time-out, a refused signature, an exhausted account, a template
   the console did not approve): the next provider in SMS_BACKEND is asked, else 920.
 
-The SDKs are imported here only, lazily, so that a process with SMS_BACKEND=file never loads them.
+The SDKs are imported here only, when a provider backend is built (a worker building its app), so
+that a process with SMS_BACKEND=file never loads them and no phone waits for the import.
 Time-outs are short (a phone is waiting) and neither SDK retries. Nothing here logs the code, a
 secret or a request URL (the Aliyun SDK puts the code in the query string, and exceptions from
 requests quote the URL): the log has the provider, its answer's code and its request id.
@@ -135,9 +136,12 @@ class AliyunSms:
         self.timeouts = (connect_timeout, read_timeout)
         self._client = None
         self._lock = threading.Lock()
+        # Made now, when the worker builds its app: importing the Aliyun SDK takes 0.5-1 s (aiohttp,
+        # APScheduler), which the first phone waiting for a code should not pay.
+        _build_early(self)
 
     def client(self):
-        with self._lock:  # made in the process that sends (after gunicorn's fork), once
+        with self._lock:
             if self._client is None:
                 from alibabacloud_dysmsapi20170525.client import Client
                 from alibabacloud_tea_openapi.utils_models import Config
@@ -214,6 +218,7 @@ class TencentSms:
         self.timeouts = (connect_timeout, read_timeout)
         self._client = None
         self._lock = threading.Lock()
+        _build_early(self)
 
     def client(self):
         with self._lock:
@@ -269,6 +274,13 @@ class TencentSms:
             outcome.status = REFUSED
         else:
             outcome.status = FAILED
+
+
+def _build_early(provider):
+    try:
+        provider.client()
+    except Exception:  # noqa: BLE001 - e.g. an empty key in development: each send then fails (and says why)
+        pass
 
 
 def _failure_of(exc):

@@ -367,3 +367,18 @@ def test_production_takes_a_local_sandbox_endpoint_and_warns_that_file_reaches_n
     assert check({**production, "ALIYUN_SMS_ENDPOINT": "http://127.0.0.1:8001"}) == ([], [])
     refusals, warnings = check({**production, "SMS_BACKEND": "file"})
     assert refusals == [] and any("reach no phone" in w for w in warnings)
+
+
+@pytest.mark.parametrize("backend_name", ["tencent"])
+def test_a_provider_without_its_settings_builds_in_development_and_every_send_is_920(
+        database, settings, gateway, clock, caplog):
+    from tests.conftest import User
+
+    incomplete = dataclasses.replace(settings, env="development", tencent_secret_id="")
+    app = webtest.TestApp(create_app(incomplete, gateway, make_backend(incomplete)))
+    user = User(app, incomplete).remint(ttl=30 * 86400)
+    with caplog.at_level("INFO", logger="payapi"):
+        assert_code(user.post(SMSCODE, {}), 920, 502)
+    [line] = [r for r in caplog.records if r.name == "payapi.sms"]
+    assert (line.fields["outcome"], line.fields["provider_code"]) == ("failed", "InvalidCredential")
+    assert codes_of(user) == []
