@@ -285,6 +285,26 @@ def test_sandbox_sms_last_prints_the_code_for_any_form_of_the_number(phone_user,
     assert sms.last_code(phone_user.phone) in page.text and "13800138000" in page.text
 
 
+def test_sandbox_sms_fault_and_list_commands_and_the_pages_form(phone_user, sms, fake_pingpp, clock):
+    env = {**os.environ, "PINGPP_API_BASE": fake_pingpp.url, "PYTHONPATH": ROOT}
+
+    def command(*args):
+        return subprocess.run([sys.executable, "-m", "payapi", "sandbox", "sms", *args],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    done = command("--fault", "limit", "--provider", "aliyun")
+    assert done.returncode == 0 and "limit" in done.stdout, done.stderr
+    assert assert_code(phone_user.post(SMSCODE, {}), 906, 429)["retry_after"] == 60
+    page = webtest.TestApp(fake_pingpp)
+    answer = page.post("/_sandbox/sms/faults", {"provider": "aliyun", "kind": "illegal", "times": "1"})
+    assert answer.status_int == 303 and "illegal" in answer.headers["Location"]
+    assert_code(phone_user.post(SMSCODE, {}), 910, 403)
+    assert_code(phone_user.post(SMSCODE, {}), 900, 200)
+    done = command("--list")
+    assert done.returncode == 0 and f"code {sms.last_code(phone_user.phone)}" in done.stdout
+    assert "aliyun   13800138000" in done.stdout
+
+
 # --- numbers, endpoints, settings ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("phone, aliyun, tencent", [
