@@ -195,6 +195,15 @@ def test_a_daily_per_number_limit_waits_until_midnight_in_shanghai(phone_user, s
     assert assert_code(phone_user.post(SMSCODE, {}), 906, 429)["retry_after"] == 15 * 3600
 
 
+@pytest.mark.parametrize("backend_name", ["aliyun"])
+@pytest.mark.parametrize("message, retry_after", [
+    ("触发分钟级流控Permits:1", 60), ("触发小时级流控Permits:5", 3600), ("触发天级流控Permits:10", 15 * 3600),
+])
+def test_aliyuns_limit_level_decides_retry_after(phone_user, sms, message, retry_after):
+    sms.fault_next("code", "aliyun", code="isv.BUSINESS_LIMIT_CONTROL", message=message)
+    assert assert_code(phone_user.post(SMSCODE, {}), 906, 429)["retry_after"] == retry_after
+
+
 @both
 def test_a_number_the_provider_finds_invalid_is_910(clock, make_user, sms):
     user = make_user(phone="12345").remint(ttl=30 * 86400)  # a usable claim for payapi, not for a provider

@@ -71,8 +71,11 @@ class SmsSandbox:
         with self.lock:
             self.keys[provider][key_id] = secret
 
-    def fault_next(self, kind, provider="any", times=1, seconds=10.0, code=""):
-        """The next SendSms calls (to provider, or "any") answer with this fault instead of sending."""
+    def fault_next(self, kind, provider="any", times=1, seconds=10.0, code="", message=""):
+        """The next SendSms calls (to provider, or "any") answer with this fault instead of sending.
+
+        kind code answers the provider's `code` (with `message`, e.g. Aliyun's limit's level).
+        """
         if kind not in FAULT_KINDS:
             raise ValueError(f"kind must be one of {', '.join(FAULT_KINDS)}")
         if provider not in (ALIYUN, TENCENT, "any"):
@@ -80,8 +83,8 @@ class SmsSandbox:
         if kind == "code" and not code:
             raise ValueError("kind code needs the provider's code")
         with self.lock:
-            self.faults.extend({"provider": provider, "kind": kind, "seconds": float(seconds), "code": code}
-                               for _ in range(times))
+            self.faults.extend({"provider": provider, "kind": kind, "seconds": float(seconds), "code": code,
+                                "message": message} for _ in range(times))
 
     def reset(self):
         with self.lock:
@@ -187,7 +190,7 @@ class SmsSandbox:
             if kind == "illegal":
                 return answer(200, "isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
             if kind == "code":
-                return answer(200, fault["code"], "sandbox: scripted answer")
+                return answer(200, fault["code"], fault["message"] or "sandbox: scripted answer")
             if kind == "fail":
                 return answer(500, "InternalError", "The request processing has failed due to some unknown error.")
             return answer(503, "ServiceUnavailable", "sandbox: hung", record=False)  # a hang, answered after it
@@ -295,7 +298,7 @@ class SmsSandbox:
             if kind == "illegal":
                 return status("InvalidParameterValue.IncorrectPhoneNumber", "手机号格式错误")[1]
             if kind == "code":
-                return status(fault["code"], "sandbox: scripted answer")[1]
+                return status(fault["code"], fault["message"] or "sandbox: scripted answer")[1]
             if kind == "fail":
                 self._record(TENCENT, phone, 500, "InternalError", request_id)
                 return 500, [("Content-Type", "text/plain")], b"Internal Server Error"
@@ -383,7 +386,7 @@ class SmsSandbox:
                 if not 1 <= times <= 1000:
                     raise ValueError("times must be 1 to 1000")
                 self.fault_next(params.get("kind"), params.get("provider") or "any", times,
-                                float(params.get("seconds") or 10), params.get("code") or "")
+                                float(params.get("seconds") or 10), params.get("code") or "", params.get("message") or "")
                 answer = {"faults": list(self.faults),
                           "message": f"the next {times} SendSms call(s) to {params.get('provider') or 'any'}: {params.get('kind')}"}
             else:
