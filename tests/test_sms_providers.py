@@ -8,8 +8,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
+import requests
 import webtest
 
 from payapi.app import create_app
@@ -129,25 +132,64 @@ def test_a_wrong_secret_is_refused_by_the_sandbox_920_and_costs_no_quota(phone_u
     assert len(codes_of(phone_user)) == 1
 
 
-def test_the_sandbox_refuses_a_request_signed_for_other_parameters(fake_pingpp, sms):
-    """A request whose query was changed after signing (the phone number) does not verify."""
-    import alibabacloud_tea_openapi.utils as utils
+class Tamperer:
+    """Between payapi and the SMS sandbox: forwards each request, changed by `change(path, query, body)`
+    -> (query, body), as someone on the wire would; the signed headers (Host included) go as they are."""
 
-    settings = Settings(**provider_config(fake_pingpp.url))
-    real_authorization = utils.Utils.get_authorization
+    def __init__(self, target, change):
+        self.target, self.change = target, change
+        self.server = make_server("127.0.0.1", 0, self, handler_class=_Quiet)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
 
-    def sign_then_change(request, *args):
-        auth = real_authorization(request, *args)
-        request.query["PhoneNumbers"] = "13900139000"
-        return auth
+    def __call__(self, environ, start_response):
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        query, body = self.change(environ.get("QUERY_STRING", ""), body)
+        headers = {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        if environ.get("CONTENT_TYPE"):
+            headers["Content-Type"] = environ["CONTENT_TYPE"]
+        answer = requests.request(environ["REQUEST_METHOD"], f"{self.target}/?{query}" if query else self.target + "/",
+                                  data=body, headers=headers, timeout=5)
+        start_response(f"{answer.status_code} X", [("Content-Type", answer.headers["Content-Type"])])
+        return [answer.content]
 
-    utils.Utils.get_authorization = staticmethod(sign_then_change)
-    try:
-        outcome = AliyunSms(settings).send("13800138000", "123456", "withdrawInfo", "")
-    finally:
-        utils.Utils.get_authorization = staticmethod(real_authorization)
-    assert (outcome.status, outcome.code) == ("failed", "SignatureDoesNotMatch")
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("provider", ["aliyun", "tencent"])
+def test_a_request_changed_after_signing_is_refused_by_the_sandbox(fake_pingpp, sms, provider):
+    """Someone on the wire sends the code to another number: the signature no longer verifies."""
+    outcome = through(fake_pingpp, provider, lambda query, body: (
+        query.replace("13800138000", "13900139000"), body.replace(b"+8613800138000", b"+8613900139000")))
+    assert (outcome.status, outcome.code) == (
+        "failed", "SignatureDoesNotMatch" if provider == "aliyun" else "AuthFailure.SignatureFailure")
+    assert [r["phone"][-11:] for r in sms.requests] == ["13900139000"]  # it did arrive, changed
     assert sms.messages_to() == []
+
+
+@pytest.mark.parametrize("provider", ["aliyun", "tencent"])
+def test_the_same_relay_changing_nothing_is_accepted(fake_pingpp, sms, provider):
+    assert through(fake_pingpp, provider, lambda query, body: (query, body)).accepted
+    assert [m["code"] for m in sms.messages_to("13800138000")] == ["123456"]
+
+
+def through(fake_pingpp, provider, change):
+    """The provider's real SDK sending a code through a Tamperer to the sandbox."""
+    tamperer = Tamperer(fake_pingpp.url, change)
+    try:
+        settings = Settings(**provider_config(tamperer.url))
+        backend = AliyunSms(settings) if provider == "aliyun" else TencentSms(settings)
+        outcome = backend.send("13800138000", "123456", "withdrawInfo", "")
+    finally:
+        tamperer.stop()
+    return outcome
 
 
 # --- each answer of the providers ---------------------------------------------------------------------
