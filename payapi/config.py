@@ -35,6 +35,19 @@ class Settings:
     pingpp_timeout: float = 5.0
     sms_backend: str = "console"
     sms_file: str = "sms.jsonl"
+    # SMS providers (sms_providers.py); endpoints: a host (HTTPS) or http://host:port (a sandbox).
+    aliyun_access_key_id: str = ""
+    aliyun_access_key_secret: str = ""
+    aliyun_sms_sign_name: str = ""
+    aliyun_sms_template_code: str = ""
+    aliyun_sms_endpoint: str = "dysmsapi.aliyuncs.com"
+    tencent_secret_id: str = ""
+    tencent_secret_key: str = ""
+    tencent_sms_sdk_app_id: str = ""
+    tencent_sms_sign_name: str = ""
+    tencent_sms_template_id: str = ""
+    tencent_sms_region: str = "ap-guangzhou"
+    tencent_sms_endpoint: str = "sms.tencentcloudapi.com"
     timezone: str = "Asia/Shanghai"
     bcrypt_rounds: int = 12
     # Each user's own rate of slow (bcrypt) operations: a burst, then one per interval.
@@ -86,6 +99,7 @@ class Settings:
             pingpp_timeout=_number(env, "PINGPP_TIMEOUT", "5", float),
             sms_backend=env.get("SMS_BACKEND", "console"),
             sms_file=env.get("SMS_FILE", "sms.jsonl"),
+            **{field: env.get(name, "").strip() or default for name, field, default in SMS_VARIABLES},
             timezone=env.get("TIMEZONE", "Asia/Shanghai"),
             bcrypt_rounds=_number(env, "BCRYPT_ROUNDS", "12", int),
             password_rate_burst=_number(env, "PASSWORD_RATE_BURST", "10", int),
@@ -110,6 +124,22 @@ class Settings:
         if not 4 <= settings.bcrypt_rounds <= 31:
             raise ValueError("BCRYPT_ROUNDS must be between 4 and 31")
         return settings
+
+
+SMS_VARIABLES = (
+    ("ALIYUN_ACCESS_KEY_ID", "aliyun_access_key_id", ""),
+    ("ALIYUN_ACCESS_KEY_SECRET", "aliyun_access_key_secret", ""),
+    ("ALIYUN_SMS_SIGN_NAME", "aliyun_sms_sign_name", ""),
+    ("ALIYUN_SMS_TEMPLATE_CODE", "aliyun_sms_template_code", ""),
+    ("ALIYUN_SMS_ENDPOINT", "aliyun_sms_endpoint", "dysmsapi.aliyuncs.com"),
+    ("TENCENT_SECRET_ID", "tencent_secret_id", ""),
+    ("TENCENT_SECRET_KEY", "tencent_secret_key", ""),
+    ("TENCENT_SMS_SDK_APP_ID", "tencent_sms_sdk_app_id", ""),
+    ("TENCENT_SMS_SIGN_NAME", "tencent_sms_sign_name", ""),
+    ("TENCENT_SMS_TEMPLATE_ID", "tencent_sms_template_id", ""),
+    ("TENCENT_SMS_REGION", "tencent_sms_region", "ap-guangzhou"),
+    ("TENCENT_SMS_ENDPOINT", "tencent_sms_endpoint", "sms.tencentcloudapi.com"),
+)
 
 
 def _number(env, name, default, kind):

@@ -9,7 +9,9 @@ password each run) and prints the console's address and login.
 
 Each child runs in its own process group (a Ctrl-C in the terminal reaches only this process,
 which then stops them in order: worker, web, sandbox) and writes to ./payapi-dev.log, which this
-process shows on the terminal; SMS codes (SMS_BACKEND=console) appear there too.
+process shows on the terminal. SMS codes go through the real Alibaba Cloud SDK (SMS_BACKEND=aliyun)
+to the SMS sandbox in the sandbox process, which shows them on its page, in its log lines and to
+`python -m payapi sandbox sms --last PHONE`.
 """
 
 import argparse
@@ -28,6 +30,7 @@ import urllib.error
 import urllib.request
 
 from .ids import new_id
+from .sandbox.sms import DEV_ALIYUN_KEY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,8 +111,11 @@ class Dev:
         env = dict(os.environ)
         # Development talks to the sandbox and to its own SQLite file only, whatever this shell holds.
         for name in ("JAWSDB_URL", "CLEARDB_DATABASE_URL", "PINGPP_PRIVATE_KEY_PATH", "PINGPP_PRIVATE_KEY",
-                     "PINGPP_PUBLIC_KEY"):
+                     "PINGPP_PUBLIC_KEY", "SMS_FILE"):
             env.pop(name, None)
+        for name in list(env):  # never a real SMS provider's account from this shell
+            if name.startswith(("ALIYUN_", "TENCENT_")):
+                del env[name]
         env.update(
             PAYAPI_ENV="development",
             DATABASE_URL=f"sqlite:///{self.path(DB_FILE)}",
@@ -119,7 +125,14 @@ class Dev:
             PINGPP_API_KEY="sk_test_payapi_dev",
             PINGPP_APP_ID="app_payapi_dev",
             PINGPP_PUBLIC_KEY_PATH=self.path(PUBLIC_KEY_FILE),
-            SMS_BACKEND="console",
+            # Codes through the real Alibaba Cloud SDK, signed with the sandbox's development key,
+            # to the SMS sandbox (the sandbox process answers Aliyun's SendSms too).
+            SMS_BACKEND="aliyun",
+            ALIYUN_ACCESS_KEY_ID=DEV_ALIYUN_KEY[0],
+            ALIYUN_ACCESS_KEY_SECRET=DEV_ALIYUN_KEY[1],
+            ALIYUN_SMS_SIGN_NAME="payapi开发",
+            ALIYUN_SMS_TEMPLATE_CODE="SMS_000000001",
+            ALIYUN_SMS_ENDPOINT=self.sandbox_url,
             # Credits are withdrawable at once, so the walkthrough can withdraw what it was just paid.
             SETTLEMENT_HOLD_SECONDS="0",
             PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
@@ -269,10 +282,11 @@ class Dev:
             "",
             "payapi is running in development mode, on 127.0.0.1 only:",
             f"  web app   {self.web_url}   (gunicorn -c gunicorn.conf.py, {env['WEB_CONCURRENCY']} workers)",
-            f"  sandbox   {self.sandbox_url}/_sandbox/   (the Ping++ sandbox: its page lists charges, refunds,"
-            " transfers and webhooks, with buttons)",
+            f"  sandbox   {self.sandbox_url}/_sandbox/   (the Ping++ and SMS sandbox: its page lists charges, refunds,"
+            " transfers, webhooks and SMS, with buttons)",
             f"  worker    python -m payapi worker --interval {self.worker_interval:g}   (payouts, reconciliation)",
-            f"  database  {self.path(DB_FILE)}   log: {LOG_FILE}   SMS codes are printed below",
+            f"  database  {self.path(DB_FILE)}   log: {LOG_FILE}",
+            "  SMS       SMS_BACKEND=aliyun against the sandbox: python -m payapi sandbox sms --last PHONE",
             "",
             f"  service key (X-Service-Key for /internal/...):  {v['SERVICE_KEY']}",
             f"  user    {v['USER_ID']}  phone {v['USER_PHONE']}   token: {v['USER_TOKEN']}",

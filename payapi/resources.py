@@ -169,9 +169,10 @@ class SmsCode:
 
     @operation(id="sendSmsCode", summary="Send a 6-digit code to the token's phone.", tag="mobile",
                body=SmsCodeRequest, example={"purpose": sms.WITHDRAW_INFO},
-               errors={403: "910: the token has no usable phone.", 429: None, 502: None},
+               errors={403: "910: the token has no usable phone, or the SMS provider refuses the number.", 429: None, 502: None},
                description=f"At most 1 per {sms.MIN_INTERVAL_MS // 1000} s and {sms.MAX_PER_DAY} per calendar day "
-               "(TIMEZONE) per user, else 906; the code lives 5 minutes.")
+               "(TIMEZONE) per user, else 906 (also the SMS provider's own per-number limit); the code lives "
+               "5 minutes. A code no provider accepted (920) costs none of that quota.")
     def on_post(self, req, resp, body):
         sms.send_code(self.settings, self.sms_backend, req.context.user_id, req.context.phone, body.purpose)
         resp.media = Done()

@@ -12,6 +12,7 @@ from .clock import UTC, day_start, next_day_start, now_ms
 from .db import for_update, lock_row, transaction
 from .errors import NOT_ALLOWED, PROVIDER_FAILED, SECRET_REJECTED, ApiError, locked
 from .models import Profile, SmsCode
+from .sms_providers import LIMITED, REFUSED, backend_names, make_chain
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ TEMPLATES = {WITHDRAW_INFO: "您正在设置提现账户，验证码 {code}，5 
 
 
 # --- backends: anything with send(phone, code, purpose, text) ------------------------------
+#
+# send returns None (console, file: done) or an sms_providers.Outcome (the providers' answer).
 
 class ConsoleSms:
     """Development backend: the message as a log line (every line a process writes is JSON).
@@ -56,11 +59,14 @@ class FileSms:
             f.write(line + "\n")
 
 
-def make_backend(settings):
-    if settings.sms_backend == "console":
+def make_backend(settings, **timeouts):
+    names = backend_names(settings.sms_backend)
+    if names == ["console"]:
         return ConsoleSms()
-    if settings.sms_backend == "file":
+    if names == ["file"]:
         return FileSms(settings.sms_file)
+    if names and all(name in ("aliyun", "tencent") for name in names):
+        return make_chain(settings, names, **timeouts)  # aliyun, tencent or both in fail-over order
     raise ValueError(f"unknown SMS_BACKEND {settings.sms_backend!r}")
 
 
@@ -86,7 +92,7 @@ def _issue(settings, user_id, phone, purpose):
     if mine.where(SmsCode.created_at >= day_start(now, tz)).count() >= MAX_PER_DAY:
         raise locked(next_day_start(now, tz) - now, "今天的验证码发送次数已用完")
     code = f"{secrets.randbelow(10**6):06d}"
-    SmsCode.create(
+    row = SmsCode.create(
         user_id=user_id,
         purpose=purpose,
         phone=phone,
@@ -94,7 +100,7 @@ def _issue(settings, user_id, phone, purpose):
         created_at=now,
         expires_at=now + CODE_TTL_MS,
     )
-    return code
+    return code, row.id
 
 
 def require_phone(phone):
@@ -103,14 +109,36 @@ def require_phone(phone):
         raise ApiError(NOT_ALLOWED, "账号未绑定可用的手机号")
 
 
+@transaction
+def _withdraw(row_id):
+    SmsCode.delete().where(SmsCode.id == row_id).execute()
+
+
 def send_code(settings, backend, user_id, phone, purpose):
+    """Send a new code; only a code a provider accepted stays (and counts toward the user's limits).
+
+    The code is written first, in the transaction that checks the limits, so parallel requests
+    are counted; the provider is called after that transaction, holding no lock. A code that no
+    provider accepted is deleted again: it is not the latest code, and it costs no quota.
+    """
     require_phone(phone)
-    code = _issue(settings, user_id, phone, purpose)
+    code, row_id = _issue(settings, user_id, phone, purpose)
     try:
-        backend.send(phone, code, purpose, TEMPLATES[purpose].format(code=code))
-    except Exception:
+        outcome = backend.send(phone, code, purpose, TEMPLATES[purpose].format(code=code))
+    except Exception:  # noqa: BLE001 - a backend that raises has not sent it
         log.exception("SMS backend failed for purpose %s", purpose)
-        raise ApiError(PROVIDER_FAILED, "短信发送失败，请稍后再试") from None
+        outcome = False
+    if outcome is None or (outcome and outcome.accepted):
+        return
+    try:
+        _withdraw(row_id)
+    except Exception:  # noqa: BLE001 - the answer stays the provider's; the code then counts
+        log.exception("could not delete an SMS code no provider accepted")
+    if outcome and outcome.status == LIMITED:
+        raise locked(outcome.retry_after_ms, "验证码发送太频繁，请稍后再试")
+    if outcome and outcome.status == REFUSED:
+        raise ApiError(NOT_ALLOWED, "该手机号无法接收短信")
+    raise ApiError(PROVIDER_FAILED, "短信发送失败，请稍后再试")
 
 
 @transaction

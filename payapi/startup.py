@@ -84,11 +84,36 @@ def problems(settings, needs):
                            "anyone forge messages to the order service, or signs none)")
 
     if "sms" in wanted:
-        if settings.sms_backend not in ("console", "file"):
-            refusals.append(f"SMS_BACKEND must be console or file, not {settings.sms_backend!r}")
-        elif settings.sms_backend == "console" and production:
-            refusals.append("SMS_BACKEND is console: it writes live codes into the log stream (set SMS_BACKEND)")
+        _check_sms(settings, production, refusals, relaxed, warnings)
     return refusals, warnings
+
+
+def _check_sms(settings, production, refusals, relaxed, warnings):
+    from .sms_providers import ENDPOINT_SETTING, PROVIDERS, REQUIRED, backend_names, is_loopback, parse_endpoint
+
+    names = backend_names(settings.sms_backend)
+    if names in (["console"], ["file"]):
+        if names == ["console"] and production:
+            refusals.append("SMS_BACKEND is console: it writes live codes into the log stream (set SMS_BACKEND)")
+        elif names == ["file"]:
+            warnings.append(f"SMS_BACKEND is file: codes are written to {settings.sms_file} and reach no phone")
+        return
+    if not names or any(name not in PROVIDERS for name in names) or len(set(names)) != len(names):
+        refusals.append(f"SMS_BACKEND must be console, file, aliyun, tencent or both providers in order "
+                        f"(aliyun,tencent), not {settings.sms_backend!r}")
+        return
+    for name in names:
+        missing = [variable for variable, field in REQUIRED[name] if not getattr(settings, field)]
+        if missing:
+            relaxed.append(f"SMS_BACKEND={settings.sms_backend}: {', '.join(missing)} not set (every code via {name} fails)")
+        variable, field = ENDPOINT_SETTING[name]
+        try:
+            scheme, host = parse_endpoint(getattr(settings, field))
+        except ValueError as exc:
+            refusals.append(f"{variable}: {exc}")
+            continue
+        if scheme == "http" and production and not is_loopback(host):
+            refusals.append(f"{variable}: plain http to {host} would send signed requests and codes in clear text")
 
 
 def _check_database_url(settings, refusals, relaxed):

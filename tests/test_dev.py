@@ -234,7 +234,8 @@ def test_the_readme_walkthrough_works_as_pasted_and_ctrl_c_stops_everything(dev)
             check(out)
         except AssertionError as exc:
             raise AssertionError(f"walkthrough step {i} ({check.__name__}) answered:\n{out}") from exc
-    assert "[sms to 13900139000]" in dev.terminal()  # the code is shown to the developer
+    # The code went through the Alibaba Cloud SDK to the SMS sandbox, which shows it to the developer.
+    assert "[sms via aliyun to 13900139000]" in dev.terminal()
 
     status, children = dev.interrupt(signal.SIGINT)
     assert status == 0, dev.terminal()[-3000:]
@@ -259,13 +260,15 @@ def test_dev_passes_the_environment_through_except_what_it_sets_and_the_readme_s
     passed = {"NOTIFY_URL": "http://127.0.0.1:9/hook", "NOTIFY_SECRET": "whsec_" + "a" * 32,
               "AUTH_SECRET": "s" * 32, "TIMEZONE": "UTC", "LOG_LEVEL": "DEBUG"}
     replaced = {"DATABASE_URL": "mysql://u:p@prod/db", "JAWSDB_URL": "mysql://u:p@jaws/db", "PAYAPI_ENV": "production",
-                "PINGPP_API_KEY": "sk_live_x", "PINGPP_PRIVATE_KEY": "pem", "SMS_BACKEND": "aliyun"}
+                "PINGPP_API_KEY": "sk_live_x", "PINGPP_PRIVATE_KEY": "pem", "SMS_BACKEND": "tencent",
+                "ALIYUN_ACCESS_KEY_SECRET": "a-real-account", "TENCENT_SECRET_KEY": "another"}
     for name, value in {**passed, **replaced}.items():
         monkeypatch.setenv(name, value)
     env = DevCommand(18000, 5, str(tmp_path)).environment()
     assert {name: env.get(name) for name in passed} == passed
     assert env["DATABASE_URL"].startswith("sqlite:///") and "JAWSDB_URL" not in env and "PINGPP_PRIVATE_KEY" not in env
-    assert (env["PAYAPI_ENV"], env["PINGPP_API_KEY"], env["SMS_BACKEND"]) == ("development", "sk_test_payapi_dev", "console")
+    assert (env["PAYAPI_ENV"], env["PINGPP_API_KEY"], env["SMS_BACKEND"]) == ("development", "sk_test_payapi_dev", "aliyun")
+    assert env["ALIYUN_ACCESS_KEY_SECRET"] != "a-real-account" and "TENCENT_SECRET_KEY" not in env
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     intro = readme.split("## Walkthrough")[1].split("Paste these")[0]
     assert "NOTIFY_URL" in intro and "NOTIFY_SECRET" in intro and "nothing else is" not in intro

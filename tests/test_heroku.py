@@ -19,6 +19,9 @@ import pymysql
 import pytest
 import requests
 
+from payapi.auth import Authenticator
+from payapi.ids import new_id
+from payapi.sandbox.sms import DEV_ALIYUN_KEY
 from payapi.startup import NEEDS, SERVE, problems
 from payapi.config import Settings
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY
@@ -117,8 +120,13 @@ def dyno_env(jawsdb_url, pingpp_url, public_key_path, tmp_path, port):
         "PINGPP_APP_ID": "app_test_payapi",
         "PINGPP_API_BASE": pingpp_url,
         "PINGPP_PUBLIC_KEY": open(public_key_path, encoding="ascii").read().replace("\n", "\\n"),
-        "SMS_BACKEND": "file",
-        "SMS_FILE": str(tmp_path / "sms.jsonl"),
+        # Codes through the Alibaba Cloud SDK to the SMS sandbox (in the Ping++ sandbox's process).
+        "SMS_BACKEND": "aliyun",
+        "ALIYUN_ACCESS_KEY_ID": DEV_ALIYUN_KEY[0],
+        "ALIYUN_ACCESS_KEY_SECRET": DEV_ALIYUN_KEY[1],
+        "ALIYUN_SMS_SIGN_NAME": "问诊平台",
+        "ALIYUN_SMS_TEMPLATE_CODE": "SMS_154950909",
+        "ALIYUN_SMS_ENDPOINT": pingpp_url,
         "PYTHONUNBUFFERED": "1",
     }
     if "VIRTUAL_ENV" in os.environ:
@@ -185,6 +193,11 @@ def test_the_procfile_runs_release_web_and_worker_as_heroku_does(
         for i in range(3):
             answer = requests.get(f"http://127.0.0.1:{port}/healthz", headers={"X-Request-Id": f"heroku-{i}"}, timeout=5)
             assert answer.json() == {"code": 900, "db": "ok"}
+        # An SMS code through the Alibaba Cloud SDK, in production mode, reaches the sandbox's phone.
+        token = Authenticator(AUTH_SECRETS).mint(new_id(), phone="13700137000")
+        sent = requests.post(f"http://127.0.0.1:{port}/rest/pay/smscode", json={}, headers={"auth": token}, timeout=10)
+        assert sent.json() == {"code": 900}
+        assert [m["provider"] for m in fake_pingpp_server.sms.messages_to("13700137000")] == ["aliyun"]
         wait_for(lambda: any(r["msg"] == "worker pass" for r in worker.records()), 60, "the worker's first pass")
     finally:
         web_status = web.terminate()

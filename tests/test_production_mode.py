@@ -87,7 +87,7 @@ UNSAFE = [
     ("an unknown URL parameter", _with(DATABASE_URL="mysql://u:p@h/db?pool=5"), "unknown parameter(s) pool"),
     ("console SMS by default", _without("SMS_BACKEND"), "SMS_BACKEND is console"),
     ("console SMS", _with(SMS_BACKEND="console"), "SMS_BACKEND is console"),
-    ("an unknown SMS backend", _with(SMS_BACKEND="twilio"), "SMS_BACKEND must be console or file"),
+    ("an unknown SMS backend", _with(SMS_BACKEND="twilio"), "SMS_BACKEND must be console, file, aliyun, tencent"),
     ("an unknown PAYAPI_ENV", _with(PAYAPI_ENV="staging"), "PAYAPI_ENV must be production or development"),
     ("an empty NOTIFY_SECRET key", _with(NOTIFY_URL=HOOK, NOTIFY_SECRET="whsec_"), "NOTIFY_SECRET: its key is 0 bytes"),
     ("a short NOTIFY_SECRET key", _with(NOTIFY_URL=HOOK, NOTIFY_SECRET="whsec_" + base64.b64encode(b"k" * 16).decode()),

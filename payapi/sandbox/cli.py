@@ -6,6 +6,7 @@
     python -m payapi sandbox refund REFUND succeeded|failed
     python -m payapi sandbox fault fail|hang|lose [--times N] [--seconds S]
     python -m payapi sandbox list
+    python -m payapi sandbox sms --last PHONE | --list [PHONE] | --fault limit|illegal|fail|hang [--provider P]
 
 The driving commands find the sandbox through PINGPP_API_BASE (default http://127.0.0.1:8001).
 CHARGE and TRANSFER may be the Ping++ id or the order_no (payapi's pay_id / withdraw_id).
@@ -43,9 +44,13 @@ def add_arguments(parser):
     parser.add_argument("--public-key-file", help="write the public key here (payapi's PINGPP_PUBLIC_KEY_PATH)")
     parser.add_argument("--transfer-status", choices=("pending", "paid", "failed"), default="pending",
                         help="status of new transfers (default pending: settle them with `sandbox transfer`)")
+    parser.add_argument("--aliyun-key", action="append", default=[], metavar="ID:SECRET",
+                        help="an Alibaba Cloud AccessKey the SMS sandbox accepts (besides its development key)")
+    parser.add_argument("--tencent-key", action="append", default=[], metavar="ID:SECRET",
+                        help="a Tencent Cloud SecretId:SecretKey the SMS sandbox accepts (besides its development key)")
     parser.add_argument("--refund-status", choices=("pending", "succeeded"), default="pending",
                         help="status of new refunds (default pending: settle them with `sandbox refund`)")
-    sub = parser.add_subparsers(dest="sandbox_command", metavar="{pay,transfer,refund,fault,list}")
+    sub = parser.add_subparsers(dest="sandbox_command", metavar="{pay,transfer,refund,fault,list,sms}")
     p = sub.add_parser("pay", help="pay a charge, as the payer would")
     p.add_argument("charge", help="charge id or order_no (pay_id)")
     p.add_argument("--even-if-reversed", action="store_true",
@@ -62,13 +67,22 @@ def add_arguments(parser):
     p.add_argument("--seconds", type=float, default=10.0, help="hang/lose: how long before the 504")
     p.add_argument("--status", type=int, default=500, help="fail: the HTTP status")
     sub.add_parser("list", help="charges, refunds and transfers the sandbox holds")
+    p = sub.add_parser("sms", help="the SMS the sandbox received (Alibaba Cloud, Tencent Cloud), or SMS faults")
+    p.add_argument("--last", metavar="PHONE", help="print the code of the last SMS to PHONE (alone, for scripts)")
+    p.add_argument("--list", nargs="?", const="", metavar="PHONE", help="list the SMS (to PHONE), newest first")
+    p.add_argument("--fault", choices=("limit", "illegal", "fail", "hang"),
+                   help="the next SendSms calls answer a per-number limit, an illegal number, a 500, or hang")
+    p.add_argument("--provider", choices=("aliyun", "tencent", "any"), default="any")
+    p.add_argument("--times", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=10.0, help="hang: how long")
     parser.set_defaults(run=run)
 
 
 def run(args):
     if args.sandbox_command is None:
         return serve(args)
-    return {"pay": pay, "transfer": transfer, "refund": refund, "fault": fault, "list": listing}[args.sandbox_command](args)
+    return {"pay": pay, "transfer": transfer, "refund": refund, "fault": fault, "list": listing,
+            "sms": sms}[args.sandbox_command](args)
 
 
 # --- serving ------------------------------------------------------------------------------------
@@ -79,7 +93,8 @@ def serve(args):
 
     logs.configure()
     sandbox = Sandbox(webhook_url=args.webhook_url, key_file=args.key_file, public_key_path=args.public_key_file,
-                      host=args.host, port=args.port)
+                      host=args.host, port=args.port, aliyun_keys=_keys(args.aliyun_key, "--aliyun-key"),
+                      tencent_keys=_keys(args.tencent_key, "--tencent-key"))
     sandbox.transfer_status, sandbox.refund_status = args.transfer_status, args.refund_status
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -89,11 +104,23 @@ def serve(args):
     except OSError as exc:
         sys.exit(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     print(f"Ping++ sandbox on {sandbox.url} (page: {sandbox.url}/_sandbox/)", flush=True)
+    print(f"  SMS: Alibaba Cloud and Tencent Cloud SendSms at {sandbox.url} (ALIYUN_SMS_ENDPOINT, TENCENT_SMS_ENDPOINT)",
+          flush=True)
     print(f"  webhooks to {args.webhook_url or 'nowhere (no --webhook-url)'}; public key: "
           f"{args.public_key_file or sandbox.url + '/_sandbox/public_key.pem'}", flush=True)
     stop.wait()
     sandbox.stop()
     return 0
+
+
+def _keys(values, flag):
+    keys = {}
+    for value in values:
+        key_id, _, secret = value.partition(":")
+        if not key_id or not secret:
+            sys.exit(f"{flag} takes ID:SECRET")
+        keys[key_id] = secret
+    return keys
 
 
 # --- driving a running sandbox -------------------------------------------------------------------
@@ -218,4 +245,36 @@ def listing(args):
     print("transfers:")
     for t in answer["transfers"]:
         print(f"  {t['id']}  order_no {t['order_no']}  {t['amount'] / 100:>10.2f}  {t['status']}")
+    return 0
+
+
+def sms(args):
+    if args.fault:
+        answer = _control("POST", "/_sandbox/sms/faults", {"kind": args.fault, "provider": args.provider,
+                                                          "times": args.times, "seconds": args.seconds})
+        if answer is None:
+            return 1
+        print(answer["message"])
+        return 0
+    if args.last is not None:
+        try:
+            status, answer = call("GET", "/_sandbox/sms/last?" + urllib.parse.urlencode({"phone": args.last}))
+        except SandboxUnreachable as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        if status != 200:
+            print(f"sandbox: {answer.get('error', {}).get('message', answer)}", file=sys.stderr)
+            return 1
+        print(answer["message"]["code"])
+        return 0
+    query = "?" + urllib.parse.urlencode({"phone": args.list}) if args.list else ""
+    answer = _control("GET", "/_sandbox/sms" + query)
+    if answer is None:
+        return 1
+    for m in answer["messages"]:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m["received_at"]))
+        print(f"{at}Z  {m['provider']:<7}  {m['phone']:<16}  code {m['code']}  【{m['sign_name']}】 {m['template']}"
+              f"  request {m['request_id']}")
+    if not answer["messages"]:
+        print("no SMS yet")
     return 0

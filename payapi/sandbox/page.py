@@ -122,7 +122,7 @@ def render(sandbox, message=""):
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Ping++ sandbox</title><style>{STYLE}</style></head>
 <body>
-<h1>Ping++ sandbox <span class="muted">— {_e(sandbox.url)}</span></h1>
+<h1>Ping++ and SMS sandbox <span class="muted">— {_e(sandbox.url)}</span></h1>
 {f'<p class="msg">{_e(message)}</p>' if message else ''}
 <p class="muted">Webhooks signed with this sandbox's key (<a href="/_sandbox/public_key.pem">public key</a>) go to
 {_e(settings["webhook_url"] or "nowhere (no webhook URL)")}{"" if settings["auto_deliver"] else " — automatic delivery is off"}.
@@ -136,6 +136,7 @@ def render(sandbox, message=""):
 {_table(["id", "order_no (withdraw_id)", "yuan", "recipient", "name", "status", "created (UTC)", ""], transfer_rows, "No transfers yet.")}
 <h2>Webhook events <span class="muted">(newest 50)</span></h2>
 {_table(["id", "type", "object", "delivery", "attempts", "last answer", ""], event_rows, "No events yet.")}
+{sandbox.sms.render()}
 <form method="post" action="/_sandbox/reset"><button>forget everything</button></form>
 </body></html>
 """

@@ -19,6 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from . import page
 from .core import Call, ControlError, Ledger, PingppError, refused
+from .sms import SmsSandbox
 from .webhooks import QUEUED, RECORDED, Deliverer, Signer, encode, make_event
 
 log = logging.getLogger("payapi.sandbox")
@@ -53,8 +54,10 @@ _REASONS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized"
 
 class Sandbox:
     def __init__(self, webhook_url=None, auto_deliver=True, key_file=None, public_key_path=None,
-                 host="127.0.0.1", port=0, delivery_timeout=5.0, backoff=1.0, backoff_max=60.0, max_attempts=8):
+                 host="127.0.0.1", port=0, delivery_timeout=5.0, backoff=1.0, backoff_max=60.0, max_attempts=8,
+                 aliyun_keys=None, tencent_keys=None):
         self.host, self.port = host, port
+        self.sms = SmsSandbox(aliyun_keys, tencent_keys)  # Alibaba Cloud and Tencent Cloud SMS (sms.py)
         self.ledger = Ledger(emit=self._emit)
         self.signer = Signer(key_file)
         self.public_key_path = self.signer.write_public_key(public_key_path) if public_key_path else None
@@ -161,6 +164,7 @@ class Sandbox:
     def reset(self):
         """Forget every object, call, fault and event; back to the settings given at construction."""
         self.ledger.clear()  # not under self.lock: a change announced holds the ledger's lock, then ours
+        self.sms.reset()
         with self.lock:
             self.requests.clear()
             self.failures.clear()
@@ -229,6 +233,8 @@ class Sandbox:
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
+        if self.sms.handles(environ):
+            return self.sms(environ, start_response)
         if path.startswith("/v1/"):
             return self._api(environ, start_response)
         if path == "/" or path == "/_sandbox" or path.startswith("/_sandbox/"):
@@ -426,7 +432,8 @@ class Sandbox:
         with self.lock:
             events = [self.event_view(r) for r in reversed(self.events)]
             faults = list(self.failures)
-        return {**self.ledger.snapshot(), "events": events, "faults": faults, "settings": self.settings()}
+        return {**self.ledger.snapshot(), "events": events, "faults": faults, "settings": self.settings(),
+                "sms": self.sms.messages_to()}
 
     def settings(self):
         return {"transfer_status": self.transfer_status, "refund_status": self.refund_status,
