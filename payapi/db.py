@@ -223,6 +223,36 @@ def lock_row(model, defaults, **key):
     return row
 
 
+class KeyLock:
+    """A row per key, made on first use and locked until the transaction ends, in one statement.
+
+    `INSERT ... ON DUPLICATE KEY UPDATE counter = counter + 1` (SQLite: `ON CONFLICT DO UPDATE`):
+    an existing row is locked exclusively at once, with no shared lock to upgrade (see lock_row),
+    and the row is written every time: Galera does not carry row locks from node to node, but two
+    transactions that write one row on two nodes conflict when they commit (1213: run again). The
+    SQL text is built once per database, as in RowByKey.
+    """
+
+    _SENTINEL = "\x00key"
+
+    def __init__(self, model, key_field, counter_field):
+        self.model, self.key_field, self.counter_field = model, key_field, counter_field
+        self._sql = {}
+
+    def __call__(self, key):
+        assert db.in_transaction(), "a KeyLock is held until the transaction ends: take it inside one"
+        database = db.obj
+        built = self._sql.get(id(database))
+        if built is None:
+            conflict = {"update": {self.counter_field: self.counter_field + 1}}
+            if not isinstance(database, peewee.MySQLDatabase):
+                conflict["conflict_target"] = [self.key_field]
+            query = self.model.insert({self.key_field: self._SENTINEL, self.counter_field: 1}).on_conflict(**conflict)
+            built = self._sql[id(database)] = query.sql()
+        sql, params = built
+        database.execute_sql(sql, [key if p == self._SENTINEL else p for p in params])
+
+
 class RowByKey:
     """`Model.select(*columns).where(field == value, ...).first()` for hot paths, the SQL built once.
 

@@ -10,7 +10,7 @@ from . import payments, refunds, withdrawals
 from .clock import now_ms
 from .db import RowByKey, transaction
 from .gateway import charge_from, refund_from, transfer_from
-from .lifecycles import Outcome, WithdrawalStatus
+from .lifecycles import Outcome
 from .models import Event
 
 log = logging.getLogger(__name__)
@@ -23,10 +23,8 @@ def _apply(event_type, obj, settings):
         return payments.apply_charge(charge_from(obj), settings)
     if event_type == "refund.succeeded":
         return refunds.apply_refund(refund_from(obj))
-    if event_type == "transfer.succeeded":
-        return withdrawals.apply_transfer(transfer_from(obj), WithdrawalStatus.SUCCEEDED)
-    if event_type == "transfer.failed":
-        return withdrawals.apply_transfer(transfer_from(obj), WithdrawalStatus.FAILED)
+    if event_type in ("transfer.succeeded", "transfer.failed"):
+        return withdrawals.apply_transfer_event(transfer_from(obj))
     return Outcome.IGNORED  # stored and acknowledged; Ping++ would retry a non-2xx forever
 
 

@@ -100,6 +100,8 @@ class Lifecycle:
 
 def _pay_keys(pay, now):
     pay.open_for = f"{pay.type}:{pay.o_id or pay.note_id}" if pay.status == PayStatus.PENDING else None
+    if pay.status != PayStatus.CANCEL:
+        pay.closing_for = None  # only a cancelled pay waits for its close to be announced
     if pay.status == PayStatus.PAID and pay.paid_at is None:
         pay.paid_at = now
 

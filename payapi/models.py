@@ -121,6 +121,9 @@ class Pay(BaseModel):
     release_at = pw.BigIntegerField(null=True)
     # A closed pay's charge must be closed at Ping++ too; set once Ping++ confirmed it.
     reversed_at = pw.BigIntegerField(null=True)
+    # Set while the pay is closed (cancel) for a replacement, this pay id, and the order service has
+    # not been told: the replacement may still fail at Ping++ and reopen it (payments.create_pay).
+    closing_for = pw.CharField(24, null=True)
     # A phone's "success" report may ask Ping++ about the charge only from then on: claimed with
     # the pay's row lock, so at most one retrieve per pay is in flight, across workers and hosts.
     # Not part of `info`, so it may be changed without save().
@@ -153,6 +156,14 @@ class Pay(BaseModel):
 
 # The columns Pay.info is made of: PayInfo's fields carry the names of the columns they come from.
 INFO_COLUMNS = frozenset(PayInfo.__struct_fields__)
+
+
+class OrderLock(BaseModel):
+    """One row per order or note ("order:<o_id>", "note:<note_id>"): whatever makes, pays or reopens
+    a pay of it locks this row first (payments.lock_order), so one transaction at a time decides."""
+
+    order_key = pw.CharField(40, primary_key=True)
+    locks = pw.BigIntegerField(default=0)  # written by every holder: Galera nodes certify against it
 
 
 class ClientReport(BaseModel):
@@ -370,6 +381,6 @@ class WorkerPass(BaseModel):
 
 
 ALL_MODELS = [
-    Profile, Lockout, HashingTurn, SmsCode, Pay, ClientReport, Wallet, JournalEntry, Posting, Refund, Notification,
-    IdempotencyKey, Withdrawal, Event, Reconciliation, Operator, OperatorSession, AuditEntry, WorkerPass,
+    Profile, Lockout, HashingTurn, SmsCode, Pay, OrderLock, ClientReport, Wallet, JournalEntry, Posting, Refund,
+    Notification, IdempotencyKey, Withdrawal, Event, Reconciliation, Operator, OperatorSession, AuditEntry, WorkerPass,
 ]

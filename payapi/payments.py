@@ -10,12 +10,12 @@ from peewee import fn
 
 from . import jobs, refunds, wallet
 from .clock import now_ms
-from .db import RowByKey, for_update, transaction
+from .db import KeyLock, RowByKey, for_update, transaction
 from .errors import NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, ApiError
 from .gateway import ChargeRequest, GatewayError
 from .ids import new_id
 from .lifecycles import PAY, AppReport, Outcome, PayStatus
-from .models import ClientReport, Pay
+from .models import ClientReport, OrderLock, Pay
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class Audit:
 # The payer's own pay, found by id and payer together: someone else's pay is as unknown as a
 # missing one (911), and the answer is one column (PyMySQL spends ~25 us of CPU per column).
 pay_info_by_id = RowByKey(Pay, Pay.pay_id, columns=(Pay.info,))
+pay_order_by_id = RowByKey(Pay, Pay.pay_id, columns=(Pay.type, Pay.o_id, Pay.note_id))
 payers_pay_info = RowByKey(Pay, Pay.pay_id, Pay.user_id, columns=(Pay.info,))
 payers_pay_status = RowByKey(Pay, Pay.pay_id, Pay.user_id, columns=(Pay.status, Pay.client_status))
 
@@ -78,6 +79,37 @@ def _move(pay_id, expected, to, **changes):
     return True
 
 
+# --- one order at a time ----------------------------------------------------------------------
+
+_order_lock = KeyLock(OrderLock, OrderLock.order_key, OrderLock.locks)
+
+
+def lock_order(pay_type, order_id):
+    """Lock the order (or note) until the transaction ends, on every host.
+
+    Making a pay, applying a payment and reopening a pay take it, always before any pay's row lock
+    (one order of locks: no deadlock between them): "is the order paid?" and "has it a pending
+    pay?" are then answered and acted on by one transaction at a time, so a paid order never gets
+    a payable pay. What decides under it is read with locking reads: a plain read on MySQL sees
+    the transaction's snapshot, which may be older than the lock.
+    """
+    _order_lock(f"{pay_type}:{order_id}")
+
+
+def _lock_order_of(pay):
+    lock_order(pay.type, pay.o_id if pay.type == "order" else pay.note_id)
+
+
+def _announce_close(pay):
+    """A pay closed for a replacement is closed for good now: the order service hears of it (once)
+    when the caller saves it. -> whether there was anything to announce."""
+    if pay.status != CANCEL or pay.closing_for is None:
+        return False
+    PAY.announce_now(pay, CANCEL)
+    pay.closing_for = None
+    return True
+
+
 # --- creation ------------------------------------------------------------------------------
 
 def _order_filter(new):
@@ -87,7 +119,9 @@ def _order_filter(new):
 def _refuse_if_paid(pay_type, order_filter):
     """910 with the order's paid pay, if it has one (the order service may be retrying a call whose
     answer it lost: it gets the paid pay too)."""
-    paid = Pay.select(Pay.info).where(Pay.type == pay_type, order_filter, Pay.status.in_((PAID, REFUNDED))).first()
+    paid = for_update(
+        Pay.select(Pay.info).where(Pay.type == pay_type, order_filter, Pay.status.in_((PAID, REFUNDED)))
+    ).first()
     if paid is not None:
         raise ApiError(NOT_ALLOWED, "该订单已支付", info=json.loads(paid.info))
 
@@ -95,8 +129,10 @@ def _refuse_if_paid(pay_type, order_filter):
 @transaction
 def _reserve(new, stale_before):
     """-> ("existing", pay, None) | ("reserved", pay, replaced pay_id or None) | ("wait", None, None)."""
+    lock_order(new.type, new.order_id)
     _refuse_if_paid(new.type, _order_filter(new))
     now = now_ms()
+    pay_id = new_id()
     replaced = None
     current = for_update(Pay.select().where(Pay.open_for == new.open_for)).first()
     if current is not None:
@@ -109,12 +145,14 @@ def _reserve(new, stale_before):
         ):
             return "existing", current, None
         else:
-            # Announced only once the new pay has its charge: a replacement Ping++ refuses reopens it.
+            # Announced once the close is for good (the new pay has its charge, or the old charge
+            # was closed at Ping++): a replacement Ping++ refuses reopens it.
             replaced = current.pay_id
             PAY.move(current, CANCEL, now, announce=False)
+            current.closing_for = pay_id
             current.save()
     pay = Pay(
-        pay_id=new_id(),
+        pay_id=pay_id,
         type=new.type,
         o_id=new.order_id if new.type == "order" else "",
         note_id=new.order_id if new.type == "note" else "",
@@ -135,14 +173,14 @@ def _reserve(new, stale_before):
 
 
 @transaction
-def _attach_charge(pay_id, charge, replaced):
-    pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).get()
+def _attach_charge(reserved, charge, replaced):
+    _lock_order_of(reserved)
+    pay = for_update(Pay.select().where(Pay.pay_id == reserved.pay_id)).get()
     _take_charge(pay, charge)
     pay.updated_at = now_ms()
     pay.save()
     old = for_update(Pay.select().where(Pay.pay_id == replaced)).first() if replaced else None
-    if old is not None and old.status == CANCEL:
-        PAY.announce_now(old, CANCEL)  # the replacement stands: the old pay is closed for good
+    if old is not None and _announce_close(old):  # the replacement stands: the old pay is closed for good
         old.save()
     return pay
 
@@ -165,26 +203,26 @@ def _release(pay_id):
     return Pay.delete().where(Pay.pay_id == pay_id, Pay.charge_id.is_null(), Pay.status == PENDING).execute() == 1
 
 
+@transaction
 def _reopen(pay_id):
     """A failed replacement leaves the pay it was to close pending, as if nothing had happened,
-    unless its charge was closed at Ping++ meanwhile (the worker's reversals): then it stays closed."""
-    if pay_id is None:
+    unless it was closed for good meanwhile: its charge closed at Ping++ (the worker's
+    reversals), the order paid, or another pending pay made for it. Then it stays closed and the
+    order service hears of the close now (its charge is closed by the worker if it is not yet)."""
+    found = pay_order_by_id(pay_id) if pay_id is not None else None
+    if found is None:
         return
-    try:
-        _reopen_unless_reversed(pay_id)
-    except peewee.IntegrityError:
-        pass  # another request already made a new pending pay for the order
-
-
-@transaction
-def _reopen_unless_reversed(pay_id):
+    _lock_order_of(found)
     pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
     if pay is None or pay.status != CANCEL:
         return
-    if pay.reversed_at is None:
-        PAY.move(pay, PENDING, now_ms())
-    else:
-        PAY.announce_now(pay, CANCEL)  # closed for good: the order service hears of it now
+    order = Pay.type == pay.type, _order_filter_of(pay)
+    taken = for_update(Pay.select(Pay.pay_id).where(*order, Pay.status.in_((PENDING, PAID, REFUNDED)))).first()
+    if pay.reversed_at is not None or taken is not None:
+        if _announce_close(pay):
+            pay.save()
+        return
+    PAY.move(pay, PENDING, now_ms())
     pay.save()
 
 
@@ -222,11 +260,11 @@ def create_pay(gateway, settings, new):
     try:
         charge = gateway.create_charge(request)
     except GatewayError:
-        return _give_up(pay.pay_id, replaced)
+        return _give_up(pay, replaced)
     if charge.order_no != pay.pay_id or charge.amount != new.money or not charge.id:
         log.error("Ping++ answered charge creation for %s with a different charge", pay.pay_id)
-        return _give_up(pay.pay_id, replaced)
-    _attach_charge(pay.pay_id, charge, replaced)
+        return _give_up(pay, replaced)
+    _attach_charge(pay, charge, replaced)
     if replaced is not None:
         reverse_charge(gateway, settings, replaced)  # best effort now; the worker retries
     return _unless_paid_meanwhile(gateway, settings, pay.pay_id)
@@ -244,14 +282,26 @@ def _unless_paid_meanwhile(gateway, settings, pay_id):
     return pay
 
 
-def _give_up(pay_id, replaced):
+def _give_up(reserved, replaced):
     """No usable answer from Ping++: remove the reservation, unless Ping++ reported it paid meanwhile."""
-    if not _release(pay_id):
-        pay = Pay.get_or_none(Pay.pay_id == pay_id)
-        if pay is not None and pay.status in (PAID, REFUNDED):
-            return pay  # the charge was made and paid; its answer was lost, its webhook was not
-    _reopen(replaced)
+    paid = _undo_reservation(reserved, replaced)
+    if paid is not None:
+        return paid  # the charge was made and paid; its answer was lost, its webhook was not
     raise ApiError(PROVIDER_FAILED)
+
+
+@transaction
+def _undo_reservation(reserved, replaced):
+    """Remove the reservation and reopen the pay it was to replace, in one transaction under the
+    order's lock (no other request makes a pay for the order in between). -> the reserved pay if
+    Ping++ reported it paid meanwhile (then the pay it replaced stays closed), else None."""
+    _lock_order_of(reserved)
+    paid = None
+    if not _release(reserved.pay_id):
+        pay = for_update(Pay.select().where(Pay.pay_id == reserved.pay_id)).first()
+        paid = pay if pay is not None and pay.status in (PAID, REFUNDED) else None
+    _reopen(replaced)
+    return paid
 
 
 # --- applying Ping++'s truth -----------------------------------------------------------------
@@ -259,6 +309,10 @@ def _give_up(pay_id, replaced):
 @transaction
 def apply_charge(charge, settings):
     """Apply a charge object (from a webhook or a retrieve). Idempotent; -> Outcome."""
+    found = pay_order_by_id(charge.order_no)
+    if found is None:
+        return Outcome.UNKNOWN
+    _lock_order_of(found)  # before the pay's lock, as creation takes them
     pay = for_update(Pay.select().where(Pay.pay_id == charge.order_no)).first()
     if pay is None:
         return Outcome.UNKNOWN
@@ -284,7 +338,7 @@ def apply_charge(charge, settings):
         PAY.move(newer, CANCEL, now)
         newer.save()
     # Two paid pays for one order (a closed charge paid before Ping++ closed it): the user pays once.
-    if Pay.select().where(*same_order, Pay.status.in_((PAID, REFUNDED))).exists():
+    if for_update(Pay.select(Pay.pay_id).where(*same_order, Pay.status.in_((PAID, REFUNDED)))).first() is not None:
         refunds.refund_duplicate(pay, now)
     return Outcome.APPLIED
 
@@ -484,7 +538,14 @@ def reverse_charge(gateway, settings, pay_id):
 
 @transaction
 def _mark_reversed(pay_id):
-    Pay.update(reversed_at=now_ms()).where(Pay.pay_id == pay_id).execute()
+    """Ping++ closed the charge: the pay is closed for good. One closed for a replacement that never
+    got its charge (its request died, or Ping++ refused it) is announced now, if it was not yet."""
+    pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
+    if pay is None:
+        return
+    pay.reversed_at = now_ms()
+    _announce_close(pay)
+    pay.save()
 
 
 def reverse_closed_pays(gateway, settings, batch=100):

@@ -149,11 +149,19 @@ def release(withdraw_id, lease_until, back_to=0):
     ).execute()
 
 
+def apply_transfer_event(transfer):
+    """A transfer.* webhook. The transfer's status decides, never the event's type: the two can
+    disagree, and the object is what Ping++ holds. A transfer still in flight changes nothing (the
+    worker learns of a lost create answer by itself)."""
+    if transfer.status not in TRANSFER_OUTCOMES:
+        return Outcome.IGNORED
+    return apply_transfer(transfer)
+
+
 @transaction
-def apply_transfer(transfer, outcome=None):
-    """Apply a Ping++ transfer (webhook or retrieve). outcome: SUCCEEDED, FAILED or None (from its status)."""
-    if outcome is None:
-        outcome = TRANSFER_OUTCOMES.get(transfer.status)
+def apply_transfer(transfer):
+    """Apply a Ping++ transfer (a webhook's, a create's answer or a retrieve): its status decides."""
+    outcome = TRANSFER_OUTCOMES.get(transfer.status)
     withdrawal = for_update(Withdrawal.select().where(Withdrawal.withdraw_id == transfer.order_no)).first()
     if withdrawal is None:
         return Outcome.UNKNOWN

@@ -69,6 +69,56 @@ def test_a_failed_replacement_leaves_the_old_pay_closed_and_announced_when_its_c
     assert again["code"] == 900 and again["info"]["pay_id"] != old["pay_id"]
 
 
+def test_a_failed_replacement_does_not_reopen_a_pay_of_an_order_paid_meanwhile(
+    app_with, order_service, gateway, settings, fake_pingpp, send_event
+):
+    # The first pay was replaced (closed, its charge reversed), then paid after all while a second
+    # replacement was being made, which Ping++ refused: the pay that second replacement was to close
+    # must not become payable again on an order that is paid.
+    first = order_service(**ORDER, amount=100).json["info"]
+    second = order_service(**ORDER, amount=200).json["info"]
+
+    def refused_while_the_first_turns_out_paid(create, request):
+        late = fake_pingpp.mark_paid(first["charge"]["id"], even_if_reversed=True)
+        assert send_event("charge.succeeded", late).json["result"] == "applied"
+        raise GatewayError("sandbox: refused")
+
+    scripted = app_with(Scripted(gateway, create_charge=refused_while_the_first_turns_out_paid))
+    assert order_service(via=scripted, **ORDER, amount=300).json["code"] == 920
+    assert Pay.get_by_id(first["pay_id"]).status == "paid"
+    assert Pay.select().where(Pay.o_id == ORDER["o_id"], Pay.status == "pending").count() == 0
+    assert Pay.get_by_id(second["pay_id"]).status == "cancel"
+    assert announced(second) == ["pay.closed"]  # closed for good, and told so once
+    assert payments.reverse_closed_pays(gateway, settings)["reversed"] == 1
+    assert reversed_at_ping(fake_pingpp, second)
+    assert announced(second) == ["pay.closed"]
+    assert order_service(**ORDER, amount=300).json["code"] == 910
+
+
+def test_a_replacement_that_dies_before_its_charge_is_attached_still_announces_the_close(
+    app_with, order_service, gateway, settings, fake_pingpp
+):
+    old = order_service(**ORDER, amount=100).json["info"]
+
+    def made_then_the_process_dies(create, request):
+        create(request)
+        raise RuntimeError("killed")  # nothing after the charge's creation runs
+
+    dying = app_with(Scripted(gateway, create_charge=made_then_the_process_dies))
+    assert order_service(via=dying, **ORDER, amount=10_000).status_int == 500
+    pay = Pay.get_by_id(old["pay_id"])
+    assert (pay.status, pay.reversed_at) == ("cancel", None) and announced(old) == []  # what the crash left
+    # The worker closes the old charge at Ping++; then the close is for good, and announced.
+    assert payments.reverse_closed_pays(gateway, settings)["reversed"] == 1
+    assert reversed_at_ping(fake_pingpp, old) and announced(old) == ["pay.closed"]
+    # The dead reservation is given up once stale; a new pay for the order announces nothing more.
+    with time_machine.travel(time.time() + 10, tick=False):
+        again = order_service(**ORDER, amount=10_000).json
+    assert again["code"] == 900 and again["info"]["pay_id"] != old["pay_id"]
+    assert payments.reverse_closed_pays(gateway, settings)["reversed"] == 0
+    assert announced(old) == ["pay.closed"]
+
+
 @pytest.mark.parametrize("webhook", ["not arrived yet", "arriving while the new charge is made"])
 def test_replacing_a_pay_paid_meanwhile_is_910_with_the_paid_pay_and_the_new_charge_closed(
     webhook, app_with, order_service, gateway, fake_pingpp, send_event

@@ -12,6 +12,8 @@ from collections import Counter
 
 import pytest
 
+from payapi import payments
+from payapi.ids import new_id
 from payapi.models import ClientReport, Event, Lockout, Pay, SmsCode, Wallet, Withdrawal
 from payapi.payments import RETRIEVE_INTERVAL_MS
 from tests.conftest import PASSWD, SERVICE_KEY, assert_books_balance, event, ledger_of
@@ -222,4 +224,44 @@ def test_parallel_success_reports_ask_ping_plus_plus_once_and_keep_one_row(serve
     rows = list(ClientReport.select().where(ClientReport.pay_id == pay_id))
     assert [(r.status, r.times) for r in rows] == [("success", 40)]
     assert Pay.get_by_id(pay_id).status == "pending"
+    assert_books_balance()
+
+
+def test_a_payment_racing_creations_for_its_order_leaves_no_payable_pay(server, fake_pingpp, pingpp_keys, gateway,
+                                                                       settings):
+    """charge.succeeded for an order's pay, applied while four POST /internal/pays for the same order
+    (two the same, two replacing it) arrive: whatever the order of events, once the dust settles the
+    order has its paid pay and nothing else a payer could still pay (issue 17: on MariaDB a creation
+    that waited on the paying transaction's lock found no open pay and made a second payable one)."""
+    expert_id, payer_id = new_id(), new_id()
+    deadline = time.monotonic() + 20
+    rounds = 0
+    while rounds < 40 and time.monotonic() < deadline:
+        rounds += 1
+        o_id = new_id()
+        order = {"o_id": o_id, "userID": payer_id, "expert_id": expert_id, "amount": 6000, "channel": "alipay"}
+        info, charge = paid_charge(server, fake_pingpp, money=5000, **order)  # paid at Ping++, not yet told
+        paid_event = event("charge.succeeded", charge)
+
+        def call(i, order=order, paid_event=paid_event):
+            if i == 0:
+                return server.deliver(pingpp_keys[0], paid_event)
+            return server.internal_pay(money=5000 if i % 2 else 5100, **order)
+
+        answers = parallel(5, call)
+
+        no_5xx(answers)
+        # A replacement asks Ping++ about the pay it closes and may apply the payment first.
+        assert answers[0].body["result"] in ("applied", "ignored"), answers
+        assert {a.code for a in answers[1:]} <= {900, 910}, answers
+        assert all(a.body["info"]["pay_id"] == info["pay_id"] for a in answers[1:] if a.code == 910), answers
+        pays = list(Pay.select().where(Pay.o_id == o_id))
+        assert [p.pay_id for p in pays if p.status == "paid"] == [info["pay_id"]]
+        # Nothing else of the order stays payable: every other pay is closed, and its charge with it
+        # (in the request, or by the worker's reversal pass).
+        assert [(p.pay_id, p.status) for p in pays if p.status == "pending"] == [], (rounds, answers)
+        payments.reverse_closed_pays(gateway, settings)
+        for pay in pays:
+            if pay.pay_id != info["pay_id"] and pay.charge_id:
+                assert fake_pingpp.charges[pay.charge_id]["reversed"], (rounds, pay.pay_id, answers)
     assert_books_balance()

@@ -177,6 +177,34 @@ def test_transfer_failed_event_refunds_and_frees_the_month(processing, fake_ping
     assert withdraw(expert, 10_000).json["code"] == 900
 
 
+@pytest.mark.parametrize("event_type", ["transfer.succeeded", "transfer.failed"])
+@pytest.mark.parametrize(
+    "status, settled, wallet_after",
+    [("paid", "succeeded", 7_000), ("failed", "failed", 10_000), ("canceled", "failed", 10_000),
+     ("pending", "processing", 7_000)],
+)
+def test_the_transfer_object_status_decides_not_the_event_type(
+    processing, fake_pingpp, send_event, expert, event_type, status, settled, wallet_after
+):
+    # Ping++ holds the object; an event type that disagrees with it must not pay out (or refund) by itself.
+    withdraw_id, transfer_id = processing
+    response = send_event(event_type, fake_pingpp.set_transfer(transfer_id, status))
+    assert response.json["result"] == ("ignored" if status == "pending" else "applied")
+    row = withdrawal(withdraw_id)
+    assert (row.status, row.transfer_id) == (settled, transfer_id)
+    assert balance(expert) == wallet_after
+    refunds = [k for k, _, _ in ledger_of(expert.id)].count("withdraw_refund")
+    assert refunds == (1 if settled == "failed" else 0)
+
+
+def test_a_pending_transfer_in_a_succeeded_event_leaves_a_pending_withdrawal_as_it_was(pending, send_event, expert):
+    response = send_event("transfer.succeeded", transfer_object(pending, 3_000, "pending"))
+    assert response.json["result"] == "ignored"
+    row = withdrawal(pending)
+    assert (row.status, row.transfer_id) == ("pending", None)
+    assert balance(expert) == 7_000
+
+
 def test_replayed_transfer_event_is_applied_once(processing, fake_pingpp, send_event, expert):
     withdraw_id, transfer_id = processing
     obj = fake_pingpp.set_transfer(transfer_id, "failed")

@@ -1,7 +1,8 @@
 """A seeded simulation in the spirit of TigerBeetle's: random pays, payments, replays and races,
 partial refunds, withdrawals and transfer outcomes against the real gunicorn, with Ping++ (the
-sandbox) settling things in random order. After every step the books balance and every wallet
-equals its postings; after the run, reconciling with Ping++ finds nothing different.
+sandbox) settling things in random order. After every step the books balance, every wallet
+equals its postings and no paid order has a payable pay; after the run, reconciling with Ping++
+finds nothing different.
 
 A failing seed is printed; run it again with PAYAPI_SIMULATION_SEEDS=<seed>.
 """
@@ -66,6 +67,23 @@ class Simulation:
         if self.rng.random() < 0.8:  # else its webhook is lost; reconciliation heals it
             self.deliver("charge.succeeded", charge, times=self.rng.choice([1, 1, 4]))
 
+    def pay_while_the_order_is_asked_for_again(self):
+        """A payment's webhook racing the order service asking again for the same order, at the same
+        price or another (a replacement): the order ends up paid once, with nothing else payable."""
+        pay = self.pick(list(Pay.select().where(Pay.status == "pending", Pay.type == "order")))
+        if pay is None:
+            return
+        charge = self.sandbox.mark_paid(pay.charge_id)
+        evt = event("charge.succeeded", charge)
+        order = {"o_id": pay.o_id, "userID": pay.user_id, "expert_id": pay.expert_id, "amount": pay.amount}
+        prices = [pay.money] + [self.rng.choice([pay.money, pay.money + 1]) for _ in range(self.rng.choice([1, 3]))]
+
+        def call(i):
+            return self.server.deliver(self.key, evt) if i == 0 else self.server.internal_pay(**order, money=prices[i])
+
+        answers = parallel(len(prices), call)
+        assert answers[0].status == 200 and all(a.code in (900, 910) for a in answers[1:]), answers
+
     def report_cancel(self):
         pay = self.pick(list(Pay.select().where(Pay.status == "pending")))
         if pay is not None:
@@ -126,11 +144,16 @@ class Simulation:
     def step(self):
         action = self.rng.choices(
             [self.create_pay, self.pay, self.report_cancel, self.refund, self.settle_refund, self.withdraw,
-             self.worker_pass, self.settle_transfer],
-            weights=[5, 5, 1, 3, 3, 2, 2, 2],
+             self.worker_pass, self.settle_transfer, self.pay_while_the_order_is_asked_for_again],
+            weights=[5, 5, 1, 3, 3, 2, 2, 2, 2],
         )[0]
         self.log.append(action.__name__)
         action()
+
+
+def payable_pays_of_paid_orders():
+    paid = Pay.select(Pay.o_id).where(Pay.type == "order", Pay.status.in_(("paid", "refunded")))
+    return [p.pay_id for p in Pay.select(Pay.pay_id).where(Pay.type == "order", Pay.status == "pending", Pay.o_id.in_(paid))]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -139,7 +162,7 @@ def test_the_books_balance_after_every_step_and_reconcile_clean(seed, live, data
     simulation = Simulation(seed, live, fake_pingpp, pingpp_keys[0], settings, gateway)
     for number in range(STEPS):
         simulation.step()
-        problems = books.check()
+        problems = books.check() + [f"pay {p} is payable on a paid order" for p in payable_pays_of_paid_orders()]
         assert problems == [], f"seed {seed}, step {number} ({simulation.log[-1]}): {problems}"
     simulation.worker_pass()
     today = datetime.datetime.now(settings.tz).date()
