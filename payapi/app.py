@@ -4,7 +4,7 @@ import falcon
 import falcon.media
 import msgspec
 
-from . import console as c, openapi, ops, resources as r
+from . import console as c, notifications, openapi, ops, resources as r
 from .auth import Authenticator
 from .middleware import HeaderAuth, RequestLog, install_error_handlers
 from .operators import BasicLogins
@@ -75,6 +75,7 @@ class MsgspecJSON(falcon.media.BaseHandler):
 
 
 def create_app(settings, gateway, sms_backend):
+    notifications.configure(settings)
     operators = BasicLogins(settings.bcrypt_rounds)
     app = falcon.App(
         middleware=[RequestLog(), HeaderAuth(Authenticator(settings.auth_secrets), settings.service_key, operators)],

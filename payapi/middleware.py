@@ -31,8 +31,8 @@ class RequestLog:
         resp.set_header("X-Request-Id", req.context.request_id)
         media = resp.media
         code = media.get("code") if isinstance(media, dict) else getattr(media, "code", None)
-        if code is None and resp.status_code == 200:
-            code = 900  # an answer sent as text (a pay's stored info)
+        if code is None and resp.status_code == 200 and (resp.content_type or "").startswith(falcon.MEDIA_JSON):
+            code = 900  # an answer sent as JSON text (a pay's stored info); HTML and redirects have none
         seconds = time.perf_counter() - req.context.started
         route = req.uri_template or "-"
         metrics.observe_request(route, req.method, resp.status_code, code, seconds)

@@ -40,6 +40,17 @@ LEASE_MS = 15_000  # longer than an attempt can take (5 s): a dispatcher that di
 
 # --- writing (inside the transaction of the change) ------------------------------------------------
 
+_writing = False  # this process has a NOTIFY_URL (configure)
+
+
+def configure(settings):
+    """Write messages only when NOTIFY_URL is set: with none, nothing would ever send them (they
+    would only sit in the outbox, counted `pending` by /metrics). Each process that changes
+    records sets this from its settings (create_app, the worker, the commands)."""
+    global _writing
+    _writing = bool(settings.notify_url)
+
+
 def _notice(record):
     """(the notice shape, its data) for a record."""
     if isinstance(record, Pay):
@@ -53,6 +64,8 @@ def _notice(record):
 
 def write(record, types):
     """Put one message per type into the outbox; the caller's transaction commits them with the change."""
+    if not _writing:
+        return
     now = now_ms()
     notice, data = _notice(record)
     for notice_type in types:

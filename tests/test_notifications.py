@@ -13,8 +13,11 @@ from collections import Counter
 
 import pytest
 import time_machine
+import webtest
 
 from payapi import notifications, worker
+from payapi.app import create_app
+from payapi.sms import FileSms
 from payapi.models import Notification
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY, set_up_expert, transfer_object, withdraw
 from tests.receiver import Receiver
@@ -61,6 +64,18 @@ def test_a_paid_pay_is_announced_and_the_receiver_verifies_it(pay_expert, receiv
     assert got["body"]["timestamp"] == pay["updatedAt"]
     assert receiver.refused == []
     assert deliver(settings, gateway) == 0  # delivered once
+
+
+def test_with_no_notify_url_no_message_is_written(app, make_user, order_service, pay_expert, settings, gateway):
+    unset = dataclasses.replace(settings, notify_url="")
+    payer = make_user()
+    closed = order_service(userID=payer.id).json["info"]
+    with_url = pay_expert("e" * 24, 1_000)
+    assert messages(with_url["pay_id"]) == [("pay.paid", "pending")]
+    payer.app = webtest.TestApp(create_app(unset, gateway, FileSms(unset.sms_file)))
+    assert payer.post(f"/rest/pay/{closed['pay_id']}/status", {"status": "cancel"}).json["code"] == 900
+    assert messages(closed["pay_id"]) == []  # nothing would ever send it
+    assert "notifications" not in worker.run_once(unset, gateway)
 
 
 def test_every_kind_of_change_is_announced(app, make_user, order_service, pay_expert, fake_pingpp, send_event,
