@@ -89,5 +89,9 @@ def create_app(settings, gateway, sms_backend):
     document = openapi.document(settings, codec, [*table, ("/openapi.json", r.OpenApi(None))])
     table.append(("/openapi.json", r.OpenApi(document)))
     for template, resource in table:
+        if hasattr(resource, "on_get") and not hasattr(resource, "on_head"):
+            # HEAD on every GET route (RFC 9110 9.3.2): the GET's answer; falcon sends its head only,
+            # with the Content-Length of the body it drops.
+            resource.on_head = resource.on_get
         app.add_route(template, resource)
     return app

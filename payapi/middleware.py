@@ -26,6 +26,9 @@ class RequestLog:
         incoming = req.get_header("X-Request-Id")
         req.context.request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else os.urandom(16).hex()
         req.context.started = time.perf_counter()
+        # RFC 9112 3.2: an HTTP/1.1 request without a Host, or with several, is 400.
+        if req.env.get("SERVER_PROTOCOL") == "HTTP/1.1" and "," in req.env.get("HTTP_HOST", ","):
+            raise ApiError(INVALID, "请求格式有误", 400)
 
     def process_response(self, req, resp, resource, req_succeeded):
         resp.set_header("X-Request-Id", req.context.request_id)
