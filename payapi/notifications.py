@@ -167,12 +167,15 @@ class _Deadline:
 
 def post(url, body, headers, timeout_s=TIMEOUT_S):
     """POST body; -> (status, the answer's first ANSWER_BYTES). Raises OSError or
-    http.client.HTTPException; TimeoutError when the whole of it took longer than timeout_s.
+    http.client.HTTPException (ValueError for a URL it cannot use); TimeoutError when the whole of it
+    took longer than timeout_s.
 
     timeout_s bounds the attempt as a whole, not each read: a receiver that answers at once and
     then sends its body a byte at a time is cut off all the same (a timer shuts the socket). Direct,
     never through a proxy; redirects are not followed (a 3xx is not delivered)."""
     parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("NOTIFY_URL is not an http(s) URL")
     if parts.scheme == "https":
         conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout_s, context=_tls())
     else:
@@ -211,7 +214,7 @@ def _send(url, secret, message, timeout_s):
         status, first = post(url, message.payload.encode(), headers, timeout_s)
     except TimeoutError:
         return False, None, f"no whole answer within {timeout_s:g} s"
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: a bad URL or port
         return False, None, type(exc).__name__
     delivered = 200 <= status < 300
     return delivered, status, "" if delivered else first[:200].decode("utf-8", "replace")
