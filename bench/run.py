@@ -60,8 +60,12 @@ WORKERS = 4
 # gunicorn's default, as the Procfile runs it (LiveServer's default of one per thread would leave
 # wrk's kept-alive connections beyond 16 waiting in the backlog for the whole run).
 WORKER_CONNECTIONS = 1000
+NOTIFY_SECRET = "whsec_" + base64.b64encode(b"payapi-bench-notify-secret-32by").decode()
 SERVER_ENV = {
     "LOG_LEVEL": "INFO",  # one JSON line per request, as in production
+    # Messages are written only with a NOTIFY_URL; the web processes never send them (the
+    # dispatcher, later, sends them to its receiver's URL).
+    "NOTIFY_URL": "http://127.0.0.1:9/payapi-notifications", "NOTIFY_SECRET": NOTIFY_SECRET,
     # Every password request is another user's anyway (the per-user turn never refuses), and the
     # per-user rate must not thin the bcrypt load out either.
     "PASSWORD_RATE_BURST": "1000000",
@@ -73,7 +77,6 @@ MARIADB_PARAMS = "--user=root --skip-log-bin --skip-name-resolve --max-connectio
 BCRYPT_CONNECTIONS = 2
 TRICKLERS = 64
 WITHDRAW, REFUND = 1000, 100  # fen per request: each seeded pay credits its expert 11,121 (12,356 less 10 %)
-NOTIFY_SECRET = "whsec_" + base64.b64encode(b"payapi-bench-notify-secret-32by").decode()
 READS = ("pay", "checkInfo", "balance", "webhook")
 RUNNING = []  # wrk and dispatcher processes, stopped in cleanup()
 

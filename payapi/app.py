@@ -4,7 +4,7 @@ import falcon
 import falcon.media
 import msgspec
 
-from . import console as c, openapi, ops, resources as r
+from . import console as c, notifications, openapi, ops, resources as r
 from .auth import Authenticator
 from .middleware import HeaderAuth, RequestLog, install_error_handlers
 from .operators import BasicLogins
@@ -75,6 +75,7 @@ class MsgspecJSON(falcon.media.BaseHandler):
 
 
 def create_app(settings, gateway, sms_backend):
+    notifications.configure(settings)
     operators = BasicLogins(settings.bcrypt_rounds)
     app = falcon.App(
         middleware=[RequestLog(), HeaderAuth(Authenticator(settings.auth_secrets), settings.service_key, operators)],
@@ -88,5 +89,9 @@ def create_app(settings, gateway, sms_backend):
     document = openapi.document(settings, codec, [*table, ("/openapi.json", r.OpenApi(None))])
     table.append(("/openapi.json", r.OpenApi(document)))
     for template, resource in table:
+        if hasattr(resource, "on_get") and not hasattr(resource, "on_head"):
+            # HEAD on every GET route (RFC 9110 9.3.2): the GET's answer; falcon sends its head only,
+            # with the Content-Length of the body it drops.
+            resource.on_head = resource.on_get
         app.add_route(template, resource)
     return app

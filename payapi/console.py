@@ -123,7 +123,7 @@ class Console:
 
 
 def read_form(req):
-    raw = read_body(req.bounded_stream, req.content_length)
+    raw = read_body(req)
     try:
         pairs = urllib.parse.parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=20,
                                        errors="strict")

@@ -46,13 +46,14 @@ _request_children = {}
 
 
 def observe_request(route, method, status, code, seconds):
-    key = (route, method, status, code)
+    """route: a template or "-"; code: the answer's payapi code, or None for one without (HTML, a redirect)."""
+    # Bounded labels, and the cache keyed by them too: a made-up method (anyone may send 20,000)
+    # must make neither a new series nor a new entry here.
+    key = (route, method if method in METHODS else "other", status, "-" if code is None else code)
     children = _request_children.get(key)
     if children is None:
-        # Bounded labels: routes are templates, and a made-up method must not make a new series.
-        shown = method if method in METHODS else "other"
         children = _request_children[key] = (
-            REQUESTS.labels(route, shown, str(status), str(code)), LATENCY.labels(route),
+            REQUESTS.labels(key[0], key[1], str(status), str(key[3])), LATENCY.labels(route),
         )
     children[0].inc()
     children[1].observe(seconds)

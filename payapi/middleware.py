@@ -26,13 +26,16 @@ class RequestLog:
         incoming = req.get_header("X-Request-Id")
         req.context.request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else os.urandom(16).hex()
         req.context.started = time.perf_counter()
+        # RFC 9112 3.2: an HTTP/1.1 request without a Host, or with several, is 400.
+        if req.env.get("SERVER_PROTOCOL") == "HTTP/1.1" and "," in req.env.get("HTTP_HOST", ","):
+            raise ApiError(INVALID, "请求格式有误", 400)
 
     def process_response(self, req, resp, resource, req_succeeded):
         resp.set_header("X-Request-Id", req.context.request_id)
         media = resp.media
         code = media.get("code") if isinstance(media, dict) else getattr(media, "code", None)
-        if code is None and resp.status_code == 200:
-            code = 900  # an answer sent as text (a pay's stored info)
+        if code is None and resp.status_code == 200 and (resp.content_type or "").startswith(falcon.MEDIA_JSON):
+            code = 900  # an answer sent as JSON text (a pay's stored info); HTML and redirects have none
         seconds = time.perf_counter() - req.context.started
         route = req.uri_template or "-"
         metrics.observe_request(route, req.method, resp.status_code, code, seconds)

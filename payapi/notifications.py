@@ -13,14 +13,19 @@ dispatchers (processes, hosts) claim messages in the database, so each attempt i
 import base64
 import binascii
 import concurrent.futures
+import functools
 import hashlib
 import hmac
+import http.client
 import logging
+import socket
+import ssl
 import threading
 import time
+import urllib.parse
 
+import certifi
 import msgspec
-import requests
 
 from .clock import iso, now_ms
 from .db import db, transaction
@@ -35,11 +40,23 @@ log = logging.getLogger(__name__)
 FIRST_RETRY_MS = 5_000
 MAX_RETRY_MS = 3600_000
 GIVE_UP_AFTER_MS = 24 * 3600_000
-TIMEOUT_S = 5.0
+TIMEOUT_S = 5.0  # the whole attempt: connecting, sending, the answer's head and what is read of its body
+ANSWER_BYTES = 4096  # at most this much of an answer is read (its start is logged when it is not a 2xx)
 LEASE_MS = 15_000  # longer than an attempt can take (5 s): a dispatcher that died mid-attempt frees it then
 
 
 # --- writing (inside the transaction of the change) ------------------------------------------------
+
+_writing = False  # this process has a NOTIFY_URL (configure)
+
+
+def configure(settings):
+    """Write messages only when NOTIFY_URL is set: with none, nothing would ever send them (they
+    would only sit in the outbox, counted `pending` by /metrics). Each process that changes
+    records sets this from its settings (create_app, the worker, the commands)."""
+    global _writing
+    _writing = bool(settings.notify_url)
+
 
 def _notice(record):
     """(the notice shape, its data) for a record."""
@@ -54,6 +71,8 @@ def _notice(record):
 
 def write(record, types):
     """Put one message per type into the outbox; the caller's transaction commits them with the change."""
+    if not _writing:
+        return
     now = now_ms()
     notice, data = _notice(record)
     for notice_type in types:
@@ -135,7 +154,77 @@ def _settle(message_id, delivered, http_status, error):
     return message.status
 
 
-def _send(session, url, secret, message):
+@functools.cache
+def _tls():
+    return ssl.create_default_context(cafile=certifi.where())  # the CAs requests would trust
+
+
+class _Deadline:
+    """Shuts the attempt's socket when the time is up, ending whatever it is blocked in."""
+
+    def __init__(self, seconds):
+        self.lock, self.sock, self.expired = threading.Lock(), None, False
+        self.timer = threading.Timer(seconds, self._cut)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def watch(self, sock):
+        with self.lock:
+            if self.expired:  # connected only as the time ran out
+                raise TimeoutError
+            self.sock = sock  # held here: http.client lets go of it once an answer says it will close
+
+    def _cut(self):
+        with self.lock:
+            self.expired = True
+            if self.sock is not None:
+                try:
+                    self.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cancel(self):
+        self.timer.cancel()
+
+
+def post(url, body, headers, timeout_s=TIMEOUT_S):
+    """POST body; -> (status, the answer's first ANSWER_BYTES). Raises OSError or
+    http.client.HTTPException (ValueError for a URL it cannot use); TimeoutError when the whole of it
+    took longer than timeout_s.
+
+    timeout_s bounds the attempt as a whole, not each read: a receiver that answers at once and
+    then sends its body a byte at a time is cut off all the same (a timer shuts the socket). Direct,
+    never through a proxy; redirects are not followed (a 3xx is not delivered)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("NOTIFY_URL is not an http(s) URL")
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout_s, context=_tls())
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+    deadline, answer = _Deadline(timeout_s), None
+    try:
+        conn.connect()
+        deadline.watch(conn.sock)
+        conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body,
+                     {**headers, "user-agent": "payapi"})
+        answer = conn.getresponse()
+        first = answer.read(ANSWER_BYTES)  # a body cut short by the deadline reads as a short one:
+        if deadline.expired:  # the deadline says which it was
+            raise TimeoutError
+        return answer.status, first
+    except (OSError, http.client.HTTPException):
+        if deadline.expired:
+            raise TimeoutError from None
+        raise
+    finally:
+        deadline.cancel()
+        if answer is not None:
+            answer.close()  # the rest of it is never read
+        conn.close()
+
+
+def _send(url, secret, message, timeout_s):
     timestamp = str(int(time.time()))
     headers = {
         "content-type": "application/json",
@@ -144,14 +233,16 @@ def _send(session, url, secret, message):
         "webhook-signature": signature(secret, message.message_id, timestamp, message.payload),
     }
     try:
-        answer = session.post(url, data=message.payload.encode(), headers=headers, timeout=TIMEOUT_S,
-                              allow_redirects=False)
-    except requests.RequestException as exc:
+        status, first = post(url, message.payload.encode(), headers, timeout_s)
+    except TimeoutError:
+        return False, None, f"no whole answer within {timeout_s:g} s"
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: a bad URL or port
         return False, None, type(exc).__name__
-    return 200 <= answer.status_code < 300, answer.status_code, "" if answer.ok else answer.text[:200]
+    delivered = 200 <= status < 300
+    return delivered, status, "" if delivered else first[:200].decode("utf-8", "replace")
 
 
-def deliver(message_id, url, secret, session=None):
+def deliver(message_id, url, secret, timeout_s=TIMEOUT_S):
     """One attempt at one message, if this dispatcher can claim it; -> its status after, or None."""
     if not _claim(message_id, now_ms()):
         return None
@@ -163,7 +254,7 @@ def deliver(message_id, url, secret, session=None):
         # here would leave the claim to run out and the message claimed again forever, uncounted.
         delivered, http_status, error = False, None, f"cannot sign: {exc}"
     else:
-        delivered, http_status, error = _send(session or requests, url, secret, message)
+        delivered, http_status, error = _send(url, secret, message, timeout_s)
     status = _settle(message_id, delivered, http_status, error)
     fields = {"message_id": message_id, "type": message.type, "subject_id": message.subject_id,
               "http_status": http_status, "status": status}
@@ -188,17 +279,19 @@ def due(limit):
 
 
 class Dispatcher:
-    """Delivers due messages with a bounded pool, so a receiver that hangs cannot hold up the rest."""
+    """Delivers due messages with a bounded pool. Each attempt ends within timeout_s, and a slow one
+    holds only its own thread: the others keep taking messages (run_forever refills the pool as
+    threads come free, instead of waiting for a whole batch)."""
 
-    def __init__(self, url, secret, concurrency=8, poll_s=1.0):
-        self.url, self.secret, self.poll_s = url, secret, poll_s
+    def __init__(self, url, secret, concurrency=8, poll_s=1.0, timeout_s=TIMEOUT_S):
+        self.url, self.secret, self.poll_s, self.timeout_s = url, secret, poll_s, timeout_s
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="notify")
         self.concurrency = concurrency
-        self.session = requests.Session()
-        self.session.trust_env = False  # the order service is called directly, never through a proxy
 
     def run_once(self):
-        """Send every message due now (at most a pool's worth at a time); -> how many were attempted."""
+        """Send every message due now (up to four pools' worth; the pool's threads take them in
+        turn); -> how many were attempted. Returns once those attempts have ended, each within
+        timeout_s."""
         futures = [self.pool.submit(self._attempt, message_id) for message_id in due(self.concurrency * 4)]
         return sum(1 for f in futures if f.result() is not None)
 
@@ -206,16 +299,29 @@ class Dispatcher:
         # Each pool thread keeps its database connection from one attempt to the next: opening one
         # takes peewee's process-wide lock, which made the threads claim messages one at a time.
         try:
-            return deliver(message_id, self.url, self.secret, self.session)
+            return deliver(message_id, self.url, self.secret, self.timeout_s)
         except Exception:
             log.exception("notification %s: delivery raised", message_id, extra={"fields": {"message_id": message_id}})
             db.close()  # perhaps the connection is what broke: the next attempt opens a new one
             return None
 
     def run_forever(self, stop: threading.Event):
+        """Keep every thread busy while messages are due: a free thread takes the next due message
+        at once, whatever the others are waiting for."""
+        in_flight = {}  # message_id -> future
         while not stop.is_set():
             try:
-                if not self.run_once():
+                for message_id in [m for m, f in in_flight.items() if f.done()]:
+                    del in_flight[message_id]
+                room = self.concurrency - len(in_flight)
+                fresh = [m for m in due(self.concurrency + len(in_flight)) if m not in in_flight][:room] if room else []
+                for message_id in fresh:
+                    in_flight[message_id] = self.pool.submit(self._attempt, message_id)
+                if fresh:
+                    continue
+                if in_flight:  # nothing more due: until an attempt ends, or the next poll
+                    concurrent.futures.wait(in_flight.values(), self.poll_s, concurrent.futures.FIRST_COMPLETED)
+                else:
                     stop.wait(self.poll_s)
             except Exception:
                 log.exception("notification dispatcher pass failed")
@@ -224,7 +330,6 @@ class Dispatcher:
 
     def close(self):
         self.pool.shutdown(wait=True)
-        self.session.close()
 
 
 @transaction

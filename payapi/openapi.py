@@ -53,7 +53,7 @@ def operation(**spec):
         def decoded(resource, req, resp, **params):
             raw = b""
             if op.body is not None and not op.raw_body:
-                raw = read_body(req.bounded_stream, req.content_length, op.max_body)
+                raw = read_body(req, op.max_body)
                 params["body"] = resource.codec.decode(raw, op.body)
             if op.query is not None:
                 params["query"] = resource.codec.convert(dict(req.params), op.query)

@@ -216,7 +216,7 @@ class Webhook:
                "`malformed`. A refund whose charge we have not seen paid makes the server ask Ping++ first; if "
                "Ping++ cannot be reached the answer is 502 and nothing is stored.")
     def on_post(self, req, resp):
-        raw = read_body(req.bounded_stream, req.content_length, MAX_WEBHOOK_BODY)
+        raw = read_body(req, MAX_WEBHOOK_BODY)
         if not self.gateway.webhook_is_authentic(raw, req.get_header("X-Pingplusplus-Signature")):
             raise ApiError(UNAUTHENTICATED, "签名无效")
         result = events.handle_event(self.settings, self.gateway, raw)

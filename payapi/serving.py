@@ -39,10 +39,11 @@ import time
 from collections import deque
 from functools import partial
 
+from gunicorn import util
 from gunicorn.http.unreader import Unreader
 from gunicorn.workers.gthread import ThreadWorker
 
-from .errors import INVALID
+from .errors import INVALID, UNEXPECTED
 from .validate import MAX_WEBHOOK_BODY
 
 REQUEST_TIMEOUT_S = 10.0
@@ -58,6 +59,7 @@ MAX_CHUNK_LINE = 8190  # gunicorn's limit for a chunk-size line (limit_request_f
 PARTIAL, COMPLETE, TOO_LONG, HEAD_TOO_LARGE = "partial", "complete", "too long", "head too large"
 
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -95,7 +97,12 @@ class Arrival:
 
     def _examine(self):
         if self.body_start is None:
-            end = self.buffer.find(b"\r\n\r\n", max(0, self.searched - 3))
+            start = max(0, self.searched - 3)
+            end = self.buffer.find(b"\r\n\r\n", start)
+            # A line ended by a bare LF: gunicorn's parser refuses it (400), so it is handed over at
+            # once; waiting for a CRLF CRLF that such a client never sends would end in a 408.
+            if _BARE_LF.search(self.buffer, start, len(self.buffer) if end < 0 else end + 4):
+                return COMPLETE
             if end < 0:
                 self.searched = len(self.buffer)
                 return HEAD_TOO_LARGE if len(self.buffer) > self.max_head else PARTIAL
@@ -194,16 +201,34 @@ class BufferOnly(Unreader):
         return b""
 
 
-def _envelope(status, reason, message):
-    body = json.dumps({"code": INVALID, "msg": message}, ensure_ascii=False).encode()
+_MESSAGES = {408: "请求超时", 413: "请求体过大", 414: "请求地址过长", 431: "请求头过大"}
+
+
+def _envelope(status, reason, message=None):
+    """An answer the server gives itself (no thread, no app), in the API's error envelope."""
+    code, message = (UNEXPECTED, "服务器开小差了，请稍后再试") if status >= 500 else (
+        INVALID, message or _MESSAGES.get(status, "请求格式有误"))
+    body = json.dumps({"code": code, "msg": message}, ensure_ascii=False).encode()
     return (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode() + body
 
 
-TIMED_OUT = _envelope(408, "Request Timeout", "请求超时")
-HEAD_TOO_LARGE_ANSWER = _envelope(431, "Request Header Fields Too Large", "请求头过大")
+def write_error(sock, status_int, reason, mesg):
+    """gunicorn's own error answers (a malformed request line, header or chunk; a request line or
+    head over its limits) in the envelope instead of its HTML page: gunicorn's Worker.handle_error
+    has classified and logged the error (mesg, gunicorn's words, is for its log only)."""
+    util.write_nonblock(sock, _envelope(status_int, reason))
+
+
+# Every process that loads this worker class answers gunicorn's errors so (the master loads it
+# before forking): handle_error calls util.write_error by name.
+util.write_error = write_error
+
+TIMED_OUT = _envelope(408, "Request Timeout")
+HEAD_TOO_LARGE_ANSWER = _envelope(431, "Request Header Fields Too Large")
+BODY_TOO_LARGE_ANSWER = _envelope(413, "Content Too Large")
 
 
 class BufferingThreadWorker(ThreadWorker):
@@ -275,6 +300,11 @@ class BufferingThreadWorker(ThreadWorker):
         arrival, conn.arrival = conn.arrival, None
         if arrival.state == HEAD_TOO_LARGE:
             self._answer_and_close(conn, HEAD_TOO_LARGE_ANSWER)
+            return
+        if arrival.state == TOO_LONG and arrival.next_chunk is not None:
+            # Chunks past what any route reads: 413 here. (A Content-Length that long goes to the
+            # app, which refuses it by its length without reading; chunks have no length to go by.)
+            self._answer_and_close(conn, BODY_TOO_LARGE_ANSWER)
             return
         conn.buffered, conn.truncated = bytes(arrival.buffer), arrival.state == TOO_LONG
         super().enqueue_req(conn)

@@ -177,6 +177,9 @@ def settings_for(what, needs, exit_code=1, environ=None):
         refuse(what, settings.env, refusals, exit_code)
     for warning in [] if checked else warnings:  # a forked gunicorn worker: its master said them
         log.warning("%s (PAYAPI_ENV=%s): %s", what, settings.env, warning)
+    from . import notifications  # not at import: it loads the models
+
+    notifications.configure(settings)  # a command that changes records writes messages only with NOTIFY_URL
     return settings
 
 

@@ -20,6 +20,7 @@ def run_once(settings, gateway, notify=True):
 
     notify: also deliver the notifications due now (run_forever has its own dispatcher thread instead).
     """
+    notifications.configure(settings)
     started = time.perf_counter()
     passes = {
         "pays": lambda: payments.reconcile_pays(gateway, settings),
@@ -64,6 +65,7 @@ def _deliver_due(settings):
 def run_forever(settings, gateway, interval=60.0):
     """The minute pass, and (with NOTIFY_URL) the notification dispatcher in its own thread: a
     notification is first sent within seconds, not at the next pass."""
+    notifications.configure(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -20,6 +20,7 @@ class Receiver:
         self.script = []  # next answers: an HTTP status, or ("hang", seconds)
         self.hang_ids = {}  # webhook-id -> seconds to hang on that message
         self.arrived = set()  # webhook-ids of every POST, as soon as it arrives
+        self.bodies = {}  # webhook-id -> an Answer body (Trickle, Flood) sent after the status line
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -27,9 +28,12 @@ class Receiver:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status = receiver._answer(raw, headers)
+                body = receiver.bodies.get(headers.get("webhook-id"))
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(body.length if body else 0))
                 self.end_headers()
+                if body:
+                    body.send(self.wfile)
 
             def log_message(self, *args):
                 pass
@@ -83,3 +87,39 @@ class Receiver:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class Trickle:
+    """An answer's body sent a byte every `interval` seconds (for at most `lasting` seconds)."""
+
+    def __init__(self, interval=0.2, lasting=20.0, length=100_000):
+        self.interval, self.lasting, self.length = interval, lasting, length
+        self.sent = 0
+
+    def send(self, wfile):
+        deadline = time.monotonic() + self.lasting
+        try:
+            while self.sent < self.length and time.monotonic() < deadline:
+                wfile.write(b" ")
+                wfile.flush()
+                self.sent += 1
+                time.sleep(self.interval)
+        except OSError:
+            pass  # the client went away
+
+
+class Flood:
+    """An answer's body of `length` bytes, sent as fast as the client takes them."""
+
+    def __init__(self, length=200 * 1024 * 1024):
+        self.length = length
+        self.sent = 0
+
+    def send(self, wfile):
+        block = b" " * 65536
+        try:
+            while self.sent < self.length:
+                wfile.write(block)
+                self.sent += len(block)
+        except OSError:
+            pass

@@ -442,3 +442,19 @@ def test_unsafe_request_id_is_replaced(app, user):
     response = app.get(CHECK_INFO, headers={**user.headers, "X-Request-Id": unsafe})
     generated = response.headers["X-Request-Id"]
     assert generated != unsafe and generated.isalnum()
+
+
+def test_head_answers_every_get_route_as_get_does_without_a_body(app, user):
+    """RFC 9110: HEAD is GET without the body (health checkers send it); it was 405 everywhere."""
+    import falcon.inspect
+
+    gets = [route.path for route in falcon.inspect.inspect_routes(app.app)
+            if any(m.method == "GET" and not m.internal for m in route.methods)]
+    assert "/healthz" in gets and "/rest/pay/{pay_id}" in gets
+    for template in gets:
+        path = template.replace("{pay_id}", "576b69ae7ce1fd7004cc8280").replace("{withdraw_id}", new_id())
+        path = path.replace("{message_id}", "msg_" + new_id())
+        got = app.get(path, headers=user.headers, expect_errors=True)
+        head = app.head(path, headers=user.headers, expect_errors=True)
+        assert head.status_int == got.status_int != 405, template
+        assert head.body == b"" and head.headers.get("Content-Length") == str(len(got.body)), template

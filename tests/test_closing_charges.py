@@ -2,6 +2,8 @@
 too (Charge.reverse, retried by the worker), and a second paid pay for one order is refunded in
 full automatically."""
 
+import base64
+import dataclasses
 import time
 
 import pytest
@@ -12,6 +14,13 @@ from payapi.gateway import GatewayError
 from payapi.models import Notification, Pay, Refund
 from payapi.sandbox.core import ControlError
 from tests.conftest import balance_of, ledger_of, Scripted
+
+
+@pytest.fixture
+def settings(settings):
+    """With a NOTIFY_URL, as the outbox is written only then (nothing listens there: no test here delivers)."""
+    return dataclasses.replace(settings, notify_url="http://127.0.0.1:9/payapi-notifications",
+                               notify_secret="whsec_" + base64.b64encode(b"n" * 32).decode())
 
 
 def reversed_at_ping(fake_pingpp, info):

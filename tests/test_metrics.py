@@ -60,8 +60,26 @@ def test_requests_are_counted_by_route_template_and_code_with_their_latency(app,
 
 @pytest.mark.filterwarnings("ignore::webtest.lint.WSGIWarning")
 def test_a_made_up_method_does_not_make_a_new_series(app):
+    from payapi import metrics
+
     app.request("/healthz", method="BREW", expect_errors=True)
-    assert 'method="BREW"' not in scrape(app)
+    scrape(app)
+    cached = len(metrics._request_children)
+    for i in range(200):
+        app.request("/healthz", method=f"BREW{i}", expect_errors=True)
+    assert 'method="BREW' not in scrape(app)
+    assert len(metrics._request_children) == cached  # every made-up method shares the one cache entry
+
+
+def test_console_answers_are_counted_without_a_made_up_code(app):
+    before = scrape(app)
+    assert app.get("/ops", expect_errors=True).status_int == 303  # to the login form
+    assert app.get("/ops/login").status_int == 200  # HTML
+    after = scrape(app)
+    assert 'code="None"' not in after
+    for route, status in (("/ops", "303"), ("/ops/login", "200")):
+        labels = {"route": route, "method": "GET", "status": status, "code": "-"}
+        assert value(after, "payapi_requests_total", **labels) - value(before, "payapi_requests_total", **labels) == 1
 
 
 def test_webhook_outcomes_are_counted(app, pay_expert, make_user, send_event, fake_pingpp):
@@ -89,7 +107,7 @@ def test_worker_passes_payouts_and_the_outbox_come_from_the_database(app, settin
     assert value(text, "payapi_worker_pass_last_success_timestamp_seconds", **{"pass": "payouts"}) > 1.7e9
     assert ("payapi_worker_pass_duration_seconds", frozenset({("pass", "payouts")})) in samples(text)
     assert value(text, "payapi_withdrawals", status="processing") == 1
-    assert value(text, "payapi_notifications", status="pending") == 1  # pay.paid, with no NOTIFY_URL to send it to
+    assert value(text, "payapi_notifications", status="pending") == 0  # no NOTIFY_URL: no message is written
     assert value(text, "payapi_notifications", status="failed") == 0
     assert value(text, "payapi_metrics_database_up") == 1
     worker.run_once(settings, gateway)

@@ -8,16 +8,20 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
 import pytest
 import time_machine
+import webtest
 
 from payapi import notifications, worker
+from payapi.app import create_app
+from payapi.sms import FileSms
 from payapi.models import Notification
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY, set_up_expert, transfer_object, withdraw
-from tests.receiver import Receiver
+from tests.receiver import Flood, Receiver, Trickle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -61,6 +65,18 @@ def test_a_paid_pay_is_announced_and_the_receiver_verifies_it(pay_expert, receiv
     assert got["body"]["timestamp"] == pay["updatedAt"]
     assert receiver.refused == []
     assert deliver(settings, gateway) == 0  # delivered once
+
+
+def test_with_no_notify_url_no_message_is_written(app, make_user, order_service, pay_expert, settings, gateway):
+    unset = dataclasses.replace(settings, notify_url="")
+    payer = make_user()
+    closed = order_service(userID=payer.id).json["info"]
+    with_url = pay_expert("e" * 24, 1_000)
+    assert messages(with_url["pay_id"]) == [("pay.paid", "pending")]
+    payer.app = webtest.TestApp(create_app(unset, gateway, FileSms(unset.sms_file)))
+    assert payer.post(f"/rest/pay/{closed['pay_id']}/status", {"status": "cancel"}).json["code"] == 900
+    assert messages(closed["pay_id"]) == []  # nothing would ever send it
+    assert "notifications" not in worker.run_once(unset, gateway)
 
 
 def test_every_kind_of_change_is_announced(app, make_user, order_service, pay_expert, fake_pingpp, send_event,
@@ -155,6 +171,58 @@ def test_a_hanging_receiver_does_not_hold_up_the_other_messages(pay_expert, rece
     assert time.monotonic() - started < notifications.TIMEOUT_S + 3
     assert len(receiver.received) == 5 and hung not in {m["id"] for m in receiver.received}
     assert Notification.get_by_id(hung).status == "pending"  # timed out: tried again later
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_bound_and_holds_up_no_one(pay_expert, receiver,
+                                                                                          settings, gateway):
+    first = pay_expert("e" * 24, 1_000)
+    slow = Notification.get(Notification.subject_id == first["pay_id"]).message_id
+    receiver.bodies[slow] = trickle = Trickle()  # 200 at once, then a byte every 0.2 s: each read is quick
+    others = [pay_expert("e" * 24, 1_000) for _ in range(5)]
+    started = time.monotonic()
+    assert deliver(settings, gateway) == 6
+    assert time.monotonic() - started < 3 * notifications.TIMEOUT_S  # the attempt as a whole is bounded
+    cut = Notification.get_by_id(slow)
+    assert (cut.status, cut.attempts, cut.delivered_at) == ("pending", 1, None)  # a failed attempt: tried again
+    assert trickle.sent < trickle.length
+    for info in others:
+        row = Notification.get(Notification.subject_id == info["pay_id"])
+        assert row.status == "delivered" and row.delivered_at < cut.updated_at  # not after the slow one
+
+
+def test_an_endless_answer_is_read_only_a_few_kilobytes_of(pay_expert, receiver, settings, gateway):
+    paid = pay_expert("e" * 24, 1_000)
+    message_id = Notification.get(Notification.subject_id == paid["pay_id"]).message_id
+    receiver.bodies[message_id] = flood = Flood()
+    assert deliver(settings, gateway) == 1
+    assert Notification.get_by_id(message_id).status == "delivered"  # its 2xx acknowledged it
+    assert flood.sent < flood.length // 10  # the rest was never read (what was sent sits in socket buffers)
+
+
+def test_a_slow_delivery_does_not_delay_messages_written_meanwhile(pay_expert, receiver, settings):
+    first = pay_expert("e" * 24, 1_000)
+    slow = Notification.get(Notification.subject_id == first["pay_id"]).message_id
+    receiver.bodies[slow] = Trickle()
+    dispatcher = notifications.Dispatcher(settings.notify_url, settings.notify_secret, poll_s=0.05)
+    stop = threading.Event()
+    running = threading.Thread(target=dispatcher.run_forever, args=(stop,))
+    running.start()
+    try:
+        deadline = time.monotonic() + 10
+        while slow not in receiver.arrived and time.monotonic() < deadline:
+            time.sleep(0.02)
+        later = pay_expert("e" * 24, 2_000)  # written while the slow one is being answered
+        message = Notification.get(Notification.subject_id == later["pay_id"])
+        deadline = time.monotonic() + 3 * notifications.TIMEOUT_S
+        while time.monotonic() < deadline and Notification.get_by_id(slow).attempts == 0:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        running.join(3 * notifications.TIMEOUT_S)
+    assert not running.is_alive()
+    cut, sent = Notification.get_by_id(slow), Notification.get_by_id(message.message_id)
+    assert (cut.status, cut.attempts) == ("pending", 1)
+    assert sent.status == "delivered" and sent.delivered_at < cut.updated_at
 
 
 # --- several workers, killed workers --------------------------------------------------------------------

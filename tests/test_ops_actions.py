@@ -1,6 +1,8 @@
 """What operators do through /ops/api (and the commands): retry a payout now, fail a withdrawal Ping++
 never paid, resend a notification; each one's preconditions and its audit row; the JSON reads."""
 
+import base64
+import dataclasses
 import getpass
 import json
 import os
@@ -16,6 +18,13 @@ from payapi.notifications import resend
 from tests.conftest import OPERATOR_PASSWORD, balance, process_env, set_up_expert, withdraw, withdrawal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def settings(settings):
+    """With a NOTIFY_URL, as the outbox is written only then (nothing listens there: no test here delivers)."""
+    return dataclasses.replace(settings, notify_url="http://127.0.0.1:9/payapi-notifications",
+                               notify_secret="whsec_" + base64.b64encode(b"n" * 32).decode())
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import requests
 
 from payapi import serving
 from payapi.serving import COMPLETE, HEAD_TOO_LARGE, PARTIAL, TOO_LONG, request_state
-from tests.conftest import event
+from tests.conftest import SERVICE_KEY, event, pay_request
 from tests.live_server import Trickler, paid_charge, parallel
 
 # --- when a request has arrived --------------------------------------------------------------
@@ -57,6 +57,10 @@ def post(body, *headers):
         (post(b"", b"Transfer-Encoding: gzip"), COMPLETE),  # no length to read by: gunicorn answers 400
         (post(b"0x10\r\n", b"Transfer-Encoding: chunked"), COMPLETE),  # not hexadecimal to gunicorn: 400
         (post(b"5\r\nhelloXY", b"Transfer-Encoding: chunked"), COMPLETE),  # no CRLF after the data: 400
+        (b"GET /healthz HTTP/1.1\nHost: x\n\n", COMPLETE),  # bare LF: gunicorn answers 400, at once
+        (b"GET /healthz HTTP/1.1\r\nHost: x\n", COMPLETE),  # one bare LF is enough to know
+        (b"GET /healthz HTTP/1.1\r", PARTIAL),  # its LF may come next
+        (post(b"a\nb", b"Content-Length: 3"), COMPLETE),  # a body may hold any byte
     ],
 )
 def test_a_request_is_handed_to_a_thread_only_once_it_has_arrived(raw, state):
@@ -368,3 +372,94 @@ def test_a_request_arriving_in_pieces_is_judged_as_if_it_came_at_once(split):
         states = [arrival.add(raw[i:i + split]) for i in range(0, len(raw), split)]
         assert states[-1] == request_state(bytearray(raw)) != PARTIAL
         assert PARTIAL not in states[:-1] or states[:-1] == [PARTIAL] * (len(states) - 1)
+
+
+# --- HTTP as clients speak it (RFC 9110/9112) -----------------------------------------------------
+
+def _exchange(server, raw, pause_after=None):
+    """Send raw (in two parts, pause_after bytes first, when asked), read until the server closes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=serving.REQUEST_TIMEOUT_S + 5) as sock:
+        if pause_after:
+            sock.sendall(raw[:pause_after])
+            time.sleep(0.3)
+            raw = raw[pause_after:]
+        sock.sendall(raw)
+        return _read_until_closed(sock)
+
+
+def _envelope_of(answer):
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), answer[:300]
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+def _chunked(body, size):
+    return b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+                    for i in range(0, len(body), size)) + b"0\r\n\r\n"
+
+
+def _post_chunked(path, chunks, *headers):
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n" + b"".join(h + b"\r\n" for h in headers)
+            + b"\r\n" + chunks)
+
+
+@TRANSPORT_ONLY
+def test_a_chunked_body_is_read_like_one_with_a_content_length(server):
+    body = json.dumps(pay_request()).encode()
+    raw = _post_chunked(b"/internal/pays", _chunked(body, 17), b"X-Service-Key: " + SERVICE_KEY.encode())
+    status, answer = _envelope_of(_exchange(server, raw, pause_after=len(raw) // 2))
+    assert (status, answer["code"]) == (200, 900), answer
+    assert answer["info"]["money"] == 12356
+
+
+@TRANSPORT_ONLY
+@pytest.mark.parametrize("size", [64 * 1024 + 1, serving.MAX_BODY_BYTES + 1])
+def test_a_chunked_body_past_the_limit_is_413(server, size):
+    raw = _post_chunked(b"/internal/pays", _chunked(b"{" + b" " * (size - 2) + b"}", 16384),
+                        b"X-Service-Key: " + SERVICE_KEY.encode())
+    assert _envelope_of(_exchange(server, raw)) == (413, {"code": 904, "msg": "请求体过大"})
+
+
+@TRANSPORT_ONLY
+@pytest.mark.parametrize("path", [b"/healthz", b"/openapi.json", b"/rest/pay/balance", b"/ops/login"])
+def test_head_is_answered_on_get_routes_with_the_get_head_and_no_body(server, path):
+    get = _exchange(server, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    # HEAD then a pipelined GET: were a body sent after HEAD's head, the GET's answer would not start right after it.
+    both = _exchange(server, b"HEAD " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, rest = both.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == get.split(b"\r\n")[0], both[:300]  # the same status as GET
+    assert rest.startswith(b"HTTP/1.1 200 "), both[:600]
+    lengths = [line for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")]
+    assert lengths == [b"content-length: %d" % len(get.partition(b"\r\n\r\n")[2])], head
+
+
+@TRANSPORT_ONLY
+def test_an_http_1_1_request_without_host_is_400(server):
+    status, answer = _envelope_of(_exchange(server, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"))
+    assert (status, answer["code"]) == (400, 904), answer
+    assert _exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200 ")  # 1.0 needs none
+    two = _exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nHost: y\r\nConnection: close\r\n\r\n")
+    assert _envelope_of(two)[0] == 400
+
+
+@TRANSPORT_ONLY
+def test_bare_lf_line_endings_are_answered_at_once(server):
+    started = time.monotonic()
+    answer = _exchange(server, b"GET /healthz HTTP/1.1\nHost: x\n\n")
+    assert time.monotonic() - started < serving.REQUEST_TIMEOUT_S / 2  # not the 408 after the bound
+    assert _envelope_of(answer) == (400, {"code": 904, "msg": "请求格式有误"})
+
+
+@TRANSPORT_ONLY
+@pytest.mark.parametrize("raw, status", [
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", 400),
+    (_post_chunked(b"/rest/pay/webhook", b"zz\r\n"), 400),  # not a chunk size (the app reads the body)
+    (_post_chunked(b"/rest/pay/webhook", b"zz\r\n").replace(b"Connection: close\r\n", b""), 400),  # kept alive
+    (b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+])
+def test_errors_the_server_itself_answers_use_the_envelope(server, raw, status):
+    got, answer = _envelope_of(_exchange(server, raw))
+    assert got == status and answer["code"] == 904 and answer["msg"], answer
