@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import time_machine
 
-from payapi import worker
+from payapi import notifications, worker
 from payapi.models import Notification
 
 SECRET = "whsec_" + base64.b64encode(b"an order service's secret key 32").decode()
@@ -62,6 +62,7 @@ def attempt(settings, gateway):
 def test_a_secret_that_cannot_sign_makes_a_failed_attempt_counted_and_backed_off(pay_expert, settings, gateway, stub,
                                                                                secret, caplog):
     settings = dataclasses.replace(settings, notify_url=stub.url, notify_secret=secret)
+    notifications.configure(settings)  # the outbox is written only with a NOTIFY_URL
     pay_expert("e" * 24, 10_000)
     with time_machine.travel(time.time(), tick=False) as clock:
         assert attempt(settings, gateway) == 1
@@ -89,6 +90,7 @@ def test_a_non_2xx_answer_logs_its_status_and_the_first_bytes_of_the_answer(pay_
     caplog.set_level(logging.INFO, logger="payapi.notifications")
     stub.status, stub.body, stub.headers = status, body, headers
     settings = dataclasses.replace(settings, notify_url=stub.url, notify_secret=SECRET)
+    notifications.configure(settings)  # the outbox is written only with a NOTIFY_URL
     pay_expert("e" * 24, 10_000)
     assert attempt(settings, gateway) == 1
     (line,) = not_delivered_lines(caplog)
