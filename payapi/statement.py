@@ -224,7 +224,8 @@ def check():
         balance, available = after.get(line.user_id, (0, 0))
         moved = expected.pop((line.entry_id, line.user_id), None)
         if moved is None:
-            problems.append(f"statement line of entry {line.entry_id} for {line.user_id} has no postings on their accounts")
+            problems.append(
+                f"statement line of entry {line.entry_id} for {line.user_id} has no postings on their accounts")
             moved = (line.amount, line.available_after - available)
         elif line.amount != moved[0]:
             problems.append(f"statement line of entry {line.entry_id} for {line.user_id} says {line.amount} but its "

@@ -9,18 +9,22 @@ import dataclasses
 import datetime
 import json
 import re
+import threading
 import time
 
 import pytest
 import time_machine
+from peewee_migrate import Router
 
 from payapi import books, payments, refunds, statement
+from payapi.__main__ import MIGRATIONS
 from payapi.clock import iso
-from payapi.db import db, is_mysql
+from payapi.db import bind, db, is_mysql, open_database, transaction
 from payapi.ids import new_id
 from payapi.models import JournalEntry, Refund, StatementLine, Wallet
 from payapi.withdrawals import run_payouts
 from tests.conftest import SERVICE_KEY, set_up_expert, transfer_object, withdraw
+from tests.test_database import empty_database_url  # noqa: F401  (a fixture)
 
 FEE_BPS = 250  # 10,000 fen paid: 250 to the platform, 9,750 to the expert
 SHANGHAI = datetime.timezone(datetime.timedelta(hours=8))
@@ -180,7 +184,7 @@ class TestSettlementHold:
         ask_refund(app, paid["pay_id"], 4_000)
         clock.shift(self.HOLD_S)
         assert payments.release_holds()["released"] == 1
-        released, refund, income = lines(user)
+        released, refund, _ = lines(user)
         assert (refund["amount"], refund["balance_after"], refund["available_after"]) == (-3_900, 5_850, 0)
         assert (released["amount"], released["balance_after"], released["available_after"]) == (0, 5_850, 5_850)
 
@@ -395,3 +399,79 @@ def test_a_page_is_read_by_the_primary_key_without_sorting(many_lines, settings,
     assert 0 < len(page) <= 21 and {row.user_id for row in page} == {many_lines}
     assert [(r.created_at, r.entry_id) for r in page] == sorted(((r.created_at, r.entry_id) for r in page),
                                                               reverse=True)
+
+
+# --- the history before the statement (migration 011) --------------------------------------------------
+
+def test_the_migration_writes_every_experts_history_as_their_statement(empty_database_url):  # noqa: F811
+    database = open_database(empty_database_url)
+    router = Router(database, migrate_dir=MIGRATIONS)
+    router.run("010_hashing_turns")
+    alice, bob, t = new_id(), new_id(), 1_790_000_000_000
+    q = database.param
+
+    def entry(kind, reference, created_at, *lines):
+        cursor = database.execute_sql(
+            f"INSERT INTO journal_entry (kind, reference, created_at) VALUES ({q}, {q}, {q})",
+            (kind, reference, created_at))
+        for account, debit, credit in lines:
+            database.execute_sql(f"INSERT INTO posting (entry_id, account, debit, credit) VALUES ({q}, {q}, {q}, {q})",
+                                 (cursor.lastrowid, account, debit, credit))
+
+    pay, withdrawal = new_id(), new_id()
+    entry("charge", pay, t, ("pingpp", 10_000, 0), ("fees", 0, 250), (f"expert:{alice}:pending", 0, 9_750))
+    entry("charge", new_id(), t + 1, ("pingpp", 1_000, 0), (f"expert:{bob}:available", 0, 1_000))
+    entry("release", pay, t + 2, (f"expert:{alice}:pending", 9_750, 0), (f"expert:{alice}:available", 0, 9_750))
+    entry("withdraw", withdrawal, t + 3, (f"expert:{alice}:available", 3_000, 0), ("payouts", 0, 3_000))
+    # Written by a host whose clock was behind: the line keeps the statement's order.
+    entry("withdraw_refund", withdrawal, t - 60_000, ("payouts", 3_000, 0), (f"expert:{alice}:available", 0, 3_000))
+    for user_id, available in ((alice, 9_750), (bob, 1_000)):
+        database.execute_sql(
+            f"INSERT INTO wallet (user_id, pending, available, updated_at) VALUES ({q}, {q}, {q}, {q})",
+            (user_id, 0, available, t - 60_000))
+    router.run()
+    bind(database)
+    try:
+        assert books.check() == []
+        assert [(line.kind, line.amount, line.balance_after, line.available_after, line.created_at)
+                for line in statement.lines_of(alice)] == [
+            ("withdrawal_returned", 3_000, 9_750, 9_750, iso(t + 3)),
+            ("withdrawal", -3_000, 6_750, 6_750, iso(t + 3)),
+            ("available", 0, 9_750, 9_750, iso(t + 2)),
+            ("income", 9_750, 9_750, 0, iso(t)),
+        ]
+        assert [(line.kind, line.amount, line.balance_after) for line in statement.lines_of(bob)] == [
+            ("income", 1_000, 1_000)]
+        # What books.record writes next comes after the history.
+        assert Wallet.get_by_id(alice).updated_at == t + 3
+    finally:
+        database.close()
+
+
+@pytest.mark.only_db("mariadb")
+def test_racing_bookings_for_one_expert_leave_lines_that_run_in_order(database):
+    """Several connections booking for one expert at once: each line's balances are those after the
+    line before it (books.check walks them), because the wallet is locked before the entry's id is taken."""
+    user_id = new_id()
+
+    @transaction
+    def book(n):
+        books.record("charge", f"race-{user_id}-{n}", books.debit(books.PINGPP, n),
+                     books.credit(books.expert(user_id, books.AVAILABLE), n))
+
+    def run(first):
+        db.connect(reuse_if_open=True)
+        try:
+            for n in range(first, first + 15):
+                book(n)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=run, args=(1 + 15 * i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert books.check() == []
+    assert Wallet.get_by_id(user_id).balance == sum(range(1, 91))
+    assert StatementLine.select().where(StatementLine.user_id == user_id).count() == 90
