@@ -26,6 +26,8 @@ def routes(settings, gateway, sms_backend, codec, console):
         ("/rest/pay/smscode", r.SmsCode(codec, settings, sms_backend)),
         ("/rest/pay/balance", r.Balance(settings)),
         ("/rest/pay/withdraws", r.Withdraws(codec)),
+        ("/rest/pay/bills", r.Bills(codec, settings)),
+        ("/rest/pay/bills/summary", r.BillsSummary(codec, settings)),
         ("/rest/pay/webhook", r.Webhook(settings, gateway)),
         ("/internal/pays", r.InternalPays(codec, settings, gateway)),
         ("/internal/pays/{pay_id}", r.InternalPay()),

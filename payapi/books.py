@@ -13,13 +13,15 @@ Accounts (debit-normal: what is owed to us; credit-normal: what we owe or earned
 An entry is written in the same database transaction as the change it records and never edited:
 a correction is a new entry. Each (kind, reference) is booked at most once, which is what makes
 applying the same event twice change nothing. The expert accounts' balances are also kept in the
-wallet table, in the same transaction, for fast reads; `check()` proves them.
+wallet table, in the same transaction, for fast reads, and each movement of an expert's money as a
+line of their statement (statement.py); `check()` proves both.
 """
 
 import dataclasses
 
 from peewee import fn
 
+from . import statement
 from .clock import now_ms
 from .db import db, lock_row
 from .models import JournalEntry, Posting, Wallet
@@ -69,6 +71,13 @@ def record(kind, reference, *lines):
     if JournalEntry.select().where(JournalEntry.kind == kind, JournalEntry.reference == reference).exists():
         return False
     now = now_ms()
+    # The experts' wallets are locked before the entry takes its id: an expert's entries then get
+    # their ids (and statement lines) in the order their balances change.
+    wallets, moved = {}, {}
+    for line in lines:
+        owner = _expert_of(line.account)
+        if owner is not None and owner[0] not in wallets:
+            wallets[owner[0]] = lock_row(Wallet, {"updated_at": now}, user_id=owner[0])
     # The unique (kind, reference) key stops a racing second booking even past the check above.
     entry = JournalEntry.create(kind=kind, reference=reference, created_at=now)
     if lines:
@@ -80,10 +89,12 @@ def record(kind, reference, *lines):
         owner = _expert_of(line.account)
         if owner is not None:
             user_id, bucket = owner
-            wallet = lock_row(Wallet, {"updated_at": now}, user_id=user_id)
+            wallet = wallets[user_id]
             setattr(wallet, bucket, getattr(wallet, bucket) + line.credit - line.debit)
-            wallet.updated_at = now
-            wallet.save()
+            moved[user_id] = moved.get(user_id, 0) + line.credit - line.debit
+    for user_id, wallet in wallets.items():
+        wallet.updated_at = statement.write_line(wallet, entry.entry_id, now, moved[user_id])
+        wallet.save()
     return True
 
 
@@ -143,4 +154,4 @@ def check():
     for account, total in sums.items():
         if _expert_of(account) and account not in seen and total != 0:
             problems.append(f"{account} has postings ({total}) but no wallet")
-    return problems
+    return problems + statement.check()

@@ -45,3 +45,10 @@ def day_start(ms, tz):
 def next_day_start(ms, tz):
     local = _local(ms, tz).date() + datetime.timedelta(days=1)
     return _ms(datetime.datetime(local.year, local.month, local.day, tzinfo=tz))
+
+
+def month_range(month, tz):
+    """[start, end) in ms of the natural month "YYYY-MM" in tz."""
+    year, number = (int(part) for part in month.split("-"))
+    start = _ms(datetime.datetime(year, number, 1, tzinfo=tz))
+    return start, next_month_start(start, tz)

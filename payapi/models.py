@@ -221,6 +221,28 @@ class Posting(BaseModel):
     credit = pw.BigIntegerField(default=0)
 
 
+class StatementLine(BaseModel):
+    """An expert's statement (收支明细): one line per journal entry that moves their money, with their
+    balances after it (statement.py reads it; GET /rest/pay/bills).
+
+    A projection of the postings, not a second ledger: written only by books.record, in the same
+    transaction and under the same wallet lock as the entry's postings, and proved by books.check
+    (each line's amount is its entry's postings on the expert's accounts; the balances after each
+    line run from 0 to the wallet's). The primary key is the page's order, so a page of the
+    statement is one range of the index at any size.
+    """
+
+    user_id = pw.CharField(24)
+    created_at = pw.BigIntegerField()  # never before the expert's previous line
+    entry_id = pw.IntegerField()  # the journal entry
+    amount = pw.BigIntegerField()  # the change of balance (pending + available); 0 when held money is released
+    balance_after = pw.BigIntegerField()
+    available_after = pw.BigIntegerField()
+
+    class Meta:
+        primary_key = pw.CompositeKey("user_id", "created_at", "entry_id")
+
+
 class Refund(BaseModel):
     """A refund of (part of) a paid pay: asked for by the order service, made for a duplicate
     payment, or made elsewhere (the Ping++ dashboard) and learnt from its event."""
@@ -381,6 +403,6 @@ class WorkerPass(BaseModel):
 
 
 ALL_MODELS = [
-    Profile, Lockout, HashingTurn, SmsCode, Pay, OrderLock, ClientReport, Wallet, JournalEntry, Posting, Refund,
-    Notification, IdempotencyKey, Withdrawal, Event, Reconciliation, Operator, OperatorSession, AuditEntry, WorkerPass,
+    Profile, Lockout, HashingTurn, SmsCode, Pay, OrderLock, ClientReport, Wallet, JournalEntry, Posting, StatementLine,
+    Refund, Notification, IdempotencyKey, Withdrawal, Event, Reconciliation, Operator, OperatorSession, AuditEntry, WorkerPass,
 ]

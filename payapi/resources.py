@@ -12,14 +12,17 @@ from typing import Any
 import falcon
 import msgspec
 
-from . import books, events, idempotency, metrics, operators, ops, payments, refunds, security, sms, withdrawals
+from . import (
+    books, events, idempotency, metrics, operators, ops, payments, refunds, security, sms, statement, withdrawals,
+)
 from .db import db, describe_error
 from .errors import UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
 from .ids import is_id
 from .openapi import operation
 from .models import Reconciliation
 from .shapes import (
-    AccountAnswer, AccountTotal, AuditAnswer, AuditQuery, BalanceAnswer, CheckInfoAnswer, DayVolume, Done,
+    AccountAnswer, AccountTotal, AuditAnswer, AuditQuery, BalanceAnswer, BillsAnswer, BillsQuery, BillsSummaryAnswer,
+    BillsSummaryQuery, CheckInfoAnswer, DayVolume, Done,
     FailRequest, HealthAnswer, LimitQuery, NewPayRequest, OpsNotificationAnswer, OpsNotificationsAnswer, OpsPaysAnswer,
     OpsWithdrawalAnswer, OpsWithdrawalsAnswer, PasswdRequest, PayAnswer, PaySearchQuery, QuestionRequest,
     ReasonRequest, ReconciliationsAnswer, RefundAnswer, RefundRequest, RefundsAnswer, SmsCodeRequest, StatusAnswer,
@@ -198,6 +201,36 @@ class Withdraws:
     def on_get(self, req, resp, query):
         rows, has_more = withdrawals.list_withdrawals(req.context.user_id, query.limit, query.before)
         resp.media = WithdrawsAnswer(list=[withdrawal_info(w) for w in rows], has_more=has_more)
+
+
+class Bills:
+    def __init__(self, codec, settings):
+        self.codec, self.settings = codec, settings
+
+    @operation(id="listBills", summary="The expert's statement (收支明细), newest first.", tag="mobile",
+               query=BillsQuery, answer=BillsAnswer,
+               description="Every movement of the token's user's money as the books hold it: `income` (a paid "
+               "pay's credit net of `fee`), `refund` (its share, negative), `refund_returned` (a failed refund's "
+               "share given back), `withdrawal` (negative), `withdrawal_returned` (a failed withdrawal given back), "
+               "`available` (held money becoming withdrawable: `amount` 0, see `available_after`). `before` is a "
+               "`bill_id` (exclusive), read as a place in the statement: an id that is not the user's gives their "
+               "own older lines. `month` is a natural month in TIMEZONE.")
+    def on_get(self, req, resp, query):
+        lines, has_more = statement.page(req.context.user_id, query.limit, query.before, query.month,
+                                         self.settings.tz)
+        resp.media = BillsAnswer(list=lines, has_more=has_more)
+
+
+class BillsSummary:
+    def __init__(self, codec, settings):
+        self.codec, self.settings = codec, settings
+
+    @operation(id="getBillsSummary", summary="A natural month of the expert's statement: totals and balances.",
+               tag="mobile", query=BillsSummaryQuery, answer=BillsSummaryAnswer,
+               description="`month` defaults to the current natural month in TIMEZONE. `closing` = `opening` + "
+               "`income` + `refunds` + `withdrawn` + `returned` (refunds and withdrawn are negative).")
+    def on_get(self, req, resp, query):
+        resp.media = BillsSummaryAnswer(**statement.summary(req.context.user_id, query.month, self.settings.tz))
 
 
 class Webhook:

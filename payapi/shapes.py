@@ -217,6 +217,21 @@ class WithdrawsQuery(Body):
     before: Id | None = None
 
 
+# A natural month in TIMEZONE (years 1970-2999: a month the service can name the bounds of).
+Month = Annotated[str, msgspec.Meta(pattern="^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$", examples=["2026-11"],
+                                    description="A natural month in TIMEZONE, YYYY-MM.")]
+
+
+class BillsQuery(Body):
+    limit: Whole.between(1, 100, "Page size") = 20
+    before: Id | None = None  # a bill_id: the lines older than it (exclusive)
+    month: Month | None = None  # only the lines of this natural month
+
+
+class BillsSummaryQuery(Body):
+    month: Month | None = None  # absent: the current natural month
+
+
 class NewPay(Body, tag_field="type", kw_only=True):
     """What the order service asks for in POST /internal/pays."""
 
@@ -362,6 +377,27 @@ class RefundInfo(msgspec.Struct, kw_only=True):
     updated_at: Time = msgspec.field(name="updatedAt")
 
 
+BillKind = Literal["income", "refund", "refund_returned", "withdrawal", "withdrawal_returned", "available"]
+
+
+class BillLine(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A line of the expert's statement (收支明细): one movement of their money, as the books hold it."""
+
+    bill_id: str  # its place in the statement (24 hex: the time, then the journal entry); a `before` for paging
+    kind: BillKind
+    title: str  # a short Chinese label fit to show: 预约订单收入, 小纸条收入, 退款, 提现, 提现退回, ...
+    amount: int  # signed fen: the change of the balance (0 for `available`: held money became withdrawable)
+    balance_after: int  # the balance (pending + available) after this line
+    available_after: int  # what could be withdrawn after this line
+    pay_id: str | None = None  # income, available, refund, refund_returned
+    refund_id: str | None = None  # refund, refund_returned
+    withdraw_id: str | None = None  # withdrawal, withdrawal_returned
+    fee: int | None = None  # income: what the platform kept of what the user paid
+    type: Literal["order", "note"] | None = None  # the pay's type, for lines that belong to a pay
+    subject: str | None = None  # the pay's subject
+    created_at: Time = msgspec.field(name="createdAt")
+
+
 class Answer900(msgspec.Struct, kw_only=True):
     """Success: code 900 and the route's fields."""
 
@@ -402,6 +438,26 @@ class BalanceAnswer(Answer900, kw_only=True):
 class WithdrawsAnswer(Answer900, kw_only=True):
     list: list[WithdrawalInfo]
     has_more: bool
+
+
+class BillsAnswer(Answer900, kw_only=True):
+    """The expert's statement, newest first."""
+
+    list: list[BillLine]
+    has_more: bool
+
+
+class BillsSummaryAnswer(Answer900, kw_only=True):
+    """A natural month of the statement: closing = opening + income + refunds + withdrawn + returned."""
+
+    month: str  # YYYY-MM in TIMEZONE
+    income: int  # credits of paid pays, net of the fees
+    fees: int  # what the platform kept of those pays
+    refunds: int  # refunds' shares (negative), less those given back when a refund failed
+    withdrawn: int  # withdrawals (negative)
+    returned: int  # failed withdrawals given back
+    opening: int  # the balance when the month began
+    closing: int  # the balance when it ended (or now)
 
 
 class RefundAnswer(Answer900, kw_only=True):

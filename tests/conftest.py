@@ -28,7 +28,7 @@ from payapi.auth import Authenticator
 from payapi.config import Settings
 from payapi.db import bind, db, open_database
 from payapi.ids import new_id
-from payapi import books
+from payapi import books, statement
 from payapi.models import ALL_MODELS, JournalEntry, Pay, Posting, Wallet, Withdrawal
 from payapi.views import pay_info_json
 from payapi.sms import FileSms
@@ -161,6 +161,16 @@ def assert_books_balance():
     assert books.check() == [], books.check()
 
 
+def assert_statements_add_up():
+    """Each expert's statement, read page by page as GET /rest/pay/bills reads it, adds up to their
+    wallet: the lines' amounts sum to the balance, and the newest line's balances are the wallet's."""
+    for wallet in Wallet.select():
+        lines = statement.lines_of(wallet.user_id)
+        assert sum(line.amount for line in lines) == wallet.balance, (wallet.user_id, lines)
+        newest = (lines[0].balance_after, lines[0].available_after) if lines else (0, 0)
+        assert newest == (wallet.balance, wallet.available), (wallet.user_id, lines[:3])
+
+
 def assert_pay_info_current():
     """The fast path's guard: every pay's stored info is what its columns make now."""
     stale = [p.pay_id for p in Pay.select() if p.info is None or json.loads(p.info) != json.loads(pay_info_json(p))]
@@ -174,6 +184,7 @@ def database(database_url):
     yield db
     try:
         assert_books_balance()
+        assert_statements_add_up()
         assert_pay_info_current()
     finally:
         for model in ALL_MODELS:

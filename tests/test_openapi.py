@@ -196,11 +196,12 @@ def test_times_are_date_times_and_days_dates():
 def test_page_sizes_are_integer_query_parameters():
     limits = [(path, parameter["schema"]) for path, _, op in operations(DOCUMENT)
               for parameter in op.get("parameters", ()) if parameter.get("name") == "limit"]
-    assert {path for path, _ in limits} == {"/rest/pay/withdraws", "/ops/api/audit", "/ops/api/reconciliations"}
+    assert {path for path, _ in limits} == {"/rest/pay/withdraws", "/rest/pay/bills", "/ops/api/audit",
+                                            "/ops/api/reconciliations"}
     for path, schema in limits:
         assert schema["type"] == "integer" and schema["minimum"] == 1 and isinstance(schema["default"], int), path
         assert "oneOf" not in schema and "pattern" not in schema, path
-        assert schema["maximum"] == (100 if path == "/rest/pay/withdraws" else 200)
+        assert schema["maximum"] == (100 if path.startswith("/rest/") else 200)
 
 
 def test_every_route_and_method_is_documented_with_its_authentication(app):
