@@ -344,21 +344,26 @@ class PingppGateway:
         ))
 
     def list_refunds(self, charge_id) -> list[Refund]:
-        """Every refund of a charge (a charge has few: one page of 100)."""
-        page = self._call("list refunds", {"charge_id": charge_id}, pingpp.Charge.list_refunds, charge_id, limit=100)
-        return [refund_from(raw) for raw in page.get("data", [])]
+        """Every refund of a charge, every page (Ping++ may page smaller than the 100 asked for)."""
+        return list(self._pages("list refunds", {"charge_id": charge_id}, refund_from,
+                                lambda **params: pingpp.Charge.list_refunds(charge_id, **params), {}))
 
-    def _each(self, what, resource, created_gte, created_lt, convert):
-        """Every object of a list created in [created_gte, created_lt) (Unix seconds), paging as Ping++ does."""
-        params = {"app": {"id": self.app_id}, "limit": 100, "created": {"gte": created_gte, "lt": created_lt}}
+    def _pages(self, what, ids, convert, list_call, params):
+        """Every object of a Ping++ list: page after page while it says `has_more`."""
+        params = {**params, "limit": 100}
         while True:
-            page = self._call(what, {"created_gte": created_gte, "created_lt": created_lt}, resource.list, **params)
+            page = self._call(what, ids, list_call, **params)
             data = page.get("data") or []
             for raw in data:
                 yield convert(raw)
             if not page.get("has_more") or not data:
                 return
             params["starting_after"] = data[-1]["id"]
+
+    def _each(self, what, resource, created_gte, created_lt, convert):
+        """Every object of a list created in [created_gte, created_lt) (Unix seconds)."""
+        params = {"app": {"id": self.app_id}, "created": {"gte": created_gte, "lt": created_lt}}
+        return self._pages(what, {"created_gte": created_gte, "created_lt": created_lt}, convert, resource.list, params)
 
     def list_charges(self, created_gte, created_lt):
         return self._each("list charges", pingpp.Charge, created_gte, created_lt, charge_from)

@@ -183,3 +183,23 @@ def test_books_check_exits_1_when_a_wallet_disagrees_with_its_postings(pay_exper
     done = command("books", "check")
     assert done.returncode == 1 and "wallet" in done.stderr
     Wallet.update(available=Wallet.available - 1).execute()  # the fixture's own check must pass again
+
+
+def test_every_refund_of_a_charge_is_read_when_ping_pages_small(that_day, pay_expert, fake_pingpp, settings, gateway):
+    paid = pay_expert("e" * 24, 10_000)
+    made = [fake_pingpp.refund(paid["charge"]["id"], 1_000)["id"] for _ in range(5)]  # events lost, all of them
+    fake_pingpp.page_limit = 2  # Ping++ embeds and lists refunds two at a time
+    assert sorted(r.id for r in gateway.list_refunds(paid["charge"]["id"])) == sorted(made)
+    row = run(settings, gateway)
+    assert sorted(h["refund"] for h in json.loads(row.healed)) == sorted(made), row.differences
+    assert balance_of("e" * 24) == 10_000 - 5_000
+
+
+def test_every_charge_is_read_when_ping_pages_small(that_day, order_service, fake_pingpp, settings,
+                                                                  gateway):
+    fake_pingpp.page_limit = 2
+    for _ in range(5):
+        fake_pingpp.mark_paid(order_service(amount=100).json["info"]["charge"]["id"])
+    assert len(json.loads(run(settings, gateway).healed)) == 5
+    start, end = reconciliation.day_bounds(DAY, settings.tz)
+    assert len(list(gateway.list_charges(start, end))) == 5
