@@ -119,11 +119,20 @@ class GatewayError(Exception):
     """Ping++ could not be reached, timed out, or refused the request.
 
     code: Ping++'s error code when it answered with one (e.g. "charge_paid"), else None.
+
+    certain: Ping++ answered and refused (HTTP 4xx), or the call was never sent: it certainly did
+    nothing. Otherwise (time-out, no connection, 5xx, a garbled or lost answer) it may have acted.
     """
 
-    def __init__(self, message, code=None):
+    def __init__(self, message, code=None, certain=False):
         super().__init__(message)
         self.code = code
+        self.certain = certain
+
+
+def call_seconds(timeout):
+    """The longest one Ping++ call may take: the connect time-out, then the read time-out."""
+    return 2 * timeout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,7 +301,7 @@ class PingppGateway:
             # Development only (production refuses to start without it); said on every call, so
             # a 920 is never a mystery.
             log.error("Ping++ %s not sent: PINGPP_API_KEY is not set", what, extra={"fields": fields})
-            raise GatewayError("PINGPP_API_KEY is not set")
+            raise GatewayError("PINGPP_API_KEY is not set", certain=True)
         try:
             return _plain(func(*args, api_key=self._api_key, **kwargs))
         except (pingpp.error.PingppError, requests.RequestException, ValueError) as exc:
@@ -305,7 +314,9 @@ class PingppGateway:
                 extra={"fields": {**fields, "error": type(exc).__name__, "ping_message": message, "ping_code": code,
                                   "http_status": getattr(exc, "http_status", None)}},
             )
-            raise GatewayError(f"{what}: {type(exc).__name__}: {message}", code=code) from exc
+            status = getattr(exc, "http_status", None)
+            refused = isinstance(exc, pingpp.error.PingppError) and isinstance(status, int) and 400 <= status < 500
+            raise GatewayError(f"{what}: {type(exc).__name__}: {message}", code=code, certain=refused) from exc
 
     def create_charge(self, request: ChargeRequest) -> Charge:
         params = {
