@@ -4,11 +4,13 @@ Keys are held in the database, so they hold across workers and hosts. For 24 hou
 request succeeded (900) answers every repeat with that answer; the same key with another body is
 904; a repeat while the first request is still running is 906 (retry in a second). A request that
 did not succeed leaves the key unused. A running request owns its key for a minute: if its
-process died meanwhile, the key is free again after that.
+process died meanwhile, the key is free again after that. The key's row remembers its first
+attempt's time, from which ids made for the request are derived (derived_id).
 """
 
 import hashlib
 import re
+import struct
 
 import peewee
 
@@ -27,12 +29,15 @@ def fingerprint(method, path, raw_body):
     return hashlib.sha256(b"%s %s\n%s" % (method.encode(), path.encode(), raw_body)).hexdigest()
 
 
-def derived_id(scope, key, request_hash):
-    """A 24-hex id that is the same for every request repeating this one (key and request: e.g. our
-    refund_id at Ping++), so a repeat can find what its first attempt made even when that attempt's
-    answer was lost. The request is part of it: a scope is a route, not what the route acts on, and
-    a key used again after 24 hours (or after a failure) for another pay is another request."""
-    return hashlib.sha256(f"{scope}\n{key}\n{request_hash}".encode()).hexdigest()[:24]
+def derived_id(scope, key, request_hash, first_at_ms):
+    """An ObjectId-shaped id that is the same for every request repeating this one (key and
+    request: e.g. our refund_id at Ping++), so a repeat can find what its first attempt made even
+    when that attempt's answer was lost: 4 bytes of the first attempt's time (seconds, as
+    ids.new_id), then 8 bytes of SHA-256 of the key and request. The request is part of it: a
+    scope is a route, not what the route acts on, and a key used again after 24 hours (or after a
+    failure) for another pay is another request."""
+    digest = hashlib.sha256(f"{scope}\n{key}\n{request_hash}".encode()).digest()
+    return (struct.pack(">I", first_at_ms // 1000) + digest[:8]).hex()
 
 
 def valid_key(key):
@@ -43,7 +48,8 @@ def valid_key(key):
 
 @transaction
 def begin(scope, key, request_hash):
-    """-> the stored answer (text) to replay, or None when this request should run (it now owns the key)."""
+    """-> (the stored answer (text) to replay, or None when this request should run (it now owns
+    the key); the time of the key's first attempt (ms), from which ids are derived)."""
     now = now_ms()
     row = for_update(IdempotencyKey.select().where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)).first()
     if row is not None:
@@ -54,14 +60,22 @@ def begin(scope, key, request_hash):
                 raise ApiError(INVALID, "Idempotency-Key 已用于另一个请求")
             if row.status == RUNNING:
                 raise locked(1000, "相同的请求正在处理中，请稍后再试")
-            return row.answer
+            return row.answer, row.created_at
+        if abandoned and not expired and row.request_hash == request_hash:
+            # The same request again after an attempt that failed or died: it keeps its first
+            # attempt's time, so what it derives (ids at Ping++) is what that attempt used.
+            taken = IdempotencyKey.update(lease_until=now + RUNNING_LEASE_MS).where(
+                IdempotencyKey.id == row.id, IdempotencyKey.lease_until == row.lease_until).execute()
+            if taken != 1:
+                raise locked(1000, "相同的请求正在处理中，请稍后再试")
+            return None, row.created_at
         row.delete_instance()
     try:
         IdempotencyKey.create(scope=scope, key=key, request_hash=request_hash, status=RUNNING,
                               lease_until=now + RUNNING_LEASE_MS, created_at=now)
     except peewee.IntegrityError:
         raise locked(1000, "相同的请求正在处理中，请稍后再试") from None  # a racing twin took it first
-    return None
+    return None, now
 
 
 @transaction
@@ -73,7 +87,9 @@ def finish(scope, key, answer):
 
 @transaction
 def abandon(scope, key):
-    IdempotencyKey.delete().where(
+    """The request did not succeed: the key is free again (its lease ends now). The row stays, so
+    the same request again keeps its first attempt's time; another request may take the key."""
+    IdempotencyKey.update(lease_until=0).where(
         IdempotencyKey.scope == scope, IdempotencyKey.key == key, IdempotencyKey.status == RUNNING
     ).execute()
 

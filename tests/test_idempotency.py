@@ -8,6 +8,7 @@ import pytest
 import time_machine
 
 from payapi.gateway import GatewayError
+from payapi.ids import is_id
 from payapi.models import IdempotencyKey, Pay, Refund, Withdrawal
 from tests.conftest import PASSWD, SERVICE_KEY, balance_of, pay_request, Scripted, set_up_expert
 
@@ -47,7 +48,7 @@ def test_the_same_key_with_another_body_is_904(expert):
 def test_a_request_that_did_not_succeed_leaves_its_key_unused(expert):
     refused = user_withdraw(expert, 50_000, "w-1")  # more than the balance: 910
     assert refused.json["code"] == 910
-    assert IdempotencyKey.select().count() == 0
+    assert user_withdraw(expert, 50_000, "w-1").json["code"] == 910  # not replayed: it ran again
     assert user_withdraw(expert, 1_000, "w-1").json["code"] == 900  # the same key, a request that fits
 
 
@@ -201,3 +202,28 @@ def test_a_repeat_while_the_first_still_runs_is_906(app, database, fake_pingpp, 
     assert (during.status_int, during.json["code"], during.json["retry_after"]) == (429, 906, 1)
     assert first["answer"].json["code"] == 900
     assert service_post(app, "/internal/pays", body, "k").json == first["answer"].json
+
+
+def _seconds_of(object_id):
+    return int(object_id[:8], 16)
+
+
+def test_an_id_derived_from_a_key_is_an_object_id_of_the_first_attempts_time_on_every_retry(app_with, gateway, paid,
+                                                                                           fake_pingpp):
+    first_at = int(time.time())
+    with time_machine.travel(first_at, tick=False):
+        assert refund_with_key(app_with(Scripted(gateway, create_refund=made_then_broke_off)), paid,
+                               "r-1").json["code"] == 999
+    with time_machine.travel(first_at + 120, tick=False):  # the order service asks again two minutes later
+        again = refund_with_key(app_with(gateway), paid, "r-1").json
+    refund_id = again["refund"]["refund_id"]
+    assert is_id(refund_id) and _seconds_of(refund_id) == first_at
+    (made,) = fake_pingpp.refunds.values()
+    assert made["metadata"] == {"refund_id": refund_id}
+
+
+def test_an_id_derived_from_a_key_reads_as_now(app, paid):
+    refund_id = refund_with_key(app, paid, "r-1").json["refund"]["refund_id"]
+    assert is_id(refund_id) and abs(_seconds_of(refund_id) - time.time()) < 60
+    other = refund_with_key(app, paid, "r-2").json["refund"]["refund_id"]
+    assert other[8:] != refund_id[8:]  # the rest comes from the key
