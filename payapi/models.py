@@ -276,6 +276,18 @@ class Reconciliation(BaseModel):
     created_at = pw.BigIntegerField()
 
 
+class DailyClaim(BaseModel):
+    """A daily job's day (e.g. the reconciliation of 2026-11-20): one worker on one host runs it."""
+
+    job = pw.CharField(32)
+    day = pw.CharField(10)  # YYYY-MM-DD in TIMEZONE
+    lease_until = pw.BigIntegerField(default=0)  # the claimer runs it until then; after, another may
+    done_at = pw.BigIntegerField(null=True)
+
+    class Meta:
+        primary_key = pw.CompositeKey("job", "day")
+
+
 class Withdrawal(BaseModel):
     withdraw_id = pw.CharField(24, primary_key=True)
     user_id = pw.CharField(24, index=True)
@@ -366,4 +378,5 @@ class WorkerPass(BaseModel):
 ALL_MODELS = [
     Profile, Lockout, HashingTurn, SmsCode, Pay, ClientReport, Wallet, JournalEntry, Posting, Refund, Notification,
     IdempotencyKey, Withdrawal, Event, Reconciliation, Operator, OperatorSession, AuditEntry, WorkerPass,
+    DailyClaim,
 ]
