@@ -303,6 +303,10 @@ class Withdrawal(BaseModel):
     transfer = LongTextField(null=True)
     attempts = pw.IntegerField(default=0)
     last_error = pw.CharField(255, default="")
+    # pending, after an attempt whose outcome is unclear (ms): the next one first looks for a
+    # transfer Ping++ made from then on; NULL when no attempt may have made one.
+    lookup_from = pw.BigIntegerField(null=True)
+    retry_after = pw.BigIntegerField(default=0)  # pending, after a failed attempt: the worker waits until then
     # pending: a worker owns the payout until then (or, after an error, it waits until then);
     # processing: when the worker next asks Ping++ about the transfer.
     lease_until = pw.BigIntegerField(default=0)
