@@ -6,7 +6,8 @@ paid), then made at Ping++ (`Charge.refund`, our refund_id in its metadata), the
 expert's share is debited at once, so it cannot be withdrawn while Ping++ settles the refund.
 Ping++ settling it (webhook or the worker's retrieve) moves the money out of `refunds`; Ping++
 failing it gives the share back. A refund whose create answer was lost is found again by its
-metadata. The books reference a refund by Ping++'s refund id.
+metadata. The books reference a refund by Ping++'s refund id; an unclear refund's share, taken
+before Ping++'s id is known, by our refund_id.
 """
 
 import json
@@ -31,10 +32,12 @@ RECHECK_MS = 5 * 60 * 1000  # a refund Ping++ has not settled is asked about aga
 
 
 def _reserved(pay_id):
-    """Fen of refunds asked for that Ping++ has not yet accepted (no Ping++ id yet)."""
+    """Fen of refunds asked for that Ping++ has not yet accepted (no Ping++ id yet, no share taken:
+    an unclear one's share is taken and stands in pay.amount_refunded)."""
     return int(  # MySQL sums as DECIMAL
         Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0))
-        .where(Refund.pay_id == pay_id, Refund.status == RefundStatus.PENDING, Refund.pingpp_refund_id.is_null())
+        .where(Refund.pay_id == pay_id, Refund.status == RefundStatus.PENDING, Refund.pingpp_refund_id.is_null(),
+               Refund.bucket == "")
         .scalar()
     )
 
@@ -60,9 +63,12 @@ def _reserve(pay_id, amount, description, source, settle_after_ms, refund_id=Non
     if pay is None:
         raise ApiError(NOT_FOUND, "支付记录不存在")
     if refund_id is not None:
-        # A keyed request again after Ping++ was found to have made nothing under this id: try anew.
+        # A keyed request again after Ping++ was found to have made nothing under this id: try anew
+        # (unless its share was booked and given back under this id: the books keep each once).
         Refund.delete().where(Refund.refund_id == refund_id, Refund.status == RefundStatus.FAILED,
-                              Refund.pingpp_refund_id.is_null()).execute()
+                              Refund.pingpp_refund_id.is_null(), Refund.bucket == "").execute()
+        if Refund.select().where(Refund.refund_id == refund_id).exists():
+            raise ApiError(NOT_ALLOWED, "该退款已失败，请用新的 Idempotency-Key 重新申请")
     if pay.status not in (PayStatus.PAID, PayStatus.REFUNDED):
         raise ApiError(NOT_ALLOWED, "该支付未完成，不能退款")
     left = refundable(pay)
@@ -158,7 +164,7 @@ def request_refund(gateway, pay_id, amount, description, gateway_timeout, refund
     except _Unclear as unclear:
         log.warning("refund %s of pay %s: Ping++ may have made it (%s); pending until it says", refund.refund_id,
                     pay_id, unclear, extra={"fields": {"refund_id": refund.refund_id, "pay_id": pay_id}})
-        _check_again(refund.refund_id, None, str(unclear))
+        _hold_unclear(refund.refund_id, str(unclear))
         return Refund.get_by_id(refund.refund_id)
     _accept(refund.refund_id, made, reserved=refund)
     return Refund.get_by_id(refund.refund_id)
@@ -166,6 +172,26 @@ def request_refund(gateway, pay_id, amount, description, gateway_timeout, refund
 
 class _Certain(Exception):
     """Ping++ certainly made nothing under this refund id."""
+
+
+@transaction
+def _hold_unclear(refund_id, error):
+    """A refund Ping++ may have made: its share is taken now, as for an accepted one (booked under
+    our refund_id, Ping++'s being unknown), so it cannot be withdrawn while the worker finds out."""
+    refund = for_update(Refund.select().where(Refund.refund_id == refund_id)).first()
+    if refund is None or refund.status != RefundStatus.PENDING or refund.pingpp_refund_id is not None:
+        return
+    pay = for_update(Pay.select().where(Pay.pay_id == refund.pay_id)).get()
+    refund.attempts += 1
+    refund.last_error = error[:255]
+    if not _share_taken(refund):
+        wallet.take_refund(refund, pay, settled=False)
+        pay.save()
+    refund.save()
+
+
+def _share_taken(refund):
+    return refund.bucket != ""  # take_refund sets it
 
 
 @transaction
@@ -193,9 +219,10 @@ def _apply(refund, pay, made):
     if made.amount != refund.amount or made.charge_id != pay.charge_id:
         log.error("Ping++ refund %s does not match refund %s", made.id, refund.refund_id)
         return Outcome.MISMATCH
-    if refund.pingpp_refund_id is None:  # accepted: the share is taken now
+    if refund.pingpp_refund_id is None:  # accepted: the share is taken now (if it was not while unclear)
         refund.pingpp_refund_id = made.id
-        wallet.take_refund(refund, pay, settled=False)
+        if not _share_taken(refund):
+            wallet.take_refund(refund, pay, settled=False)
     elif refund.pingpp_refund_id != made.id:
         return Outcome.MISMATCH
     refund.refund = json.dumps(made.raw, ensure_ascii=False)
@@ -323,8 +350,8 @@ def _check(gateway, refund_id):
 
 @transaction
 def _not_made(refund_id, lease_end):
-    """An order service's refund Ping++ never made: `failed` (refund.failed is sent), its amount
-    refundable again. Not if a retry of its request took the lease meanwhile (lease_end changed)."""
+    """An order service's refund Ping++ never made: `failed` (refund.failed is sent), its share
+    given back, its amount refundable again. Not if a retry of its request took the lease meanwhile (lease_end changed)."""
     refund = for_update(Refund.select().where(
         Refund.refund_id == refund_id, Refund.status == RefundStatus.PENDING, Refund.pingpp_refund_id.is_null(),
         Refund.check_after == lease_end,
@@ -332,6 +359,10 @@ def _not_made(refund_id, lease_end):
     if refund is None:
         return False
     log.warning("refund %s: Ping++ never made it; failed", refund_id, extra={"fields": {"refund_id": refund_id}})
+    if _share_taken(refund):
+        pay = for_update(Pay.select().where(Pay.pay_id == refund.pay_id)).get()
+        wallet.give_refund_back(refund, pay)
+        pay.save()
     REFUND.move(refund, RefundStatus.FAILED, now_ms())
     refund.save()
     return True

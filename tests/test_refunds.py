@@ -245,7 +245,7 @@ def test_a_lost_answers_refund_is_applied_once_when_its_event_arrives(app, paid,
     fake_pingpp.fail_next()  # then (faults queue in order) Ping++ cannot say whether it made one: pending
     answer = ask(app, paid["pay_id"], {"amount": 2_000, "description": "退"}).json
     assert (answer["code"], answer["refund"]["status"]) == (900, "pending")
-    assert balance_of(paid["expert_id"]) == 9_750  # its share is taken once Ping++ is known to have made it
+    assert balance_of(paid["expert_id"]) == 9_750 - 1_950  # its share is held: Ping++ may have made it
     (made_id,) = fake_pingpp.refunds
     assert send_event("refund.succeeded", fake_pingpp.settle_refund(made_id, "succeeded")).json["result"] == "applied"
     assert balance_of(paid["expert_id"]) == 9_750 - 1_950
@@ -269,6 +269,7 @@ def test_a_refund_whose_answer_and_look_up_were_lost_is_pending_and_a_plain_retr
     assert [r["amount"] for r in fake_pingpp.refunds.values()] == [3_000]
     assert (first.json["code"], first.json["refund"]["status"]) == (900, "pending")
     assert ask(app, paid["pay_id"], {"amount": 7_001, "description": "退"}).json["code"] == 910  # it is held
+    assert balance_of(paid["expert_id"]) == 9_750 - 2_925  # and so is its share
     assert refunds.reconcile_refunds(gateway)["settled"] == 0  # not while the request could still be running
     assert Refund.get().pingpp_refund_id is None
     with after_the_lease(settings):
@@ -284,6 +285,7 @@ def test_an_unclear_refund_ping_never_made_fails_gives_its_amount_back_and_is_an
     fake_pingpp.fail_next(times=2)  # a 500 to the create (Ping++ did nothing, but 5xx says nothing sure), then the look-up
     answer = ask(app, paid["pay_id"], {"amount": 3_000, "description": "退"}).json
     assert (answer["code"], answer["refund"]["status"]) == (900, "pending")
+    assert balance_of(paid["expert_id"]) == 9_750 - 2_925
     with after_the_lease(settings):
         assert refunds.reconcile_refunds(gateway)["not_made"] == 1
     (row,) = Refund.select()
