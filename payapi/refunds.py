@@ -46,8 +46,8 @@ def refundable(pay):
     return pay.money - pay.amount_refunded - _reserved(pay.pay_id)
 
 
-# A request's longest path at Ping++: look its refund up (keyed), create it, look it up again after
-# an unclear answer. Its reservation is a lease for that long: the worker leaves it alone meanwhile.
+# A request's longest path at Ping++: look its refund up (a keyed retry of an earlier attempt), create it,
+# look it up again after an unclear answer. Its reservation is a lease for longer: the worker leaves it alone.
 LONGEST_REQUEST_CALLS = 3
 LEASE_MARGIN_S = 5
 
@@ -137,7 +137,9 @@ def request_refund(gateway, pay_id, amount, description, gateway_timeout, refund
     made, asked = None, False
     try:
         try:
-            made = _made_already(gateway, charge_id, refund.refund_id) if refund_id else None
+            # Under a new reservation nothing was made yet (an id is freed only when Ping++ certainly
+            # made nothing under it); under an earlier attempt's, Ping++ may hold it already.
+            made = None if fresh else _made_already(gateway, charge_id, refund.refund_id)
             if made is None:
                 if now_ms() > create_by:
                     raise (_Certain if fresh else _Unclear)("the look-up took the time the create needed")

@@ -12,10 +12,13 @@ import types
 import hypothesis
 import pytest
 import time_machine
+import webtest
 from hypothesis import strategies as st
 
 from payapi import refunds, wallet, worker
 from payapi import gateway as gateway_module
+from payapi.app import create_app
+from payapi.sms import FileSms
 from payapi.gateway import GatewayError
 from payapi.models import Notification, Pay, Refund
 from tests.conftest import SERVICE_KEY, balance_of, ledger_of, Scripted
@@ -301,11 +304,19 @@ def test_ping_refusing_a_refund_is_920_and_nothing_is_kept(app, paid, fake_pingp
     assert Refund.select().count() == 0 and balance_of(paid["expert_id"]) == 9_750
 
 
-def test_the_reservation_outlasts_the_longest_request_and_no_create_starts_too_late(app_with, gateway, paid,
-                                                                                   fake_pingpp, settings):
-    """A keyed request: look-up, create (answer lost), look-up again, each taking as long as a call may.
-    The worker, passing at every step, must not take the reservation for abandoned."""
+def test_the_reservation_outlasts_the_longest_request_and_no_create_starts_too_late(gateway, paid, fake_pingpp,
+                                                                                   settings):
+    """The longest request: a keyed retry of one that died, which looks its refund up, creates it (the
+    answer is lost) and looks it up again, each call as long as a call may take. The worker, passing
+    at every step, must not take the reservation for abandoned. (The production time-out: the clock
+    is moved, nobody waits.)"""
+    settings = dataclasses.replace(settings, pingpp_timeout=5.0)
+
+    def app_with(gateway_):
+        return webtest.TestApp(create_app(settings, gateway_, FileSms(settings.sms_file)))
+
     call_s = gateway_module.call_seconds(settings.pingpp_timeout)
+    lease_s = refunds.lease_ms(settings.pingpp_timeout) / 1000
     worker_saw = []
 
     def slow(real):
@@ -319,18 +330,29 @@ def test_the_reservation_outlasts_the_longest_request_and_no_create_starts_too_l
         slow(create)(request)
         raise GatewayError("answer lost")
 
-    scripted = Scripted(gateway, create_refund=lost, list_refunds=lambda real, charge_id: slow(real)(charge_id))
+    def died(create, request):
+        raise RuntimeError("the request died before it asked Ping++")
+
+    def ask_with(gateway_, key, amount):
+        return ask(app_with(gateway_), paid["pay_id"], {"amount": amount, "description": "退"}, key=key)
+
     with time_machine.travel(time.time(), tick=False) as clock:
-        answer = ask(app_with(scripted), paid["pay_id"], {"amount": 3_000, "description": "退"}, key="r-1")
+        assert ask_with(Scripted(gateway, create_refund=died), "r-1", 3_000).json["code"] == 999
+        scripted = Scripted(gateway, create_refund=lost, list_refunds=lambda real, charge_id: slow(real)(charge_id))
+        answer = ask_with(scripted, "r-1", 3_000)
         assert answer.json["code"] == 900, answer.json
         assert worker_saw == [{"settled": 0, "not_made": 0, "failed": 0}] * 3
         (made,) = fake_pingpp.refunds.values()
-        assert Refund.get().pingpp_refund_id == made["id"]
-        # A look-up that took the whole lease leaves no time for a create: none is asked for.
-        slow_listing = Scripted(gateway, list_refunds=lambda real, charge_id: (
-            clock.shift(refunds.lease_ms(settings.pingpp_timeout) / 1000), real(charge_id))[1])
-        late = ask(app_with(slow_listing), paid["pay_id"], {"amount": 1_000, "description": "退"}, key="r-2")
-        assert late.json["code"] == 920 and len(fake_pingpp.refunds) == 1
+        assert Refund.get_by_id(answer.json["refund"]["refund_id"]).pingpp_refund_id == made["id"]
+        # A retry whose look-up took the whole lease sends no create (the worker may now judge it):
+        # pending, and the worker finds Ping++ never made it.
+        assert ask_with(Scripted(gateway, create_refund=died), "r-2", 1_000).json["code"] == 999
+        slow_listing = Scripted(gateway, list_refunds=lambda real, charge_id: (clock.shift(lease_s), real(charge_id))[1])
+        late = ask_with(slow_listing, "r-2", 1_000).json
+        assert (late["code"], late["refund"]["status"]) == (900, "pending") and len(fake_pingpp.refunds) == 1
+        assert refunds.reconcile_refunds(gateway)["not_made"] == 1
+        assert Refund.get_by_id(late["refund"]["refund_id"]).status == "failed"
+    assert balance_of(paid["expert_id"]) == 9_750 - 2_925
 
 
 def test_a_refund_made_on_the_ping_dashboard_is_applied_once(app, paid, fake_pingpp, send_event):
