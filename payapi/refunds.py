@@ -95,8 +95,14 @@ def _renew(refund_id, lease):
 
 @transaction
 def _drop(refund_id):
-    """Ping++ certainly did not make it: the reservation goes, nothing was debited."""
-    Refund.delete().where(Refund.refund_id == refund_id, Refund.pingpp_refund_id.is_null()).execute()
+    """Ping++ certainly did not make it: the reservation goes, nothing was debited. One whose share
+    an earlier, unclear attempt took (and announced pending) fails instead: the share comes back."""
+    refund = for_update(Refund.select().where(Refund.refund_id == refund_id, Refund.pingpp_refund_id.is_null(),
+                                              Refund.status == RefundStatus.PENDING)).first()
+    if refund is not None and _share_taken(refund):
+        _fail_unmade(refund)
+    elif refund is not None:
+        refund.delete_instance()
 
 
 def _made_already(gateway, charge_id, refund_id):
@@ -361,13 +367,18 @@ def _not_made(refund_id, lease_end):
     if refund is None:
         return False
     log.warning("refund %s: Ping++ never made it; failed", refund_id, extra={"fields": {"refund_id": refund_id}})
+    _fail_unmade(refund)
+    return True
+
+
+def _fail_unmade(refund):
+    """In the caller's transaction, the refund locked: `failed`, its share (if taken) given back."""
     if _share_taken(refund):
         pay = for_update(Pay.select().where(Pay.pay_id == refund.pay_id)).get()
         wallet.give_refund_back(refund, pay)
         pay.save()
     REFUND.move(refund, RefundStatus.FAILED, now_ms())
     refund.save()
-    return True
 
 
 @transaction

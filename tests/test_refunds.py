@@ -15,7 +15,8 @@ import time_machine
 import webtest
 from hypothesis import strategies as st
 
-from payapi import refunds, wallet, worker
+from payapi import ids, refunds, wallet, worker
+from payapi.errors import ApiError
 from payapi import gateway as gateway_module
 from payapi.app import create_app
 from payapi.sms import FileSms
@@ -387,3 +388,19 @@ def test_a_refund_whose_reservation_the_worker_dropped_while_ping_made_it_is_boo
     (row,) = Refund.select()
     assert (row.refund_id, row.pingpp_refund_id, row.amount) == (answer.json["refund"]["refund_id"], made_id, 2_000)
     assert balance_of(paid["expert_id"]) == 9_750 - 1_950
+
+
+def test_a_retry_that_finds_ping_never_made_an_unclear_refund_fails_it_and_gives_its_share_back(paid, fake_pingpp,
+                                                                                               gateway, settings):
+    refund_id = ids.new_id()  # as derived from the order service's key
+    fake_pingpp.fail_next(times=2)  # a 500 to the create, then to the look-up: unclear
+    unclear = refunds.request_refund(gateway, paid["pay_id"], 3_000, "退", settings.pingpp_timeout, refund_id)
+    assert unclear.status == "pending" and balance_of(paid["expert_id"]) == 9_750 - 2_925
+    fake_pingpp.fail_next(status=400)  # the same request again (its first died before answering): refused
+    with pytest.raises(ApiError) as refused:
+        refunds.request_refund(gateway, paid["pay_id"], 3_000, "退", settings.pingpp_timeout, refund_id)
+    assert refused.value.code == 920
+    row = Refund.get_by_id(refund_id)
+    assert (row.status, row.pingpp_refund_id) == ("failed", None) and fake_pingpp.refunds == {}
+    assert balance_of(paid["expert_id"]) == 9_750
+    assert [n.type for n in Notification.select().where(Notification.subject_id == refund_id)] == ["refund.failed"]
