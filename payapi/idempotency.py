@@ -64,11 +64,8 @@ def begin(scope, key, request_hash):
         if abandoned and not expired and row.request_hash == request_hash:
             # The same request again after an attempt that failed or died: it keeps its first
             # attempt's time, so what it derives (ids at Ping++) is what that attempt used.
-            taken = IdempotencyKey.update(lease_until=now + RUNNING_LEASE_MS).where(
-                IdempotencyKey.id == row.id, IdempotencyKey.lease_until == row.lease_until).execute()
-            if taken != 1:
-                raise locked(1000, "相同的请求正在处理中，请稍后再试")
-            return None, row.created_at
+            IdempotencyKey.update(lease_until=now + RUNNING_LEASE_MS).where(IdempotencyKey.id == row.id).execute()
+            return None, row.created_at  # (the row is locked: no twin takes it meanwhile)
         row.delete_instance()
     try:
         IdempotencyKey.create(scope=scope, key=key, request_hash=request_hash, status=RUNNING,

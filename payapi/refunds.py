@@ -88,9 +88,12 @@ def _reserve(pay_id, amount, description, source, settle_after_ms, refund_id=Non
 def _renew(refund_id, lease):
     """Take the lease of a reservation an earlier attempt of this request left; False if it is not
     one any more (accepted, or failed, meanwhile)."""
-    return Refund.update(check_after=now_ms() + lease).where(
-        Refund.refund_id == refund_id, Refund.status == RefundStatus.PENDING, Refund.pingpp_refund_id.is_null()
-    ).execute() == 1
+    mine = (Refund.refund_id == refund_id) & (Refund.status == RefundStatus.PENDING) & Refund.pingpp_refund_id.is_null()
+    if for_update(Refund.select(Refund.refund_id).where(mine)).first() is None:
+        return False
+    # (MySQL counts changed rows, not matched ones: the lease may end when it already did.)
+    Refund.update(check_after=now_ms() + lease).where(mine).execute()
+    return True
 
 
 @transaction
