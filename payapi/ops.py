@@ -64,7 +64,7 @@ def withdrawal(withdraw_id):
 
 def withdrawal_state(w):
     return {"status": w.status, "attempts": w.attempts, "last_error": w.last_error, "lease_until": w.lease_until,
-            "transfer_id": w.transfer_id}
+            "retry_after": w.retry_after, "transfer_id": w.transfer_id}
 
 
 def retry_withdrawal(gateway, withdraw_id, who, reason=""):
