@@ -117,6 +117,10 @@ class _Unclear(Exception):
     """Ping++ may have made the refund, and cannot say now."""
 
 
+class _Certain(Exception):
+    """Ping++ certainly made nothing under this refund id."""
+
+
 def request_refund(gateway, pay_id, amount, description, gateway_timeout, refund_id=None):
     """POST /internal/pays/{pay_id}/refunds: -> the Refund, accepted by Ping++ or (unclear) pending.
 
@@ -179,10 +183,6 @@ def request_refund(gateway, pay_id, amount, description, gateway_timeout, refund
         return Refund.get_by_id(refund.refund_id)
     _accept(refund.refund_id, made, reserved=refund)
     return Refund.get_by_id(refund.refund_id)
-
-
-class _Certain(Exception):
-    """Ping++ certainly made nothing under this refund id."""
 
 
 @transaction
