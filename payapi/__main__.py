@@ -83,7 +83,7 @@ def withdrawals_command(settings, args):
         if w is None:
             sys.exit(f"no withdrawal {args.id}")
         row = {k: getattr(w, k) for k in w.__data__}
-        for k in ("created_at", "updated_at", "lease_until"):
+        for k in ("created_at", "updated_at", "lease_until", "retry_after", "lookup_from"):
             row[k] = iso(row[k]) if row[k] else None
         row["transfer"] = json.loads(w.transfer) if w.transfer else None
         print(json.dumps(row, ensure_ascii=False, indent=2))

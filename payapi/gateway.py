@@ -119,11 +119,20 @@ class GatewayError(Exception):
     """Ping++ could not be reached, timed out, or refused the request.
 
     code: Ping++'s error code when it answered with one (e.g. "charge_paid"), else None.
+
+    certain: Ping++ answered and refused (HTTP 4xx), or the call was never sent: it certainly did
+    nothing. Otherwise (time-out, no connection, 5xx, a garbled or lost answer) it may have acted.
     """
 
-    def __init__(self, message, code=None):
+    def __init__(self, message, code=None, certain=False):
         super().__init__(message)
         self.code = code
+        self.certain = certain
+
+
+def call_seconds(timeout):
+    """The longest one Ping++ call may take: the connect time-out, then the read time-out."""
+    return 2 * timeout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,7 +301,7 @@ class PingppGateway:
             # Development only (production refuses to start without it); said on every call, so
             # a 920 is never a mystery.
             log.error("Ping++ %s not sent: PINGPP_API_KEY is not set", what, extra={"fields": fields})
-            raise GatewayError("PINGPP_API_KEY is not set")
+            raise GatewayError("PINGPP_API_KEY is not set", certain=True)
         try:
             return _plain(func(*args, api_key=self._api_key, **kwargs))
         except (pingpp.error.PingppError, requests.RequestException, ValueError) as exc:
@@ -305,7 +314,9 @@ class PingppGateway:
                 extra={"fields": {**fields, "error": type(exc).__name__, "ping_message": message, "ping_code": code,
                                   "http_status": getattr(exc, "http_status", None)}},
             )
-            raise GatewayError(f"{what}: {type(exc).__name__}: {message}", code=code) from exc
+            status = getattr(exc, "http_status", None)
+            refused = isinstance(exc, pingpp.error.PingppError) and isinstance(status, int) and 400 <= status < 500
+            raise GatewayError(f"{what}: {type(exc).__name__}: {message}", code=code, certain=refused) from exc
 
     def create_charge(self, request: ChargeRequest) -> Charge:
         params = {
@@ -344,21 +355,26 @@ class PingppGateway:
         ))
 
     def list_refunds(self, charge_id) -> list[Refund]:
-        """Every refund of a charge (a charge has few: one page of 100)."""
-        page = self._call("list refunds", {"charge_id": charge_id}, pingpp.Charge.list_refunds, charge_id, limit=100)
-        return [refund_from(raw) for raw in page.get("data", [])]
+        """Every refund of a charge, every page (Ping++ may page smaller than the 100 asked for)."""
+        return list(self._pages("list refunds", {"charge_id": charge_id}, refund_from,
+                                lambda **params: pingpp.Charge.list_refunds(charge_id, **params), {}))
 
-    def _each(self, what, resource, created_gte, created_lt, convert):
-        """Every object of a list created in [created_gte, created_lt) (Unix seconds), paging as Ping++ does."""
-        params = {"app": {"id": self.app_id}, "limit": 100, "created": {"gte": created_gte, "lt": created_lt}}
+    def _pages(self, what, ids, convert, list_call, params):
+        """Every object of a Ping++ list: page after page while it says `has_more`."""
+        params = {**params, "limit": 100}
         while True:
-            page = self._call(what, {"created_gte": created_gte, "created_lt": created_lt}, resource.list, **params)
+            page = self._call(what, ids, list_call, **params)
             data = page.get("data") or []
             for raw in data:
                 yield convert(raw)
             if not page.get("has_more") or not data:
                 return
             params["starting_after"] = data[-1]["id"]
+
+    def _each(self, what, resource, created_gte, created_lt, convert):
+        """Every object of a list created in [created_gte, created_lt) (Unix seconds)."""
+        params = {"app": {"id": self.app_id}, "created": {"gte": created_gte, "lt": created_lt}}
+        return self._pages(what, {"created_gte": created_gte, "created_lt": created_lt}, convert, resource.list, params)
 
     def list_charges(self, created_gte, created_lt):
         return self._each("list charges", pingpp.Charge, created_gte, created_lt, charge_from)

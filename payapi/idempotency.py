@@ -4,7 +4,8 @@ Keys are held in the database, so they hold across workers and hosts. For 24 hou
 request succeeded (900) answers every repeat with that answer; the same key with another body is
 904; a repeat while the first request is still running is 906 (retry in a second). A request that
 did not succeed leaves the key unused. A running request owns its key for a minute: if its
-process died meanwhile, the key is free again after that.
+process died meanwhile, the key is free again after that. The key's row remembers its first
+attempt's time, from which ids made for the request are derived (derived_id).
 
 A request is recognised by its fingerprint, an HMAC-SHA256 of method, path and body under a key
 derived from AUTH_SECRET (a withdraw body holds the app's hash of a 6-digit pay password: a plain
@@ -18,6 +19,7 @@ import functools
 import hashlib
 import hmac
 import re
+import struct
 
 import peewee
 
@@ -46,12 +48,15 @@ def fingerprints(secrets, method, path, raw_body):
     return (*keyed, hashlib.sha256(message).hexdigest())
 
 
-def derived_id(scope, key, request_hash):
-    """A 24-hex id that is the same for every request repeating this one (key and request: e.g. our
-    refund_id at Ping++), so a repeat can find what its first attempt made even when that attempt's
-    answer was lost. The request is part of it: a scope is a route, not what the route acts on, and
-    a key used again after 24 hours (or after a failure) for another pay is another request."""
-    return hashlib.sha256(f"{scope}\n{key}\n{request_hash}".encode()).hexdigest()[:24]
+def derived_id(scope, key, request_hash, first_at_ms):
+    """An ObjectId-shaped id that is the same for every request repeating this one (key and
+    request: e.g. our refund_id at Ping++), so a repeat can find what its first attempt made even
+    when that attempt's answer was lost: 4 bytes of the first attempt's time (seconds, as
+    ids.new_id), then 8 bytes of SHA-256 of the key and request. The request is part of it: a
+    scope is a route, not what the route acts on, and a key used again after 24 hours (or after a
+    failure) for another pay is another request."""
+    digest = hashlib.sha256(f"{scope}\n{key}\n{request_hash}".encode()).digest()
+    return (struct.pack(">I", first_at_ms // 1000) + digest[:8]).hex()
 
 
 def valid_key(key):
@@ -63,7 +68,8 @@ def valid_key(key):
 @transaction
 def begin(scope, key, candidates):
     """-> (the stored answer (text) to replay, or None when this request should run (it now owns the
-    key); the request's fingerprint, for derived_id).
+    key); the request's fingerprint and the time of the key's first attempt (ms), from which ids
+    made for it are derived (derived_id)).
 
     candidates: fingerprints() of the request."""
     now = now_ms()
@@ -78,18 +84,20 @@ def begin(scope, key, candidates):
                 raise ApiError(INVALID, "Idempotency-Key 已用于另一个请求")
             if row.status == RUNNING:
                 raise locked(1000, "相同的请求正在处理中，请稍后再试")
-            return row.answer, row.request_hash
-        if same and not expired:
-            # The retry of an attempt that broke off: the same fingerprint, so the same derived ids
-            # (its refund at Ping++ is found, not made twice), whichever key made it.
-            request_hash = row.request_hash
+            return row.answer, row.request_hash, row.created_at
+        if abandoned and not expired and same:
+            # The same request again after an attempt that failed or died: it keeps its first
+            # attempt's fingerprint and time, so what it derives (its refund id at Ping++) is what
+            # that attempt used, whichever secret made the fingerprint.
+            IdempotencyKey.update(lease_until=now + RUNNING_LEASE_MS).where(IdempotencyKey.id == row.id).execute()
+            return None, row.request_hash, row.created_at  # (the row is locked: no twin takes it meanwhile)
         row.delete_instance()
     try:
         IdempotencyKey.create(scope=scope, key=key, request_hash=request_hash, status=RUNNING,
                               lease_until=now + RUNNING_LEASE_MS, created_at=now)
     except peewee.IntegrityError:
         raise locked(1000, "相同的请求正在处理中，请稍后再试") from None  # a racing twin took it first
-    return None, request_hash
+    return None, request_hash, now
 
 
 @transaction
@@ -101,7 +109,9 @@ def finish(scope, key, answer):
 
 @transaction
 def abandon(scope, key):
-    IdempotencyKey.delete().where(
+    """The request did not succeed: the key is free again (its lease ends now). The row stays, so
+    the same request again keeps its first attempt's time; another request may take the key."""
+    IdempotencyKey.update(lease_until=0).where(
         IdempotencyKey.scope == scope, IdempotencyKey.key == key, IdempotencyKey.status == RUNNING
     ).execute()
 

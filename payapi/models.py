@@ -315,6 +315,18 @@ class Reconciliation(BaseModel):
     created_at = pw.BigIntegerField()
 
 
+class DailyClaim(BaseModel):
+    """A daily job's day (e.g. the reconciliation of 2026-11-20): one worker on one host runs it."""
+
+    job = pw.CharField(32)
+    day = pw.CharField(10)  # YYYY-MM-DD in TIMEZONE
+    lease_until = pw.BigIntegerField(default=0)  # the claimer runs it until then; after, another may
+    done_at = pw.BigIntegerField(null=True)
+
+    class Meta:
+        primary_key = pw.CompositeKey("job", "day")
+
+
 class Withdrawal(BaseModel):
     withdraw_id = pw.CharField(24, primary_key=True)
     user_id = pw.CharField(24, index=True)
@@ -330,6 +342,10 @@ class Withdrawal(BaseModel):
     transfer = LongTextField(null=True)
     attempts = pw.IntegerField(default=0)
     last_error = pw.CharField(255, default="")
+    # pending, after an attempt whose outcome is unclear (ms): the next one first looks for a
+    # transfer Ping++ made from then on; NULL when no attempt may have made one.
+    lookup_from = pw.BigIntegerField(null=True)
+    retry_after = pw.BigIntegerField(default=0)  # pending, after a failed attempt: the worker waits until then
     # pending: a worker owns the payout until then (or, after an error, it waits until then);
     # processing: when the worker next asks Ping++ about the transfer.
     lease_until = pw.BigIntegerField(default=0)
@@ -405,4 +421,5 @@ class WorkerPass(BaseModel):
 ALL_MODELS = [
     Profile, Lockout, HashingTurn, SmsCode, Pay, OrderLock, ClientReport, Wallet, JournalEntry, Posting, StatementLine,
     Refund, Notification, IdempotencyKey, Withdrawal, Event, Reconciliation, Operator, OperatorSession, AuditEntry, WorkerPass,
+    DailyClaim,
 ]

@@ -72,8 +72,9 @@ def _idempotently(responder, resource, req, resp, params, key, raw):
     user_id = req.context.get("user_id")
     scope = f"{'user:' + user_id if user_id else 'service'} {req.method} {req.uri_template}"
     candidates = idempotency.fingerprints(resource.codec.settings.auth_secrets, req.method, req.path, raw)
-    replay, request_hash = idempotency.begin(scope, key, candidates)
-    req.context.idempotency = (scope, key, request_hash)  # a responder may derive the id of what it creates
+    replay, request_hash, first_at = idempotency.begin(scope, key, candidates)
+    # A responder may derive the id of what it creates (idempotency.derived_id).
+    req.context.idempotency = (scope, key, request_hash, first_at)
     if replay is not None:
         resp.text, resp.content_type = replay, falcon.MEDIA_JSON
         return None

@@ -64,7 +64,7 @@ def withdrawal(withdraw_id):
 
 def withdrawal_state(w):
     return {"status": w.status, "attempts": w.attempts, "last_error": w.last_error, "lease_until": w.lease_until,
-            "transfer_id": w.transfer_id}
+            "retry_after": w.retry_after, "transfer_id": w.transfer_id}
 
 
 def retry_withdrawal(gateway, withdraw_id, who, reason=""):
@@ -72,8 +72,8 @@ def retry_withdrawal(gateway, withdraw_id, who, reason=""):
     before = withdrawal(withdraw_id)
     if before.status != PENDING:
         raise ApiError(NOT_ALLOWED, f"只有待发送（pending）的提现可以重试，该提现为 {before.status}")
-    if not withdrawals.claim(withdraw_id):
-        raise ApiError(NOT_ALLOWED, "该提现正由其他进程发送或在等待重试，请稍后再试")
+    if not withdrawals.claim(withdraw_id, operator=True):
+        raise ApiError(NOT_ALLOWED, "该提现正由其他进程发送，请稍后再试")
     audited = {}
 
     def write_audit():
@@ -102,9 +102,9 @@ def fail_withdrawal(gateway, withdraw_id, who, reason):
     if before.status != PENDING:
         raise ApiError(NOT_ALLOWED, f"该提现已结束（{before.status}），不能再置为失败")
     # The payout lease, held while Ping++ is asked: no payout of it can be sent meanwhile.
-    lease = withdrawals.claim(withdraw_id, attempt=False)
+    lease = withdrawals.claim(withdraw_id, attempt=False, operator=True)
     if not lease:
-        raise ApiError(NOT_ALLOWED, "该提现正由其他进程发送或在等待重试，请稍后再试")
+        raise ApiError(NOT_ALLOWED, "该提现正由其他进程发送，请稍后再试")
     try:
         try:
             made = withdrawals.transfer_made_for(gateway, before)

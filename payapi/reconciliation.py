@@ -13,10 +13,11 @@ import logging
 
 from . import payments, refunds, withdrawals
 from .clock import now_ms
+from .db import lock_row, transaction
 from .gateway import refund_from
 from .ids import new_id
 from .lifecycles import Outcome, PayStatus, RefundStatus, WithdrawalStatus
-from .models import Pay, Reconciliation, Refund, Withdrawal
+from .models import DailyClaim, Pay, Reconciliation, Refund, Withdrawal
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +162,36 @@ def reconcile(settings, gateway, date):
     return row
 
 
+CLAIM_LEASE_MS = 60 * 60 * 1000  # a day's run that died is taken again by a worker after this
+DAILY = "reconciliation"
+
+
+@transaction
+def claim_day(job, day):
+    """Claim one day of a daily job for this process: True for exactly one of several racing
+    workers (several hosts, one database). The claim is a row locked while it is decided; a run
+    that died leaves it leased, and another worker takes it once the lease is over."""
+    now = now_ms()
+    row = lock_row(DailyClaim, {"lease_until": 0}, job=job, day=day)
+    if row.done_at is not None or row.lease_until > now:
+        return False
+    DailyClaim.update(lease_until=now + CLAIM_LEASE_MS).where(DailyClaim.job == job, DailyClaim.day == day).execute()
+    return True
+
+
+@transaction
+def _done(job, day):
+    DailyClaim.update(done_at=now_ms()).where(DailyClaim.job == job, DailyClaim.day == day).execute()
+
+
 def daily(settings, gateway):
-    """The worker's daily run: yesterday, once (whichever worker gets there first)."""
-    date = yesterday(settings.tz)
-    if Reconciliation.select().where(Reconciliation.date == date.isoformat()).exists():
+    """The worker's daily run: yesterday, once across every worker and host."""
+    day = yesterday(settings.tz).isoformat()
+    if not claim_day(DAILY, day):
         return {"ran": 0}
-    row = reconcile(settings, gateway, date)
+    if Reconciliation.select().where(Reconciliation.date == day).exists():  # an operator ran it already
+        _done(DAILY, day)
+        return {"ran": 0}
+    row = reconcile(settings, gateway, datetime.date.fromisoformat(day))
+    _done(DAILY, day)
     return {"ran": 1, "status": row.status}

@@ -302,7 +302,9 @@ class InternalRefunds:
                        "than is still refundable.", 502: None},
                description="`amount` defaults to what is still refundable (refunds already accepted count, also when "
                "requests race). The expert's share is debited at once and given back if Ping++ fails the refund. "
-               "Ping++ failing: 920, nothing written.")
+               "Ping++ certainly making nothing: 920, nothing written. When it may have made it (its answer was "
+               "lost and it cannot be asked), 900 with the refund `pending`: the worker finds out, and a refund "
+               "Ping++ never made becomes `failed` (refund.failed).")
     def on_post(self, req, resp, pay_id, body):
         keyed = req.context.get("idempotency")
         amount = None if body.amount is msgspec.UNSET else body.amount

@@ -81,7 +81,7 @@ def take_refund(refund, pay, settled):
         pay.held -= refund.share
     pay.amount_refunded += refund.amount
     return books.record(
-        "refund", refund.pingpp_refund_id,
+        "refund", refund.pingpp_refund_id or refund.refund_id,  # ours while Ping++'s is unknown (unclear)
         debit(expert(pay.expert_id, refund.bucket), refund.share),
         debit(FEES, refund.amount - refund.share),
         credit(PINGPP if settled else REFUNDS, refund.amount),
@@ -106,7 +106,7 @@ def give_refund_back(refund, pay):
         pay.held += share
     pay.amount_refunded -= refund.amount
     return books.record(
-        "refund_failed", refund.pingpp_refund_id,
+        "refund_failed", refund.pingpp_refund_id or refund.refund_id,
         debit(REFUNDS, refund.amount),
         credit(expert(pay.expert_id, bucket), share),
         credit(FEES, refund.amount - share),

@@ -123,21 +123,21 @@ def list_withdrawals(user_id, limit, before=None):
 # --- payouts -------------------------------------------------------------------------------
 
 @transaction
-def claim(withdraw_id, attempt=True):
+def claim(withdraw_id, attempt=True, operator=False):
     """Take the payout lease; only one process at a time (a worker, an operator) may talk to Ping++
     about a pending withdrawal. -> the lease's end, or 0 if someone else holds it (or it is not pending).
 
     attempt: a payout attempt (counted); an operator's check before failing it is not one.
+    operator: an operator need not wait for the back-off after a failed attempt (the worker does).
     """
     now = now_ms()
     changes = {"lease_until": now + LEASE_MS}
     if attempt:
         changes["attempts"] = Withdrawal.attempts + 1
-    taken = (
-        Withdrawal.update(**changes)
-        .where(Withdrawal.withdraw_id == withdraw_id, Withdrawal.status == PENDING, Withdrawal.lease_until < now)
-        .execute()
-    )
+    free = (Withdrawal.withdraw_id == withdraw_id) & (Withdrawal.status == PENDING) & (Withdrawal.lease_until < now)
+    if not operator:
+        free &= Withdrawal.retry_after <= now
+    taken = Withdrawal.update(**changes).where(free).execute()
     return now + LEASE_MS if taken == 1 else 0
 
 
@@ -203,18 +203,21 @@ def settle(withdrawal, outcome, now):
 
 
 @transaction
-def _note_failure(withdraw_id, error, retry_in_ms=0):
-    # lease_until 0: free for the very next pass.
-    Withdrawal.update(last_error=error[:255], lease_until=now_ms() + retry_in_ms if retry_in_ms else 0).where(
-        Withdrawal.withdraw_id == withdraw_id
-    ).execute()
+def _note_failure(withdraw_id, error, retry_in_ms, lookup_from=None):
+    # The lease is given back; the worker tries again after retry_in_ms (an operator may at once).
+    Withdrawal.update(last_error=error[:255], lease_until=0, retry_after=now_ms() + retry_in_ms,
+                      lookup_from=lookup_from).where(Withdrawal.withdraw_id == withdraw_id).execute()
 
 
 def _set_aside(withdraw_id):
     """After an unexpected error: leave it as it is and look again after a growing delay."""
     row = Withdrawal.get_or_none(Withdrawal.withdraw_id == withdraw_id)
-    if row is not None:
-        _note_failure(withdraw_id, row.last_error or "unexpected error", jobs.backoff_ms(max(row.attempts, 1)))
+    if row is not None and row.status == PENDING:
+        # What the attempt did at Ping++ is unknown: the next one looks from its start (its claim) on.
+        attempt_began = row.lease_until - LEASE_MS if row.lease_until else now_ms() - LEASE_MS
+        lookup_from = attempt_began if row.lookup_from is None else min(row.lookup_from, attempt_began)
+        _note_failure(withdraw_id, row.last_error or "unexpected error", jobs.backoff_ms(max(row.attempts, 1)),
+                      lookup_from)
 
 
 @transaction
@@ -227,9 +230,16 @@ def _write(change, then):
 
 def pay_out(gateway, withdraw_id, claimed=False, then=None):
     """One payout attempt. claimed: the caller took the lease already. then(): called in the same
-    transaction that writes the attempt's outcome (an operator's audit row)."""
+    transaction that writes the attempt's outcome (an operator's audit row).
+
+    A failed attempt is tried again after a growing delay (jobs.backoff_ms), with the same order_no.
+    Only after an attempt whose outcome is unclear (time-out, 5xx, lost answer: Ping++ may have made
+    the transfer) does the next one first look for it, in Ping++'s transfers from that attempt on; a
+    refusal made nothing, and the next attempt simply asks again.
+    """
     if not claimed and not claim(withdraw_id):
         return None  # another worker has it
+    started = now_ms()
     withdrawal = Withdrawal.get(Withdrawal.withdraw_id == withdraw_id)
     request = TransferRequest(
         order_no=withdrawal.withdraw_id,
@@ -238,25 +248,31 @@ def pay_out(gateway, withdraw_id, claimed=False, then=None):
         recipient_name=withdrawal.account_name,
         description=f"提现 {withdrawal.withdraw_id}",
     )
+    lookup_from = withdrawal.lookup_from
     try:
-        # An earlier attempt may have been made at Ping++ with its answer lost: find it rather than
-        # be refused for a used order_no on every pass until its webhook arrives.
-        transfer = (transfer_made_for(gateway, withdrawal) if withdrawal.attempts > 1 else None) or \
-            gateway.create_transfer(request)
+        transfer = None
+        if lookup_from is not None:
+            transfer = transfer_made_for(gateway, withdrawal, since_ms=lookup_from)
+        if transfer is None:
+            # Nothing made before this attempt; only this one can leave an unclear outcome now.
+            lookup_from = started
+            transfer = gateway.create_transfer(request)
     except GatewayError as exc:
-        # Ping++ may be down for a moment: the next pass tries again, with the same order_no.
         error = str(exc)
+        if exc.certain and lookup_from == started:
+            lookup_from = None  # Ping++ refused the transfer: nothing was made
         log.warning("payout %s not sent: %s", withdraw_id, error, extra={"fields": {"withdraw_id": withdraw_id}})
-        _write(lambda: _note_failure(withdraw_id, error), then)
+        retry_in = jobs.backoff_ms(max(withdrawal.attempts, 1))
+        _write(lambda: _note_failure(withdraw_id, error, retry_in, lookup_from), then)
         return "failed"
     _write(lambda: apply_transfer(transfer), then)
     return "sent"
 
 
-def transfer_made_for(gateway, withdrawal):
-    """Ping++'s transfer for this withdrawal (its order_no), or None: Ping++'s list from the
-    withdrawal's creation on. GatewayError if Ping++ cannot say."""
-    start = withdrawal.created_at // 1000 - CLOCK_SKEW_S
+def transfer_made_for(gateway, withdrawal, since_ms=None):
+    """Ping++'s transfer for this withdrawal (its order_no), or None: Ping++'s list from since_ms
+    (default: the withdrawal's creation) on. GatewayError if Ping++ cannot say."""
+    start = (withdrawal.created_at if since_ms is None else since_ms) // 1000 - CLOCK_SKEW_S
     end = now_ms() // 1000 + CLOCK_SKEW_S
     return next((t for t in gateway.list_transfers(start, end) if t.order_no == withdrawal.withdraw_id), None)
 
@@ -267,7 +283,7 @@ def run_payouts(gateway, batch=50):
     due = [
         withdraw_id
         for (withdraw_id,) in Withdrawal.select(Withdrawal.withdraw_id)
-        .where(Withdrawal.status == PENDING, Withdrawal.lease_until < now)
+        .where(Withdrawal.status == PENDING, Withdrawal.lease_until < now, Withdrawal.retry_after <= now)
         .order_by(Withdrawal.created_at)
         .limit(batch)
         .tuples()

@@ -15,6 +15,7 @@ from payapi.clock import now_ms
 from payapi import idempotency
 from payapi.gateway import GatewayError
 from payapi.sms import FileSms
+from payapi.ids import is_id
 from payapi.models import IdempotencyKey, Pay, Refund, Withdrawal
 from tests.conftest import PASSWD, SERVICE_KEY, balance_of, pay_request, Scripted, set_up_expert
 
@@ -54,7 +55,7 @@ def test_the_same_key_with_another_body_is_904(expert):
 def test_a_request_that_did_not_succeed_leaves_its_key_unused(expert):
     refused = user_withdraw(expert, 50_000, "w-1")  # more than the balance: 910
     assert refused.json["code"] == 910
-    assert IdempotencyKey.select().count() == 0
+    assert user_withdraw(expert, 50_000, "w-1").json["code"] == 910  # not replayed: it ran again
     assert user_withdraw(expert, 1_000, "w-1").json["code"] == 900  # the same key, a request that fits
 
 
@@ -142,15 +143,16 @@ def paid(pay_expert):
     return pay_expert("e" * 24, 10_000)
 
 
-def test_a_refund_retried_after_a_920_whose_refund_ping_made_is_found_not_made_twice(app_with, gateway, paid,
-                                                                                      fake_pingpp):
+def test_a_refund_whose_answer_and_look_up_were_lost_is_pending_and_its_retry_makes_nothing_more(
+    app_with, gateway, paid, fake_pingpp
+):
     first = refund_with_key(app_with(answer_lost_then_unreachable(gateway)), paid, "r-1")
-    assert first.json["code"] == 920  # Ping++ made it, but we could not learn that
+    assert (first.json["code"], first.json["refund"]["status"]) == (900, "pending")  # not 920: Ping++ may have made it
     again = refund_with_key(app_with(gateway), paid, "r-1")
-    assert again.json["code"] == 900, again.json
+    assert again.json == first.json
     (made,) = fake_pingpp.refunds.values()
-    assert (made["amount"], made["metadata"]) == (1_000, {"refund_id": again.json["refund"]["refund_id"]})
-    assert Refund.select().count() == 1 and balance_of(paid["expert_id"]) == 9_000
+    assert (made["amount"], made["metadata"]) == (1_000, {"refund_id": first.json["refund"]["refund_id"]})
+    assert Refund.select().count() == 1
 
 
 def test_a_refund_retried_after_its_first_attempt_broke_off_uses_its_reservation_and_is_made_once(
@@ -167,16 +169,19 @@ def test_a_refund_retried_after_its_first_attempt_broke_off_uses_its_reservation
     assert balance_of(paid["expert_id"]) == 9_000
 
 
-def test_a_refund_retried_after_its_refund_succeeded_event_gets_that_refund(app_with, gateway, paid, fake_pingpp,
-                                                                           send_event):
-    assert refund_with_key(app_with(answer_lost_then_unreachable(gateway)), paid, "r-1").json["code"] == 920
+def test_an_unclear_refund_settled_by_its_event_is_made_once_and_its_retry_replays_the_answer(
+    app_with, gateway, paid, fake_pingpp, send_event
+):
+    first = refund_with_key(app_with(answer_lost_then_unreachable(gateway)), paid, "r-1")
+    assert first.json["code"] == 900
     (made_id,) = fake_pingpp.refunds
     assert send_event("refund.succeeded", fake_pingpp.settle_refund(made_id, "succeeded")).json["result"] == "applied"
-    again = refund_with_key(app_with(gateway), paid, "r-1")
-    assert again.json["code"] == 900, again.json
-    assert (again.json["refund"]["amount"], again.json["refund"]["status"]) == (1_000, "succeeded")
+    assert refund_with_key(app_with(gateway), paid, "r-1").json == first.json
     assert list(fake_pingpp.refunds) == [made_id]
-    assert Refund.get().pingpp_refund_id == made_id and balance_of(paid["expert_id"]) == 9_000
+    row = Refund.get()
+    assert (row.refund_id, row.pingpp_refund_id, row.status) == (first.json["refund"]["refund_id"], made_id,
+                                                                  "succeeded")
+    assert balance_of(paid["expert_id"]) == 9_000
 
 
 def test_a_refund_key_used_again_after_24_hours_on_another_pay_refunds_that_pay(app, pay_expert, fake_pingpp):
@@ -256,8 +261,34 @@ def test_a_refund_whose_first_attempt_broke_off_before_the_upgrade_keeps_its_ref
     paid = pay_expert("e" * 24, 10_000)
     path, scope = f"/internal/pays/{paid['pay_id']}/refunds", "service POST /internal/pays/{pay_id}/refunds"
     legacy = plain_sha256(path, REFUND)
+    first_at = now_ms()
     IdempotencyKey.create(scope=scope, key="r-old", request_hash=legacy, status="running", lease_until=0,
-                          created_at=now_ms())
+                          created_at=first_at)
     answer = service_post(app, path, REFUND, "r-old")
     assert answer.json["code"] == 900
-    assert answer.json["refund"]["refund_id"] == idempotency.derived_id(scope, "r-old", legacy)
+    assert answer.json["refund"]["refund_id"] == idempotency.derived_id(scope, "r-old", legacy, first_at)
+
+
+def _seconds_of(object_id):
+    return int(object_id[:8], 16)
+
+
+def test_an_id_derived_from_a_key_is_an_object_id_of_the_first_attempts_time_on_every_retry(app_with, gateway, paid,
+                                                                                           fake_pingpp):
+    first_at = int(time.time())
+    with time_machine.travel(first_at, tick=False):
+        assert refund_with_key(app_with(Scripted(gateway, create_refund=made_then_broke_off)), paid,
+                               "r-1").json["code"] == 999
+    with time_machine.travel(first_at + 120, tick=False):  # the order service asks again two minutes later
+        again = refund_with_key(app_with(gateway), paid, "r-1").json
+    refund_id = again["refund"]["refund_id"]
+    assert is_id(refund_id) and _seconds_of(refund_id) == first_at
+    (made,) = fake_pingpp.refunds.values()
+    assert made["metadata"] == {"refund_id": refund_id}
+
+
+def test_an_id_derived_from_a_key_reads_as_now(app, paid):
+    refund_id = refund_with_key(app, paid, "r-1").json["refund"]["refund_id"]
+    assert is_id(refund_id) and abs(_seconds_of(refund_id) - time.time()) < 60
+    other = refund_with_key(app, paid, "r-2").json["refund"]["refund_id"]
+    assert other[8:] != refund_id[8:]  # the rest comes from the key

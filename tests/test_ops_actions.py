@@ -5,6 +5,7 @@ import base64
 import dataclasses
 import getpass
 import json
+import time
 import os
 import subprocess
 import sys
@@ -71,7 +72,9 @@ def test_retry_when_ping_fails_records_the_attempt_and_its_error(app, alice, pen
     assert answer.json["withdrawal"]["last_error"]
     (entry,) = audit_rows()
     assert json.loads(entry.after)["last_error"] == withdrawal(pending).last_error != ""
-    assert withdrawal(pending).lease_until == 0  # free for the worker's next pass
+    row = withdrawal(pending)
+    assert row.lease_until == 0 and row.retry_after > time.time() * 1000  # the worker backs off
+    assert retry(app, pending, alice).json["withdrawal"]["status"] == "processing"  # an operator need not wait
 
 
 def test_retry_of_a_processing_withdrawal_is_910_and_calls_nobody(app, alice, processing, fake_pingpp):

@@ -4,9 +4,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
+from payapi import jobs, withdrawals
 from payapi.models import Event
 from payapi.withdrawals import reconcile_transfers, run_payouts
 from tests.conftest import (
@@ -82,7 +84,16 @@ def test_the_payout_uses_the_account_snapshot_not_the_current_account(expert, pe
     assert (request[2]["recipient"], request[2]["extra"]) == (ACCOUNT["id"], {"recipient_name": ACCOUNT["name"]})
 
 
-def test_ping_500_leaves_the_withdrawal_pending_and_the_next_run_sends_the_same_order_no(pending, gateway, fake_pingpp, expert):
+def after_the_back_off(clock, failures=1):
+    clock.shift(jobs.backoff_ms(failures) / 1000 + 1)
+
+
+def transfer_lists(fake):
+    return [r for r in fake.requests if r[0] == "GET" and r[1] == "/v1/transfers"]
+
+
+def test_ping_500_leaves_the_withdrawal_pending_and_the_next_run_sends_the_same_order_no(pending, gateway, fake_pingpp,
+                                                                                          expert, clock):
     fake_pingpp.fail_next(status=500)
     assert run_payouts(gateway) == {"sent": 0, "failed": 1}
     row = withdrawal(pending)
@@ -90,6 +101,7 @@ def test_ping_500_leaves_the_withdrawal_pending_and_the_next_run_sends_the_same_
     assert row.last_error
     assert fake_pingpp.transfers == {}
 
+    after_the_back_off(clock)
     assert run_payouts(gateway) == {"sent": 1, "failed": 0}
     assert [r[2]["order_no"] for r in fake_pingpp.transfer_creations()] == [pending, pending]
     row = withdrawal(pending)
@@ -98,23 +110,25 @@ def test_ping_500_leaves_the_withdrawal_pending_and_the_next_run_sends_the_same_
     assert balance(expert) == 7_000
 
 
-def test_ping_hanging_past_the_timeout_leaves_the_withdrawal_pending(pending, gateway, fake_pingpp):
+def test_ping_hanging_past_the_timeout_leaves_the_withdrawal_pending(pending, gateway, fake_pingpp, clock):
     fake_pingpp.hang_next(1.3)  # the gateway gives up after 1 s in tests
     assert run_payouts(gateway) == {"sent": 0, "failed": 1}
     row = withdrawal(pending)
     assert (row.status, row.attempts) == ("pending", 1) and row.last_error
+    after_the_back_off(clock)
     assert run_payouts(gateway) == {"sent": 1, "failed": 0}
     assert withdrawal(pending).status == "processing"
     assert [r[2]["order_no"] for r in fake_pingpp.transfer_creations()] == [pending, pending]
 
 
 def test_lost_answer_never_creates_a_second_transfer_and_the_next_pass_finds_it(pending, gateway, fake_pingpp,
-                                                                                 send_event):
+                                                                                 send_event, clock):
     fake_pingpp.lose_next_response()  # Ping++ made the transfer; we got a 504
     assert run_payouts(gateway) == {"sent": 0, "failed": 1}
     assert withdrawal(pending).status == "pending"
     (transfer_id,) = fake_pingpp.transfers
     # The next pass asks Ping++ for the withdrawal's transfer before sending it again, and finds it.
+    after_the_back_off(clock)
     assert run_payouts(gateway) == {"sent": 1, "failed": 0}
     row = withdrawal(pending)
     assert (row.status, row.transfer_id) == ("processing", transfer_id)
@@ -126,10 +140,11 @@ def test_lost_answer_never_creates_a_second_transfer_and_the_next_pass_finds_it(
 
 
 def test_lost_answer_and_ping_unable_to_list_stays_pending_and_the_webhook_settles_it(pending, gateway, fake_pingpp,
-                                                                                       send_event):
+                                                                                       send_event, clock):
     fake_pingpp.lose_next_response()
     assert run_payouts(gateway) == {"sent": 0, "failed": 1}
     fake_pingpp.fail_next()  # the list call: Ping++ cannot say; nothing is sent again
+    after_the_back_off(clock)
     assert run_payouts(gateway) == {"sent": 0, "failed": 1}
     assert len(fake_pingpp.transfers) == 1 and len(fake_pingpp.transfer_creations()) == 1
     (transfer_id,) = fake_pingpp.transfers
@@ -137,6 +152,53 @@ def test_lost_answer_and_ping_unable_to_list_stays_pending_and_the_webhook_settl
     assert response.json == {"code": 900, "result": "applied"}
     row = withdrawal(pending)
     assert (row.status, row.transfer_id) == ("succeeded", transfer_id)
+
+
+def test_a_payout_ping_refuses_is_retried_after_a_growing_delay_without_looking_for_a_transfer(pending, gateway,
+                                                                                              fake_pingpp, clock):
+    fake_pingpp.fail_next(times=3, status=400)  # e.g. Alipay's account check says no
+    assert run_payouts(gateway) == {"sent": 0, "failed": 1}
+    assert run_payouts(gateway) == {"sent": 0, "failed": 0}  # not on the very next pass
+    clock.shift(jobs.backoff_ms(1) / 1000 - 5)
+    assert run_payouts(gateway) == {"sent": 0, "failed": 0}
+    clock.shift(6)
+    assert run_payouts(gateway) == {"sent": 0, "failed": 1}
+    clock.shift(jobs.backoff_ms(1) / 1000 + 1)  # the second refusal waits longer: 2 minutes
+    assert run_payouts(gateway) == {"sent": 0, "failed": 0}
+    after_the_back_off(clock, 2)
+    assert run_payouts(gateway) == {"sent": 0, "failed": 1}
+    assert len(fake_pingpp.transfer_creations()) == 3
+    assert transfer_lists(fake_pingpp) == []  # a refusal made nothing: nothing to look for
+    after_the_back_off(clock, 3)
+    assert run_payouts(gateway) == {"sent": 1, "failed": 0}
+    assert transfer_lists(fake_pingpp) == [] and len(fake_pingpp.transfers) == 1
+
+
+def test_after_an_unclear_attempt_the_transfer_is_looked_for_from_that_attempt_on(pending, gateway, fake_pingpp,
+                                                                                clock):
+    fake_pingpp.fail_next(status=400)
+    assert run_payouts(gateway) == {"sent": 0, "failed": 1}
+    clock.shift(3 * 3600)  # hours later (Ping++ refused, or the worker was down)
+    fake_pingpp.hang_next(1.3)  # this attempt times out: Ping++ may have made it
+    unclear_at = int(time.time())
+    assert run_payouts(gateway) == {"sent": 0, "failed": 1}
+    after_the_back_off(clock, 2)
+    assert run_payouts(gateway) == {"sent": 1, "failed": 0}
+    (listed,) = transfer_lists(fake_pingpp)
+    assert int(listed.query["created[gte]"]) == unclear_at - withdrawals.CLOCK_SKEW_S
+
+
+def test_looking_for_a_lost_transfer_reads_every_page(pending, gateway, fake_pingpp, make_user, pay_expert, clock):
+    fake_pingpp.lose_next_response()
+    assert run_payouts(gateway) == {"sent": 0, "failed": 1}
+    for n in range(3):  # other transfers made after it, listed first (newest first)
+        fake_pingpp.ledger.api_create_transfer({"order_no": f"{n}" * 24, "app": {"id": "app_test_payapi"},
+                                                "channel": "alipay", "amount": 100, "currency": "cny",
+                                                "recipient": "a", "description": "d", "type": "b2c"})
+    fake_pingpp.page_limit = 1
+    after_the_back_off(clock)
+    assert run_payouts(gateway) == {"sent": 1, "failed": 0}
+    assert len(fake_pingpp.transfer_creations()) == 1 and withdrawal(pending).status == "processing"
 
 
 def test_transfer_paid_at_once_is_succeeded(pending, gateway, fake_pingpp, expert):

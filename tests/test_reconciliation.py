@@ -5,6 +5,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import time_machine
@@ -132,18 +134,58 @@ def test_the_worker_runs_it_once_a_day_for_the_day_before(that_day, database, se
     assert [r.date for r in Reconciliation.select()] == ["2026-11-19"]
 
 
+def test_three_workers_at_once_reconcile_yesterday_once(database, settings, fake_pingpp, command_env):
+    """One `worker --once` per host, all started together: the day is claimed in the database."""
+    fake_pingpp.slow[("GET", "/v1/charges")] = 0.5  # a reconciliation takes a while
+    workers = [subprocess.Popen([sys.executable, "-m", "payapi", "worker", "--once"], cwd=ROOT, env=command_env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for process in workers:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err[-2000:]
+    assert [r.date for r in Reconciliation.select()] == [reconciliation.yesterday(settings.tz).isoformat()]
+    assert len([r for r in fake_pingpp.requests if r[0] == "GET" and r[1] == "/v1/charges"]) == 1
+
+
+def test_passes_racing_in_threads_claim_the_day_once(that_day, database, settings, gateway, fake_pingpp):
+    fake_pingpp.slow[("GET", "/v1/charges")] = 0.3
+    barrier = threading.Barrier(3)
+
+    def one_pass():
+        barrier.wait()
+        try:
+            return reconciliation.daily(settings, gateway)
+        finally:
+            database.close()
+
+    with ThreadPoolExecutor(3) as pool:
+        outcomes = list(pool.map(lambda _: one_pass(), range(3)))
+    assert sorted(o["ran"] for o in outcomes) == [0, 0, 1]
+    assert [r.date for r in Reconciliation.select()] == ["2026-11-19"]
+
+
+def test_a_claimed_day_whose_run_died_is_taken_again_after_its_lease(that_day, database, settings, gateway):
+    assert reconciliation.claim_day("reconciliation", "2026-11-19")  # its process then died
+    assert reconciliation.daily(settings, gateway) == {"ran": 0}
+    that_day.shift(reconciliation.CLAIM_LEASE_MS / 1000 + 1)
+    assert reconciliation.daily(settings, gateway)["ran"] == 1
+    assert reconciliation.daily(settings, gateway) == {"ran": 0}
+
+
 # --- the command -----------------------------------------------------------------------------------
 
 @pytest.fixture
-def command(settings, fake_pingpp):
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "PINGPP_API_BASE": fake_pingpp.url,
-           "PINGPP_API_KEY": settings.pingpp_api_key, "PINGPP_APP_ID": settings.pingpp_app_id,
-           "PINGPP_PUBLIC_KEY_PATH": settings.pingpp_public_key_path, "AUTH_SECRET": ",".join(AUTH_SECRETS),
-           "SERVICE_KEY": SERVICE_KEY, "SMS_BACKEND": "file", "SMS_FILE": settings.sms_file}
+def command_env(settings, fake_pingpp):
+    return {**os.environ, "DATABASE_URL": settings.database_url, "PINGPP_API_BASE": fake_pingpp.url,
+            "PINGPP_API_KEY": settings.pingpp_api_key, "PINGPP_APP_ID": settings.pingpp_app_id,
+            "PINGPP_PUBLIC_KEY_PATH": settings.pingpp_public_key_path, "AUTH_SECRET": ",".join(AUTH_SECRETS),
+            "SERVICE_KEY": SERVICE_KEY, "SMS_BACKEND": "file", "SMS_FILE": settings.sms_file}
 
+
+@pytest.fixture
+def command(command_env):
     def run_command(*args):
-        return subprocess.run([sys.executable, "-m", "payapi", *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run([sys.executable, "-m", "payapi", *args], cwd=ROOT, env=command_env,
+                              capture_output=True, text=True, timeout=60)
 
     return run_command
 
@@ -183,3 +225,23 @@ def test_books_check_exits_1_when_a_wallet_disagrees_with_its_postings(pay_exper
     done = command("books", "check")
     assert done.returncode == 1 and "wallet" in done.stderr
     Wallet.update(available=Wallet.available - 1).execute()  # the fixture's own check must pass again
+
+
+def test_every_refund_of_a_charge_is_read_when_ping_pages_small(that_day, pay_expert, fake_pingpp, settings, gateway):
+    paid = pay_expert("e" * 24, 10_000)
+    made = [fake_pingpp.refund(paid["charge"]["id"], 1_000)["id"] for _ in range(5)]  # events lost, all of them
+    fake_pingpp.page_limit = 2  # Ping++ embeds and lists refunds two at a time
+    assert sorted(r.id for r in gateway.list_refunds(paid["charge"]["id"])) == sorted(made)
+    row = run(settings, gateway)
+    assert sorted(h["refund"] for h in json.loads(row.healed)) == sorted(made), row.differences
+    assert balance_of("e" * 24) == 10_000 - 5_000
+
+
+def test_every_charge_is_read_when_ping_pages_small(that_day, order_service, fake_pingpp, settings,
+                                                                  gateway):
+    fake_pingpp.page_limit = 2
+    for _ in range(5):
+        fake_pingpp.mark_paid(order_service(amount=100).json["info"]["charge"]["id"])
+    assert len(json.loads(run(settings, gateway).healed)) == 5
+    start, end = reconciliation.day_bounds(DAY, settings.tz)
+    assert len(list(gateway.list_charges(start, end))) == 5

@@ -12,10 +12,16 @@ import types
 import hypothesis
 import pytest
 import time_machine
+import webtest
 from hypothesis import strategies as st
 
-from payapi import refunds, wallet, worker
-from payapi.models import Pay, Refund
+from payapi import ids, refunds, wallet, worker
+from payapi.errors import ApiError
+from payapi import gateway as gateway_module
+from payapi.app import create_app
+from payapi.sms import FileSms
+from payapi.gateway import GatewayError
+from payapi.models import Notification, Pay, Refund
 from tests.conftest import SERVICE_KEY, balance_of, ledger_of, Scripted
 
 FEE_BPS = 250
@@ -217,7 +223,7 @@ def test_a_pending_refund_is_asked_about_only_after_a_few_minutes(app, paid, fak
     ask(app, paid["pay_id"])
     (made_id,) = fake_pingpp.refunds
     fake_pingpp.settle_refund(made_id, "succeeded")
-    assert refunds.reconcile_refunds(gateway) == {"settled": 0, "dropped": 0, "failed": 0}
+    assert refunds.reconcile_refunds(gateway) == {"settled": 0, "not_made": 0, "failed": 0}
     with time_machine.travel(time.time() + 5 * 60 + 1, tick=False):
         assert refunds.reconcile_refunds(gateway)["settled"] == 1
     assert Refund.get(Refund.pingpp_refund_id == made_id).status == "succeeded"
@@ -240,14 +246,114 @@ def test_a_refund_whose_answer_was_lost_is_found_at_ping_and_its_event_applies_n
 
 def test_a_lost_answers_refund_is_applied_once_when_its_event_arrives(app, paid, fake_pingpp, send_event):
     fake_pingpp.lose_next_response()
-    fake_pingpp.fail_next()  # then (faults queue in order) Ping++ cannot say whether it made one: 920, nothing kept
-    assert ask(app, paid["pay_id"], {"amount": 2_000, "description": "退"}).json["code"] == 920
-    assert Refund.select().count() == 0 and balance_of(paid["expert_id"]) == 9_750
+    fake_pingpp.fail_next()  # then (faults queue in order) Ping++ cannot say whether it made one: pending
+    answer = ask(app, paid["pay_id"], {"amount": 2_000, "description": "退"}).json
+    assert (answer["code"], answer["refund"]["status"]) == (900, "pending")
+    assert balance_of(paid["expert_id"]) == 9_750 - 1_950  # its share is held: Ping++ may have made it
     (made_id,) = fake_pingpp.refunds
     assert send_event("refund.succeeded", fake_pingpp.settle_refund(made_id, "succeeded")).json["result"] == "applied"
     assert balance_of(paid["expert_id"]) == 9_750 - 1_950
     (row,) = Refund.select()
-    assert (row.pingpp_refund_id, row.status, row.amount) == (made_id, "succeeded", 2_000)
+    assert (row.refund_id, row.pingpp_refund_id, row.status, row.amount) == (
+        answer["refund"]["refund_id"], made_id, "succeeded", 2_000)
+
+
+def after_the_lease(settings):
+    return time_machine.travel(time.time() + refunds.lease_ms(settings.pingpp_timeout) / 1000 + 1, tick=False)
+
+
+def test_a_refund_whose_answer_and_look_up_were_lost_is_pending_and_a_plain_retry_does_not_refund_twice(
+    app, paid, fake_pingpp, gateway, settings
+):
+    fake_pingpp.lose_next_response()  # Ping++ makes it; its answer is lost
+    fake_pingpp.fail_next()  # and asking Ping++ whether it made it fails too
+    first = ask(app, paid["pay_id"], {"amount": 3_000, "description": "退"})
+    if first.json["code"] != 900:
+        ask(app, paid["pay_id"], {"amount": 3_000, "description": "退"})  # the order service asks again
+    assert [r["amount"] for r in fake_pingpp.refunds.values()] == [3_000]
+    assert (first.json["code"], first.json["refund"]["status"]) == (900, "pending")
+    assert ask(app, paid["pay_id"], {"amount": 7_001, "description": "退"}).json["code"] == 910  # it is held
+    assert balance_of(paid["expert_id"]) == 9_750 - 2_925  # and so is its share
+    assert refunds.reconcile_refunds(gateway)["settled"] == 0  # not while the request could still be running
+    assert Refund.get().pingpp_refund_id is None
+    with after_the_lease(settings):
+        refunds.reconcile_refunds(gateway)  # the worker finds it at Ping++ by its metadata
+    (made_id,) = fake_pingpp.refunds
+    (row,) = Refund.select()
+    assert (row.refund_id, row.pingpp_refund_id, row.status) == (first.json["refund"]["refund_id"], made_id, "pending")
+    assert balance_of(paid["expert_id"]) == 9_750 - 2_925
+
+
+def test_an_unclear_refund_ping_never_made_fails_gives_its_amount_back_and_is_announced(app, paid, fake_pingpp,
+                                                                                       gateway, settings):
+    fake_pingpp.fail_next(times=2)  # a 500 to the create (Ping++ did nothing, but 5xx says nothing sure), then the look-up
+    answer = ask(app, paid["pay_id"], {"amount": 3_000, "description": "退"}).json
+    assert (answer["code"], answer["refund"]["status"]) == (900, "pending")
+    assert balance_of(paid["expert_id"]) == 9_750 - 2_925
+    with after_the_lease(settings):
+        assert refunds.reconcile_refunds(gateway)["not_made"] == 1
+    (row,) = Refund.select()
+    assert (row.refund_id, row.status, row.pingpp_refund_id) == (answer["refund"]["refund_id"], "failed", None)
+    assert [n.type for n in Notification.select().where(Notification.subject_id == row.refund_id)] == ["refund.failed"]
+    assert fake_pingpp.refunds == {} and balance_of(paid["expert_id"]) == 9_750
+    assert ask(app, paid["pay_id"]).json["refund"]["amount"] == 10_000  # all of it is refundable again
+
+
+def test_ping_refusing_a_refund_is_920_and_nothing_is_kept(app, paid, fake_pingpp):
+    fake_pingpp.fail_next(status=400)
+    assert ask(app, paid["pay_id"], {"amount": 3_000, "description": "退"}).json["code"] == 920
+    assert Refund.select().count() == 0 and balance_of(paid["expert_id"]) == 9_750
+
+
+def test_the_reservation_outlasts_the_longest_request_and_no_create_starts_too_late(gateway, paid, fake_pingpp,
+                                                                                   settings):
+    """The longest request: a keyed retry of one that died, which looks its refund up, creates it (the
+    answer is lost) and looks it up again, each call as long as a call may take. The worker, passing
+    at every step, must not take the reservation for abandoned. (The production time-out: the clock
+    is moved, nobody waits.)"""
+    settings = dataclasses.replace(settings, pingpp_timeout=5.0)
+
+    def app_with(gateway_):
+        return webtest.TestApp(create_app(settings, gateway_, FileSms(settings.sms_file)))
+
+    call_s = gateway_module.call_seconds(settings.pingpp_timeout)
+    lease_s = refunds.lease_ms(settings.pingpp_timeout) / 1000
+    worker_saw = []
+
+    def slow(real):
+        def call(*args):
+            clock.shift(call_s)
+            worker_saw.append(refunds.reconcile_refunds(gateway))
+            return real(*args)
+        return call
+
+    def lost(create, request):
+        slow(create)(request)
+        raise GatewayError("answer lost")
+
+    def died(create, request):
+        raise RuntimeError("the request died before it asked Ping++")
+
+    def ask_with(gateway_, key, amount):
+        return ask(app_with(gateway_), paid["pay_id"], {"amount": amount, "description": "退"}, key=key)
+
+    with time_machine.travel(time.time(), tick=False) as clock:
+        assert ask_with(Scripted(gateway, create_refund=died), "r-1", 3_000).json["code"] == 999
+        scripted = Scripted(gateway, create_refund=lost, list_refunds=lambda real, charge_id: slow(real)(charge_id))
+        answer = ask_with(scripted, "r-1", 3_000)
+        assert answer.json["code"] == 900, answer.json
+        assert worker_saw == [{"settled": 0, "not_made": 0, "failed": 0}] * 3
+        (made,) = fake_pingpp.refunds.values()
+        assert Refund.get_by_id(answer.json["refund"]["refund_id"]).pingpp_refund_id == made["id"]
+        # A retry whose look-up took the whole lease sends no create (the worker may now judge it):
+        # pending, and the worker finds Ping++ never made it.
+        assert ask_with(Scripted(gateway, create_refund=died), "r-2", 1_000).json["code"] == 999
+        slow_listing = Scripted(gateway, list_refunds=lambda real, charge_id: (clock.shift(lease_s), real(charge_id))[1])
+        late = ask_with(slow_listing, "r-2", 1_000).json
+        assert (late["code"], late["refund"]["status"]) == (900, "pending") and len(fake_pingpp.refunds) == 1
+        assert refunds.reconcile_refunds(gateway)["not_made"] == 1
+        assert Refund.get_by_id(late["refund"]["refund_id"]).status == "failed"
+    assert balance_of(paid["expert_id"]) == 9_750 - 2_925
 
 
 def test_a_refund_made_on_the_ping_dashboard_is_applied_once(app, paid, fake_pingpp, send_event):
@@ -282,3 +388,19 @@ def test_a_refund_whose_reservation_the_worker_dropped_while_ping_made_it_is_boo
     (row,) = Refund.select()
     assert (row.refund_id, row.pingpp_refund_id, row.amount) == (answer.json["refund"]["refund_id"], made_id, 2_000)
     assert balance_of(paid["expert_id"]) == 9_750 - 1_950
+
+
+def test_a_retry_that_finds_ping_never_made_an_unclear_refund_fails_it_and_gives_its_share_back(paid, fake_pingpp,
+                                                                                               gateway, settings):
+    refund_id = ids.new_id()  # as derived from the order service's key
+    fake_pingpp.fail_next(times=2)  # a 500 to the create, then to the look-up: unclear
+    unclear = refunds.request_refund(gateway, paid["pay_id"], 3_000, "退", settings.pingpp_timeout, refund_id)
+    assert unclear.status == "pending" and balance_of(paid["expert_id"]) == 9_750 - 2_925
+    fake_pingpp.fail_next(status=400)  # the same request again (its first died before answering): refused
+    with pytest.raises(ApiError) as refused:
+        refunds.request_refund(gateway, paid["pay_id"], 3_000, "退", settings.pingpp_timeout, refund_id)
+    assert refused.value.code == 920
+    row = Refund.get_by_id(refund_id)
+    assert (row.status, row.pingpp_refund_id) == ("failed", None) and fake_pingpp.refunds == {}
+    assert balance_of(paid["expert_id"]) == 9_750
+    assert [n.type for n in Notification.select().where(Notification.subject_id == refund_id)] == ["refund.failed"]

@@ -1,8 +1,9 @@
 """A seeded simulation in the spirit of TigerBeetle's: random pays, payments, replays and races,
-partial refunds, withdrawals and transfer outcomes against the real gunicorn, with Ping++ (the
-sandbox) settling things in random order. After every step the books balance, every wallet
-equals its postings and no paid order has a payable pay; after the run, reconciling with Ping++
-finds nothing different.
+partial refunds (some with their answers lost, some with Ping++ unreachable afterwards too),
+withdrawals and transfer outcomes against the real gunicorn, worker passes on several "hosts" at
+once, with Ping++ (the sandbox) settling things in random order. After every step the books
+balance, every wallet equals its postings and no paid order has a payable pay; after the run,
+reconciling with Ping++ finds nothing different.
 
 A failing seed is printed; run it again with PAYAPI_SIMULATION_SEEDS=<seed>.
 """
@@ -11,15 +12,17 @@ import datetime
 import json
 import os
 import random
+import time
 
 import pytest
+import time_machine
 
-from payapi import books, reconciliation, worker
+from payapi import books, reconciliation, refunds, worker
 from payapi.models import Pay, Refund, Withdrawal
 from tests.conftest import SERVICE_KEY, event
 from tests.live_server import parallel
 
-SEEDS = [int(s) for s in os.environ.get("PAYAPI_SIMULATION_SEEDS", "11,23,37").split(",")]
+SEEDS = [int(s) for s in os.environ.get("PAYAPI_SIMULATION_SEEDS", "11,23,41").split(",")]
 STEPS = int(os.environ.get("PAYAPI_SIMULATION_STEPS", "45"))
 PASSWD = "e10adc3949ba59abbe56e057f20f883e"
 
@@ -34,6 +37,7 @@ class Simulation:
         self.settings, self.gateway = settings, gateway
         self.experts = [self._expert() for _ in range(3)]
         self.log = []
+        self.lost_refunds = 0
 
     def _expert(self):
         user = self.server.user()
@@ -107,6 +111,50 @@ class Simulation:
         ))
         assert all(a.code in (900, 910) for a in answers), answers
 
+    def lost_refund(self):
+        """A refund whose create answer is lost (and, sometimes, asking Ping++ about it fails too):
+        the order service is told 900 and retries with its key; Ping++ makes it once."""
+        pay = self.pick(list(Pay.select().where(Pay.status == "paid")))
+        if pay is None or refunds.refundable(pay) <= 0:
+            return
+        amount = self.rng.randint(1, refunds.refundable(pay))
+        unreachable = self.rng.random() < 0.5
+        key = f"sim-{self.rng.getrandbits(32)}"
+        before = len(self.sandbox.refunds)
+        self.sandbox.lose_next_response()
+        if unreachable:
+            self.sandbox.fail_next()
+
+        def ask():
+            return self.server.post(f"/internal/pays/{pay.pay_id}/refunds", {"amount": amount, "description": "sim lost"},
+                                    headers={"X-Service-Key": SERVICE_KEY, "Idempotency-Key": key})
+
+        try:
+            first = ask()
+        finally:
+            with self.sandbox.lock:
+                self.sandbox.failures.clear()
+        assert first.code == 900 and first.body["refund"]["status"] == "pending", first
+        assert ask().body == first.body  # the retry replays; nothing is made twice
+        assert len(self.sandbox.refunds) == before + 1
+        self.lost_refunds += 1
+
+    def workers_at_once(self):
+        """Three hosts' workers passing at the same moment."""
+
+        def one_pass(_):
+            try:
+                return worker.run_once(self.settings, self.gateway, notify=False)
+            finally:
+                self.server_db_close()
+
+        parallel(3, one_pass)
+
+    def server_db_close(self):
+        from payapi.db import db
+
+        db.close()
+
     def settle_refund(self):
         refund = self.pick([
             r for r in Refund.select().where(Refund.status == "pending", Refund.pingpp_refund_id.is_null(False))
@@ -144,8 +192,9 @@ class Simulation:
     def step(self):
         action = self.rng.choices(
             [self.create_pay, self.pay, self.report_cancel, self.refund, self.settle_refund, self.withdraw,
-             self.worker_pass, self.settle_transfer, self.pay_while_the_order_is_asked_for_again],
-            weights=[5, 5, 1, 3, 3, 2, 2, 2, 2],
+             self.worker_pass, self.settle_transfer, self.pay_while_the_order_is_asked_for_again, self.lost_refund,
+             self.workers_at_once],
+            weights=[5, 5, 1, 3, 3, 3, 2, 2, 2, 2, 1],
         )[0]
         self.log.append(action.__name__)
         action()
@@ -164,7 +213,18 @@ def test_the_books_balance_after_every_step_and_reconcile_clean(seed, live, data
         simulation.step()
         problems = books.check() + [f"pay {p} is payable on a paid order" for p in payable_pays_of_paid_orders()]
         assert problems == [], f"seed {seed}, step {number} ({simulation.log[-1]}): {problems}"
-    simulation.worker_pass()
+    for action in (simulation.lost_refund, simulation.workers_at_once):  # every seed has one of each
+        action()
+        problems = books.check() + [f"pay {p} is payable on a paid order" for p in payable_pays_of_paid_orders()]
+        assert problems == [], f"seed {seed}, {action.__name__} at the end: {problems}"
+    # Once no request can still be running, the worker settles every unclear refund.
+    unclear = Refund.select().where(Refund.status == "pending", Refund.pingpp_refund_id.is_null())
+    leases_over = max([r.check_after / 1000 for r in unclear] + [time.time()]) + 1  # the server's own time-out
+    with time_machine.travel(leases_over, tick=False):
+        simulation.worker_pass()
+    assert not Refund.select().where(Refund.status == "pending", Refund.pingpp_refund_id.is_null()).exists(), [
+        str(r.__data__) for r in Refund.select().where(Refund.status == "pending", Refund.pingpp_refund_id.is_null())]
+    assert books.check() == []
     today = datetime.datetime.now(settings.tz).date()
     row = reconciliation.reconcile(settings, gateway, today)
     assert json.loads(row.differences) == [], f"seed {seed}: {simulation.log}"
@@ -172,4 +232,4 @@ def test_the_books_balance_after_every_step_and_reconcile_clean(seed, live, data
     assert "Traceback" not in live.log(), live.log()[-3000:]
     # The run did what it set out to: money came in, went back and went out.
     assert Pay.select().where(Pay.status.in_(("paid", "refunded"))).exists()
-    assert Refund.select().exists() and Withdrawal.select().exists(), simulation.log
+    assert Refund.select().exists() and Withdrawal.select().exists(), " ".join(simulation.log)

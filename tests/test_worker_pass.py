@@ -158,7 +158,7 @@ def test_a_pass_that_fails_outright_does_not_keep_the_others_from_their_turn(
 
 
 def test_a_withdrawal_whose_payout_raises_is_set_aside_with_a_back_off(
-    experts_with_pending_withdrawals, gateway
+    experts_with_pending_withdrawals, gateway, fake_pingpp
 ):
     first, second = experts_with_pending_withdrawals(2)
 
@@ -172,8 +172,10 @@ def test_a_withdrawal_whose_payout_raises_is_set_aside_with_a_back_off(
         assert withdrawals.run_payouts(Poisoned()) == {"sent": 1, "failed": 1}
         assert Withdrawal.get_by_id(second).status == "processing"
         row = Withdrawal.get_by_id(first)
-        assert row.status == "pending" and row.lease_until > now_ms()
+        assert row.status == "pending" and row.retry_after > now_ms()
         assert withdrawals.run_payouts(gateway) == {"sent": 0, "failed": 0}  # still set aside
         clock.shift(61)
         assert withdrawals.run_payouts(gateway) == {"sent": 1, "failed": 0}
         assert Withdrawal.get_by_id(first).status == "processing"
+        # What the raising attempt did at Ping++ was unknown: the next one looked for a transfer first.
+        assert [r for r in fake_pingpp.requests if r[0] == "GET" and r[1] == "/v1/transfers"]

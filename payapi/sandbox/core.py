@@ -122,6 +122,7 @@ class Ledger:
         self._sequence = 0
         self.transfer_status = TRANSFER_PENDING  # the status a new transfer gets
         self.refund_status = REFUND_PENDING  # the status a new refund gets (Alipay settles later)
+        self.page_limit = None  # a cap on every list's page (tests of paging: a Ping++ that pages small)
 
     def clear(self):
         with self.lock:
@@ -131,6 +132,7 @@ class Ledger:
             self._order.clear()
             self.transfer_status = TRANSFER_PENDING
             self.refund_status = REFUND_PENDING
+            self.page_limit = None
 
     def _remember(self, obj):
         self._sequence += 1
@@ -195,7 +197,14 @@ class Ledger:
 
     def api_retrieve_charge(self, charge_id):
         with self.lock:
-            return copy.deepcopy(self.charge(charge_id))
+            return self._served(copy.deepcopy(self.charge(charge_id)))
+
+    def _served(self, charge):
+        """A charge as served: its refunds are the first page of their list, as Ping++ embeds them."""
+        embedded = charge.get("refunds")
+        if self.page_limit is not None and embedded and len(embedded["data"]) > self.page_limit:
+            embedded["data"], embedded["has_more"] = embedded["data"][:self.page_limit], True
+        return charge
 
     def api_list_charges(self, params):
         app_id = params.get("app[id]")
@@ -334,6 +343,8 @@ class Ledger:
         """Ping++'s list: newest first, `limit` (1-100, default 10), `starting_after` / `ending_before`
         (an object id, exclusive) and `created[gt|gte|lt|lte]` (Unix seconds)."""
         limit = _int_param(params, "limit", 1, 100, default=10)
+        if self.page_limit is not None:
+            limit = min(limit, self.page_limit)
         bounds = {op: _int_param(params, f"created[{op}]") for op in ("gt", "gte", "lt", "lte")}
         checks = {"gt": int.__gt__, "gte": int.__ge__, "lt": int.__lt__, "lte": int.__le__}
 
@@ -359,7 +370,10 @@ class Ledger:
                 data, has_more = rest[-limit:], len(rest) > limit
         else:
             data, has_more = ordered[:limit], len(ordered) > limit
-        return {"object": "list", "url": url, "has_more": has_more, "data": copy.deepcopy(data)}
+        data = copy.deepcopy(data)
+        if kind == "charge":
+            data = [self._served(charge) for charge in data]
+        return {"object": "list", "url": url, "has_more": has_more, "data": data}
 
     # --- controls: what the payer, Alipay and Ping++'s back office do ----------------------------
 

@@ -100,6 +100,15 @@ class Sandbox:
         self.ledger.refund_status = status
 
     @property
+    def page_limit(self):
+        """At most this many objects per list page, whatever `limit` asks (None: Ping++'s 1-100)."""
+        return self.ledger.page_limit
+
+    @page_limit.setter
+    def page_limit(self, limit):
+        self.ledger.page_limit = limit
+
+    @property
     def private_key(self):
         return self.signer.key
 
