@@ -50,10 +50,10 @@ BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
 from payapi.sandbox import Sandbox  # noqa: E402
-from tests import mariadb  # noqa: E402
+from tests.support import mariadb  # noqa: E402
 from tests.conftest import ACCOUNT, PASSWD, SERVICE_KEY, pay_request  # noqa: E402
-from tests.live_server import LiveServer, Trickler, expert, free_port  # noqa: E402
-from tests.receiver import Receiver  # noqa: E402
+from tests.support.live_server import LiveServer, Trickler, expert, free_port  # noqa: E402
+from tests.support.receiver import Receiver  # noqa: E402
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 WORKERS = 4

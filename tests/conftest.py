@@ -35,8 +35,8 @@ from payapi.sms import FileSms
 from payapi.sandbox import Sandbox
 from payapi.withdrawals import run_payouts
 from payapi.wsgi import gateway_from
-from tests import mariadb
-from tests.tls import make_certificates
+from tests.support import mariadb
+from tests.support.tls import make_certificates
 
 AUTH_SECRETS = ("test-auth-secret-0123456789abcdef0123456789", "test-auth-secret-before-rotation-0123456789")
 SERVICE_KEY = "test-service-key"
@@ -116,7 +116,7 @@ def _migrated(url):
 def live(request, database_url, fake_pingpp_server, pingpp_keys, tmp_path_factory):
     """The test module's own real gunicorn on the test database, as tests/live_server.py starts it;
     LIVE_SERVER in the module gives its options (workers, worker_connections, environment)."""
-    from tests.live_server import LiveServer
+    from tests.support.live_server import LiveServer
 
     _migrated(database_url)  # the real migrations, before any worker opens the database
     options = getattr(request.module, "LIVE_SERVER", {})

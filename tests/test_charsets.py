@@ -23,7 +23,7 @@ from payapi.models import Event, JournalEntry
 from payapi.sms import FileSms
 from payapi.wsgi import gateway_from
 from tests.conftest import SERVICE_KEY, assert_books_balance, event, pay_request, process_env, sign
-from tests.live_server import free_port, run_gunicorn
+from tests.support.live_server import free_port, run_gunicorn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMOJI_SUBJECT = "预约😀咨询"

@@ -15,7 +15,7 @@ import pytest
 from payapi.models import ClientReport, Event, Lockout, Pay, SmsCode, Wallet, Withdrawal
 from payapi.payments import RETRIEVE_INTERVAL_MS
 from tests.conftest import PASSWD, SERVICE_KEY, assert_books_balance, event, ledger_of
-from tests.live_server import expert, paid_charge, parallel
+from tests.support.live_server import expert, paid_charge, parallel
 
 
 # One connection at a time per worker: a worker busy with one request takes no other, so a burst

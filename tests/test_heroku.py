@@ -22,7 +22,7 @@ import requests
 from payapi.startup import NEEDS, SERVE, problems
 from payapi.config import Settings
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY
-from tests.live_server import free_port
+from tests.support.live_server import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

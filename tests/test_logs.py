@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tests.conftest import ACCOUNT, SERVICE_KEY, process_env, set_up_expert, withdraw
-from tests.live_server import ROOT, paid_charge
+from tests.support.live_server import ROOT, paid_charge
 
 PASSWD = "e10adc3949ba59abbe56e057f20f883e-log-test"
 NEW_PASSWD = "5f4dcc3b5aa765d61d8327deb882cf99-log-test"

@@ -6,8 +6,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from payapi import operators, worker
 from tests.conftest import SERVICE_KEY, basic
-from tests.live_server import LiveServer, parallel
-from tests.ops_helpers import console
+from tests.support.live_server import LiveServer, parallel
+from tests.support.operators import console
 
 
 def samples(text):

@@ -17,7 +17,7 @@ import time_machine
 from payapi import notifications, worker
 from payapi.models import Notification
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY, set_up_expert, transfer_object, withdraw
-from tests.receiver import Receiver
+from tests.support.receiver import Receiver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()

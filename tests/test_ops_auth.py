@@ -10,7 +10,7 @@ from payapi import operators, security
 from payapi.clock import now_ms
 from payapi.models import Lockout, OperatorSession
 from tests.conftest import OPERATOR_PASSWORD, SERVICE_KEY, basic
-from tests.ops_helpers import HTTPS, browser, console, cookie_header, csrf_of, log_in
+from tests.support.operators import HTTPS, browser, console, cookie_header, csrf_of, log_in
 
 ID = "576b69ae7ce1fd7004cc8281"
 MSG = "msg_576b69ae7ce1fd7004cc8282"

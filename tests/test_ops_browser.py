@@ -14,7 +14,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from payapi import operators
 from tests.conftest import OPERATOR_PASSWORD, balance, set_up_expert, withdraw, withdrawal
-from tests.live_server import LiveServer
+from tests.support.live_server import LiveServer
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -19,7 +19,7 @@ from pytest_mysql import factories
 from payapi.ids import new_id
 from payapi.models import Pay
 from tests.conftest import _migrated, assert_books_balance, assert_envelope, event
-from tests.live_server import ROOT, LiveServer, paid_charge, parallel
+from tests.support.live_server import ROOT, LiveServer, paid_charge, parallel
 
 GATEWAY_TIMEOUT = 2  # PINGPP_TIMEOUT for these servers, seconds
 HANG = 40  # how long the fake Ping++ hangs: past gunicorn's 30 s worker timeout

@@ -21,7 +21,7 @@ from payapi.ids import new_id
 from payapi.sandbox import Sandbox
 from payapi.sandbox.core import ControlError
 from payapi.sandbox.webhooks import Signer
-from tests.live_server import free_port
+from tests.support.live_server import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 API_KEY, APP_ID = "sk_test_sandbox", "app_sandbox"

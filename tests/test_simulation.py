@@ -16,7 +16,7 @@ import pytest
 from payapi import books, reconciliation, worker
 from payapi.models import Pay, Refund, Withdrawal
 from tests.conftest import SERVICE_KEY, event
-from tests.live_server import parallel
+from tests.support.live_server import parallel
 
 SEEDS = [int(s) for s in os.environ.get("PAYAPI_SIMULATION_SEEDS", "11,23,37").split(",")]
 STEPS = int(os.environ.get("PAYAPI_SIMULATION_STEPS", "45"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pymysql
 from pytest_mysql.executor import MySQLExecutor
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def start(base_directory, port, params):

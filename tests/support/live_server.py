@@ -24,7 +24,7 @@ from payapi.auth import Authenticator
 from payapi.ids import new_id
 from tests.conftest import ACCOUNT, AUTH_SECRETS, PASSWD, SERVICE_KEY, event, pay_request, sign
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 REQUEST_TIMEOUT = 20  # seconds, for every request a test makes
 
 
