@@ -51,7 +51,8 @@ sys.path.insert(0, str(ROOT))
 
 from payapi.sandbox import Sandbox  # noqa: E402
 from tests.support import mariadb  # noqa: E402
-from tests.conftest import ACCOUNT, PASSWD, SERVICE_KEY, pay_request  # noqa: E402
+from tests.support.config import SERVICE_KEY  # noqa: E402
+from tests.support.scenarios import ACCOUNT, PASSWD, pay_request  # noqa: E402
 from tests.support.live_server import LiveServer, Trickler, expert, free_port  # noqa: E402
 from tests.support.receiver import Receiver  # noqa: E402
 

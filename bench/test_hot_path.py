@@ -21,7 +21,7 @@ from payapi.db import db, ensure_connection
 from payapi.ids import new_id
 from payapi.models import Pay
 from payapi.resources import with_info
-from tests.conftest import AUTH_SECRETS
+from tests.support.config import AUTH_SECRETS
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from payapi.app import create_app
 from payapi.auth import LEEWAY_S, Authenticator
 from payapi.ids import new_id
 from payapi.sms import FileSms
-from tests.conftest import AUTH_SECRETS, assert_envelope
+from tests.support.config import AUTH_SECRETS
+from tests.support.scenarios import assert_envelope
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECK_INFO = "/rest/pay/checkInfo"

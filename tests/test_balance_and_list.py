@@ -7,14 +7,8 @@ import time_machine
 
 from payapi.clock import iso, now_ms
 from payapi.withdrawals import run_payouts
-from tests.conftest import (
-    ACCOUNT,
-    refresh_token,
-    set_account,
-    set_passwd,
-    set_up_expert,
-    transfer_object,
-    withdraw,
+from tests.support.scenarios import (
+    ACCOUNT, refresh_token, set_account, set_passwd, set_up_expert, transfer_object, withdraw,
     withdrawal,
 )
 

@@ -22,7 +22,10 @@ from payapi.ids import new_id
 from payapi.models import Event, JournalEntry
 from payapi.sms import FileSms
 from payapi.wsgi import gateway_from
-from tests.conftest import SERVICE_KEY, assert_books_balance, event, pay_request, process_env, sign
+from tests.support.config import SERVICE_KEY, process_env
+from tests.support.databases import assert_books_balance
+from tests.support.pingpp import event, sign
+from tests.support.scenarios import pay_request
 from tests.support.live_server import free_port, run_gunicorn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,7 @@ from payapi.models import ClientReport, Pay, Wallet
 from payapi.payments import REPORT_REPEAT_MS, REPORT_ROWS_PER_HOUR, RETRIEVE_INTERVAL_MS
 from payapi.sms import FileSms
 from payapi.wsgi import gateway_from
-from tests.conftest import balance_of, ledger_of, money_moved
+from tests.support.databases import balance_of, ledger_of, money_moved
 
 
 @pytest.fixture

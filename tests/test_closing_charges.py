@@ -11,7 +11,8 @@ from payapi import payments, refunds, worker
 from payapi.gateway import GatewayError
 from payapi.models import Notification, Pay, Refund
 from payapi.sandbox.core import ControlError
-from tests.conftest import balance_of, ledger_of, Scripted
+from tests.support.databases import balance_of, ledger_of
+from tests.support.pingpp import Scripted
 
 
 def reversed_at_ping(fake_pingpp, info):

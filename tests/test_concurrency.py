@@ -14,7 +14,10 @@ import pytest
 
 from payapi.models import ClientReport, Event, Lockout, Pay, SmsCode, Wallet, Withdrawal
 from payapi.payments import RETRIEVE_INTERVAL_MS
-from tests.conftest import PASSWD, SERVICE_KEY, assert_books_balance, event, ledger_of
+from tests.support.config import SERVICE_KEY
+from tests.support.databases import assert_books_balance, ledger_of
+from tests.support.pingpp import event
+from tests.support.scenarios import PASSWD
 from tests.support.live_server import expert, paid_charge, parallel
 
 

@@ -24,7 +24,7 @@ from payapi.config import Settings
 from payapi.db import DatabaseUrlError, bind, db, open_database
 from payapi.sms import FileSms
 from payapi.wsgi import gateway_from
-from tests.conftest import AUTH_SECRETS
+from tests.support.config import AUTH_SECRETS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER = "pay@pi"

@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from payapi.gateway import ChargeRequest, GatewayError, PingppGateway, TransferRequest, pingpp  # after its shims
-from tests.conftest import SERVICE_KEY, new_rsa_key, pay_request, private_pem
+from tests.support.config import SERVICE_KEY
+from tests.support.pingpp import new_rsa_key, private_pem
+from tests.support.scenarios import pay_request
 
 ACCOUNT_ID, ACCOUNT_NAME = "alipay-account@example.cn", "张三丰"
 

@@ -21,7 +21,7 @@ import requests
 
 from payapi.startup import NEEDS, SERVE, problems
 from payapi.config import Settings
-from tests.conftest import AUTH_SECRETS, SERVICE_KEY
+from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 from tests.support.live_server import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +60,7 @@ def test_app_json_asks_for_everything_production_refuses_to_start_without():
             env[name] = spec["value"]
         elif spec.get("required") or spec.get("generator") == "secret":
             env[name] = "x" * 64
-    from tests.conftest import new_rsa_key, public_pem
+    from tests.support.pingpp import new_rsa_key, public_pem
 
     env["PINGPP_PUBLIC_KEY"] = public_pem(new_rsa_key()).decode()
     assert problems(Settings.from_env(env), SERVE)[0] == []

@@ -9,7 +9,10 @@ import time_machine
 
 from payapi.gateway import GatewayError
 from payapi.models import IdempotencyKey, Pay, Refund, Withdrawal
-from tests.conftest import PASSWD, SERVICE_KEY, balance_of, pay_request, Scripted, set_up_expert
+from tests.support.config import SERVICE_KEY
+from tests.support.databases import balance_of
+from tests.support.pingpp import Scripted
+from tests.support.scenarios import PASSWD, pay_request, set_up_expert
 
 
 def service_post(app, path, body, key):

@@ -13,7 +13,7 @@ from payapi.clock import now_ms
 from payapi.config import Settings
 from payapi.models import HashingTurn, Lockout, Profile
 from payapi.sms import FileSms
-from tests.conftest import User
+from tests.support.scenarios import User
 
 DEFAULT_BURST = Settings().password_rate_burst
 

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ACCOUNT, SERVICE_KEY, process_env, set_up_expert, withdraw
+from tests.support.config import SERVICE_KEY, process_env
+from tests.support.scenarios import ACCOUNT, set_up_expert, withdraw
 from tests.support.live_server import ROOT, paid_charge
 
 PASSWD = "e10adc3949ba59abbe56e057f20f883e-log-test"

@@ -5,7 +5,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from payapi import operators, worker
-from tests.conftest import SERVICE_KEY, basic
+from tests.support.config import SERVICE_KEY
+from tests.support.operators import basic
 from tests.support.live_server import LiveServer, parallel
 from tests.support.operators import console
 
@@ -77,7 +78,7 @@ def test_webhook_outcomes_are_counted(app, pay_expert, make_user, send_event, fa
 
 
 def test_worker_passes_payouts_and_the_outbox_come_from_the_database(app, settings, gateway, make_user, pay_expert):
-    from tests.conftest import set_up_expert, withdraw
+    from tests.support.scenarios import set_up_expert, withdraw
 
     expert = set_up_expert(make_user())
     pay_expert(expert.id, 5_000)

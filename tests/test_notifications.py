@@ -16,7 +16,8 @@ import time_machine
 
 from payapi import notifications, worker
 from payapi.models import Notification
-from tests.conftest import AUTH_SECRETS, SERVICE_KEY, set_up_expert, transfer_object, withdraw
+from tests.support.config import AUTH_SECRETS, SERVICE_KEY
+from tests.support.scenarios import set_up_expert, transfer_object, withdraw
 from tests.support.receiver import Receiver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -23,7 +23,9 @@ from payapi.config import Settings
 from payapi.errors import ApiError
 from payapi.models import Pay, Profile
 from payapi.shapes import Body, Codec, Fen, Text
-from tests.conftest import AUTH_SECRETS, SERVICE_KEY, basic, sign
+from tests.support.config import AUTH_SECRETS, SERVICE_KEY
+from tests.support.operators import basic
+from tests.support.pingpp import sign
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # The ids the document's examples use: the seed's user and pay, so the examples phase reaches real rows.

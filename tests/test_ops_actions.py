@@ -13,7 +13,9 @@ from payapi import withdrawals as payouts
 from payapi.lifecycles import NotificationStatus
 from payapi.models import AuditEntry, Notification
 from payapi.notifications import resend
-from tests.conftest import OPERATOR_PASSWORD, balance, process_env, set_up_expert, withdraw, withdrawal
+from tests.support.config import process_env
+from tests.support.operators import OPERATOR_PASSWORD
+from tests.support.scenarios import balance, set_up_expert, withdraw, withdrawal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

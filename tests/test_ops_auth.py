@@ -9,7 +9,8 @@ import time_machine
 from payapi import operators, security
 from payapi.clock import now_ms
 from payapi.models import Lockout, OperatorSession
-from tests.conftest import OPERATOR_PASSWORD, SERVICE_KEY, basic
+from tests.support.config import SERVICE_KEY
+from tests.support.operators import OPERATOR_PASSWORD, basic
 from tests.support.operators import HTTPS, browser, console, cookie_header, csrf_of, log_in
 
 ID = "576b69ae7ce1fd7004cc8281"

@@ -13,7 +13,8 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from payapi import operators
-from tests.conftest import OPERATOR_PASSWORD, balance, set_up_expert, withdraw, withdrawal
+from tests.support.operators import OPERATOR_PASSWORD
+from tests.support.scenarios import balance, set_up_expert, withdraw, withdrawal
 from tests.support.live_server import LiveServer
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

@@ -8,7 +8,7 @@ import pytest
 
 from payapi.console import CSP, yuan
 from payapi.models import AuditEntry, OperatorSession
-from tests.conftest import balance, withdrawal
+from tests.support.scenarios import balance, withdrawal
 from tests.support.operators import browser, console, csrf_of
 
 PAGES = ["/ops", "/ops/pays", "/ops/notifications", "/ops/books", "/ops/audit", "/ops/stats"]

@@ -9,16 +9,10 @@ import pytest
 
 from payapi.models import Event
 from payapi.withdrawals import reconcile_transfers, run_payouts
-from tests.conftest import (
-    ACCOUNT,
-    balance,
-    ledger_of,
-    process_env,
-    set_account,
-    set_up_expert,
-    transfer_object,
-    withdraw,
-    withdrawal,
+from tests.support.config import process_env
+from tests.support.databases import ledger_of
+from tests.support.scenarios import (
+    ACCOUNT, balance, set_account, set_up_expert, transfer_object, withdraw, withdrawal,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

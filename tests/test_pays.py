@@ -12,7 +12,7 @@ import webtest
 from payapi.db import db
 from payapi.ids import new_id
 from payapi.models import Pay
-from tests.conftest import SERVICE_KEY
+from tests.support.config import SERVICE_KEY
 
 SEED_FIELDS = {
     "pay_id": str, "o_id": str, "note_id": str, "expert_id": str, "userID": str, "amount": int,

@@ -13,7 +13,8 @@ import pytest
 
 from payapi.config import DEVELOPMENT_SECRET, Settings
 from payapi.startup import MIGRATE, SERVE, TOKEN, problems
-from tests.conftest import AUTH_SECRETS, SERVICE_KEY, new_rsa_key, private_pem, public_pem
+from tests.support.config import AUTH_SECRETS, SERVICE_KEY
+from tests.support.pingpp import new_rsa_key, private_pem, public_pem
 from tests.support.live_server import free_port, run_gunicorn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,8 @@ import time_machine
 from payapi import payments
 from payapi.ids import new_id
 from payapi.models import JournalEntry, Notification, Pay, Wallet
-from tests.conftest import ledger_of, money_moved, process_env
+from tests.support.config import process_env
+from tests.support.databases import ledger_of, money_moved
 
 FEE_BPS = 250
 MINUTE = 60

@@ -12,7 +12,9 @@ import time_machine
 from payapi import reconciliation, withdrawals
 from payapi.gateway import ChargeRequest
 from payapi.models import Pay, Reconciliation, Withdrawal
-from tests.conftest import AUTH_SECRETS, SERVICE_KEY, balance_of, set_up_expert, withdraw
+from tests.support.config import AUTH_SECRETS, SERVICE_KEY
+from tests.support.databases import balance_of
+from tests.support.scenarios import set_up_expert, withdraw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHANGHAI = datetime.timezone(datetime.timedelta(hours=8))

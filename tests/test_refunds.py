@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 
 from payapi import refunds, wallet, worker
 from payapi.models import Pay, Refund
-from tests.conftest import SERVICE_KEY, balance_of, ledger_of, Scripted
+from tests.support.config import SERVICE_KEY
+from tests.support.databases import balance_of, ledger_of
+from tests.support.pingpp import Scripted
 
 FEE_BPS = 250
 

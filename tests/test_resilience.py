@@ -18,7 +18,9 @@ from pytest_mysql import factories
 
 from payapi.ids import new_id
 from payapi.models import Pay
-from tests.conftest import _migrated, assert_books_balance, assert_envelope, event
+from tests.support.databases import migrated as _migrated, assert_books_balance
+from tests.support.pingpp import event
+from tests.support.scenarios import assert_envelope
 from tests.support.live_server import ROOT, LiveServer, paid_charge, parallel
 
 GATEWAY_TIMEOUT = 2  # PINGPP_TIMEOUT for these servers, seconds

@@ -469,7 +469,8 @@ def live_app(database, settings, pingpp_keys):
 def test_the_sandbox_delivers_charge_succeeded_to_payapi_which_credits_the_expert(
     fake_pingpp, settings, live_app
 ):
-    from tests.conftest import pay_request, SERVICE_KEY
+    from tests.support.config import SERVICE_KEY
+    from tests.support.scenarios import pay_request
 
     created = requests.post(live_app + "/internal/pays", json=pay_request(amount=8000),
                             headers={"X-Service-Key": SERVICE_KEY}, timeout=10)
@@ -479,7 +480,7 @@ def test_the_sandbox_delivers_charge_succeeded_to_payapi_which_credits_the_exper
     fake_pingpp.mark_paid(info["charge"]["id"])
     record = fake_pingpp.wait_for_delivery(fake_pingpp.events[-1]["id"])
     assert (record["status"], json.loads(record["last_answer"])) == ("delivered", {"code": 900, "result": "applied"})
-    from tests.conftest import balance_of
+    from tests.support.databases import balance_of
 
     assert balance_of(info["expert_id"]) == 8000
 

@@ -15,7 +15,7 @@ import requests
 
 from payapi import serving
 from payapi.serving import COMPLETE, HEAD_TOO_LARGE, PARTIAL, TOO_LONG, request_state
-from tests.conftest import event
+from tests.support.pingpp import event
 from tests.support.live_server import Trickler, paid_charge, parallel
 
 # --- when a request has arrived --------------------------------------------------------------

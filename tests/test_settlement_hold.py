@@ -13,7 +13,8 @@ from payapi.clock import iso
 from payapi.db import db
 from payapi.gateway import refund_from
 from payapi.models import Pay, Refund, Wallet
-from tests.conftest import SERVICE_KEY, set_up_expert, withdraw
+from tests.support.config import SERVICE_KEY
+from tests.support.scenarios import set_up_expert, withdraw
 
 HOLD_S = 3
 

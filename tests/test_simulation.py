@@ -15,7 +15,8 @@ import pytest
 
 from payapi import books, reconciliation, worker
 from payapi.models import Pay, Refund, Withdrawal
-from tests.conftest import SERVICE_KEY, event
+from tests.support.config import SERVICE_KEY
+from tests.support.pingpp import event
 from tests.support.live_server import parallel
 
 SEEDS = [int(s) for s in os.environ.get("PAYAPI_SIMULATION_SEEDS", "11,23,37").split(",")]
@@ -72,7 +73,7 @@ class Simulation:
             payer = self.server.user()
             payer.id = pay.user_id
             from payapi.auth import Authenticator
-            from tests.conftest import AUTH_SECRETS
+            from tests.support.config import AUTH_SECRETS
 
             payer.headers["auth"] = Authenticator(AUTH_SECRETS).mint(pay.user_id)
             assert payer.post(f"/rest/pay/{pay.pay_id}/status", {"status": "cancel"}).code == 900

@@ -7,7 +7,7 @@ import jwt
 import pytest
 
 from payapi.models import Profile, SmsCode
-from tests.conftest import AUTH_SECRETS
+from tests.support.config import AUTH_SECRETS
 
 SMSCODE = "/rest/pay/smscode"
 WITHDRAW_INFO = "/rest/pay/withdrawInfo"

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from payapi.models import Event, Pay
-from tests.conftest import balance_of, event, sign
+from tests.support.databases import balance_of
+from tests.support.pingpp import event, sign
 
 
 def post_signed(app, pingpp_keys, raw):

@@ -12,7 +12,8 @@ from payapi.ids import new_id
 from payapi.models import Event, Pay
 from payapi.sms import FileSms
 from payapi.wsgi import gateway_from
-from tests.conftest import balance_of, event, ledger_of, money_moved, new_rsa_key, sign
+from tests.support.databases import balance_of, ledger_of, money_moved
+from tests.support.pingpp import event, new_rsa_key, sign
 
 
 @pytest.fixture

@@ -11,20 +11,10 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from payapi.app import create_app
 from payapi.clock import natural_month, now_ms
 from payapi.sms import FileSms
-from tests.conftest import (
-    ACCOUNT,
-    PASSWD,
-    balance,
-    ledger_of,
-    refresh_token,
-    set_account,
-    set_passwd,
-    set_up_expert,
-    transfer_object,
-    User,
-    withdraw,
-    withdrawal,
-    withdrawals_of,
+from tests.support.databases import ledger_of
+from tests.support.scenarios import (
+    ACCOUNT, PASSWD, balance, refresh_token, set_account, set_passwd, set_up_expert,
+    transfer_object, User, withdraw, withdrawal, withdrawals_of,
 )
 
 MALFORMED_AMOUNTS = [10.5, 100.0, "10.5", "-1", -1, " 100", "100 ", "+100", "1e3", 1e3, "", True, False, None, [1000], {"v": 1000}, "１０００", "0x64", "1_000"]

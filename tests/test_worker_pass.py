@@ -14,7 +14,8 @@ import time_machine
 from payapi import payments, withdrawals, worker
 from payapi.clock import now_ms
 from payapi.models import Pay, Withdrawal
-from tests.conftest import AUTH_SECRETS, SERVICE_KEY, set_up_expert, withdraw
+from tests.support.config import AUTH_SECRETS, SERVICE_KEY
+from tests.support.scenarios import set_up_expert, withdraw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

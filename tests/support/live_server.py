@@ -22,7 +22,9 @@ import requests
 
 from payapi.auth import Authenticator
 from payapi.ids import new_id
-from tests.conftest import ACCOUNT, AUTH_SECRETS, PASSWD, SERVICE_KEY, event, pay_request, sign
+from tests.support.config import AUTH_SECRETS, SERVICE_KEY
+from tests.support.pingpp import event, sign
+from tests.support.scenarios import ACCOUNT, PASSWD, pay_request
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 REQUEST_TIMEOUT = 20  # seconds, for every request a test makes

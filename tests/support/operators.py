@@ -1,10 +1,17 @@
-"""Helpers for the operators' tests: a console session in webtest, forms with their CSRF token."""
+"""Helpers for the operators' tests: Basic credentials, a console session in webtest, forms with their CSRF token."""
 
+import base64
 import re
 
 import webtest
 
-from tests.conftest import OPERATOR_PASSWORD
+OPERATOR_PASSWORD = "correct horse battery staple"
+
+
+def basic(name, password=OPERATOR_PASSWORD):
+    """An HTTP Basic Authorization header."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()}
+
 
 # webtest's cookie jar sends a Secure cookie only over https.
 HTTPS = {"wsgi.url_scheme": "https", "HTTP_HOST": "payapi.test"}
