@@ -24,7 +24,7 @@ from payapi.config import Settings
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 from tests.support.live_server import free_port
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def procfile():

@@ -15,7 +15,7 @@ from payapi.db import bind, open_database
 from payapi.ids import new_id
 from payapi.models import Refund, Wallet
 from tests.support.databases import ledger_of
-from tests.test_database import empty_database_url  # noqa: F401  (a fixture)
+from tests.api.test_database import empty_database_url  # noqa: F401  (a fixture)
 
 FEE_BPS = 250
 

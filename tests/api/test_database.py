@@ -13,7 +13,7 @@ from payapi.db import RowByKey, bind, db, is_mysql, transaction
 from payapi.ids import new_id
 from payapi.models import ALL_MODELS, Pay, Wallet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run_migrate(url):

@@ -16,7 +16,7 @@ from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 from tests.support.databases import balance_of
 from tests.support.scenarios import set_up_expert, withdraw
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHANGHAI = datetime.timezone(datetime.timedelta(hours=8))
 DAY = datetime.date(2026, 11, 20)
 NOON = datetime.datetime(2026, 11, 20, 12, 0, tzinfo=SHANGHAI).timestamp()

@@ -18,7 +18,7 @@ from payapi.sms import FileSms
 from tests.support.config import AUTH_SECRETS
 from tests.support.scenarios import assert_envelope
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECK_INFO = "/rest/pay/checkInfo"
 
 

@@ -17,7 +17,7 @@ from payapi.models import Pay, Withdrawal
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 from tests.support.scenarios import set_up_expert, withdraw
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture

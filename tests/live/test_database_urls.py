@@ -26,7 +26,7 @@ from payapi.sms import FileSms
 from payapi.wsgi import gateway_from
 from tests.support.config import AUTH_SECRETS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 USER = "pay@pi"
 PASSWORD = "p@ss/w:rd?#%&+ 密"  # every character a URL must encode, and one PyMySQL would send as latin-1
 DATABASE = "payapi_urls"

@@ -17,7 +17,7 @@ from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 from tests.support.pingpp import new_rsa_key, private_pem, public_pem
 from tests.support.live_server import free_port, run_gunicorn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STRONG = "s" * 32
 
 

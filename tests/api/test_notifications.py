@@ -20,7 +20,7 @@ from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 from tests.support.scenarios import set_up_expert, transfer_object, withdraw
 from tests.support.receiver import Receiver
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 

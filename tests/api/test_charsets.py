@@ -28,7 +28,7 @@ from tests.support.pingpp import event, sign
 from tests.support.scenarios import pay_request
 from tests.support.live_server import free_port, run_gunicorn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EMOJI_SUBJECT = "预约😀咨询"
 # MariaDB's binary NO PAD collation: 'abc' and 'abc ' differ too (utf8mb4_bin pads).
 MARIADB_COLLATION = "utf8mb4_nopad_bin"

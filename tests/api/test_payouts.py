@@ -15,7 +15,7 @@ from tests.support.scenarios import (
     ACCOUNT, balance, set_account, set_up_expert, transfer_object, withdraw, withdrawal,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def transfer_requests(fake, transfer_id):

@@ -17,7 +17,7 @@ from tests.support.config import process_env
 from tests.support.operators import OPERATOR_PASSWORD
 from tests.support.scenarios import balance, set_up_expert, withdraw, withdrawal
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.support.databases import ledger_of, money_moved
 
 FEE_BPS = 250
 MINUTE = 60
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def at(seconds_from_now):

@@ -23,7 +23,7 @@ from payapi.sandbox.core import ControlError
 from payapi.sandbox.webhooks import Signer
 from tests.support.live_server import free_port
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 API_KEY, APP_ID = "sk_test_sandbox", "app_sandbox"
 
 

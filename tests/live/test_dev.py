@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 STARTUP_TIMEOUT = 120  # seconds: migrate, a key pair, gunicorn and the worker on two busy cores
 
 
