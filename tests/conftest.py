@@ -7,22 +7,18 @@ in a temporary data directory on 127.0.0.1.
 
 import os
 import shutil
-import time
 
 import pytest
-import time_machine
 import webtest
 
 from payapi.app import create_app
 from payapi.db import bind, db
 from payapi.sandbox import Sandbox
 from payapi.sms import FileSms
-from payapi.withdrawals import run_payouts
 from payapi.wsgi import gateway_from
-from tests.support import databases, mariadb, scenarios
+from tests.support import databases, mariadb
 from tests.support.config import settings_for
 from tests.support.databases import mariadb_server as _mariadb_server  # noqa: F401  (pytest-mysql's fixture)
-from tests.support.operators import basic, OPERATOR_PASSWORD
 from tests.support.tls import make_certificates
 
 
@@ -121,103 +117,10 @@ def app(database, settings, gateway):
     return webtest.TestApp(create_app(settings, gateway, FileSms(settings.sms_file)))
 
 
-@pytest.fixture
-def app_with(database, settings):
-    """The app with another gateway (a Scripted one)."""
-    return lambda gateway: webtest.TestApp(create_app(settings, gateway, FileSms(settings.sms_file)))
-
-
-@pytest.fixture
-def make_user(app, settings):
-    return lambda phone="13800138000", user_id=None: scenarios.User(app, settings, phone=phone, user_id=user_id)
-
-
-@pytest.fixture
-def user(make_user):
-    return make_user()
-
-
-@pytest.fixture
-def send_event(app, pingpp_keys):
-    """POST a signed Ping++ event to the webhook: send(event_type, obj, event_id=None, body=None)."""
-    return lambda *args, **kwargs: scenarios.send_event(app, pingpp_keys[0], *args, **kwargs)
-
-
-@pytest.fixture
-def order_service(app):
-    """The app's order service: creates pays through /internal/pays (of another app with via=)."""
-    return lambda via=None, **fields: scenarios.create_pay(via or app, **fields)
-
-
-@pytest.fixture
-def pay_expert(app, fake_pingpp, pingpp_keys):
-    """Credit an expert: pay(expert_id, money) -> the pay's info."""
-    return lambda expert_id, money: scenarios.pay_expert(app, fake_pingpp, pingpp_keys[0], expert_id, money)
-
-
-@pytest.fixture
-def make_operator(database, settings):
-    """An operator account (bcrypt at the tests' cost); -> its Basic headers."""
-    from payapi import operators
-
-    def make(name="alice", password=OPERATOR_PASSWORD):
-        operators.add(name, password, settings.bcrypt_rounds)
-        return basic(name, password)
-
-    return make
-
-
-# What happens to a withdrawal: an expert with money, their pending withdrawal, Ping++'s transfer.
-
-@pytest.fixture
-def expert(make_user, pay_expert):
-    """An expert with a pay password, an account and 10,000 fen available."""
-    user = scenarios.set_up_expert(make_user())
-    pay_expert(user.id, 10_000)
-    return user
-
-
-@pytest.fixture
-def pending(expert):
-    """The id of the expert's pending withdrawal of 3,000 fen."""
-    response = scenarios.withdraw(expert, 3_000)
-    assert response.json["code"] == 900, response.json
-    return response.json["withdraw_id"]
-
-
-@pytest.fixture
-def processing(pending, gateway, fake_pingpp):
-    """(withdraw_id, transfer_id) of a withdrawal Ping++ accepted."""
-    assert run_payouts(gateway) == {"sent": 1, "failed": 0}
-    (transfer_id,) = fake_pingpp.transfers
-    return pending, transfer_id
-
-
-@pytest.fixture(scope="module")
-def live(request, database_url, fake_pingpp_server, pingpp_keys, tmp_path_factory):
-    """The test module's own real gunicorn on the test database, as tests/support/live_server.py starts
-    it; LIVE_SERVER in the module gives its options (workers, worker_connections, environment)."""
-    from tests.support.live_server import LiveServer
-
-    databases.migrated(database_url)  # the real migrations, before any worker opens the database
-    options = getattr(request.module, "LIVE_SERVER", {})
-    server = LiveServer(tmp_path_factory.mktemp("gunicorn"), database_url, fake_pingpp_server.url, pingpp_keys[1],
-                        **options)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server(live, database, fake_pingpp):
-    """The running gunicorn, a clean database bound in this process too, a reset Ping++ sandbox;
-    afterwards, nothing it logged was a traceback."""
-    yield live
-    assert "Traceback" not in live.log(), live.log()[-4000:]
-
-
-@pytest.fixture
-def clock():
-    """Time stopped where the test starts (time-machine): .shift(seconds) and .move_to(when) move it."""
-    with time_machine.travel(time.time(), tick=False) as traveller:
-        yield traveller
+def pytest_collection_modifyitems(config, items):
+    """The tier a test's folder names is its marker: `-m "not live and not browser"` is the quick loop."""
+    tests = config.rootpath / "tests"
+    for item in items:
+        for tier in ("live", "browser"):
+            if (tests / tier) in item.path.parents:
+                item.add_marker(tier)
