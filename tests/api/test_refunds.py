@@ -7,14 +7,11 @@ nothing more is debited when it succeeds; racing requests never refund more than
 import dataclasses
 import json
 import time
-import types
 
-import hypothesis
 import pytest
 import time_machine
-from hypothesis import strategies as st
 
-from payapi import refunds, wallet, worker
+from payapi import refunds, worker
 from payapi.models import Pay, Refund
 from tests.support.config import SERVICE_KEY
 from tests.support.databases import balance_of, ledger_of
@@ -186,33 +183,6 @@ def test_a_refund_after_others_failed_out_of_order_is_accepted_with_its_pro_rata
     answer = ask(app, paid["pay_id"], {"amount": 1, "description": "退"})
     assert answer.json["code"] == 900, answer.json  # its share is never more than its amount, nor below 0
     assert balance_of(paid["expert_id"]) == 9_750 - 2  # 3 fen stand refunded: 2.925 of the credit, rounded down
-
-
-@hypothesis.given(
-    money=st.integers(1, 10_000), fee_bps=st.integers(0, 10_000),
-    steps=st.lists(st.tuples(st.booleans(), st.integers(1, 10_000)), max_size=12),
-)
-def test_shares_stay_within_each_refund_and_those_standing_take_exactly_their_pro_rata_part(money, fee_bps, steps):
-    pay = types.SimpleNamespace(money=money, credited=wallet.credit_for(money, fee_bps), amount_refunded=0)
-    standing, taken = [], 0
-    for refund, n in steps:
-        if refund and pay.amount_refunded < money:
-            amount = 1 + n % (money - pay.amount_refunded)
-            share = wallet.refund_share(pay, amount)
-            standing.append(amount)
-            pay.amount_refunded += amount
-        elif not refund and standing:
-            amount = standing.pop(n % len(standing))  # Ping++ fails any of them, in any order
-            share = wallet.returned_share(pay, amount)
-            pay.amount_refunded -= amount
-            share = -share
-        else:
-            continue
-        assert 0 <= abs(share) <= amount
-        taken += share
-        assert taken == pay.credited * pay.amount_refunded // money
-    if pay.amount_refunded == money:
-        assert taken == pay.credited
 
 
 def test_a_pending_refund_is_asked_about_only_after_a_few_minutes(app, paid, fake_pingpp, gateway):
