@@ -1,4 +1,4 @@
-"""`GET /rest/pay/{pay_id}` in-process, whole and step by step: the README's "in-process" table.
+"""`GET /rest/pay/{pay_id}` in-process, whole and step by step: the "in-process" table of docs/performance.md.
 
     pytest bench/test_hot_path.py [--db sqlite,mariadb]
 

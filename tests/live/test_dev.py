@@ -1,5 +1,5 @@
-"""`python -m payapi dev` as a newcomer runs it: the README's walkthrough, pasted block by block into
-bash, gives the answers the README promises; Ctrl-C or SIGTERM leaves no process behind."""
+"""`python -m payapi dev` as a newcomer runs it: the walkthrough (docs/walkthrough.md), pasted block by
+block into bash, gives the answers it promises; Ctrl-C or SIGTERM leaves no process behind."""
 
 import json
 import os
@@ -18,9 +18,9 @@ STARTUP_TIMEOUT = 120  # seconds: migrate, a key pair, gunicorn and the worker o
 
 
 def walkthrough_blocks():
-    """The ```sh blocks between the README's walkthrough markers, in order."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("<!-- walkthrough")[1].split("<!-- /walkthrough -->")[0]
+    """The ```sh blocks between the walkthrough's markers, in order."""
+    text = (ROOT / "docs" / "walkthrough.md").read_text(encoding="utf-8")
+    section = text.split("<!-- walkthrough")[1].split("<!-- /walkthrough -->")[0]
     return re.findall(r"^```sh\n(.*?)^```$", section, flags=re.S | re.M)
 
 
@@ -81,7 +81,7 @@ class Dev:
         self.port = free_port_pair()
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
-        # The README says `python`: this interpreter. A script, not a symlink: a symlink to a venv's
+        # The walkthrough says `python`: this interpreter. A script, not a symlink: a symlink to a venv's
         # python outside the venv's bin/ loses the venv (and its packages) on Python 3.11+.
         (self.bin / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
         (self.bin / "python").chmod(0o755)
@@ -216,7 +216,7 @@ STEPS = [
 
 def test_the_readme_walkthrough_works_as_pasted_and_ctrl_c_stops_everything(dev):
     blocks = walkthrough_blocks()
-    assert len(blocks) == len(STEPS), "the README's walkthrough and this test's checks differ in steps"
+    assert len(blocks) == len(STEPS), "the walkthrough and this test's checks differ in steps"
     dev.wait_for("Ctrl-C stops everything.")
     env_file = (dev.dir / "payapi-dev.env").read_text()
     assert f"export PAYAPI=http://127.0.0.1:{dev.port}\n" in env_file
