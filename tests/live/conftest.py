@@ -1,8 +1,10 @@
 """The live tier's fixtures: a real gunicorn (several worker processes) per test module, on the
-test database and the Ping++ sandbox; see tests/support/live_server.py."""
+test database and the Ping++ sandbox; see tests/support/live_server.py. A test that also sets up
+users through the app in-process uses the API tier's `make_user` and `pay_expert`."""
 
 import pytest
 
+from tests.api.conftest import make_user, pay_expert  # noqa: F401  (the fixtures)
 from tests.support import databases
 from tests.support.live_server import LiveServer
 
