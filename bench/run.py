@@ -4,9 +4,9 @@
     python bench/run.py [--db sqlite,mariadb] [--seconds 4] [--rounds 3] [--writes 300] [--before 2bccfbe^]
     python bench/run.py --quick          # smoke run: 2 s, 1 round, 60 writes
 
-The servers are the test suite's (tests/live_server.py: `gunicorn -c gunicorn.conf.py` in
+The servers are the test suite's (tests/support/live_server.py: `gunicorn -c gunicorn.conf.py` in
 production mode, 4 workers, gunicorn's own 1000 connections per worker as the Procfile runs it),
-on a SQLite file or a MariaDB server started with pytest-mysql's executor (tests/mariadb.py), with
+on a SQLite file or a MariaDB server started with pytest-mysql's executor (tests/support/mariadb.py), with
 the Ping++ sandbox (payapi.sandbox) as Ping++. Per database:
 
 - `reads`: payapi as in production (BCRYPT_ROUNDS=12): the reads, the bcrypt route, starvation,
@@ -50,10 +50,11 @@ BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
 from payapi.sandbox import Sandbox  # noqa: E402
-from tests import mariadb  # noqa: E402
-from tests.conftest import ACCOUNT, PASSWD, SERVICE_KEY, pay_request  # noqa: E402
-from tests.live_server import LiveServer, Trickler, expert, free_port  # noqa: E402
-from tests.receiver import Receiver  # noqa: E402
+from tests.support import mariadb  # noqa: E402
+from tests.support.config import SERVICE_KEY  # noqa: E402
+from tests.support.scenarios import ACCOUNT, PASSWD, pay_request  # noqa: E402
+from tests.support.live_server import LiveServer, Trickler, expert, free_port  # noqa: E402
+from tests.support.receiver import Receiver  # noqa: E402
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 WORKERS = 4
@@ -383,7 +384,7 @@ def slow_clients(server, read, work, args, give_up_after=None):
 
 
 def dispatch(server, work, seconds):
-    """Messages/s the notification dispatcher delivers to a local receiver (tests/receiver.py, which verifies each)."""
+    """Messages/s the notification dispatcher delivers to a local receiver (tests/support/receiver.py, which verifies each)."""
     receiver = Receiver(NOTIFY_SECRET)
     env = dict(server.env, NOTIFY_URL=receiver.url, NOTIFY_SECRET=NOTIFY_SECRET)
     with open(work / "dispatch.log", "wb") as out:

@@ -1,4 +1,4 @@
-"""`GET /rest/pay/{pay_id}` in-process, whole and step by step: the README's "in-process" table.
+"""`GET /rest/pay/{pay_id}` in-process, whole and step by step: the "in-process" table of docs/performance.md.
 
     pytest bench/test_hot_path.py [--db sqlite,mariadb]
 
@@ -21,7 +21,7 @@ from payapi.db import db, ensure_connection
 from payapi.ids import new_id
 from payapi.models import Pay
 from payapi.resources import with_info
-from tests.conftest import AUTH_SECRETS
+from tests.support.config import AUTH_SECRETS
 
 
 @pytest.fixture

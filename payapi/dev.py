@@ -296,7 +296,7 @@ class Dev:
             f"  (the same as JSON: curl -u {v['OPS_USER']}:{v['OPS_PASSWORD']} {self.web_url}/ops/api/withdrawals)",
             "",
             f"Next, in another terminal in this directory: `. ./{ENV_FILE}` (these values as shell variables),",
-            "then follow the walkthrough in README.md, for instance:",
+            "then follow the walkthrough in docs/walkthrough.md, for instance:",
             '  curl -s -H "auth: $EXPERT_TOKEN" $PAYAPI/rest/pay/balance',
             "  python -m payapi sandbox list",
             "Ctrl-C stops everything.",

@@ -1,0 +1,207 @@
+"""The database layer: migrations, retried transactions, dropped connections, row lookups."""
+
+import json
+import os
+import subprocess
+import sys
+
+import peewee
+import pymysql
+import pytest
+
+from payapi.db import RowByKey, bind, db, is_mysql, transaction
+from payapi.ids import new_id
+from payapi.models import ALL_MODELS, Pay, Wallet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_migrate(url):
+    env = dict(os.environ, DATABASE_URL=url)
+    return subprocess.run(
+        [sys.executable, "-m", "payapi", "migrate"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_migrate_command_is_safe_to_run_twice(database, database_url):
+    # The session database was migrated by the fixtures; a release phase running again applies nothing.
+    again = run_migrate(database_url)
+    assert again.returncode == 0, again.stderr
+    assert "applied 0 migration(s)" in again.stdout
+
+
+def test_migrations_create_every_column_the_models_use(database):
+    for model in ALL_MODELS:
+        columns = {c.name for c in db.get_columns(model._meta.table_name)}
+        assert columns == {f.column_name for f in model._meta.sorted_fields}, model.__name__
+
+
+def all_migrations():
+    return sorted(name[:-3] for name in os.listdir(os.path.join(ROOT, "migrations")) if name[0].isdigit())
+
+
+@pytest.fixture
+def empty_database_url(db_backend, tmp_path, request):
+    """A database with no tables at all, on the backend under test."""
+    if db_backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh.db'}"
+    url = request.getfixturevalue("mariadb_url")
+    name = "payapi_fresh_" + new_id()[-8:]
+    admin = pymysql.connect(unix_socket=request.getfixturevalue("mariadb_proc").unixsocket, user="root")
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    admin.close()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def test_migrate_command_builds_an_empty_database_from_nothing(empty_database_url):
+    first = run_migrate(empty_database_url)
+    assert first.returncode == 0, first.stderr
+    names = all_migrations()
+    assert f"applied {len(names)} migration(s): {', '.join(names)}" in first.stdout
+
+
+def test_pay_info_migration_fills_in_pays_written_before_it(empty_database_url):
+    from peewee_migrate import Router
+
+    from payapi.__main__ import MIGRATIONS
+    from payapi.db import open_database
+    from payapi.views import pay_info_json
+
+    database = open_database(empty_database_url)
+    router = Router(database, migrate_dir=MIGRATIONS)
+    router.run("001_initial")
+    pay_id = new_id()
+    database.execute_sql(
+        "INSERT INTO pay (pay_id, type, o_id, note_id, expert_id, user_id, amount, money, currency, channel, subject, "
+        "description, charge, status, client_status, credited, amount_refunded, client_ip, platform, store, "
+        "created_at, updated_at) VALUES ({})".format(", ".join([database.param] * 22)),
+        (pay_id, "order", new_id(), "", new_id(), new_id(), 500, 400, "cny", "alipay", "旧的支付", "", '{"id": "ch_1"}',
+         "pending", "pending", 0, 0, "", "", "", 1_466_657_198_190, 1_466_657_198_190),
+    )
+    router.run()
+    bind(database)
+    try:
+        pay = Pay.get(Pay.pay_id == pay_id)
+        assert json.loads(pay.info) == json.loads(pay_info_json(pay))
+        assert json.loads(pay.info)["createdAt"] == "2016-06-23T04:46:38.190Z"
+    finally:
+        database.close()
+
+
+def test_hardening_migration_keeps_failures_as_times_and_old_reports_as_single_ones(empty_database_url):
+    from peewee_migrate import Router
+
+    from payapi.__main__ import MIGRATIONS
+    from payapi.db import open_database
+
+    database = open_database(empty_database_url)
+    router = Router(database, migrate_dir=MIGRATIONS)
+    router.run("002_pay_info")
+    counting, locked = new_id(), new_id()
+    database.execute_sql(
+        "INSERT INTO lockout (user_id, kind, failures, window_start, locked_until) VALUES ({0}), ({0})".format(
+            ", ".join([database.param] * 5)
+        ),
+        (counting, "passwd", 3, 1_466_657_198_190, 0, locked, "answers", 5, 1_466_657_000_000, 1_466_667_000_000),
+    )
+    database.execute_sql(
+        "INSERT INTO client_report (pay_id, user_id, status, client_ip, platform, store, created_at) "
+        "VALUES ({})".format(", ".join([database.param] * 7)),
+        (new_id(), counting, "success", "1.2.3.4", "ios", "AppStore", 1_466_657_198_190),
+    )
+    router.run()
+    try:
+        reports = database.execute_sql("SELECT status, times, created_at, last_at FROM client_report").fetchall()
+        assert [tuple(r) for r in reports] == [("success", 1, 1_466_657_198_190, 1_466_657_198_190)]
+        rows = database.execute_sql("SELECT user_id, failed_at, failures, locked_until FROM lockout").fetchall()
+        assert sorted(rows) == sorted([
+            (counting, "1466657198190,1466657198190,1466657198190", 3, 0),
+            (locked, ",".join(["1466657000000"] * 5), 5, 1_466_667_000_000),
+        ])
+        if isinstance(database, peewee.MySQLDatabase):
+            cursor = database.execute_sql(
+                "SELECT COLLATION_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'lockout' AND COLUMN_NAME = 'failed_at'"
+            )
+            # The table's binary NO PAD collation (003), which the new column inherits.
+            assert cursor.fetchone() == ("utf8mb4_nopad_bin",)
+    finally:
+        database.close()
+
+
+def test_transaction_runs_again_after_a_deadlock(database):
+    calls = []
+
+    @transaction
+    def credit_after_one_deadlock(user_id):
+        calls.append(1)
+        Wallet.insert(user_id=user_id, updated_at=0).execute()
+        if len(calls) == 1:
+            raise peewee.OperationalError(1213, "Deadlock found when trying to get lock; try restarting transaction")
+        return "done"
+
+    user_id = new_id()
+    assert credit_after_one_deadlock(user_id) == "done"
+    assert len(calls) == 2
+    # The first attempt's insert was rolled back, so exactly one row exists.
+    assert Wallet.select().where(Wallet.user_id == user_id).count() == 1
+
+
+def test_transaction_does_not_retry_other_errors(database):
+    calls = []
+
+    @transaction
+    def broken():
+        calls.append(1)
+        raise peewee.IntegrityError(1062, "Duplicate entry")
+
+    with pytest.raises(peewee.IntegrityError):
+        broken()
+    assert len(calls) == 1
+
+
+def test_row_by_key_reads_the_same_row_as_peewee(database):
+    pay_id = new_id()
+    Pay.create(
+        pay_id=pay_id, type="note", note_id=new_id(), expert_id=new_id(), user_id=new_id(), amount=1, money=1,
+        channel="wx", subject="问题", created_at=1_700_000_000_123, updated_at=1_700_000_000_456,
+    )
+    by_key = RowByKey(Pay, Pay.pay_id)
+    assert by_key(pay_id)._asdict() == Pay.get(Pay.pay_id == pay_id).__data__
+    assert by_key(new_id()) is None
+
+
+def test_a_row_by_key_is_read_only_and_cannot_be_saved(database):
+    pay_id = new_id()
+    Pay.create(
+        pay_id=pay_id, type="note", note_id=new_id(), expert_id=new_id(), user_id=new_id(), amount=1, money=1,
+        channel="wx", subject="问题", created_at=1, updated_at=1,
+    )
+    row = RowByKey(Pay, Pay.pay_id, columns=(Pay.user_id, Pay.info))(pay_id)
+    assert not hasattr(row, "save")
+    with pytest.raises(AttributeError):
+        row.user_id = new_id()
+
+
+def test_a_bulk_update_of_what_pay_info_is_made_of_is_refused(database):
+    pay_id = new_id()
+    Pay.create(
+        pay_id=pay_id, type="note", note_id=new_id(), expert_id=new_id(), user_id=new_id(), amount=1, money=1,
+        channel="wx", subject="问题", created_at=1, updated_at=1,
+    )
+    with pytest.raises(TypeError):
+        Pay.update(status="paid").where(Pay.pay_id == pay_id).execute()
+    assert Pay.update(check_after=5).where(Pay.pay_id == pay_id).execute() == 1  # not part of the info
+
+
+@pytest.mark.only_db("mariadb")  # only a server can drop a connection
+def test_a_connection_the_server_dropped_does_not_fail_the_next_request(app, database, mariadb_proc):
+    connection_id = db.execute_sql("SELECT CONNECTION_ID()").fetchone()[0]
+    admin = pymysql.connect(unix_socket=mariadb_proc.unixsocket, user="root")
+    with admin.cursor() as cur:
+        cur.execute(f"KILL {int(connection_id)}")
+    admin.close()
+    assert app.get("/healthz").json == {"code": 900, "db": "ok"}
+    assert db.execute_sql("SELECT CONNECTION_ID()").fetchone()[0] != connection_id
+    assert is_mysql()

@@ -1,0 +1,285 @@
+"""Notifications to the order service: an outbox row in the same transaction as each change,
+delivered by the worker per Standard Webhooks and verified here with the reference library."""
+
+import base64
+import dataclasses
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+import time_machine
+import webtest
+
+from payapi import notifications, worker
+from payapi.app import create_app
+from payapi.sms import FileSms
+from payapi.models import Notification
+from tests.support.config import AUTH_SECRETS, SERVICE_KEY
+from tests.support.scenarios import set_up_expert, transfer_object, withdraw
+from tests.support.receiver import Flood, Receiver, Trickle
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver(SECRET)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(settings, receiver):
+    return dataclasses.replace(settings, notify_url=receiver.url, notify_secret=SECRET)
+
+
+def deliver(settings, gateway):
+    return worker.run_once(settings, gateway)["notifications"]["attempted"]
+
+
+def messages(subject_id=None):
+    query = Notification.select().order_by(Notification.created_at, Notification.message_id)
+    if subject_id:
+        query = query.where(Notification.subject_id == subject_id)
+    return [(m.type, m.status) for m in query]
+
+
+# --- written with the change ---------------------------------------------------------------------
+
+def test_a_paid_pay_is_announced_and_the_receiver_verifies_it(pay_expert, receiver, settings, gateway):
+    paid = pay_expert("e" * 24, 10_000)
+    assert messages(paid["pay_id"]) == [("pay.paid", "pending")]
+    assert deliver(settings, gateway) == 1
+    (got,) = receiver.received
+    row = Notification.get(Notification.subject_id == paid["pay_id"])
+    assert got["id"] == row.message_id and row.status == "delivered" and row.delivered_at
+    pay = got["body"]["data"]["pay"]
+    assert got["body"]["type"] == "pay.paid"
+    assert (pay["pay_id"], pay["status"], pay["money"], pay["charge"]["paid"]) == (paid["pay_id"], "paid", 10_000, True)
+    assert got["body"]["timestamp"] == pay["updatedAt"]
+    assert receiver.refused == []
+    assert deliver(settings, gateway) == 0  # delivered once
+
+
+def test_with_no_notify_url_no_message_is_written(app, make_user, order_service, pay_expert, settings, gateway):
+    unset = dataclasses.replace(settings, notify_url="")
+    payer = make_user()
+    closed = order_service(userID=payer.id).json["info"]
+    with_url = pay_expert("e" * 24, 1_000)
+    assert messages(with_url["pay_id"]) == [("pay.paid", "pending")]
+    payer.app = webtest.TestApp(create_app(unset, gateway, FileSms(unset.sms_file)))
+    assert payer.post(f"/rest/pay/{closed['pay_id']}/status", {"status": "cancel"}).json["code"] == 900
+    assert messages(closed["pay_id"]) == []  # nothing would ever send it
+    assert "notifications" not in worker.run_once(unset, gateway)
+
+
+def test_every_kind_of_change_is_announced(app, make_user, order_service, pay_expert, fake_pingpp, send_event,
+                                           receiver, settings, gateway):
+    payer = make_user()
+    closed = order_service(userID=payer.id).json["info"]
+    payer.post(f"/rest/pay/{closed['pay_id']}/status", {"status": "cancel"})
+    paid = pay_expert("e" * 24, 10_000)
+    refunded = app.post(f"/internal/pays/{paid['pay_id']}/refunds", b'{"amount": 1000, "description": "x"}',
+                        headers={"X-Service-Key": SERVICE_KEY}, content_type="application/json").json["refund"]
+    (made_id,) = fake_pingpp.refunds
+    send_event("refund.succeeded", fake_pingpp.settle_refund(made_id, "succeeded"))
+    expert = set_up_expert(make_user(phone="13900000001"))
+    pay_expert(expert.id, 5_000)
+    ok = withdraw(expert, 1_000).json["withdraw_id"]
+    send_event("transfer.succeeded", transfer_object(ok, 1_000, status="paid"))
+    deliver(settings, gateway)
+    assert Counter(receiver.types()) == Counter(
+        {"pay.closed": 1, "pay.paid": 2, "refund.succeeded": 1, "withdrawal.succeeded": 1}
+    )
+    refund_message = next(m for m in receiver.received if m["body"]["type"] == "refund.succeeded")
+    assert refund_message["body"]["data"]["refund"]["refund_id"] == refunded["refund_id"]
+    assert refund_message["body"]["data"]["pay"]["pay_id"] == paid["pay_id"]
+    withdrawal = next(m for m in receiver.received if m["body"]["type"] == "withdrawal.succeeded")["body"]["data"]
+    assert (withdrawal["user_id"], withdrawal["withdrawal"]["withdraw_id"], withdrawal["withdrawal"]["status"]) == (
+        expert.id, ok, "succeeded"
+    )
+
+
+def test_a_failed_withdrawal_and_a_failed_refund_are_announced(app, make_user, pay_expert, fake_pingpp, send_event,
+                                                                 receiver, settings, gateway):
+    expert = set_up_expert(make_user())
+    paid = pay_expert(expert.id, 5_000)
+    withdraw_id = withdraw(expert, 1_000).json["withdraw_id"]
+    send_event("transfer.failed", transfer_object(withdraw_id, 1_000, status="failed"))
+    app.post(f"/internal/pays/{paid['pay_id']}/refunds", b'{"description": "x"}',
+             headers={"X-Service-Key": SERVICE_KEY}, content_type="application/json")
+    (made_id,) = fake_pingpp.refunds
+    fake_pingpp.settle_refund(made_id, "failed")
+    with time_machine.travel(time.time() + 301, tick=False):
+        worker.run_once(settings, gateway)
+    assert {"withdrawal.failed", "refund.failed"} <= set(receiver.types())
+
+
+# --- delivery ----------------------------------------------------------------------------------------
+
+def test_a_receiver_outage_is_retried_with_back_off_under_the_same_id(pay_expert, receiver, settings, gateway):
+    pay_expert("e" * 24, 10_000)
+    receiver.script = [500, 503, 500]
+    with time_machine.travel(time.time(), tick=False) as clock:
+        waits = []
+        for _ in range(3):
+            assert deliver(settings, gateway) == 1
+            (row,) = Notification.select()
+            waits.append(row.next_attempt_at - int(time.time() * 1000))
+            assert deliver(settings, gateway) == 0  # not before its time
+            clock.shift(waits[-1] / 1000)
+        assert waits == [5_000, 10_000, 20_000]
+        assert deliver(settings, gateway) == 1
+    ids = {message_id for message_id, _ in receiver.attempts}
+    assert len(ids) == 1 and [status for _, status in receiver.attempts] == [500, 503, 500, 200]
+    assert Notification.get().status == "delivered" and Notification.get().attempts == 4
+
+
+def test_after_24_hours_a_message_fails_and_an_operator_can_resend_it(pay_expert, receiver, settings, gateway):
+    pay_expert("e" * 24, 10_000)
+    receiver.script = [500] * 100
+    with time_machine.travel(time.time(), tick=False) as clock:
+        for _ in range(40):
+            if Notification.get().status != "pending":
+                break
+            deliver(settings, gateway)
+            clock.shift(3600)
+        row = Notification.get()
+        assert row.status == "failed" and 10 < row.attempts < 40
+        assert row.next_attempt_at - row.created_at <= 24 * 3600 * 1000 + 3600 * 1000
+        receiver.script = []
+        notifications.resend(row.message_id)
+        assert deliver(settings, gateway) == 1
+    assert Notification.get().status == "delivered"
+    assert receiver.received[-1]["id"] == row.message_id
+
+
+def test_a_hanging_receiver_does_not_hold_up_the_other_messages(pay_expert, receiver, settings, gateway):
+    first = pay_expert("e" * 24, 1_000)
+    hung = Notification.get(Notification.subject_id == first["pay_id"]).message_id
+    receiver.hang_ids[hung] = notifications.TIMEOUT_S + 1
+    for _ in range(5):
+        pay_expert("e" * 24, 1_000)
+    started = time.monotonic()
+    assert deliver(settings, gateway) == 6
+    assert time.monotonic() - started < notifications.TIMEOUT_S + 3
+    assert len(receiver.received) == 5 and hung not in {m["id"] for m in receiver.received}
+    assert Notification.get_by_id(hung).status == "pending"  # timed out: tried again later
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_bound_and_holds_up_no_one(pay_expert, receiver,
+                                                                                          settings, gateway):
+    first = pay_expert("e" * 24, 1_000)
+    slow = Notification.get(Notification.subject_id == first["pay_id"]).message_id
+    receiver.bodies[slow] = trickle = Trickle()  # 200 at once, then a byte every 0.2 s: each read is quick
+    others = [pay_expert("e" * 24, 1_000) for _ in range(5)]
+    started = time.monotonic()
+    assert deliver(settings, gateway) == 6
+    assert time.monotonic() - started < 3 * notifications.TIMEOUT_S  # the attempt as a whole is bounded
+    cut = Notification.get_by_id(slow)
+    assert (cut.status, cut.attempts, cut.delivered_at) == ("pending", 1, None)  # a failed attempt: tried again
+    assert trickle.sent < trickle.length
+    for info in others:
+        row = Notification.get(Notification.subject_id == info["pay_id"])
+        assert row.status == "delivered" and row.delivered_at < cut.updated_at  # not after the slow one
+
+
+def test_an_endless_answer_is_read_only_a_few_kilobytes_of(pay_expert, receiver, settings, gateway):
+    paid = pay_expert("e" * 24, 1_000)
+    message_id = Notification.get(Notification.subject_id == paid["pay_id"]).message_id
+    receiver.bodies[message_id] = flood = Flood()
+    assert deliver(settings, gateway) == 1
+    assert Notification.get_by_id(message_id).status == "delivered"  # its 2xx acknowledged it
+    assert flood.sent < flood.length // 10  # the rest was never read (what was sent sits in socket buffers)
+
+
+def test_a_slow_delivery_does_not_delay_messages_written_meanwhile(pay_expert, receiver, settings):
+    first = pay_expert("e" * 24, 1_000)
+    slow = Notification.get(Notification.subject_id == first["pay_id"]).message_id
+    receiver.bodies[slow] = Trickle()
+    dispatcher = notifications.Dispatcher(settings.notify_url, settings.notify_secret, poll_s=0.05)
+    stop = threading.Event()
+    running = threading.Thread(target=dispatcher.run_forever, args=(stop,))
+    running.start()
+    try:
+        deadline = time.monotonic() + 10
+        while slow not in receiver.arrived and time.monotonic() < deadline:
+            time.sleep(0.02)
+        later = pay_expert("e" * 24, 2_000)  # written while the slow one is being answered
+        message = Notification.get(Notification.subject_id == later["pay_id"])
+        deadline = time.monotonic() + 3 * notifications.TIMEOUT_S
+        while time.monotonic() < deadline and Notification.get_by_id(slow).attempts == 0:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        running.join(3 * notifications.TIMEOUT_S)
+    assert not running.is_alive()
+    cut, sent = Notification.get_by_id(slow), Notification.get_by_id(message.message_id)
+    assert (cut.status, cut.attempts) == ("pending", 1)
+    assert sent.status == "delivered" and sent.delivered_at < cut.updated_at
+
+
+# --- several workers, killed workers --------------------------------------------------------------------
+
+@pytest.fixture
+def worker_command(settings, fake_pingpp):
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url, "PINGPP_API_BASE": fake_pingpp.url,
+        "PINGPP_API_KEY": settings.pingpp_api_key, "PINGPP_APP_ID": settings.pingpp_app_id,
+        "PINGPP_PUBLIC_KEY_PATH": settings.pingpp_public_key_path, "AUTH_SECRET": ",".join(AUTH_SECRETS),
+        "SERVICE_KEY": SERVICE_KEY, "SMS_BACKEND": "file", "SMS_FILE": settings.sms_file,
+        "NOTIFY_URL": settings.notify_url, "NOTIFY_SECRET": settings.notify_secret, "SETTLEMENT_HOLD_SECONDS": "0",
+    }
+
+    def start(*args):
+        return subprocess.Popen([sys.executable, "-m", "payapi", "worker", *args], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    return start
+
+
+def test_two_workers_deliver_each_message_once(pay_expert, receiver, worker_command):
+    for _ in range(12):
+        pay_expert("e" * 24, 1_000)
+    workers = [worker_command("--once") for _ in range(2)]
+    for process in workers:
+        assert process.wait(timeout=60) == 0, process.stderr.read()[-2000:]
+    per_message = Counter(message_id for message_id, _ in receiver.attempts)
+    assert len(per_message) == 12 and set(per_message.values()) == {1}
+    assert {m.status for m in Notification.select()} == {"delivered"}
+
+
+def test_the_running_worker_sends_within_seconds_and_a_killed_one_loses_nothing(pay_expert, receiver, worker_command):
+    running = worker_command("--interval", "60")
+    try:
+        pay_expert("e" * 24, 1_000)
+        receiver.wait_for(1, timeout=10)  # the dispatcher, not the minute pass
+        paid = pay_expert("e" * 24, 2_000)
+        stuck = Notification.get(Notification.subject_id == paid["pay_id"]).message_id
+        receiver.hang_ids[stuck] = 30  # the receiver hangs on it: the worker is killed mid-delivery
+        deadline = time.monotonic() + 10
+        while stuck not in receiver.arrived and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stuck in receiver.arrived
+        os.killpg(running.pid, signal.SIGKILL)
+        running.wait(timeout=10)
+    finally:
+        if running.poll() is None:
+            os.killpg(running.pid, signal.SIGKILL)
+    receiver.hang_ids.clear()
+    restarted = worker_command("--interval", "60")
+    try:
+        messages_seen = receiver.wait_for(2, timeout=notifications.LEASE_MS / 1000 + 15)
+        assert stuck in {m["id"] for m in messages_seen}
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        assert restarted.wait(timeout=20) == 0
+    assert Notification.get_by_id(stuck).status == "delivered"
