@@ -305,6 +305,9 @@ class PingppGateway:
                 extra={"fields": {**fields, "error": type(exc).__name__, "ping_message": message, "ping_code": code,
                                   "http_status": getattr(exc, "http_status", None)}},
             )
+            from . import health  # the operators' health page shows Ping++'s last error
+
+            health.note_pingpp_error(f"{what}: {message}" + (f" ({code})" if code else ""))
             raise GatewayError(f"{what}: {type(exc).__name__}: {message}", code=code) from exc
 
     def create_charge(self, request: ChargeRequest) -> Charge:

@@ -448,6 +448,8 @@ class AuditInfo(msgspec.Struct, kw_only=True):
     before: dict[str, Any]
     after: dict[str, Any]
     created_at: Time = msgspec.field(name="createdAt")
+    outcome: Literal["performed", "refused"] = "performed"  # refused: Ping++'s answer refused it, nothing done
+    refusal: str = ""  # why it was refused
 
 
 class OpsPay(msgspec.Struct, kw_only=True):
