@@ -13,16 +13,14 @@ Everything is read from the database, which the worker (perhaps on another host)
 
 import datetime
 import logging
-from typing import Literal
 
-import msgspec
 from peewee import fn
 
 from .clock import iso, now_ms
 from .db import db
 from .lifecycles import NotificationStatus
 from .models import HealthNote, Notification, Reconciliation, WorkerPass
-from .shapes import Answer900, Day, Time
+from .shapes import OpsHealthAnswer, OutboxHealth, PassHealth, PingppHealth, ReconciliationHealth
 
 log = logging.getLogger(__name__)
 
@@ -33,37 +31,6 @@ STALE_PASS_MS = 5 * 60 * 1000
 OLD_WAITING_S = 10 * 60
 # Ping++'s last error is "recent" (worth a red line) for 15 minutes.
 RECENT_PINGPP_MS = 15 * 60 * 1000
-
-
-class PassHealth(msgspec.Struct, kw_only=True):
-    pass_: str = msgspec.field(name="pass")
-    last_run_at: Time | None
-    last_success_at: Time | None
-    failures_in_a_row: int
-
-
-class OutboxHealth(msgspec.Struct, kw_only=True):
-    waiting: int  # pending: not yet delivered
-    failing: int  # of which at least one attempt failed
-    oldest_waiting_s: int | None  # age of the oldest waiting message; null when none waits
-
-
-class ReconciliationHealth(msgspec.Struct, kw_only=True):
-    date: Day
-    status: Literal["clean", "healed", "different"]
-
-
-class PingppHealth(msgspec.Struct, kw_only=True):
-    last_error: str
-    at: Time
-
-
-class OpsHealthAnswer(Answer900, kw_only=True):
-    database: Literal["ok", "down"]
-    passes: list[PassHealth]
-    outbox: OutboxHealth
-    reconciliation: ReconciliationHealth | None
-    pingpp: PingppHealth | None
 
 
 def note_pingpp_error(message, at=None):

@@ -5,8 +5,6 @@ ops.py has the actions and the older reads; this module only reads, except recor
 """
 
 import urllib.parse
-from typing import Literal
-
 import msgspec
 
 from . import operators
@@ -16,7 +14,7 @@ from .db import transaction
 from .errors import NOT_FOUND, ApiError
 from .lifecycles import NotificationStatus, RefundStatus
 from .models import AuditEntry, Notification, Pay, Profile, Wallet, Withdrawal
-from .shapes import Answer900, Body, Id, LimitQuery, OpsNotification, Time, WithdrawalStatus
+from .shapes import OpsNotificationNow
 from .views import ops_notification
 
 FAILING, FAILED = "failing", "failed"
@@ -24,15 +22,6 @@ REFUSED = "refused"
 
 
 # --- withdrawals: any of them ------------------------------------------------------------------------
-
-class WithdrawalSearchQuery(LimitQuery):
-    """q: a withdraw_id or an expert's user id; status: one status only; before: a withdraw_id (older ones).
-    Without q and status: the withdrawals in flight, stuck ones first."""
-
-    q: Id | None = None
-    status: WithdrawalStatus | None = None
-    before: Id | None = None
-
 
 def search_withdrawals(q=None, status=None, limit=50, before=None):
     """Withdrawals (finished ones too) whose id or expert is q, of a status, newest first."""
@@ -109,21 +98,6 @@ def refunded(refunds):
 
 
 # --- notifications failing now --------------------------------------------------------------------------
-
-class NotificationsQuery(Body):
-    """failing: still to be delivered, after at least one failed attempt; failed: given up after 24 hours."""
-
-    state: Literal["failing", "failed"] = "failed"
-
-
-class OpsNotificationNow(OpsNotification, kw_only=True):
-    next_attempt_at: Time | None  # failing ones: when it is tried again
-    target: str  # the host it is sent to (NOTIFY_URL's)
-
-
-class OpsNotificationsNowAnswer(Answer900, kw_only=True):
-    list: list[OpsNotificationNow]
-
 
 def failing_notifications(limit=200):
     """Pending messages whose last attempt failed: the oldest first (the longest the order service has

@@ -6,14 +6,17 @@ from .console import Page, page_id
 from .errors import ApiError, invalid
 from .openapi import operation
 from .resources import OPERATOR_ERRORS, ForOperators
-from .shapes import OpsWithdrawalsAnswer, WithdrawalStatus
+from .shapes import (
+    NotificationsQuery, OpsHealthAnswer, OpsNotificationsNowAnswer, OpsWithdrawalsAnswer, WithdrawalSearchQuery,
+    WithdrawalStatus,
+)
 
 
 # --- JSON (HTTP Basic) ----------------------------------------------------------------------------------
 
 class OpsHealth(ForOperators):
     @operation(id="opsHealth", summary="Health at a glance: worker passes, the outbox, the last reconciliation, "
-               "the database, Ping++'s last error (operators).", tag="operators", answer=health.OpsHealthAnswer,
+               "the database, Ping++'s last error (operators).", tag="operators", answer=OpsHealthAnswer,
                errors=OPERATOR_ERRORS,
                description="`passes`: each kind of worker pass, when it last ran and last succeeded (null: never) "
                "and how many times in a row it failed outright. `outbox`: notifications waiting, of which failing "
@@ -27,7 +30,7 @@ class OpsHealth(ForOperators):
 class OpsWithdrawals(ForOperators):
     @operation(id="opsListWithdrawals", summary="Any withdrawal by its id or its expert's user id, finished ones "
                "too; without q and status, those in flight, stuck ones first (operators).", tag="operators",
-               query=oncall.WithdrawalSearchQuery, answer=OpsWithdrawalsAnswer, errors={**OPERATOR_ERRORS, 404: None},
+               query=WithdrawalSearchQuery, answer=OpsWithdrawalsAnswer, errors={**OPERATOR_ERRORS, 404: None},
                description="`q`: a withdraw_id or an expert's user id; `status`: one status; newest first, `limit` "
                "per page; `before`: a withdraw_id from the previous page (one that does not exist is 911).")
     def on_get(self, req, resp, query):
@@ -41,14 +44,14 @@ class OpsWithdrawals(ForOperators):
 class OpsNotifications(ForOperators):
     @operation(id="opsFailedNotifications", summary="Notifications to the order service failing now (`failing`: "
                "still to be delivered after a failed attempt) or given up after 24 hours (`failed`, the default).",
-               tag="operators", query=oncall.NotificationsQuery, answer=oncall.OpsNotificationsNowAnswer,
+               tag="operators", query=NotificationsQuery, answer=OpsNotificationsNowAnswer,
                errors=OPERATOR_ERRORS,
                description="`failing` lists a message as soon as an attempt fails, oldest first, with its next "
                "attempt (`next_attempt_at`), the host it is sent to (`target`) and the last error; `failed`: "
                "newest first.")
     def on_get(self, req, resp, query):
         url = self.settings.notify_url if self.settings else None
-        resp.media = oncall.OpsNotificationsNowAnswer(
+        resp.media = OpsNotificationsNowAnswer(
             list=[oncall.notification_now(n, url) for n in oncall.notifications(query.state)])
 
 
