@@ -267,3 +267,13 @@ def test_a_performed_action_says_so(app, alice, expert, pending):
              content_type="application/json")
     (entry,) = app.get("/ops/api/audit", headers=alice).json["list"]
     assert (entry["outcome"], entry["refusal"]) == ("performed", "")
+
+
+def test_a_notifications_pass_of_worker_once_going_old_is_no_alarm(app, operator_console, receiver, settings,
+                                                                     gateway):
+    worker.run_once(settings, gateway)  # `worker --once` delivers notifications as a pass of its own
+    assert WorkerPass.get_by_id("notifications").runs == 1
+    with time_machine.travel(time.time() + 6 * 60):
+        worker.run_once(settings, gateway, notify=False)  # the running worker: its dispatcher is a thread
+        page = operator_console.get("/ops/health")
+    assert "一切正常" in page.text, re.findall(r"<li>(.*?)</li>", page.text)
