@@ -4,7 +4,7 @@ import falcon
 import falcon.media
 import msgspec
 
-from . import console as c, notifications, openapi, ops, resources as r
+from . import console as c, notifications, oncall_web as oc, openapi, ops, resources as r
 from .auth import Authenticator
 from .middleware import HeaderAuth, RequestLog, install_error_handlers
 from .operators import BasicLogins
@@ -35,18 +35,21 @@ def routes(settings, gateway, sms_backend, codec, console):
         ("/healthz", r.Health()),
         ("/metrics", r.Metrics()),
         # Operators: JSON for scripts (HTTP Basic) ...
-        ("/ops/api/withdrawals", r.OpsWithdrawals()),
+        ("/ops/api/health", oc.OpsHealth()),
+        ("/ops/api/withdrawals", oc.OpsWithdrawals(codec)),
         ("/ops/api/withdrawals/{withdraw_id}/retry", r.OpsWithdrawalRetry(codec, gateway)),
         ("/ops/api/withdrawals/{withdraw_id}/fail", r.OpsWithdrawalFail(codec, gateway)),
         ("/ops/api/pays", r.OpsPays(codec)),
-        ("/ops/api/notifications", r.OpsNotifications()),
+        ("/ops/api/notifications", oc.OpsNotifications(codec, settings=settings)),
         ("/ops/api/notifications/{message_id}/resend", r.OpsNotificationResend(codec)),
         ("/ops/api/audit", r.OpsAudit(codec)),
         ("/ops/api/trial-balance", r.OpsTrialBalance()),
         ("/ops/api/reconciliations", r.OpsReconciliations(codec)),
         ("/ops/api/stats", r.OpsVolumes(settings=settings)),
         # ... and the console (HTML, a session cookie; not in the OpenAPI document).
-        ("/ops", c.Withdrawals(console)),
+        ("/ops", oc.Withdrawals(console)),
+        ("/ops/health", oc.HealthPage(console)),
+        ("/ops/experts/{user_id}", oc.Expert(console)),
         ("/ops/login", c.Login(console)),
         ("/ops/logout", c.Logout(console)),
         ("/ops/withdrawals/{withdraw_id}", c.Withdrawal(console)),

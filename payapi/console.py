@@ -96,6 +96,10 @@ class Console:
         resp.content_type = "text/html; charset=utf-8"
         for name, value in SECURITY_HEADERS.items():
             resp.set_header(name, value)
+        if session:  # every page's header: red when something is wrong, failing notifications counted
+            from .oncall_web import header_status
+
+            context = {**header_status(req), **context}
         resp.text = self.env.get_template(template).render(
             operator=session.identity.name if session else None, csrf=session.csrf if session else "",
             timezone=self.settings.timezone, **context,
@@ -209,12 +213,6 @@ class Logout(Page):
 
 # --- withdrawals ----------------------------------------------------------------------------------------
 
-class Withdrawals(Page):
-    def on_get(self, req, resp):
-        rows = [ops.withdrawal_view(w) for w in ops.withdrawals_in_flight()]
-        self.console.render(req, resp, "withdrawals.html", withdrawals=rows, tab="withdrawals")
-
-
 class Withdrawal(Page):
     def on_get(self, req, resp, withdraw_id):
         try:
@@ -279,7 +277,9 @@ class Pay(Page):
             history = ops.pay_history(page_id(pay_id, "支付 id"))
         except ApiError as error:
             return self.failed(req, resp, error)
-        self.console.render(req, resp, "pay.html", tab="pays", **history)
+        from .oncall import refunded
+
+        self.console.render(req, resp, "pay.html", tab="pays", refunded=refunded(history["refunds"]), **history)
 
 
 # --- notifications ----------------------------------------------------------------------------------
@@ -289,8 +289,12 @@ class Notifications(Page):
         self.show(req, resp, done=req.get_param("done"))
 
     def show(self, req, resp, status=200, error=None, target=None, done=None):
+        from . import oncall
+
+        url = self.console.settings.notify_url
         self.console.render(req, resp, "notifications.html", status=status, error=error, target=target,
-                            done=done if done and is_id(done) else None,
+                            done=done if done and is_id(done) else None, target_host=oncall.target_host(url),
+                            failing=[oncall.notification_now(n, url) for n in oncall.failing_notifications()],
                             notifications=ops.failed_notifications(), tab="notifications")
 
 
@@ -312,7 +316,11 @@ class NotificationResend(Page):
 class Books(Page):
     def on_get(self, req, resp):
         rows = Reconciliation.select().order_by(Reconciliation.created_at.desc()).limit(30)
-        self.console.render(req, resp, "books.html", totals=books.trial_balance(),
+        from .oncall import name_accounts
+
+        totals = books.trial_balance()
+        totals["accounts"] = name_accounts(totals["accounts"])
+        self.console.render(req, resp, "books.html", totals=totals,
                             reconciliations=[reconciliation_info(r) for r in rows], tab="books")
 
 

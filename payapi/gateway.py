@@ -314,6 +314,9 @@ class PingppGateway:
                 extra={"fields": {**fields, "error": type(exc).__name__, "ping_message": message, "ping_code": code,
                                   "http_status": getattr(exc, "http_status", None)}},
             )
+            from . import health  # the operators' health page shows Ping++'s last error
+
+            health.note_pingpp_error(f"{what}: {message}" + (f" ({code})" if code else ""))
             status = getattr(exc, "http_status", None)
             refused = isinstance(exc, pingpp.error.PingppError) and isinstance(status, int) and 400 <= status < 500
             raise GatewayError(f"{what}: {type(exc).__name__}: {message}", code=code, certain=refused) from exc

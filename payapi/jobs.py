@@ -58,6 +58,7 @@ def record_pass(name, started_ms, ms, summary):
     failed = "error" in summary
     row.runs += 1
     row.failures += int(failed)
+    row.failures_in_a_row = row.failures_in_a_row + 1 if failed else 0
     row.last_started_at = started_ms
     if not failed:
         row.last_success_at = started_ms

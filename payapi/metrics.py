@@ -20,6 +20,7 @@ from peewee import fn
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from . import health
 from .lifecycles import NotificationStatus
 from .models import Notification, Withdrawal, WorkerPass
 
@@ -110,6 +111,7 @@ class DatabaseCollector:
             for outcome, count in sorted(json.loads(row.counts or "{}").items()):
                 items.add_metric([row.name, outcome], count)
         yield from (runs, failures, items, seconds, success)
+        yield from health.metric_families()  # what the operators' health page shows, for alerts
 
 
 _database = DatabaseCollector()

@@ -403,6 +403,8 @@ class AuditEntry(BaseModel):
     before = LongTextField()  # the record's state before, JSON
     after = LongTextField()  # and after
     created_at = pw.BigIntegerField(index=True)
+    outcome = pw.CharField(16, default="performed")  # or refused: Ping++'s answer refused it (nothing done)
+    refusal = pw.CharField(255, default="")  # why it was refused
 
 
 class WorkerPass(BaseModel):
@@ -416,10 +418,19 @@ class WorkerPass(BaseModel):
     last_ms = pw.FloatField(default=0)
     counts = LongTextField()  # cumulative counts by outcome, JSON {"sent": 12, "failed": 1}
     updated_at = pw.BigIntegerField()
+    failures_in_a_row = pw.IntegerField(default=0)  # since its last success
+
+
+class HealthNote(BaseModel):
+    """The last trouble of something worth showing on the health page (`pingpp`: Ping++'s last error)."""
+
+    name = pw.CharField(32, primary_key=True)
+    detail = pw.CharField(255, default="")
+    at = pw.BigIntegerField()
 
 
 ALL_MODELS = [
     Profile, Lockout, HashingTurn, SmsCode, Pay, OrderLock, ClientReport, Wallet, JournalEntry, Posting, StatementLine,
     Refund, Notification, IdempotencyKey, Withdrawal, Event, Reconciliation, Operator, OperatorSession, AuditEntry, WorkerPass,
-    DailyClaim,
+    DailyClaim, HealthNote,
 ]

@@ -128,6 +128,19 @@ def _fail_unsent(withdraw_id, lease, who, reason, before):
 
 
 def _fail_by_transfer(before, transfer, who, reason):
+    try:
+        return _fail_if_transfer_failed(before, transfer, who, reason)
+    except ApiError as refused:
+        if refused.code == NOT_ALLOWED:  # Ping++'s answer refused it: audited too, with why
+            from . import oncall
+
+            after = Withdrawal.get_by_id(before.withdraw_id)
+            oncall.record_refusal(who, FAIL, before.withdraw_id, reason, withdrawal_state(before),
+                                  withdrawal_state(after), refused.msg)
+        raise
+
+
+def _fail_if_transfer_failed(before, transfer, who, reason):
     outcome = withdrawals.TRANSFER_OUTCOMES.get(transfer.status)
     if outcome == FAILED:
         return _apply_failed_transfer(before, transfer, who, reason)

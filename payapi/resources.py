@@ -23,8 +23,8 @@ from .models import Reconciliation
 from .shapes import (
     AccountAnswer, AccountTotal, AuditAnswer, AuditQuery, BalanceAnswer, BillsAnswer, BillsQuery, BillsSummaryAnswer,
     BillsSummaryQuery, CheckInfoAnswer, DayVolume, Done,
-    FailRequest, HealthAnswer, LimitQuery, NewPayRequest, OpsNotificationAnswer, OpsNotificationsAnswer, OpsPaysAnswer,
-    OpsWithdrawalAnswer, OpsWithdrawalsAnswer, PasswdRequest, PayAnswer, PaySearchQuery, QuestionRequest,
+    FailRequest, HealthAnswer, LimitQuery, NewPayRequest, OpsNotificationAnswer, OpsPaysAnswer,
+    OpsWithdrawalAnswer, PasswdRequest, PayAnswer, PaySearchQuery, QuestionRequest,
     ReasonRequest, ReconciliationsAnswer, RefundAnswer, RefundRequest, RefundsAnswer, SmsCodeRequest, StatusAnswer,
     StatusReport, TrialBalanceAnswer, VolumesAnswer, WebhookAnswer, WithdrawAnswer, WithdrawInfoRequest,
     WithdrawRequest, WithdrawsAnswer, WithdrawsQuery, WithdrawAccount,
@@ -378,13 +378,6 @@ class ForOperators:
         self.codec, self.gateway, self.settings = codec, gateway, settings
 
 
-class OpsWithdrawals(ForOperators):
-    @operation(id="opsListWithdrawals", summary="Withdrawals in flight, stuck ones first (operators).",
-               tag="operators", answer=OpsWithdrawalsAnswer, errors=OPERATOR_ERRORS)
-    def on_get(self, req, resp):
-        resp.media = OpsWithdrawalsAnswer(list=[ops.withdrawal_view(w) for w in ops.withdrawals_in_flight()])
-
-
 class OpsWithdrawalRetry(ForOperators):
     @operation(id="opsRetryWithdrawal", summary="Try a pending payout now (audited).", tag="operators",
                body=ReasonRequest, answer=OpsWithdrawalAnswer, example={"reason": "Alipay account fixed"},
@@ -418,13 +411,6 @@ class OpsPays(ForOperators):
                tag="operators", query=PaySearchQuery, answer=OpsPaysAnswer, errors=OPERATOR_ERRORS)
     def on_get(self, req, resp, query):
         resp.media = OpsPaysAnswer(list=[ops_pay(p) for p in ops.search_pays(query.q)])
-
-
-class OpsNotifications(ForOperators):
-    @operation(id="opsFailedNotifications", summary="Notifications to the order service that failed (24 hours "
-               "without a 2xx), newest first.", tag="operators", answer=OpsNotificationsAnswer, errors=OPERATOR_ERRORS)
-    def on_get(self, req, resp):
-        resp.media = OpsNotificationsAnswer(list=[ops_notification(n) for n in ops.failed_notifications()])
 
 
 class OpsNotificationResend(ForOperators):

@@ -504,6 +504,8 @@ class AuditInfo(msgspec.Struct, kw_only=True):
     before: dict[str, Any]
     after: dict[str, Any]
     created_at: Time = msgspec.field(name="createdAt")
+    outcome: Literal["performed", "refused"] = "performed"  # refused: Ping++'s answer refused it, nothing done
+    refusal: str = ""  # why it was refused
 
 
 class OpsPay(msgspec.Struct, kw_only=True):
@@ -732,3 +734,60 @@ class Codec:
             return {"type": "string", "pattern": ID_PATTERN, "description": "24 lowercase hex characters.",
                     "examples": ["576b69ae7ce1fd7004cc8280"]}
         raise NotImplementedError(f"no schema for {tp}")
+
+
+# --- operators on call (/ops/api/health, the withdrawal search, notifications failing now) ----------
+
+class WithdrawalSearchQuery(LimitQuery):
+    """q: a withdraw_id or an expert's user id; status: one status only; before: a withdraw_id (older ones).
+    Without q and status: the withdrawals in flight, stuck ones first."""
+
+    q: Id | None = None
+    status: WithdrawalStatus | None = None
+    before: Id | None = None
+
+
+class PassHealth(msgspec.Struct, kw_only=True):
+    pass_: str = msgspec.field(name="pass")
+    last_run_at: Time | None
+    last_success_at: Time | None
+    failures_in_a_row: int
+
+
+class OutboxHealth(msgspec.Struct, kw_only=True):
+    waiting: int  # pending: not yet delivered
+    failing: int  # of which at least one attempt failed
+    oldest_waiting_s: int | None  # age of the oldest waiting message; null when none waits
+
+
+class ReconciliationHealth(msgspec.Struct, kw_only=True):
+    date: Day
+    status: Literal["clean", "healed", "different"]
+
+
+class PingppHealth(msgspec.Struct, kw_only=True):
+    last_error: str
+    at: Time
+
+
+class OpsHealthAnswer(Answer900, kw_only=True):
+    database: Literal["ok", "down"]
+    passes: list[PassHealth]
+    outbox: OutboxHealth
+    reconciliation: ReconciliationHealth | None
+    pingpp: PingppHealth | None
+
+
+class NotificationsQuery(Body):
+    """failing: still to be delivered, after at least one failed attempt; failed: given up after 24 hours."""
+
+    state: Literal["failing", "failed"] = "failed"
+
+
+class OpsNotificationNow(OpsNotification, kw_only=True):
+    next_attempt_at: Time | None  # failing ones: when it is tried again
+    target: str  # the host it is sent to (NOTIFY_URL's)
+
+
+class OpsNotificationsNowAnswer(Answer900, kw_only=True):
+    list: list[OpsNotificationNow]

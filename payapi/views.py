@@ -83,7 +83,7 @@ def audit_info(entry):
     return AuditInfo(
         audit_id=entry.audit_id, operator=entry.operator, action=entry.action, target=entry.target,
         reason=entry.reason, before=json.loads(entry.before), after=json.loads(entry.after),
-        created_at=iso(entry.created_at),
+        created_at=iso(entry.created_at), outcome=entry.outcome, refusal=entry.refusal,
     )
 
 

@@ -123,7 +123,8 @@ def test_fail_is_refused_while_the_transfer_is_in_flight_at_ping(app, alice, exp
     withdraw_id, _ = processing
     answer = fail(app, withdraw_id, alice)
     assert answer.status_int == 403 and answer.json["code"] == 910 and "处理中" in answer.json["msg"]
-    assert withdrawal(withdraw_id).status == "processing" and balance(expert) == 7_000 and audit_rows() == []
+    assert withdrawal(withdraw_id).status == "processing" and balance(expert) == 7_000
+    assert [(a.outcome, "处理中" in a.refusal) for a in audit_rows()] == [("refused", True)]  # audited as refused
 
 
 def test_fail_after_ping_says_the_transfer_failed(app, alice, expert, processing, fake_pingpp):
@@ -144,7 +145,8 @@ def test_fail_of_a_pending_withdrawal_whose_transfer_ping_paid_applies_it_and_re
     fake_pingpp.settle_transfer(transfer_id, "succeeded")
     answer = fail(app, pending, alice)
     assert answer.status_int == 403 and answer.json["code"] == 910 and "已支付" in answer.json["msg"]
-    assert withdrawal(pending).status == "succeeded" and balance(expert) == 7_000 and audit_rows() == []
+    assert withdrawal(pending).status == "succeeded" and balance(expert) == 7_000
+    assert [(a.outcome, "已支付" in a.refusal) for a in audit_rows()] == [("refused", True)]  # audited as refused
 
 
 def test_fail_of_a_pending_withdrawal_whose_lost_transfer_failed(app, alice, expert, pending, gateway, fake_pingpp):
