@@ -2,8 +2,6 @@
 too (Charge.reverse, retried by the worker), and a second paid pay for one order is refunded in
 full automatically."""
 
-import base64
-import dataclasses
 import time
 
 import pytest
@@ -15,13 +13,6 @@ from payapi.models import Notification, Pay, Refund
 from payapi.sandbox.core import ControlError
 from tests.support.databases import balance_of, ledger_of
 from tests.support.pingpp import Scripted
-
-
-@pytest.fixture
-def settings(settings):
-    """With a NOTIFY_URL, as the outbox is written only then (nothing listens there: no test here delivers)."""
-    return dataclasses.replace(settings, notify_url="http://127.0.0.1:9/payapi-notifications",
-                               notify_secret="whsec_" + base64.b64encode(b"n" * 32).decode())
 
 
 def reversed_at_ping(fake_pingpp, info):

@@ -19,9 +19,9 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 from payapi import console, openapi, operators, resources
 from payapi.app import create_app
 from payapi.config import Settings
-from payapi.errors import HTTP_STATUS, INVALID, UNEXPECTED, ApiError
+from payapi.errors import HTTP_STATUS, INVALID, UNEXPECTED
 from payapi.models import Lockout, Pay, Profile
-from payapi.shapes import Body, Codec, Fen, Text
+from payapi.shapes import Body
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 from tests.support.operators import basic
 from tests.support.pingpp import sign

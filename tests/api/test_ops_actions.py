@@ -1,8 +1,6 @@
 """What operators do through /ops/api (and the commands): retry a payout now, fail a withdrawal Ping++
 never paid, resend a notification; each one's preconditions and its audit row; the JSON reads."""
 
-import base64
-import dataclasses
 import getpass
 import json
 import time
@@ -21,13 +19,6 @@ from tests.support.operators import OPERATOR_PASSWORD
 from tests.support.scenarios import balance, set_up_expert, withdraw, withdrawal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture
-def settings(settings):
-    """With a NOTIFY_URL, as the outbox is written only then (nothing listens there: no test here delivers)."""
-    return dataclasses.replace(settings, notify_url="http://127.0.0.1:9/payapi-notifications",
-                               notify_secret="whsec_" + base64.b64encode(b"n" * 32).decode())
 
 
 @pytest.fixture

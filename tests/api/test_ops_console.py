@@ -2,8 +2,6 @@
 that refuse a missing CSRF token or confirmation (shown again with the error, nothing changed), hostile
 input escaped or refused, never a 5xx."""
 
-import base64
-import dataclasses
 import re
 
 import pytest
@@ -14,13 +12,6 @@ from tests.support.scenarios import balance, withdrawal
 from tests.support.operators import browser, console, csrf_of
 
 PAGES = ["/ops", "/ops/pays", "/ops/notifications", "/ops/books", "/ops/audit", "/ops/stats"]
-
-
-@pytest.fixture
-def settings(settings):
-    """With a NOTIFY_URL, as the outbox is written only then (nothing listens there: no test here delivers)."""
-    return dataclasses.replace(settings, notify_url="http://127.0.0.1:9/payapi-notifications",
-                               notify_secret="whsec_" + base64.b64encode(b"n" * 32).decode())
 
 
 @pytest.fixture

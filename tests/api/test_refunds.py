@@ -11,9 +11,8 @@ import time
 import pytest
 import time_machine
 import webtest
-from hypothesis import strategies as st
 
-from payapi import ids, refunds, wallet, worker
+from payapi import ids, refunds, worker
 from payapi.errors import ApiError
 from payapi import gateway as gateway_module
 from payapi.app import create_app

@@ -1,6 +1,7 @@
 """The tests' settings: secrets, the service key, fast bcrypt, the sandbox as Ping++; and the
 environment a payapi process (command, worker, gunicorn) gets for the same settings."""
 
+import base64
 import os
 
 from payapi.config import Settings
@@ -25,6 +26,10 @@ def settings_for(database_url, pingpp_url, public_key_path, sms_file):
         bcrypt_rounds=4,
         settlement_hold_seconds=0,  # tests of the hold set their own
         password_rate_burst=1000,  # tests of the rate set their own (tests/api/test_load_shedding.py)
+        # The outbox is written only with a NOTIFY_URL; nothing listens here (tests that deliver
+        # point it at their own receiver).
+        notify_url="http://127.0.0.1:9/payapi-notifications",
+        notify_secret="whsec_" + base64.b64encode(b"n" * 32).decode(),
     )
 
 
