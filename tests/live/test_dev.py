@@ -254,7 +254,7 @@ def test_sigterm_while_starting_stops_what_was_started(dev):
     assert "Traceback" not in dev.terminal() and "Ctrl-C stops everything." not in dev.terminal()
 
 
-def test_dev_passes_the_environment_through_except_what_it_sets_and_the_readme_says_which(monkeypatch, tmp_path):
+def test_dev_passes_the_environment_through_except_what_it_sets_and_the_walkthrough_says_which(monkeypatch, tmp_path):
     from payapi.dev import Dev as DevCommand
 
     passed = {"NOTIFY_URL": "http://127.0.0.1:9/hook", "NOTIFY_SECRET": "whsec_" + "a" * 32,
@@ -269,6 +269,6 @@ def test_dev_passes_the_environment_through_except_what_it_sets_and_the_readme_s
     assert env["DATABASE_URL"].startswith("sqlite:///") and "JAWSDB_URL" not in env and "PINGPP_PRIVATE_KEY" not in env
     assert (env["PAYAPI_ENV"], env["PINGPP_API_KEY"], env["SMS_BACKEND"]) == ("development", "sk_test_payapi_dev", "aliyun")
     assert env["ALIYUN_ACCESS_KEY_SECRET"] != "a-real-account" and "TENCENT_SECRET_KEY" not in env
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    intro = readme.split("## Walkthrough")[1].split("Paste these")[0]
+    walkthrough = (ROOT / "docs" / "walkthrough.md").read_text(encoding="utf-8")
+    intro = walkthrough.split("## Walkthrough")[1].split("Paste these")[0]
     assert "NOTIFY_URL" in intro and "NOTIFY_SECRET" in intro and "nothing else is" not in intro

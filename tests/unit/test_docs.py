@@ -1,5 +1,6 @@
 """The documentation keeps up with the code: the README stays a landing page whose links lead
-somewhere, and docs/routes.md lists exactly the app's routes (the console's HTML pages as one row)."""
+somewhere, and docs/routes.md lists exactly the app's routes (the console's HTML pages as one row; HEAD,
+which every GET route answers, as its GET)."""
 
 import re
 from pathlib import Path
@@ -31,16 +32,28 @@ def documented_routes():
     return routes
 
 
-def app_routes():
-    """{(method, path)} the app routes, the console's HTML pages as (None, "/ops")."""
+def served_methods():
+    """{path: {method}} of the app's routes (falcon's own responders for the rest left out)."""
     app = create_app(Settings(auth_secrets=AUTH_SECRETS, service_key=SERVICE_KEY), None, None)
+    return {route.path: {m.method for m in route.methods if not m.internal}
+            for route in falcon.inspect.inspect_routes(app)}
+
+
+def app_routes():
+    """{(method, path)} the app routes, the console's HTML pages as (None, "/ops"), HEAD folded into GET."""
     routes = set()
-    for route in falcon.inspect.inspect_routes(app):
-        if route.path == "/ops" or (route.path.startswith("/ops/") and not route.path.startswith("/ops/api/")):
+    for path, methods in served_methods().items():
+        if path == "/ops" or (path.startswith("/ops/") and not path.startswith("/ops/api/")):
             routes.add((None, "/ops"))
             continue
-        routes.update((m.method, route.path) for m in route.methods if not m.internal)
+        routes.update((method, path) for method in methods if not (method == "HEAD" and "GET" in methods))
     return routes
+
+
+def test_every_get_route_answers_head_as_the_routes_table_says():
+    assert "also answers `HEAD`" in (ROOT / "docs" / "routes.md").read_text(encoding="utf-8")
+    served = served_methods()
+    assert [path for path, methods in served.items() if "GET" in methods and "HEAD" not in methods] == []
 
 
 def test_the_routes_table_lists_exactly_the_routes_the_app_serves():
