@@ -14,7 +14,7 @@ import peewee
 from playhouse.db_url import connect
 from playhouse.shortcuts import ReconnectMixin
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("payapi.db")
 
 db = peewee.DatabaseProxy()
 

@@ -13,7 +13,7 @@ from .gateway import charge_from, refund_from, transfer_from
 from .lifecycles import Outcome, WithdrawalStatus
 from .models import Event
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("payapi.events")
 
 event_seen = RowByKey(Event, Event.event_id, columns=(Event.event_id,))  # not the payload
 

@@ -103,7 +103,7 @@ def read_key(value, path):
     return ""
 
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("payapi.gateway")
 
 # Channels a pay may use (Ping++'s names); `extra` is passed through for those that need it.
 CHANNELS = frozenset(

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from .lifecycles import NotificationStatus
 from .models import Notification, Withdrawal, WorkerPass
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("payapi.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})

@@ -29,7 +29,7 @@ from .models import Notification, Pay, Refund, Withdrawal
 from .shapes import PayNotice, PayNoticeData, WithdrawalNotice, WithdrawalNoticeData
 from .views import pay_info, refund_info, withdrawal_info
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("payapi.notifications")
 
 FIRST_RETRY_MS = 5_000
 MAX_RETRY_MS = 3600_000

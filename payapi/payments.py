@@ -17,7 +17,7 @@ from .ids import new_id
 from .lifecycles import PAY, AppReport, Outcome, PayStatus
 from .models import ClientReport, Pay
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("payapi.payments")
 
 PENDING, PAID, CANCEL, FAIL, REFUNDED = (
     PayStatus.PENDING, PayStatus.PAID, PayStatus.CANCEL, PayStatus.FAIL, PayStatus.REFUNDED,

@@ -18,7 +18,7 @@ from .ids import new_id
 from .lifecycles import Outcome, PayStatus, RefundStatus, WithdrawalStatus
 from .models import Pay, Reconciliation, Refund, Withdrawal
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("payapi.reconciliation")
 
 CLEAN, HEALED, DIFFERENT = "clean", "healed", "different"
 PAID_STATUSES = (PayStatus.PAID, PayStatus.REFUNDED)

@@ -23,7 +23,7 @@ from .ids import is_id, new_id
 from .lifecycles import PAY, REFUND, Outcome, PayStatus, RefundStatus
 from .models import Pay, Refund
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("payapi.refunds")
 
 ORDER_SERVICE, DUPLICATE, PINGPP = "order_service", "duplicate", "pingpp"
 DUPLICATE_REASON = "duplicate payment"

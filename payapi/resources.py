@@ -29,7 +29,7 @@ from .shapes import (
 from .validate import MAX_WEBHOOK_BODY, read_body
 from .views import audit_info, ops_notification, ops_pay, reconciliation_info, refund_info, withdrawal_info
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("payapi.resources")
 
 PASSWORD_LOCK = "Five wrong pay passwords within any 3 hours (withdraw, passwd and question together) lock for 3 hours."
 

@@ -20,7 +20,7 @@ from .db import RowByKey, for_update, lock_row, transaction
 from .errors import NOT_ALLOWED, SECRET_REJECTED, ApiError, locked
 from .models import HashingTurn, Lockout, Profile
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("payapi.security")
 
 PASSWD = "passwd"
 ANSWERS = "answers"

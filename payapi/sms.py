@@ -13,7 +13,7 @@ from .db import for_update, lock_row, transaction
 from .errors import NOT_ALLOWED, PROVIDER_FAILED, SECRET_REJECTED, ApiError, locked
 from .models import Profile, SmsCode
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("payapi.sms")
 
 WITHDRAW_INFO = "withdrawInfo"
 PURPOSES = (WITHDRAW_INFO,)

@@ -15,7 +15,7 @@ from .lifecycles import WITHDRAWAL, Outcome, WithdrawalStatus
 from .models import Withdrawal
 from .shapes import BalanceInfo
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("payapi.withdrawals")
 
 PENDING, PROCESSING = WithdrawalStatus.PENDING, WithdrawalStatus.PROCESSING
 SUCCEEDED, FAILED = WithdrawalStatus.SUCCEEDED, WithdrawalStatus.FAILED
