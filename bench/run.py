@@ -762,7 +762,7 @@ def main(argv=None):
         "machine": {"nproc": os.cpu_count(), "cpu_model": model, "loadavg_at_start": os.getloadavg(),
                     "python": sys.version.split()[0]},
         **{k: getattr(args, k) for k in ("seconds", "rounds", "writes", "threads", "connections", "write_connections")},
-        "worker_class": os.environ.get("GUNICORN_WORKER_CLASS", "payapi.serving.BufferingThreadWorker (config default)"),
+        "worker_class": os.environ.get("GUNICORN_WORKER_CLASS", "payapi.http.serving.BufferingThreadWorker (config default)"),
     }
     if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
         log(f"load average {os.getloadavg()[0]:.2f} before starting: numbers will be noisy")

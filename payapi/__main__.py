@@ -7,9 +7,9 @@ import json
 import os
 import sys
 
-from . import startup
-from .clock import iso
-from .db import bind, open_database
+from payapi import startup
+from payapi.domain.clock import iso
+from payapi.infra.db import bind, open_database
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 
@@ -24,8 +24,8 @@ def migrate(settings):
 
 
 def token(settings, args):
-    from .auth import Authenticator, usable_phone
-    from .ids import is_id
+    from payapi.http.auth import Authenticator, usable_phone
+    from payapi.domain.ids import is_id
 
     if not is_id(args.user_id):
         sys.exit("USER_ID must be 24 lowercase hex characters")
@@ -35,8 +35,8 @@ def token(settings, args):
 
 
 def worker(settings, args):
-    from . import worker as worker_module
-    from .wsgi import gateway_from
+    from payapi import worker as worker_module
+    from payapi.wsgi import gateway_from
 
     database = bind(open_database(settings.database_url))
     startup.check_tables("worker", settings, database)
@@ -59,11 +59,11 @@ def print_audited(record, entry):
 
 
 def withdrawals_command(settings, args):
-    from . import operators, ops
-    from .errors import ApiError
-    from .models import Withdrawal
-    from .withdrawals import PENDING, PROCESSING
-    from .wsgi import gateway_from
+    from payapi.backoffice import operators, actions as ops
+    from payapi.contract.errors import ApiError
+    from payapi.infra.models import Withdrawal
+    from payapi.money.withdrawals import PENDING, PROCESSING
+    from payapi.wsgi import gateway_from
 
     bind(open_database(settings.database_url))
     if args.action in ("retry", "fail"):
@@ -95,8 +95,8 @@ def withdrawals_command(settings, args):
 
 
 def notifications_command(settings, args):
-    from . import operators, ops
-    from .errors import ApiError
+    from payapi.backoffice import operators, actions as ops
+    from payapi.contract.errors import ApiError
 
     bind(open_database(settings.database_url))
     if args.action == "resend":
@@ -115,8 +115,8 @@ def notifications_command(settings, args):
 
 def operator_command(settings, args):
     """operator add NAME (the password: one line on standard input) | list | disable NAME."""
-    from . import operators
-    from .errors import ApiError
+    from payapi.backoffice import operators
+    from payapi.contract.errors import ApiError
 
     bind(open_database(settings.database_url))
     try:
@@ -140,7 +140,7 @@ def operator_command(settings, args):
 
 def books_command(settings, args):
     """books check: exit 1 (and say why) if any entry or the book is unbalanced, or a wallet disagrees."""
-    from . import books
+    from payapi.money import books
 
     bind(open_database(settings.database_url))
     problems = books.check()
@@ -164,8 +164,9 @@ def iso_date(text):
 
 def reconcile_command(settings, args):
     """reconcile [--date D]: exit 0 when nothing remains different, 1 otherwise."""
-    from . import logs, reconciliation
-    from .wsgi import gateway_from
+    from payapi.infra import logs
+    from payapi.money import reconciliation
+    from payapi.wsgi import gateway_from
 
     logs.configure()
     bind(open_database(settings.database_url))

@@ -4,11 +4,12 @@ import falcon
 import falcon.media
 import msgspec
 
-from . import console as c, openapi, ops, resources as r
-from .auth import Authenticator
-from .middleware import HeaderAuth, RequestLog, install_error_handlers
-from .operators import BasicLogins
-from .shapes import Codec
+from payapi.http import console as c, openapi, resources as r
+from payapi.backoffice import actions as ops
+from payapi.http.auth import Authenticator
+from payapi.http.middleware import HeaderAuth, RequestLog, install_error_handlers
+from payapi.backoffice.operators import BasicLogins
+from payapi.contract.shapes import Codec
 
 
 def routes(settings, gateway, sms_backend, codec, console):

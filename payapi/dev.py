@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 
-from .ids import new_id
+from payapi.domain.ids import new_id
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

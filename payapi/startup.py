@@ -12,8 +12,8 @@ Each command checks only what it uses: `serve` (web and worker) everything, `mig
 import logging
 import os
 
-from . import logs
-from .config import DEFAULT_DATABASE_URL, DEVELOPMENT, DEVELOPMENT_SECRET, PRODUCTION, Settings
+from payapi.infra import logs
+from payapi.infra.config import DEFAULT_DATABASE_URL, DEVELOPMENT, DEVELOPMENT_SECRET, PRODUCTION, Settings
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def problems(settings, needs):
 
 
 def _check_database_url(settings, refusals, relaxed):
-    from .db import DatabaseUrlError, open_database
+    from payapi.infra.db import DatabaseUrlError, open_database
 
     if not settings.database_url_source:
         relaxed.append(
@@ -98,7 +98,7 @@ def _check_database_url(settings, refusals, relaxed):
 
 
 def _check_key(settings, which, required, refusals, relaxed):
-    from .gateway import load_private_key, load_public_key, read_key
+    from payapi.infra.gateway import load_private_key, load_public_key, read_key
 
     value = getattr(settings, f"pingpp_{which.lower()}_key")
     path = getattr(settings, f"pingpp_{which.lower()}_key_path")
@@ -152,8 +152,8 @@ def check_tables(what, settings, database, exit_code=1):
     A database that cannot be reached is only a warning: /healthz says 503 until it can be,
     and a dyno that crashes at boot while the database restarts helps nobody.
     """
-    from .db import BINARY_COLLATIONS, describe_error, text_columns
-    from .models import ALL_MODELS
+    from payapi.infra.db import BINARY_COLLATIONS, describe_error, text_columns
+    from payapi.infra.models import ALL_MODELS
 
     tables = [m._meta.table_name for m in ALL_MODELS]
     was_closed = database.is_closed()
@@ -194,7 +194,7 @@ def check_serving(what, exit_code=1):
     gunicorn.conf.py runs this in the master (it imports only config, db, models and the
     gateway), so a refusal is one line and no worker boots.
     """
-    from .db import open_database
+    from payapi.infra.db import open_database
 
     settings = settings_for(what, SERVE, exit_code)
     database = open_database(settings.database_url)

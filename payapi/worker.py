@@ -9,8 +9,9 @@ import signal
 import threading
 import time
 
-from . import idempotency, jobs, notifications, payments, reconciliation, refunds, withdrawals
-from .clock import now_ms
+from payapi.infra import idempotency, jobs, outbox as notifications
+from payapi.money import payments, reconciliation, refunds, withdrawals
+from payapi.domain.clock import now_ms
 
 log = logging.getLogger(__name__)
 

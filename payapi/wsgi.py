@@ -2,11 +2,11 @@
 
 import logging
 
-from . import startup
-from .app import create_app
-from .db import bind, open_database
-from .gateway import PingppGateway
-from .sms import make_backend
+from payapi import startup
+from payapi.app import create_app
+from payapi.infra.db import bind, open_database
+from payapi.infra.gateway import PingppGateway
+from payapi.users.sms import make_backend
 
 log = logging.getLogger(__name__)
 

@@ -24,16 +24,16 @@ from pytest_mysql import factories
 
 from payapi.__main__ import MIGRATIONS
 from payapi.app import create_app
-from payapi.auth import Authenticator
-from payapi.config import Settings
-from payapi.db import bind, db, open_database
-from payapi.ids import new_id
-from payapi import books
-from payapi.models import ALL_MODELS, JournalEntry, Pay, Posting, Wallet, Withdrawal
-from payapi.views import pay_info_json
-from payapi.sms import FileSms
+from payapi.http.auth import Authenticator
+from payapi.infra.config import Settings
+from payapi.infra.db import bind, db, open_database
+from payapi.domain.ids import new_id
+from payapi.money import books
+from payapi.infra.models import ALL_MODELS, JournalEntry, Pay, Posting, Wallet, Withdrawal
+from payapi.contract.render import pay_info_json
+from payapi.users.sms import FileSms
 from payapi.sandbox import Sandbox
-from payapi.withdrawals import run_payouts
+from payapi.money.withdrawals import run_payouts
 from payapi.wsgi import gateway_from
 from tests import mariadb
 from tests.tls import make_certificates
@@ -459,7 +459,7 @@ def basic(name, password=OPERATOR_PASSWORD):
 @pytest.fixture
 def make_operator(database, settings):
     """An operator account (bcrypt at the tests' cost); -> its Basic headers."""
-    from payapi import operators
+    from payapi.backoffice import operators
 
     def make(name="alice", password=OPERATOR_PASSWORD):
         operators.add(name, password, settings.bcrypt_rounds)

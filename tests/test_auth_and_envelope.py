@@ -12,9 +12,9 @@ import pytest
 import webtest
 
 from payapi.app import create_app
-from payapi.auth import LEEWAY_S, Authenticator
-from payapi.ids import new_id
-from payapi.sms import FileSms
+from payapi.http.auth import LEEWAY_S, Authenticator
+from payapi.domain.ids import new_id
+from payapi.users.sms import FileSms
 from tests.conftest import AUTH_SECRETS, assert_envelope
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

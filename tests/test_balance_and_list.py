@@ -5,8 +5,8 @@ import re
 import pytest
 import time_machine
 
-from payapi.clock import iso, now_ms
-from payapi.withdrawals import run_payouts
+from payapi.domain.clock import iso, now_ms
+from payapi.money.withdrawals import run_payouts
 from tests.conftest import (
     ACCOUNT,
     refresh_token,

@@ -17,10 +17,10 @@ from peewee_migrate import Router
 
 from payapi.__main__ import MIGRATIONS
 from payapi.app import create_app
-from payapi.db import BINARY_COLLATIONS, bind, db, open_database
-from payapi.ids import new_id
-from payapi.models import Event, JournalEntry
-from payapi.sms import FileSms
+from payapi.infra.db import BINARY_COLLATIONS, bind, db, open_database
+from payapi.domain.ids import new_id
+from payapi.infra.models import Event, JournalEntry
+from payapi.users.sms import FileSms
 from payapi.wsgi import gateway_from
 from tests.conftest import SERVICE_KEY, assert_books_balance, event, pay_request, process_env, sign
 from tests.live_server import free_port, run_gunicorn

@@ -7,9 +7,10 @@ import time
 import pytest
 import time_machine
 
-from payapi import payments, refunds, worker
-from payapi.gateway import GatewayError
-from payapi.models import Notification, Pay, Refund
+from payapi.money import payments, refunds
+from payapi import worker
+from payapi.infra.gateway import GatewayError
+from payapi.infra.models import Notification, Pay, Refund
 from payapi.sandbox.core import ControlError
 from tests.conftest import balance_of, ledger_of, Scripted
 

@@ -12,8 +12,8 @@ from collections import Counter
 
 import pytest
 
-from payapi.models import ClientReport, Event, Lockout, Pay, SmsCode, Wallet, Withdrawal
-from payapi.payments import RETRIEVE_INTERVAL_MS
+from payapi.infra.models import ClientReport, Event, Lockout, Pay, SmsCode, Wallet, Withdrawal
+from payapi.money.payments import RETRIEVE_INTERVAL_MS
 from tests.conftest import PASSWD, SERVICE_KEY, assert_books_balance, event, ledger_of
 from tests.live_server import expert, paid_charge, parallel
 

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from payapi.startup import NEEDS, SERVE, problems
-from payapi.config import Settings
+from payapi.infra.config import Settings
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY
 from tests.live_server import free_port
 

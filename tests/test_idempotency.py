@@ -7,8 +7,8 @@ import time
 import pytest
 import time_machine
 
-from payapi.gateway import GatewayError
-from payapi.models import IdempotencyKey, Pay, Refund, Withdrawal
+from payapi.infra.gateway import GatewayError
+from payapi.infra.models import IdempotencyKey, Pay, Refund, Withdrawal
 from tests.conftest import PASSWD, SERVICE_KEY, balance_of, pay_request, Scripted, set_up_expert
 
 

@@ -9,8 +9,8 @@ import time_machine
 import webtest
 
 from payapi.app import create_app
-from payapi.clock import iso, natural_month, next_month_start, now_ms
-from payapi.sms import FileSms
+from payapi.domain.clock import iso, natural_month, next_month_start, now_ms
+from payapi.users.sms import FileSms
 from tests.conftest import balance, refresh_token, set_up_expert, User, withdraw
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")

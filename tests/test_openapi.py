@@ -17,12 +17,12 @@ from schemathesis.core import NotSet
 from schemathesis.specs.openapi.checks import ignored_auth
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
-from payapi import console, openapi, resources
+from payapi.http import console, openapi, resources
 from payapi.app import create_app
-from payapi.config import Settings
-from payapi.errors import ApiError
-from payapi.models import Pay, Profile
-from payapi.shapes import Body, Codec, Fen, Text
+from payapi.infra.config import Settings
+from payapi.contract.errors import ApiError
+from payapi.infra.models import Pay, Profile
+from payapi.contract.shapes import Body, Codec, Fen, Text
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY, basic, sign
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

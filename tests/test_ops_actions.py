@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from payapi import withdrawals as payouts
-from payapi.lifecycles import NotificationStatus
-from payapi.models import AuditEntry, Notification
-from payapi.notifications import resend
+from payapi.money import withdrawals as payouts
+from payapi.domain.lifecycles import NotificationStatus
+from payapi.infra.models import AuditEntry, Notification
+from payapi.infra.outbox import resend
 from tests.conftest import OPERATOR_PASSWORD, balance, process_env, set_up_expert, withdraw, withdrawal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -237,7 +237,7 @@ def test_trial_balance_has_the_contracts_shape_and_balances(app, alice, pending)
 
 
 def test_reconciliations_have_the_contracts_shape(app, alice, settings, gateway):
-    from payapi import reconciliation
+    from payapi.money import reconciliation
 
     reconciliation.reconcile(settings, gateway, reconciliation.yesterday(settings.tz))
     (row,) = app.get("/ops/api/reconciliations", headers=alice).json["list"]

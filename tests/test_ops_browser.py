@@ -12,7 +12,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from payapi import operators
+from payapi.backoffice import operators
 from tests.conftest import OPERATOR_PASSWORD, balance, set_up_expert, withdraw, withdrawal
 from tests.live_server import LiveServer
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from payapi.models import Event
-from payapi.withdrawals import reconcile_transfers, run_payouts
+from payapi.infra.models import Event
+from payapi.money.withdrawals import reconcile_transfers, run_payouts
 from tests.conftest import (
     ACCOUNT,
     balance,

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from payapi.config import DEVELOPMENT_SECRET, Settings
+from payapi.infra.config import DEVELOPMENT_SECRET, Settings
 from payapi.startup import MIGRATE, SERVE, TOKEN, problems
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY, new_rsa_key, private_pem, public_pem
 from tests.live_server import free_port, run_gunicorn

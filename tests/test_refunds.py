@@ -14,8 +14,9 @@ import pytest
 import time_machine
 from hypothesis import strategies as st
 
-from payapi import refunds, wallet, worker
-from payapi.models import Pay, Refund
+from payapi.money import refunds, wallet
+from payapi import worker
+from payapi.infra.models import Pay, Refund
 from tests.conftest import SERVICE_KEY, balance_of, ledger_of, Scripted
 
 FEE_BPS = 250

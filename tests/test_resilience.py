@@ -16,8 +16,8 @@ import pymysql
 import pytest
 from pytest_mysql import factories
 
-from payapi.ids import new_id
-from payapi.models import Pay
+from payapi.domain.ids import new_id
+from payapi.infra.models import Pay
 from tests.conftest import _migrated, assert_books_balance, assert_envelope, event
 from tests.live_server import ROOT, LiveServer, paid_charge, parallel
 

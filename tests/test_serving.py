@@ -13,8 +13,8 @@ import time
 import pytest
 import requests
 
-from payapi import serving
-from payapi.serving import COMPLETE, HEAD_TOO_LARGE, PARTIAL, TOO_LONG, request_state
+from payapi.http import serving
+from payapi.http.serving import COMPLETE, HEAD_TOO_LARGE, PARTIAL, TOO_LONG, request_state
 from tests.conftest import event
 from tests.live_server import Trickler, paid_charge, parallel
 

@@ -13,8 +13,9 @@ import random
 
 import pytest
 
-from payapi import books, reconciliation, worker
-from payapi.models import Pay, Refund, Withdrawal
+from payapi.money import books, reconciliation
+from payapi import worker
+from payapi.infra.models import Pay, Refund, Withdrawal
 from tests.conftest import SERVICE_KEY, event
 from tests.live_server import parallel
 
@@ -71,7 +72,7 @@ class Simulation:
         if pay is not None:
             payer = self.server.user()
             payer.id = pay.user_id
-            from payapi.auth import Authenticator
+            from payapi.http.auth import Authenticator
             from tests.conftest import AUTH_SECRETS
 
             payer.headers["auth"] = Authenticator(AUTH_SECRETS).mint(pay.user_id)

@@ -6,7 +6,7 @@ import re
 import jwt
 import pytest
 
-from payapi.models import Profile, SmsCode
+from payapi.infra.models import Profile, SmsCode
 from tests.conftest import AUTH_SECRETS
 
 SMSCODE = "/rest/pay/smscode"

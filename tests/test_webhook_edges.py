@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from payapi.models import Event, Pay
+from payapi.infra.models import Event, Pay
 from tests.conftest import balance_of, event, sign
 
 

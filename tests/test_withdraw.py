@@ -9,8 +9,8 @@ import webtest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from payapi.app import create_app
-from payapi.clock import natural_month, now_ms
-from payapi.sms import FileSms
+from payapi.domain.clock import natural_month, now_ms
+from payapi.users.sms import FileSms
 from tests.conftest import (
     ACCOUNT,
     PASSWD,
@@ -271,7 +271,7 @@ def test_second_withdrawal_in_the_same_month_is_910(expert):
 
 @pytest.mark.parametrize("status", ["processing", "succeeded"])
 def test_processing_or_succeeded_withdrawal_also_uses_up_the_month(expert, fake_pingpp, gateway, send_event, status):
-    from payapi.withdrawals import run_payouts
+    from payapi.money.withdrawals import run_payouts
 
     assert withdraw(expert, 1000).json["code"] == 900
     run_payouts(gateway)
