@@ -18,6 +18,7 @@ from schemathesis.specs.openapi.checks import ignored_auth
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
 from payapi.http import console, openapi, resources
+from payapi.contract import patterns
 from payapi.app import create_app
 from payapi.infra.config import Settings
 from payapi.contract.errors import ApiError
@@ -188,12 +189,12 @@ def pattern_validator(pattern):
 @given(value=st.from_regex(r"0{0,20}[0-9]{1,10}", fullmatch=True) | st.integers(0, 10**10).map(str) | st.text())
 def test_money_string_pattern_is_what_the_service_accepts(low, high, value):
     expected = decodes(Fen.between(low, high), value)
-    assert pattern_validator(openapi.digits_between(low, high)).is_valid(value) == expected
+    assert pattern_validator(patterns.digits_between(low, high)).is_valid(value) == expected
 
 
 def test_trimming_pattern_knows_what_python_strips():
     everything = "".join(map(chr, range(0x110000)))
-    assert set(re.findall(f"[{openapi.SPACE}]", everything)) == {c for c in everything if c.isspace()}
+    assert set(re.findall(f"[{patterns.SPACE}]", everything)) == {c for c in everything if c.isspace()}
 
 
 @pytest.mark.parametrize("min_len, max_len", [(1, 64), (0, 128), (1, 1), (1, 2)])
@@ -202,7 +203,7 @@ def test_trimming_pattern_knows_what_python_strips():
                      max_size=140))
 def test_trimmed_length_pattern_is_what_the_service_accepts(min_len, max_len, value):
     expected = decodes(Text.between(min_len, max_len), value)
-    assert pattern_validator(openapi.trimmed_length(min_len, max_len)).is_valid(value) == expected
+    assert pattern_validator(patterns.trimmed_length(min_len, max_len)).is_valid(value) == expected
 
 
 # --- the live app against its document (schemathesis) ----------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 import msgspec
 
 from payapi.contract.errors import invalid
-from payapi.infra.gateway import CHANNELS
+from payapi.contract.patterns import digits_between, trimmed_length
 from payapi.domain.lifecycles import AppReport, NotificationStatus, Outcome, PayStatus, RefundStatus, WithdrawalStatus
 
 ID_PATTERN = "^[0-9a-f]{24}$"
@@ -112,6 +112,14 @@ Secret = Text.between(1, 128, "The pay password as the app hashed it (opaque)", 
 Answer = Text.between(1, 64, "A security answer; compared after NFKC normalisation, trimming and case folding")
 PayMoney = Fen.between(1, "pay_money_max", "Fen, 1..PAY_MONEY_MAX")
 WithdrawAmount = Fen.between("withdraw_min", "withdraw_max", "Fen, WITHDRAW_MIN..WITHDRAW_MAX")
+# Channels a pay may use (Ping++'s names); `extra` is passed through for those that need it.
+CHANNELS = frozenset(
+    {
+        "alipay", "alipay_wap", "alipay_pc_direct", "alipay_qr", "alipay_lite",
+        "wx", "wx_pub", "wx_pub_qr", "wx_wap", "wx_lite",
+        "upacp", "upacp_wap", "upacp_pc", "applepay_upacp", "qpay", "bfb_wap", "cmb_wallet",
+    }
+)
 Channel = Literal[tuple(sorted(CHANNELS))]
 
 
@@ -640,8 +648,6 @@ class Codec:
 
     def schema_hook(self, tp):
         """The JSON Schema of the project's types, with the limits this service enforces."""
-        from payapi.http.openapi import digits_between, trimmed_length  # the regex builders live with the document
-
         if issubclass(tp, Whole):
             low, high = tp.bounds(self.settings)
             return {

@@ -2,142 +2,23 @@
 
 Nothing about a request or answer body is written here: the schemas are msgspec's rendering of
 the Structs in shapes.py, with this service's limits (the running settings). What lives here is
-HTTP: authentication schemes, headers, the error answers every route shares, and the regular
-expressions that describe the project's text and money rules to JSON Schema.
+HTTP: authentication schemes, headers and the error answers every route shares. The declarations
+it reads are operation.py's; the regular expressions of the text and money rules are
+contract/patterns.py's.
 """
 
-import dataclasses
-import functools
 import re
 
-import falcon
 import msgspec
 
-from payapi.infra import idempotency
 from payapi.contract import shapes
 from payapi.contract.errors import INVALID, LOCKED, NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, SECRET_REJECTED, UNAUTHENTICATED, UNEXPECTED
-from payapi.http.body import MAX_BODY, read_body
+from payapi.http.body import MAX_BODY
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 SECURITY = {"user": [{"userToken": []}], "service": [{"serviceKey": []}], "signed": [{"pingppSignature": []}],
             "operator": [{"operatorBasic": []}]}
 PATH_PARAMETERS = {"pay_id": "PayId", "withdraw_id": "WithdrawId", "message_id": "MessageId"}
-
-
-# --- what a responder declares -----------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Operation:
-    id: str
-    summary: str
-    tag: str
-    answer: type = shapes.Done
-    body: type | None = None  # a request Struct: decoded and passed to the responder as `body`
-    query: type | None = None  # a query-string Struct: decoded and passed as `query`
-    raw_body: bool = False  # the responder reads the body itself (body is then documentation only)
-    max_body: int = MAX_BODY
-    errors: dict = dataclasses.field(default_factory=dict)  # status -> description (403) or None
-    idempotent: bool = False  # accepts an Idempotency-Key header (see idempotency.py)
-    description: str | None = None
-    example: dict | None = None
-    links: dict | None = None
-
-
-def operation(**spec):
-    """Declare a responder's operation; its body and query are decoded by the resource's codec."""
-    op = Operation(**spec)
-
-    def decorate(responder):
-        @functools.wraps(responder)
-        def decoded(resource, req, resp, **params):
-            raw = b""
-            if op.body is not None and not op.raw_body:
-                raw = read_body(req.bounded_stream, req.content_length, op.max_body)
-                params["body"] = resource.codec.decode(raw, op.body)
-            if op.query is not None:
-                params["query"] = resource.codec.convert(dict(req.params), op.query)
-            key = req.get_header("Idempotency-Key") if op.idempotent else None
-            if key is None:
-                return responder(resource, req, resp, **params)
-            return _idempotently(responder, resource, req, resp, params, idempotency.valid_key(key), raw)
-
-        decoded.operation = op
-        return decoded
-
-    return decorate
-
-
-def _idempotently(responder, resource, req, resp, params, key, raw):
-    user_id = req.context.get("user_id")
-    scope = f"{'user:' + user_id if user_id else 'service'} {req.method} {req.uri_template}"
-    request_hash = idempotency.fingerprint(req.method, req.path, raw)
-    replay = idempotency.begin(scope, key, request_hash)
-    req.context.idempotency = (scope, key, request_hash)  # a responder may derive the id of what it creates
-    if replay is not None:
-        resp.text, resp.content_type = replay, falcon.MEDIA_JSON
-        return None
-    try:
-        responder(resource, req, resp, **params)
-    except BaseException:
-        idempotency.abandon(scope, key)  # a request that did not succeed leaves the key unused
-        raise
-    answer = resp.text if resp.text is not None else msgspec.json.encode(resp.media).decode()
-    idempotency.finish(scope, key, answer)
-    return None
-
-
-# --- the project's rules as regular expressions ----------------------------------------------------
-
-def _group(pattern):
-    atomic = len(pattern) == 1 or re.fullmatch(r"\[[^\]]*\]", pattern)
-    return pattern if atomic else f"(?:{pattern})"
-
-
-def _same_length(low, high):
-    """A regex for the decimal strings of len(low) digits between low and high (both strings)."""
-    if low == high:
-        return low
-    if len(low) == 1:
-        return f"[{low}-{high}]"
-    if low[0] == high[0]:
-        return low[0] + _group(_same_length(low[1:], high[1:]))
-    rest = len(low) - 1
-    parts, first, last = [], int(low[0]), int(high[0])
-    if low[1:] != "0" * rest:
-        parts.append(low[0] + _group(_same_length(low[1:], "9" * rest)))
-        first += 1
-    tail = None
-    if high[1:] != "9" * rest:
-        tail = high[0] + _group(_same_length("0" * rest, high[1:]))
-        last -= 1
-    if first <= last:
-        parts.append(f"[{first}-{last}][0-9]{{{rest}}}")
-    if tail:
-        parts.append(tail)
-    return "|".join(parts)
-
-
-def digits_between(low, high):
-    """A regex for a string of decimal digits (leading zeros allowed) whose value is in [low, high]."""
-    alternatives = []
-    for n in range(len(str(low)), len(str(high)) + 1):
-        a, b = max(low, 10 ** (n - 1) if n > 1 else 0), min(high, 10**n - 1)
-        if a <= b:
-            alternatives.append(_same_length(str(a), str(b)))
-    return "^0*(?:" + "|".join(alternatives) + ")$"
-
-
-# What str.strip() removes (Python's str.isspace), as a regex class body: \s differs (\x1c-\x1f, \ufeff).
-SPACE = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
-
-
-def trimmed_length(min_len, max_len):
-    """A regex for strings whose length after str.strip() is within [min_len, max_len] (min_len 0 or 1)."""
-    space, visible = f"[{SPACE}]", f"[^{SPACE}]"
-    core = visible if max_len == 1 else f"{visible}(?:[\\s\\S]{{0,{max_len - 2}}}{visible})?"
-    if min_len == 0:
-        core = f"(?:{core})?"
-    return f"^{space}*{core}{space}*$"
 
 
 # --- the document ----------------------------------------------------------------------------------

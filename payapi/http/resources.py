@@ -19,7 +19,7 @@ from payapi.users import security, sms
 from payapi.infra.db import db, describe_error
 from payapi.contract.errors import UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
 from payapi.domain.ids import is_id
-from payapi.http.openapi import operation
+from payapi.http.operation import operation
 from payapi.infra.models import Reconciliation
 from payapi.contract.shapes import AccountAnswer, AccountTotal, AuditAnswer, AuditQuery, BalanceAnswer, CheckInfoAnswer, DayVolume, Done, FailRequest, HealthAnswer, LimitQuery, NewPayRequest, OpsNotificationAnswer, OpsNotificationsAnswer, OpsPaysAnswer, OpsWithdrawalAnswer, OpsWithdrawalsAnswer, PasswdRequest, PayAnswer, PaySearchQuery, QuestionRequest, ReasonRequest, ReconciliationsAnswer, RefundAnswer, RefundRequest, RefundsAnswer, SmsCodeRequest, StatusAnswer, StatusReport, TrialBalanceAnswer, VolumesAnswer, WebhookAnswer, WithdrawAnswer, WithdrawInfoRequest, WithdrawRequest, WithdrawsAnswer, WithdrawsQuery, WithdrawAccount
 from payapi.http.body import MAX_WEBHOOK_BODY, read_body

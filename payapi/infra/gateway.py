@@ -105,16 +105,6 @@ def read_key(value, path):
 
 log = logging.getLogger("payapi.gateway")
 
-# Channels a pay may use (Ping++'s names); `extra` is passed through for those that need it.
-CHANNELS = frozenset(
-    {
-        "alipay", "alipay_wap", "alipay_pc_direct", "alipay_qr", "alipay_lite",
-        "wx", "wx_pub", "wx_pub_qr", "wx_wap", "wx_lite",
-        "upacp", "upacp_wap", "upacp_pc", "applepay_upacp", "qpay", "bfb_wap", "cmb_wallet",
-    }
-)
-
-
 class GatewayError(Exception):
     """Ping++ could not be reached, timed out, or refused the request.
 
