@@ -22,6 +22,7 @@ from payapi.contract import patterns
 from payapi.app import create_app
 from payapi.infra.config import Settings
 from payapi.contract.errors import ApiError
+from payapi.infra import outbox
 from payapi.infra.models import Pay, Profile
 from payapi.contract.shapes import Body, Codec, Fen, Text
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY, basic, sign
@@ -242,7 +243,7 @@ def seeded_user(app, make_user, order_service, pay_expert, make_operator):
     created = Pay.get_by_id(order_service(userID=USER_ID).json["info"]["pay_id"])
     created.delete_instance()
     created.pay_id = PAY_ID  # the id the document's examples name
-    created.save(force_insert=True)
+    outbox.save(created, force_insert=True)
     assert user.post("/rest/pay/passwd", {"passwd": PASSWD}).json["code"] == 900
     Profile.update(account_type="alipay", account_id="expert@example.com", account_name="张三").where(
         Profile.user_id == USER_ID

@@ -126,7 +126,7 @@ def _fail_unsent(withdraw_id, lease, who, reason, before):
     if w.status != PENDING or w.lease_until != lease:
         raise ApiError(NOT_ALLOWED, "该提现在确认期间被更改，请刷新后重试")
     withdrawals.settle(w, FAILED, now_ms())
-    w.save()
+    notifications.save(w)
     return w, operators.audit(who, FAIL, withdraw_id, reason, before, withdrawal_state(w))
 
 

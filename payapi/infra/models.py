@@ -1,10 +1,13 @@
-"""Tables. Money is integer fen; times are integer milliseconds since the Unix epoch (UTC)."""
+"""Tables. Money is integer fen; times are integer milliseconds since the Unix epoch (UTC).
+
+Imports only db: what a record looks like on the wire (Pay.info) and the outbox messages its
+lifecycle moves announce are written by outbox.save, the one way a pay, refund or withdrawal is
+saved.
+"""
 
 import peewee as pw
 
 from payapi.infra.db import db
-from payapi.contract.shapes import PayInfo
-from payapi.contract.render import pay_info_json
 
 
 class LongTextField(pw.TextField):
@@ -17,16 +20,15 @@ class BaseModel(pw.Model):
         database = db
         legacy_table_names = False
 
-    def save(self, *args, **kwargs):
-        saved = super().save(*args, **kwargs)
-        # A lifecycle move that the order service is told about: its message goes into the outbox
-        # here, in the same transaction as the saved change (lifecycles.Lifecycle.move).
-        announcements = self.__dict__.pop("announcements", None)
-        if announcements:
-            from payapi.infra import outbox as notifications  # it renders records of the models below
 
-            notifications.write(self, announcements)
-        return saved
+class SavedByOutbox:
+    """A record the order service hears of (a pay, a refund, a withdrawal): saved only by
+    outbox.save(record), which writes its announced moves into the outbox (and a pay's info) in
+    the same transaction. A direct save() would skip both, so it is refused, as Pay.update
+    refuses a bulk change of what Pay.info is made of."""
+
+    def save(self, *args, **kwargs):
+        raise TypeError(f"save a {type(self).__name__} with outbox.save(record), so its announcements and stored JSON follow")
 
 
 class Profile(BaseModel):
@@ -79,7 +81,7 @@ class SmsCode(BaseModel):
         indexes = ((("user_id", "purpose", "created_at"), False),)
 
 
-class Pay(BaseModel):
+class Pay(SavedByOutbox, BaseModel):
     pay_id = pw.CharField(24, primary_key=True)
     type = pw.CharField(8)
     o_id = pw.CharField(24, default="")
@@ -119,9 +121,10 @@ class Pay(BaseModel):
     # the pay's row lock, so at most one retrieve per pay is in flight, across workers and hosts.
     # Not part of `info`, so it may be changed without save().
     retrieve_after = pw.BigIntegerField(default=0)
-    # The pay as the app sees it (seed route 1's `info`), rewritten by every save(): reading a pay
-    # is two columns instead of twenty-seven, and PyMySQL spends most of a read parsing the
-    # metadata of each column (measured: see README, Performance). Change pays through save().
+    # The pay as the app sees it (seed route 1's `info`), rewritten by every outbox.save(pay):
+    # reading a pay is two columns instead of twenty-seven, and PyMySQL spends most of a read
+    # parsing the metadata of each column (measured: see README, Performance). Change pays through
+    # outbox.save.
     info = LongTextField(null=True)
 
     class Meta:
@@ -132,21 +135,21 @@ class Pay(BaseModel):
             (("held", "release_at"), False),
         )
 
-    def save(self, *args, **kwargs):
-        self.info = pay_info_json(self)
-        return super().save(*args, **kwargs)
-
     @classmethod
     def update(cls, __data=None, **update):
-        """An UPDATE of what Pay.info is made of must write info too (save() does): else it would go stale."""
+        """An UPDATE of what Pay.info is made of must write info too (outbox.save does): else it would go stale."""
         changed = {getattr(field, "name", field) for field in (__data or {})} | set(update)
         if changed & INFO_COLUMNS and "info" not in changed:
-            raise TypeError(f"change {sorted(changed & INFO_COLUMNS)} of a pay through save(), so Pay.info follows")
+            raise TypeError(f"change {sorted(changed & INFO_COLUMNS)} of a pay through outbox.save, so Pay.info follows")
         return super().update(__data, **update)
 
 
-# The columns Pay.info is made of: PayInfo's fields carry the names of the columns they come from.
-INFO_COLUMNS = frozenset(PayInfo.__struct_fields__)
+# The columns Pay.info is made of (shapes.PayInfo's fields carry the names of the columns they come
+# from; outbox checks the two agree when it is imported).
+INFO_COLUMNS = frozenset({
+    "pay_id", "o_id", "note_id", "expert_id", "user_id", "amount", "money", "charge", "description", "client_status",
+    "status", "subject", "currency", "channel", "type", "created_at", "updated_at",
+})
 
 
 class ClientReport(BaseModel):
@@ -204,7 +207,7 @@ class Posting(BaseModel):
     credit = pw.BigIntegerField(default=0)
 
 
-class Refund(BaseModel):
+class Refund(SavedByOutbox, BaseModel):
     """A refund of (part of) a paid pay: asked for by the order service, made for a duplicate
     payment, or made elsewhere (the Ping++ dashboard) and learnt from its event."""
 
@@ -276,7 +279,7 @@ class Reconciliation(BaseModel):
     created_at = pw.BigIntegerField()
 
 
-class Withdrawal(BaseModel):
+class Withdrawal(SavedByOutbox, BaseModel):
     withdraw_id = pw.CharField(24, primary_key=True)
     user_id = pw.CharField(24, index=True)
     amount = pw.BigIntegerField()

@@ -1,7 +1,8 @@
 """Notifications to the order service: a transactional outbox delivered per Standard Webhooks.
 
 A lifecycle move the order service must hear of (lifecycles: `announce`) writes its message here
-when the moved record is saved, in the same transaction as the change. The worker's dispatcher
+when the moved record is saved with `save(record)`, in the same transaction as the change: every
+pay, refund and withdrawal is saved that way (their own save() refuses). The worker's dispatcher
 delivers each message: POST NOTIFY_URL with `webhook-id` (the same on every attempt),
 `webhook-timestamp` and `webhook-signature` (`v1,` + base64 HMAC-SHA256 over
 "{id}.{timestamp}.{body}" under the `whsec_` secret). Any non-2xx or a timeout is retried with
@@ -25,9 +26,9 @@ from payapi.domain.clock import iso, now_ms
 from payapi.infra.db import db, transaction
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import NOTIFICATION, NotificationStatus
-from payapi.infra.models import Notification, Pay, Refund, Withdrawal
-from payapi.contract.shapes import PayNotice, PayNoticeData, WithdrawalNotice, WithdrawalNoticeData
-from payapi.contract.render import pay_info, refund_info, withdrawal_info
+from payapi.infra.models import INFO_COLUMNS, BaseModel, Notification, Pay, Refund, Withdrawal
+from payapi.contract.shapes import PayInfo, PayNotice, PayNoticeData, WithdrawalNotice, WithdrawalNoticeData
+from payapi.contract.render import pay_info, pay_info_json, refund_info, withdrawal_info
 
 log = logging.getLogger("payapi.notifications")
 
@@ -38,7 +39,25 @@ TIMEOUT_S = 5.0
 LEASE_MS = 15_000  # longer than an attempt can take (5 s): a dispatcher that died mid-attempt frees it then
 
 
+# Pay.update refuses a bulk change of these columns: they must be exactly what Pay.info is made of.
+if INFO_COLUMNS != frozenset(PayInfo.__struct_fields__):
+    raise ImportError(f"models.INFO_COLUMNS and shapes.PayInfo disagree: {sorted(INFO_COLUMNS ^ set(PayInfo.__struct_fields__))}")
+
+
 # --- writing (inside the transaction of the change) ------------------------------------------------
+
+def save(record, force_insert=False):
+    """Save a pay, refund or withdrawal, in the caller's transaction: a pay's info (the wire JSON
+    its readers answer with) follows its columns, and each move its lifecycle announced since the
+    last save (lifecycles.Lifecycle.move) becomes an outbox message."""
+    if isinstance(record, Pay):
+        record.info = pay_info_json(record)
+    saved = BaseModel.save(record, force_insert=force_insert)  # past SavedByOutbox's refusal
+    announcements = record.__dict__.pop("announcements", None)
+    if announcements:
+        write(record, announcements)
+    return saved
+
 
 def _notice(record):
     """(the notice shape, its data) for a record."""

@@ -8,7 +8,7 @@ import time
 import peewee
 from peewee import fn
 
-from payapi.infra import jobs
+from payapi.infra import jobs, outbox
 from payapi.money import refunds, wallet
 from payapi.domain.clock import now_ms
 from payapi.infra.db import RowByKey, for_update, transaction
@@ -75,7 +75,7 @@ def _move(pay_id, expected, to, **changes):
     for field, value in changes.items():
         setattr(pay, field, value)
     PAY.move(pay, to, now_ms())
-    pay.save()
+    outbox.save(pay)
     return True
 
 
@@ -113,7 +113,7 @@ def _reserve(new, stale_before):
             # Announced only once the new pay has its charge: a replacement Ping++ refuses reopens it.
             replaced = current.pay_id
             PAY.move(current, CANCEL, now, announce=False)
-            current.save()
+            outbox.save(current)
     pay = Pay(
         pay_id=new_id(),
         type=new.type,
@@ -131,7 +131,7 @@ def _reserve(new, stale_before):
         store=new.store,
     )
     PAY.begin(pay, now)
-    pay.save(force_insert=True)
+    outbox.save(pay, force_insert=True)
     return "reserved", pay, replaced
 
 
@@ -140,11 +140,11 @@ def _attach_charge(pay_id, charge, replaced):
     pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).get()
     _take_charge(pay, charge)
     pay.updated_at = now_ms()
-    pay.save()
+    outbox.save(pay)
     old = for_update(Pay.select().where(Pay.pay_id == replaced)).first() if replaced else None
     if old is not None and old.status == CANCEL:
         PAY.announce_now(old, CANCEL)  # the replacement stands: the old pay is closed for good
-        old.save()
+        outbox.save(old)
     return pay
 
 
@@ -186,7 +186,7 @@ def _reopen_unless_reversed(pay_id):
         PAY.move(pay, PENDING, now_ms())
     else:
         PAY.announce_now(pay, CANCEL)  # closed for good: the order service hears of it now
-    pay.save()
+    outbox.save(pay)
 
 
 def create_pay(gateway, settings, new):
@@ -273,17 +273,17 @@ def apply_charge(charge, settings):
     _take_charge(pay, charge)
     pay.updated_at = now
     if not charge.paid:
-        pay.save()
+        outbox.save(pay)
         return Outcome.IGNORED
     PAY.move(pay, PAID, now)
     wallet.pay_paid(pay, settings.platform_fee_bps, settings.settlement_hold_seconds * 1000, now)
-    pay.save()
+    outbox.save(pay)
     same_order = Pay.type == pay.type, _order_filter_of(pay), Pay.pay_id != pay.pay_id
     # A pay closed by a newer one may turn out paid after all: then the order is paid, and the
     # newer pending pay must not take the user's money a second time.
     for newer in for_update(Pay.select().where(*same_order, Pay.status == PENDING)):
         PAY.move(newer, CANCEL, now)
-        newer.save()
+        outbox.save(newer)
     # Two paid pays for one order (a closed charge paid before Ping++ closed it): the user pays once.
     if Pay.select().where(*same_order, Pay.status.in_((PAID, REFUNDED))).exists():
         refunds.refund_duplicate(pay, now)
@@ -363,7 +363,7 @@ def _record_report(user_id, pay_id, report, audit, retrieve_hold_ms):
     if report == AppReport.SUCCESS and pay.charge_id and PAY.allows(pay, PAID) and pay.retrieve_after <= now:
         # Claimed under the pay's row lock: no other report (worker, host) asks until then.
         claimed = pay.retrieve_after = now + retrieve_hold_ms
-    pay.save()
+    outbox.save(pay)
     return pay, claimed
 
 
@@ -520,7 +520,7 @@ def _release_hold(pay_id):
     if pay is None or pay.held <= 0 or pay.release_at > now_ms():
         return None
     wallet.release_hold(pay)
-    pay.save()
+    outbox.save(pay)
     return "released"
 
 

@@ -14,7 +14,7 @@ import logging
 
 from peewee import fn
 
-from payapi.infra import jobs
+from payapi.infra import jobs, outbox
 from payapi.money import wallet
 from payapi.domain.clock import now_ms
 from payapi.infra.db import for_update, transaction
@@ -60,7 +60,7 @@ def _reserve(pay_id, amount, description, source, settle_after_ms, refund_id=Non
     refund = Refund(refund_id=refund_id or new_id(), pay_id=pay_id, amount=amount, description=description,
                     source=source, check_after=now_ms() + settle_after_ms)
     REFUND.begin(refund, now_ms())
-    refund.save(force_insert=True)
+    outbox.save(refund, force_insert=True)
     return refund, pay.charge_id
 
 
@@ -120,7 +120,7 @@ def _accept(refund_id, made, reserved=None):
         log.warning("refund %s: its reservation was dropped while Ping++ made it; booked again", refund_id,
                     extra={"fields": {"refund_id": refund_id}})
         refund = Refund(**reserved.__data__)
-        refund.save(force_insert=True)
+        outbox.save(refund, force_insert=True)
     pay = for_update(Pay.select().where(Pay.pay_id == refund.pay_id)).get()
     return _apply(refund, pay, made)
 
@@ -149,8 +149,8 @@ def _apply(refund, pay, made):
     refund.check_after = now + RECHECK_MS
     refund.updated_at = now
     _close_if_refunded(pay, refund, now)
-    pay.save()
-    refund.save()
+    outbox.save(pay)
+    outbox.save(refund)
     return outcome
 
 
@@ -203,8 +203,8 @@ def _made_elsewhere(pay, made):
     REFUND.move(refund, RefundStatus.SUCCEEDED, now)
     _close_if_refunded(pay, refund, now)
     pay.updated_at = now
-    pay.save()
-    refund.save(force_insert=True)
+    outbox.save(pay)
+    outbox.save(refund, force_insert=True)
     return Outcome.APPLIED
 
 
@@ -225,7 +225,7 @@ def refund_duplicate(pay, now):
     refund = Refund(refund_id=new_id(), pay_id=pay.pay_id, amount=pay.money, description=DUPLICATE_REASON,
                     source=DUPLICATE, check_after=0)
     REFUND.begin(refund, now)
-    refund.save(force_insert=True)
+    outbox.save(refund, force_insert=True)
     log.warning("pay %s paid an order that was already paid: refunding it in full", pay.pay_id,
                 extra={"fields": {"pay_id": pay.pay_id, "refund_id": refund.refund_id}})
     return refund

@@ -5,7 +5,7 @@ import logging
 
 import peewee
 
-from payapi.infra import jobs
+from payapi.infra import jobs, outbox
 from payapi.money import payments, wallet
 from payapi.users import security
 from payapi.domain.clock import iso, natural_month, next_month_start, now_ms
@@ -80,7 +80,7 @@ def _debit_and_record(settings, user_id, amount, audit):
         store=audit.store,
     )
     WITHDRAWAL.begin(withdrawal, now)
-    withdrawal.save(force_insert=True)
+    outbox.save(withdrawal, force_insert=True)
     wallet.withdrawn(withdrawal)
     return withdrawal
 
@@ -179,10 +179,10 @@ def apply_transfer(transfer, outcome=None):
             WITHDRAWAL.move(withdrawal, PROCESSING, now)  # Ping++ accepted it
         # While processing, lease_until is when the worker next asks Ping++ about the transfer.
         withdrawal.lease_until = now + RECONCILE_AFTER_MS
-        withdrawal.save()
+        outbox.save(withdrawal)
         return Outcome.IGNORED
     settle(withdrawal, outcome, now)
-    withdrawal.save()
+    outbox.save(withdrawal)
     return Outcome.APPLIED
 
 
