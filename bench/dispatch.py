@@ -8,8 +8,9 @@ own: it delivers what is due to NOTIFY_URL for SECONDS, then stops.
 import sys
 import threading
 
-from payapi.infra import logs, outbox as notifications
 from payapi import startup
+from payapi.infra import logs
+from payapi.infra import outbox as notifications
 from payapi.infra.db import bind, open_database
 
 

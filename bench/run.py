@@ -315,7 +315,7 @@ class Seeder:
         codes = {m["phone"]: m["code"] for m in self.server.sms_messages()}
         self.seed("/rest/pay/withdrawInfo", [(u, {"smscode": codes[u.phone], **ACCOUNT}) for u in experts])
         return [(by_id[info["expert_id"]], info["pay_id"], signed[c]["raw"], signed[c]["signature"])
-                for info, c in zip(infos, charges)]
+                for info, c in zip(infos, charges, strict=True)]
 
     def seed(self, path, requests, connections=8):
         lines = [(path, json_headers(**u.headers), json.dumps(body, ensure_ascii=False)) for u, body in requests]
@@ -754,7 +754,7 @@ def main(argv=None):
     if not os.path.exists(WRK):
         raise SystemExit(f"missing {WRK}")
 
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     meta = {
         "started": started.isoformat(timespec="seconds"), "quick": args.quick,
@@ -805,7 +805,7 @@ def main(argv=None):
             bare_slow = slow_clients(bare, bare_read, Path(tmp), args)
     except KeyboardInterrupt:
         log("interrupted; everything stopped")
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not leave servers behind
@@ -815,7 +815,7 @@ def main(argv=None):
             shutil.rmtree(tmp, ignore_errors=True)
 
     meta["loadavg_at_end"] = os.getloadavg()
-    meta["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    meta["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     text = report(results, meta, bare_slow)
     print(text)
     out_dir = BENCH / "results"

@@ -24,8 +24,8 @@ def migrate(settings):
 
 
 def token(settings, args):
-    from payapi.http.auth import Authenticator, usable_phone
     from payapi.domain.ids import is_id
+    from payapi.http.auth import Authenticator, usable_phone
 
     if not is_id(args.user_id):
         sys.exit("USER_ID must be 24 lowercase hex characters")
@@ -59,7 +59,8 @@ def print_audited(record, entry):
 
 
 def withdrawals_command(settings, args):
-    from payapi.backoffice import operators, actions as ops
+    from payapi.backoffice import actions as ops
+    from payapi.backoffice import operators
     from payapi.contract.errors import ApiError
     from payapi.infra.models import Withdrawal
     from payapi.money.withdrawals import PENDING, PROCESSING
@@ -95,7 +96,8 @@ def withdrawals_command(settings, args):
 
 
 def notifications_command(settings, args):
-    from payapi.backoffice import operators, actions as ops
+    from payapi.backoffice import actions as ops
+    from payapi.backoffice import operators
     from payapi.contract.errors import ApiError
 
     bind(open_database(settings.database_url))
@@ -189,6 +191,10 @@ def main(argv=None):
         # own commands never load them. They read no payapi settings (dev sets its children's).
         import importlib
 
+        if argv[0] == "sandbox":  # its log lines are JSON too; the sandbox itself imports nothing of payapi
+            from payapi.infra import logs
+
+            logs.configure()
         tool = importlib.import_module("payapi.dev" if argv[0] == "dev" else "payapi.sandbox.cli")
         sys.exit(tool.main(argv[1:]))
     parser = argparse.ArgumentParser(prog="python -m payapi")

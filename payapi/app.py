@@ -4,12 +4,14 @@ import falcon
 import falcon.media
 import msgspec
 
-from payapi.http import console as c, openapi, resources as r
 from payapi.backoffice import actions as ops
-from payapi.http.auth import Authenticator
-from payapi.http.middleware import HeaderAuth, RequestLog, install_error_handlers
 from payapi.backoffice.operators import BasicLogins
 from payapi.contract.shapes import Codec
+from payapi.http import console as c
+from payapi.http import openapi
+from payapi.http import resources as r
+from payapi.http.auth import Authenticator
+from payapi.http.middleware import HeaderAuth, RequestLog, install_error_handlers
 
 
 def routes(settings, gateway, sms_backend, codec, console):

@@ -9,9 +9,10 @@ import signal
 import threading
 import time
 
-from payapi.infra import idempotency, jobs, outbox as notifications
-from payapi.money import payments, reconciliation, refunds, withdrawals
 from payapi.domain.clock import now_ms
+from payapi.infra import idempotency, jobs
+from payapi.infra import outbox as notifications
+from payapi.money import payments, reconciliation, refunds, withdrawals
 
 log = logging.getLogger(__name__)
 

@@ -24,16 +24,16 @@ from pytest_mysql import factories
 
 from payapi.__main__ import MIGRATIONS
 from payapi.app import create_app
+from payapi.contract.render import pay_info_json
+from payapi.domain.ids import new_id
 from payapi.http.auth import Authenticator
 from payapi.infra.config import Settings
 from payapi.infra.db import bind, db, open_database
-from payapi.domain.ids import new_id
-from payapi.money import books
 from payapi.infra.models import ALL_MODELS, JournalEntry, Pay, Posting, Wallet, Withdrawal
-from payapi.contract.render import pay_info_json
-from payapi.users.sms import FileSms
-from payapi.sandbox import Sandbox
+from payapi.money import books
 from payapi.money.withdrawals import run_payouts
+from payapi.sandbox import Sandbox
+from payapi.users.sms import FileSms
 from payapi.wsgi import gateway_from
 from tests import mariadb
 from tests.tls import make_certificates

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import requests
 
-from payapi.http.auth import Authenticator
 from payapi.domain.ids import new_id
+from payapi.http.auth import Authenticator
 from tests.conftest import ACCOUNT, AUTH_SECRETS, PASSWD, SERVICE_KEY, event, pay_request, sign
 
 ROOT = Path(__file__).resolve().parent.parent

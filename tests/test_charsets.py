@@ -17,8 +17,8 @@ from peewee_migrate import Router
 
 from payapi.__main__ import MIGRATIONS
 from payapi.app import create_app
-from payapi.infra.db import BINARY_COLLATIONS, bind, db, open_database
 from payapi.domain.ids import new_id
+from payapi.infra.db import BINARY_COLLATIONS, bind, db, open_database
 from payapi.infra.models import Event, JournalEntry
 from payapi.users.sms import FileSms
 from payapi.wsgi import gateway_from

@@ -7,12 +7,12 @@ import time
 import pytest
 import time_machine
 
-from payapi.money import payments, refunds
 from payapi import worker
 from payapi.infra.gateway import GatewayError
 from payapi.infra.models import Notification, Pay, Refund
+from payapi.money import payments, refunds
 from payapi.sandbox.core import ControlError
-from tests.conftest import balance_of, ledger_of, Scripted
+from tests.conftest import Scripted, balance_of, ledger_of
 
 
 def reversed_at_ping(fake_pingpp, info):

@@ -17,7 +17,6 @@ from payapi.money.payments import RETRIEVE_INTERVAL_MS
 from tests.conftest import PASSWD, SERVICE_KEY, assert_books_balance, event, ledger_of
 from tests.live_server import expert, paid_charge, parallel
 
-
 # One connection at a time per worker: a worker busy with one request takes no other, so a burst
 # reaches several processes even when the machine is loaded and one of them runs first.
 LIVE_SERVER = {"workers": 4, "worker_connections": 1}

@@ -9,9 +9,9 @@ import peewee
 import pymysql
 import pytest
 
-from payapi.infra.db import RowByKey, bind, db, is_mysql, transaction
 from payapi.domain.ids import new_id
 from payapi.infra import outbox
+from payapi.infra.db import RowByKey, bind, db, is_mysql, transaction
 from payapi.infra.models import ALL_MODELS, Pay, Refund, Wallet, Withdrawal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,8 +66,8 @@ def test_pay_info_migration_fills_in_pays_written_before_it(empty_database_url):
     from peewee_migrate import Router
 
     from payapi.__main__ import MIGRATIONS
-    from payapi.infra.db import open_database
     from payapi.contract.render import pay_info_json
+    from payapi.infra.db import open_database
 
     database = open_database(empty_database_url)
     router = Router(database, migrate_dir=MIGRATIONS)

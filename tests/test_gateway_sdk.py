@@ -154,10 +154,11 @@ def test_an_unreachable_ping_plus_plus_is_logged_with_the_ids(caplog):
 
 def test_without_an_api_key_every_call_says_why_it_failed(app, settings, database, caplog):
     """Development may run without PINGPP_API_KEY; each 920 then has a log line that says why."""
+    import webtest
+
     from payapi.app import create_app
     from payapi.users.sms import FileSms
     from payapi.wsgi import gateway_from
-    import webtest
 
     no_key = dataclasses.replace(settings, env="development", pingpp_api_key="")
     app = webtest.TestApp(create_app(no_key, gateway_from(no_key), FileSms(settings.sms_file)))

@@ -19,8 +19,8 @@ import pymysql
 import pytest
 import requests
 
-from payapi.startup import NEEDS, SERVE, problems
 from payapi.infra.config import Settings
+from payapi.startup import NEEDS, SERVE, problems
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY
 from tests.live_server import free_port
 

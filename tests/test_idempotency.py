@@ -9,7 +9,7 @@ import time_machine
 
 from payapi.infra.gateway import GatewayError
 from payapi.infra.models import IdempotencyKey, Pay, Refund, Withdrawal
-from tests.conftest import PASSWD, SERVICE_KEY, balance_of, pay_request, Scripted, set_up_expert
+from tests.conftest import PASSWD, SERVICE_KEY, Scripted, balance_of, pay_request, set_up_expert
 
 
 def service_post(app, path, body, key):

@@ -4,8 +4,8 @@ database, and under the real gunicorn the sum over its workers (prometheus-clien
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from payapi.backoffice import operators
 from payapi import worker
+from payapi.backoffice import operators
 from tests.conftest import SERVICE_KEY, basic
 from tests.live_server import LiveServer, parallel
 from tests.ops_helpers import console

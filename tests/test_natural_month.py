@@ -11,7 +11,7 @@ import webtest
 from payapi.app import create_app
 from payapi.domain.clock import iso, natural_month, next_month_start, now_ms
 from payapi.users.sms import FileSms
-from tests.conftest import balance, refresh_token, set_up_expert, User, withdraw
+from tests.conftest import User, balance, refresh_token, set_up_expert, withdraw
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 UTC = zoneinfo.ZoneInfo("UTC")

@@ -14,8 +14,8 @@ from collections import Counter
 import pytest
 import time_machine
 
-from payapi.infra import outbox as notifications
 from payapi import worker
+from payapi.infra import outbox as notifications
 from payapi.infra.models import Notification
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY, set_up_expert, transfer_object, withdraw
 from tests.receiver import Receiver

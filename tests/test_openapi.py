@@ -7,24 +7,26 @@ import uuid
 
 import falcon.inspect
 import falcon.testing
-import openapi_spec_validator
 import jsonschema_rs
+import openapi_spec_validator
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.core import NotSet
 from schemathesis.specs.openapi.checks import ignored_auth
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
-from payapi.http import console, openapi, resources
-from payapi.contract import patterns
 from payapi.app import create_app
-from payapi.infra.config import Settings
+from payapi.contract import patterns
 from payapi.contract.errors import ApiError
-from payapi.infra import outbox
-from payapi.infra.models import Pay, Profile
 from payapi.contract.shapes import Body, Codec, Fen, Text
+from payapi.http import console, openapi, resources
+from payapi.infra import outbox
+from payapi.infra.config import Settings
+from payapi.infra.models import Pay, Profile
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY, basic, sign
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -118,7 +120,7 @@ def test_document_validates_as_openapi_3_1(app):
 def test_document_examples_fit_their_schemas(app):
     document = app.get("/openapi.json").json
     checked = 0
-    for path, method, op in operations(document):
+    for _path, _method, op in operations(document):
         content = op.get("requestBody", {}).get("content", {}).get("application/json")
         if content and "example" in content:
             validator(document, content["schema"]).validate(content["example"])

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from payapi.money import withdrawals as payouts
 from payapi.domain.lifecycles import NotificationStatus
 from payapi.infra.models import AuditEntry, Notification
 from payapi.infra.outbox import resend
+from payapi.money import withdrawals as payouts
 from tests.conftest import OPERATOR_PASSWORD, balance, process_env, set_up_expert, withdraw, withdrawal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,9 +7,9 @@ import pytest
 import time_machine
 
 from payapi.backoffice import operators
-from payapi.users import security
 from payapi.domain.clock import now_ms
 from payapi.infra.models import Lockout, OperatorSession
+from payapi.users import security
 from tests.conftest import OPERATOR_PASSWORD, SERVICE_KEY, basic
 from tests.ops_helpers import HTTPS, browser, console, cookie_header, csrf_of, log_in
 

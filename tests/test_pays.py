@@ -9,8 +9,8 @@ import time
 import pytest
 import webtest
 
-from payapi.infra.db import db
 from payapi.domain.ids import new_id
+from payapi.infra.db import db
 from payapi.infra.models import Pay
 from tests.conftest import SERVICE_KEY
 

@@ -10,10 +10,10 @@ import time
 import pytest
 import time_machine
 
-from payapi.money import payments
 from payapi.domain.ids import new_id
 from payapi.infra import outbox
 from payapi.infra.models import JournalEntry, Notification, Pay, Wallet
+from payapi.money import payments
 from tests.conftest import ledger_of, money_moved, process_env
 
 FEE_BPS = 250

@@ -9,9 +9,9 @@ import sys
 import pytest
 import time_machine
 
-from payapi.money import reconciliation, withdrawals
 from payapi.infra.gateway import ChargeRequest
 from payapi.infra.models import Pay, Reconciliation, Withdrawal
+from payapi.money import reconciliation, withdrawals
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY, balance_of, set_up_expert, withdraw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

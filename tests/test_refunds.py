@@ -14,10 +14,10 @@ import pytest
 import time_machine
 from hypothesis import strategies as st
 
-from payapi.money import refunds, wallet
 from payapi import worker
 from payapi.infra.models import Pay, Refund
-from tests.conftest import SERVICE_KEY, balance_of, ledger_of, Scripted
+from payapi.money import refunds, wallet
+from tests.conftest import SERVICE_KEY, Scripted, balance_of, ledger_of
 
 FEE_BPS = 250
 

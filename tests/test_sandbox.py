@@ -16,8 +16,8 @@ import pytest
 import requests
 import time_machine
 
-from payapi.infra.gateway import ChargeRequest, GatewayError, PingppGateway, TransferRequest
 from payapi.domain.ids import new_id
+from payapi.infra.gateway import ChargeRequest, GatewayError, PingppGateway, TransferRequest
 from payapi.sandbox import Sandbox
 from payapi.sandbox.core import ControlError
 from payapi.sandbox.webhooks import Signer
@@ -469,7 +469,7 @@ def live_app(database, settings, pingpp_keys):
 def test_the_sandbox_delivers_charge_succeeded_to_payapi_which_credits_the_expert(
     fake_pingpp, settings, live_app
 ):
-    from tests.conftest import pay_request, SERVICE_KEY
+    from tests.conftest import SERVICE_KEY, pay_request
 
     created = requests.post(live_app + "/internal/pays", json=pay_request(amount=8000),
                             headers={"X-Service-Key": SERVICE_KEY}, timeout=10)

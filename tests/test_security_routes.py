@@ -20,7 +20,7 @@ WITHDRAW = "/rest/pay/withdraw"
 ANSWERS = {"answer1": "first pet", "answer2": "mother's city", "answer3": "primary school"}
 WRONG_ANSWERS = {"answer1": "first pet", "answer2": "mother's city", "answer3": "high school"}
 THREE_HOURS = 3 * 3600
-START = datetime.datetime(2026, 3, 10, 2, 0, tzinfo=datetime.timezone.utc)
+START = datetime.datetime(2026, 3, 10, 2, 0, tzinfo=datetime.UTC)
 
 
 def code_of(response):

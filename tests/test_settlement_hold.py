@@ -8,12 +8,12 @@ import time
 import pytest
 import time_machine
 
-from payapi.money import books, payments, refunds, wallet
 from payapi import worker
 from payapi.domain.clock import iso
 from payapi.infra.db import db
 from payapi.infra.gateway import refund_from
 from payapi.infra.models import Pay, Refund, Wallet
+from payapi.money import books, payments, refunds, wallet
 from tests.conftest import SERVICE_KEY, set_up_expert, withdraw
 
 HOLD_S = 3

@@ -13,9 +13,9 @@ import random
 
 import pytest
 
-from payapi.money import books, reconciliation
 from payapi import worker
 from payapi.infra.models import Pay, Refund, Withdrawal
+from payapi.money import books, reconciliation
 from tests.conftest import SERVICE_KEY, event
 from tests.live_server import parallel
 

@@ -11,7 +11,7 @@ from tests.conftest import AUTH_SECRETS
 
 SMSCODE = "/rest/pay/smscode"
 WITHDRAW_INFO = "/rest/pay/withdrawInfo"
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 # 09:00 in Shanghai.
 START = datetime.datetime(2026, 3, 10, 1, 0, tzinfo=UTC)
 NO_ACCOUNT = {"type": "", "id": "", "name": ""}

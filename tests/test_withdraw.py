@@ -6,7 +6,9 @@ import json
 import pytest
 import time_machine
 import webtest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from payapi.app import create_app
 from payapi.domain.clock import natural_month, now_ms
@@ -14,6 +16,7 @@ from payapi.users.sms import FileSms
 from tests.conftest import (
     ACCOUNT,
     PASSWD,
+    User,
     balance,
     ledger_of,
     refresh_token,
@@ -21,7 +24,6 @@ from tests.conftest import (
     set_passwd,
     set_up_expert,
     transfer_object,
-    User,
     withdraw,
     withdrawal,
     withdrawals_of,

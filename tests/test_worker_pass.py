@@ -11,10 +11,10 @@ import time
 import pytest
 import time_machine
 
-from payapi.money import payments, withdrawals
 from payapi import worker
 from payapi.domain.clock import now_ms
 from payapi.infra.models import Pay, Withdrawal
+from payapi.money import payments, withdrawals
 from tests.conftest import AUTH_SECRETS, SERVICE_KEY, set_up_expert, withdraw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,17 +12,17 @@ import json
 
 from peewee import fn
 
-from payapi.infra import outbox as notifications
 from payapi.backoffice import operators
 from payapi.contract import render as views
-from payapi.money import withdrawals
-from payapi.domain.clock import now_ms
-from payapi.infra.db import for_update, transaction
 from payapi.contract.errors import NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, ApiError, invalid
-from payapi.infra.gateway import GatewayError
+from payapi.domain.clock import now_ms
 from payapi.domain.ids import is_id
 from payapi.domain.lifecycles import NotificationStatus, Outcome, WithdrawalStatus
+from payapi.infra import outbox as notifications
+from payapi.infra.db import for_update, transaction
+from payapi.infra.gateway import GatewayError
 from payapi.infra.models import ClientReport, Event, JournalEntry, Notification, Pay, Posting, Refund, Withdrawal
+from payapi.money import withdrawals
 
 RETRY, FAIL, RESEND = "withdrawal.retry", "withdrawal.fail", "notification.resend"
 ACTIONS = (RETRY, FAIL, RESEND)
@@ -223,4 +223,4 @@ def daily_volumes(tz, days=DAYS, now=None):
             .group_by(JournalEntry.entry_id, JournalEntry.kind, JournalEntry.created_at).tuples())
     for kind, created_at, amount in rows:
         totals[bisect.bisect_right(starts, created_at) - 1][VOLUME_KINDS[kind]] += int(amount or 0)
-    return list(zip(dates, totals))
+    return list(zip(dates, totals, strict=True))

@@ -25,12 +25,12 @@ import secrets
 import threading
 import time
 
-from payapi.users import security
-from payapi.domain.clock import now_ms
-from payapi.infra.db import RowByKey, transaction
 from payapi.contract.errors import INVALID, NOT_ALLOWED, NOT_FOUND, SECRET_REJECTED, UNAUTHENTICATED, ApiError
+from payapi.domain.clock import now_ms
 from payapi.domain.ids import new_id
+from payapi.infra.db import RowByKey, transaction
 from payapi.infra.models import AuditEntry, Operator, OperatorSession
+from payapi.users import security
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 MIN_PASSWORD = 8

@@ -4,6 +4,7 @@ and shapes' schema_hook): decimal digits within bounds, a length after trimming.
 
 import re
 
+
 def _group(pattern):
     atomic = len(pattern) == 1 or re.fullmatch(r"\[[^\]]*\]", pattern)
     return pattern if atomic else f"(?:{pattern})"

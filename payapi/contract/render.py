@@ -4,8 +4,18 @@ import json
 
 import msgspec
 
+from payapi.contract.shapes import (
+    AuditInfo,
+    OpsNotification,
+    OpsPay,
+    OpsWithdrawal,
+    PayInfo,
+    ReconciliationInfo,
+    RefundInfo,
+    WithdrawAccount,
+    WithdrawalInfo,
+)
 from payapi.domain.clock import iso
-from payapi.contract.shapes import AuditInfo, OpsNotification, OpsPay, OpsWithdrawal, PayInfo, ReconciliationInfo, RefundInfo, WithdrawAccount, WithdrawalInfo
 
 
 def pay_info(pay):

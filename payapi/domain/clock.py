@@ -3,7 +3,7 @@
 import datetime
 import time
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def now_ms():

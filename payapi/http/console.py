@@ -17,15 +17,16 @@ import urllib.parse
 import falcon
 import jinja2
 
-from payapi.money import books
-from payapi.backoffice import operators, actions as ops
+from payapi.backoffice import actions as ops
+from payapi.backoffice import operators
 from payapi.contract.errors import INVALID, LOCKED, ApiError, invalid
+from payapi.contract.render import audit_info, reconciliation_info
+from payapi.contract.shapes import FailRequest, ReasonRequest
 from payapi.domain.ids import is_id
+from payapi.http.body import read_body
 from payapi.http.middleware import LOGIN_PATH, operator_session, session_token
 from payapi.infra.models import AuditEntry, Reconciliation
-from payapi.contract.shapes import FailRequest, ReasonRequest
-from payapi.http.body import read_body
-from payapi.contract.render import audit_info, reconciliation_info
+from payapi.money import books
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 STATIC = os.path.join(TEMPLATES, "static")
@@ -88,7 +89,7 @@ class Console:
         if isinstance(value, str):
             moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
         else:
-            moment = datetime.datetime.fromtimestamp(value / 1000, datetime.timezone.utc)
+            moment = datetime.datetime.fromtimestamp(value / 1000, datetime.UTC)
         return moment.astimezone(self.settings.tz).strftime("%Y-%m-%d %H:%M:%S")
 
     def render(self, req, resp, template, status=200, **context):

@@ -9,10 +9,10 @@ import time
 import falcon
 import peewee
 
-from payapi.infra import metrics
 from payapi.backoffice import operators
-from payapi.contract.shapes import Failure
 from payapi.contract.errors import INVALID, NOT_FOUND, UNAUTHENTICATED, UNEXPECTED, ApiError
+from payapi.contract.shapes import Failure
+from payapi.infra import metrics
 
 log = logging.getLogger("payapi.request")
 

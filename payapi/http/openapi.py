@@ -12,7 +12,16 @@ import re
 import msgspec
 
 from payapi.contract import shapes
-from payapi.contract.errors import INVALID, LOCKED, NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, SECRET_REJECTED, UNAUTHENTICATED, UNEXPECTED
+from payapi.contract.errors import (
+    INVALID,
+    LOCKED,
+    NOT_ALLOWED,
+    NOT_FOUND,
+    PROVIDER_FAILED,
+    SECRET_REJECTED,
+    UNAUTHENTICATED,
+    UNEXPECTED,
+)
 from payapi.http.body import MAX_BODY
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
@@ -169,7 +178,7 @@ def _schemas(codec, ops):
             schema.update(getattr(requests[name], "extra_json_schema", {}))  # rules across fields
         elif schema.get("type") == "object":
             schema.setdefault("additionalProperties", False)  # an answer has exactly its fields
-    return dict(zip(ordered, refs)), components
+    return dict(zip(ordered, refs, strict=True)), components
 
 
 def document(settings, codec, routes):

@@ -12,18 +12,65 @@ from typing import Any
 import falcon
 import msgspec
 
-from payapi.money import books, events, payments, refunds, withdrawals
-from payapi.infra import idempotency, metrics
-from payapi.backoffice import operators, actions as ops
-from payapi.users import security, sms
-from payapi.infra.db import db, describe_error
+from payapi.backoffice import actions as ops
+from payapi.backoffice import operators
 from payapi.contract.errors import UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
+from payapi.contract.render import (
+    audit_info,
+    ops_notification,
+    ops_pay,
+    reconciliation_info,
+    refund_info,
+    withdrawal_info,
+)
+from payapi.contract.shapes import (
+    AccountAnswer,
+    AccountTotal,
+    AuditAnswer,
+    AuditQuery,
+    BalanceAnswer,
+    CheckInfoAnswer,
+    DayVolume,
+    Done,
+    FailRequest,
+    HealthAnswer,
+    LimitQuery,
+    NewPayRequest,
+    OpsNotificationAnswer,
+    OpsNotificationsAnswer,
+    OpsPaysAnswer,
+    OpsWithdrawalAnswer,
+    OpsWithdrawalsAnswer,
+    PasswdRequest,
+    PayAnswer,
+    PaySearchQuery,
+    QuestionRequest,
+    ReasonRequest,
+    ReconciliationsAnswer,
+    RefundAnswer,
+    RefundRequest,
+    RefundsAnswer,
+    SmsCodeRequest,
+    StatusAnswer,
+    StatusReport,
+    TrialBalanceAnswer,
+    VolumesAnswer,
+    WebhookAnswer,
+    WithdrawAccount,
+    WithdrawAnswer,
+    WithdrawInfoRequest,
+    WithdrawRequest,
+    WithdrawsAnswer,
+    WithdrawsQuery,
+)
 from payapi.domain.ids import is_id
-from payapi.http.operation import operation
-from payapi.infra.models import Reconciliation
-from payapi.contract.shapes import AccountAnswer, AccountTotal, AuditAnswer, AuditQuery, BalanceAnswer, CheckInfoAnswer, DayVolume, Done, FailRequest, HealthAnswer, LimitQuery, NewPayRequest, OpsNotificationAnswer, OpsNotificationsAnswer, OpsPaysAnswer, OpsWithdrawalAnswer, OpsWithdrawalsAnswer, PasswdRequest, PayAnswer, PaySearchQuery, QuestionRequest, ReasonRequest, ReconciliationsAnswer, RefundAnswer, RefundRequest, RefundsAnswer, SmsCodeRequest, StatusAnswer, StatusReport, TrialBalanceAnswer, VolumesAnswer, WebhookAnswer, WithdrawAnswer, WithdrawInfoRequest, WithdrawRequest, WithdrawsAnswer, WithdrawsQuery, WithdrawAccount
 from payapi.http.body import MAX_WEBHOOK_BODY, read_body
-from payapi.contract.render import audit_info, ops_notification, ops_pay, reconciliation_info, refund_info, withdrawal_info
+from payapi.http.operation import operation
+from payapi.infra import idempotency, metrics
+from payapi.infra.db import db, describe_error
+from payapi.infra.models import Reconciliation
+from payapi.money import books, events, payments, refunds, withdrawals
+from payapi.users import security, sms
 
 log = logging.getLogger("payapi.resources")
 

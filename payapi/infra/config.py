@@ -8,7 +8,6 @@ import dataclasses
 import os
 import zoneinfo
 
-
 DEFAULT_DATABASE_URL = "sqlite:///payapi.db"
 PRODUCTION, DEVELOPMENT = "production", "development"
 # Heroku's add-ons write their own variable; DATABASE_URL, when set, wins.

@@ -242,7 +242,7 @@ class RowByKey:
         database = db.obj
         sql = self._sql.get(id(database))
         if sql is None:
-            where = [field == value for field, value in zip(self.fields, values)]
+            where = [field == value for field, value in zip(self.fields, values, strict=True)]
             sql = self._sql[id(database)] = self.model.select(*self.selected).where(*where).sql()[0]
         row = database.execute_sql(sql, values).fetchone()
         return None if row is None else self.row._make(row)

@@ -12,9 +12,9 @@ import re
 
 import peewee
 
+from payapi.contract.errors import INVALID, ApiError, locked
 from payapi.domain.clock import now_ms
 from payapi.infra.db import for_update, transaction
-from payapi.contract.errors import INVALID, ApiError, locked
 from payapi.infra.models import IdempotencyKey
 
 KEY = re.compile(r"[\x20-\x7e]{1,64}")

@@ -23,7 +23,7 @@ class JsonLines(logging.Formatter):
     def _timestamp(self, created):
         second = int(created)
         if second != self._second:
-            stamp = datetime.datetime.fromtimestamp(second, datetime.timezone.utc).isoformat()  # ...T12:00:00+00:00
+            stamp = datetime.datetime.fromtimestamp(second, datetime.UTC).isoformat()  # ...T12:00:00+00:00
             self._second, self._second_text = second, stamp[:-6]
         return f"{self._second_text}.{int((created - second) * 1000):03d}+00:00"
 

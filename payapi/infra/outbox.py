@@ -22,13 +22,13 @@ import time
 import msgspec
 import requests
 
+from payapi.contract.render import pay_info, pay_info_json, refund_info, withdrawal_info
+from payapi.contract.shapes import PayInfo, PayNotice, PayNoticeData, WithdrawalNotice, WithdrawalNoticeData
 from payapi.domain.clock import iso, now_ms
-from payapi.infra.db import db, transaction
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import NOTIFICATION, NotificationStatus
+from payapi.infra.db import db, transaction
 from payapi.infra.models import INFO_COLUMNS, BaseModel, Notification, Pay, Refund, Withdrawal
-from payapi.contract.shapes import PayInfo, PayNotice, PayNoticeData, WithdrawalNotice, WithdrawalNoticeData
-from payapi.contract.render import pay_info, pay_info_json, refund_info, withdrawal_info
 
 log = logging.getLogger("payapi.notifications")
 

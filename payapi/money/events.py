@@ -6,12 +6,12 @@ import logging
 
 import peewee
 
-from payapi.money import payments, refunds, withdrawals
 from payapi.domain.clock import now_ms
+from payapi.domain.lifecycles import Outcome, WithdrawalStatus
 from payapi.infra.db import RowByKey, transaction
 from payapi.infra.gateway import charge_from, refund_from, transfer_from
-from payapi.domain.lifecycles import Outcome, WithdrawalStatus
 from payapi.infra.models import Event
+from payapi.money import payments, refunds, withdrawals
 
 log = logging.getLogger("payapi.events")
 

@@ -8,15 +8,15 @@ import time
 import peewee
 from peewee import fn
 
-from payapi.infra import jobs, outbox
-from payapi.money import refunds, wallet
-from payapi.domain.clock import now_ms
-from payapi.infra.db import RowByKey, for_update, transaction
 from payapi.contract.errors import NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, ApiError
-from payapi.infra.gateway import ChargeRequest, GatewayError
+from payapi.domain.clock import now_ms
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import PAY, AppReport, Outcome, PayStatus
+from payapi.infra import jobs, outbox
+from payapi.infra.db import RowByKey, for_update, transaction
+from payapi.infra.gateway import ChargeRequest, GatewayError
 from payapi.infra.models import ClientReport, Pay
+from payapi.money import refunds, wallet
 
 log = logging.getLogger("payapi.payments")
 

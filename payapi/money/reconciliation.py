@@ -11,12 +11,12 @@ import datetime
 import json
 import logging
 
-from payapi.money import payments, refunds, withdrawals
 from payapi.domain.clock import now_ms
-from payapi.infra.gateway import refund_from
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import Outcome, PayStatus, RefundStatus, WithdrawalStatus
+from payapi.infra.gateway import refund_from
 from payapi.infra.models import Pay, Reconciliation, Refund, Withdrawal
+from payapi.money import payments, refunds, withdrawals
 
 log = logging.getLogger("payapi.reconciliation")
 

@@ -14,15 +14,15 @@ import logging
 
 from peewee import fn
 
-from payapi.infra import jobs, outbox
-from payapi.money import wallet
-from payapi.domain.clock import now_ms
-from payapi.infra.db import for_update, transaction
 from payapi.contract.errors import NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, ApiError
-from payapi.infra.gateway import GatewayError, RefundRequest
+from payapi.domain.clock import now_ms
 from payapi.domain.ids import is_id, new_id
 from payapi.domain.lifecycles import PAY, REFUND, Outcome, PayStatus, RefundStatus
+from payapi.infra import jobs, outbox
+from payapi.infra.db import for_update, transaction
+from payapi.infra.gateway import GatewayError, RefundRequest
 from payapi.infra.models import Pay, Refund
+from payapi.money import wallet
 
 log = logging.getLogger("payapi.refunds")
 

@@ -7,11 +7,11 @@ from `pending` while the pay's credit is held, else from `available`; the rest o
 the fee's share. Withdrawals need `available`.
 """
 
-from payapi.money import books
-from payapi.money.books import AVAILABLE, FEES, PAYOUTS, PENDING, PINGPP, REFUNDS, credit, debit, expert
 from payapi.domain.clock import now_ms
 from payapi.infra.db import RowByKey, lock_row
 from payapi.infra.models import Wallet
+from payapi.money import books
+from payapi.money.books import AVAILABLE, FEES, PAYOUTS, PENDING, PINGPP, REFUNDS, credit, debit, expert
 
 wallet_by_user = RowByKey(Wallet, Wallet.user_id, columns=(Wallet.pending, Wallet.available))
 

@@ -5,17 +5,17 @@ import logging
 
 import peewee
 
-from payapi.infra import jobs, outbox
-from payapi.money import payments, wallet
-from payapi.users import security
-from payapi.domain.clock import iso, natural_month, next_month_start, now_ms
-from payapi.infra.db import RowByKey, for_update, transaction
 from payapi.contract.errors import NOT_ALLOWED, NOT_FOUND, ApiError
-from payapi.infra.gateway import GatewayError, TransferRequest
+from payapi.contract.shapes import BalanceInfo
+from payapi.domain.clock import iso, natural_month, next_month_start, now_ms
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import WITHDRAWAL, Outcome, WithdrawalStatus
+from payapi.infra import jobs, outbox
+from payapi.infra.db import RowByKey, for_update, transaction
+from payapi.infra.gateway import GatewayError, TransferRequest
 from payapi.infra.models import Withdrawal
-from payapi.contract.shapes import BalanceInfo
+from payapi.money import payments, wallet
+from payapi.users import security
 
 log = logging.getLogger("payapi.withdrawals")
 

@@ -14,11 +14,11 @@ import unicodedata
 
 import bcrypt
 
-from payapi.users import sms
+from payapi.contract.errors import NOT_ALLOWED, SECRET_REJECTED, ApiError, locked
 from payapi.domain.clock import now_ms
 from payapi.infra.db import RowByKey, for_update, lock_row, transaction
-from payapi.contract.errors import NOT_ALLOWED, SECRET_REJECTED, ApiError, locked
 from payapi.infra.models import HashingTurn, Lockout, Profile
+from payapi.users import sms
 
 log = logging.getLogger("payapi.security")
 

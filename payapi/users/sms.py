@@ -8,9 +8,9 @@ import logging
 import secrets
 import threading
 
+from payapi.contract.errors import NOT_ALLOWED, PROVIDER_FAILED, SECRET_REJECTED, ApiError, locked
 from payapi.domain.clock import UTC, day_start, next_day_start, now_ms
 from payapi.infra.db import for_update, lock_row, transaction
-from payapi.contract.errors import NOT_ALLOWED, PROVIDER_FAILED, SECRET_REJECTED, ApiError, locked
 from payapi.infra.models import Profile, SmsCode
 
 log = logging.getLogger("payapi.sms")
