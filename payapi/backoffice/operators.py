@@ -118,7 +118,7 @@ def all_operators():
 
 # A hash to check against when the name is unknown or disabled: the answer then takes as long as
 # for a wrong password, so timing does not tell which names exist.
-_DECOY = {}
+_DECOY: dict[int, str] = {}
 
 
 def _decoy_hash(rounds):

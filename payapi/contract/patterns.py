@@ -5,12 +5,12 @@ and shapes' schema_hook): decimal digits within bounds, a length after trimming.
 import re
 
 
-def _group(pattern):
+def _group(pattern: str) -> str:
     atomic = len(pattern) == 1 or re.fullmatch(r"\[[^\]]*\]", pattern)
     return pattern if atomic else f"(?:{pattern})"
 
 
-def _same_length(low, high):
+def _same_length(low: str, high: str) -> str:
     """A regex for the decimal strings of len(low) digits between low and high (both strings)."""
     if low == high:
         return low
@@ -34,7 +34,7 @@ def _same_length(low, high):
     return "|".join(parts)
 
 
-def digits_between(low, high):
+def digits_between(low: int, high: int) -> str:
     """A regex for a string of decimal digits (leading zeros allowed) whose value is in [low, high]."""
     alternatives = []
     for n in range(len(str(low)), len(str(high)) + 1):
@@ -48,7 +48,7 @@ def digits_between(low, high):
 SPACE = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
 
 
-def trimmed_length(min_len, max_len):
+def trimmed_length(min_len: int, max_len: int) -> str:
     """A regex for strings whose length after str.strip() is within [min_len, max_len] (min_len 0 or 1)."""
     space, visible = f"[{SPACE}]", f"[^{SPACE}]"
     core = visible if max_len == 1 else f"{visible}(?:[\\s\\S]{{0,{max_len - 2}}}{visible})?"

@@ -10,7 +10,7 @@ Wire names from the seed (`userID`, `createdAt`) appear only here, as field name
 """
 
 import re
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
@@ -38,17 +38,17 @@ class Whole(int):
     description = "A whole number"
 
     @classmethod
-    def between(cls, minimum, maximum, description=None):
+    def between(cls, minimum: int | str, maximum: int | str, description: str | None = None) -> "type[Whole]":
         name = f"{cls.__name__}_{minimum}_{maximum}"
         return type(name, (cls,), {"minimum": minimum, "maximum": maximum, "description": description or cls.description})
 
     @classmethod
-    def bounds(cls, settings):
+    def bounds(cls, settings: Any) -> tuple[int, int]:
         resolve = lambda bound: getattr(settings, bound) if isinstance(bound, str) else bound  # noqa: E731
         return resolve(cls.minimum), resolve(cls.maximum)
 
     @classmethod
-    def parse(cls, value, settings):
+    def parse(cls, value: object, settings: Any) -> int:
         if isinstance(value, bool):
             raise ValueError(f"必须是整数{cls.unit}")
         if isinstance(value, int):
@@ -75,17 +75,17 @@ class Text(str):
 
     min_len = 1
     max_len = 64
-    strip = True
+    strip: bool = True  # type: ignore[assignment]  # a limit of the shape, not str.strip
     description = "Text"
 
     @classmethod
-    def between(cls, min_len, max_len, description=None, strip=True):
+    def between(cls, min_len: int, max_len: int, description: str | None = None, strip: bool = True) -> "type[Text]":
         name = f"{cls.__name__}_{min_len}_{max_len}{'' if strip else '_opaque'}"
         attrs = {"min_len": min_len, "max_len": max_len, "strip": strip, "description": description or cls.description}
         return type(name, (cls,), attrs)
 
     @classmethod
-    def parse(cls, value, settings):
+    def parse(cls, value: object, settings: Any) -> str:
         if not isinstance(value, str):
             raise ValueError("必须是字符串")
         if cls.strip:
@@ -99,7 +99,7 @@ class Id(str):
     """24 lowercase hex characters (ObjectId-compatible)."""
 
     @classmethod
-    def parse(cls, value, settings):
+    def parse(cls, value: object, settings: Any) -> str:
         if not isinstance(value, str) or re.fullmatch(ID_PATTERN, value) is None:
             raise ValueError("格式错误")
         return value
@@ -129,7 +129,7 @@ class Body(msgspec.Struct, kw_only=True):
 
     nulls_mean_absent: ClassVar[bool] = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         # The project's types are subclasses only while decoding: code, drivers and encoders get plain values.
         for name in self.__struct_fields__:
             value = getattr(self, name)
@@ -152,7 +152,7 @@ class WithdrawRequest(Body):
     amount: WithdrawAmount
 
 
-def _three_or_none(struct):
+def _three_or_none(struct: Body) -> None:
     present = [getattr(struct, f"answer{i}") is not None for i in (1, 2, 3)]
     if any(present) and not all(present):
         raise ValueError("answer1、answer2、answer3 须同时提供")
@@ -184,12 +184,12 @@ class PasswdRequest(Body):
 
     extra_json_schema: ClassVar[dict] = THREE_OR_NONE_SCHEMA
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
         _three_or_none(self)
 
     @property
-    def answers(self):
+    def answers(self) -> list[str] | None:
         return None if self.answer1 is None else [self.answer1, self.answer2, self.answer3]
 
 
@@ -202,7 +202,7 @@ class QuestionRequest(Body):
     passwd: Secret | None = None
 
     @property
-    def answers(self):
+    def answers(self) -> list[str]:
         return [self.answer1, self.answer2, self.answer3]
 
 
@@ -236,22 +236,25 @@ class NewPay(Body, tag_field="type", kw_only=True):
     client_ip: Text.between(0, 64, "The phone's `client` header (else this request's)") = ""
     platform: Text.between(0, 32, "The phone's `platform` header") = ""
     store: Text.between(0, 64, "The phone's `channel` header (the app store)") = ""
+    if TYPE_CHECKING:  # the subclasses' ids, for the type checker only (a Struct's annotations are its fields)
+        o_id: str
+        note_id: str
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
         if self.money is None:
             self.money = self.amount
 
     @property
-    def type(self):
-        return self.__struct_config__.tag
+    def type(self) -> str:
+        return str(self.__struct_config__.tag)
 
     @property
-    def order_id(self):
+    def order_id(self) -> str:
         return self.o_id if self.type == "order" else self.note_id
 
     @property
-    def open_for(self):
+    def open_for(self) -> str:
         return f"{self.type}:{self.order_id}"
 
 
@@ -598,7 +601,7 @@ class Failure(msgspec.Struct, kw_only=True, omit_defaults=True):
 _FIELD = re.compile(r" - at `\$(?:\.([A-Za-z0-9_]+))?[^`]*`$")
 
 
-def _chinese(error):
+def _chinese(error: Exception) -> str:
     """msgspec's English validation message -> one Chinese sentence naming the field."""
     message = str(error)
     match = _FIELD.search(message)
@@ -617,18 +620,21 @@ def _chinese(error):
     return f"参数 {field} {reason}" if not reason.isascii() else f"参数 {field} 有误"
 
 
+S = TypeVar("S")
+
+
 class Codec:
     """Decodes request bodies into Structs by the running service's settings; describes them for OpenAPI."""
 
-    def __init__(self, settings):
+    def __init__(self, settings: Any) -> None:
         self.settings = settings
 
-    def _dec_hook(self, tp, value):
+    def _dec_hook(self, tp: type, value: object) -> Any:
         if isinstance(tp, type) and issubclass(tp, (Whole, Text, Id)):
             return tp(tp.parse(value, self.settings))
         raise NotImplementedError(f"no decoder for {tp}")
 
-    def decode(self, raw, shape):
+    def decode(self, raw: bytes | str, shape: type[S]) -> S:
         """bytes -> an instance of shape, or 904 naming the field, for anything else."""
         try:
             value = msgspec.json.decode(raw)
@@ -636,7 +642,7 @@ class Codec:
             raise invalid("请求体不是合法的 JSON") from None
         return self.convert(value, shape)
 
-    def convert(self, value, shape):
+    def convert(self, value: object, shape: type[S]) -> S:
         if not isinstance(value, dict):
             raise invalid("请求体必须是 JSON 对象")
         if getattr(shape, "nulls_mean_absent", True):
@@ -646,7 +652,7 @@ class Codec:
         except msgspec.ValidationError as error:
             raise invalid(_chinese(error)) from None
 
-    def schema_hook(self, tp):
+    def schema_hook(self, tp: type) -> dict[str, Any]:
         """The JSON Schema of the project's types, with the limits this service enforces."""
         if issubclass(tp, Whole):
             low, high = tp.bounds(self.settings)

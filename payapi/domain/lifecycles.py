@@ -7,6 +7,8 @@ pending: the unique key that allows one pending pay per order or note), a withdr
 """
 
 import enum
+from collections.abc import Callable, Mapping
+from typing import Any
 
 
 class PayStatus(enum.StrEnum):
@@ -64,22 +66,29 @@ class Lifecycle:
     """moves: status -> the statuses it may move to. announce: status -> the notification type a
     move into it sends the order service (written when the record is saved, in the same transaction)."""
 
-    def __init__(self, name, initial, moves, keep_in_step=None, announce=None):
+    def __init__(
+        self,
+        name: str,
+        initial: str,
+        moves: Mapping[str, set[str]],
+        keep_in_step: Callable[[Any, int], None] | None = None,
+        announce: Mapping[str, str] | None = None,
+    ) -> None:
         self.name, self.initial, self.moves = name, initial, moves
         self._keep_in_step = keep_in_step or (lambda record, now: None)
         self.announce = announce or {}
 
-    def begin(self, record, now):
+    def begin(self, record: Any, now: int) -> Any:
         """A new record: the initial status and its derived keys."""
         record.status = self.initial
         record.created_at = record.updated_at = now
         self._keep_in_step(record, now)
         return record
 
-    def allows(self, record, to):
+    def allows(self, record: Any, to: str) -> bool:
         return to in self.moves[record.status]
 
-    def move(self, record, to, now, announce=True):
+    def move(self, record: Any, to: str, now: int, announce: bool = True) -> Any:
         """Change record's status (the caller saves it, in the same transaction as what caused it).
 
         announce=False: the caller announces it later itself (see payments.create_pay).
@@ -93,18 +102,18 @@ class Lifecycle:
             self.announce_now(record, to)
         return record
 
-    def announce_now(self, record, status):
+    def announce_now(self, record: Any, status: str) -> None:
         """The order service hears of record being in status, when it is next saved."""
         record.__dict__.setdefault("announcements", []).append(self.announce[status])
 
 
-def _pay_keys(pay, now):
+def _pay_keys(pay: Any, now: int) -> None:
     pay.open_for = f"{pay.type}:{pay.o_id or pay.note_id}" if pay.status == PayStatus.PENDING else None
     if pay.status == PayStatus.PAID and pay.paid_at is None:
         pay.paid_at = now
 
 
-def _withdrawal_keys(withdrawal, now):
+def _withdrawal_keys(withdrawal: Any, now: int) -> None:
     active = withdrawal.status != WithdrawalStatus.FAILED
     withdrawal.active_month = f"{withdrawal.user_id}:{withdrawal.month}" if active else None
 

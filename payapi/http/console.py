@@ -150,7 +150,7 @@ def page_id(value, what="id"):
 class Page:
     """A console page: its errors (unknown id, bad query) are a page too, never JSON."""
 
-    auth = "console"
+    auth: str | None = "console"
     documented = False
 
     def __init__(self, console):

@@ -25,7 +25,7 @@ from payapi.contract.errors import (
 from payapi.http.body import MAX_BODY
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
-SECURITY = {"user": [{"userToken": []}], "service": [{"serviceKey": []}], "signed": [{"pingppSignature": []}],
+SECURITY: dict[str, list[dict[str, list[str]]]] = {"user": [{"userToken": []}], "service": [{"serviceKey": []}], "signed": [{"pingppSignature": []}],
             "operator": [{"operatorBasic": []}]}
 PATH_PARAMETERS = {"pay_id": "PayId", "withdraw_id": "WithdrawId", "message_id": "MessageId"}
 

@@ -17,10 +17,14 @@ import base64
 import binascii
 import dataclasses
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import json
 import logging
 import sys
+import types
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 import certifi
 import requests
@@ -34,7 +38,9 @@ class _VendoredSixMoves(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     prefix = "pingpp.six.moves"
 
-    def find_spec(self, fullname, path=None, target=None):
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname != self.prefix and not fullname.startswith(self.prefix + "."):
             return None
         six = sys.modules.get("pingpp.six")
@@ -43,10 +49,10 @@ class _VendoredSixMoves(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             return None
         return importlib.util.spec_from_loader(fullname, self, is_package=importer.is_package(fullname))
 
-    def create_module(self, spec):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         return sys.modules["pingpp.six"]._importer.load_module(spec.name)
 
-    def exec_module(self, module):
+    def exec_module(self, module: types.ModuleType) -> None:
         pass  # six's lazy modules fill themselves in on attribute access
 
 
@@ -59,16 +65,16 @@ import pingpp.api_requestor  # noqa: E402
 pingpp.ca_bundle = certifi.where()
 
 
-def _rsa_sign(requestor, private_key, data):
+def _rsa_sign(requestor: object, private_key: str, data: str) -> bytes:
     """The SDK's request signature (APIRequestor.rsa_sign) with cryptography instead of pycryptodome."""
-    key = serialization.load_pem_private_key(private_key.encode(), password=None)
+    key = load_private_key(private_key)
     return base64.b64encode(key.sign(data.encode(), padding.PKCS1v15(), hashes.SHA256()))
 
 
 pingpp.api_requestor.APIRequestor.rsa_sign = _rsa_sign
 
 
-def load_public_key(pem):
+def load_public_key(pem: str | bytes) -> rsa.RSAPublicKey:
     """An RSA public key from PEM text (SubjectPublicKeyInfo or PKCS#1); ValueError if it is none."""
     data = pem.encode() if isinstance(pem, str) else pem
     try:
@@ -80,7 +86,7 @@ def load_public_key(pem):
     return key
 
 
-def load_private_key(pem):
+def load_private_key(pem: str | bytes) -> rsa.RSAPrivateKey:
     """An RSA private key from PEM text (PKCS#8 or PKCS#1, no passphrase); ValueError if it is none."""
     data = pem.encode() if isinstance(pem, str) else pem
     try:
@@ -92,7 +98,7 @@ def load_private_key(pem):
     return key
 
 
-def read_key(value, path):
+def read_key(value: str, path: str) -> str:
     """The PEM text given as a value, else read from path; '' when neither is set. OSError if unreadable."""
     if value:
         # Config vars often arrive with their newlines written as the two characters \n.
@@ -111,7 +117,7 @@ class GatewayError(Exception):
     code: Ping++'s error code when it answered with one (e.g. "charge_paid"), else None.
     """
 
-    def __init__(self, message, code=None):
+    def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.code = code
 
@@ -125,7 +131,7 @@ class ChargeRequest:
     body: str
     client_ip: str
     currency: str = "cny"
-    extra: dict | None = None
+    extra: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +143,7 @@ class Charge:
     paid: bool
     reversed: bool  # closed at Ping++: it can no longer be paid
     time_expire: int | None  # Unix seconds
-    raw: dict
+    raw: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +163,7 @@ class Transfer:
     amount: int
     currency: str
     status: str  # scheduled, pending, paid, failed
-    raw: dict
+    raw: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,15 +184,45 @@ class Refund:
     status: str  # pending, succeeded, failed
     succeeded: bool
     metadata_refund_id: str | None  # our refund_id, for refunds payapi asked for
-    raw: dict
+    raw: dict[str, Any]
 
 
-def _integer(raw, key, default):
+class Gateway(Protocol):
+    """What the services ask of the payment provider (PingppGateway; the tests' fakes speak to the
+    real SDK through the sandbox). Small dataclasses in and out; GatewayError when it fails."""
+
+    def create_charge(self, request: ChargeRequest) -> Charge: ...
+
+    def retrieve_charge(self, charge_id: str) -> Charge: ...
+
+    def reverse_charge(self, charge_id: str) -> Charge: ...
+
+    def create_refund(self, request: RefundRequest) -> Refund: ...
+
+    def retrieve_refund(self, charge_id: str, refund_id: str) -> Refund: ...
+
+    def list_refunds(self, charge_id: str) -> list[Refund]: ...
+
+    def list_charges(self, created_gte: int, created_lt: int) -> Iterator[Charge]: ...
+
+    def list_transfers(self, created_gte: int, created_lt: int) -> Iterator[Transfer]: ...
+
+    def create_transfer(self, request: TransferRequest) -> Transfer: ...
+
+    def retrieve_transfer(self, transfer_id: str) -> Transfer: ...
+
+    def webhook_is_authentic(self, raw_body: bytes, signature: str | None) -> bool: ...
+
+
+T = TypeVar("T")
+
+
+def _integer(raw: dict[str, Any], key: str, default: int | None) -> Any:
     value = raw.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def charge_from(raw):
+def charge_from(raw: dict[str, Any]) -> Charge:
     return Charge(
         id=str(raw.get("id", "")),
         order_no=str(raw.get("order_no", "")),
@@ -199,7 +235,7 @@ def charge_from(raw):
     )
 
 
-def transfer_from(raw):
+def transfer_from(raw: dict[str, Any]) -> Transfer:
     return Transfer(
         id=str(raw.get("id", "")),
         order_no=str(raw.get("order_no", "")),
@@ -210,10 +246,12 @@ def transfer_from(raw):
     )
 
 
-def refund_from(raw):
+def refund_from(raw: dict[str, Any]) -> Refund:
     order_no, currency = raw.get("charge_order_no"), raw.get("currency")
     status = raw.get("status")
-    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    metadata = raw.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
     ours = metadata.get("refund_id")
     return Refund(
         id=raw["id"] if isinstance(raw.get("id"), str) else "",
@@ -229,12 +267,12 @@ def refund_from(raw):
     )
 
 
-def _plain(sdk_object):
+def _plain(sdk_object: Any) -> Any:
     # PingppObject is a dict subclass; a JSON round trip leaves plain dicts and lists.
     return json.loads(json.dumps(sdk_object))
 
 
-def _ping_message(exc):
+def _ping_message(exc: Exception) -> str:
     """What Ping++ said about a failed call: its error message, or what went wrong on the way.
 
     Never the request (it carries account ids and names) and never the response body.
@@ -251,11 +289,13 @@ def _ping_message(exc):
     return f"HTTP {status}" if status else type(exc).__name__
 
 
-class PingppGateway:
+class PingppGateway(Gateway):
+    """The Gateway over the pingpp SDK."""
+
     def __init__(
-        self, api_key, app_id, api_base="", private_key="", public_key="", timeout=5.0,
-        private_key_path="", public_key_path="",
-    ):
+        self, api_key: str, app_id: str, api_base: str = "", private_key: str = "", public_key: str = "",
+        timeout: float = 5.0, private_key_path: str = "", public_key_path: str = "",
+    ) -> None:
         self.app_id = app_id
         self._api_key = api_key
         # The SDK keeps its configuration in module globals; one gateway per process sets them.
@@ -276,7 +316,7 @@ class PingppGateway:
         if self._public_key is None:
             log.warning("no Ping++ public key (PINGPP_PUBLIC_KEY or PINGPP_PUBLIC_KEY_PATH): every webhook answers 401")
 
-    def _call(self, what, ids, func, *args, **kwargs):
+    def _call(self, what: str, ids: dict[str, Any], func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         fields = {"call": what, **ids}
         if not self._api_key:
             # Development only (production refuses to start without it); said on every call, so
@@ -312,10 +352,10 @@ class PingppGateway:
             params["extra"] = request.extra
         return charge_from(self._call("create charge", {"order_no": request.order_no}, pingpp.Charge.create, **params))
 
-    def retrieve_charge(self, charge_id) -> Charge:
+    def retrieve_charge(self, charge_id: str) -> Charge:
         return charge_from(self._call("retrieve charge", {"charge_id": charge_id}, pingpp.Charge.retrieve, charge_id))
 
-    def reverse_charge(self, charge_id) -> Charge:
+    def reverse_charge(self, charge_id: str) -> Charge:
         """Close an unpaid charge so its credential can no longer take money (code charge_paid if paid)."""
         return charge_from(self._call("reverse charge", {"charge_id": charge_id}, pingpp.Charge.reverse, charge_id))
 
@@ -327,18 +367,20 @@ class PingppGateway:
             request.charge_id, **params,
         ))
 
-    def retrieve_refund(self, charge_id, refund_id) -> Refund:
+    def retrieve_refund(self, charge_id: str, refund_id: str) -> Refund:
         return refund_from(self._call(
             "retrieve refund", {"charge_id": charge_id, "pingpp_refund_id": refund_id}, pingpp.Charge.retrieve_refund,
             charge_id, refund_id,
         ))
 
-    def list_refunds(self, charge_id) -> list[Refund]:
+    def list_refunds(self, charge_id: str) -> list[Refund]:
         """Every refund of a charge (a charge has few: one page of 100)."""
         page = self._call("list refunds", {"charge_id": charge_id}, pingpp.Charge.list_refunds, charge_id, limit=100)
         return [refund_from(raw) for raw in page.get("data", [])]
 
-    def _each(self, what, resource, created_gte, created_lt, convert):
+    def _each(
+        self, what: str, resource: Any, created_gte: int, created_lt: int, convert: Callable[[dict[str, Any]], T]
+    ) -> Iterator[T]:
         """Every object of a list created in [created_gte, created_lt) (Unix seconds), paging as Ping++ does."""
         params = {"app": {"id": self.app_id}, "limit": 100, "created": {"gte": created_gte, "lt": created_lt}}
         while True:
@@ -350,10 +392,10 @@ class PingppGateway:
                 return
             params["starting_after"] = data[-1]["id"]
 
-    def list_charges(self, created_gte, created_lt):
+    def list_charges(self, created_gte: int, created_lt: int) -> Iterator[Charge]:
         return self._each("list charges", pingpp.Charge, created_gte, created_lt, charge_from)
 
-    def list_transfers(self, created_gte, created_lt):
+    def list_transfers(self, created_gte: int, created_lt: int) -> Iterator[Transfer]:
         return self._each("list transfers", pingpp.Transfer, created_gte, created_lt, transfer_from)
 
     def create_transfer(self, request: TransferRequest) -> Transfer:
@@ -372,12 +414,12 @@ class PingppGateway:
             self._call("create transfer", {"order_no": request.order_no}, pingpp.Transfer.create, **params)
         )
 
-    def retrieve_transfer(self, transfer_id) -> Transfer:
+    def retrieve_transfer(self, transfer_id: str) -> Transfer:
         return transfer_from(
             self._call("retrieve transfer", {"transfer_id": transfer_id}, pingpp.Transfer.retrieve, transfer_id)
         )
 
-    def webhook_is_authentic(self, raw_body, signature):
+    def webhook_is_authentic(self, raw_body: bytes, signature: str | None) -> bool:
         """RSA-SHA256 (PKCS#1 v1.5) over the raw body, base64 in X-Pingplusplus-Signature."""
         if self._public_key is None or not signature:
             return False

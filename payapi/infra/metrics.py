@@ -42,7 +42,7 @@ WEBHOOKS = Counter(
     "replay, malformed).", ["outcome"], registry=REGISTRY,
 )
 
-_request_children = {}
+_request_children: dict[tuple[object, ...], object] = {}
 
 
 def observe_request(route, method, status, code, seconds):
