@@ -67,7 +67,7 @@ def test_app_json_asks_for_everything_production_refuses_to_start_without():
     assert manifest["env"]["SERVICE_KEY"]["generator"] == "secret"
     assert manifest["env"]["PAYAPI_ENV"]["value"] == "production"
     # Every variable app.json names is one payapi reads.
-    source = "".join(open(os.path.join(ROOT, "payapi", n), encoding="utf-8").read() for n in ("config.py", "logs.py"))
+    source = "".join(open(os.path.join(ROOT, "payapi", "infra", n), encoding="utf-8").read() for n in ("config.py", "logs.py"))
     assert [n for n in manifest["env"] if f'"{n}"' not in source] == []
     assert "serve" in NEEDS
 
