@@ -9,8 +9,7 @@ import sys
 import threading
 
 from payapi import startup
-from payapi.infra import logs
-from payapi.infra import outbox as notifications
+from payapi.infra import logs, outbox
 from payapi.infra.db import bind, open_database
 
 
@@ -20,7 +19,7 @@ def main(seconds):
     bind(open_database(settings.database_url))
     stop = threading.Event()
     threading.Timer(seconds, stop.set).start()
-    notifications.Dispatcher(settings.notify_url, settings.notify_secret).run_forever(stop)
+    outbox.Dispatcher(settings.notify_url, settings.notify_secret).run_forever(stop)
 
 
 if __name__ == "__main__":

@@ -59,8 +59,7 @@ def print_audited(record, entry):
 
 
 def withdrawals_command(settings, args):
-    from payapi.backoffice import actions as ops
-    from payapi.backoffice import operators
+    from payapi.backoffice import actions, operators
     from payapi.contract.errors import ApiError
     from payapi.infra.models import Withdrawal
     from payapi.money.withdrawals import PENDING, PROCESSING
@@ -72,7 +71,7 @@ def withdrawals_command(settings, args):
             sys.exit(f"usage: python -m payapi withdrawals {args.action} ID --reason TEXT")
         if args.action == "fail" and not (args.reason or "").strip():
             sys.exit("withdrawals fail needs --reason (kept in the audit trail)")
-        act = ops.fail_withdrawal if args.action == "fail" else ops.retry_withdrawal
+        act = actions.fail_withdrawal if args.action == "fail" else actions.retry_withdrawal
         try:
             print_audited(*act(gateway_from(settings), args.id, operators.cli_identity(),
                                (args.reason or "").strip()[:255]))
@@ -96,8 +95,7 @@ def withdrawals_command(settings, args):
 
 
 def notifications_command(settings, args):
-    from payapi.backoffice import actions as ops
-    from payapi.backoffice import operators
+    from payapi.backoffice import actions, operators
     from payapi.contract.errors import ApiError
 
     bind(open_database(settings.database_url))
@@ -105,12 +103,12 @@ def notifications_command(settings, args):
         if not args.id:
             sys.exit("usage: python -m payapi notifications resend ID [--reason TEXT]")
         try:
-            print_audited(*ops.resend_notification(args.id, operators.cli_identity(), (args.reason or "").strip()[:255]))
+            print_audited(*actions.resend_notification(args.id, operators.cli_identity(), (args.reason or "").strip()[:255]))
         except ApiError as error:
             refused(error)
         return
     print(f"{'message_id':28}  {'type':20}  {'subject':24}  {'attempts':>8}  {'failed at':24}  last_error")
-    for n in ops.failed_notifications():
+    for n in actions.failed_notifications():
         print(f"{n.message_id:28}  {n.type:20}  {n.subject_id:24}  {n.attempts:>8}  {iso(n.updated_at):24}  "
               f"{n.last_status or ''} {n.last_error}")
 

@@ -10,8 +10,7 @@ import threading
 import time
 
 from payapi.domain.clock import now_ms
-from payapi.infra import idempotency, jobs
-from payapi.infra import outbox as notifications
+from payapi.infra import idempotency, jobs, outbox
 from payapi.money import payments, reconciliation, refunds, withdrawals
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ def run_once(settings, gateway, notify=True):
 
 
 def _deliver_due(settings):
-    dispatcher = notifications.Dispatcher(settings.notify_url, settings.notify_secret)
+    dispatcher = outbox.Dispatcher(settings.notify_url, settings.notify_secret)
     try:
         return dispatcher.run_once()
     finally:
@@ -72,7 +71,7 @@ def run_forever(settings, gateway, interval=60.0):
     dispatcher = None
     if settings.notify_url:
         dispatcher = threading.Thread(
-            target=notifications.Dispatcher(settings.notify_url, settings.notify_secret).run_forever,
+            target=outbox.Dispatcher(settings.notify_url, settings.notify_secret).run_forever,
             args=(stop,), name="notify-dispatcher", daemon=True,
         )
         dispatcher.start()

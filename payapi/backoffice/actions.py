@@ -13,12 +13,12 @@ import json
 from peewee import fn
 
 from payapi.backoffice import operators
-from payapi.contract import render as views
+from payapi.contract import render
 from payapi.contract.errors import NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, ApiError, invalid
 from payapi.domain.clock import now_ms
 from payapi.domain.ids import is_id
 from payapi.domain.lifecycles import NotificationStatus, Outcome, WithdrawalStatus
-from payapi.infra import outbox as notifications
+from payapi.infra import outbox
 from payapi.infra.db import for_update, transaction
 from payapi.infra.gateway import GatewayError
 from payapi.infra.models import ClientReport, Event, JournalEntry, Notification, Pay, Posting, Refund, Withdrawal
@@ -47,7 +47,7 @@ def is_stuck(withdrawal, now):
 
 def withdrawal_view(w, now=None):
     now = now or now_ms()
-    return views.ops_withdrawal(w, now, is_stuck(w, now))
+    return render.ops_withdrawal(w, now, is_stuck(w, now))
 
 
 def withdrawals_in_flight(limit=200):
@@ -126,7 +126,7 @@ def _fail_unsent(withdraw_id, lease, who, reason, before):
     if w.status != PENDING or w.lease_until != lease:
         raise ApiError(NOT_ALLOWED, "该提现在确认期间被更改，请刷新后重试")
     withdrawals.settle(w, FAILED, now_ms())
-    notifications.save(w)
+    outbox.save(w)
     return w, operators.audit(who, FAIL, withdraw_id, reason, before, withdrawal_state(w))
 
 
@@ -164,7 +164,7 @@ def resend_notification(message_id, who, reason=""):
     if message is None:
         raise ApiError(NOT_FOUND, "通知不存在")
     before = notification_state(message)
-    after = notifications.resend(message_id)
+    after = outbox.resend(message_id)
     return after, operators.audit(who, RESEND, message_id, reason, before, notification_state(after))
 
 

@@ -109,7 +109,7 @@ PROJECT_TYPES = (Whole, Text, Id)
 
 # The app hashes the pay password itself ("加密后"): an opaque string, never trimmed.
 Secret = Text.between(1, 128, "The pay password as the app hashed it (opaque)", strip=False)
-Answer = Text.between(1, 64, "A security answer; compared after NFKC normalisation, trimming and case folding")
+SecurityAnswer = Text.between(1, 64, "A security answer; compared after NFKC normalisation, trimming and case folding")
 PayMoney = Fen.between(1, "pay_money_max", "Fen, 1..PAY_MONEY_MAX")
 WithdrawAmount = Fen.between("withdraw_min", "withdraw_max", "Fen, WITHDRAW_MIN..WITHDRAW_MAX")
 # Channels a pay may use (Ping++'s names); `extra` is passed through for those that need it.
@@ -178,9 +178,9 @@ class PasswdRequest(Body):
 
     passwd: Secret
     old_passwd: Secret | None = None
-    answer1: Answer | None = None
-    answer2: Answer | None = None
-    answer3: Answer | None = None
+    answer1: SecurityAnswer | None = None
+    answer2: SecurityAnswer | None = None
+    answer3: SecurityAnswer | None = None
 
     extra_json_schema: ClassVar[dict] = THREE_OR_NONE_SCHEMA
 
@@ -196,9 +196,9 @@ class PasswdRequest(Body):
 class QuestionRequest(Body):
     """Set or replace the three security answers; `passwd` is needed whenever a pay password is set."""
 
-    answer1: Answer
-    answer2: Answer
-    answer3: Answer
+    answer1: SecurityAnswer
+    answer2: SecurityAnswer
+    answer3: SecurityAnswer
     passwd: Secret | None = None
 
     @property

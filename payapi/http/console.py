@@ -1,6 +1,6 @@
 """The operators' console at /ops/: server-rendered HTML (Jinja2, autoescaped), no JavaScript.
 
-The pages show what ops.py reads and do what it does, as /ops/api does in JSON. Every page needs a
+The pages show what actions.py reads and do what it does, as /ops/api does in JSON. Every page needs a
 session (HeaderAuth, `auth = "console"`; without one: a redirect to the login form) and is sent
 with a strict Content-Security-Policy: nothing but this origin's stylesheet and forms, no script
 at all, never inside a frame. Every form carries a CSRF token (the session's; the login form's is
@@ -17,8 +17,7 @@ import urllib.parse
 import falcon
 import jinja2
 
-from payapi.backoffice import actions as ops
-from payapi.backoffice import operators
+from payapi.backoffice import actions, operators
 from payapi.contract.errors import INVALID, LOCKED, ApiError, invalid
 from payapi.contract.render import audit_info, reconciliation_info
 from payapi.contract.shapes import FailRequest, ReasonRequest
@@ -162,7 +161,7 @@ class Page:
 
 # --- login --------------------------------------------------------------------------------------------
 
-class Login(Page):
+class LoginPage(Page):
     auth = None
 
     def on_get(self, req, resp):
@@ -198,7 +197,7 @@ class Login(Page):
         redirect(HOME)
 
 
-class Logout(Page):
+class LogoutPage(Page):
     def on_post(self, req, resp):
         try:
             self.console.form(req)
@@ -211,13 +210,13 @@ class Logout(Page):
 
 # --- withdrawals ----------------------------------------------------------------------------------------
 
-class Withdrawals(Page):
+class WithdrawalsPage(Page):
     def on_get(self, req, resp):
-        rows = [ops.withdrawal_view(w) for w in ops.withdrawals_in_flight()]
+        rows = [actions.withdrawal_view(w) for w in actions.withdrawals_in_flight()]
         self.console.render(req, resp, "withdrawals.html", withdrawals=rows, tab="withdrawals")
 
 
-class Withdrawal(Page):
+class WithdrawalPage(Page):
     def on_get(self, req, resp, withdraw_id):
         try:
             self.show(req, resp, page_id(withdraw_id, "提现 id"), done=req.get_param("done"))
@@ -225,15 +224,15 @@ class Withdrawal(Page):
             self.failed(req, resp, error)
 
     def show(self, req, resp, withdraw_id, status=200, error=None, reason="", action=None, done=None):
-        w = ops.withdrawal(withdraw_id)
+        w = actions.withdrawal(withdraw_id)
         history = [audit_info(a) for a in AuditEntry.select().where(AuditEntry.target == withdraw_id)
                    .order_by(AuditEntry.created_at.desc())]
-        self.console.render(req, resp, "withdrawal.html", status=status, w=ops.withdrawal_view(w), error=error,
+        self.console.render(req, resp, "withdrawal.html", status=status, w=actions.withdrawal_view(w), error=error,
                             reason=reason, action=action, done=done if done and is_id(done) else None,
                             history=history, tab="withdrawals")
 
 
-class WithdrawalAction(Page):
+class WithdrawalActionPage(Page):
     """POST /ops/withdrawals/{id}/retry or /fail: the form on the withdrawal's page."""
 
     def __init__(self, console, gateway, action):
@@ -241,16 +240,16 @@ class WithdrawalAction(Page):
         self.gateway, self.action = gateway, action
 
     def on_post(self, req, resp, withdraw_id):
-        page = Withdrawal(self.console)
+        page = WithdrawalPage(self.console)
         try:
             page_id(withdraw_id, "提现 id")
         except ApiError as error:
             return self.failed(req, resp, error)
         reason = ""
         try:
-            fields = self.console.action_form(req, FailRequest if self.action == ops.FAIL else ReasonRequest)
+            fields = self.console.action_form(req, FailRequest if self.action == actions.FAIL else ReasonRequest)
             reason = fields.reason
-            act = ops.fail_withdrawal if self.action == ops.FAIL else ops.retry_withdrawal
+            act = actions.fail_withdrawal if self.action == actions.FAIL else actions.retry_withdrawal
             _, entry = act(self.gateway, withdraw_id, req.context.operator, reason)
         except ApiError as error:
             try:
@@ -262,23 +261,23 @@ class WithdrawalAction(Page):
 
 # --- pays -------------------------------------------------------------------------------------------
 
-class Pays(Page):
+class PaysPage(Page):
     def on_get(self, req, resp):
         q = (req.get_param("q") or "").strip()
         found, error = None, None
         if q:
             try:
-                found = ops.search_pays(q[:64])
+                found = actions.search_pays(q[:64])
             except ApiError as exc:
                 error = exc.msg
         self.console.render(req, resp, "pays.html", status=400 if error else 200, q=q[:64], pays=found,
                             error=error, tab="pays")
 
 
-class Pay(Page):
+class PayPage(Page):
     def on_get(self, req, resp, pay_id):
         try:
-            history = ops.pay_history(page_id(pay_id, "支付 id"))
+            history = actions.pay_history(page_id(pay_id, "支付 id"))
         except ApiError as error:
             return self.failed(req, resp, error)
         self.console.render(req, resp, "pay.html", tab="pays", **history)
@@ -286,24 +285,24 @@ class Pay(Page):
 
 # --- notifications ----------------------------------------------------------------------------------
 
-class Notifications(Page):
+class NotificationsPage(Page):
     def on_get(self, req, resp):
         self.show(req, resp, done=req.get_param("done"))
 
     def show(self, req, resp, status=200, error=None, target=None, done=None):
         self.console.render(req, resp, "notifications.html", status=status, error=error, target=target,
                             done=done if done and is_id(done) else None,
-                            notifications=ops.failed_notifications(), tab="notifications")
+                            notifications=actions.failed_notifications(), tab="notifications")
 
 
-class NotificationResend(Page):
+class NotificationResendPage(Page):
     def on_post(self, req, resp, message_id):
-        page = Notifications(self.console)
+        page = NotificationsPage(self.console)
         try:
             if not (message_id.startswith("msg_") and is_id(message_id[4:])):
                 raise invalid("通知 id 格式错误")
             fields = self.console.action_form(req, ReasonRequest)
-            _, entry = ops.resend_notification(message_id, req.context.operator, fields.reason)
+            _, entry = actions.resend_notification(message_id, req.context.operator, fields.reason)
         except ApiError as error:
             return page.show(req, resp, error.http_status, error.msg, message_id)
         redirect(f"{HOME}/notifications?done={entry.audit_id}")
@@ -311,14 +310,14 @@ class NotificationResend(Page):
 
 # --- the books, the audit trail, volumes ----------------------------------------------------------------
 
-class Books(Page):
+class BooksPage(Page):
     def on_get(self, req, resp):
         rows = Reconciliation.select().order_by(Reconciliation.created_at.desc()).limit(30)
         self.console.render(req, resp, "books.html", totals=books.trial_balance(),
                             reconciliations=[reconciliation_info(r) for r in rows], tab="books")
 
 
-class Audit(Page):
+class AuditPage(Page):
     PAGE = 100
 
     def on_get(self, req, resp):
@@ -331,14 +330,14 @@ class Audit(Page):
                             more=entries[self.PAGE - 1].audit_id if len(entries) > self.PAGE else None, tab="audit")
 
 
-class Volumes(Page):
+class VolumesPage(Page):
     """A 30-day chart drawn as inline SVG on the server (no script), and the same numbers as a table."""
 
     WIDTH, HEIGHT, TOP, LEFT, BOTTOM = 960, 320, 20, 90, 40
     SERIES = (("paid", "支付"), ("refunded", "退款"), ("withdrawn", "提现"))
 
     def on_get(self, req, resp):
-        days = ops.daily_volumes(self.console.settings.tz)
+        days = actions.daily_volumes(self.console.settings.tz)
         self.console.render(req, resp, "stats.html", days=days, chart=self.chart(days), series=self.SERIES,
                             tab="stats")
 

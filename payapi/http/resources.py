@@ -12,8 +12,7 @@ from typing import Any
 import falcon
 import msgspec
 
-from payapi.backoffice import actions as ops
-from payapi.backoffice import operators
+from payapi.backoffice import actions, operators
 from payapi.contract.errors import UNAUTHENTICATED, UNEXPECTED, ApiError, invalid
 from payapi.contract.render import (
     audit_info,
@@ -89,9 +88,9 @@ def message_path_id(value):
     return value
 
 
-def audit_of(req):
+def phone_headers(req):
     """The phone's own headers (`channel` is the app store here), kept for audit; never an error."""
-    return payments.Audit(
+    return payments.PhoneHeaders(
         client_ip=(req.get_header("client") or "")[:64],
         platform=(req.get_header("platform") or "")[:32],
         store=(req.get_header("channel") or "")[:64],
@@ -104,14 +103,14 @@ def with_info(resp, info_json):
     resp.content_type = falcon.MEDIA_JSON
 
 
-class Pay:
+class PayResource:
     @operation(id="getPay", summary="A pay record (seed 1); only its payer may read it.", tag="mobile",
                answer=PayAnswer, errors={404: None})
     def on_get(self, req, resp, pay_id):
         with_info(resp, payments.info_of(path_id(pay_id), req.context.user_id))
 
 
-class PayStatus:
+class PayStatusResource:
     def __init__(self, codec, settings, gateway):
         self.codec, self.settings, self.gateway = codec, settings, gateway
 
@@ -128,7 +127,7 @@ class PayStatus:
                "While pending, `cancel` → cancel, `invalid` → fail, `fail` leaves it pending.")
     def on_post(self, req, resp, pay_id, body):
         payments.report_client_status(
-            self.gateway, self.settings, req.context.user_id, path_id(pay_id), body.status, audit_of(req)
+            self.gateway, self.settings, req.context.user_id, path_id(pay_id), body.status, phone_headers(req)
         )
         resp.media = Done()
 
@@ -145,7 +144,7 @@ class Withdraw:
                description="Checks in order: amount (904), pay password and account set (910), lock (906), "
                "password (905), one per natural month (910), available balance (910). " + PASSWORD_LOCK)
     def on_post(self, req, resp, body):
-        withdrawal = withdrawals.withdraw(self.settings, req.context.user_id, body.passwd, body.amount, audit_of(req))
+        withdrawal = withdrawals.withdraw(self.settings, req.context.user_id, body.passwd, body.amount, phone_headers(req))
         resp.media = WithdrawAnswer(withdraw_id=withdrawal.withdraw_id)
 
 
@@ -206,7 +205,7 @@ class CheckInfo:
         resp.media = CheckInfoAnswer(**security.check_info(req.context.user_id))
 
 
-class SmsCode:
+class SmsCodeResource:
     def __init__(self, codec, settings, sms_backend):
         self.codec, self.settings, self.sms_backend = codec, settings, sms_backend
 
@@ -389,7 +388,7 @@ class OpsWithdrawals(ForOperators):
     @operation(id="opsListWithdrawals", summary="Withdrawals in flight, stuck ones first (operators).",
                tag="operators", answer=OpsWithdrawalsAnswer, errors=OPERATOR_ERRORS)
     def on_get(self, req, resp):
-        resp.media = OpsWithdrawalsAnswer(list=[ops.withdrawal_view(w) for w in ops.withdrawals_in_flight()])
+        resp.media = OpsWithdrawalsAnswer(list=[actions.withdrawal_view(w) for w in actions.withdrawals_in_flight()])
 
 
 class OpsWithdrawalRetry(ForOperators):
@@ -401,8 +400,8 @@ class OpsWithdrawalRetry(ForOperators):
                description="Takes the worker's payout lease first, so a worker and an operator never both call "
                "Ping++ for it. A Ping++ failure is recorded on the withdrawal (`last_error`), as a worker's would be.")
     def on_post(self, req, resp, withdraw_id, body):
-        w, entry = ops.retry_withdrawal(self.gateway, path_id(withdraw_id), req.context.operator, body.reason)
-        resp.media = OpsWithdrawalAnswer(withdrawal=ops.withdrawal_view(w), audit_id=entry.audit_id)
+        w, entry = actions.retry_withdrawal(self.gateway, path_id(withdraw_id), req.context.operator, body.reason)
+        resp.media = OpsWithdrawalAnswer(withdrawal=actions.withdrawal_view(w), audit_id=entry.audit_id)
 
 
 class OpsWithdrawalFail(ForOperators):
@@ -416,22 +415,22 @@ class OpsWithdrawalFail(ForOperators):
                "withdrawal's creation on) or that its transfer failed or was cancelled; the payout lease is held "
                "meanwhile. The money goes back to the expert and the month is free again.")
     def on_post(self, req, resp, withdraw_id, body):
-        w, entry = ops.fail_withdrawal(self.gateway, path_id(withdraw_id), req.context.operator, body.reason)
-        resp.media = OpsWithdrawalAnswer(withdrawal=ops.withdrawal_view(w), audit_id=entry.audit_id)
+        w, entry = actions.fail_withdrawal(self.gateway, path_id(withdraw_id), req.context.operator, body.reason)
+        resp.media = OpsWithdrawalAnswer(withdrawal=actions.withdrawal_view(w), audit_id=entry.audit_id)
 
 
 class OpsPays(ForOperators):
     @operation(id="opsSearchPays", summary="Pays by pay id, order or note id, or user id (payer or expert).",
                tag="operators", query=PaySearchQuery, answer=OpsPaysAnswer, errors=OPERATOR_ERRORS)
     def on_get(self, req, resp, query):
-        resp.media = OpsPaysAnswer(list=[ops_pay(p) for p in ops.search_pays(query.q)])
+        resp.media = OpsPaysAnswer(list=[ops_pay(p) for p in actions.search_pays(query.q)])
 
 
 class OpsNotifications(ForOperators):
     @operation(id="opsFailedNotifications", summary="Notifications to the order service that failed (24 hours "
                "without a 2xx), newest first.", tag="operators", answer=OpsNotificationsAnswer, errors=OPERATOR_ERRORS)
     def on_get(self, req, resp):
-        resp.media = OpsNotificationsAnswer(list=[ops_notification(n) for n in ops.failed_notifications()])
+        resp.media = OpsNotificationsAnswer(list=[ops_notification(n) for n in actions.failed_notifications()])
 
 
 class OpsNotificationResend(ForOperators):
@@ -439,7 +438,7 @@ class OpsNotificationResend(ForOperators):
                "(audited).", tag="operators", body=ReasonRequest, answer=OpsNotificationAnswer,
                example={"reason": "the order service is back"}, errors={**OPERATOR_ERRORS, 404: None})
     def on_post(self, req, resp, message_id, body):
-        message, entry = ops.resend_notification(message_path_id(message_id), req.context.operator, body.reason)
+        message, entry = actions.resend_notification(message_path_id(message_id), req.context.operator, body.reason)
         resp.media = OpsNotificationAnswer(notification=ops_notification(message), audit_id=entry.audit_id)
 
 
@@ -472,7 +471,7 @@ class OpsVolumes(ForOperators):
     @operation(id="opsDailyVolumes", summary="Paid, refunded and withdrawn per day, the last 30 days.",
                tag="operators", answer=VolumesAnswer, errors=OPERATOR_ERRORS)
     def on_get(self, req, resp):
-        days = [DayVolume(date=d.isoformat(), **totals) for d, totals in ops.daily_volumes(self.settings.tz)]
+        days = [DayVolume(date=d.isoformat(), **totals) for d, totals in actions.daily_volumes(self.settings.tz)]
         resp.media = VolumesAnswer(timezone=self.settings.timezone, days=days)
 
 

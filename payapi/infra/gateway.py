@@ -135,7 +135,7 @@ class ChargeRequest:
 
 
 @dataclasses.dataclass(frozen=True)
-class Charge:
+class ProviderCharge:
     id: str
     order_no: str
     amount: int
@@ -157,7 +157,7 @@ class TransferRequest:
 
 
 @dataclasses.dataclass(frozen=True)
-class Transfer:
+class ProviderTransfer:
     id: str
     order_no: str
     amount: int
@@ -175,7 +175,7 @@ class RefundRequest:
 
 
 @dataclasses.dataclass(frozen=True)
-class Refund:
+class ProviderRefund:
     id: str
     charge_id: str
     charge_order_no: str | None  # Ping++ sends it with refund events; None when absent
@@ -191,25 +191,25 @@ class Gateway(Protocol):
     """What the services ask of the payment provider (PingppGateway; the tests' fakes speak to the
     real SDK through the sandbox). Small dataclasses in and out; GatewayError when it fails."""
 
-    def create_charge(self, request: ChargeRequest) -> Charge: ...
+    def create_charge(self, request: ChargeRequest) -> ProviderCharge: ...
 
-    def retrieve_charge(self, charge_id: str) -> Charge: ...
+    def retrieve_charge(self, charge_id: str) -> ProviderCharge: ...
 
-    def reverse_charge(self, charge_id: str) -> Charge: ...
+    def reverse_charge(self, charge_id: str) -> ProviderCharge: ...
 
-    def create_refund(self, request: RefundRequest) -> Refund: ...
+    def create_refund(self, request: RefundRequest) -> ProviderRefund: ...
 
-    def retrieve_refund(self, charge_id: str, refund_id: str) -> Refund: ...
+    def retrieve_refund(self, charge_id: str, refund_id: str) -> ProviderRefund: ...
 
-    def list_refunds(self, charge_id: str) -> list[Refund]: ...
+    def list_refunds(self, charge_id: str) -> list[ProviderRefund]: ...
 
-    def list_charges(self, created_gte: int, created_lt: int) -> Iterator[Charge]: ...
+    def list_charges(self, created_gte: int, created_lt: int) -> Iterator[ProviderCharge]: ...
 
-    def list_transfers(self, created_gte: int, created_lt: int) -> Iterator[Transfer]: ...
+    def list_transfers(self, created_gte: int, created_lt: int) -> Iterator[ProviderTransfer]: ...
 
-    def create_transfer(self, request: TransferRequest) -> Transfer: ...
+    def create_transfer(self, request: TransferRequest) -> ProviderTransfer: ...
 
-    def retrieve_transfer(self, transfer_id: str) -> Transfer: ...
+    def retrieve_transfer(self, transfer_id: str) -> ProviderTransfer: ...
 
     def webhook_is_authentic(self, raw_body: bytes, signature: str | None) -> bool: ...
 
@@ -222,8 +222,8 @@ def _integer(raw: dict[str, Any], key: str, default: int | None) -> Any:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def charge_from(raw: dict[str, Any]) -> Charge:
-    return Charge(
+def charge_from(raw: dict[str, Any]) -> ProviderCharge:
+    return ProviderCharge(
         id=str(raw.get("id", "")),
         order_no=str(raw.get("order_no", "")),
         amount=_integer(raw, "amount", -1),
@@ -235,8 +235,8 @@ def charge_from(raw: dict[str, Any]) -> Charge:
     )
 
 
-def transfer_from(raw: dict[str, Any]) -> Transfer:
-    return Transfer(
+def transfer_from(raw: dict[str, Any]) -> ProviderTransfer:
+    return ProviderTransfer(
         id=str(raw.get("id", "")),
         order_no=str(raw.get("order_no", "")),
         amount=_integer(raw, "amount", -1),
@@ -246,14 +246,14 @@ def transfer_from(raw: dict[str, Any]) -> Transfer:
     )
 
 
-def refund_from(raw: dict[str, Any]) -> Refund:
+def refund_from(raw: dict[str, Any]) -> ProviderRefund:
     order_no, currency = raw.get("charge_order_no"), raw.get("currency")
     status = raw.get("status")
     metadata = raw.get("metadata")
     if not isinstance(metadata, dict):
         metadata = {}
     ours = metadata.get("refund_id")
-    return Refund(
+    return ProviderRefund(
         id=raw["id"] if isinstance(raw.get("id"), str) else "",
         charge_id=raw["charge"] if isinstance(raw.get("charge"), str) else "",
         charge_order_no=order_no if order_no is None else str(order_no),
@@ -337,7 +337,7 @@ class PingppGateway(Gateway):
             )
             raise GatewayError(f"{what}: {type(exc).__name__}: {message}", code=code) from exc
 
-    def create_charge(self, request: ChargeRequest) -> Charge:
+    def create_charge(self, request: ChargeRequest) -> ProviderCharge:
         params = {
             "order_no": request.order_no,
             "app": {"id": self.app_id},
@@ -352,14 +352,14 @@ class PingppGateway(Gateway):
             params["extra"] = request.extra
         return charge_from(self._call("create charge", {"order_no": request.order_no}, pingpp.Charge.create, **params))
 
-    def retrieve_charge(self, charge_id: str) -> Charge:
+    def retrieve_charge(self, charge_id: str) -> ProviderCharge:
         return charge_from(self._call("retrieve charge", {"charge_id": charge_id}, pingpp.Charge.retrieve, charge_id))
 
-    def reverse_charge(self, charge_id: str) -> Charge:
+    def reverse_charge(self, charge_id: str) -> ProviderCharge:
         """Close an unpaid charge so its credential can no longer take money (code charge_paid if paid)."""
         return charge_from(self._call("reverse charge", {"charge_id": charge_id}, pingpp.Charge.reverse, charge_id))
 
-    def create_refund(self, request: RefundRequest) -> Refund:
+    def create_refund(self, request: RefundRequest) -> ProviderRefund:
         params = {"description": request.description, "amount": request.amount,
                   "metadata": {"refund_id": request.refund_id}}
         return refund_from(self._call(
@@ -367,13 +367,13 @@ class PingppGateway(Gateway):
             request.charge_id, **params,
         ))
 
-    def retrieve_refund(self, charge_id: str, refund_id: str) -> Refund:
+    def retrieve_refund(self, charge_id: str, refund_id: str) -> ProviderRefund:
         return refund_from(self._call(
             "retrieve refund", {"charge_id": charge_id, "pingpp_refund_id": refund_id}, pingpp.Charge.retrieve_refund,
             charge_id, refund_id,
         ))
 
-    def list_refunds(self, charge_id: str) -> list[Refund]:
+    def list_refunds(self, charge_id: str) -> list[ProviderRefund]:
         """Every refund of a charge (a charge has few: one page of 100)."""
         page = self._call("list refunds", {"charge_id": charge_id}, pingpp.Charge.list_refunds, charge_id, limit=100)
         return [refund_from(raw) for raw in page.get("data", [])]
@@ -392,13 +392,13 @@ class PingppGateway(Gateway):
                 return
             params["starting_after"] = data[-1]["id"]
 
-    def list_charges(self, created_gte: int, created_lt: int) -> Iterator[Charge]:
+    def list_charges(self, created_gte: int, created_lt: int) -> Iterator[ProviderCharge]:
         return self._each("list charges", pingpp.Charge, created_gte, created_lt, charge_from)
 
-    def list_transfers(self, created_gte: int, created_lt: int) -> Iterator[Transfer]:
+    def list_transfers(self, created_gte: int, created_lt: int) -> Iterator[ProviderTransfer]:
         return self._each("list transfers", pingpp.Transfer, created_gte, created_lt, transfer_from)
 
-    def create_transfer(self, request: TransferRequest) -> Transfer:
+    def create_transfer(self, request: TransferRequest) -> ProviderTransfer:
         params = {
             "order_no": request.order_no,
             "app": {"id": self.app_id},
@@ -414,7 +414,7 @@ class PingppGateway(Gateway):
             self._call("create transfer", {"order_no": request.order_no}, pingpp.Transfer.create, **params)
         )
 
-    def retrieve_transfer(self, transfer_id: str) -> Transfer:
+    def retrieve_transfer(self, transfer_id: str) -> ProviderTransfer:
         return transfer_from(
             self._call("retrieve transfer", {"transfer_id": transfer_id}, pingpp.Transfer.retrieve, transfer_id)
         )

@@ -32,7 +32,7 @@ DEFAULT_EXPIRY_MS = 24 * 3600 * 1000  # when a charge carries no time_expire
 
 
 @dataclasses.dataclass(frozen=True)
-class Audit:
+class PhoneHeaders:
     """The phone's own headers, kept with what it reported."""
 
     client_ip: str = ""
@@ -326,11 +326,11 @@ REPORT_REPEAT_MS = 60_000
 REPORT_ROWS_PER_HOUR = 20
 
 
-def _store_report(user_id, pay_id, report, audit, now):
+def _store_report(user_id, pay_id, report, headers, now):
     """Keep the report; repeated reports are counted in an existing row, not stored without bound."""
     reports = ClientReport.select().where(ClientReport.pay_id == pay_id)
     latest = reports.order_by(ClientReport.id.desc()).first()
-    seen = (report, audit.client_ip, audit.platform, audit.store)
+    seen = (report, headers.client_ip, headers.platform, headers.store)
     row = None
     if latest is not None and now - latest.last_at < REPORT_REPEAT_MS and seen == (
         latest.status, latest.client_ip, latest.platform, latest.store
@@ -341,20 +341,20 @@ def _store_report(user_id, pay_id, report, audit, now):
     if row is None:
         ClientReport.create(
             pay_id=pay_id, user_id=user_id, status=report, created_at=now, last_at=now,
-            client_ip=audit.client_ip, platform=audit.platform, store=audit.store,
+            client_ip=headers.client_ip, platform=headers.platform, store=headers.store,
         )
     else:
         ClientReport.update(times=ClientReport.times + 1, last_at=now).where(ClientReport.id == row.id).execute()
 
 
 @transaction
-def _record_report(user_id, pay_id, report, audit, retrieve_hold_ms):
+def _record_report(user_id, pay_id, report, headers, retrieve_hold_ms):
     """-> (pay, None or until when this report holds the pay's retrieve claim)."""
     pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
     if pay is None or pay.user_id != user_id:
         raise ApiError(NOT_FOUND, "支付记录不存在")
     now = now_ms()
-    _store_report(user_id, pay_id, report, audit, now)
+    _store_report(user_id, pay_id, report, headers, now)
     pay.client_status = report
     pay.updated_at = now
     if pay.status == PENDING and report in CLOSED_BY_REPORT:
@@ -374,11 +374,11 @@ def _release_retrieve(pay_id, claimed):
     ).execute()
 
 
-def report_client_status(gateway, settings, user_id, pay_id, report, audit):
+def report_client_status(gateway, settings, user_id, pay_id, report, headers):
     """Record what the phone saw; on "success" ask Ping++ and apply its answer, never the phone's."""
     # A retrieve takes at most a connect and a read timeout; the claim outlasts it.
     hold_ms = int(2 * settings.pingpp_timeout * 1000) + RETRIEVE_INTERVAL_MS
-    pay, claimed = _record_report(user_id, pay_id, report, audit, hold_ms)
+    pay, claimed = _record_report(user_id, pay_id, report, headers, hold_ms)
     if report in CLOSED_BY_REPORT and pay.status in (CANCEL, FAIL):
         reverse_charge(gateway, settings, pay.pay_id)  # best effort now; the worker retries
     if claimed is None:

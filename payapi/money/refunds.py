@@ -126,7 +126,7 @@ def _accept(refund_id, made, reserved=None):
 
 
 def _apply(refund, pay, made):
-    """What Ping++ says of one of our refunds (made: gateway.Refund), in the caller's transaction."""
+    """What Ping++ says of one of our refunds (made: gateway.ProviderRefund), in the caller's transaction."""
     now = now_ms()
     if made.amount != refund.amount or made.charge_id != pay.charge_id:
         log.error("Ping++ refund %s does not match refund %s", made.id, refund.refund_id)
@@ -166,7 +166,7 @@ def _close_if_refunded(pay, refund, now):
 
 @transaction
 def apply_refund(made):
-    """A refund object from Ping++ (webhook or retrieve; gateway.Refund) -> Outcome. Idempotent."""
+    """A refund object from Ping++ (webhook or retrieve; gateway.ProviderRefund) -> Outcome. Idempotent."""
     if not made.id:
         return Outcome.MISMATCH
     pay = for_update(Pay.select().where(Pay.charge_id == made.charge_id)).first() if made.charge_id else None

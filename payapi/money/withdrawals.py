@@ -39,7 +39,7 @@ def month_is_used(user_id, month):
 
 
 @security.uses_bcrypt
-def withdraw(settings, user_id, passwd, amount, audit):
+def withdraw(settings, user_id, passwd, amount, headers):
     """Checks in the contract's order, then one transaction debits and records the withdrawal."""
     profile = security.profile_of(user_id)
     if not profile or not profile.passwd_hash:
@@ -48,7 +48,7 @@ def withdraw(settings, user_id, passwd, amount, audit):
         raise ApiError(NOT_ALLOWED, "请先设置提现账户")
     security.check_secret(user_id, security.PASSWD, passwd, profile.passwd_hash)
     try:
-        return _debit_and_record(settings, user_id, amount, audit)
+        return _debit_and_record(settings, user_id, amount, headers)
     except peewee.IntegrityError:
         # The unique (user, month) key caught a withdrawal the row lock did not (another host,
         # a Galera node): the month is used.
@@ -56,7 +56,7 @@ def withdraw(settings, user_id, passwd, amount, audit):
 
 
 @transaction
-def _debit_and_record(settings, user_id, amount, audit):
+def _debit_and_record(settings, user_id, amount, headers):
     now = now_ms()
     month = natural_month(now, settings.tz)
     # The wallet row lock serialises this user's withdrawals across workers and hosts; the unique
@@ -75,9 +75,9 @@ def _debit_and_record(settings, user_id, amount, audit):
         account_id=profile.account_id,
         account_name=profile.account_name,
         month=month,
-        client_ip=audit.client_ip,
-        platform=audit.platform,
-        store=audit.store,
+        client_ip=headers.client_ip,
+        platform=headers.platform,
+        store=headers.store,
     )
     WITHDRAWAL.begin(withdrawal, now)
     outbox.save(withdrawal, force_insert=True)
