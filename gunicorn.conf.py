@@ -13,7 +13,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count())
 # Threads, not only processes: a bcrypt check holds its thread for ~0.3 s but releases the GIL,
 # so the other threads of the same worker keep answering cheap reads. The worker's main loop
 # reads each request to its end before a thread sees it, so clients that trickle their headers or
-# body cannot hold the threads (payapi/serving.py). Measured: see README, Performance.
+# body cannot hold the threads (payapi/http/serving.py). Measured: see README, Performance.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "payapi.http.serving.BufferingThreadWorker")
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 # A request holds a worker at most for a Ping++ call (PINGPP_TIMEOUT, 5 s) plus bcrypt; 30 s is

@@ -1,7 +1,7 @@
 """The serving model under hostile clients: requests that trickle in, and one user hogging bcrypt.
 
 The real gunicorn with the Procfile's settings (2 workers x 4 threads, gunicorn's own 1000
-connections per worker) and payapi's worker class (payapi/serving.py), as issue 9 found it: with
+connections per worker) and payapi's worker class (payapi/http/serving.py), as issue 9 found it: with
 gunicorn's plain gthread worker, 8 trickling connections stopped every other request.
 """
 
