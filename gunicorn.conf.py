@@ -5,7 +5,7 @@ import os
 import shutil
 import tempfile
 
-from payapi.logs import gunicorn_logconfig
+from payapi.infra.logs import gunicorn_logconfig
 
 wsgi_app = "payapi.wsgi:application"
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
@@ -13,8 +13,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count())
 # Threads, not only processes: a bcrypt check holds its thread for ~0.3 s but releases the GIL,
 # so the other threads of the same worker keep answering cheap reads. The worker's main loop
 # reads each request to its end before a thread sees it, so clients that trickle their headers or
-# body cannot hold the threads (payapi/serving.py). Measured: see README, Performance.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "payapi.serving.BufferingThreadWorker")
+# body cannot hold the threads (payapi/http/serving.py). Measured: see README, Performance.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "payapi.http.serving.BufferingThreadWorker")
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 # A request holds a worker at most for a Ping++ call (PINGPP_TIMEOUT, 5 s) plus bcrypt; 30 s is
 # far past both, so a timeout kill means something is really stuck.
@@ -24,7 +24,7 @@ keepalive = 5
 # The service writes its own JSON line per request; gunicorn's access log would repeat it.
 accesslog = None
 errorlog = "-"
-# Every line gunicorn writes is one JSON object too (payapi.logs.JsonLines).
+# Every line gunicorn writes is one JSON object too (payapi.infra.logs.JsonLines).
 logconfig_dict = gunicorn_logconfig()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # Nothing here uses gunicorn's admin socket, and its default path (~/.gunicorn/gunicorn.ctl) would be

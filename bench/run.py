@@ -52,9 +52,9 @@ sys.path.insert(0, str(ROOT))
 from payapi.sandbox import Sandbox  # noqa: E402
 from tests.support import mariadb  # noqa: E402
 from tests.support.config import SERVICE_KEY  # noqa: E402
-from tests.support.scenarios import ACCOUNT, PASSWD, pay_request  # noqa: E402
 from tests.support.live_server import LiveServer, Trickler, expert, free_port  # noqa: E402
 from tests.support.receiver import Receiver  # noqa: E402
+from tests.support.scenarios import ACCOUNT, PASSWD, pay_request  # noqa: E402
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 WORKERS = 4
@@ -319,7 +319,7 @@ class Seeder:
         codes = {m["phone"]: m["code"] for m in self.server.sms_messages()}
         self.seed("/rest/pay/withdrawInfo", [(u, {"smscode": codes[u.phone], **ACCOUNT}) for u in experts])
         return [(by_id[info["expert_id"]], info["pay_id"], signed[c]["raw"], signed[c]["signature"])
-                for info, c in zip(infos, charges)]
+                for info, c in zip(infos, charges, strict=True)]
 
     def seed(self, path, requests, connections=8):
         lines = [(path, json_headers(**u.headers), json.dumps(body, ensure_ascii=False)) for u, body in requests]
@@ -758,7 +758,7 @@ def main(argv=None):
     if not os.path.exists(WRK):
         raise SystemExit(f"missing {WRK}")
 
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     meta = {
         "started": started.isoformat(timespec="seconds"), "quick": args.quick,
@@ -766,7 +766,7 @@ def main(argv=None):
         "machine": {"nproc": os.cpu_count(), "cpu_model": model, "loadavg_at_start": os.getloadavg(),
                     "python": sys.version.split()[0]},
         **{k: getattr(args, k) for k in ("seconds", "rounds", "writes", "threads", "connections", "write_connections")},
-        "worker_class": os.environ.get("GUNICORN_WORKER_CLASS", "payapi.serving.BufferingThreadWorker (config default)"),
+        "worker_class": os.environ.get("GUNICORN_WORKER_CLASS", "payapi.http.serving.BufferingThreadWorker (config default)"),
     }
     if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
         log(f"load average {os.getloadavg()[0]:.2f} before starting: numbers will be noisy")
@@ -809,7 +809,7 @@ def main(argv=None):
             bare_slow = slow_clients(bare, bare_read, Path(tmp), args)
     except KeyboardInterrupt:
         log("interrupted; everything stopped")
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not leave servers behind
@@ -819,7 +819,7 @@ def main(argv=None):
             shutil.rmtree(tmp, ignore_errors=True)
 
     meta["loadavg_at_end"] = os.getloadavg()
-    meta["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    meta["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     text = report(results, meta, bare_slow)
     print(text)
     out_dir = BENCH / "results"

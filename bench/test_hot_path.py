@@ -15,12 +15,12 @@ import pytest
 from falcon import testing
 
 from bench import bare_app
-from payapi import payments
-from payapi.auth import Authenticator
-from payapi.db import db, ensure_connection
-from payapi.ids import new_id
-from payapi.models import Pay
-from payapi.resources import with_info
+from payapi.domain.ids import new_id
+from payapi.http.auth import Authenticator
+from payapi.http.resources import with_info
+from payapi.infra.db import db, ensure_connection
+from payapi.infra.models import Pay
+from payapi.money import payments
 from tests.support.config import AUTH_SECRETS
 
 

@@ -7,9 +7,9 @@ import json
 import os
 import sys
 
-from . import startup
-from .clock import iso
-from .db import bind, open_database
+from payapi import startup
+from payapi.domain.clock import iso
+from payapi.infra.db import bind, open_database
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 
@@ -24,8 +24,8 @@ def migrate(settings):
 
 
 def token(settings, args):
-    from .auth import Authenticator, usable_phone
-    from .ids import is_id
+    from payapi.domain.ids import is_id
+    from payapi.http.auth import Authenticator, usable_phone
 
     if not is_id(args.user_id):
         sys.exit("USER_ID must be 24 lowercase hex characters")
@@ -35,8 +35,8 @@ def token(settings, args):
 
 
 def worker(settings, args):
-    from . import worker as worker_module
-    from .wsgi import gateway_from
+    from payapi import worker as worker_module
+    from payapi.wsgi import gateway_from
 
     database = bind(open_database(settings.database_url))
     startup.check_tables("worker", settings, database)
@@ -59,11 +59,11 @@ def print_audited(record, entry):
 
 
 def withdrawals_command(settings, args):
-    from . import operators, ops
-    from .errors import ApiError
-    from .models import Withdrawal
-    from .withdrawals import PENDING, PROCESSING
-    from .wsgi import gateway_from
+    from payapi.backoffice import actions, operators
+    from payapi.contract.errors import ApiError
+    from payapi.infra.models import Withdrawal
+    from payapi.money.withdrawals import PENDING, PROCESSING
+    from payapi.wsgi import gateway_from
 
     bind(open_database(settings.database_url))
     if args.action in ("retry", "fail"):
@@ -71,7 +71,7 @@ def withdrawals_command(settings, args):
             sys.exit(f"usage: python -m payapi withdrawals {args.action} ID --reason TEXT")
         if args.action == "fail" and not (args.reason or "").strip():
             sys.exit("withdrawals fail needs --reason (kept in the audit trail)")
-        act = ops.fail_withdrawal if args.action == "fail" else ops.retry_withdrawal
+        act = actions.fail_withdrawal if args.action == "fail" else actions.retry_withdrawal
         try:
             print_audited(*act(gateway_from(settings), args.id, operators.cli_identity(),
                                (args.reason or "").strip()[:255]))
@@ -95,28 +95,28 @@ def withdrawals_command(settings, args):
 
 
 def notifications_command(settings, args):
-    from . import operators, ops
-    from .errors import ApiError
+    from payapi.backoffice import actions, operators
+    from payapi.contract.errors import ApiError
 
     bind(open_database(settings.database_url))
     if args.action == "resend":
         if not args.id:
             sys.exit("usage: python -m payapi notifications resend ID [--reason TEXT]")
         try:
-            print_audited(*ops.resend_notification(args.id, operators.cli_identity(), (args.reason or "").strip()[:255]))
+            print_audited(*actions.resend_notification(args.id, operators.cli_identity(), (args.reason or "").strip()[:255]))
         except ApiError as error:
             refused(error)
         return
     print(f"{'message_id':28}  {'type':20}  {'subject':24}  {'attempts':>8}  {'failed at':24}  last_error")
-    for n in ops.failed_notifications():
+    for n in actions.failed_notifications():
         print(f"{n.message_id:28}  {n.type:20}  {n.subject_id:24}  {n.attempts:>8}  {iso(n.updated_at):24}  "
               f"{n.last_status or ''} {n.last_error}")
 
 
 def operator_command(settings, args):
     """operator add NAME (the password: one line on standard input) | list | disable NAME."""
-    from . import operators
-    from .errors import ApiError
+    from payapi.backoffice import operators
+    from payapi.contract.errors import ApiError
 
     bind(open_database(settings.database_url))
     try:
@@ -140,7 +140,7 @@ def operator_command(settings, args):
 
 def books_command(settings, args):
     """books check: exit 1 (and say why) if any entry or the book is unbalanced, or a wallet disagrees."""
-    from . import books
+    from payapi.money import books
 
     bind(open_database(settings.database_url))
     problems = books.check()
@@ -164,8 +164,9 @@ def iso_date(text):
 
 def reconcile_command(settings, args):
     """reconcile [--date D]: exit 0 when nothing remains different, 1 otherwise."""
-    from . import logs, reconciliation
-    from .wsgi import gateway_from
+    from payapi.infra import logs
+    from payapi.money import reconciliation
+    from payapi.wsgi import gateway_from
 
     logs.configure()
     bind(open_database(settings.database_url))
@@ -188,6 +189,10 @@ def main(argv=None):
         # own commands never load them. They read no payapi settings (dev sets its children's).
         import importlib
 
+        if argv[0] == "sandbox":  # its log lines are JSON too; the sandbox itself imports nothing of payapi
+            from payapi.infra import logs
+
+            logs.configure()
         tool = importlib.import_module("payapi.dev" if argv[0] == "dev" else "payapi.sandbox.cli")
         sys.exit(tool.main(argv[1:]))
     parser = argparse.ArgumentParser(prog="python -m payapi")

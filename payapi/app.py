@@ -4,26 +4,31 @@ import falcon
 import falcon.media
 import msgspec
 
-from . import console as c, notifications, oncall_web as oc, openapi, ops, resources as r
-from .auth import Authenticator
-from .middleware import HeaderAuth, RequestLog, install_error_handlers
-from .operators import BasicLogins
-from .shapes import Codec
+from payapi.backoffice import actions
+from payapi.backoffice.operators import BasicLogins
+from payapi.contract.shapes import Codec
+from payapi.http import console as c
+from payapi.http import oncall_web as oc
+from payapi.http import openapi
+from payapi.http import resources as r
+from payapi.http.auth import Authenticator
+from payapi.http.middleware import HeaderAuth, RequestLog, install_error_handlers
+from payapi.infra import outbox as notifications
 
 
 def routes(settings, gateway, sms_backend, codec, console):
     """Every route and its resource: one screen shows the whole service."""
     return [
         # The customer's nine routes (seed 1-9).
-        ("/rest/pay/{pay_id}", r.Pay()),
-        ("/rest/pay/{pay_id}/status", r.PayStatus(codec, settings, gateway)),
+        ("/rest/pay/{pay_id}", r.PayResource()),
+        ("/rest/pay/{pay_id}/status", r.PayStatusResource(codec, settings, gateway)),
         ("/rest/pay/withdraw", r.Withdraw(codec, settings)),
         ("/rest/pay/passwd", r.Passwd(codec, settings)),
         ("/rest/pay/question", r.Question(codec, settings)),
         ("/rest/pay/withdrawInfo", r.WithdrawInfo(codec, settings)),
         ("/rest/pay/checkInfo", r.CheckInfo()),
         # Routes the seed implies.
-        ("/rest/pay/smscode", r.SmsCode(codec, settings, sms_backend)),
+        ("/rest/pay/smscode", r.SmsCodeResource(codec, settings, sms_backend)),
         ("/rest/pay/balance", r.Balance(settings)),
         ("/rest/pay/withdraws", r.Withdraws(codec)),
         ("/rest/pay/bills", r.Bills(codec, settings)),
@@ -50,18 +55,18 @@ def routes(settings, gateway, sms_backend, codec, console):
         ("/ops", oc.Withdrawals(console)),
         ("/ops/health", oc.HealthPage(console)),
         ("/ops/experts/{user_id}", oc.Expert(console)),
-        ("/ops/login", c.Login(console)),
-        ("/ops/logout", c.Logout(console)),
-        ("/ops/withdrawals/{withdraw_id}", c.Withdrawal(console)),
-        ("/ops/withdrawals/{withdraw_id}/retry", c.WithdrawalAction(console, gateway, ops.RETRY)),
-        ("/ops/withdrawals/{withdraw_id}/fail", c.WithdrawalAction(console, gateway, ops.FAIL)),
-        ("/ops/pays", c.Pays(console)),
-        ("/ops/pays/{pay_id}", c.Pay(console)),
-        ("/ops/notifications", c.Notifications(console)),
-        ("/ops/notifications/{message_id}/resend", c.NotificationResend(console)),
-        ("/ops/books", c.Books(console)),
-        ("/ops/audit", c.Audit(console)),
-        ("/ops/stats", c.Volumes(console)),
+        ("/ops/login", c.LoginPage(console)),
+        ("/ops/logout", c.LogoutPage(console)),
+        ("/ops/withdrawals/{withdraw_id}", c.WithdrawalPage(console)),
+        ("/ops/withdrawals/{withdraw_id}/retry", c.WithdrawalActionPage(console, gateway, actions.RETRY)),
+        ("/ops/withdrawals/{withdraw_id}/fail", c.WithdrawalActionPage(console, gateway, actions.FAIL)),
+        ("/ops/pays", c.PaysPage(console)),
+        ("/ops/pays/{pay_id}", c.PayPage(console)),
+        ("/ops/notifications", c.NotificationsPage(console)),
+        ("/ops/notifications/{message_id}/resend", c.NotificationResendPage(console)),
+        ("/ops/books", c.BooksPage(console)),
+        ("/ops/audit", c.AuditPage(console)),
+        ("/ops/stats", c.VolumesPage(console)),
         ("/ops/static/ops.css", c.Static()),
     ]
 

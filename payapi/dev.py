@@ -29,8 +29,8 @@ import time
 import urllib.error
 import urllib.request
 
-from .ids import new_id
-from .sandbox.sms import DEV_ALIYUN_KEY
+from payapi.domain.ids import new_id
+from payapi.sandbox.sms import DEV_ALIYUN_KEY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

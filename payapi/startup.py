@@ -12,8 +12,8 @@ Each command checks only what it uses: `serve` (web and worker) everything, `mig
 import logging
 import os
 
-from . import logs
-from .config import DEFAULT_DATABASE_URL, DEVELOPMENT, DEVELOPMENT_SECRET, PRODUCTION, Settings
+from payapi.infra import logs
+from payapi.infra.config import DEFAULT_DATABASE_URL, DEVELOPMENT, DEVELOPMENT_SECRET, PRODUCTION, Settings
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def problems(settings, needs):
         _check_key(settings, "PRIVATE", False, refusals, relaxed)
 
     if "notify" in wanted and (settings.notify_url or settings.notify_secret):
-        from .notifications import secret_problem
+        from payapi.infra.outbox import secret_problem
 
         if not settings.notify_secret:
             relaxed.append("NOTIFY_URL is set but NOTIFY_SECRET is not (messages would go unsigned)")
@@ -89,7 +89,14 @@ def problems(settings, needs):
 
 
 def _check_sms(settings, production, refusals, relaxed, warnings):
-    from .sms_providers import ENDPOINT_SETTING, PROVIDERS, REQUIRED, backend_names, is_loopback, parse_endpoint
+    from payapi.users.sms_providers import (
+        ENDPOINT_SETTING,
+        PROVIDERS,
+        REQUIRED,
+        backend_names,
+        is_loopback,
+        parse_endpoint,
+    )
 
     names = backend_names(settings.sms_backend)
     if names in (["console"], ["file"]):
@@ -117,7 +124,7 @@ def _check_sms(settings, production, refusals, relaxed, warnings):
 
 
 def _check_database_url(settings, refusals, relaxed):
-    from .db import DatabaseUrlError, open_database
+    from payapi.infra.db import DatabaseUrlError, open_database
 
     if not settings.database_url_source:
         relaxed.append(
@@ -132,7 +139,7 @@ def _check_database_url(settings, refusals, relaxed):
 
 
 def _check_key(settings, which, required, refusals, relaxed):
-    from .gateway import load_private_key, load_public_key, read_key
+    from payapi.infra.gateway import load_private_key, load_public_key, read_key
 
     value = getattr(settings, f"pingpp_{which.lower()}_key")
     path = getattr(settings, f"pingpp_{which.lower()}_key_path")
@@ -177,7 +184,7 @@ def settings_for(what, needs, exit_code=1, environ=None):
         refuse(what, settings.env, refusals, exit_code)
     for warning in [] if checked else warnings:  # a forked gunicorn worker: its master said them
         log.warning("%s (PAYAPI_ENV=%s): %s", what, settings.env, warning)
-    from . import notifications  # not at import: it loads the models
+    from payapi.infra import outbox as notifications  # not at import: it loads the models
 
     notifications.configure(settings)  # a command that changes records writes messages only with NOTIFY_URL
     return settings
@@ -189,8 +196,8 @@ def check_tables(what, settings, database, exit_code=1):
     A database that cannot be reached is only a warning: /healthz says 503 until it can be,
     and a dyno that crashes at boot while the database restarts helps nobody.
     """
-    from .db import BINARY_COLLATIONS, describe_error, text_columns
-    from .models import ALL_MODELS
+    from payapi.infra.db import BINARY_COLLATIONS, describe_error, text_columns
+    from payapi.infra.models import ALL_MODELS
 
     tables = [m._meta.table_name for m in ALL_MODELS]
     was_closed = database.is_closed()
@@ -231,7 +238,7 @@ def check_serving(what, exit_code=1):
     gunicorn.conf.py runs this in the master (it imports only config, db, models and the
     gateway), so a refusal is one line and no worker boots.
     """
-    from .db import open_database
+    from payapi.infra.db import open_database
 
     settings = settings_for(what, SERVE, exit_code)
     database = open_database(settings.database_url)

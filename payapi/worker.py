@@ -9,8 +9,11 @@ import signal
 import threading
 import time
 
-from . import idempotency, jobs, notifications, operators, payments, reconciliation, refunds, withdrawals
-from .clock import now_ms
+from payapi.backoffice import operators
+from payapi.domain.clock import now_ms
+from payapi.infra import idempotency, jobs, outbox
+from payapi.infra import outbox as notifications
+from payapi.money import payments, reconciliation, refunds, withdrawals
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ def run_once(settings, gateway, notify=True):
 
 
 def _deliver_due(settings):
-    dispatcher = notifications.Dispatcher(settings.notify_url, settings.notify_secret)
+    dispatcher = outbox.Dispatcher(settings.notify_url, settings.notify_secret)
     try:
         return dispatcher.run_once()
     finally:
@@ -73,7 +76,7 @@ def run_forever(settings, gateway, interval=60.0):
     dispatcher = None
     if settings.notify_url:
         dispatcher = threading.Thread(
-            target=notifications.Dispatcher(settings.notify_url, settings.notify_secret).run_forever,
+            target=outbox.Dispatcher(settings.notify_url, settings.notify_secret).run_forever,
             args=(stop,), name="notify-dispatcher", daemon=True,
         )
         dispatcher.start()

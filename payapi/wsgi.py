@@ -2,11 +2,12 @@
 
 import logging
 
-from . import startup
-from .app import create_app
-from .db import bind, open_database
-from .gateway import PingppGateway
-from .sms import make_backend
+from payapi import startup
+from payapi.app import create_app
+from payapi.infra import health
+from payapi.infra.db import bind, open_database
+from payapi.infra.gateway import PingppGateway
+from payapi.users.sms import make_backend
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ def gateway_from(settings):
         public_key=settings.pingpp_public_key,
         public_key_path=settings.pingpp_public_key_path,
         timeout=settings.pingpp_timeout,
+        on_error=health.note_pingpp_error,
     )
 
 

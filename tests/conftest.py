@@ -12,9 +12,9 @@ import pytest
 import webtest
 
 from payapi.app import create_app
-from payapi.db import bind, db
+from payapi.infra.db import bind, db
 from payapi.sandbox import Sandbox
-from payapi.sms import FileSms
+from payapi.users.sms import FileSms
 from payapi.wsgi import gateway_from
 from tests.support import databases, mariadb
 from tests.support.config import settings_for

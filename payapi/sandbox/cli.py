@@ -88,10 +88,8 @@ def run(args):
 # --- serving ------------------------------------------------------------------------------------
 
 def serve(args):
-    from .. import logs
     from .service import Sandbox
 
-    logs.configure()
     sandbox = Sandbox(webhook_url=args.webhook_url, key_file=args.key_file, public_key_path=args.public_key_file,
                       host=args.host, port=args.port, aliyun_keys=_keys(args.aliyun_key, "--aliyun-key"),
                       tencent_keys=_keys(args.tencent_key, "--tencent-key"))

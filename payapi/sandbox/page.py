@@ -20,7 +20,7 @@ def _e(value):
 def _time(seconds):
     if not seconds:
         return ""
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _button(action, label, **fields):

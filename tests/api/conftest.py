@@ -10,8 +10,8 @@ import time_machine
 import webtest
 
 from payapi.app import create_app
-from payapi.sms import FileSms
-from payapi.withdrawals import run_payouts
+from payapi.money.withdrawals import run_payouts
+from payapi.users.sms import FileSms
 from tests.support import scenarios
 from tests.support.operators import OPERATOR_PASSWORD, basic
 
@@ -73,7 +73,7 @@ def processing(pending, gateway, fake_pingpp):
 @pytest.fixture
 def make_operator(database, settings):
     """An operator account (bcrypt at the tests' cost); -> its Basic headers."""
-    from payapi import operators
+    from payapi.backoffice import operators
 
     def make(name="alice", password=OPERATOR_PASSWORD):
         operators.add(name, password, settings.bcrypt_rounds)

@@ -12,9 +12,9 @@ import pytest
 import webtest
 
 from payapi.app import create_app
-from payapi.auth import LEEWAY_S, Authenticator
-from payapi.ids import new_id
-from payapi.sms import FileSms
+from payapi.domain.ids import new_id
+from payapi.http.auth import LEEWAY_S, Authenticator
+from payapi.users.sms import FileSms
 from tests.support.config import AUTH_SECRETS
 from tests.support.scenarios import assert_envelope
 
@@ -137,20 +137,20 @@ ABSURD_CLAIMS = [
 
 @pytest.mark.parametrize("claims", ABSURD_CLAIMS)
 def test_token_with_a_non_finite_or_absurd_time_claim_is_901(app, claims):
-    token = raw_claims_token('{"sub": "%s", %s}' % (new_id(), claims))
+    token = raw_claims_token(f'{{"sub": "{new_id()}", {claims}}}')
     assert_unauthenticated(get(app, CHECK_INFO, token=token))
     assert_unauthenticated(get(app, CHECK_INFO, token=token))
 
 
 @pytest.mark.parametrize("sub", ["1", "123456789012345678901234", "[]", "{}", "null", "true", "NaN"])
 def test_token_whose_sub_is_not_a_string_is_901(app, sub):
-    token = raw_claims_token('{"sub": %s, "exp": 4102444800}' % sub)
+    token = raw_claims_token(f'{{"sub": {sub}, "exp": 4102444800}}')
     assert_unauthenticated(get(app, CHECK_INFO, token=token))
 
 
 def test_token_with_a_float_exp_is_accepted_until_then(app, time_machine):
     time_machine.move_to(time.time(), tick=False)
-    token = raw_claims_token('{"sub": "%s", "exp": %s}' % (new_id(), time.time() + 60.5))
+    token = raw_claims_token(f'{{"sub": "{new_id()}", "exp": {time.time() + 60.5}}}')
     assert_envelope(get(app, CHECK_INFO, token=token), 900, 200)
     time_machine.shift(60 + LEEWAY_S + 1)
     assert_unauthenticated(get(app, CHECK_INFO, token=token))

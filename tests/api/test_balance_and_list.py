@@ -5,10 +5,16 @@ import re
 import pytest
 import time_machine
 
-from payapi.clock import iso, now_ms
-from payapi.withdrawals import run_payouts
+from payapi.domain.clock import iso, now_ms
+from payapi.money.withdrawals import run_payouts
 from tests.support.scenarios import (
-    ACCOUNT, refresh_token, set_account, set_passwd, set_up_expert, transfer_object, withdraw,
+    ACCOUNT,
+    refresh_token,
+    set_account,
+    set_passwd,
+    set_up_expert,
+    transfer_object,
+    withdraw,
     withdrawal,
 )
 

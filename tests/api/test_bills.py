@@ -16,16 +16,16 @@ import pytest
 import time_machine
 from peewee_migrate import Router
 
-from payapi import books, payments, refunds, statement
 from payapi.__main__ import MIGRATIONS
-from payapi.clock import iso
-from payapi.db import bind, db, is_mysql, open_database, transaction
-from payapi.ids import new_id
-from payapi.models import JournalEntry, Refund, StatementLine, Wallet
-from payapi.withdrawals import run_payouts
+from payapi.domain.clock import iso
+from payapi.domain.ids import new_id
+from payapi.infra.db import bind, db, is_mysql, open_database, transaction
+from payapi.infra.models import JournalEntry, Refund, StatementLine, Wallet
+from payapi.money import books, payments, refunds, statement
+from payapi.money.withdrawals import run_payouts
+from tests.api.test_database import empty_database_url  # noqa: F401  (a fixture)
 from tests.support.config import SERVICE_KEY
 from tests.support.scenarios import set_up_expert, transfer_object, withdraw
-from tests.api.test_database import empty_database_url  # noqa: F401  (a fixture)
 
 FEE_BPS = 250  # 10,000 fen paid: 250 to the platform, 9,750 to the expert
 SHANGHAI = datetime.timezone(datetime.timedelta(hours=8))

@@ -9,13 +9,13 @@ import json
 
 from peewee_migrate import Router
 
-from payapi import books
+from payapi.money import books
 from payapi.__main__ import MIGRATIONS
-from payapi.db import bind, open_database
-from payapi.ids import new_id
-from payapi.models import Refund, Wallet
-from tests.support.databases import ledger_of
+from payapi.domain.ids import new_id
+from payapi.infra.db import bind, open_database
+from payapi.infra.models import Refund, Wallet
 from tests.api.test_database import empty_database_url  # noqa: F401  (a fixture)
+from tests.support.databases import ledger_of
 
 FEE_BPS = 250
 

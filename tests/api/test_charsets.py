@@ -17,16 +17,16 @@ from peewee_migrate import Router
 
 from payapi.__main__ import MIGRATIONS
 from payapi.app import create_app
-from payapi.db import BINARY_COLLATIONS, bind, db, open_database
-from payapi.ids import new_id
-from payapi.models import Event, JournalEntry
-from payapi.sms import FileSms
+from payapi.domain.ids import new_id
+from payapi.infra.db import BINARY_COLLATIONS, bind, db, open_database
+from payapi.infra.models import Event, JournalEntry
+from payapi.users.sms import FileSms
 from payapi.wsgi import gateway_from
 from tests.support.config import SERVICE_KEY, process_env
 from tests.support.databases import assert_books_balance
+from tests.support.live_server import free_port, run_gunicorn
 from tests.support.pingpp import event, sign
 from tests.support.scenarios import pay_request
-from tests.support.live_server import free_port, run_gunicorn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EMOJI_SUBJECT = "预约😀咨询"

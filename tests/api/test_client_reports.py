@@ -8,10 +8,10 @@ import pytest
 import webtest
 
 from payapi.app import create_app
-from payapi.ids import new_id
-from payapi.models import ClientReport, Pay, Wallet
-from payapi.payments import REPORT_REPEAT_MS, REPORT_ROWS_PER_HOUR, RETRIEVE_INTERVAL_MS
-from payapi.sms import FileSms
+from payapi.domain.ids import new_id
+from payapi.infra.models import ClientReport, Pay, Wallet
+from payapi.money.payments import REPORT_REPEAT_MS, REPORT_ROWS_PER_HOUR, RETRIEVE_INTERVAL_MS
+from payapi.users.sms import FileSms
 from payapi.wsgi import gateway_from
 from tests.support.databases import balance_of, ledger_of, money_moved
 

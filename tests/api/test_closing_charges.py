@@ -7,9 +7,10 @@ import time
 import pytest
 import time_machine
 
-from payapi import payments, refunds, worker
-from payapi.gateway import GatewayError
-from payapi.models import Notification, Pay, Refund
+from payapi import worker
+from payapi.infra.gateway import GatewayError
+from payapi.infra.models import Notification, Pay, Refund
+from payapi.money import payments, refunds
 from payapi.sandbox.core import ControlError
 from tests.support.databases import balance_of, ledger_of
 from tests.support.pingpp import Scripted

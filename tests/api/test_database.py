@@ -9,9 +9,10 @@ import peewee
 import pymysql
 import pytest
 
-from payapi.db import RowByKey, bind, db, is_mysql, transaction
-from payapi.ids import new_id
-from payapi.models import ALL_MODELS, Pay, Wallet
+from payapi.domain.ids import new_id
+from payapi.infra import outbox
+from payapi.infra.db import RowByKey, bind, db, is_mysql, transaction
+from payapi.infra.models import ALL_MODELS, Pay, Refund, Wallet, Withdrawal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -65,8 +66,8 @@ def test_pay_info_migration_fills_in_pays_written_before_it(empty_database_url):
     from peewee_migrate import Router
 
     from payapi.__main__ import MIGRATIONS
-    from payapi.db import open_database
-    from payapi.views import pay_info_json
+    from payapi.contract.render import pay_info_json
+    from payapi.infra.db import open_database
 
     database = open_database(empty_database_url)
     router = Router(database, migrate_dir=MIGRATIONS)
@@ -93,7 +94,7 @@ def test_hardening_migration_keeps_failures_as_times_and_old_reports_as_single_o
     from peewee_migrate import Router
 
     from payapi.__main__ import MIGRATIONS
-    from payapi.db import open_database
+    from payapi.infra.db import open_database
 
     database = open_database(empty_database_url)
     router = Router(database, migrate_dir=MIGRATIONS)
@@ -163,10 +164,10 @@ def test_transaction_does_not_retry_other_errors(database):
 
 def test_row_by_key_reads_the_same_row_as_peewee(database):
     pay_id = new_id()
-    Pay.create(
+    outbox.save(Pay(
         pay_id=pay_id, type="note", note_id=new_id(), expert_id=new_id(), user_id=new_id(), amount=1, money=1,
         channel="wx", subject="问题", created_at=1_700_000_000_123, updated_at=1_700_000_000_456,
-    )
+    ), force_insert=True)
     by_key = RowByKey(Pay, Pay.pay_id)
     assert by_key(pay_id)._asdict() == Pay.get(Pay.pay_id == pay_id).__data__
     assert by_key(new_id()) is None
@@ -174,10 +175,10 @@ def test_row_by_key_reads_the_same_row_as_peewee(database):
 
 def test_a_row_by_key_is_read_only_and_cannot_be_saved(database):
     pay_id = new_id()
-    Pay.create(
+    outbox.save(Pay(
         pay_id=pay_id, type="note", note_id=new_id(), expert_id=new_id(), user_id=new_id(), amount=1, money=1,
         channel="wx", subject="问题", created_at=1, updated_at=1,
-    )
+    ), force_insert=True)
     row = RowByKey(Pay, Pay.pay_id, columns=(Pay.user_id, Pay.info))(pay_id)
     assert not hasattr(row, "save")
     with pytest.raises(AttributeError):
@@ -186,13 +187,44 @@ def test_a_row_by_key_is_read_only_and_cannot_be_saved(database):
 
 def test_a_bulk_update_of_what_pay_info_is_made_of_is_refused(database):
     pay_id = new_id()
-    Pay.create(
+    outbox.save(Pay(
         pay_id=pay_id, type="note", note_id=new_id(), expert_id=new_id(), user_id=new_id(), amount=1, money=1,
         channel="wx", subject="问题", created_at=1, updated_at=1,
-    )
+    ), force_insert=True)
     with pytest.raises(TypeError):
         Pay.update(status="paid").where(Pay.pay_id == pay_id).execute()
     assert Pay.update(check_after=5).where(Pay.pay_id == pay_id).execute() == 1  # not part of the info
+
+
+@pytest.mark.parametrize("model", [Pay, Refund, Withdrawal])
+def test_a_record_the_order_service_hears_of_is_saved_only_through_the_outbox(database, model):
+    with pytest.raises(TypeError, match="outbox.save"):
+        model().save()
+    with pytest.raises(TypeError, match="outbox.save"):
+        model.create()
+    assert model.select().count() == 0
+
+
+def test_saving_a_pay_writes_its_info_and_its_announced_moves_in_one_go(database):
+    from payapi.contract.render import pay_info_json
+    from payapi.domain.lifecycles import PAY, PayStatus
+    from payapi.infra.models import Notification
+
+    pay = PAY.begin(Pay(
+        pay_id=new_id(), type="note", note_id=new_id(), expert_id=new_id(), user_id=new_id(), amount=1, money=1,
+        channel="wx", subject="问题",
+    ), 1)
+    outbox.save(pay, force_insert=True)
+    assert Notification.select().count() == 0
+    PAY.move(pay, PayStatus.PAID, 2)
+    with db.atomic():
+        outbox.save(pay)
+    stored = Pay.get_by_id(pay.pay_id)
+    assert json.loads(stored.info)["status"] == "paid" and json.loads(stored.info) == json.loads(pay_info_json(stored))
+    (message,) = Notification.select()
+    assert message.subject_id == pay.pay_id and json.loads(message.payload)["data"]["pay"]["status"] == "paid"
+    outbox.save(pay)  # nothing new announced: nothing more written
+    assert Notification.select().count() == 1
 
 
 @pytest.mark.only_db("mariadb")  # only a server can drop a connection

@@ -3,9 +3,11 @@
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from payapi.ids import new_id
+from payapi.domain.ids import new_id
 
 # The contract's table, without the 5xx rows: nothing a client sends may cause one here.
 DOCUMENTED = {900: {200}, 901: {401}, 904: {400, 413}, 905: {403}, 906: {429}, 910: {403}, 911: {404}}

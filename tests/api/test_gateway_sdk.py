@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from payapi.gateway import ChargeRequest, GatewayError, PingppGateway, TransferRequest, pingpp  # after its shims
+from payapi.infra.gateway import ChargeRequest, GatewayError, PingppGateway, TransferRequest, pingpp  # after its shims
 from tests.support.config import SERVICE_KEY
 from tests.support.pingpp import new_rsa_key, private_pem
 from tests.support.scenarios import pay_request
@@ -156,10 +156,11 @@ def test_an_unreachable_ping_plus_plus_is_logged_with_the_ids(caplog):
 
 def test_without_an_api_key_every_call_says_why_it_failed(app, settings, database, caplog):
     """Development may run without PINGPP_API_KEY; each 920 then has a log line that says why."""
-    from payapi.app import create_app
-    from payapi.sms import FileSms
-    from payapi.wsgi import gateway_from
     import webtest
+
+    from payapi.app import create_app
+    from payapi.users.sms import FileSms
+    from payapi.wsgi import gateway_from
 
     no_key = dataclasses.replace(settings, env="development", pingpp_api_key="")
     app = webtest.TestApp(create_app(no_key, gateway_from(no_key), FileSms(settings.sms_file)))

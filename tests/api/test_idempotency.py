@@ -11,12 +11,12 @@ import time_machine
 import webtest
 
 from payapi.app import create_app
-from payapi.clock import now_ms
-from payapi import idempotency
-from payapi.gateway import GatewayError
-from payapi.sms import FileSms
-from payapi.ids import is_id
-from payapi.models import IdempotencyKey, Pay, Refund, Withdrawal
+from payapi.domain.clock import now_ms
+from payapi.domain.ids import is_id
+from payapi.infra import idempotency
+from payapi.infra.gateway import GatewayError
+from payapi.infra.models import IdempotencyKey, Pay, Refund, Withdrawal
+from payapi.users.sms import FileSms
 from tests.support.config import SERVICE_KEY
 from tests.support.databases import balance_of
 from tests.support.pingpp import Scripted

@@ -7,12 +7,12 @@ import pytest
 import time_machine
 import webtest
 
-from payapi import security
+from payapi.users import security
 from payapi.app import create_app
-from payapi.clock import now_ms
-from payapi.config import Settings
-from payapi.models import HashingTurn, Lockout, Profile
-from payapi.sms import FileSms
+from payapi.domain.clock import now_ms
+from payapi.infra.config import Settings
+from payapi.infra.models import HashingTurn, Lockout, Profile
+from payapi.users.sms import FileSms
 from tests.support.scenarios import User
 
 DEFAULT_BURST = Settings().password_rate_burst

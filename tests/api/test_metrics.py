@@ -4,11 +4,11 @@ database, and under the real gunicorn the sum over its workers (prometheus-clien
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from payapi import operators, worker
+from payapi import worker
+from payapi.backoffice import operators
 from tests.support.config import SERVICE_KEY
-from tests.support.operators import basic
 from tests.support.live_server import LiveServer, parallel
-from tests.support.operators import console
+from tests.support.operators import basic, console
 
 
 def samples(text):
@@ -61,7 +61,7 @@ def test_requests_are_counted_by_route_template_and_code_with_their_latency(app,
 
 @pytest.mark.filterwarnings("ignore::webtest.lint.WSGIWarning")
 def test_a_made_up_method_does_not_make_a_new_series(app):
-    from payapi import metrics
+    from payapi.infra import metrics
 
     app.request("/healthz", method="BREW", expect_errors=True)
     scrape(app)

@@ -8,10 +8,9 @@ import time_machine
 import webtest
 
 from payapi.app import create_app
-from payapi.clock import natural_month, now_ms
-from payapi.sms import FileSms
-from tests.support.scenarios import balance, refresh_token, set_up_expert, User, withdraw
-
+from payapi.domain.clock import natural_month, now_ms
+from payapi.users.sms import FileSms
+from tests.support.scenarios import User, balance, refresh_token, set_up_expert, withdraw
 
 # --- clock -------------------------------------------------------------------------------------
 

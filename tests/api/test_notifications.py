@@ -16,13 +16,15 @@ import pytest
 import time_machine
 import webtest
 
-from payapi import notifications, worker
+from payapi.infra import outbox
+from payapi import worker
 from payapi.app import create_app
-from payapi.sms import FileSms
-from payapi.models import Notification
+from payapi.infra import outbox as notifications
+from payapi.infra.models import Notification
+from payapi.users.sms import FileSms
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
-from tests.support.scenarios import set_up_expert, transfer_object, withdraw
 from tests.support.receiver import Flood, Receiver, Trickle
+from tests.support.scenarios import set_up_expert, transfer_object, withdraw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -158,7 +160,7 @@ def test_after_24_hours_a_message_fails_and_an_operator_can_resend_it(pay_expert
         assert row.status == "failed" and 10 < row.attempts < 40
         assert row.next_attempt_at - row.created_at <= 24 * 3600 * 1000 + 3600 * 1000
         receiver.script = []
-        notifications.resend(row.message_id)
+        outbox.resend(row.message_id)
         assert deliver(settings, gateway) == 1
     assert Notification.get().status == "delivered"
     assert receiver.received[-1]["id"] == row.message_id
@@ -167,12 +169,12 @@ def test_after_24_hours_a_message_fails_and_an_operator_can_resend_it(pay_expert
 def test_a_hanging_receiver_does_not_hold_up_the_other_messages(pay_expert, receiver, settings, gateway):
     first = pay_expert("e" * 24, 1_000)
     hung = Notification.get(Notification.subject_id == first["pay_id"]).message_id
-    receiver.hang_ids[hung] = notifications.TIMEOUT_S + 1
+    receiver.hang_ids[hung] = outbox.TIMEOUT_S + 1
     for _ in range(5):
         pay_expert("e" * 24, 1_000)
     started = time.monotonic()
     assert deliver(settings, gateway) == 6
-    assert time.monotonic() - started < notifications.TIMEOUT_S + 3
+    assert time.monotonic() - started < outbox.TIMEOUT_S + 3
     assert len(receiver.received) == 5 and hung not in {m["id"] for m in receiver.received}
     assert Notification.get_by_id(hung).status == "pending"  # timed out: tried again later
 
@@ -280,7 +282,7 @@ def test_the_running_worker_sends_within_seconds_and_a_killed_one_loses_nothing(
     receiver.hang_ids.clear()
     restarted = worker_command("--interval", "60")
     try:
-        messages_seen = receiver.wait_for(2, timeout=notifications.LEASE_MS / 1000 + 15)
+        messages_seen = receiver.wait_for(2, timeout=outbox.LEASE_MS / 1000 + 15)
         assert stuck in {m["id"] for m in messages_seen}
     finally:
         restarted.send_signal(signal.SIGTERM)

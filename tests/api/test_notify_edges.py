@@ -10,8 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import time_machine
 
-from payapi import notifications, worker
-from payapi.models import Notification
+from payapi import worker
+from payapi.infra import outbox as notifications
+from payapi.infra.models import Notification
 
 SECRET = "whsec_" + base64.b64encode(b"an order service's secret key 32").decode()
 

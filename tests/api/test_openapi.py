@@ -6,22 +6,25 @@ import uuid
 
 import falcon.inspect
 import falcon.testing
-import openapi_spec_validator
 import jsonschema_rs
+import openapi_spec_validator
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings as hypothesis_settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.core import NotSet
 from schemathesis.specs.openapi.checks import ignored_auth
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
-from payapi import console, openapi, operators, resources
+from payapi.infra import outbox
 from payapi.app import create_app
-from payapi.config import Settings
-from payapi.errors import HTTP_STATUS, INVALID, UNEXPECTED
-from payapi.models import Lockout, Pay, Profile
-from payapi.shapes import Body
+from payapi.backoffice import operators
+from payapi.contract.errors import HTTP_STATUS, INVALID, UNEXPECTED
+from payapi.contract.shapes import Body
+from payapi.http import console, openapi, resources
+from payapi.infra.config import Settings
+from payapi.infra.models import Lockout, Pay, Profile
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 from tests.support.operators import basic
 from tests.support.pingpp import sign
@@ -104,7 +107,7 @@ def test_document_validates_as_openapi_3_1(app):
 def test_document_examples_fit_their_schemas(app):
     document = app.get("/openapi.json").json
     checked = 0
-    for path, method, op in operations(document):
+    for _path, _method, op in operations(document):
         content = op.get("requestBody", {}).get("content", {}).get("application/json")
         if content and "example" in content:
             validator(document, content["schema"]).validate(content["example"])
@@ -286,7 +289,7 @@ def seeded_user(app, make_user, order_service, pay_expert, make_operator):
     created = Pay.get_by_id(order_service(userID=USER_ID).json["info"]["pay_id"])
     created.delete_instance()
     created.pay_id = PAY_ID  # the id the document's examples name
-    created.save(force_insert=True)
+    outbox.save(created, force_insert=True)
     assert user.post("/rest/pay/passwd", {"passwd": PASSWD}).json["code"] == 900
     Profile.update(account_type="alipay", account_id="expert@example.com", account_name="张三").where(
         Profile.user_id == USER_ID

@@ -3,17 +3,17 @@ never paid, resend a notification; each one's preconditions and its audit row; t
 
 import getpass
 import json
-import time
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from payapi import withdrawals as payouts
-from payapi.lifecycles import NotificationStatus
-from payapi.models import AuditEntry, Notification
-from payapi.notifications import resend
+from payapi.domain.lifecycles import NotificationStatus
+from payapi.infra.models import AuditEntry, Notification
+from payapi.infra.outbox import resend
+from payapi.money import withdrawals as payouts
 from tests.support.config import process_env
 from tests.support.operators import OPERATOR_PASSWORD
 from tests.support.scenarios import balance, set_up_expert, withdraw, withdrawal
@@ -244,7 +244,7 @@ def test_trial_balance_has_the_contracts_shape_and_balances(app, alice, pending)
 
 
 def test_reconciliations_have_the_contracts_shape(app, alice, settings, gateway):
-    from payapi import reconciliation
+    from payapi.money import reconciliation
 
     reconciliation.reconcile(settings, gateway, reconciliation.yesterday(settings.tz))
     (row,) = app.get("/ops/api/reconciliations", headers=alice).json["list"]

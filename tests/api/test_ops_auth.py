@@ -6,12 +6,12 @@ import hashlib
 import pytest
 import time_machine
 
-from payapi import operators, security
-from payapi.clock import now_ms
-from payapi.models import Lockout, OperatorSession
+from payapi.backoffice import operators
+from payapi.domain.clock import now_ms
+from payapi.infra.models import Lockout, OperatorSession
+from payapi.users import security
 from tests.support.config import SERVICE_KEY
-from tests.support.operators import OPERATOR_PASSWORD, basic
-from tests.support.operators import HTTPS, browser, console, cookie_header, csrf_of, log_in
+from tests.support.operators import HTTPS, OPERATOR_PASSWORD, basic, browser, console, cookie_header, csrf_of, log_in
 
 ID = "576b69ae7ce1fd7004cc8281"
 MSG = "msg_576b69ae7ce1fd7004cc8282"

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from payapi.console import CSP, yuan
-from payapi.models import AuditEntry, OperatorSession
-from tests.support.scenarios import balance, withdrawal
+from payapi.http.console import CSP, yuan
+from payapi.infra.models import AuditEntry, OperatorSession
 from tests.support.operators import browser, console, csrf_of
+from tests.support.scenarios import balance, withdrawal
 
 PAGES = ["/ops", "/ops/pays", "/ops/notifications", "/ops/books", "/ops/audit", "/ops/stats"]
 
@@ -44,7 +44,7 @@ def test_the_stylesheet_is_served_without_a_session(app):
 
 def test_withdrawals_in_flight_show_amount_attempts_error_and_age(app, operator_console, pending, gateway,
                                                                   fake_pingpp):
-    from payapi.withdrawals import pay_out
+    from payapi.money.withdrawals import pay_out
 
     fake_pingpp.fail_next()
     pay_out(gateway, pending)
@@ -107,8 +107,8 @@ def test_html_in_a_reason_is_escaped_on_every_page(app, operator_console, pendin
 
 
 def test_resend_through_the_form(app, operator_console, pending):
-    from payapi.lifecycles import NotificationStatus
-    from payapi.models import Notification
+    from payapi.domain.lifecycles import NotificationStatus
+    from payapi.infra.models import Notification
 
     message = Notification.create(message_id="msg_576b69ae7ce1fd7004cc8282", type="withdrawal.failed",
                                   subject_id=pending, payload="{}", status=NotificationStatus.FAILED, attempts=12,

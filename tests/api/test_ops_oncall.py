@@ -10,14 +10,15 @@ import time
 import pytest
 import time_machine
 
-from payapi import payments, refunds, worker
-from payapi import withdrawals as payouts
-from payapi.models import Notification, Refund, WorkerPass
+from payapi import worker
+from payapi.infra.models import Notification, Refund, WorkerPass
+from payapi.money import payments, refunds
+from payapi.money import withdrawals as payouts
+from tests.api.test_notifications import SECRET
 from tests.support.config import SERVICE_KEY
-from tests.support.scenarios import set_up_expert, withdraw
 from tests.support.operators import console
 from tests.support.receiver import Receiver
-from tests.api.test_notifications import SECRET
+from tests.support.scenarios import set_up_expert, withdraw
 
 
 @pytest.fixture

@@ -8,13 +8,20 @@ import time
 
 import pytest
 
-from payapi import jobs, withdrawals
-from payapi.models import Event
-from payapi.withdrawals import reconcile_transfers, run_payouts
+from payapi.infra import jobs
+from payapi.infra.models import Event
+from payapi.money import withdrawals
+from payapi.money.withdrawals import reconcile_transfers, run_payouts
 from tests.support.config import process_env
 from tests.support.databases import ledger_of
 from tests.support.scenarios import (
-    ACCOUNT, balance, set_account, set_up_expert, transfer_object, withdraw, withdrawal,
+    ACCOUNT,
+    balance,
+    set_account,
+    set_up_expert,
+    transfer_object,
+    withdraw,
+    withdrawal,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

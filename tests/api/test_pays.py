@@ -9,9 +9,9 @@ import time
 import pytest
 import webtest
 
-from payapi.db import db
-from payapi.ids import new_id
-from payapi.models import Pay
+from payapi.domain.ids import new_id
+from payapi.infra.db import db
+from payapi.infra.models import Pay
 from tests.support.config import SERVICE_KEY
 
 SEED_FIELDS = {

@@ -10,9 +10,10 @@ import time
 import pytest
 import time_machine
 
-from payapi import payments
-from payapi.ids import new_id
-from payapi.models import JournalEntry, Notification, Pay, Wallet
+from payapi.infra import outbox
+from payapi.domain.ids import new_id
+from payapi.infra.models import JournalEntry, Notification, Pay, Wallet
+from payapi.money import payments
 from tests.support.config import process_env
 from tests.support.databases import ledger_of, money_moved
 
@@ -150,11 +151,11 @@ def test_a_pay_whose_charge_ping_plus_plus_cannot_find_stays_pending(new_pay, fa
 def test_a_reservation_left_without_a_charge_is_removed(order_service, fake_pingpp, gateway, settings):
     fields = {"o_id": new_id(), "userID": new_id(), "expert_id": new_id()}
     now = int(time.time() * 1000)
-    Pay.create(
+    outbox.save(Pay(
         pay_id=new_id(), type="order", o_id=fields["o_id"], expert_id=fields["expert_id"], user_id=fields["userID"],
         amount=10000, money=10000, channel="alipay", subject="s", open_for=f"order:{fields['o_id']}",
         created_at=now, updated_at=now,
-    )
+    ), force_insert=True)
     with at(11 * MINUTE):
         reconcile(gateway, settings)
     assert Pay.select().count() == 0 and retrievals(fake_pingpp) == []

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import time_machine
 
-from payapi import reconciliation, withdrawals
-from payapi.gateway import ChargeRequest
-from payapi.models import Pay, Reconciliation, Withdrawal
+from payapi.infra.gateway import ChargeRequest
+from payapi.infra.models import Pay, Reconciliation, Withdrawal
+from payapi.money import reconciliation, withdrawals
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 from tests.support.databases import balance_of
 from tests.support.scenarios import set_up_expert, withdraw
@@ -220,7 +220,7 @@ def test_books_check_exits_0_when_the_books_balance(pay_expert, command):
 
 
 def test_books_check_exits_1_when_a_wallet_disagrees_with_its_postings(pay_expert, command, database):
-    from payapi.models import Wallet
+    from payapi.infra.models import Wallet
 
     pay_expert("e" * 24, 1_000)
     Wallet.update(available=Wallet.available + 1).execute()

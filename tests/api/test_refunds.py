@@ -12,13 +12,15 @@ import pytest
 import time_machine
 import webtest
 
-from payapi import ids, refunds, worker
-from payapi.errors import ApiError
-from payapi import gateway as gateway_module
+from payapi import worker
 from payapi.app import create_app
-from payapi.sms import FileSms
-from payapi.gateway import GatewayError
-from payapi.models import Notification, Pay, Refund
+from payapi.contract.errors import ApiError
+from payapi.domain import ids
+from payapi.infra import gateway as gateway_module
+from payapi.infra.gateway import GatewayError
+from payapi.infra.models import Notification, Pay, Refund
+from payapi.money import refunds
+from payapi.users.sms import FileSms
 from tests.support.config import SERVICE_KEY
 from tests.support.databases import balance_of, ledger_of
 from tests.support.pingpp import Scripted

@@ -16,8 +16,8 @@ import pytest
 import requests
 import time_machine
 
-from payapi.gateway import ChargeRequest, GatewayError, PingppGateway, TransferRequest
-from payapi.ids import new_id
+from payapi.domain.ids import new_id
+from payapi.infra.gateway import ChargeRequest, GatewayError, PingppGateway, TransferRequest
 from payapi.sandbox import Sandbox
 from payapi.sandbox.core import ControlError
 from payapi.sandbox.webhooks import Signer
@@ -451,7 +451,7 @@ def live_app(database, settings, pingpp_keys):
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     from payapi.app import create_app
-    from payapi.sms import FileSms
+    from payapi.users.sms import FileSms
     from payapi.wsgi import gateway_from
 
     class Quiet(WSGIRequestHandler):

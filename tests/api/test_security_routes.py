@@ -6,11 +6,11 @@ import pytest
 import webtest
 
 from payapi.app import create_app
-from payapi.auth import Authenticator
-from payapi.db import db
-from payapi.models import Lockout, Profile, Withdrawal
-from payapi.security import secret_matches
-from payapi.sms import FileSms
+from payapi.http.auth import Authenticator
+from payapi.infra.db import db
+from payapi.infra.models import Lockout, Profile, Withdrawal
+from payapi.users.security import secret_matches
+from payapi.users.sms import FileSms
 
 PASSWD = "/rest/pay/passwd"
 QUESTION = "/rest/pay/question"
@@ -20,7 +20,7 @@ WITHDRAW = "/rest/pay/withdraw"
 ANSWERS = {"answer1": "first pet", "answer2": "mother's city", "answer3": "primary school"}
 WRONG_ANSWERS = {"answer1": "first pet", "answer2": "mother's city", "answer3": "high school"}
 THREE_HOURS = 3 * 3600
-START = datetime.datetime(2026, 3, 10, 2, 0, tzinfo=datetime.timezone.utc)
+START = datetime.datetime(2026, 3, 10, 2, 0, tzinfo=datetime.UTC)
 
 
 def code_of(response):

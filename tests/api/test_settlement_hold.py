@@ -8,11 +8,12 @@ import time
 import pytest
 import time_machine
 
-from payapi import books, payments, refunds, wallet, worker
-from payapi.clock import iso
-from payapi.db import db
-from payapi.gateway import refund_from
-from payapi.models import Pay, Refund, Wallet
+from payapi import worker
+from payapi.domain.clock import iso
+from payapi.infra.db import db
+from payapi.infra.gateway import refund_from
+from payapi.infra.models import Pay, Refund, Wallet
+from payapi.money import books, payments, refunds, wallet
 from tests.support.config import SERVICE_KEY
 from tests.support.scenarios import set_up_expert, withdraw
 

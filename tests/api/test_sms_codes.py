@@ -6,12 +6,12 @@ import re
 import jwt
 import pytest
 
-from payapi.models import Profile, SmsCode
+from payapi.infra.models import Profile, SmsCode
 from tests.support.config import AUTH_SECRETS
 
 SMSCODE = "/rest/pay/smscode"
 WITHDRAW_INFO = "/rest/pay/withdrawInfo"
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 # 09:00 in Shanghai.
 START = datetime.datetime(2026, 3, 10, 1, 0, tzinfo=UTC)
 NO_ACCOUNT = {"type": "", "id": "", "name": ""}

@@ -16,11 +16,11 @@ import requests
 import webtest
 
 from payapi.app import create_app
-from payapi.config import Settings
-from payapi.models import SmsCode
-from payapi.sms import make_backend
-from payapi.sms_providers import AliyunSms, ProviderChain, TencentSms, aliyun_number, e164, parse_endpoint
+from payapi.infra.config import Settings
+from payapi.infra.models import SmsCode
 from payapi.startup import SERVE, problems
+from payapi.users.sms import make_backend
+from payapi.users.sms_providers import AliyunSms, ProviderChain, TencentSms, aliyun_number, e164, parse_endpoint
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

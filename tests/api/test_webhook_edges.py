@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from payapi.models import Event, Pay
+from payapi.infra.models import Event, Pay
 from tests.support.databases import balance_of
 from tests.support.pingpp import event, sign
 

@@ -8,9 +8,9 @@ import pytest
 import webtest
 
 from payapi.app import create_app
-from payapi.ids import new_id
-from payapi.models import Event, Pay
-from payapi.sms import FileSms
+from payapi.domain.ids import new_id
+from payapi.infra.models import Event, Pay
+from payapi.users.sms import FileSms
 from payapi.wsgi import gateway_from
 from tests.support.databases import balance_of, ledger_of, money_moved
 from tests.support.pingpp import event, new_rsa_key, sign

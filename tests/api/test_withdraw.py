@@ -6,15 +6,27 @@ import json
 import pytest
 import time_machine
 import webtest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from payapi.app import create_app
-from payapi.clock import natural_month, now_ms
-from payapi.sms import FileSms
+from payapi.domain.clock import natural_month, now_ms
+from payapi.users.sms import FileSms
 from tests.support.databases import ledger_of
 from tests.support.scenarios import (
-    ACCOUNT, PASSWD, balance, refresh_token, set_account, set_passwd, set_up_expert,
-    transfer_object, User, withdraw, withdrawal, withdrawals_of,
+    ACCOUNT,
+    PASSWD,
+    User,
+    balance,
+    refresh_token,
+    set_account,
+    set_passwd,
+    set_up_expert,
+    transfer_object,
+    withdraw,
+    withdrawal,
+    withdrawals_of,
 )
 
 MALFORMED_AMOUNTS = [10.5, 100.0, "10.5", "-1", -1, " 100", "100 ", "+100", "1e3", 1e3, "", True, False, None, [1000], {"v": 1000}, "１０００", "0x64", "1_000"]
@@ -261,7 +273,7 @@ def test_second_withdrawal_in_the_same_month_is_910(expert):
 
 @pytest.mark.parametrize("status", ["processing", "succeeded"])
 def test_processing_or_succeeded_withdrawal_also_uses_up_the_month(expert, fake_pingpp, gateway, send_event, status):
-    from payapi.withdrawals import run_payouts
+    from payapi.money.withdrawals import run_payouts
 
     assert withdraw(expert, 1000).json["code"] == 900
     run_payouts(gateway)

@@ -11,9 +11,10 @@ import time
 import pytest
 import time_machine
 
-from payapi import payments, withdrawals, worker
-from payapi.clock import now_ms
-from payapi.models import Pay, Withdrawal
+from payapi import worker
+from payapi.domain.clock import now_ms
+from payapi.infra.models import Pay, Withdrawal
+from payapi.money import payments, withdrawals
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 from tests.support.scenarios import set_up_expert, withdraw
 

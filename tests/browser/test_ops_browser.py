@@ -12,10 +12,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from payapi import operators
+from payapi.backoffice import operators
+from tests.support.live_server import LiveServer
 from tests.support.operators import OPERATOR_PASSWORD
 from tests.support.scenarios import balance, set_up_expert, withdraw, withdrawal
-from tests.support.live_server import LiveServer
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

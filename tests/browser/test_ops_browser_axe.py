@@ -9,12 +9,13 @@ import pytest
 from axe_selenium_python import Axe
 from selenium.webdriver.common.by import By
 
-from payapi import oncall, operators, ops
-from payapi.models import Notification, Refund
+from payapi.backoffice import actions as ops
+from payapi.backoffice import operators
+from payapi.infra.models import Notification, Refund
+from tests.browser.test_ops_browser import chromium, log_in, server  # noqa: F401 - server is the live-gunicorn fixture
 from tests.support.config import SERVICE_KEY
 from tests.support.operators import OPERATOR_PASSWORD
 from tests.support.scenarios import set_up_expert, withdraw
-from tests.browser.test_ops_browser import chromium, log_in, server  # noqa: F401 - server is the live-gunicorn fixture
 
 BAD = ("serious", "critical")
 
@@ -39,7 +40,7 @@ def data(app, make_user, pay_expert, fake_pingpp, gateway):
                         next_attempt_at=message.created_at + 5_000).execute()
     fake_pingpp.fail_next()
     ops.retry_withdrawal(gateway, withdraw_id, Who(), "再试")  # Ping++ fails: the withdrawal's last error
-    oncall.record_refusal(Who(), ops.FAIL, withdraw_id, "卡住了", {"status": "processing"}, {"status": "processing"},
+    operators.audit_refused(Who(), ops.FAIL, withdraw_id, "卡住了", {"status": "processing"}, {"status": "processing"},
                           "Ping++ 显示转账 tr_1 仍在处理中（pending），不能置为失败")
     return expert, pay["pay_id"], withdraw_id
 

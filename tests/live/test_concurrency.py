@@ -12,16 +12,15 @@ from collections import Counter
 
 import pytest
 
-from payapi import payments
-from payapi.ids import new_id
-from payapi.models import ClientReport, Event, Lockout, Pay, SmsCode, Wallet, Withdrawal
-from payapi.payments import RETRIEVE_INTERVAL_MS
+from payapi.domain.ids import new_id
+from payapi.infra.models import ClientReport, Event, Lockout, Pay, SmsCode, Wallet, Withdrawal
+from payapi.money import payments
+from payapi.money.payments import RETRIEVE_INTERVAL_MS
 from tests.support.config import SERVICE_KEY
 from tests.support.databases import assert_books_balance, ledger_of
+from tests.support.live_server import expert, paid_charge, parallel
 from tests.support.pingpp import event
 from tests.support.scenarios import PASSWD
-from tests.support.live_server import expert, paid_charge, parallel
-
 
 # One connection at a time per worker: a worker busy with one request takes no other, so a burst
 # reaches several processes even when the machine is loaded and one of them runs first.

@@ -20,9 +20,9 @@ import pytest
 import webtest
 
 from payapi.app import create_app
-from payapi.config import Settings
-from payapi.db import DatabaseUrlError, bind, db, open_database
-from payapi.sms import FileSms
+from payapi.infra.config import Settings
+from payapi.infra.db import DatabaseUrlError, bind, db, open_database
+from payapi.users.sms import FileSms
 from payapi.wsgi import gateway_from
 from tests.support.config import AUTH_SECRETS
 
@@ -168,7 +168,7 @@ def test_ssl_mode_required_refuses_a_server_without_tls():
         ("mysql://u:p@h:port/db", "port that is not a number"),
         ("mysql://u:p@h/", "needs a host and a database name"),
         ("postgres://u:p@h/db", "scheme 'postgres' is not supported"),
-        ("sqlite:///payapi.db?timeout=5", "takes no parameters"),
+        ("sqlite:///payapi.infra.db?timeout=5", "takes no parameters"),
     ],
 )
 def test_a_url_payapi_cannot_use_is_a_clear_error(bad, says):

@@ -229,7 +229,7 @@ def test_the_readme_walkthrough_works_as_pasted_and_ctrl_c_stops_everything(dev)
     assert "operators' console" in dev.terminal()
 
     outputs = run_blocks(dev, blocks)
-    for i, (check, out) in enumerate(zip(STEPS, outputs)):
+    for i, (check, out) in enumerate(zip(STEPS, outputs, strict=False)):
         try:
             check(out)
         except AssertionError as exc:

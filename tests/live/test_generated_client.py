@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from payapi.auth import Authenticator
-from payapi.ids import new_id
+from payapi.domain.ids import new_id
+from payapi.http.auth import Authenticator
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 
 LIVE_SERVER = {"workers": 1}

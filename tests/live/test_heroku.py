@@ -19,11 +19,11 @@ import pymysql
 import pytest
 import requests
 
-from payapi.auth import Authenticator
-from payapi.ids import new_id
+from payapi.domain.ids import new_id
+from payapi.http.auth import Authenticator
+from payapi.infra.config import Settings
 from payapi.sandbox.sms import DEV_ALIYUN_KEY
 from payapi.startup import NEEDS, SERVE, problems
-from payapi.config import Settings
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 from tests.support.live_server import free_port
 
@@ -70,7 +70,7 @@ def test_app_json_asks_for_everything_production_refuses_to_start_without():
     assert manifest["env"]["SERVICE_KEY"]["generator"] == "secret"
     assert manifest["env"]["PAYAPI_ENV"]["value"] == "production"
     # Every variable app.json names is one payapi reads.
-    source = "".join(open(os.path.join(ROOT, "payapi", n), encoding="utf-8").read() for n in ("config.py", "logs.py"))
+    source = "".join(open(os.path.join(ROOT, "payapi", "infra", n), encoding="utf-8").read() for n in ("config.py", "logs.py"))
     assert [n for n in manifest["env"] if f'"{n}"' not in source] == []
     assert "serve" in NEEDS
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from tests.support.config import SERVICE_KEY, process_env
-from tests.support.scenarios import ACCOUNT, set_up_expert, withdraw
 from tests.support.live_server import ROOT, paid_charge
+from tests.support.scenarios import ACCOUNT, set_up_expert, withdraw
 
 PASSWD = "e10adc3949ba59abbe56e057f20f883e-log-test"
 NEW_PASSWD = "5f4dcc3b5aa765d61d8327deb882cf99-log-test"

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from payapi.config import DEVELOPMENT_SECRET, Settings
+from payapi.infra.config import DEVELOPMENT_SECRET, Settings
 from payapi.startup import MIGRATE, SERVE, TOKEN, problems
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
-from tests.support.pingpp import new_rsa_key, private_pem, public_pem
 from tests.support.live_server import free_port, run_gunicorn
+from tests.support.pingpp import new_rsa_key, private_pem, public_pem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STRONG = "s" * 32

@@ -16,12 +16,13 @@ import pymysql
 import pytest
 from pytest_mysql import factories
 
-from payapi.ids import new_id
-from payapi.models import Pay
-from tests.support.databases import migrated as _migrated, assert_books_balance
+from payapi.domain.ids import new_id
+from payapi.infra.models import Pay
+from tests.support.databases import assert_books_balance
+from tests.support.databases import migrated as _migrated
+from tests.support.live_server import ROOT, LiveServer, paid_charge, parallel
 from tests.support.pingpp import event
 from tests.support.scenarios import assert_envelope
-from tests.support.live_server import ROOT, LiveServer, paid_charge, parallel
 
 GATEWAY_TIMEOUT = 2  # PINGPP_TIMEOUT for these servers, seconds
 HANG = 40  # how long the fake Ping++ hangs: past gunicorn's 30 s worker timeout

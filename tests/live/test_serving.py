@@ -1,7 +1,7 @@
 """The serving model under hostile clients: requests that trickle in, and one user hogging bcrypt.
 
 The real gunicorn with the Procfile's settings (2 workers x 4 threads, gunicorn's own 1000
-connections per worker) and payapi's worker class (payapi/serving.py), as issue 9 found it: with
+connections per worker) and payapi's worker class (payapi/http/serving.py), as issue 9 found it: with
 gunicorn's plain gthread worker, 8 trickling connections stopped every other request.
 """
 
@@ -13,11 +13,11 @@ import time
 import pytest
 import requests
 
-from payapi import serving
+from payapi.http import serving
 from tests.support.config import SERVICE_KEY
+from tests.support.live_server import Trickler, paid_charge, parallel
 from tests.support.pingpp import event
 from tests.support.scenarios import pay_request
-from tests.support.live_server import Trickler, paid_charge, parallel
 
 # The request-framing rules alone are tests/unit/test_framing.py.
 GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -17,11 +17,12 @@ import time
 import pytest
 import time_machine
 
-from payapi import books, reconciliation, refunds, worker
-from payapi.models import Pay, Refund, Withdrawal
+from payapi import worker
+from payapi.infra.models import Pay, Refund, Withdrawal
+from payapi.money import books, reconciliation, refunds
 from tests.support.config import SERVICE_KEY
-from tests.support.pingpp import event
 from tests.support.live_server import parallel
+from tests.support.pingpp import event
 
 SEEDS = [int(s) for s in os.environ.get("PAYAPI_SIMULATION_SEEDS", "11,23,41").split(",")]
 STEPS = int(os.environ.get("PAYAPI_SIMULATION_STEPS", "45"))
@@ -94,7 +95,7 @@ class Simulation:
         if pay is not None:
             payer = self.server.user()
             payer.id = pay.user_id
-            from payapi.auth import Authenticator
+            from payapi.http.auth import Authenticator
             from tests.support.config import AUTH_SECRETS
 
             payer.headers["auth"] = Authenticator(AUTH_SECRETS).mint(pay.user_id)
@@ -152,7 +153,7 @@ class Simulation:
         parallel(3, one_pass)
 
     def server_db_close(self):
-        from payapi.db import db
+        from payapi.infra.db import db
 
         db.close()
 

@@ -4,7 +4,7 @@ environment a payapi process (command, worker, gunicorn) gets for the same setti
 import base64
 import os
 
-from payapi.config import Settings
+from payapi.infra.config import Settings
 
 AUTH_SECRETS = ("test-auth-secret-0123456789abcdef0123456789", "test-auth-secret-before-rotation-0123456789")
 SERVICE_KEY = "test-service-key"

@@ -10,10 +10,10 @@ from peewee_migrate import Router
 from pytest_mysql import factories
 
 from payapi.__main__ import MIGRATIONS
-from payapi import books, statement
-from payapi.db import bind, open_database
-from payapi.models import ALL_MODELS, JournalEntry, Pay, Posting, Wallet
-from payapi.views import pay_info_json
+from payapi.contract.render import pay_info_json
+from payapi.infra.db import bind, open_database
+from payapi.infra.models import ALL_MODELS, JournalEntry, Pay, Posting, Wallet
+from payapi.money import books, statement
 
 MARIADB_DB = "payapi_test"  # not "test": MariaDB creates that one itself
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import requests
 
-from payapi.auth import Authenticator
-from payapi.ids import new_id
+from payapi.domain.ids import new_id
+from payapi.http.auth import Authenticator
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 from tests.support.pingpp import event, sign
 from tests.support.scenarios import ACCOUNT, PASSWD, pay_request

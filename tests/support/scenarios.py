@@ -5,9 +5,9 @@ account, withdrawals; and the envelope every answer is checked against."""
 import json
 import secrets
 
-from payapi.auth import Authenticator
-from payapi.ids import new_id
-from payapi.models import Withdrawal
+from payapi.domain.ids import new_id
+from payapi.http.auth import Authenticator
+from payapi.infra.models import Withdrawal
 from tests.support.config import SERVICE_KEY
 from tests.support.pingpp import event, sign
 

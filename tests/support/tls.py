@@ -28,7 +28,7 @@ def make_certificates(directory):
     """ca.pem, server.pem and server-key.pem in directory; the server's only name is IP 127.0.0.1."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key, server_key = _key(), _key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "payapi test CA")])
     ca = (

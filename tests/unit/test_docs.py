@@ -8,7 +8,7 @@ from pathlib import Path
 import falcon.inspect
 
 from payapi.app import create_app
-from payapi.config import Settings
+from payapi.infra.config import Settings
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 
 ROOT = Path(__file__).resolve().parent.parent.parent

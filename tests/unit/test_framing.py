@@ -4,8 +4,8 @@ The real gunicorn with these rules is tests/live/test_serving.py."""
 
 import pytest
 
-from payapi import serving
-from payapi.serving import COMPLETE, HEAD_TOO_LARGE, PARTIAL, TOO_LONG, request_state
+from payapi.http import serving
+from payapi.http.serving import COMPLETE, HEAD_TOO_LARGE, PARTIAL, TOO_LONG, request_state
 
 GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 

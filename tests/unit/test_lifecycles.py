@@ -8,8 +8,15 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from payapi.lifecycles import (
-    NOTIFICATION, PAY, REFUND, WITHDRAWAL, IllegalMove, NotificationStatus, PayStatus, RefundStatus,
+from payapi.domain.lifecycles import (
+    NOTIFICATION,
+    PAY,
+    REFUND,
+    WITHDRAWAL,
+    IllegalMove,
+    NotificationStatus,
+    PayStatus,
+    RefundStatus,
     WithdrawalStatus,
 )
 

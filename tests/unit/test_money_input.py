@@ -2,9 +2,9 @@
 
 import pytest
 
-from payapi.config import Settings
-from payapi.errors import ApiError
-from payapi.shapes import Body, Codec, Fen
+from payapi.contract.errors import ApiError
+from payapi.contract.shapes import Body, Codec, Fen
+from payapi.infra.config import Settings
 
 
 def fen(value, minimum, maximum):

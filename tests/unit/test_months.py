@@ -6,7 +6,7 @@ import zoneinfo
 
 import pytest
 
-from payapi.clock import iso, natural_month, next_month_start
+from payapi.domain.clock import iso, natural_month, next_month_start
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 UTC = zoneinfo.ZoneInfo("UTC")

@@ -5,12 +5,14 @@ import re
 
 import jsonschema_rs
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from payapi import openapi
-from payapi.config import Settings
-from payapi.errors import ApiError
-from payapi.shapes import Body, Codec, Fen, Text
+from payapi.contract.errors import ApiError
+from payapi.contract.shapes import Body, Codec, Fen, Text
+from payapi.contract import patterns
+from payapi.infra.config import Settings
 
 
 def decodes(field_type, value):
@@ -35,12 +37,12 @@ def pattern_validator(pattern):
 @given(value=st.from_regex(r"0{0,20}[0-9]{1,10}", fullmatch=True) | st.integers(0, 10**10).map(str) | st.text())
 def test_money_string_pattern_is_what_the_service_accepts(low, high, value):
     expected = decodes(Fen.between(low, high), value)
-    assert pattern_validator(openapi.digits_between(low, high)).is_valid(value) == expected
+    assert pattern_validator(patterns.digits_between(low, high)).is_valid(value) == expected
 
 
 def test_trimming_pattern_knows_what_python_strips():
     everything = "".join(map(chr, range(0x110000)))
-    assert set(re.findall(f"[{openapi.SPACE}]", everything)) == {c for c in everything if c.isspace()}
+    assert set(re.findall(f"[{patterns.SPACE}]", everything)) == {c for c in everything if c.isspace()}
 
 
 @pytest.mark.parametrize("min_len, max_len", [(1, 64), (0, 128), (1, 1), (1, 2)])
@@ -49,4 +51,4 @@ def test_trimming_pattern_knows_what_python_strips():
                      max_size=140))
 def test_trimmed_length_pattern_is_what_the_service_accepts(min_len, max_len, value):
     expected = decodes(Text.between(min_len, max_len), value)
-    assert pattern_validator(openapi.trimmed_length(min_len, max_len)).is_valid(value) == expected
+    assert pattern_validator(patterns.trimmed_length(min_len, max_len)).is_valid(value) == expected

@@ -8,7 +8,7 @@ import types
 import hypothesis
 from hypothesis import strategies as st
 
-from payapi import books, wallet
+from payapi.money import books, wallet
 
 MONEY = st.integers(1, 100_000_000)  # fen: up to a million yuan
 FEE_BPS = st.integers(0, 10_000)
@@ -88,9 +88,9 @@ def test_shares_stay_within_each_refund_and_those_standing_take_exactly_their_pr
 
 @hypothesis.given(user_id=st.from_regex(r"[0-9a-f]{24}", fullmatch=True), bucket=st.sampled_from([books.PENDING, books.AVAILABLE]))
 def test_an_expert_account_names_its_expert_and_bucket(user_id, bucket):
-    assert books._expert_of(books.expert(user_id, bucket)) == (user_id, bucket)
+    assert books.expert_of(books.expert(user_id, bucket)) == (user_id, bucket)
 
 
 def test_the_platform_accounts_belong_to_no_expert():
     for account in (books.PINGPP, books.FEES, books.PAYOUTS, books.REFUNDS):
-        assert books._expert_of(account) is None
+        assert books.expert_of(account) is None

@@ -1,0 +1,303 @@
+"""The database: one proxy bound at start-up, write transactions that survive lock conflicts."""
+
+import collections
+import functools
+import logging
+import os
+import random
+import ssl
+import time
+import urllib.parse
+
+import certifi
+import peewee
+from playhouse.db_url import connect
+from playhouse.shortcuts import ReconnectMixin
+
+log = logging.getLogger("payapi.db")
+
+db = peewee.DatabaseProxy()
+
+
+class MySQLDatabase(ReconnectMixin, peewee.MySQLDatabase):
+    """MySQL/MariaDB that reconnects when the server dropped an idle connection (restart, wait_timeout)."""
+
+# MySQL/MariaDB: deadlock (also how Galera reports a certification conflict at commit),
+# lock wait timeout; both mean "nothing was written, run the transaction again".
+RETRYABLE_MYSQL_ERRORS = {1213, 1205}
+# The connection went away mid-transaction: reconnect and run it again.
+LOST_CONNECTION_ERRORS = {2006, 2013, 2014, 2055}
+
+
+class DatabaseUrlError(ValueError):
+    """A database URL payapi cannot use; the message names what is wrong (never the password)."""
+
+
+MYSQL_SCHEMES = ("mysql", "mysql2", "mysql+pymysql")
+# ssl-mode as MySQL's own clients name it (Heroku add-ons and DigitalOcean write it this way).
+SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+
+
+def _query(parsed):
+    params = {}
+    for key, value in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True):
+        params[key.lower().replace("_", "-")] = value
+    return params
+
+
+def mysql_params(url):
+    """PyMySQL connect arguments for a MySQL URL as Heroku add-ons write it.
+
+    Accepted: `mysql://`, `mysql2://` (ClearDB, Rails style), `mysql+pymysql://`;
+    percent-encoded user, password and database; `?ssl-mode=DISABLED|PREFERRED|REQUIRED|
+    VERIFY_CA|VERIFY_IDENTITY` (PREFERRED, PyMySQL's own default, when absent), `ssl-ca=PATH`
+    (the CA for the VERIFY modes; certifi's bundle otherwise), `reconnect=true|false`
+    (ClearDB; ignored: dropped connections are always reopened). Anything else is refused.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme.lower() not in MYSQL_SCHEMES:
+        raise DatabaseUrlError(f"database URL scheme {parsed.scheme!r} is not supported (use mysql:// or sqlite:///)")
+    try:
+        port = parsed.port or 3306
+    except ValueError:
+        raise DatabaseUrlError("database URL has a port that is not a number") from None
+    database = urllib.parse.unquote(parsed.path.lstrip("/"))
+    if not parsed.hostname or not database or "/" in database:
+        raise DatabaseUrlError("database URL needs a host and a database name: mysql://user:password@host:3306/name")
+    params = {"host": parsed.hostname, "port": port, "database": database}
+    if parsed.username:
+        params["user"] = urllib.parse.unquote(parsed.username)
+    if parsed.password is not None:
+        # Bytes: PyMySQL would encode a str as latin-1 and fail on any other character.
+        params["password"] = urllib.parse.unquote(parsed.password).encode("utf-8")
+    query = _query(parsed)
+    unknown = sorted(set(query) - {"ssl-mode", "ssl-ca", "reconnect"})
+    if unknown:
+        raise DatabaseUrlError(
+            f"database URL has unknown parameter(s) {', '.join(unknown)} (known: ssl-mode, ssl-ca, reconnect)"
+        )
+    if query.get("reconnect", "true").lower() not in ("true", "false", "1", "0"):
+        raise DatabaseUrlError("database URL: reconnect must be true or false")
+    mode = query.get("ssl-mode", "PREFERRED").upper().replace("-", "_")
+    if mode not in SSL_MODES:
+        raise DatabaseUrlError(f"database URL: ssl-mode must be one of {', '.join(SSL_MODES)}, not {query['ssl-mode']!r}")
+    ca = query.get("ssl-ca") or None
+    if ca and mode not in ("VERIFY_CA", "VERIFY_IDENTITY"):
+        raise DatabaseUrlError("database URL: ssl-ca is only used with ssl-mode=VERIFY_CA or VERIFY_IDENTITY")
+    if ca and not os.path.isfile(ca):
+        raise DatabaseUrlError(f"database URL: ssl-ca file {ca!r} does not exist")
+    if mode == "DISABLED":
+        params["ssl_disabled"] = True
+    elif mode == "REQUIRED":
+        # TLS or no connection, without checking the certificate (MySQL's own meaning).
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        params["ssl"] = context
+    elif mode in ("VERIFY_CA", "VERIFY_IDENTITY"):
+        context = ssl.create_default_context(cafile=ca or certifi.where())
+        context.check_hostname = mode == "VERIFY_IDENTITY"
+        params["ssl"] = context
+    # PREFERRED: PyMySQL's default, TLS when the server offers it.
+    return params
+
+
+def open_database(url):
+    """A peewee database for a DATABASE_URL; SQLite gets WAL and writer serialisation."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        if "?" in url:
+            raise DatabaseUrlError("a sqlite:/// database URL takes no parameters")
+        return connect(
+            url,
+            pragmas={"journal_mode": "wal", "busy_timeout": 10_000, "synchronous": "normal"},
+            # BEGIN IMMEDIATE: a write transaction takes the write lock before it reads, which is
+            # what SELECT ... FOR UPDATE gives us on MySQL.
+            lock_type="IMMEDIATE",
+        )
+    params = mysql_params(url)
+    # peewee's MySQLDatabase already uses utf8mb4 and autocommit outside transactions.
+    return MySQLDatabase(params.pop("database"), connect_timeout=5, read_timeout=30, write_timeout=30, **params)
+
+
+def describe_error(exc, database=None):
+    """`OperationalError 1045: Access denied ...`: the class, the server's number and message.
+
+    Servers do not echo passwords, but should one appear (the database's own, plain or
+    percent-encoded), it is masked.
+    """
+    number = _error_number(exc)
+    args = getattr(exc, "args", ())
+    message = str(args[1]) if len(args) > 1 else str(exc)
+    password = getattr(database, "connect_params", {}).get("password") if database is not None else None
+    if isinstance(password, bytes):
+        password = password.decode("utf-8", "replace")
+    if password and len(password) >= 4:
+        for form in {password, urllib.parse.quote(password, safe="")}:
+            message = message.replace(form, "***")
+    return f"{type(exc).__name__} {number}: {message}" if number is not None else f"{type(exc).__name__}: {message}"
+
+
+def bind(database):
+    db.initialize(database)
+    return database
+
+
+def is_mysql():
+    return isinstance(db.obj, peewee.MySQLDatabase)
+
+
+def for_update(query):
+    """Lock the selected rows until the transaction ends (SQLite's IMMEDIATE transaction already does)."""
+    return query.for_update() if is_mysql() else query
+
+
+def _error_number(exc):
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    orig = getattr(exc, "orig", None)
+    if orig is not None and orig.args and isinstance(orig.args[0], int):
+        return orig.args[0]
+    return None
+
+
+def is_retryable(exc):
+    if not isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+        return False
+    number = _error_number(exc)
+    if number in RETRYABLE_MYSQL_ERRORS or number in LOST_CONNECTION_ERRORS:
+        return True
+    return "database is locked" in str(exc)
+
+
+def transaction(func=None, *, attempts=8):
+    """Run func in one write transaction; run it again from the start on a deadlock or lost connection.
+
+    Everything func does must be database work (no HTTP calls), so running it again is safe.
+    """
+    if func is None:
+        return functools.partial(transaction, attempts=attempts)
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        if db.in_transaction():
+            return func(*args, **kwargs)
+        for attempt in range(1, attempts + 1):
+            try:
+                with db.atomic():
+                    return func(*args, **kwargs)
+            except Exception as exc:
+                if attempt == attempts or not is_retryable(exc):
+                    raise
+                if _error_number(exc) in LOST_CONNECTION_ERRORS:
+                    db.close()
+                log.info("retrying %s after %s (attempt %d)", func.__name__, _error_number(exc) or exc, attempt)
+                time.sleep(random.uniform(0.005, 0.02) * attempt)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def ensure_connection():
+    """Open this thread's connection if it is not open; it is kept for the next request."""
+    if db.is_closed():
+        db.connect(reuse_if_open=True)
+
+
+def lock_row(model, defaults, **key):
+    """The row with this key, created from defaults if missing, locked until the transaction ends.
+
+    SELECT ... FOR UPDATE first: an INSERT IGNORE that hits an existing row takes a shared lock
+    on it, and two requests both upgrading that to the exclusive one deadlock (MySQL 1213) on
+    every parallel call. Only a missing row is inserted, with INSERT IGNORE, so two requests
+    creating the same row do not fail on the unique key.
+    """
+    query = model.select()
+    for name, value in key.items():
+        query = query.where(getattr(model, name) == value)
+    row = for_update(query).first()
+    if row is None:
+        model.insert(**key, **defaults).on_conflict_ignore().execute()
+        row = for_update(query).get()
+    return row
+
+
+class KeyLock:
+    """A row per key, made on first use and locked until the transaction ends, in one statement.
+
+    `INSERT ... ON DUPLICATE KEY UPDATE counter = counter + 1` (SQLite: `ON CONFLICT DO UPDATE`):
+    an existing row is locked exclusively at once, with no shared lock to upgrade (see lock_row),
+    and the row is written every time: Galera does not carry row locks from node to node, but two
+    transactions that write one row on two nodes conflict when they commit (1213: run again). The
+    SQL text is built once per database, as in RowByKey.
+    """
+
+    _SENTINEL = "\x00key"
+
+    def __init__(self, model, key_field, counter_field):
+        self.model, self.key_field, self.counter_field = model, key_field, counter_field
+        self._sql = {}
+
+    def __call__(self, key):
+        assert db.in_transaction(), "a KeyLock is held until the transaction ends: take it inside one"
+        database = db.obj
+        built = self._sql.get(id(database))
+        if built is None:
+            conflict = {"update": {self.counter_field: self.counter_field + 1}}
+            if not isinstance(database, peewee.MySQLDatabase):
+                conflict["conflict_target"] = [self.key_field]
+            query = self.model.insert({self.key_field: self._SENTINEL, self.counter_field: 1}).on_conflict(**conflict)
+            built = self._sql[id(database)] = query.sql()
+        sql, params = built
+        database.execute_sql(sql, [key if p == self._SENTINEL else p for p in params])
+
+
+class RowByKey:
+    """`Model.select(*columns).where(field == value, ...).first()` for hot paths, the SQL built once.
+
+    peewee builds the SQL text of a query on every execution; for a 20-column SELECT that is
+    ~400 µs, about twice the rest of a request. The text only depends on the model and the
+    database's dialect, so it is built on first use and reused. Rows come back as read-only
+    named tuples of the selected columns: a partial row can never be saved by mistake.
+    """
+
+    def __init__(self, model, *fields, columns=None):
+        self.model, self.fields = model, fields
+        self.selected = columns or model._meta.sorted_fields
+        self.row = collections.namedtuple(f"{model.__name__}Row", [f.name for f in self.selected])
+        self._sql = {}
+
+    def __call__(self, *values):
+        database = db.obj
+        sql = self._sql.get(id(database))
+        if sql is None:
+            where = [field == value for field, value in zip(self.fields, values, strict=True)]
+            sql = self._sql[id(database)] = self.model.select(*self.selected).where(*where).sql()[0]
+        row = database.execute_sql(sql, values).fetchone()
+        return None if row is None else self.row._make(row)
+
+
+# --- character sets (MySQL) ----------------------------------------------------------------
+
+# Binary collations, best first: ids, references and event ids compare byte for byte. The NO PAD
+# ones (MariaDB's utf8mb4_nopad_bin, MySQL 8's utf8mb4_0900_bin) also tell 'abc' from 'abc ';
+# MySQL 5.7 has only utf8mb4_bin, which pads. migrations/003 picks the first the server has.
+BINARY_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin", "utf8mb4_bin")
+
+
+def text_columns(database, tables):
+    """(table, column or None for the table's default, charset, collation) of tables' text columns (MySQL)."""
+    if not isinstance(database, peewee.MySQLDatabase) or not tables:
+        return []
+    marks = ", ".join(["%s"] * len(tables))
+    rows = database.execute_sql(
+        "SELECT TABLE_NAME, NULL, CCSA.CHARACTER_SET_NAME, TABLE_COLLATION FROM information_schema.TABLES T "
+        "JOIN information_schema.COLLATION_CHARACTER_SET_APPLICABILITY CCSA ON CCSA.COLLATION_NAME = T.TABLE_COLLATION "
+        f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({marks}) "
+        "UNION ALL "
+        "SELECT TABLE_NAME, COLUMN_NAME, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS "
+        f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({marks}) AND CHARACTER_SET_NAME IS NOT NULL",
+        list(tables) * 2,
+    ).fetchall()
+    return sorted(rows, key=lambda r: (r[0], r[1] or ""))

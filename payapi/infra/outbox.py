@@ -1,0 +1,365 @@
+"""Notifications to the order service: a transactional outbox delivered per Standard Webhooks.
+
+A lifecycle move the order service must hear of (lifecycles: `announce`) writes its message here
+when the moved record is saved with `save(record)`, in the same transaction as the change: every
+pay, refund and withdrawal is saved that way (their own save() refuses). The worker's dispatcher
+delivers each message: POST NOTIFY_URL with `webhook-id` (the same on every attempt),
+`webhook-timestamp` and `webhook-signature` (`v1,` + base64 HMAC-SHA256 over
+"{id}.{timestamp}.{body}" under the `whsec_` secret). Any non-2xx or a timeout is retried with
+exponential back-off (5 s doubling, at most an hour apart) until 24 hours have passed; then the
+message is `failed` and an operator may resend it. Delivery is at least once: several
+dispatchers (processes, hosts) claim messages in the database, so each attempt is made by one.
+"""
+
+import base64
+import binascii
+import concurrent.futures
+import functools
+import hashlib
+import hmac
+import http.client
+import logging
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+
+import certifi
+import msgspec
+
+from payapi.contract.render import pay_info, pay_info_json, refund_info, withdrawal_info
+from payapi.contract.shapes import PayInfo, PayNotice, PayNoticeData, WithdrawalNotice, WithdrawalNoticeData
+from payapi.domain.clock import iso, now_ms
+from payapi.domain.ids import new_id
+from payapi.domain.lifecycles import NOTIFICATION, NotificationStatus
+from payapi.infra.db import db, transaction
+from payapi.infra.models import INFO_COLUMNS, BaseModel, Notification, Pay, Refund, Withdrawal
+
+log = logging.getLogger("payapi.notifications")
+
+FIRST_RETRY_MS = 5_000
+MAX_RETRY_MS = 3600_000
+GIVE_UP_AFTER_MS = 24 * 3600_000
+TIMEOUT_S = 5.0  # the whole attempt: connecting, sending, the answer's head and what is read of its body
+ANSWER_BYTES = 4096  # at most this much of an answer is read (its start is logged when it is not a 2xx)
+LEASE_MS = 15_000  # longer than an attempt can take (5 s): a dispatcher that died mid-attempt frees it then
+
+
+# Pay.update refuses a bulk change of these columns: they must be exactly what Pay.info is made of.
+if INFO_COLUMNS != frozenset(PayInfo.__struct_fields__):
+    raise ImportError(f"models.INFO_COLUMNS and shapes.PayInfo disagree: {sorted(INFO_COLUMNS ^ set(PayInfo.__struct_fields__))}")
+
+
+# --- writing (inside the transaction of the change) ------------------------------------------------
+
+_writing = False  # this process has a NOTIFY_URL (configure)
+
+
+def configure(settings):
+    """Write messages only when NOTIFY_URL is set: with none, nothing would ever send them (they
+    would only sit in the outbox, counted `pending` by /metrics). Each process that changes
+    records sets this from its settings (create_app, the worker, the commands)."""
+    global _writing
+    _writing = bool(settings.notify_url)
+
+
+def save(record, force_insert=False):
+    """Save a pay, refund or withdrawal, in the caller's transaction: a pay's info (the wire JSON
+    its readers answer with) follows its columns, and each move its lifecycle announced since the
+    last save (lifecycles.Lifecycle.move) becomes an outbox message."""
+    if isinstance(record, Pay):
+        record.info = pay_info_json(record)
+    saved = BaseModel.save(record, force_insert=force_insert)  # past SavedByOutbox's refusal
+    announcements = record.__dict__.pop("announcements", None)
+    if announcements:
+        write(record, announcements)
+    return saved
+
+
+def _notice(record):
+    """(the notice shape, its data) for a record."""
+    if isinstance(record, Pay):
+        return PayNotice, PayNoticeData(pay=pay_info(record))
+    if isinstance(record, Refund):
+        return PayNotice, PayNoticeData(pay=pay_info(Pay.get_by_id(record.pay_id)), refund=refund_info(record))
+    if isinstance(record, Withdrawal):
+        return WithdrawalNotice, WithdrawalNoticeData(withdrawal=withdrawal_info(record), user_id=record.user_id)
+    raise TypeError(f"no notification for {type(record).__name__}")
+
+
+def write(record, types):
+    """Put one message per type into the outbox; the caller's transaction commits them with the change."""
+    if not _writing:
+        return
+    now = now_ms()
+    notice, data = _notice(record)
+    for notice_type in types:
+        body = msgspec.json.encode(notice(type=notice_type, timestamp=iso(record.updated_at), data=data)).decode()
+        message = Notification(
+            message_id=f"msg_{new_id()}", type=notice_type, subject_id=record._pk, payload=body,
+            give_up_at=now + GIVE_UP_AFTER_MS,
+        )
+        NOTIFICATION.begin(message, now)
+        message.save(force_insert=True)
+
+
+# --- signing ---------------------------------------------------------------------------------------
+
+SECRET_PREFIX = "whsec_"
+MIN_KEY_BYTES, MAX_KEY_BYTES = 24, 64
+
+
+def secret_bytes(secret):
+    """The key of a `whsec_<base64>` secret; ValueError (never quoting it) if it is not one."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError("NOTIFY_SECRET is not whsec_<base64>")
+    try:
+        return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("NOTIFY_SECRET: what follows whsec_ is not standard base64") from None
+
+
+def secret_problem(secret):
+    """Why a NOTIFY_SECRET is not safe to sign with (start-up's check), or None. An empty or short
+    key signs, but anyone could forge (or guess the key of) messages to the order service."""
+    try:
+        key = secret_bytes(secret)
+    except ValueError as exc:
+        return str(exc)
+    if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+        return f"NOTIFY_SECRET: its key is {len(key)} bytes, not {MIN_KEY_BYTES}-{MAX_KEY_BYTES}"
+    return None
+
+
+def signature(secret, message_id, timestamp, body):
+    digest = hmac.new(secret_bytes(secret), f"{message_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+# --- delivering --------------------------------------------------------------------------------------
+
+@transaction
+def _claim(message_id, now):
+    """Take the message for one attempt; only one dispatcher anywhere makes it."""
+    return (
+        Notification.update(next_attempt_at=now + LEASE_MS)
+        .where(Notification.message_id == message_id, Notification.status == NotificationStatus.PENDING,
+               Notification.next_attempt_at <= now)
+        .execute()
+        == 1
+    )
+
+
+@transaction
+def _settle(message_id, delivered, http_status, error):
+    message = Notification.get_by_id(message_id)
+    if message.status != NotificationStatus.PENDING:
+        return message.status  # resent or settled meanwhile (an operator): leave it
+    now = now_ms()
+    message.attempts += 1
+    message.last_status, message.last_error = http_status, (error or "")[:255]
+    if delivered:
+        message.delivered_at = now
+        NOTIFICATION.move(message, NotificationStatus.DELIVERED, now)
+    else:
+        wait = min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** min(message.attempts - 1, 20))
+        if now + wait > message.give_up_at:
+            NOTIFICATION.move(message, NotificationStatus.FAILED, now)
+        else:
+            message.next_attempt_at = now + wait
+            message.updated_at = now
+    message.save()
+    return message.status
+
+
+@functools.cache
+def _tls():
+    return ssl.create_default_context(cafile=certifi.where())  # the CAs requests would trust
+
+
+class _Deadline:
+    """Shuts the attempt's socket when the time is up, ending whatever it is blocked in."""
+
+    def __init__(self, seconds):
+        self.lock, self.sock, self.expired = threading.Lock(), None, False
+        self.timer = threading.Timer(seconds, self._cut)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def watch(self, sock):
+        with self.lock:
+            if self.expired:  # connected only as the time ran out
+                raise TimeoutError
+            self.sock = sock  # held here: http.client lets go of it once an answer says it will close
+
+    def _cut(self):
+        with self.lock:
+            self.expired = True
+            if self.sock is not None:
+                try:
+                    self.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cancel(self):
+        self.timer.cancel()
+
+
+def post(url, body, headers, timeout_s=TIMEOUT_S):
+    """POST body; -> (status, the answer's first ANSWER_BYTES). Raises OSError or
+    http.client.HTTPException (ValueError for a URL it cannot use); TimeoutError when the whole of it
+    took longer than timeout_s.
+
+    timeout_s bounds the attempt as a whole, not each read: a receiver that answers at once and
+    then sends its body a byte at a time is cut off all the same (a timer shuts the socket). Direct,
+    never through a proxy; redirects are not followed (a 3xx is not delivered)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("NOTIFY_URL is not an http(s) URL")
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout_s, context=_tls())
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+    deadline, answer = _Deadline(timeout_s), None
+    try:
+        conn.connect()
+        deadline.watch(conn.sock)
+        conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body,
+                     {**headers, "user-agent": "payapi"})
+        answer = conn.getresponse()
+        first = answer.read(ANSWER_BYTES)  # a body cut short by the deadline reads as a short one:
+        if deadline.expired:  # the deadline says which it was
+            raise TimeoutError
+        return answer.status, first
+    except (OSError, http.client.HTTPException):
+        if deadline.expired:
+            raise TimeoutError from None
+        raise
+    finally:
+        deadline.cancel()
+        if answer is not None:
+            answer.close()  # the rest of it is never read
+        conn.close()
+
+
+def _send(url, secret, message, timeout_s):
+    timestamp = str(int(time.time()))
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": message.message_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": signature(secret, message.message_id, timestamp, message.payload),
+    }
+    try:
+        status, first = post(url, message.payload.encode(), headers, timeout_s)
+    except TimeoutError:
+        return False, None, f"no whole answer within {timeout_s:g} s"
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: a bad URL or port
+        return False, None, type(exc).__name__
+    delivered = 200 <= status < 300
+    return delivered, status, "" if delivered else first[:200].decode("utf-8", "replace")
+
+
+def deliver(message_id, url, secret, timeout_s=TIMEOUT_S):
+    """One attempt at one message, if this dispatcher can claim it; -> its status after, or None."""
+    if not _claim(message_id, now_ms()):
+        return None
+    message = Notification.get_by_id(message_id)
+    try:
+        secret_bytes(secret)
+    except ValueError as exc:
+        # A failed attempt like any other (counted, backed off, failed after 24 hours): raising
+        # here would leave the claim to run out and the message claimed again forever, uncounted.
+        delivered, http_status, error = False, None, f"cannot sign: {exc}"
+    else:
+        delivered, http_status, error = _send(url, secret, message, timeout_s)
+    status = _settle(message_id, delivered, http_status, error)
+    fields = {"message_id": message_id, "type": message.type, "subject_id": message.subject_id,
+              "http_status": http_status, "status": status}
+    if delivered:
+        log.info("notification delivered", extra={"fields": fields})
+    else:
+        # The status, and the first bytes of the receiver's answer (_send keeps 200 of them).
+        reason = error if http_status is None else f"HTTP {http_status}: {error}"
+        log.warning("notification not delivered: %s", reason, extra={"fields": fields})
+    return status
+
+
+def due(limit):
+    return [
+        message_id
+        for (message_id,) in Notification.select(Notification.message_id)
+        .where(Notification.status == NotificationStatus.PENDING, Notification.next_attempt_at <= now_ms())
+        .order_by(Notification.next_attempt_at)
+        .limit(limit)
+        .tuples()
+    ]
+
+
+class Dispatcher:
+    """Delivers due messages with a bounded pool. Each attempt ends within timeout_s, and a slow one
+    holds only its own thread: the others keep taking messages (run_forever refills the pool as
+    threads come free, instead of waiting for a whole batch)."""
+
+    def __init__(self, url, secret, concurrency=8, poll_s=1.0, timeout_s=TIMEOUT_S):
+        self.url, self.secret, self.poll_s, self.timeout_s = url, secret, poll_s, timeout_s
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="notify")
+        self.concurrency = concurrency
+
+    def run_once(self):
+        """Send every message due now (up to four pools' worth; the pool's threads take them in
+        turn); -> how many were attempted. Returns once those attempts have ended, each within
+        timeout_s."""
+        futures = [self.pool.submit(self._attempt, message_id) for message_id in due(self.concurrency * 4)]
+        return sum(1 for f in futures if f.result() is not None)
+
+    def _attempt(self, message_id):
+        # Each pool thread keeps its database connection from one attempt to the next: opening one
+        # takes peewee's process-wide lock, which made the threads claim messages one at a time.
+        try:
+            return deliver(message_id, self.url, self.secret, self.timeout_s)
+        except Exception:
+            log.exception("notification %s: delivery raised", message_id, extra={"fields": {"message_id": message_id}})
+            db.close()  # perhaps the connection is what broke: the next attempt opens a new one
+            return None
+
+    def run_forever(self, stop: threading.Event):
+        """Keep every thread busy while messages are due: a free thread takes the next due message
+        at once, whatever the others are waiting for."""
+        in_flight = {}  # message_id -> future
+        while not stop.is_set():
+            try:
+                for message_id in [m for m, f in in_flight.items() if f.done()]:
+                    del in_flight[message_id]
+                room = self.concurrency - len(in_flight)
+                fresh = [m for m in due(self.concurrency + len(in_flight)) if m not in in_flight][:room] if room else []
+                for message_id in fresh:
+                    in_flight[message_id] = self.pool.submit(self._attempt, message_id)
+                if fresh:
+                    continue
+                if in_flight:  # nothing more due: until an attempt ends, or the next poll
+                    concurrent.futures.wait(in_flight.values(), self.poll_s, concurrent.futures.FIRST_COMPLETED)
+                else:
+                    stop.wait(self.poll_s)
+            except Exception:
+                log.exception("notification dispatcher pass failed")
+                stop.wait(self.poll_s)
+        self.close()
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+
+
+@transaction
+def resend(message_id):
+    """An operator sends a message again (a failed one, usually): new attempts for another 24 hours."""
+    message = Notification.get_or_none(Notification.message_id == message_id)
+    if message is None:
+        return None
+    now = now_ms()
+    if message.status != NotificationStatus.PENDING:
+        NOTIFICATION.move(message, NotificationStatus.PENDING, now)
+    message.next_attempt_at, message.give_up_at = 0, now + GIVE_UP_AFTER_MS
+    message.save()
+    return message
