@@ -17,7 +17,7 @@ from falcon import testing
 from bench import bare_app
 from payapi.domain.ids import new_id
 from payapi.http.auth import Authenticator
-from payapi.http.resources import with_info
+from payapi.http.resources.common import with_info
 from payapi.infra.db import db, ensure_connection
 from payapi.infra.models import Pay
 from payapi.money import payments

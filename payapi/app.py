@@ -10,9 +10,9 @@ from payapi.contract.shapes import Codec
 from payapi.http import console as c
 from payapi.http import oncall_web as oc
 from payapi.http import openapi
-from payapi.http import resources as r
 from payapi.http.auth import Authenticator
 from payapi.http.middleware import HeaderAuth, RequestLog, install_error_handlers
+from payapi.http.resources import internal, ops, phone, service, webhooks
 from payapi.infra import outbox as notifications
 
 
@@ -20,37 +20,37 @@ def routes(settings, gateway, sms_backend, codec, console):
     """Every route and its resource: one screen shows the whole service."""
     return [
         # The customer's nine routes (seed 1-9).
-        ("/rest/pay/{pay_id}", r.PayResource()),
-        ("/rest/pay/{pay_id}/status", r.PayStatusResource(codec, settings, gateway)),
-        ("/rest/pay/withdraw", r.Withdraw(codec, settings)),
-        ("/rest/pay/passwd", r.Passwd(codec, settings)),
-        ("/rest/pay/question", r.Question(codec, settings)),
-        ("/rest/pay/withdrawInfo", r.WithdrawInfo(codec, settings)),
-        ("/rest/pay/checkInfo", r.CheckInfo()),
+        ("/rest/pay/{pay_id}", phone.PayResource()),
+        ("/rest/pay/{pay_id}/status", phone.PayStatusResource(codec, settings, gateway)),
+        ("/rest/pay/withdraw", phone.Withdraw(codec, settings)),
+        ("/rest/pay/passwd", phone.Passwd(codec, settings)),
+        ("/rest/pay/question", phone.Question(codec, settings)),
+        ("/rest/pay/withdrawInfo", phone.WithdrawInfo(codec, settings)),
+        ("/rest/pay/checkInfo", phone.CheckInfo()),
         # Routes the seed implies.
-        ("/rest/pay/smscode", r.SmsCodeResource(codec, settings, sms_backend)),
-        ("/rest/pay/balance", r.Balance(settings)),
-        ("/rest/pay/withdraws", r.Withdraws(codec)),
-        ("/rest/pay/bills", r.Bills(codec, settings)),
-        ("/rest/pay/bills/summary", r.BillsSummary(codec, settings)),
-        ("/rest/pay/webhook", r.Webhook(settings, gateway)),
-        ("/internal/pays", r.InternalPays(codec, settings, gateway)),
-        ("/internal/pays/{pay_id}", r.InternalPay()),
-        ("/internal/pays/{pay_id}/refunds", r.InternalRefunds(codec, settings, gateway)),
-        ("/healthz", r.Health()),
-        ("/metrics", r.Metrics()),
+        ("/rest/pay/smscode", phone.SmsCodeResource(codec, settings, sms_backend)),
+        ("/rest/pay/balance", phone.Balance(settings)),
+        ("/rest/pay/withdraws", phone.Withdraws(codec)),
+        ("/rest/pay/bills", phone.Bills(codec, settings)),
+        ("/rest/pay/bills/summary", phone.BillsSummary(codec, settings)),
+        ("/rest/pay/webhook", webhooks.Webhook(settings, gateway)),
+        ("/internal/pays", internal.InternalPays(codec, settings, gateway)),
+        ("/internal/pays/{pay_id}", internal.InternalPay()),
+        ("/internal/pays/{pay_id}/refunds", internal.InternalRefunds(codec, settings, gateway)),
+        ("/healthz", service.Health()),
+        ("/metrics", service.Metrics()),
         # Operators: JSON for scripts (HTTP Basic) ...
         ("/ops/api/health", oc.OpsHealth()),
         ("/ops/api/withdrawals", oc.OpsWithdrawals(codec)),
-        ("/ops/api/withdrawals/{withdraw_id}/retry", r.OpsWithdrawalRetry(codec, gateway)),
-        ("/ops/api/withdrawals/{withdraw_id}/fail", r.OpsWithdrawalFail(codec, gateway)),
-        ("/ops/api/pays", r.OpsPays(codec)),
+        ("/ops/api/withdrawals/{withdraw_id}/retry", ops.OpsWithdrawalRetry(codec, gateway)),
+        ("/ops/api/withdrawals/{withdraw_id}/fail", ops.OpsWithdrawalFail(codec, gateway)),
+        ("/ops/api/pays", ops.OpsPays(codec)),
         ("/ops/api/notifications", oc.OpsNotifications(codec, settings=settings)),
-        ("/ops/api/notifications/{message_id}/resend", r.OpsNotificationResend(codec)),
-        ("/ops/api/audit", r.OpsAudit(codec)),
-        ("/ops/api/trial-balance", r.OpsTrialBalance()),
-        ("/ops/api/reconciliations", r.OpsReconciliations(codec)),
-        ("/ops/api/stats", r.OpsVolumes(settings=settings)),
+        ("/ops/api/notifications/{message_id}/resend", ops.OpsNotificationResend(codec)),
+        ("/ops/api/audit", ops.OpsAudit(codec)),
+        ("/ops/api/trial-balance", ops.OpsTrialBalance()),
+        ("/ops/api/reconciliations", ops.OpsReconciliations(codec)),
+        ("/ops/api/stats", ops.OpsVolumes(settings=settings)),
         # ... and the console (HTML, a session cookie; not in the OpenAPI document).
         ("/ops", oc.Withdrawals(console)),
         ("/ops/health", oc.HealthPage(console)),
@@ -96,8 +96,8 @@ def create_app(settings, gateway, sms_backend):
 
     codec = Codec(settings)
     table = routes(settings, gateway, sms_backend, codec, c.Console(settings, codec))
-    document = openapi.document(settings, codec, [*table, ("/openapi.json", r.OpenApi(None))])
-    table.append(("/openapi.json", r.OpenApi(document)))
+    document = openapi.document(settings, codec, [*table, ("/openapi.json", service.OpenApi(None))])
+    table.append(("/openapi.json", service.OpenApi(document)))
     for template, resource in table:
         if hasattr(resource, "on_get") and not hasattr(resource, "on_head"):
             # HEAD on every GET route (RFC 9110 9.3.2): the GET's answer; falcon sends its head only,

@@ -47,7 +47,7 @@ def next_day_start(ms: int, tz: datetime.tzinfo) -> int:
     return _ms(datetime.datetime(local.year, local.month, local.day, tzinfo=tz))
 
 
-def month_range(month, tz):
+def month_range(month: str, tz: datetime.tzinfo) -> tuple[int, int]:
     """[start, end) in ms of the natural month "YYYY-MM" in tz."""
     year, number = (int(part) for part in month.split("-"))
     start = _ms(datetime.datetime(year, number, 1, tzinfo=tz))

@@ -1,8 +1,7 @@
 """The on-call routes (issue 23): /ops/api/health, the withdrawal search, notifications failing now (JSON),
 and the console's health page, home page (withdrawals: in flight, or searched) and expert page."""
 
-from payapi.backoffice import actions
-from payapi.backoffice import oncall
+from payapi.backoffice import actions, oncall
 from payapi.contract.errors import ApiError, invalid
 from payapi.contract.shapes import (
     NotificationsQuery,
@@ -14,7 +13,7 @@ from payapi.contract.shapes import (
 )
 from payapi.http.console import Page, page_id
 from payapi.http.operation import operation
-from payapi.http.resources import OPERATOR_ERRORS, ForOperators
+from payapi.http.resources.ops import OPERATOR_ERRORS, ForOperators
 from payapi.infra import health
 
 # --- JSON (HTTP Basic) ----------------------------------------------------------------------------------

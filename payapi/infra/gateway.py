@@ -126,7 +126,7 @@ class GatewayError(Exception):
         self.certain = certain
 
 
-def call_seconds(timeout):
+def call_seconds(timeout: float) -> float:
     """The longest one Ping++ call may take: the connect time-out, then the read time-out."""
     return 2 * timeout
 

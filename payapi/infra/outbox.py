@@ -327,7 +327,7 @@ class Dispatcher:
     def run_forever(self, stop: threading.Event):
         """Keep every thread busy while messages are due: a free thread takes the next due message
         at once, whatever the others are waiting for."""
-        in_flight = {}  # message_id -> future
+        in_flight: dict[str, concurrent.futures.Future] = {}  # message_id -> future
         while not stop.is_set():
             try:
                 for message_id in [m for m, f in in_flight.items() if f.done()]:

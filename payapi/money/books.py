@@ -11,15 +11,22 @@ line of their statement (statement.py); `check()` proves both.
 
 import dataclasses
 
-
 from payapi.domain.clock import now_ms
 from payapi.infra.db import db, lock_row
 from payapi.infra.models import JournalEntry, Posting, Wallet
 from payapi.money import statement
 from payapi.money.accounts import (  # noqa: F401  (the chart of accounts, read as books.X too)
-    AVAILABLE, DEBIT_NORMAL, FEES, PAYOUTS, PENDING, PINGPP, REFUNDS, db_sum, expert, expert_of,
+    AVAILABLE,
+    DEBIT_NORMAL,
+    FEES,
+    PAYOUTS,
+    PENDING,
+    PINGPP,
+    REFUNDS,
+    db_sum,
+    expert,
+    expert_of,
 )
-
 
 
 @dataclasses.dataclass(frozen=True)

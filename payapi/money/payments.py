@@ -13,14 +13,12 @@ from payapi.domain.clock import now_ms
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import PAY, AppReport, Outcome, PayStatus
 from payapi.infra import jobs, outbox
-from payapi.infra.db import RowByKey, for_update, transaction
+from payapi.infra.db import KeyLock, RowByKey, for_update, transaction
 from payapi.infra.gateway import ChargeRequest, GatewayError
-from payapi.infra.models import ClientReport, Pay
+from payapi.infra.models import ClientReport, OrderLock, Pay
 from payapi.money import refunds, wallet
 
 log = logging.getLogger("payapi.payments")
-from payapi.infra.db import KeyLock
-from payapi.infra.models import OrderLock
 
 PENDING, PAID, CANCEL, FAIL, REFUNDED = (
     PayStatus.PENDING, PayStatus.PAID, PayStatus.CANCEL, PayStatus.FAIL, PayStatus.REFUNDED,

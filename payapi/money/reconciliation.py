@@ -14,13 +14,12 @@ import logging
 from payapi.domain.clock import now_ms
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import Outcome, PayStatus, RefundStatus, WithdrawalStatus
+from payapi.infra.db import lock_row, transaction
 from payapi.infra.gateway import refund_from
-from payapi.infra.models import Pay, Reconciliation, Refund, Withdrawal
+from payapi.infra.models import DailyClaim, Pay, Reconciliation, Refund, Withdrawal
 from payapi.money import payments, refunds, withdrawals
 
 log = logging.getLogger("payapi.reconciliation")
-from payapi.infra.db import lock_row, transaction
-from payapi.infra.models import DailyClaim
 
 CLEAN, HEALED, DIFFERENT = "clean", "healed", "different"
 PAID_STATUSES = (PayStatus.PAID, PayStatus.REFUNDED)

@@ -21,12 +21,11 @@ from payapi.domain.ids import is_id, new_id
 from payapi.domain.lifecycles import PAY, REFUND, Outcome, PayStatus, RefundStatus
 from payapi.infra import jobs, outbox
 from payapi.infra.db import for_update, transaction
-from payapi.infra.gateway import GatewayError, RefundRequest
+from payapi.infra.gateway import GatewayError, RefundRequest, call_seconds
 from payapi.infra.models import Pay, Refund
 from payapi.money import wallet
 
 log = logging.getLogger("payapi.refunds")
-from payapi.infra.gateway import call_seconds
 
 ORDER_SERVICE, DUPLICATE, PINGPP = "order_service", "duplicate", "pingpp"
 DUPLICATE_REASON = "duplicate payment"

@@ -233,7 +233,7 @@ class SmsSandbox:
             stamp = datetime.datetime.strptime(headers.get("x-acs-date", ""), "%Y-%m-%dT%H:%M:%SZ")
         except ValueError:
             return 400, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted."
-        if abs(stamp.replace(tzinfo=datetime.timezone.utc).timestamp() - _now()) > ALIYUN_MAX_SKEW_S:
+        if abs(stamp.replace(tzinfo=datetime.UTC).timestamp() - _now()) > ALIYUN_MAX_SKEW_S:
             return 400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."
         query = urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         canonical_query = "&".join(
@@ -344,7 +344,7 @@ class SmsSandbox:
         names = signed.split(";")
         if service != "sms" or not {"content-type", "host"} <= set(names) or any(n not in headers for n in names):
             return "AuthFailure.SignatureFailure", "The provided credentials could not be validated. Please check your signature is correct."
-        if date != datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%d"):
+        if date != datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d"):
             return "AuthFailure.SignatureFailure", "The provided credentials could not be validated. Please check your signature is correct."
         canonical = "\n".join([
             environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/", environ.get("QUERY_STRING", ""),
@@ -413,7 +413,7 @@ class SmsSandbox:
         rows = "".join(
             f"<tr><td>{e(m['provider'])}</td><td><code>{e(m['phone'])}</code></td><td><b>{e(m['code'])}</b></td>"
             f"<td>{e(m['sign_name'])}</td><td><code>{e(m['template'])}</code></td>"
-            f"<td>{e(datetime.datetime.fromtimestamp(m['received_at'], datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S'))}</td>"
+            f"<td>{e(datetime.datetime.fromtimestamp(m['received_at'], datetime.UTC).strftime('%Y-%m-%d %H:%M:%S'))}</td>"
             f"<td><code>{e(m['request_id'])}</code></td></tr>"
             for m in messages
         )

@@ -358,7 +358,7 @@ def explain(query):
     if is_mysql():
         cursor = db.execute_sql("EXPLAIN " + sql, params)
         names = [c[0] for c in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     return [row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()]
 
 

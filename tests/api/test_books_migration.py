@@ -9,11 +9,11 @@ import json
 
 from peewee_migrate import Router
 
-from payapi.money import books
 from payapi.__main__ import MIGRATIONS
 from payapi.domain.ids import new_id
 from payapi.infra.db import bind, open_database
 from payapi.infra.models import Refund, Wallet
+from payapi.money import books
 from tests.api.test_database import empty_database_url  # noqa: F401  (a fixture)
 from tests.support.databases import ledger_of
 

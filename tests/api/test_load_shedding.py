@@ -7,11 +7,11 @@ import pytest
 import time_machine
 import webtest
 
-from payapi.users import security
 from payapi.app import create_app
 from payapi.domain.clock import now_ms
 from payapi.infra.config import Settings
 from payapi.infra.models import HashingTurn, Lockout, Profile
+from payapi.users import security
 from payapi.users.sms import FileSms
 from tests.support.scenarios import User
 

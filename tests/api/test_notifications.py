@@ -16,9 +16,9 @@ import pytest
 import time_machine
 import webtest
 
-from payapi.infra import outbox
 from payapi import worker
 from payapi.app import create_app
+from payapi.infra import outbox
 from payapi.infra import outbox as notifications
 from payapi.infra.models import Notification
 from payapi.users.sms import FileSms

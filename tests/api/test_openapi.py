@@ -2,6 +2,7 @@
 
 import copy
 import json
+import sys
 import uuid
 
 import falcon.inspect
@@ -17,12 +18,12 @@ from schemathesis.core import NotSet
 from schemathesis.specs.openapi.checks import ignored_auth
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
-from payapi.infra import outbox
 from payapi.app import create_app
 from payapi.backoffice import operators
 from payapi.contract.errors import HTTP_STATUS, INVALID, UNEXPECTED
 from payapi.contract.shapes import Body
-from payapi.http import console, openapi, resources
+from payapi.http import openapi
+from payapi.infra import outbox
 from payapi.infra.config import Settings
 from payapi.infra.models import Lockout, Pay, Profile
 from tests.support.config import AUTH_SECRETS, SERVICE_KEY
@@ -226,10 +227,9 @@ def test_every_route_and_method_is_documented_with_its_authentication(app):
 
 
 def resource_class(route):
-    import sys  # the resource's own module, by the file falcon found it in (console and resources both have a `Pay`)
-
-    (module,) = [m for m in (console, resources, sys.modules["payapi.oncall_web"])
-                 if route.source_info.startswith(m.__file__ + ":")]
+    """The resource's own class, by the file falcon found it in (the console and the resources both have pages)."""
+    modules = [m for m in sys.modules.values() if getattr(m, "__name__", "").startswith("payapi.http")]
+    (module,) = [m for m in modules if getattr(m, "__file__", None) and route.source_info.startswith(m.__file__ + ":")]
     return getattr(module, route.class_name)
 
 

@@ -10,8 +10,8 @@ import time
 import pytest
 import time_machine
 
-from payapi.infra import outbox
 from payapi.domain.ids import new_id
+from payapi.infra import outbox
 from payapi.infra.models import JournalEntry, Notification, Pay, Wallet
 from payapi.money import payments
 from tests.support.config import process_env

@@ -26,7 +26,7 @@ from tests.support.config import AUTH_SECRETS, SERVICE_KEY
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMSCODE = "/rest/pay/smscode"
 WITHDRAW_INFO = "/rest/pay/withdrawInfo"
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 START = datetime.datetime(2026, 3, 10, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai
 ALIYUN_KEY = ("LTAI5tTestsOfPayapiSms", "aliyun-secret-of-the-sms-tests-0123456789")
 TENCENT_KEY = ("AKIDTestsOfPayapiSms000000000000000", "tencent-secret-of-the-sms-tests-01234")

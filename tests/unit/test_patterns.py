@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from payapi.contract import patterns
 from payapi.contract.errors import ApiError
 from payapi.contract.shapes import Body, Codec, Fen, Text
-from payapi.contract import patterns
 from payapi.infra.config import Settings
 
 

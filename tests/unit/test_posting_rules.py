@@ -32,7 +32,7 @@ def refunds_of_a_whole_pay(draw):
     """(money, fee_bps, amounts): a pay and refunds that together refund all of it."""
     money = draw(st.integers(1, 1_000_000))
     cuts = sorted(set(draw(st.lists(st.integers(1, money - 1), max_size=20)))) if money > 1 else []
-    return money, draw(FEE_BPS), [b - a for a, b in zip([0, *cuts], [*cuts, money])]
+    return money, draw(FEE_BPS), [b - a for a, b in zip([0, *cuts], [*cuts, money], strict=True)]
 
 
 @hypothesis.given(refunds_of_a_whole_pay())
@@ -46,7 +46,7 @@ def test_refund_shares_add_up_to_the_credit_and_fee_shares_to_the_fee(case):
         shares.append(share)
         pay.amount_refunded += amount
     assert sum(shares) == pay.credited
-    assert sum(amount - share for amount, share in zip(amounts, shares)) == money - pay.credited
+    assert sum(amount - share for amount, share in zip(amounts, shares, strict=True)) == money - pay.credited
 
 
 @hypothesis.given(money=MONEY, fee_bps=FEE_BPS, data=st.data())
