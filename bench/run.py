@@ -66,7 +66,8 @@ SERVER_ENV = {
     "LOG_LEVEL": "INFO",  # one JSON line per request, as in production
     # Messages are written only with a NOTIFY_URL; the web processes never send them (the
     # dispatcher, later, sends them to its receiver's URL).
-    "NOTIFY_URL": "http://127.0.0.1:9/payapi-notifications", "NOTIFY_SECRET": NOTIFY_SECRET,
+    "NOTIFY_URL": "http://127.0.0.1:9/payapi-notifications",
+    "NOTIFY_SECRET": NOTIFY_SECRET,
     # Every password request is another user's anyway (the per-user turn never refuses), and the
     # per-user rate must not thin the bcrypt load out either.
     "PASSWORD_RATE_BURST": "1000000",
@@ -111,6 +112,7 @@ def median(values):
 
 
 # --- processes seen from /proc -----------------------------------------------------------------
+
 
 def children(pid):
     try:
@@ -168,7 +170,9 @@ class LogTail:
                 data = f.read()
             self.offset += len(data)
             *lines, self.rest = (self.rest + data).split(b"\n")
-            counted = sum(1 for line in lines if b'"payapi.request"' in line and json.loads(line).get("route") == self.route)
+            counted = sum(
+                1 for line in lines if b'"payapi.request"' in line and json.loads(line).get("route") == self.route
+            )
             self.count += counted
             now = time.monotonic()
             changed = now if counted else changed
@@ -180,6 +184,7 @@ class LogTail:
 
 
 # --- wrk ---------------------------------------------------------------------------------------
+
 
 class Load:
     """Requests for wrk: (path, headers, body) each; bench/wrk.lua sends them and reports JSON.
@@ -205,14 +210,36 @@ class Load:
         (run_dir / "done").mkdir()
         (run_dir / "answers").mkdir()
         threads = min(threads, len(self.requests)) if self.once else threads
-        env = dict(os.environ, BENCH_REQUESTS=str(run_dir / "requests"), BENCH_METHOD=self.method,
-                   BENCH_THREADS=str(threads), BENCH_ONCE="1" if self.once else "0",
-                   BENCH_DONE_DIR=str(run_dir / "done"), BENCH_RESULT=str(run_dir / "result.json"),
-                   BENCH_ANSWERS=str(run_dir / "answers") if self.keep_answers else "")
-        cmd = [WRK, f"-t{threads}", f"-c{max(self.connections, threads)}", f"-d{seconds}s", "--timeout", "10s",
-               "-s", str(BENCH / "wrk.lua"), self.server.url]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, text=True)
+        env = dict(
+            os.environ,
+            BENCH_REQUESTS=str(run_dir / "requests"),
+            BENCH_METHOD=self.method,
+            BENCH_THREADS=str(threads),
+            BENCH_ONCE="1" if self.once else "0",
+            BENCH_DONE_DIR=str(run_dir / "done"),
+            BENCH_RESULT=str(run_dir / "result.json"),
+            BENCH_ANSWERS=str(run_dir / "answers") if self.keep_answers else "",
+        )
+        cmd = [
+            WRK,
+            f"-t{threads}",
+            f"-c{max(self.connections, threads)}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(BENCH / "wrk.lua"),
+            self.server.url,
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            text=True,
+        )
         RUNNING.append(proc)
         return Running(self, proc, run_dir, threads, seconds)
 
@@ -241,12 +268,19 @@ class Running:
             raise RuntimeError(f"wrk gave no result ({self.proc.returncode}) for {self.load.name}:\n{out}") from None
         threads, latency, errors = raw["threads"], raw["latency_ms"], raw["errors"]
         result = {
-            "endpoint": self.load.name, "connections": self.load.connections, "requests": raw["requests"],
+            "endpoint": self.load.name,
+            "connections": self.load.connections,
+            "requests": raw["requests"],
             "non_2xx": errors.get("status", 0),
             "socket_errors": sum(errors.get(k, 0) for k in ("connect", "read", "write", "timeout")),
-            "mean_ms": latency.get("mean"), "p50_ms": latency.get("p50"), "p90_ms": latency.get("p90"),
-            "p99_ms": latency.get("p99"), "max_ms": latency.get("max"), "duration_s": raw["duration_s"],
-            "sent": sum(t.get("sent", 0) for t in threads), "lines": raw["lines"],
+            "mean_ms": latency.get("mean"),
+            "p50_ms": latency.get("p50"),
+            "p90_ms": latency.get("p90"),
+            "p99_ms": latency.get("p99"),
+            "max_ms": latency.get("max"),
+            "duration_s": raw["duration_s"],
+            "sent": sum(t.get("sent", 0) for t in threads),
+            "lines": raw["lines"],
             "shed_and_sent_again": sum(t.get("shed", 0) for t in threads),
         }
         if self.load.once:
@@ -258,8 +292,12 @@ class Running:
         result["rps"] = result["requests"] / result["duration_s"] if result["duration_s"] else 0.0
         result["ok_rps"] = result["rps"] * (1 - result["non_2xx"] / result["requests"]) if result["requests"] else 0.0
         if self.load.keep_answers:
-            result["answers"] = [json.loads(line) for name in os.listdir(self.run_dir / "answers")
-                                 for line in open(self.run_dir / "answers" / name, encoding="utf-8") if line.strip()]
+            result["answers"] = [
+                json.loads(line)
+                for name in os.listdir(self.run_dir / "answers")
+                for line in open(self.run_dir / "answers" / name, encoding="utf-8")
+                if line.strip()
+            ]
         if result["rps"] and result["mean_ms"] is not None and not self.load.once:
             # wrk's latency covers answered requests only. Little's law gives the mean over all the
             # connection-time (connections / rps); well above wrk's mean, some connections spent the
@@ -271,10 +309,12 @@ class Running:
 
 # --- servers and seeds -------------------------------------------------------------------------
 
+
 def before_tree(rev, tmp):
     """The older version's files (no worktree: nothing in the repository changes)."""
-    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
-                         text=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
     archive = subprocess.run(["git", "archive", sha], cwd=ROOT, check=True, capture_output=True).stdout
     tree = Path(tmp) / f"before-{sha}"
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
@@ -300,10 +340,13 @@ class Seeder:
 
     def create_pays(self, experts, rnd):
         """`POST /internal/pays` once per expert, as the order service: a measured run of its own."""
-        lines = [("/internal/pays", json_headers(**{"X-Service-Key": SERVICE_KEY}), json.dumps(pay_request(expert_id=u.id)))
-                 for u in experts]
-        load = Load("create_pay", self.server, lines, self.bench.args.write_connections, "POST", once=True,
-                    keep_answers=True)
+        lines = [
+            ("/internal/pays", json_headers(**{"X-Service-Key": SERVICE_KEY}), json.dumps(pay_request(expert_id=u.id)))
+            for u in experts
+        ]
+        load = Load(
+            "create_pay", self.server, lines, self.bench.args.write_connections, "POST", once=True, keep_answers=True
+        )
         created = self.bench.run(load, rnd, label=f"create_pay@{self.version}")
         return [a["info"] for a in created.pop("answers") if a.get("code") == 900]
 
@@ -318,17 +361,22 @@ class Seeder:
         self.seed("/rest/pay/smscode", [(u, {"purpose": "withdrawInfo"}) for u in experts])
         codes = {m["phone"]: m["code"] for m in self.server.sms_messages()}
         self.seed("/rest/pay/withdrawInfo", [(u, {"smscode": codes[u.phone], **ACCOUNT}) for u in experts])
-        return [(by_id[info["expert_id"]], info["pay_id"], signed[c]["raw"], signed[c]["signature"])
-                for info, c in zip(infos, charges, strict=True)]
+        return [
+            (by_id[info["expert_id"]], info["pay_id"], signed[c]["raw"], signed[c]["signature"])
+            for info, c in zip(infos, charges, strict=True)
+        ]
 
     def seed(self, path, requests, connections=8):
         lines = [(path, json_headers(**u.headers), json.dumps(body, ensure_ascii=False)) for u, body in requests]
         answers = Load("seed", self.server, lines, connections, "POST", once=True, keep_answers=True).run(
-            self.bench.work, self.bench.args.write_cap, self.bench.args.threads)["answers"]
+            self.bench.work, self.bench.args.write_cap, self.bench.args.threads
+        )["answers"]
         failed = [a for a in answers if a.get("code") != 900]
         if failed or len(answers) != len(lines):
-            log(f"seeding {path} on {self.version}: {len(lines) - len(answers) + len(failed)} of {len(lines)} "
-                f"not done, e.g. {failed[:1]}")
+            log(
+                f"seeding {path} on {self.version}: {len(lines) - len(answers) + len(failed)} of {len(lines)} "
+                f"not done, e.g. {failed[:1]}"
+            )
 
 
 def json_headers(**headers):
@@ -345,19 +393,47 @@ def passwd_load(server, connections, seconds):
 
 def write_loads(server, pool, connections, refunds=True):
     """The write routes over one round's pool, in order: apply each pay, refund a little of it, withdraw some of the credit."""
-    loads = [Load("webhook_applied", server, [("/rest/pay/webhook", json_headers(**{"X-Pingplusplus-Signature": sig}), raw)
-                                              for _, _, raw, sig in pool], connections, "POST", once=True)]
+    loads = [
+        Load(
+            "webhook_applied",
+            server,
+            [("/rest/pay/webhook", json_headers(**{"X-Pingplusplus-Signature": sig}), raw) for _, _, raw, sig in pool],
+            connections,
+            "POST",
+            once=True,
+        )
+    ]
     if refunds:
         body = json.dumps({"amount": REFUND, "description": "预约取消"}, ensure_ascii=False)
-        loads.append(Load("refund", server, [(f"/internal/pays/{pay_id}/refunds", json_headers(**{"X-Service-Key": SERVICE_KEY}),
-                                              body) for _, pay_id, _, _ in pool], connections, "POST", once=True))
+        loads.append(
+            Load(
+                "refund",
+                server,
+                [
+                    (f"/internal/pays/{pay_id}/refunds", json_headers(**{"X-Service-Key": SERVICE_KEY}), body)
+                    for _, pay_id, _, _ in pool
+                ],
+                connections,
+                "POST",
+                once=True,
+            )
+        )
     body = json.dumps({"passwd": PASSWD, "amount": WITHDRAW})
-    loads.append(Load("withdraw", server, [("/rest/pay/withdraw", json_headers(**u.headers), body) for u, _, _, _ in pool],
-                      BCRYPT_CONNECTIONS, "POST", once=True))
+    loads.append(
+        Load(
+            "withdraw",
+            server,
+            [("/rest/pay/withdraw", json_headers(**u.headers), body) for u, _, _, _ in pool],
+            BCRYPT_CONNECTIONS,
+            "POST",
+            once=True,
+        )
+    )
     return loads
 
 
 # --- scenarios ---------------------------------------------------------------------------------
+
 
 def slow_clients(server, read, work, args, give_up_after=None):
     """Reads while 64 connections trickle (half their headers, half a 100 kB webhook body, a piece a second)."""
@@ -377,10 +453,14 @@ def slow_clients(server, read, work, args, give_up_after=None):
         return "closed without an answer" if t.answer == b"" else "still open when the trickler gave up"
 
     lasted = sorted(t.lasted for t in tricklers if t.lasted is not None)
-    return {"idle": idle, "trickled": loaded, "outcomes": dict(Counter(outcome(t) for t in tricklers)),
-            "lasted_s": {"min": lasted[0], "median": statistics.median(lasted), "max": lasted[-1]} if lasted else None,
-            "p99_ratio": loaded["p99_ms"] / idle["p99_ms"] if loaded["requests"] and idle["p99_ms"] else None,
-            "gave_up_after_s": give_up_after}
+    return {
+        "idle": idle,
+        "trickled": loaded,
+        "outcomes": dict(Counter(outcome(t) for t in tricklers)),
+        "lasted_s": {"min": lasted[0], "median": statistics.median(lasted), "max": lasted[-1]} if lasted else None,
+        "p99_ratio": loaded["p99_ms"] / idle["p99_ms"] if loaded["requests"] and idle["p99_ms"] else None,
+        "gave_up_after_s": give_up_after,
+    }
 
 
 def dispatch(server, work, seconds):
@@ -388,8 +468,15 @@ def dispatch(server, work, seconds):
     receiver = Receiver(NOTIFY_SECRET)
     env = dict(server.env, NOTIFY_URL=receiver.url, NOTIFY_SECRET=NOTIFY_SECRET)
     with open(work / "dispatch.log", "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.dispatch", str(seconds)], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.dispatch", str(seconds)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     RUNNING.append(proc)
     try:
         first = last = None
@@ -406,9 +493,14 @@ def dispatch(server, work, seconds):
         stop_process(proc)
         receiver.stop()
     delivered = len(receiver.received)
-    return {"delivered": delivered, "refused": len(receiver.refused), "window_s": seconds,
-            "rate": (count - at_first) / (last - first) if first and last and last > first else None,
-            "backlog_emptied": bool(last and time.monotonic() - last > 1.0), "exit": proc.returncode}
+    return {
+        "delivered": delivered,
+        "refused": len(receiver.refused),
+        "window_s": seconds,
+        "rate": (count - at_first) / (last - first) if first and last and last > first else None,
+        "backlog_emptied": bool(last and time.monotonic() - last > 1.0),
+        "exit": proc.returncode,
+    }
 
 
 def analyse_log(path):
@@ -449,14 +541,25 @@ class DatabaseBench:
             log("mariadb: starting a server with pytest-mysql's executor")
             self.mariadb = mariadb.start(self.work / "mariadb", free_port(), MARIADB_PARAMS)
             self.stack.callback(self.mariadb.stop)
-            self.result["database_detail"] = f"MariaDB {mariadb.version(self.mariadb)} ({MARIADB_PARAMS}, else defaults)"
+            self.result["database_detail"] = (
+                f"MariaDB {mariadb.version(self.mariadb)} ({MARIADB_PARAMS}, else defaults)"
+            )
         return mariadb.create_database(self.mariadb, name)
 
     def server(self, name, url, root=ROOT, migrate=False, **env):
         (self.work / name).mkdir()
-        server = LiveServer(self.work / name, url, self.sandbox.url, self.sandbox.public_key_path, workers=WORKERS,
-                            worker_connections=WORKER_CONNECTIONS, root=root, each_worker=root == ROOT,
-                            **SERVER_ENV, **env)
+        server = LiveServer(
+            self.work / name,
+            url,
+            self.sandbox.url,
+            self.sandbox.public_key_path,
+            workers=WORKERS,
+            worker_connections=WORKER_CONNECTIONS,
+            root=root,
+            each_worker=root == ROOT,
+            **SERVER_ENV,
+            **env,
+        )
         if migrate:
             server.migrate()
         self.stack.callback(server.stop)
@@ -469,9 +572,11 @@ class DatabaseBench:
         r.update(endpoint=label or load.name, round=rnd)
         if rnd:
             self.result["runs"].append(r)
-        log(f"{self.kind} {'warm-up ' if not rnd else ''}{r['endpoint']:24} {r['rps']:9.1f} rps  p50 {r['p50_ms'] or 0:8.2f} ms  "
+        log(
+            f"{self.kind} {'warm-up ' if not rnd else ''}{r['endpoint']:24} {r['rps']:9.1f} rps  p50 {r['p50_ms'] or 0:8.2f} ms  "
             f"p99 {r['p99_ms'] or 0:8.2f} ms  non-2xx {r['non_2xx']}  socket errors {r['socket_errors']}"
-            + ("" if r.get("complete", True) else "  (NOT all answered)"))
+            + ("" if r.get("complete", True) else "  (NOT all answered)")
+        )
         return r
 
     def go(self):
@@ -503,8 +608,9 @@ class DatabaseBench:
                     self.run(load, rnd, label=f"{load.name}@{seeder.version}")
                 wait_idle(seeder.server)
 
-        self.result["rss_mb"] = {name: [round(rss_mb(p) or 0, 1) for p in children(server.proc.pid)]
-                                 for name, server in self.servers.items()}
+        self.result["rss_mb"] = {
+            name: [round(rss_mb(p) or 0, 1) for p in children(server.proc.pid)] for name, server in self.servers.items()
+        }
         log(f"{self.kind}: notification dispatcher, {args.dispatch_seconds} s")
         self.result["dispatch"] = dispatch(writes, self.work, args.dispatch_seconds)
         log(f"{self.kind}: slow clients")
@@ -605,13 +711,16 @@ def summarise(result):
         }
     bare = summary.get("bare", {}).get("rps")
     for k, s in summary.items():  # the ceiling for cheap requests only (bcrypt and writes are bounded elsewhere)
-        s["x_bare"] = s["rps"] / bare if bare and s["rps"] and k in ("bare", *READS, "pay_under_bcrypt", "pay@before") else None
+        s["x_bare"] = (
+            s["rps"] / bare if bare and s["rps"] and k in ("bare", *READS, "pay_under_bcrypt", "pay@before") else None
+        )
     result["summary"] = summary
     idle, loaded = summary.get("pay", {}).get("p99_ms"), summary.get("pay_under_bcrypt", {}).get("p99_ms")
     result["starvation_ratio"] = loaded / idle if idle and loaded else None
 
 
 # --- report ------------------------------------------------------------------------------------
+
 
 def fmt(value, digits=2):
     return "–" if value is None else f"{value:,.{digits}f}"
@@ -640,64 +749,95 @@ TARGETS = {"sqlite": 0.65, "mariadb": 0.45}  # GET /rest/pay/{pay_id} × bare fa
 
 def report(results, meta, bare_slow):
     m = meta["machine"]
-    lines = [f"## payapi benchmark — {meta['started']}", "",
-             f"- machine: {m['nproc']} CPUs, {m['cpu_model']}; load average at start "
-             f"{' '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}, at end {' '.join(f'{x:.2f}' for x in meta['loadavg_at_end'])}",
-             f"- command: `{meta['command']}`{' (quick: noisy smoke figures, not for comparison)' if meta['quick'] else ''}",
-             f"- gunicorn -c gunicorn.conf.py, {WORKERS} workers, worker class {meta['worker_class']}, "
-             f"{WORKER_CONNECTIONS} connections per worker; wrk -t{meta['threads']}, reads -c{meta['connections']} for "
-             f"{meta['seconds']} s, writes -c{meta['write_connections']} (withdraw -c{BCRYPT_CONNECTIONS}) × {meta['writes']} requests each; "
-             f"{meta['rounds']} alternating round(s), medians", ""]
+    lines = [
+        f"## payapi benchmark — {meta['started']}",
+        "",
+        f"- machine: {m['nproc']} CPUs, {m['cpu_model']}; load average at start "
+        f"{' '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}, at end {' '.join(f'{x:.2f}' for x in meta['loadavg_at_end'])}",
+        f"- command: `{meta['command']}`{' (quick: noisy smoke figures, not for comparison)' if meta['quick'] else ''}",
+        f"- gunicorn -c gunicorn.conf.py, {WORKERS} workers, worker class {meta['worker_class']}, "
+        f"{WORKER_CONNECTIONS} connections per worker; wrk -t{meta['threads']}, reads -c{meta['connections']} for "
+        f"{meta['seconds']} s, writes -c{meta['write_connections']} (withdraw -c{BCRYPT_CONNECTIONS}) × {meta['writes']} requests each; "
+        f"{meta['rounds']} alternating round(s), medians",
+        "",
+    ]
     for res in results:
         if "error" in res:
             lines += [f"### {res['database']}: FAILED", "", "```", res["error"][-3000:], "```", ""]
             continue
         s = res["summary"]
-        lines += [f"### {res['database']}: {res['database_detail']}", "",
-                  "| endpoint | rps | 2xx/s | × bare | p50 ms | p99 ms | requests | non-2xx | socket errors |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {res['database']}: {res['database_detail']}",
+            "",
+            "| endpoint | rps | 2xx/s | × bare | p50 ms | p99 ms | requests | non-2xx | socket errors |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for k, name in NAMES.items():
             if k in s:
                 e = s[k]
-                lines.append(f"| {name} | {fmt(e['rps'], 1 if (e['rps'] or 0) < 100 else 0)} | "
-                             f"{fmt(e['ok_rps'], 1 if (e['ok_rps'] or 0) < 100 else 0)} | {fmt(e['x_bare'])} | "
-                             f"{fmt(e['p50_ms'])} | {fmt(e['p99_ms'])} | {e['requests']:,} | {e['non_2xx']} | {e['socket_errors']} |")
+                lines.append(
+                    f"| {name} | {fmt(e['rps'], 1 if (e['rps'] or 0) < 100 else 0)} | "
+                    f"{fmt(e['ok_rps'], 1 if (e['ok_rps'] or 0) < 100 else 0)} | {fmt(e['x_bare'])} | "
+                    f"{fmt(e['p50_ms'])} | {fmt(e['p99_ms'])} | {e['requests']:,} | {e['non_2xx']} | {e['socket_errors']} |"
+                )
         lines.append("")
         x = s.get("pay", {}).get("x_bare")
-        lines.append(f"- `GET /rest/pay/{{pay_id}}` × bare = **{fmt(x)}**{verdict(None if x is None else x >= TARGETS[res['database']])}"
-                     f" (target ≥ {TARGETS[res['database']]})")
+        lines.append(
+            f"- `GET /rest/pay/{{pay_id}}` × bare = **{fmt(x)}**{verdict(None if x is None else x >= TARGETS[res['database']])}"
+            f" (target ≥ {TARGETS[res['database']]})"
+        )
         ratio = res.get("starvation_ratio")
-        lines.append(f"- starvation: read p99 under bcrypt load / idle read p99 = "
-                     f"{fmt(s.get('pay_under_bcrypt', {}).get('p99_ms'))} / {fmt(s.get('pay', {}).get('p99_ms'))} ms = "
-                     f"**{fmt(ratio)}×**{verdict(None if ratio is None else ratio <= 2)} (target ≤ 2×)")
+        lines.append(
+            f"- starvation: read p99 under bcrypt load / idle read p99 = "
+            f"{fmt(s.get('pay_under_bcrypt', {}).get('p99_ms'))} / {fmt(s.get('pay', {}).get('p99_ms'))} ms = "
+            f"**{fmt(ratio)}×**{verdict(None if ratio is None else ratio <= 2)} (target ≤ 2×)"
+        )
         for k in ("pay", "pay_under_bcrypt"):
             if (s.get(k, {}).get("unanswered_share") or 0) > 0.2:
-                lines.append(f"- **{NAMES[k]}: stalled connections**: ≈{s[k]['unanswered_share'] * 100:.0f}% of the "
-                             "connection-time went to requests still unanswered at the end, which wrk leaves out of p99")
+                lines.append(
+                    f"- **{NAMES[k]}: stalled connections**: ≈{s[k]['unanswered_share'] * 100:.0f}% of the "
+                    "connection-time went to requests still unanswered at the end, which wrk leaves out of p99"
+                )
         if "passwd" in s:
-            lines.append("- passwd: the 2xx/s are first pay passwords set (one bcrypt-12 hash each, every request "
-                         "another user); the other answers were shed at once with 906 (a third request waiting for "
-                         "bcrypt in one worker)")
+            lines.append(
+                "- passwd: the 2xx/s are first pay passwords set (one bcrypt-12 hash each, every request "
+                "another user); the other answers were shed at once with 906 (a third request waiting for "
+                "bcrypt in one worker)"
+            )
         incomplete = [k for k, e in s.items() if e["incomplete"]]
         if incomplete:
-            lines.append(f"- **not every write request was answered** in: {', '.join(incomplete)} (rate over wrk's whole run)")
+            lines.append(
+                f"- **not every write request was answered** in: {', '.join(incomplete)} (rate over wrk's whole run)"
+            )
         if "webhook_applied@before" in s:
-            lines += ["", f"Before and after the double-entry books: before = {meta['before']} (the books' parent) with its own "
-                      "gunicorn.conf.py, i.e. gunicorn's stock gthread worker unless GUNICORN_WORKER_CLASS says otherwise; "
-                      "after = this checkout; each on its own database, the same seeds and requests, alternating:", "",
-                      "| route | before 2xx/s | after 2xx/s | after ÷ before | before p99 ms | after p99 ms |", "|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"Before and after the double-entry books: before = {meta['before']} (the books' parent) with its own "
+                "gunicorn.conf.py, i.e. gunicorn's stock gthread worker unless GUNICORN_WORKER_CLASS says otherwise; "
+                "after = this checkout; each on its own database, the same seeds and requests, alternating:",
+                "",
+                "| route | before 2xx/s | after 2xx/s | after ÷ before | before p99 ms | after p99 ms |",
+                "|---|---|---|---|---|---|",
+            ]
             for k in ("pay", "create_pay", "webhook_applied", "withdraw"):
                 b, a = s.get(f"{k}@before", {}), s.get(f"{k}@after", s.get(k, {}))
-                lines.append(f"| {NAMES.get(k + '@after', NAMES.get(k))} | {fmt(b.get('ok_rps'), 0)} | {fmt(a.get('ok_rps'), 0)} | "
-                             f"{fmt(a['ok_rps'] / b['ok_rps'] if a.get('ok_rps') and b.get('ok_rps') else None)} | "
-                             f"{fmt(b.get('p99_ms'))} | {fmt(a.get('p99_ms'))} |")
+                lines.append(
+                    f"| {NAMES.get(k + '@after', NAMES.get(k))} | {fmt(b.get('ok_rps'), 0)} | {fmt(a.get('ok_rps'), 0)} | "
+                    f"{fmt(a['ok_rps'] / b['ok_rps'] if a.get('ok_rps') and b.get('ok_rps') else None)} | "
+                    f"{fmt(b.get('p99_ms'))} | {fmt(a.get('p99_ms'))} |"
+                )
         d = res.get("dispatch") or {}
-        lines += ["", f"- notifications: the dispatcher delivered {d.get('delivered')} messages to a local receiver "
-                  f"(verified with standardwebhooks; refused {d.get('refused')}) at **{fmt(d.get('rate'), 0)} messages/s**"
-                  + (" (the whole backlog)" if d.get("backlog_emptied") else f" (within {d.get('window_s')} s)")]
+        lines += [
+            "",
+            f"- notifications: the dispatcher delivered {d.get('delivered')} messages to a local receiver "
+            f"(verified with standardwebhooks; refused {d.get('refused')}) at **{fmt(d.get('rate'), 0)} messages/s**"
+            + (" (the whole backlog)" if d.get("backlog_emptied") else f" (within {d.get('window_s')} s)"),
+        ]
         rss = [x for v in res.get("rss_mb", {}).values() for x in v]
-        lines.append(f"- worker RSS after the load: {', '.join(f'{k} {max(v):.1f}' for k, v in res['rss_mb'].items() if v)} MB "
-                     f"(largest){verdict(max(rss) <= 80 if rss else None)} (target ≤ 80 MB)")
+        lines.append(
+            f"- worker RSS after the load: {', '.join(f'{k} {max(v):.1f}' for k, v in res['rss_mb'].items() if v)} MB "
+            f"(largest){verdict(max(rss) <= 80 if rss else None)} (target ≤ 80 MB)"
+        )
         bad = [k for k, ok in res.get("checks", {}).items() if not ok]
         lines.append(f"- checks before the load: {'all as expected' if not bad else 'FAILED: ' + ', '.join(bad)}")
         for name in ("reads", "writes", "before"):
@@ -706,26 +846,34 @@ def report(results, meta, bare_slow):
             if odd:
                 lines.append(f"- {name} server, non-200 answers: " + "; ".join(f"{k} ×{v}" for k, v in odd.items()))
             if lg.get("warnings_and_errors"):
-                lines.append(f"- {name} server, warnings/errors: "
-                             + "; ".join(f"{k} ×{v}" for k, v in list(lg["warnings_and_errors"].items())[:8]))
+                lines.append(
+                    f"- {name} server, warnings/errors: "
+                    + "; ".join(f"{k} ×{v}" for k, v in list(lg["warnings_and_errors"].items())[:8])
+                )
         lines.append("")
     slow = [(f"{res['database']}: {name}", sc) for res in results for name, sc in res.get("slow_clients", {}).items()]
     if bare_slow:
         slow.insert(0, ("bare falcon", bare_slow))
     if slow:
-        lines += [f"### Slow clients: {TRICKLERS} connections trickling (half headers, half a 100 kB webhook body, "
-                  "a piece a second) while wrk reads", "",
-                  "| server | idle rps | idle p99 ms | trickled rps | trickled p99 ms | p99 ratio (≤ 2×) "
-                  "| read connection-time unanswered | trickler cut off after s (min / median / max) | what they got |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### Slow clients: {TRICKLERS} connections trickling (half headers, half a 100 kB webhook body, "
+            "a piece a second) while wrk reads",
+            "",
+            "| server | idle rps | idle p99 ms | trickled rps | trickled p99 ms | p99 ratio (≤ 2×) "
+            "| read connection-time unanswered | trickler cut off after s (min / median / max) | what they got |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, sc in slow:
             i, t, lasted = sc["idle"], sc["trickled"], sc["lasted_s"] or {}
             stalled = t.get("unanswered_share", 1.0 if not t["requests"] else None)
-            lines.append(f"| {name} | {fmt(i['rps'], 0)} | {fmt(i['p99_ms'])} | {fmt(t['rps'], 0)} | "
-                         f"{fmt(t['p99_ms'] if t['requests'] else None)} | {fmt(sc['p99_ratio'])} | "
-                         f"{'–' if stalled is None else f'{stalled * 100:.0f} %'} | "
-                         f"{fmt(lasted.get('min'), 1)} / {fmt(lasted.get('median'), 1)} / {fmt(lasted.get('max'), 1)} | "
-                         + "; ".join(f"{k} ×{v}" for k, v in sc["outcomes"].items()) + " |")
+            lines.append(
+                f"| {name} | {fmt(i['rps'], 0)} | {fmt(i['p99_ms'])} | {fmt(t['rps'], 0)} | "
+                f"{fmt(t['p99_ms'] if t['requests'] else None)} | {fmt(sc['p99_ratio'])} | "
+                f"{'–' if stalled is None else f'{stalled * 100:.0f} %'} | "
+                f"{fmt(lasted.get('min'), 1)} / {fmt(lasted.get('median'), 1)} / {fmt(lasted.get('max'), 1)} | "
+                + "; ".join(f"{k} ×{v}" for k, v in sc["outcomes"].items())
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -735,17 +883,27 @@ def main(argv=None):
     parser.add_argument("--db", default="sqlite,mariadb", help="comma-separated: sqlite, mariadb")
     parser.add_argument("--seconds", type=int, default=4, help="seconds per read run (4)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, medians reported (3)")
-    parser.add_argument("--writes", type=int, default=300, help="requests per write run, each with its own pay or expert (300)")
-    parser.add_argument("--before", default="2bccfbe^", help="the version before the books to compare writes with ('' to skip)")
+    parser.add_argument(
+        "--writes", type=int, default=300, help="requests per write run, each with its own pay or expert (300)"
+    )
+    parser.add_argument(
+        "--before", default="2bccfbe^", help="the version before the books to compare writes with ('' to skip)"
+    )
     parser.add_argument("--connections", type=int, default=32, help="wrk connections for the reads (32)")
     parser.add_argument("--write-connections", type=int, default=16, help="wrk connections for the writes (16)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     parser.add_argument("--passwd-connections", type=int, default=4, help="wrk connections for POST passwd (4)")
     parser.add_argument("--load-connections", type=int, default=8, help="bcrypt load during the starvation check (8)")
-    parser.add_argument("--slow-seconds", type=int, default=5, help="seconds of reads idle and with tricklers (5; < 10)")
+    parser.add_argument(
+        "--slow-seconds", type=int, default=5, help="seconds of reads idle and with tricklers (5; < 10)"
+    )
     parser.add_argument("--dispatch-seconds", type=int, default=5, help="seconds of notification delivery (5)")
-    parser.add_argument("--no-gthread", dest="gthread", action="store_false",
-                        help="skip the slow clients against gunicorn's stock gthread worker")
+    parser.add_argument(
+        "--no-gthread",
+        dest="gthread",
+        action="store_false",
+        help="skip the slow clients against gunicorn's stock gthread worker",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s, 1 round, 60 writes, 2 s slow/dispatch")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     args = parser.parse_args(argv)
@@ -761,12 +919,19 @@ def main(argv=None):
     started = datetime.datetime.now(datetime.UTC)
     model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     meta = {
-        "started": started.isoformat(timespec="seconds"), "quick": args.quick,
+        "started": started.isoformat(timespec="seconds"),
+        "quick": args.quick,
         "command": shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
-        "machine": {"nproc": os.cpu_count(), "cpu_model": model, "loadavg_at_start": os.getloadavg(),
-                    "python": sys.version.split()[0]},
+        "machine": {
+            "nproc": os.cpu_count(),
+            "cpu_model": model,
+            "loadavg_at_start": os.getloadavg(),
+            "python": sys.version.split()[0],
+        },
         **{k: getattr(args, k) for k in ("seconds", "rounds", "writes", "threads", "connections", "write_connections")},
-        "worker_class": os.environ.get("GUNICORN_WORKER_CLASS", "payapi.http.serving.BufferingThreadWorker (config default)"),
+        "worker_class": os.environ.get(
+            "GUNICORN_WORKER_CLASS", "payapi.http.serving.BufferingThreadWorker (config default)"
+        ),
     }
     if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
         log(f"load average {os.getloadavg()[0]:.2f} before starting: numbers will be noisy")
@@ -792,8 +957,14 @@ def main(argv=None):
                     meta["before_error"] = f"{args.before}: {exc}"
             meta["before"] = before[0] if before else None
             (Path(tmp) / "bare").mkdir()
-            bare = LiveServer(Path(tmp) / "bare", workers=WORKERS, worker_connections=WORKER_CONNECTIONS,
-                              app="bench.bare_app:app", ready_path="/rest/pay/" + "0" * 24, **SERVER_ENV)
+            bare = LiveServer(
+                Path(tmp) / "bare",
+                workers=WORKERS,
+                worker_connections=WORKER_CONNECTIONS,
+                app="bench.bare_app:app",
+                ready_path="/rest/pay/" + "0" * 24,
+                **SERVER_ENV,
+            )
             stack.callback(bare.stop)
             bare.start(timeout=60)
             log(f"bare falcon up on {bare.url}")
@@ -826,8 +997,13 @@ def main(argv=None):
     out_dir.mkdir(exist_ok=True)
     out = out_dir / (started.strftime("%Y%m%dT%H%M%SZ") + ".json")
     with open(out, "w", encoding="utf-8") as f:
-        json.dump({"meta": meta, "results": results, "bare_slow_clients": bare_slow, "markdown": text}, f,
-                  ensure_ascii=False, indent=2, default=str)
+        json.dump(
+            {"meta": meta, "results": results, "bare_slow_clients": bare_slow, "markdown": text},
+            f,
+            ensure_ascii=False,
+            indent=2,
+            default=str,
+        )
     log(f"results written to {out.relative_to(ROOT)}")
 
 

@@ -46,6 +46,7 @@ def wsgi_call(app, path, headers=None):
 
 # --- the whole request ------------------------------------------------------------------------------
 
+
 def test_bare_falcon_request(benchmark):
     benchmark.group = "whole request"
     status, body = benchmark(wsgi_call(bare_app.app, "/rest/pay/" + "0" * 24))
@@ -78,6 +79,7 @@ def test_token_verified_once_per_process(benchmark):
 
 # --- reading the pay -------------------------------------------------------------------------------
 
+
 def test_pay_peewee_builds_the_select(benchmark, database, pay_id, db_backend):
     benchmark.group = f"pay read ({db_backend})"
     sql, params = benchmark(lambda: Pay.select().where(Pay.pay_id == pay_id).sql())
@@ -103,6 +105,7 @@ def test_pay_sql_built_once_two_columns(benchmark, database, user, pay_id, db_ba
 
 # --- the answer ------------------------------------------------------------------------------------
 
+
 def test_answer_decode_and_encode_the_stored_charge(benchmark, database, user, pay_id):
     benchmark.group = "answer"
     info = payments.info_of(pay_id, user.id)
@@ -117,6 +120,7 @@ def test_answer_sends_the_stored_json_as_it_is(benchmark, database, user, pay_id
 
 
 # --- the connection --------------------------------------------------------------------------------
+
 
 def test_connection_opened_every_request(benchmark, database, db_backend):
     """SQLite: the file opened and its pragmas set; MariaDB: TCP, authentication, and TLS, which the

@@ -54,8 +54,18 @@ def refused(error):
 
 
 def print_audited(record, entry):
-    print(json.dumps({"audit_id": entry.audit_id, "action": entry.action, "target": entry.target,
-                      "before": json.loads(entry.before), "after": json.loads(entry.after)}, ensure_ascii=False))
+    print(
+        json.dumps(
+            {
+                "audit_id": entry.audit_id,
+                "action": entry.action,
+                "target": entry.target,
+                "before": json.loads(entry.before),
+                "after": json.loads(entry.after),
+            },
+            ensure_ascii=False,
+        )
+    )
 
 
 def withdrawals_command(settings, args):
@@ -73,8 +83,9 @@ def withdrawals_command(settings, args):
             sys.exit("withdrawals fail needs --reason (kept in the audit trail)")
         act = actions.fail_withdrawal if args.action == "fail" else actions.retry_withdrawal
         try:
-            print_audited(*act(gateway_from(settings), args.id, operators.cli_identity(),
-                               (args.reason or "").strip()[:255]))
+            print_audited(
+                *act(gateway_from(settings), args.id, operators.cli_identity(), (args.reason or "").strip()[:255])
+            )
         except ApiError as error:
             refused(error)
         return
@@ -91,7 +102,9 @@ def withdrawals_command(settings, args):
     in_flight = Withdrawal.select().where(Withdrawal.status.in_((PENDING, PROCESSING))).order_by(Withdrawal.created_at)
     print(f"{'withdraw_id':24}  {'status':10}  {'amount':>10}  {'attempts':>8}  {'created':24}  last_error")
     for w in in_flight:
-        print(f"{w.withdraw_id:24}  {w.status:10}  {w.amount:>10}  {w.attempts:>8}  {iso(w.created_at):24}  {w.last_error}")
+        print(
+            f"{w.withdraw_id:24}  {w.status:10}  {w.amount:>10}  {w.attempts:>8}  {iso(w.created_at):24}  {w.last_error}"
+        )
 
 
 def notifications_command(settings, args):
@@ -103,14 +116,18 @@ def notifications_command(settings, args):
         if not args.id:
             sys.exit("usage: python -m payapi notifications resend ID [--reason TEXT]")
         try:
-            print_audited(*actions.resend_notification(args.id, operators.cli_identity(), (args.reason or "").strip()[:255]))
+            print_audited(
+                *actions.resend_notification(args.id, operators.cli_identity(), (args.reason or "").strip()[:255])
+            )
         except ApiError as error:
             refused(error)
         return
     print(f"{'message_id':28}  {'type':20}  {'subject':24}  {'attempts':>8}  {'failed at':24}  last_error")
     for n in actions.failed_notifications():
-        print(f"{n.message_id:28}  {n.type:20}  {n.subject_id:24}  {n.attempts:>8}  {iso(n.updated_at):24}  "
-              f"{n.last_status or ''} {n.last_error}")
+        print(
+            f"{n.message_id:28}  {n.type:20}  {n.subject_id:24}  {n.attempts:>8}  {iso(n.updated_at):24}  "
+            f"{n.last_status or ''} {n.last_error}"
+        )
 
 
 def operator_command(settings, args):
@@ -123,9 +140,12 @@ def operator_command(settings, args):
         if args.action == "add":
             line = sys.stdin.readline()
             password = line[:-1] if line.endswith("\n") else line
-            operator = operators.add(args.name or "", password.removesuffix("\r"), settings.bcrypt_rounds,
-                                     reset=args.reset)
-            print(f"operator {operator.name} {'has a new password' if args.reset else 'added'} ({operator.operator_id})")
+            operator = operators.add(
+                args.name or "", password.removesuffix("\r"), settings.bcrypt_rounds, reset=args.reset
+            )
+            print(
+                f"operator {operator.name} {'has a new password' if args.reset else 'added'} ({operator.operator_id})"
+            )
         elif args.action == "disable":
             if not operators.disable(args.name or ""):
                 sys.exit(f"no operator {args.name}")
@@ -173,8 +193,10 @@ def reconcile_command(settings, args):
     date = args.date or reconciliation.yesterday(settings.tz)
     row = reconciliation.reconcile(settings, gateway_from(settings), date)
     healed, differences = json.loads(row.healed), json.loads(row.differences)
-    print(f"reconciliation {row.reconciliation_id} of {row.date}: {row.status} "
-          f"({len(healed)} healed, {len(differences)} different)")
+    print(
+        f"reconciliation {row.reconciliation_id} of {row.date}: {row.status} "
+        f"({len(healed)} healed, {len(differences)} different)"
+    )
     for item in healed:
         print("healed:", json.dumps(item, ensure_ascii=False))
     for item in differences:
@@ -216,8 +238,11 @@ def main(argv=None):
     p = sub.add_parser("operator", help="operators of the console: add NAME (password on stdin), list, disable NAME")
     p.add_argument("action", choices=["add", "list", "disable"])
     p.add_argument("name", nargs="?")
-    p.add_argument("--reset", action="store_true", help="add: give an existing operator this password instead "
-                   "(enables it, ends its sessions)")
+    p.add_argument(
+        "--reset",
+        action="store_true",
+        help="add: give an existing operator this password instead (enables it, ends its sessions)",
+    )
     p = sub.add_parser("books", help="the trial balance; exit 1 if the books do not balance")
     p.add_argument("action", choices=["check"])
     p = sub.add_parser("reconcile", help="compare a day with Ping++ (default: yesterday in TIMEZONE)")

@@ -48,8 +48,12 @@ READY_TIMEOUT = 60.0
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m payapi dev", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")),
-                        help="web app port (default $PORT or 8000); the sandbox listens on the next one")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT", "8000")),
+        help="web app port (default $PORT or 8000); the sandbox listens on the next one",
+    )
     parser.add_argument("--worker-interval", type=float, default=5.0, help="seconds between worker passes (default 5)")
     args = parser.parse_args(argv)
     # A pipe or a file is block-buffered: the banner (tokens, the console's login) and the log
@@ -64,8 +68,15 @@ class Child:
 
     def __init__(self, name, cmd, env, cwd, log):
         self.name, self.cmd = name, cmd
-        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def exited(self):
         return self.proc.poll()
@@ -110,8 +121,14 @@ class Dev:
     def environment(self):
         env = dict(os.environ)
         # Development talks to the sandbox and to its own SQLite file only, whatever this shell holds.
-        for name in ("JAWSDB_URL", "CLEARDB_DATABASE_URL", "PINGPP_PRIVATE_KEY_PATH", "PINGPP_PRIVATE_KEY",
-                     "PINGPP_PUBLIC_KEY", "SMS_FILE"):
+        for name in (
+            "JAWSDB_URL",
+            "CLEARDB_DATABASE_URL",
+            "PINGPP_PRIVATE_KEY_PATH",
+            "PINGPP_PRIVATE_KEY",
+            "PINGPP_PUBLIC_KEY",
+            "SMS_FILE",
+        ):
             env.pop(name, None)
         for name in list(env):  # never a real SMS provider's account from this shell
             if name.startswith(("ALIYUN_", "TENCENT_")):
@@ -149,8 +166,10 @@ class Dev:
             signal.signal(sig, self._interrupted)
         for port in (self.port, self.sandbox_port):
             if not _port_is_free(port):
-                print(f"port {port} on 127.0.0.1 is in use (another `payapi dev`?); try --port {self.port + 10}",
-                      file=sys.stderr)
+                print(
+                    f"port {port} on 127.0.0.1 is in use (another `payapi dev`?); try --port {self.port + 10}",
+                    file=sys.stderr,
+                )
                 return 1
         env = self.environment()
         log = open(self.path(LOG_FILE), "wb")  # this run's output only; the children append to it
@@ -180,34 +199,73 @@ class Dev:
 
     def _start(self, env, log):
         self._say(f"migrating {self.path(DB_FILE)}")
-        done = subprocess.run([sys.executable, "-m", "payapi", "migrate"], env=env, cwd=self.cwd,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, start_new_session=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "payapi", "migrate"],
+            env=env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            start_new_session=True,
+        )
         print((done.stdout + done.stderr).strip(), flush=True)
         if done.returncode != 0:
             self._say("migrate failed")
             return 1
 
-        self._spawn("sandbox", [
-            sys.executable, "-m", "payapi", "sandbox", "--port", str(self.sandbox_port),
-            "--webhook-url", f"{self.web_url}/rest/pay/webhook",
-            "--key-file", self.path(KEY_FILE), "--public-key-file", self.path(PUBLIC_KEY_FILE),
-        ], env, log)
+        self._spawn(
+            "sandbox",
+            [
+                sys.executable,
+                "-m",
+                "payapi",
+                "sandbox",
+                "--port",
+                str(self.sandbox_port),
+                "--webhook-url",
+                f"{self.web_url}/rest/pay/webhook",
+                "--key-file",
+                self.path(KEY_FILE),
+                "--public-key-file",
+                self.path(PUBLIC_KEY_FILE),
+            ],
+            env,
+            log,
+        )
         if not self._wait_ready("sandbox", f"{self.sandbox_url}/_sandbox/public_key.pem"):
             return 1
-        self._spawn("web", [
-            sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"),
-            "--bind", f"127.0.0.1:{self.port}", "--no-control-socket",
-        ], env, log)
+        self._spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                os.path.join(ROOT, "gunicorn.conf.py"),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--no-control-socket",
+            ],
+            env,
+            log,
+        )
         if not self._wait_ready("web app", f"{self.web_url}/healthz"):
             return 1
-        self._spawn("worker", [sys.executable, "-m", "payapi", "worker", "--interval", str(self.worker_interval)], env, log)
+        self._spawn(
+            "worker", [sys.executable, "-m", "payapi", "worker", "--interval", str(self.worker_interval)], env, log
+        )
 
         # An operator for the newcomer, with a new password each run (it is printed and written
         # below, so the console's login is always the one shown).
         ops_password = secrets.token_urlsafe(12)
         made = subprocess.run(
-            [sys.executable, "-m", "payapi", "operator", "add", OPERATOR, "--reset"], input=ops_password + "\n",
-            env=env, cwd=self.cwd, capture_output=True, text=True, start_new_session=True,
+            [sys.executable, "-m", "payapi", "operator", "add", OPERATOR, "--reset"],
+            input=ops_password + "\n",
+            env=env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            start_new_session=True,
         )
         if made.returncode != 0:
             self._say(f"could not make the operator {OPERATOR}: {made.stderr.strip()}")
@@ -218,7 +276,11 @@ class Dev:
         for who, user, phone in (("user", user_id, USER_PHONE), ("expert", expert_id, EXPERT_PHONE)):
             made = subprocess.run(
                 [sys.executable, "-m", "payapi", "token", user, "--phone", phone, "--ttl", str(TOKEN_TTL)],
-                env=env, cwd=self.cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                env=env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
                 start_new_session=True,
             )
             if made.returncode != 0:
@@ -226,14 +288,24 @@ class Dev:
                 return 1
             tokens[who] = made.stdout.strip().splitlines()[-1]
         variables = {
-            "PAYAPI": self.web_url, "PINGPP_API_BASE": self.sandbox_url, "SERVICE_KEY": env["SERVICE_KEY"],
-            "USER_ID": user_id, "USER_PHONE": USER_PHONE, "USER_TOKEN": tokens["user"],
-            "EXPERT_ID": expert_id, "EXPERT_PHONE": EXPERT_PHONE, "EXPERT_TOKEN": tokens["expert"],
-            "OPS_URL": f"{self.web_url}/ops/", "OPS_USER": OPERATOR, "OPS_PASSWORD": ops_password,
+            "PAYAPI": self.web_url,
+            "PINGPP_API_BASE": self.sandbox_url,
+            "SERVICE_KEY": env["SERVICE_KEY"],
+            "USER_ID": user_id,
+            "USER_PHONE": USER_PHONE,
+            "USER_TOKEN": tokens["user"],
+            "EXPERT_ID": expert_id,
+            "EXPERT_PHONE": EXPERT_PHONE,
+            "EXPERT_TOKEN": tokens["expert"],
+            "OPS_URL": f"{self.web_url}/ops/",
+            "OPS_USER": OPERATOR,
+            "OPS_PASSWORD": ops_password,
         }
         with open(self.path(ENV_FILE), "w", encoding="utf-8") as f:
-            f.write(f"# Written by `python -m payapi dev` at {datetime.datetime.now().isoformat(timespec='seconds')}."
-                    f" Source it: . ./{ENV_FILE}\n")
+            f.write(
+                f"# Written by `python -m payapi dev` at {datetime.datetime.now().isoformat(timespec='seconds')}."
+                f" Source it: . ./{ENV_FILE}\n"
+            )
             f.writelines(f"export {k}={shlex.quote(v)}\n" for k, v in variables.items())
         self._banner(env, variables)
         return 0
@@ -353,8 +425,12 @@ def _readable(line):
         return line
     if not isinstance(record, dict) or "msg" not in record:
         return line
-    head = [str(record.pop("ts", ""))[11:19], str(record.pop("level", "")), str(record.pop("logger", "")),
-            str(record.pop("msg"))]
+    head = [
+        str(record.pop("ts", ""))[11:19],
+        str(record.pop("level", "")),
+        str(record.pop("logger", "")),
+        str(record.pop("msg")),
+    ]
     rest = [f"{k}={v}" for k, v in record.items() if k != "exc"]
     text = " ".join(p for p in head + rest if p)
     return text + ("\n" + record["exc"] if "exc" in record else "")

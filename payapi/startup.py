@@ -56,12 +56,15 @@ def problems(settings, needs):
                 else "AUTH_SECRET contains the public development secret"
             )
         short = [
-            i for i, s in enumerate(settings.auth_secrets, 1)
+            i
+            for i, s in enumerate(settings.auth_secrets, 1)
             if s != DEVELOPMENT_SECRET and len(s.encode()) < MIN_SECRET_BYTES
         ]
         if short:
             which = ", ".join(f"#{i}" for i in short)
-            relaxed.append(f"AUTH_SECRET: secret {which} of {len(settings.auth_secrets)} is shorter than {MIN_SECRET_BYTES} bytes")
+            relaxed.append(
+                f"AUTH_SECRET: secret {which} of {len(settings.auth_secrets)} is shorter than {MIN_SECRET_BYTES} bytes"
+            )
 
     if "service" in wanted and not settings.service_key:
         relaxed.append("SERVICE_KEY is not set (every /internal route answers 901)")
@@ -80,8 +83,10 @@ def problems(settings, needs):
         if not settings.notify_secret:
             relaxed.append("NOTIFY_URL is set but NOTIFY_SECRET is not (messages would go unsigned)")
         elif problem := secret_problem(settings.notify_secret):
-            relaxed.append(f"{problem} (whsec_ then standard base64 of 24-64 bytes; an empty or bad key lets "
-                           "anyone forge messages to the order service, or signs none)")
+            relaxed.append(
+                f"{problem} (whsec_ then standard base64 of 24-64 bytes; an empty or bad key lets "
+                "anyone forge messages to the order service, or signs none)"
+            )
 
     if "sms" in wanted:
         _check_sms(settings, production, refusals, relaxed, warnings)
@@ -106,13 +111,17 @@ def _check_sms(settings, production, refusals, relaxed, warnings):
             warnings.append(f"SMS_BACKEND is file: codes are written to {settings.sms_file} and reach no phone")
         return
     if not names or any(name not in PROVIDERS for name in names) or len(set(names)) != len(names):
-        refusals.append(f"SMS_BACKEND must be console, file, aliyun, tencent or both providers in order "
-                        f"(aliyun,tencent), not {settings.sms_backend!r}")
+        refusals.append(
+            f"SMS_BACKEND must be console, file, aliyun, tencent or both providers in order "
+            f"(aliyun,tencent), not {settings.sms_backend!r}"
+        )
         return
     for name in names:
         missing = [variable for variable, field in REQUIRED[name] if not getattr(settings, field)]
         if missing:
-            relaxed.append(f"SMS_BACKEND={settings.sms_backend}: {', '.join(missing)} not set (every code via {name} fails)")
+            relaxed.append(
+                f"SMS_BACKEND={settings.sms_backend}: {', '.join(missing)} not set (every code via {name} fails)"
+            )
         variable, field = ENDPOINT_SETTING[name]
         try:
             scheme, host = parse_endpoint(getattr(settings, field))
@@ -129,8 +138,11 @@ def _check_database_url(settings, refusals, relaxed):
     if not settings.database_url_source:
         relaxed.append(
             "no database URL is set (DATABASE_URL, JAWSDB_URL or CLEARDB_DATABASE_URL)"
-            + (f": using {DEFAULT_DATABASE_URL}, a local SQLite file" if settings.env == DEVELOPMENT
-               else ": a SQLite file on an ephemeral disk would lose money records")
+            + (
+                f": using {DEFAULT_DATABASE_URL}, a local SQLite file"
+                if settings.env == DEVELOPMENT
+                else ": a SQLite file on an ephemeral disk would lose money records"
+            )
         )
     try:
         open_database(settings.database_url)  # parses; connects only when used
@@ -165,7 +177,9 @@ def refuse(what, settings_env, reasons, exit_code):
     """The one log line, then exit."""
     log.critical(
         "%s refuses to start (PAYAPI_ENV=%s): %s",
-        what, settings_env, "; ".join(reasons),
+        what,
+        settings_env,
+        "; ".join(reasons),
         extra={"fields": {"env": settings_env, "problems": reasons}},
     )
     raise SystemExit(exit_code)
@@ -219,16 +233,21 @@ def check_tables(what, settings, database, exit_code=1):
     if narrow:
         shown = ", ".join(f"{table} ({', '.join(sorted(charsets))})" for table, charsets in sorted(narrow.items()))
         refuse(
-            what, settings.env,
-            [f"tables cannot hold 4-byte characters (emoji, rare CJK), they are not utf8mb4: {shown}; "
-             "run `python -m payapi migrate`"],
+            what,
+            settings.env,
+            [
+                f"tables cannot hold 4-byte characters (emoji, rare CJK), they are not utf8mb4: {shown}; "
+                "run `python -m payapi migrate`"
+            ],
             exit_code,
         )
     loose = sorted({t for t, _, _, collation in rows if collation not in BINARY_COLLATIONS})
     if loose:
         log.warning(
             "%s: tables %s compare text without a binary collation (ids equal in another case); "
-            "run `python -m payapi migrate`", what, ", ".join(loose),
+            "run `python -m payapi migrate`",
+            what,
+            ", ".join(loose),
         )
 
 

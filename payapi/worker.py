@@ -77,7 +77,9 @@ def run_forever(settings, gateway, interval=60.0):
     if settings.notify_url:
         dispatcher = threading.Thread(
             target=outbox.Dispatcher(settings.notify_url, settings.notify_secret).run_forever,
-            args=(stop,), name="notify-dispatcher", daemon=True,
+            args=(stop,),
+            name="notify-dispatcher",
+            daemon=True,
         )
         dispatcher.start()
     while not stop.is_set():

@@ -38,6 +38,7 @@ VOLUME_KINDS = {"charge": "paid", "refund": "refunded", "transfer": "withdrawn"}
 
 # --- withdrawals -----------------------------------------------------------------------------------
 
+
 def is_stuck(withdrawal, now):
     age = now - withdrawal.created_at
     if withdrawal.status == PENDING:
@@ -53,8 +54,12 @@ def withdrawal_view(w, now=None):
 def withdrawals_in_flight(limit=200):
     """Pending and processing withdrawals: stuck ones first, then the oldest."""
     now = now_ms()
-    rows = list(Withdrawal.select().where(Withdrawal.status.in_((PENDING, PROCESSING)))
-                .order_by(Withdrawal.created_at).limit(limit))
+    rows = list(
+        Withdrawal.select()
+        .where(Withdrawal.status.in_((PENDING, PROCESSING)))
+        .order_by(Withdrawal.created_at)
+        .limit(limit)
+    )
     return sorted(rows, key=lambda w: not is_stuck(w, now))
 
 
@@ -66,8 +71,14 @@ def withdrawal(withdraw_id):
 
 
 def withdrawal_state(w):
-    return {"status": w.status, "attempts": w.attempts, "last_error": w.last_error, "lease_until": w.lease_until,
-            "retry_after": w.retry_after, "transfer_id": w.transfer_id}
+    return {
+        "status": w.status,
+        "attempts": w.attempts,
+        "last_error": w.last_error,
+        "lease_until": w.lease_until,
+        "retry_after": w.retry_after,
+        "transfer_id": w.transfer_id,
+    }
 
 
 def retry_withdrawal(gateway, withdraw_id, who, reason=""):
@@ -81,8 +92,9 @@ def retry_withdrawal(gateway, withdraw_id, who, reason=""):
 
     def write_audit():
         after = Withdrawal.get_by_id(withdraw_id)
-        audited["entry"] = operators.audit(who, RETRY, withdraw_id, reason, withdrawal_state(before),
-                                           withdrawal_state(after))
+        audited["entry"] = operators.audit(
+            who, RETRY, withdraw_id, reason, withdrawal_state(before), withdrawal_state(after)
+        )
 
     withdrawals.pay_out(gateway, withdraw_id, claimed=True, then=write_audit)
     return Withdrawal.get_by_id(withdraw_id), audited["entry"]
@@ -136,8 +148,9 @@ def _fail_by_transfer(before, transfer, who, reason):
     except ApiError as refused:
         if refused.code == NOT_ALLOWED:  # Ping++'s answer refused it: audited too, with why
             after = Withdrawal.get_by_id(before.withdraw_id)
-            operators.audit_refused(who, FAIL, before.withdraw_id, reason, withdrawal_state(before),
-                                  withdrawal_state(after), refused.msg)
+            operators.audit_refused(
+                who, FAIL, before.withdraw_id, reason, withdrawal_state(before), withdrawal_state(after), refused.msg
+            )
         raise
 
 
@@ -163,9 +176,16 @@ def _apply_failed_transfer(before, transfer, who, reason):
 
 # --- notifications ---------------------------------------------------------------------------------
 
+
 def notification_state(n):
-    return {"status": n.status, "attempts": n.attempts, "next_attempt_at": n.next_attempt_at,
-            "give_up_at": n.give_up_at, "last_status": n.last_status, "last_error": n.last_error}
+    return {
+        "status": n.status,
+        "attempts": n.attempts,
+        "next_attempt_at": n.next_attempt_at,
+        "give_up_at": n.give_up_at,
+        "last_status": n.last_status,
+        "last_error": n.last_error,
+    }
 
 
 @transaction
@@ -180,8 +200,12 @@ def resend_notification(message_id, who, reason=""):
 
 
 def failed_notifications(limit=200):
-    return list(Notification.select().where(Notification.status == NotificationStatus.FAILED)
-                .order_by(Notification.updated_at.desc()).limit(limit))
+    return list(
+        Notification.select()
+        .where(Notification.status == NotificationStatus.FAILED)
+        .order_by(Notification.updated_at.desc())
+        .limit(limit)
+    )
 
 
 def notification(message_id):
@@ -193,13 +217,18 @@ def notification(message_id):
 
 # --- pays ------------------------------------------------------------------------------------------
 
+
 def search_pays(q, limit=50):
     """Pays whose pay id, order or note id, payer or expert is q (a 24-hex id), newest first."""
     q = (q or "").strip().lower()
     if not is_id(q):
         raise invalid("请输入 24 位十六进制的支付单号、订单/小纸条号或用户号")
-    return list(Pay.select().where((Pay.pay_id == q) | (Pay.o_id == q) | (Pay.note_id == q) | (Pay.user_id == q)
-                                   | (Pay.expert_id == q)).order_by(Pay.created_at.desc()).limit(limit))
+    return list(
+        Pay.select()
+        .where((Pay.pay_id == q) | (Pay.o_id == q) | (Pay.note_id == q) | (Pay.user_id == q) | (Pay.expert_id == q))
+        .order_by(Pay.created_at.desc())
+        .limit(limit)
+    )
 
 
 def pay_history(pay_id):
@@ -213,13 +242,21 @@ def pay_history(pay_id):
     events = list(Event.select().where(Event.object_id.in_(objects)).order_by(Event.received_at)) if objects else []
     reports = list(ClientReport.select().where(ClientReport.pay_id == pay_id).order_by(ClientReport.created_at))
     subjects = [pay_id, *(r.refund_id for r in refunds)]
-    messages = list(Notification.select().where(Notification.subject_id.in_(subjects))
-                    .order_by(Notification.created_at))
-    return {"pay": pay, "events": events, "reports": reports, "refunds": refunds, "notifications": messages,
-            "charge": json.loads(pay.charge) if pay.charge else None}
+    messages = list(
+        Notification.select().where(Notification.subject_id.in_(subjects)).order_by(Notification.created_at)
+    )
+    return {
+        "pay": pay,
+        "events": events,
+        "reports": reports,
+        "refunds": refunds,
+        "notifications": messages,
+        "charge": json.loads(pay.charge) if pay.charge else None,
+    }
 
 
 # --- daily volumes ---------------------------------------------------------------------------------
+
 
 def daily_volumes(tz, days=DAYS, now=None):
     """[(date, {"paid", "refunded", "withdrawn"})] for the last `days` calendar days in tz, oldest first,
@@ -228,10 +265,13 @@ def daily_volumes(tz, days=DAYS, now=None):
     dates = [today - datetime.timedelta(days=n) for n in range(days - 1, -1, -1)]
     starts = [int(datetime.datetime.combine(d, datetime.time(), tzinfo=tz).timestamp() * 1000) for d in dates]
     totals = [dict.fromkeys(VOLUME_KINDS.values(), 0) for _ in dates]
-    rows = (JournalEntry.select(JournalEntry.kind, JournalEntry.created_at, fn.SUM(Posting.debit))
-            .join(Posting, on=(Posting.entry_id == JournalEntry.entry_id))
-            .where(JournalEntry.created_at >= starts[0], JournalEntry.kind.in_(list(VOLUME_KINDS)))
-            .group_by(JournalEntry.entry_id, JournalEntry.kind, JournalEntry.created_at).tuples())
+    rows = (
+        JournalEntry.select(JournalEntry.kind, JournalEntry.created_at, fn.SUM(Posting.debit))
+        .join(Posting, on=(Posting.entry_id == JournalEntry.entry_id))
+        .where(JournalEntry.created_at >= starts[0], JournalEntry.kind.in_(list(VOLUME_KINDS)))
+        .group_by(JournalEntry.entry_id, JournalEntry.kind, JournalEntry.created_at)
+        .tuples()
+    )
     for kind, created_at, amount in rows:
         totals[bisect.bisect_right(starts, created_at) - 1][VOLUME_KINDS[kind]] += int(amount or 0)
     return list(zip(dates, totals, strict=True))

@@ -21,6 +21,7 @@ FAILING, FAILED = "failing", "failed"
 
 # --- withdrawals: any of them ------------------------------------------------------------------------
 
+
 def search_withdrawals(q=None, status=None, limit=50, before=None):
     """Withdrawals (finished ones too) whose id or expert is q, of a status, newest first."""
     query = Withdrawal.select()
@@ -32,25 +33,35 @@ def search_withdrawals(q=None, status=None, limit=50, before=None):
         cursor = Withdrawal.get_or_none(Withdrawal.withdraw_id == before)
         if cursor is None:
             raise ApiError(NOT_FOUND, "before 不是已有的提现")
-        query = query.where((Withdrawal.created_at < cursor.created_at)
-                            | ((Withdrawal.created_at == cursor.created_at) & (Withdrawal.withdraw_id < before)))
+        query = query.where(
+            (Withdrawal.created_at < cursor.created_at)
+            | ((Withdrawal.created_at == cursor.created_at) & (Withdrawal.withdraw_id < before))
+        )
     return list(query.order_by(Withdrawal.created_at.desc(), Withdrawal.withdraw_id.desc()).limit(limit))
 
 
 # --- an expert -----------------------------------------------------------------------------------------
 
+
 def expert(user_id, limit=100):
     """An expert's balance, profile, withdrawals and pays (newest first)."""
     wallet = Wallet.get_or_none(Wallet.user_id == user_id)
     profile = Profile.get_or_none(Profile.user_id == user_id)
-    withdrawals = list(Withdrawal.select().where(Withdrawal.user_id == user_id)
-                       .order_by(Withdrawal.created_at.desc()).limit(limit))
+    withdrawals = list(
+        Withdrawal.select().where(Withdrawal.user_id == user_id).order_by(Withdrawal.created_at.desc()).limit(limit)
+    )
     pays = list(Pay.select().where(Pay.expert_id == user_id).order_by(Pay.created_at.desc()).limit(limit))
     if wallet is None and profile is None and not withdrawals and not pays:
         raise ApiError(NOT_FOUND, "没有这个专家的任何记录")
-    return {"user_id": user_id, "name": person(profile, user_id), "profile": profile,
-            "pending": wallet.pending if wallet else 0, "available": wallet.available if wallet else 0,
-            "withdrawals": withdrawals, "pays": pays}
+    return {
+        "user_id": user_id,
+        "name": person(profile, user_id),
+        "profile": profile,
+        "pending": wallet.pending if wallet else 0,
+        "available": wallet.available if wallet else 0,
+        "withdrawals": withdrawals,
+        "pays": pays,
+    }
 
 
 def person(profile, user_id):
@@ -62,15 +73,22 @@ def person(profile, user_id):
 
 # --- the books' accounts ----------------------------------------------------------------------------
 
-ACCOUNT_NAMES = {PINGPP: "Ping++ 代收（平台在 Ping++ 的资金）", FEES: "平台手续费收入",
-                 PAYOUTS: "提现在途（待 Ping++ 转账）", REFUNDS: "退款在途（待 Ping++ 结算）"}
+ACCOUNT_NAMES = {
+    PINGPP: "Ping++ 代收（平台在 Ping++ 的资金）",
+    FEES: "平台手续费收入",
+    PAYOUTS: "提现在途（待 Ping++ 转账）",
+    REFUNDS: "退款在途（待 Ping++ 结算）",
+}
 BUCKETS = {PENDING: "冻结中（结算期）", AVAILABLE: "可提现"}
 
 
 def name_accounts(accounts):
     """The trial balance's rows with `name` (who or what the account is) and `expert_id` (or None)."""
-    experts = {a["account"].split(":")[1] for a in accounts if a["account"].count(":") == 2
-               and a["account"].startswith("expert:")}
+    experts = {
+        a["account"].split(":")[1]
+        for a in accounts
+        if a["account"].count(":") == 2 and a["account"].startswith("expert:")
+    }
     profiles = {p.user_id: p for p in Profile.select().where(Profile.user_id.in_(list(experts)))} if experts else {}
     named = []
     for a in accounts:
@@ -85,6 +103,7 @@ def name_accounts(accounts):
 
 # --- a pay's refunds as they stand ---------------------------------------------------------------------
 
+
 def refunded(refunds):
     """{"settled", "pending", "failed"}: fen refunded and settled by Ping++, asked for and not settled yet,
     and refused by Ping++ (given back to nobody: not part of what is refunded)."""
@@ -97,19 +116,27 @@ def refunded(refunds):
 
 # --- notifications failing now --------------------------------------------------------------------------
 
+
 def failing_notifications(limit=200):
     """Pending messages whose last attempt failed: the oldest first (the longest the order service has
     not heard)."""
-    return list(Notification.select().where(Notification.status == NotificationStatus.PENDING,
-                                            Notification.attempts > 0)
-                .order_by(Notification.created_at).limit(limit))
+    return list(
+        Notification.select()
+        .where(Notification.status == NotificationStatus.PENDING, Notification.attempts > 0)
+        .order_by(Notification.created_at)
+        .limit(limit)
+    )
 
 
 def notifications(state, limit=200):
     if state == FAILING:
         return failing_notifications(limit)
-    return list(Notification.select().where(Notification.status == NotificationStatus.FAILED)
-                .order_by(Notification.updated_at.desc()).limit(limit))
+    return list(
+        Notification.select()
+        .where(Notification.status == NotificationStatus.FAILED)
+        .order_by(Notification.updated_at.desc())
+        .limit(limit)
+    )
 
 
 def target_host(notify_url):
@@ -119,11 +146,14 @@ def target_host(notify_url):
 def notification_now(message, notify_url):
     base = msgspec.structs.asdict(ops_notification(message))
     waiting = message.status == NotificationStatus.PENDING
-    return OpsNotificationNow(**base, next_attempt_at=iso(message.next_attempt_at) if waiting else None,
-                              target=target_host(notify_url))
+    return OpsNotificationNow(
+        **base, next_attempt_at=iso(message.next_attempt_at) if waiting else None, target=target_host(notify_url)
+    )
 
 
 def failing_count():
-    return Notification.select().where(Notification.status == NotificationStatus.PENDING,
-                                       Notification.attempts > 0).count()
-
+    return (
+        Notification.select()
+        .where(Notification.status == NotificationStatus.PENDING, Notification.attempts > 0)
+        .count()
+    )

@@ -57,8 +57,9 @@ SESSION_COOKIE = "payapi_ops_session"
 LOGIN_CSRF_COOKIE = "payapi_ops_login"
 
 operator_by_name = RowByKey(Operator, Operator.name)
-operator_by_id = RowByKey(Operator, Operator.operator_id,
-                          columns=(Operator.name, Operator.disabled_at, Operator.passwd_hash))
+operator_by_id = RowByKey(
+    Operator, Operator.operator_id, columns=(Operator.name, Operator.disabled_at, Operator.passwd_hash)
+)
 session_by_hash = RowByKey(OperatorSession, OperatorSession.token_hash)
 
 
@@ -87,6 +88,7 @@ def cli_identity():
 
 
 # --- accounts ------------------------------------------------------------------------------------
+
 
 def check_name(name):
     if not isinstance(name, str) or not NAME.fullmatch(name):
@@ -174,12 +176,12 @@ def verify(name, password, rounds, address):
 
 def _verify(name, password, rounds, here):
     row = operator_by_name(name) if NAME.fullmatch(name) else None
-    usable = (row is not None and row.disabled_at is None and isinstance(password, str)
-              and len(password) <= MAX_PASSWORD)
+    usable = row is not None and row.disabled_at is None and isinstance(password, str) and len(password) <= MAX_PASSWORD
     # An unknown or disabled name goes through the very same count, lock and bcrypt, on a decoy
     # that nothing matches.
-    security.check_secret(here, BY_ADDRESS, password if usable else "",
-                          row.passwd_hash if usable else _decoy_hash(rounds))
+    security.check_secret(
+        here, BY_ADDRESS, password if usable else "", row.passwd_hash if usable else _decoy_hash(rounds)
+    )
     return Identity(row.operator_id, row.name, _version(row.passwd_hash))
 
 
@@ -207,8 +209,8 @@ def _take_guess(name, known):
 
 def _give_back_guess(name):
     Lockout.update(locked_until=Lockout.locked_until - NAME_INTERVAL_MS).where(
-        Lockout.user_id == _key(BY_NAME, name), Lockout.kind == BY_NAME,
-        Lockout.locked_until >= NAME_INTERVAL_MS).execute()
+        Lockout.user_id == _key(BY_NAME, name), Lockout.kind == BY_NAME, Lockout.locked_until >= NAME_INTERVAL_MS
+    ).execute()
 
 
 @transaction
@@ -229,12 +231,18 @@ def forget_stale_guesses():
     and no wrong password within the window. -> how many."""
     now = now_ms()
     gone = Lockout.delete().where(Lockout.kind.in_((BY_NAME, KNOWN)), Lockout.locked_until < now).execute()
-    rows = list(Lockout.select(Lockout.id, Lockout.failed_at)
-                .where(Lockout.kind == BY_ADDRESS, Lockout.locked_until <= now, Lockout.id > _sweep_after[0])
-                .order_by(Lockout.id).limit(SWEEP_BATCH))
+    rows = list(
+        Lockout.select(Lockout.id, Lockout.failed_at)
+        .where(Lockout.kind == BY_ADDRESS, Lockout.locked_until <= now, Lockout.id > _sweep_after[0])
+        .order_by(Lockout.id)
+        .limit(SWEEP_BATCH)
+    )
     _sweep_after[0] = rows[-1].id if len(rows) == SWEEP_BATCH else 0
-    stale = [row.id for row in rows
-             if all(now - int(t) >= security.WINDOW_MS for t in filter(None, row.failed_at.split(",")))]
+    stale = [
+        row.id
+        for row in rows
+        if all(now - int(t) >= security.WINDOW_MS for t in filter(None, row.failed_at.split(",")))
+    ]
     if stale:
         gone += Lockout.delete().where(Lockout.id.in_(stale)).execute()
     return gone
@@ -251,6 +259,7 @@ def still_valid(identity, address):
 
 
 # --- HTTP Basic (scripts) ----------------------------------------------------------------------------
+
 
 class BasicLogins:
     """HTTP Basic credentials, each verified with bcrypt at most once per BASIC_CACHE_S in this process."""
@@ -304,6 +313,7 @@ def _parse_basic(header):
 
 # --- console sessions ----------------------------------------------------------------------------
 
+
 def _digest(token):
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -320,8 +330,13 @@ def open_session(identity):
     now = now_ms()
     OperatorSession.delete().where(OperatorSession.expires_at < now).execute()
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-    OperatorSession.create(token_hash=_digest(token), operator_id=identity.operator_id, csrf=csrf,
-                           expires_at=now + SESSION_MS, created_at=now)
+    OperatorSession.create(
+        token_hash=_digest(token),
+        operator_id=identity.operator_id,
+        csrf=csrf,
+        expires_at=now + SESSION_MS,
+        created_at=now,
+    )
     return token, csrf
 
 
@@ -350,11 +365,17 @@ def same_token(given, expected):
 
 # --- the audit trail -------------------------------------------------------------------------------
 
+
 def audit(identity, action, target, reason, before, after):
     """One audit row; the caller's transaction writes it with the change it records."""
     return AuditEntry.create(
-        audit_id=new_id(), operator=identity.name, action=action, target=target, reason=reason or "",
-        before=json.dumps(before, ensure_ascii=False), after=json.dumps(after, ensure_ascii=False),
+        audit_id=new_id(),
+        operator=identity.name,
+        action=action,
+        target=target,
+        reason=reason or "",
+        before=json.dumps(before, ensure_ascii=False),
+        after=json.dumps(after, ensure_ascii=False),
         created_at=now_ms(),
     )
 
@@ -363,9 +384,16 @@ def audit(identity, action, target, reason, before, after):
 def audit_refused(identity, action, target, reason, before, after, refusal):
     """An action Ping++'s answer refused: an audit row like a performed one's, outcome `refused`, with why."""
     return AuditEntry.create(
-        audit_id=new_id(), operator=identity.name, action=action, target=target, reason=reason or "",
-        before=json.dumps(before, ensure_ascii=False), after=json.dumps(after, ensure_ascii=False),
-        created_at=now_ms(), outcome="refused", refusal=str(refusal)[:255],
+        audit_id=new_id(),
+        operator=identity.name,
+        action=action,
+        target=target,
+        reason=reason or "",
+        before=json.dumps(before, ensure_ascii=False),
+        after=json.dumps(after, ensure_ascii=False),
+        created_at=now_ms(),
+        outcome="refused",
+        refusal=str(refusal)[:255],
     )
 
 
@@ -376,6 +404,8 @@ def audit_entries(limit, before=None):
         cursor = AuditEntry.get_or_none(AuditEntry.audit_id == before)
         if cursor is None:
             raise ApiError(NOT_FOUND, "before 不是已有的审计记录")
-        query = query.where((AuditEntry.created_at < cursor.created_at)
-                            | ((AuditEntry.created_at == cursor.created_at) & (AuditEntry.audit_id < cursor.audit_id)))
+        query = query.where(
+            (AuditEntry.created_at < cursor.created_at)
+            | ((AuditEntry.created_at == cursor.created_at) & (AuditEntry.audit_id < cursor.audit_id))
+        )
     return list(query.order_by(AuditEntry.created_at.desc(), AuditEntry.audit_id.desc()).limit(limit))

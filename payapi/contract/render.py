@@ -69,6 +69,7 @@ def refund_info(refund):
 
 # --- as operators see them ---------------------------------------------------------------------------
 
+
 def ops_withdrawal(withdrawal, now, stuck):
     return OpsWithdrawal(
         withdraw_id=withdrawal.withdraw_id,
@@ -88,31 +89,59 @@ def ops_withdrawal(withdrawal, now, stuck):
 
 def audit_info(entry):
     return AuditInfo(
-        audit_id=entry.audit_id, operator=entry.operator, action=entry.action, target=entry.target,
-        reason=entry.reason, before=json.loads(entry.before), after=json.loads(entry.after),
-        created_at=iso(entry.created_at), outcome=entry.outcome, refusal=entry.refusal,
+        audit_id=entry.audit_id,
+        operator=entry.operator,
+        action=entry.action,
+        target=entry.target,
+        reason=entry.reason,
+        before=json.loads(entry.before),
+        after=json.loads(entry.after),
+        created_at=iso(entry.created_at),
+        outcome=entry.outcome,
+        refusal=entry.refusal,
     )
 
 
 def ops_pay(pay):
     return OpsPay(
-        pay_id=pay.pay_id, type=pay.type, o_id=pay.o_id, note_id=pay.note_id, user_id=pay.user_id,
-        expert_id=pay.expert_id, amount=pay.amount, money=pay.money, amount_refunded=pay.amount_refunded,
-        status=pay.status, client_status=pay.client_status, channel=pay.channel, charge_id=pay.charge_id,
-        created_at=iso(pay.created_at), paid_at=iso(pay.paid_at),
+        pay_id=pay.pay_id,
+        type=pay.type,
+        o_id=pay.o_id,
+        note_id=pay.note_id,
+        user_id=pay.user_id,
+        expert_id=pay.expert_id,
+        amount=pay.amount,
+        money=pay.money,
+        amount_refunded=pay.amount_refunded,
+        status=pay.status,
+        client_status=pay.client_status,
+        channel=pay.channel,
+        charge_id=pay.charge_id,
+        created_at=iso(pay.created_at),
+        paid_at=iso(pay.paid_at),
     )
 
 
 def ops_notification(message):
     return OpsNotification(
-        message_id=message.message_id, type=message.type, subject_id=message.subject_id, status=message.status,
-        attempts=message.attempts, last_status=message.last_status, last_error=message.last_error,
-        created_at=iso(message.created_at), updated_at=iso(message.updated_at),
+        message_id=message.message_id,
+        type=message.type,
+        subject_id=message.subject_id,
+        status=message.status,
+        attempts=message.attempts,
+        last_status=message.last_status,
+        last_error=message.last_error,
+        created_at=iso(message.created_at),
+        updated_at=iso(message.updated_at),
     )
 
 
 def reconciliation_info(row):
     return ReconciliationInfo(
-        reconciliation_id=row.reconciliation_id, date=row.date, status=row.status, healed=json.loads(row.healed),
-        differences=json.loads(row.differences), created_at=iso(row.created_at),
+        reconciliation_id=row.reconciliation_id,
+        date=row.date,
+        status=row.status,
+        healed=json.loads(row.healed),
+        differences=json.loads(row.differences),
+        created_at=iso(row.created_at),
     )

@@ -24,6 +24,7 @@ _DIGITS = re.compile(r"0*[0-9]{1,15}")  # leading zeros do not count toward the 
 
 # --- the project's types ------------------------------------------------------------------------
 
+
 class Whole(int):
     """A JSON integer or a string of decimal digits, within [minimum, maximum].
 
@@ -40,7 +41,9 @@ class Whole(int):
     @classmethod
     def between(cls, minimum: int | str, maximum: int | str, description: str | None = None) -> "type[Whole]":
         name = f"{cls.__name__}_{minimum}_{maximum}"
-        return type(name, (cls,), {"minimum": minimum, "maximum": maximum, "description": description or cls.description})
+        return type(
+            name, (cls,), {"minimum": minimum, "maximum": maximum, "description": description or cls.description}
+        )
 
     @classmethod
     def bounds(cls, settings: Any) -> tuple[int, int]:
@@ -115,9 +118,23 @@ WithdrawAmount = Fen.between("withdraw_min", "withdraw_max", "Fen, WITHDRAW_MIN.
 # Channels a pay may use (Ping++'s names); `extra` is passed through for those that need it.
 CHANNELS = frozenset(
     {
-        "alipay", "alipay_wap", "alipay_pc_direct", "alipay_qr", "alipay_lite",
-        "wx", "wx_pub", "wx_pub_qr", "wx_wap", "wx_lite",
-        "upacp", "upacp_wap", "upacp_pc", "applepay_upacp", "qpay", "bfb_wap", "cmb_wallet",
+        "alipay",
+        "alipay_wap",
+        "alipay_pc_direct",
+        "alipay_qr",
+        "alipay_lite",
+        "wx",
+        "wx_pub",
+        "wx_pub_qr",
+        "wx_wap",
+        "wx_lite",
+        "upacp",
+        "upacp_wap",
+        "upacp_pc",
+        "applepay_upacp",
+        "qpay",
+        "bfb_wap",
+        "cmb_wallet",
     }
 )
 Channel = Literal[tuple(sorted(CHANNELS))]
@@ -143,6 +160,7 @@ class Body(msgspec.Struct, kw_only=True):
 
 
 # --- requests ---------------------------------------------------------------------------------------
+
 
 class StatusReport(Body):
     """What the app's payment SDK showed (seed 3)."""
@@ -226,8 +244,14 @@ class WithdrawsQuery(Body):
 
 
 # A natural month in TIMEZONE (years 1970-2999: a month the service can name the bounds of).
-Month = Annotated[str, msgspec.Meta(pattern="^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$", examples=["2026-11"],
-                                    description="A natural month in TIMEZONE, YYYY-MM.")]
+Month = Annotated[
+    str,
+    msgspec.Meta(
+        pattern="^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$",
+        examples=["2026-11"],
+        description="A natural month in TIMEZONE, YYYY-MM.",
+    ),
+]
 
 
 class BillsQuery(Body):
@@ -328,6 +352,7 @@ class PaySearchQuery(Body):
 
 
 # --- answers --------------------------------------------------------------------------------------
+
 
 class PayInfo(msgspec.Struct, kw_only=True):
     """A pay record with the seed's field names (route 1's `info`)."""
@@ -489,6 +514,7 @@ class HealthAnswer(Answer900, kw_only=True):
 
 # --- operators (/ops/api) --------------------------------------------------------------------------
 
+
 class OpsWithdrawal(msgspec.Struct, kw_only=True):
     """A withdrawal as operators see it."""
 
@@ -620,6 +646,7 @@ class VolumesAnswer(Answer900, kw_only=True):
 
 # --- notifications to the order service (Standard Webhooks bodies) ---------------------------------
 
+
 class PayNoticeData(msgspec.Struct, kw_only=True, omit_defaults=True):
     pay: PayInfo
     refund: RefundInfo | None = None  # refund.succeeded and refund.failed
@@ -647,10 +674,14 @@ class WithdrawalNotice(msgspec.Struct, kw_only=True):
 
 
 # Every code a failure carries (each response of the document says which of them it can be).
-FailureCode = Annotated[Literal[tuple(sorted(HTTP_STATUS))], msgspec.Meta(
-    extra_json_schema={"type": "integer"},
-    description="901 not authenticated, 904 invalid input, 905 a secret did not verify, 906 locked or "
-    "rate-limited, 910 not allowed by a business rule, 911 not found, 920 the provider failed, 999 unexpected.")]
+FailureCode = Annotated[
+    Literal[tuple(sorted(HTTP_STATUS))],
+    msgspec.Meta(
+        extra_json_schema={"type": "integer"},
+        description="901 not authenticated, 904 invalid input, 905 a secret did not verify, 906 locked or "
+        "rate-limited, 910 not allowed by a business rule, 911 not found, 920 the provider failed, 999 unexpected.",
+    ),
+]
 
 
 class Failure(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -737,18 +768,30 @@ class Codec:
             }
         if issubclass(tp, Text):
             if not tp.strip:
-                return {"type": "string", "minLength": tp.min_len, "maxLength": tp.max_len,
-                        "description": f"{tp.description}; {tp.min_len}–{tp.max_len} characters."}
-            return {"type": "string", "pattern": trimmed_length(tp.min_len, tp.max_len),
-                    "description": f"{tp.description}; {tp.min_len}–{tp.max_len} characters after trimming "
-                    "surrounding whitespace."}
+                return {
+                    "type": "string",
+                    "minLength": tp.min_len,
+                    "maxLength": tp.max_len,
+                    "description": f"{tp.description}; {tp.min_len}–{tp.max_len} characters.",
+                }
+            return {
+                "type": "string",
+                "pattern": trimmed_length(tp.min_len, tp.max_len),
+                "description": f"{tp.description}; {tp.min_len}–{tp.max_len} characters after trimming "
+                "surrounding whitespace.",
+            }
         if issubclass(tp, Id):
-            return {"type": "string", "pattern": ID_PATTERN, "description": "24 lowercase hex characters.",
-                    "examples": ["576b69ae7ce1fd7004cc8280"]}
+            return {
+                "type": "string",
+                "pattern": ID_PATTERN,
+                "description": "24 lowercase hex characters.",
+                "examples": ["576b69ae7ce1fd7004cc8280"],
+            }
         raise NotImplementedError(f"no schema for {tp}")
 
 
 # --- operators on call (/ops/api/health, the withdrawal search, notifications failing now) ----------
+
 
 class WithdrawalSearchQuery(LimitQuery):
     """q: a withdraw_id or an expert's user id; status: one status only; before: a withdraw_id (older ones).

@@ -31,8 +31,9 @@ from payapi.money import books
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 STATIC = os.path.join(TEMPLATES, "static")
 HOME = "/ops"
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-       "base-uri 'none'")
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
@@ -41,11 +42,29 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 LABELS = {
-    "pending": "待处理", "processing": "处理中", "succeeded": "成功", "failed": "失败", "paid": "已支付",
-    "fail": "失败", "cancel": "已取消", "refunded": "已退款", "delivered": "已送达", "success": "成功",
-    "invalid": "无效", "clean": "一致", "healed": "已修复", "different": "有差异", "applied": "已应用",
-    "ignored": "已忽略", "mismatch": "不匹配", "unknown": "未知", "replay": "重复", "malformed": "格式错误",
-    "withdrawal.retry": "重试提现", "withdrawal.fail": "提现置为失败", "notification.resend": "重发通知",
+    "pending": "待处理",
+    "processing": "处理中",
+    "succeeded": "成功",
+    "failed": "失败",
+    "paid": "已支付",
+    "fail": "失败",
+    "cancel": "已取消",
+    "refunded": "已退款",
+    "delivered": "已送达",
+    "success": "成功",
+    "invalid": "无效",
+    "clean": "一致",
+    "healed": "已修复",
+    "different": "有差异",
+    "applied": "已应用",
+    "ignored": "已忽略",
+    "mismatch": "不匹配",
+    "unknown": "未知",
+    "replay": "重复",
+    "malformed": "格式错误",
+    "withdrawal.retry": "重试提现",
+    "withdrawal.fail": "提现置为失败",
+    "notification.resend": "重发通知",
 }
 
 
@@ -77,10 +96,14 @@ class Console:
         self.settings, self.codec = settings, codec
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(os.path.join(TEMPLATES, "ops")),
-            autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
         )
-        self.env.filters.update(yuan=yuan, when=self.when, duration=duration,
-                                label=lambda value: LABELS.get(str(value), str(value)))
+        self.env.filters.update(
+            yuan=yuan, when=self.when, duration=duration, label=lambda value: LABELS.get(str(value), str(value))
+        )
 
     def when(self, value):
         """ms since the epoch, or an ISO-8601 UTC string -> `2026-12-06 18:30:05` in TIMEZONE."""
@@ -101,8 +124,10 @@ class Console:
         if session:  # every page's header: red when something is wrong, failing notifications counted
             context = {**header_status(), **context}
         resp.text = self.env.get_template(template).render(
-            operator=session.identity.name if session else None, csrf=session.csrf if session else "",
-            timezone=self.settings.timezone, **context,
+            operator=session.identity.name if session else None,
+            csrf=session.csrf if session else "",
+            timezone=self.settings.timezone,
+            **context,
         )
 
     def form(self, req):
@@ -129,8 +154,7 @@ class Console:
 def read_form(req):
     raw = read_body(req)
     try:
-        pairs = urllib.parse.parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=20,
-                                       errors="strict")
+        pairs = urllib.parse.parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=20, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise invalid("表单格式有误") from None
     fields = {}
@@ -164,6 +188,7 @@ class Page:
 
 # --- login --------------------------------------------------------------------------------------------
 
+
 class LoginPage(Page):
     auth = None
 
@@ -187,8 +212,12 @@ class LoginPage(Page):
         if not operators.same_token(fields.get("csrf"), expected):
             return self.show(req, resp, 403, "登录表单已过期（CSRF 校验失败），请重新输入", name)
         try:
-            identity = operators.verify(fields.get("name", ""), fields.get("password", ""),
-                                        self.console.settings.bcrypt_rounds, client_address(req))
+            identity = operators.verify(
+                fields.get("name", ""),
+                fields.get("password", ""),
+                self.console.settings.bcrypt_rounds,
+                client_address(req),
+            )
         except ApiError as error:
             if error.code == LOCKED:
                 minutes = -(-error.extra.get("retry_after", 60) // 60)
@@ -213,6 +242,7 @@ class LogoutPage(Page):
 
 # --- withdrawals ----------------------------------------------------------------------------------------
 
+
 class WithdrawalPage(Page):
     def on_get(self, req, resp, withdraw_id):
         try:
@@ -222,11 +252,23 @@ class WithdrawalPage(Page):
 
     def show(self, req, resp, withdraw_id, status=200, error=None, reason="", action=None, done=None):
         w = actions.withdrawal(withdraw_id)
-        history = [audit_info(a) for a in AuditEntry.select().where(AuditEntry.target == withdraw_id)
-                   .order_by(AuditEntry.created_at.desc())]
-        self.console.render(req, resp, "withdrawal.html", status=status, w=actions.withdrawal_view(w), error=error,
-                            reason=reason, action=action, done=done if done and is_id(done) else None,
-                            history=history, tab="withdrawals")
+        history = [
+            audit_info(a)
+            for a in AuditEntry.select().where(AuditEntry.target == withdraw_id).order_by(AuditEntry.created_at.desc())
+        ]
+        self.console.render(
+            req,
+            resp,
+            "withdrawal.html",
+            status=status,
+            w=actions.withdrawal_view(w),
+            error=error,
+            reason=reason,
+            action=action,
+            done=done if done and is_id(done) else None,
+            history=history,
+            tab="withdrawals",
+        )
 
 
 class WithdrawalActionPage(Page):
@@ -258,6 +300,7 @@ class WithdrawalActionPage(Page):
 
 # --- pays -------------------------------------------------------------------------------------------
 
+
 class PaysPage(Page):
     def on_get(self, req, resp):
         q = (req.get_param("q") or "").strip()
@@ -267,8 +310,9 @@ class PaysPage(Page):
                 found = actions.search_pays(q[:64])
             except ApiError as exc:
                 error = exc.msg
-        self.console.render(req, resp, "pays.html", status=400 if error else 200, q=q[:64], pays=found,
-                            error=error, tab="pays")
+        self.console.render(
+            req, resp, "pays.html", status=400 if error else 200, q=q[:64], pays=found, error=error, tab="pays"
+        )
 
 
 class PayPage(Page):
@@ -283,6 +327,7 @@ class PayPage(Page):
 
 # --- notifications ----------------------------------------------------------------------------------
 
+
 class NotificationsPage(Page):
     def on_get(self, req, resp):
         self.show(req, resp, done=req.get_param("done"))
@@ -290,10 +335,19 @@ class NotificationsPage(Page):
     def show(self, req, resp, status=200, error=None, target=None, done=None):
 
         url = self.console.settings.notify_url
-        self.console.render(req, resp, "notifications.html", status=status, error=error, target=target,
-                            done=done if done and is_id(done) else None, target_host=oncall.target_host(url),
-                            failing=[oncall.notification_now(n, url) for n in oncall.failing_notifications()],
-                            notifications=actions.failed_notifications(), tab="notifications")
+        self.console.render(
+            req,
+            resp,
+            "notifications.html",
+            status=status,
+            error=error,
+            target=target,
+            done=done if done and is_id(done) else None,
+            target_host=oncall.target_host(url),
+            failing=[oncall.notification_now(n, url) for n in oncall.failing_notifications()],
+            notifications=actions.failed_notifications(),
+            tab="notifications",
+        )
 
 
 class NotificationResendPage(Page):
@@ -311,14 +365,16 @@ class NotificationResendPage(Page):
 
 # --- the books, the audit trail, volumes ----------------------------------------------------------------
 
+
 class BooksPage(Page):
     def on_get(self, req, resp):
         rows = Reconciliation.select().order_by(Reconciliation.created_at.desc()).limit(30)
 
         totals = books.trial_balance()
         totals["accounts"] = oncall.name_accounts(totals["accounts"])
-        self.console.render(req, resp, "books.html", totals=totals,
-                            reconciliations=[reconciliation_info(r) for r in rows], tab="books")
+        self.console.render(
+            req, resp, "books.html", totals=totals, reconciliations=[reconciliation_info(r) for r in rows], tab="books"
+        )
 
 
 class AuditPage(Page):
@@ -330,8 +386,14 @@ class AuditPage(Page):
             entries = operators.audit_entries(self.PAGE + 1, page_id(before, "before") if before else None)
         except ApiError as error:
             return self.failed(req, resp, error)
-        self.console.render(req, resp, "audit.html", entries=[audit_info(a) for a in entries[:self.PAGE]],
-                            more=entries[self.PAGE - 1].audit_id if len(entries) > self.PAGE else None, tab="audit")
+        self.console.render(
+            req,
+            resp,
+            "audit.html",
+            entries=[audit_info(a) for a in entries[: self.PAGE]],
+            more=entries[self.PAGE - 1].audit_id if len(entries) > self.PAGE else None,
+            tab="audit",
+        )
 
 
 class VolumesPage(Page):
@@ -342,8 +404,7 @@ class VolumesPage(Page):
 
     def on_get(self, req, resp):
         days = actions.daily_volumes(self.console.settings.tz)
-        self.console.render(req, resp, "stats.html", days=days, chart=self.chart(days), series=self.SERIES,
-                            tab="stats")
+        self.console.render(req, resp, "stats.html", days=days, chart=self.chart(days), series=self.SERIES, tab="stats")
 
     def chart(self, days):
         peak = max([1] + [totals[key] for _, totals in days for key, _ in self.SERIES])
@@ -355,14 +416,30 @@ class VolumesPage(Page):
             x0 = self.LEFT + i * slot + bar / 2
             for j, (key, name) in enumerate(self.SERIES):
                 h = plot_h * totals[key] / peak
-                bars.append({"x": round(x0 + j * bar, 1), "y": round(self.TOP + plot_h - h, 1), "w": round(bar, 1),
-                             "h": round(h, 1), "series": key, "title": f"{date} {name} {yuan(totals[key])}"})
+                bars.append(
+                    {
+                        "x": round(x0 + j * bar, 1),
+                        "y": round(self.TOP + plot_h - h, 1),
+                        "w": round(bar, 1),
+                        "h": round(h, 1),
+                        "series": key,
+                        "title": f"{date} {name} {yuan(totals[key])}",
+                    }
+                )
             if i % 5 == 0 or i == len(days) - 1:
                 labels.append({"x": round(x0 + slot / 2 - bar / 2, 1), "text": date.strftime("%m-%d")})
         ticks = [{"y": round(self.TOP + plot_h * (1 - f), 1), "text": yuan(int(peak * f))} for f in (0, 0.5, 1)]
-        return {"width": self.WIDTH, "height": self.HEIGHT, "left": self.LEFT, "right": self.WIDTH - 10,
-                "base": self.TOP + plot_h, "bars": bars, "labels": labels, "ticks": ticks,
-                "label_y": self.TOP + plot_h + 20}
+        return {
+            "width": self.WIDTH,
+            "height": self.HEIGHT,
+            "left": self.LEFT,
+            "right": self.WIDTH - 10,
+            "base": self.TOP + plot_h,
+            "bars": bars,
+            "labels": labels,
+            "ticks": ticks,
+            "label_y": self.TOP + plot_h + 20,
+        }
 
 
 class Static:

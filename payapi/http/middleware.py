@@ -91,8 +91,9 @@ class HeaderAuth:
             if req.get_header("X-Service-Key") is not None:
                 self._service(req)
             elif req.get_header("Authorization") is not None:
-                req.context.operator = self.basic_logins.authenticate(req.get_header("Authorization"),
-                                                                      client_address(req))
+                req.context.operator = self.basic_logins.authenticate(
+                    req.get_header("Authorization"), client_address(req)
+                )
             elif operator_session(req) is None:
                 raise ApiError(UNAUTHENTICATED, "需要服务密钥或操作员身份")
 
@@ -157,7 +158,11 @@ def handle_database_down(req, resp, ex, params):
 
 def handle_unexpected(req, resp, ex, params):
     log.exception("unexpected error (request %s)", req.context.get("request_id"))
-    _render(resp, 500, {"code": UNEXPECTED, "msg": "服务器开小差了，请稍后再试", "request_id": req.context.get("request_id")})
+    _render(
+        resp,
+        500,
+        {"code": UNEXPECTED, "msg": "服务器开小差了，请稍后再试", "request_id": req.context.get("request_id")},
+    )
 
 
 def install_error_handlers(app):

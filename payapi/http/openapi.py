@@ -26,12 +26,17 @@ from payapi.contract.errors import (
 from payapi.http.body import MAX_BODY
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
-SECURITY: dict[str, list[dict[str, list[str]]]] = {"user": [{"userToken": []}], "service": [{"serviceKey": []}], "signed": [{"pingppSignature": []}],
-            "operator": [{"operatorBasic": []}]}
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "user": [{"userToken": []}],
+    "service": [{"serviceKey": []}],
+    "signed": [{"pingppSignature": []}],
+    "operator": [{"operatorBasic": []}],
+}
 PATH_PARAMETERS = {"pay_id": "PayId", "withdraw_id": "WithdrawId", "message_id": "MessageId"}
 
 
 # --- the document ----------------------------------------------------------------------------------
+
 
 def _ref(kind, name):
     return {"$ref": f"#/components/{kind}/{name}"}
@@ -78,8 +83,16 @@ def _shared_responses():
     return answers
 
 
-ERROR_CODES = {400: INVALID, 401: UNAUTHENTICATED, 404: NOT_FOUND, 413: INVALID, 429: LOCKED, 500: UNEXPECTED,
-               502: PROVIDER_FAILED, 503: UNEXPECTED}
+ERROR_CODES = {
+    400: INVALID,
+    401: UNAUTHENTICATED,
+    404: NOT_FOUND,
+    413: INVALID,
+    429: LOCKED,
+    500: UNEXPECTED,
+    502: PROVIDER_FAILED,
+    503: UNEXPECTED,
+}
 
 
 def _responses(op, answer_schema, auth, has_path_params):
@@ -115,8 +128,9 @@ def _request_body(op, shape_schema):
         "required": True,
         "description": f"A JSON object (UTF-8, at most {op.max_body} bytes); unknown fields are ignored, "
         "null means absent.",
-        "content": {"application/json": {"schema": shape_schema,
-                                         **({"example": op.example} if op.example is not None else {})}},
+        "content": {
+            "application/json": {"schema": shape_schema, **({"example": op.example} if op.example is not None else {})}
+        },
     }
 
 
@@ -131,8 +145,10 @@ def _as_query_value(prop):
         (integer,) = [p for p in value.pop("oneOf") if p.get("type") == "integer"]
         value.pop("x-integer-literal", None)
         value.update(integer)
-        value["description"] = (value["description"].split(":", 1)[0]
-                                + f": an integer, {integer['minimum']}–{integer['maximum']} (anything else is 904).")
+        value["description"] = (
+            value["description"].split(":", 1)[0]
+            + f": an integer, {integer['minimum']}–{integer['maximum']} (anything else is 904)."
+        )
         value["examples"] = sorted({int(e) for e in value.get("examples", [])})
     return value
 
@@ -176,8 +192,11 @@ def _always_sent(struct):
     """The wire names of an answer's fields that every answer carries: all of them (`code` too, which
     has a default), except those a Struct with omit_defaults leaves out at their default."""
     omitted = struct.__struct_config__.omit_defaults
-    return [f.encode_name for f in msgspec.structs.fields(struct)
-            if not (omitted and (f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT))]
+    return [
+        f.encode_name
+        for f in msgspec.structs.fields(struct)
+        if not (omitted and (f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT))
+    ]
 
 
 def _schemas(codec, ops):
@@ -190,8 +209,11 @@ def _schemas(codec, ops):
         ordered, schema_hook=codec.schema_hook, ref_template="#/components/schemas/{name}"
     )
     requests = {cls.__name__: cls for cls in _subclasses(shapes.Body)}
-    answers = {cls.__name__: cls for cls in _subclasses(msgspec.Struct)
-               if cls.__module__ == shapes.__name__ and not issubclass(cls, shapes.Body)}
+    answers = {
+        cls.__name__: cls
+        for cls in _subclasses(msgspec.Struct)
+        if cls.__module__ == shapes.__name__ and not issubclass(cls, shapes.Body)
+    }
     for name, schema in components.items():
         if name in requests:  # unknown fields stay allowed: they are ignored
             if requests[name].nulls_mean_absent:
@@ -228,8 +250,9 @@ def document(settings, codec, routes):
             entry["parameters"] = parameters
         if op.body is not None:
             entry["requestBody"] = _request_body(op, shape_schemas[op.body])
-        entry["responses"] = _responses(op, shape_schemas[op.answer], auth if auth in SECURITY else None,
-                                        bool(path_params))
+        entry["responses"] = _responses(
+            op, shape_schemas[op.answer], auth if auth in SECURITY else None, bool(path_params)
+        )
         if op.links:
             entry["responses"]["200"]["links"] = op.links
         item[method] = entry
@@ -239,7 +262,7 @@ def document(settings, codec, routes):
             "title": "payapi",
             "version": "1.0.0",
             "summary": "Payments, wallet and withdrawals for the consultation app (Ping++).",
-            "description": "Every answer is JSON `{\"code\": <int>, ...}`; 900 is success, failures add `msg`. "
+            "description": 'Every answer is JSON `{"code": <int>, ...}`; 900 is success, failures add `msg`. '
             "Codes: 901/401 not authenticated, 904/400 invalid input, 905/403 a secret did not verify, "
             "906/429 locked or rate-limited (`retry_after`), 910/403 not allowed by a business rule, "
             "911/404 not found, 920/502 the provider failed, 999/500 unexpected, 999/503 database down. "
@@ -253,8 +276,11 @@ def document(settings, codec, routes):
             {"name": "provider", "description": "Called by Ping++."},
             {"name": "internal", "description": "Called by the app's order service."},
             {"name": "operations", "description": "For load balancers and tooling."},
-            {"name": "operators", "description": "For the people who run payapi: what the console at /ops/ shows "
-             "and does, as JSON for scripts (HTTP Basic). Each action is recorded in the audit trail."},
+            {
+                "name": "operators",
+                "description": "For the people who run payapi: what the console at /ops/ shows "
+                "and does, as JSON for scripts (HTTP Basic). Each action is recorded in the audit trail.",
+            },
         ],
         "paths": paths,
         "webhooks": WEBHOOKS,
@@ -278,16 +304,36 @@ WEBHOOKS = {
             "Verify it with any Standard Webhooks library and NOTIFY_SECRET. Any non-2xx or no answer within 5 s "
             "is retried (5 s doubling, at most an hour apart) for 24 hours.",
             "parameters": [
-                {"name": "webhook-id", "in": "header", "required": True, "schema": {"type": "string"},
-                 "description": "The message's id: the same on every attempt."},
-                {"name": "webhook-timestamp", "in": "header", "required": True,
-                 "schema": {"type": "string", "pattern": "^[0-9]+$"}, "description": "Unix seconds of this attempt."},
-                {"name": "webhook-signature", "in": "header", "required": True, "schema": {"type": "string"},
-                 "description": "`v1,` + base64 HMAC-SHA256 of `{id}.{timestamp}.{body}` under the whsec_ secret."},
+                {
+                    "name": "webhook-id",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "The message's id: the same on every attempt.",
+                },
+                {
+                    "name": "webhook-timestamp",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                    "description": "Unix seconds of this attempt.",
+                },
+                {
+                    "name": "webhook-signature",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "`v1,` + base64 HMAC-SHA256 of `{id}.{timestamp}.{body}` under the whsec_ secret.",
+                },
             ],
-            "requestBody": {"required": True,
-                            "content": {"application/json": {"schema": {"oneOf": [
-                                _ref("schemas", "PayNotice"), _ref("schemas", "WithdrawalNotice")]}}}},
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"oneOf": [_ref("schemas", "PayNotice"), _ref("schemas", "WithdrawalNotice")]}
+                    }
+                },
+            },
             "responses": {"200": {"description": "Any 2xx acknowledges the message."}},
         }
     }
@@ -295,25 +341,32 @@ WEBHOOKS = {
 
 SECURITY_SCHEMES = {
     "userToken": {
-        "type": "apiKey", "in": "header", "name": "auth",
+        "type": "apiKey",
+        "in": "header",
+        "name": "auth",
         "description": "An HS256 JWT from the account service: `sub` = user id (24 hex), `exp`, optional `phone` "
         "(needed for SMS codes: 5-20 ASCII digits, optional leading `+`; any other value counts as no phone). "
         "30 s of clock skew are allowed on `iat`, `nbf` and `exp`. Missing, malformed, badly signed, expired or "
         "a non-finite `exp`: 901/401.",
     },
     "serviceKey": {
-        "type": "apiKey", "in": "header", "name": "X-Service-Key",
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Service-Key",
         "description": "SERVICE_KEY, for the order service. Missing or wrong: 901/401.",
     },
     "operatorBasic": {
-        "type": "http", "scheme": "basic",
+        "type": "http",
+        "scheme": "basic",
         "description": "An operator's name and password (`python -m payapi operator add NAME`). Missing or wrong: "
         "901/401; five wrong passwords within 3 hours lock that name from that client address for 3 hours "
         "(906/429), and guessing a name from many addresses is slowed; unknown names are answered alike. A lock, "
         "a disabled operator or a changed password takes effect on the next request.",
     },
     "pingppSignature": {
-        "type": "apiKey", "in": "header", "name": "X-Pingplusplus-Signature",
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Pingplusplus-Signature",
         "description": "Base64 RSA-SHA256 (PKCS#1 v1.5) signature of the raw body by Ping++'s key. Missing or bad: "
         "901/401, nothing changes.",
     },
@@ -335,7 +388,9 @@ HEADERS = {
 
 PARAMETERS = {
     "IdempotencyKey": {
-        "name": "Idempotency-Key", "in": "header", "required": False,
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
         "description": "1–64 printable ASCII characters, scoped to the caller and the route. For 24 hours a repeat "
         "of a request that succeeded gets its first answer without acting twice; the same key with another body is "
         "904; a repeat while the first still runs is 906 (retry_after 1).",
@@ -343,37 +398,52 @@ PARAMETERS = {
         "example": "order-57691bba-refund-1",
     },
     "PayId": {
-        "name": "pay_id", "in": "path", "required": True,
+        "name": "pay_id",
+        "in": "path",
+        "required": True,
         "description": "The pay record's id; anything but 24 lowercase hex characters is 904.",
         "schema": {"type": "string", "pattern": shapes.ID_PATTERN},
         "example": "576b69ae7ce1fd7004cc8280",
     },
     "WithdrawId": {
-        "name": "withdraw_id", "in": "path", "required": True,
+        "name": "withdraw_id",
+        "in": "path",
+        "required": True,
         "description": "The withdrawal's id; anything but 24 lowercase hex characters is 904.",
         "schema": {"type": "string", "pattern": shapes.ID_PATTERN},
         "example": "576b69ae7ce1fd7004cc8281",
     },
     "MessageId": {
-        "name": "message_id", "in": "path", "required": True,
+        "name": "message_id",
+        "in": "path",
+        "required": True,
         "description": "The notification's id (its `webhook-id`): `msg_` and 24 lowercase hex characters, else 904.",
         "schema": {"type": "string", "pattern": "^msg_[0-9a-f]{24}$"},
         "example": "msg_576b69ae7ce1fd7004cc8282",
     },
     "ClientHeader": {
-        "name": "client", "in": "header", "required": False,
+        "name": "client",
+        "in": "header",
+        "required": False,
         "description": "The device's IP as the app sees it; stored for audit (first 64 characters), never an error.",
-        "schema": {"type": "string"}, "example": "1.2.3.4",
+        "schema": {"type": "string"},
+        "example": "1.2.3.4",
     },
     "PlatformHeader": {
-        "name": "platform", "in": "header", "required": False,
+        "name": "platform",
+        "in": "header",
+        "required": False,
         "description": "android, ios, ...; stored for audit (first 32 characters), never an error.",
-        "schema": {"type": "string"}, "example": "android",
+        "schema": {"type": "string"},
+        "example": "android",
     },
     "ChannelHeader": {
-        "name": "channel", "in": "header", "required": False,
+        "name": "channel",
+        "in": "header",
+        "required": False,
         "description": "The app store the app came from (not the payment channel); stored for audit (first 64 "
         "characters), never an error.",
-        "schema": {"type": "string"}, "example": "TencentAPP",
+        "schema": {"type": "string"},
+        "example": "TencentAPP",
     },
 }

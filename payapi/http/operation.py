@@ -16,6 +16,7 @@ from payapi.infra import idempotency
 
 # --- what a responder declares -----------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Operation:
     id: str

@@ -151,7 +151,7 @@ class Arrival:
                 # After the last chunk: its trailers (usually none), then a blank line.
                 if len(buffer) - self.next_chunk < 2:
                     return PARTIAL
-                if buffer[self.next_chunk:self.next_chunk + 2] == b"\r\n":
+                if buffer[self.next_chunk : self.next_chunk + 2] == b"\r\n":
                     return COMPLETE
                 if buffer.find(b"\r\n\r\n", max(self.next_chunk, self.searched - 3)) >= 0:
                     return COMPLETE
@@ -160,7 +160,7 @@ class Arrival:
             line_end = buffer.find(b"\r\n", self.next_chunk, self.next_chunk + MAX_CHUNK_LINE + 2)
             if line_end < 0:
                 return COMPLETE if len(buffer) - self.next_chunk > MAX_CHUNK_LINE else PARTIAL
-            size, semicolon, _ = bytes(buffer[self.next_chunk:line_end]).partition(b";")
+            size, semicolon, _ = bytes(buffer[self.next_chunk : line_end]).partition(b";")
             if semicolon:
                 size = size.rstrip(b" \t")
             if not _HEX.fullmatch(size):
@@ -175,7 +175,7 @@ class Arrival:
                 return TOO_LONG
             if len(buffer) < data_end + 2:
                 return PARTIAL  # from this chunk's size line again next time: one line
-            if buffer[data_end:data_end + 2] != b"\r\n":
+            if buffer[data_end : data_end + 2] != b"\r\n":
                 return COMPLETE  # gunicorn answers 400
             self.next_chunk = data_end + 2
 
@@ -206,8 +206,11 @@ _MESSAGES = {408: "请求超时", 413: "请求体过大", 414: "请求地址过�
 
 def _envelope(status, reason, message=None):
     """An answer the server gives itself (no thread, no app), in the API's error envelope."""
-    code, message = (UNEXPECTED, "服务器开小差了，请稍后再试") if status >= 500 else (
-        INVALID, message or _MESSAGES.get(status, "请求格式有误"))
+    code, message = (
+        (UNEXPECTED, "服务器开小差了，请稍后再试")
+        if status >= 500
+        else (INVALID, message or _MESSAGES.get(status, "请求格式有误"))
+    )
     body = json.dumps({"code": code, "msg": message}, ensure_ascii=False).encode()
     return (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"

@@ -22,6 +22,7 @@ db = peewee.DatabaseProxy()
 class MySQLDatabase(ReconnectMixin, peewee.MySQLDatabase):
     """MySQL/MariaDB that reconnects when the server dropped an idle connection (restart, wait_timeout)."""
 
+
 # MySQL/MariaDB: deadlock (also how Galera reports a certification conflict at commit),
 # lock wait timeout; both mean "nothing was written, run the transaction again".
 RETRYABLE_MYSQL_ERRORS = {1213, 1205}
@@ -80,7 +81,9 @@ def mysql_params(url):
         raise DatabaseUrlError("database URL: reconnect must be true or false")
     mode = query.get("ssl-mode", "PREFERRED").upper().replace("-", "_")
     if mode not in SSL_MODES:
-        raise DatabaseUrlError(f"database URL: ssl-mode must be one of {', '.join(SSL_MODES)}, not {query['ssl-mode']!r}")
+        raise DatabaseUrlError(
+            f"database URL: ssl-mode must be one of {', '.join(SSL_MODES)}, not {query['ssl-mode']!r}"
+        )
     ca = query.get("ssl-ca") or None
     if ca and mode not in ("VERIFY_CA", "VERIFY_IDENTITY"):
         raise DatabaseUrlError("database URL: ssl-ca is only used with ssl-mode=VERIFY_CA or VERIFY_IDENTITY")

@@ -111,6 +111,7 @@ def read_key(value: str, path: str) -> str:
 
 log = logging.getLogger("payapi.gateway")
 
+
 class GatewayError(Exception):
     """Ping++ could not be reached, timed out, or refused the request.
 
@@ -293,7 +294,7 @@ def _ping_message(exc: Exception) -> str:
     if isinstance(exc, pingpp.error.APIConnectionError) and getattr(exc, "_message", None):
         # The SDK's text is a paragraph of advice, then "(Network error: <what requests said>)".
         text = str(exc._message)
-        return (text[text.index("(Network error: "):] if "(Network error: " in text else text.splitlines()[0])[:300]
+        return (text[text.index("(Network error: ") :] if "(Network error: " in text else text.splitlines()[0])[:300]
     status = getattr(exc, "http_status", None)
     return f"HTTP {status}" if status else type(exc).__name__
 
@@ -302,8 +303,15 @@ class PingppGateway(Gateway):
     """The Gateway over the pingpp SDK."""
 
     def __init__(
-        self, api_key: str, app_id: str, api_base: str = "", private_key: str = "", public_key: str = "",
-        timeout: float = 5.0, private_key_path: str = "", public_key_path: str = "",
+        self,
+        api_key: str,
+        app_id: str,
+        api_base: str = "",
+        private_key: str = "",
+        public_key: str = "",
+        timeout: float = 5.0,
+        private_key_path: str = "",
+        public_key_path: str = "",
         on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.app_id = app_id
@@ -344,9 +352,18 @@ class PingppGateway(Gateway):
             error = body.get("error") if isinstance(body, dict) else None
             code = error.get("code") if isinstance(error, dict) else None
             log.warning(
-                "Ping++ %s failed: %s", what, message,
-                extra={"fields": {**fields, "error": type(exc).__name__, "ping_message": message, "ping_code": code,
-                                  "http_status": getattr(exc, "http_status", None)}},
+                "Ping++ %s failed: %s",
+                what,
+                message,
+                extra={
+                    "fields": {
+                        **fields,
+                        "error": type(exc).__name__,
+                        "ping_message": message,
+                        "ping_code": code,
+                        "http_status": getattr(exc, "http_status", None),
+                    }
+                },
             )
             if self._on_error is not None:
                 self._on_error(f"{what}: {message}" + (f" ({code})" if code else ""))
@@ -377,27 +394,51 @@ class PingppGateway(Gateway):
         return charge_from(self._call("reverse charge", {"charge_id": charge_id}, pingpp.Charge.reverse, charge_id))
 
     def create_refund(self, request: RefundRequest) -> ProviderRefund:
-        params = {"description": request.description, "amount": request.amount,
-                  "metadata": {"refund_id": request.refund_id}}
-        return refund_from(self._call(
-            "create refund", {"charge_id": request.charge_id, "refund_id": request.refund_id}, pingpp.Charge.refund,
-            request.charge_id, **params,
-        ))
+        params = {
+            "description": request.description,
+            "amount": request.amount,
+            "metadata": {"refund_id": request.refund_id},
+        }
+        return refund_from(
+            self._call(
+                "create refund",
+                {"charge_id": request.charge_id, "refund_id": request.refund_id},
+                pingpp.Charge.refund,
+                request.charge_id,
+                **params,
+            )
+        )
 
     def retrieve_refund(self, charge_id: str, refund_id: str) -> ProviderRefund:
-        return refund_from(self._call(
-            "retrieve refund", {"charge_id": charge_id, "pingpp_refund_id": refund_id}, pingpp.Charge.retrieve_refund,
-            charge_id, refund_id,
-        ))
+        return refund_from(
+            self._call(
+                "retrieve refund",
+                {"charge_id": charge_id, "pingpp_refund_id": refund_id},
+                pingpp.Charge.retrieve_refund,
+                charge_id,
+                refund_id,
+            )
+        )
 
     def list_refunds(self, charge_id: str) -> list[ProviderRefund]:
         """Every refund of a charge, every page (Ping++ may page smaller than the 100 asked for)."""
-        return list(self._pages("list refunds", {"charge_id": charge_id}, refund_from,
-                                lambda **params: pingpp.Charge.list_refunds(charge_id, **params), {}))
+        return list(
+            self._pages(
+                "list refunds",
+                {"charge_id": charge_id},
+                refund_from,
+                lambda **params: pingpp.Charge.list_refunds(charge_id, **params),
+                {},
+            )
+        )
 
     def _pages(
-        self, what: str, ids: dict[str, Any], convert: Callable[[dict[str, Any]], T],
-        list_call: Callable[..., Any], params: dict[str, Any],
+        self,
+        what: str,
+        ids: dict[str, Any],
+        convert: Callable[[dict[str, Any]], T],
+        list_call: Callable[..., Any],
+        params: dict[str, Any],
     ) -> Iterator[T]:
         """Every object of a Ping++ list: page after page while it says `has_more`."""
         params = {**params, "limit": 100}

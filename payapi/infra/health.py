@@ -52,26 +52,40 @@ def snapshot(now=None):
         return _read(now)
     except Exception as exc:  # noqa: BLE001 - any failure to read means the database is down for us
         log.warning("health: database not read: %s", type(exc).__name__)
-        return OpsHealthAnswer(database="down", passes=[], outbox=OutboxHealth(waiting=0, failing=0,
-                               oldest_waiting_s=None), reconciliation=None, pingpp=None)
+        return OpsHealthAnswer(
+            database="down",
+            passes=[],
+            outbox=OutboxHealth(waiting=0, failing=0, oldest_waiting_s=None),
+            reconciliation=None,
+            pingpp=None,
+        )
 
 
 def _read(now):
     passes = [
-        PassHealth(pass_=row.name, last_run_at=iso(row.last_started_at or None),
-                   last_success_at=iso(row.last_success_at or None), failures_in_a_row=row.failures_in_a_row)
+        PassHealth(
+            pass_=row.name,
+            last_run_at=iso(row.last_started_at or None),
+            last_success_at=iso(row.last_success_at or None),
+            failures_in_a_row=row.failures_in_a_row,
+        )
         for row in WorkerPass.select().order_by(WorkerPass.name)
     ]
     pending = Notification.status == NotificationStatus.PENDING
-    waiting, oldest = Notification.select(fn.COUNT(1), fn.MIN(Notification.created_at)).where(pending).scalar(
-        as_tuple=True)
+    waiting, oldest = (
+        Notification.select(fn.COUNT(1), fn.MIN(Notification.created_at)).where(pending).scalar(as_tuple=True)
+    )
     failing = Notification.select().where(pending, Notification.attempts > 0).count()
     last = Reconciliation.select().order_by(Reconciliation.created_at.desc()).first()
     note = HealthNote.get_or_none(HealthNote.name == PINGPP)
     return OpsHealthAnswer(
-        database="ok", passes=passes,
-        outbox=OutboxHealth(waiting=int(waiting or 0), failing=failing,
-                            oldest_waiting_s=max(0, (now - oldest) // 1000) if oldest is not None else None),
+        database="ok",
+        passes=passes,
+        outbox=OutboxHealth(
+            waiting=int(waiting or 0),
+            failing=failing,
+            oldest_waiting_s=max(0, (now - oldest) // 1000) if oldest is not None else None,
+        ),
         reconciliation=ReconciliationHealth(date=last.date, status=last.status) if last else None,
         pingpp=PingppHealth(last_error=note.detail, at=iso(note.at)) if note else None,
     )
@@ -111,27 +125,41 @@ def metric_families(now=None):
 
     now = now or now_ms()
     health = _read(now)
-    in_a_row = GaugeMetricFamily("payapi_worker_pass_failures_in_a_row",
-                                 "Passes of this kind that failed outright since its last success.", labels=["pass"])
-    last_run = GaugeMetricFamily("payapi_worker_pass_last_run_timestamp_seconds",
-                                 "When the last pass of this kind started (Unix seconds).", labels=["pass"])
+    in_a_row = GaugeMetricFamily(
+        "payapi_worker_pass_failures_in_a_row",
+        "Passes of this kind that failed outright since its last success.",
+        labels=["pass"],
+    )
+    last_run = GaugeMetricFamily(
+        "payapi_worker_pass_last_run_timestamp_seconds",
+        "When the last pass of this kind started (Unix seconds).",
+        labels=["pass"],
+    )
     for p in health.passes:
         in_a_row.add_metric([p.pass_], p.failures_in_a_row)
         last_run.add_metric([p.pass_], _ms(p.last_run_at) / 1000 if p.last_run_at else 0)
     yield in_a_row
     yield last_run
-    yield GaugeMetricFamily("payapi_outbox_oldest_waiting_seconds",
-                            "Age of the oldest notification still to be delivered (0: none waits).",
-                            value=health.outbox.oldest_waiting_s or 0)
-    yield GaugeMetricFamily("payapi_notifications_failing",
-                            "Notifications still to be delivered whose last attempt failed.",
-                            value=health.outbox.failing)
-    different = GaugeMetricFamily("payapi_reconciliation_last_different",
-                                  "1 if the last daily reconciliation found differences it could not heal.",
-                                  labels=["date"])
+    yield GaugeMetricFamily(
+        "payapi_outbox_oldest_waiting_seconds",
+        "Age of the oldest notification still to be delivered (0: none waits).",
+        value=health.outbox.oldest_waiting_s or 0,
+    )
+    yield GaugeMetricFamily(
+        "payapi_notifications_failing",
+        "Notifications still to be delivered whose last attempt failed.",
+        value=health.outbox.failing,
+    )
+    different = GaugeMetricFamily(
+        "payapi_reconciliation_last_different",
+        "1 if the last daily reconciliation found differences it could not heal.",
+        labels=["date"],
+    )
     if health.reconciliation is not None:
         different.add_metric([health.reconciliation.date], int(health.reconciliation.status == "different"))
     yield different
-    yield GaugeMetricFamily("payapi_pingpp_last_error_timestamp_seconds",
-                            "When a call to Ping++ last failed (Unix seconds; 0: never).",
-                            value=_ms(health.pingpp.at) / 1000 if health.pingpp else 0)
+    yield GaugeMetricFamily(
+        "payapi_pingpp_last_error_timestamp_seconds",
+        "When a call to Ping++ last failed (Unix seconds; 0: never).",
+        value=_ms(health.pingpp.at) / 1000 if health.pingpp else 0,
+    )

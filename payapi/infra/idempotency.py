@@ -93,8 +93,14 @@ def begin(scope, key, candidates):
             return None, row.request_hash, row.created_at  # (the row is locked: no twin takes it meanwhile)
         row.delete_instance()
     try:
-        IdempotencyKey.create(scope=scope, key=key, request_hash=request_hash, status=RUNNING,
-                              lease_until=now + RUNNING_LEASE_MS, created_at=now)
+        IdempotencyKey.create(
+            scope=scope,
+            key=key,
+            request_hash=request_hash,
+            status=RUNNING,
+            lease_until=now + RUNNING_LEASE_MS,
+            created_at=now,
+        )
     except peewee.IntegrityError:
         raise locked(1000, "相同的请求正在处理中，请稍后再试") from None  # a racing twin took it first
     return None, request_hash, now

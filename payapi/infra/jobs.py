@@ -37,13 +37,17 @@ def run_pass(name, ids, handle, set_aside, counts):
         except Exception as exc:
             counts["failed"] += 1
             log.exception(
-                "%s: %s failed; set aside", name, item_id,
+                "%s: %s failed; set aside",
+                name,
+                item_id,
                 extra={"fields": {"pass": name, "id": item_id, "error": f"{type(exc).__name__}: {exc}"[:500]}},
             )
             try:
                 set_aside(item_id)
             except Exception:
-                log.exception("%s: could not set %s aside", name, item_id, extra={"fields": {"pass": name, "id": item_id}})
+                log.exception(
+                    "%s: could not set %s aside", name, item_id, extra={"fields": {"pass": name, "id": item_id}}
+                )
     return counts
 
 

@@ -31,16 +31,23 @@ METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 
 REGISTRY = CollectorRegistry(auto_describe=False)  # True would read the database at import
 REQUESTS = Counter(
-    "payapi_requests", "Requests answered, by route template (- for no route), method, HTTP status and payapi code.",
-    ["route", "method", "status", "code"], registry=REGISTRY,
+    "payapi_requests",
+    "Requests answered, by route template (- for no route), method, HTTP status and payapi code.",
+    ["route", "method", "status", "code"],
+    registry=REGISTRY,
 )
 LATENCY = Histogram(
-    "payapi_request_duration_seconds", "Time from the request's first middleware to its answer, by route template.",
-    ["route"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=REGISTRY,
+    "payapi_request_duration_seconds",
+    "Time from the request's first middleware to its answer, by route template.",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
 )
 WEBHOOKS = Counter(
-    "payapi_webhook_events", "Signed Ping++ events received, by outcome (applied, ignored, mismatch, unknown, "
-    "replay, malformed).", ["outcome"], registry=REGISTRY,
+    "payapi_webhook_events",
+    "Signed Ping++ events received, by outcome (applied, ignored, mismatch, unknown, replay, malformed).",
+    ["outcome"],
+    registry=REGISTRY,
 )
 
 _request_children: dict[tuple[object, ...], object] = {}
@@ -54,7 +61,8 @@ def observe_request(route, method, status, code, seconds):
     children = _request_children.get(key)
     if children is None:
         children = _request_children[key] = (
-            REQUESTS.labels(key[0], key[1], str(status), str(key[3])), LATENCY.labels(route),
+            REQUESTS.labels(key[0], key[1], str(status), str(key[3])),
+            LATENCY.labels(route),
         )
     children[0].inc()
     children[1].observe(seconds)
@@ -81,28 +89,43 @@ class DatabaseCollector:
         yield from families
 
     def _from_database(self):
-        withdrawals = GaugeMetricFamily("payapi_withdrawals", "Withdrawals by status (payouts by result).",
-                                        labels=["status"])
+        withdrawals = GaugeMetricFamily(
+            "payapi_withdrawals", "Withdrawals by status (payouts by result).", labels=["status"]
+        )
         for status, count in Withdrawal.select(Withdrawal.status, fn.COUNT(1)).group_by(Withdrawal.status).tuples():
             withdrawals.add_metric([status], count)
         yield withdrawals
-        outbox = GaugeMetricFamily("payapi_notifications", "Notifications to the order service still to be sent "
-                                   "(pending) or given up after 24 hours (failed).", labels=["status"])
-        counted = dict(Notification.select(Notification.status, fn.COUNT(1))
-                       .where(Notification.status.in_([NotificationStatus.PENDING, NotificationStatus.FAILED]))
-                       .group_by(Notification.status).tuples())
+        outbox = GaugeMetricFamily(
+            "payapi_notifications",
+            "Notifications to the order service still to be sent (pending) or given up after 24 hours (failed).",
+            labels=["status"],
+        )
+        counted = dict(
+            Notification.select(Notification.status, fn.COUNT(1))
+            .where(Notification.status.in_([NotificationStatus.PENDING, NotificationStatus.FAILED]))
+            .group_by(Notification.status)
+            .tuples()
+        )
         for status in (NotificationStatus.PENDING, NotificationStatus.FAILED):
             outbox.add_metric([status], counted.get(status, 0))
         yield outbox
         runs = CounterMetricFamily("payapi_worker_passes", "Worker passes run, by kind.", labels=["pass"])
-        failures = CounterMetricFamily("payapi_worker_pass_failures", "Worker passes that failed outright.",
-                                       labels=["pass"])
-        items = CounterMetricFamily("payapi_worker_items", "Items the worker's passes handled, by kind and outcome "
-                                    "(payouts: sent, failed).", labels=["pass", "outcome"])
-        seconds = GaugeMetricFamily("payapi_worker_pass_duration_seconds", "How long the last pass took.",
-                                    labels=["pass"])
-        success = GaugeMetricFamily("payapi_worker_pass_last_success_timestamp_seconds",
-                                    "When the last pass that did not fail started (Unix seconds).", labels=["pass"])
+        failures = CounterMetricFamily(
+            "payapi_worker_pass_failures", "Worker passes that failed outright.", labels=["pass"]
+        )
+        items = CounterMetricFamily(
+            "payapi_worker_items",
+            "Items the worker's passes handled, by kind and outcome (payouts: sent, failed).",
+            labels=["pass", "outcome"],
+        )
+        seconds = GaugeMetricFamily(
+            "payapi_worker_pass_duration_seconds", "How long the last pass took.", labels=["pass"]
+        )
+        success = GaugeMetricFamily(
+            "payapi_worker_pass_last_success_timestamp_seconds",
+            "When the last pass that did not fail started (Unix seconds).",
+            labels=["pass"],
+        )
         for row in WorkerPass.select().order_by(WorkerPass.name):
             runs.add_metric([row.name], row.runs)
             failures.add_metric([row.name], row.failures)

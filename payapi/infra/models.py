@@ -28,7 +28,9 @@ class SavedByOutbox:
     refuses a bulk change of what Pay.info is made of."""
 
     def save(self, *args, **kwargs):
-        raise TypeError(f"save a {type(self).__name__} with outbox.save(record), so its announcements and stored JSON follow")
+        raise TypeError(
+            f"save a {type(self).__name__} with outbox.save(record), so its announcements and stored JSON follow"
+        )
 
 
 class Profile(BaseModel):
@@ -149,16 +151,35 @@ class Pay(SavedByOutbox, BaseModel):
         """An UPDATE of what Pay.info is made of must write info too (outbox.save does): else it would go stale."""
         changed = {getattr(field, "name", field) for field in (__data or {})} | set(update)
         if changed & INFO_COLUMNS and "info" not in changed:
-            raise TypeError(f"change {sorted(changed & INFO_COLUMNS)} of a pay through outbox.save, so Pay.info follows")
+            raise TypeError(
+                f"change {sorted(changed & INFO_COLUMNS)} of a pay through outbox.save, so Pay.info follows"
+            )
         return super().update(__data, **update)
 
 
 # The columns Pay.info is made of (shapes.PayInfo's fields carry the names of the columns they come
 # from; outbox checks the two agree when it is imported).
-INFO_COLUMNS = frozenset({
-    "pay_id", "o_id", "note_id", "expert_id", "user_id", "amount", "money", "charge", "description", "client_status",
-    "status", "subject", "currency", "channel", "type", "created_at", "updated_at",
-})
+INFO_COLUMNS = frozenset(
+    {
+        "pay_id",
+        "o_id",
+        "note_id",
+        "expert_id",
+        "user_id",
+        "amount",
+        "money",
+        "charge",
+        "description",
+        "client_status",
+        "status",
+        "subject",
+        "currency",
+        "channel",
+        "type",
+        "created_at",
+        "updated_at",
+    }
+)
 
 
 class OrderLock(BaseModel):
@@ -297,7 +318,9 @@ class IdempotencyKey(BaseModel):
 
     scope = pw.CharField(64)  # who and where: "user:<id> POST /rest/pay/withdraw", "service POST /internal/pays"
     key = pw.CharField(64)
-    request_hash = pw.CharField(64)  # HMAC of the body (and path), see idempotency.py: the same key with another body is 904
+    request_hash = pw.CharField(
+        64
+    )  # HMAC of the body (and path), see idempotency.py: the same key with another body is 904
     status = pw.CharField(16)  # running, done
     answer = LongTextField(null=True)  # the 900 answer's body
     lease_until = pw.BigIntegerField()  # a running request owns the key until then
@@ -433,7 +456,27 @@ class HealthNote(BaseModel):
 
 
 ALL_MODELS = [
-    Profile, Lockout, HashingTurn, SmsCode, Pay, OrderLock, ClientReport, Wallet, JournalEntry, Posting, StatementLine,
-    Refund, Notification, IdempotencyKey, Withdrawal, Event, Reconciliation, Operator, OperatorSession, AuditEntry, WorkerPass,
-    DailyClaim, HealthNote,
+    Profile,
+    Lockout,
+    HashingTurn,
+    SmsCode,
+    Pay,
+    OrderLock,
+    ClientReport,
+    Wallet,
+    JournalEntry,
+    Posting,
+    StatementLine,
+    Refund,
+    Notification,
+    IdempotencyKey,
+    Withdrawal,
+    Event,
+    Reconciliation,
+    Operator,
+    OperatorSession,
+    AuditEntry,
+    WorkerPass,
+    DailyClaim,
+    HealthNote,
 ]

@@ -48,7 +48,9 @@ LEASE_MS = 15_000  # longer than an attempt can take (5 s): a dispatcher that di
 
 # Pay.update refuses a bulk change of these columns: they must be exactly what Pay.info is made of.
 if INFO_COLUMNS != frozenset(PayInfo.__struct_fields__):
-    raise ImportError(f"models.INFO_COLUMNS and shapes.PayInfo disagree: {sorted(INFO_COLUMNS ^ set(PayInfo.__struct_fields__))}")
+    raise ImportError(
+        f"models.INFO_COLUMNS and shapes.PayInfo disagree: {sorted(INFO_COLUMNS ^ set(PayInfo.__struct_fields__))}"
+    )
 
 
 # --- writing (inside the transaction of the change) ------------------------------------------------
@@ -97,7 +99,10 @@ def write(record, types):
     for notice_type in types:
         body = msgspec.json.encode(notice(type=notice_type, timestamp=iso(record.updated_at), data=data)).decode()
         message = Notification(
-            message_id=f"msg_{new_id()}", type=notice_type, subject_id=record._pk, payload=body,
+            message_id=f"msg_{new_id()}",
+            type=notice_type,
+            subject_id=record._pk,
+            payload=body,
             give_up_at=now + GIVE_UP_AFTER_MS,
         )
         NOTIFICATION.begin(message, now)
@@ -139,13 +144,17 @@ def signature(secret, message_id, timestamp, body):
 
 # --- delivering --------------------------------------------------------------------------------------
 
+
 @transaction
 def _claim(message_id, now):
     """Take the message for one attempt; only one dispatcher anywhere makes it."""
     return (
         Notification.update(next_attempt_at=now + LEASE_MS)
-        .where(Notification.message_id == message_id, Notification.status == NotificationStatus.PENDING,
-               Notification.next_attempt_at <= now)
+        .where(
+            Notification.message_id == message_id,
+            Notification.status == NotificationStatus.PENDING,
+            Notification.next_attempt_at <= now,
+        )
         .execute()
         == 1
     )
@@ -225,8 +234,12 @@ def post(url, body, headers, timeout_s=TIMEOUT_S):
     try:
         conn.connect()
         deadline.watch(conn.sock)
-        conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body,
-                     {**headers, "user-agent": "payapi"})
+        conn.request(
+            "POST",
+            (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+            body,
+            {**headers, "user-agent": "payapi"},
+        )
         answer = conn.getresponse()
         first = answer.read(ANSWER_BYTES)  # a body cut short by the deadline reads as a short one:
         if deadline.expired:  # the deadline says which it was
@@ -275,8 +288,13 @@ def deliver(message_id, url, secret, timeout_s=TIMEOUT_S):
     else:
         delivered, http_status, error = _send(url, secret, message, timeout_s)
     status = _settle(message_id, delivered, http_status, error)
-    fields = {"message_id": message_id, "type": message.type, "subject_id": message.subject_id,
-              "http_status": http_status, "status": status}
+    fields = {
+        "message_id": message_id,
+        "type": message.type,
+        "subject_id": message.subject_id,
+        "http_status": http_status,
+        "status": status,
+    }
     if delivered:
         log.info("notification delivered", extra={"fields": fields})
     else:

@@ -70,8 +70,10 @@ def record(kind, reference, *lines):
     entry = JournalEntry.create(kind=kind, reference=reference, created_at=now)
     if lines:
         Posting.insert_many(
-            [{"entry_id": entry.entry_id, "account": line.account, "debit": line.debit, "credit": line.credit}
-             for line in lines]
+            [
+                {"entry_id": entry.entry_id, "account": line.account, "debit": line.debit, "credit": line.credit}
+                for line in lines
+            ]
         ).execute()
     for line in lines:
         owner = expert_of(line.account)
@@ -91,7 +93,6 @@ def recorded(kind, reference):
 
 
 # --- reading -------------------------------------------------------------------------------------
-
 
 
 def trial_balance():

@@ -89,20 +89,32 @@ def handle_event(settings, gateway, raw):
     if event_type is None or not isinstance(obj, dict):
         outcome, apply = Outcome.MALFORMED, None
     elif (why := _foreign(settings, event, event_type, obj)) is not None:
-        log.warning("webhook event %s (%s) is for another %s; stored, not applied", event_id, event_type, why,
-                    extra={"fields": {"event_id": event_id, "foreign": why}})
+        log.warning(
+            "webhook event %s (%s) is for another %s; stored, not applied",
+            event_id,
+            event_type,
+            why,
+            extra={"fields": {"event_id": event_id, "foreign": why}},
+        )
         outcome, apply = Outcome.MISMATCH, None
     else:
         if event_type == "refund.succeeded":
             payments.settle_charge_before_refund(gateway, refund_from(obj), settings)
         outcome, apply = None, functools.partial(_apply, event_type, obj, settings)
     try:
-        outcome = _store_and_apply(event_id, event_type or "", obj if isinstance(obj, dict) else {}, text, outcome, apply)
+        outcome = _store_and_apply(
+            event_id, event_type or "", obj if isinstance(obj, dict) else {}, text, outcome, apply
+        )
     except peewee.IntegrityError:
         if Event.select().where(Event.event_id == event_id).exists():
             return Outcome.REPLAY
         raise  # not a duplicate delivery: answer 5xx so Ping++ delivers it again
     if outcome in (Outcome.MISMATCH, Outcome.UNKNOWN, Outcome.MALFORMED):
-        log.warning("webhook event %s (%s) stored but not applied: %s", event_id, event_type, outcome,
-                    extra={"fields": {"event_id": event_id, "outcome": outcome}})
+        log.warning(
+            "webhook event %s (%s) stored but not applied: %s",
+            event_id,
+            event_type,
+            outcome,
+            extra={"fields": {"event_id": event_id, "outcome": outcome}},
+        )
     return outcome

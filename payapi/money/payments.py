@@ -21,7 +21,11 @@ from payapi.money import refunds, wallet
 log = logging.getLogger("payapi.payments")
 
 PENDING, PAID, CANCEL, FAIL, REFUNDED = (
-    PayStatus.PENDING, PayStatus.PAID, PayStatus.CANCEL, PayStatus.FAIL, PayStatus.REFUNDED,
+    PayStatus.PENDING,
+    PayStatus.PAID,
+    PayStatus.CANCEL,
+    PayStatus.FAIL,
+    PayStatus.REFUNDED,
 )
 # What the phone's report does to a pending pay: "fail" leaves it pending (the user may try again).
 CLOSED_BY_REPORT = {AppReport.CANCEL: PayStatus.CANCEL, AppReport.INVALID: PayStatus.FAIL}
@@ -113,6 +117,7 @@ def _announce_close(pay):
 
 # --- creation ------------------------------------------------------------------------------
 
+
 def _order_filter(new):
     return Pay.o_id == new.order_id if new.type == "order" else Pay.note_id == new.order_id
 
@@ -142,7 +147,10 @@ def _reserve(new, stale_before):
                 return "wait", None, None  # another request is creating it
             current.delete_instance()  # its creator died between reserving and charging
         elif (current.money, current.channel, current.user_id, current.expert_id) == (
-            new.money, new.channel, new.user_id, new.expert_id
+            new.money,
+            new.channel,
+            new.user_id,
+            new.expert_id,
         ):
             return "existing", current, None
         else:
@@ -307,6 +315,7 @@ def _undo_reservation(reserved, replaced):
 
 # --- applying Ping++'s truth -----------------------------------------------------------------
 
+
 @transaction
 def apply_charge(charge, settings):
     """Apply a charge object (from a webhook or a retrieve). Idempotent; -> Outcome."""
@@ -386,16 +395,24 @@ def _store_report(user_id, pay_id, report, headers, now):
     latest = reports.order_by(ClientReport.id.desc()).first()
     seen = (report, headers.client_ip, headers.platform, headers.store)
     row = None
-    if latest is not None and now - latest.last_at < REPORT_REPEAT_MS and seen == (
-        latest.status, latest.client_ip, latest.platform, latest.store
+    if (
+        latest is not None
+        and now - latest.last_at < REPORT_REPEAT_MS
+        and seen == (latest.status, latest.client_ip, latest.platform, latest.store)
     ):
         row = latest
     elif reports.where(ClientReport.created_at > now - 3600_000).count() >= REPORT_ROWS_PER_HOUR:
         row = reports.where(ClientReport.status == report).order_by(ClientReport.id.desc()).first()
     if row is None:
         ClientReport.create(
-            pay_id=pay_id, user_id=user_id, status=report, created_at=now, last_at=now,
-            client_ip=headers.client_ip, platform=headers.platform, store=headers.store,
+            pay_id=pay_id,
+            user_id=user_id,
+            status=report,
+            created_at=now,
+            last_at=now,
+            client_ip=headers.client_ip,
+            platform=headers.platform,
+            store=headers.store,
         )
     else:
         ClientReport.update(times=ClientReport.times + 1, last_at=now).where(ClientReport.id == row.id).execute()
@@ -448,6 +465,7 @@ def report_client_status(gateway, settings, user_id, pay_id, report, headers):
 
 # --- the worker's reconciliation ---------------------------------------------------------------
 
+
 def _check_pay(gateway, settings, pay_id):
     pay = Pay.get_or_none(Pay.pay_id == pay_id)
     if pay is None or pay.status != PENDING:
@@ -458,8 +476,13 @@ def _check_pay(gateway, settings, pay_id):
     try:
         charge = gateway.retrieve_charge(pay.charge_id)
     except GatewayError as exc:
-        log.warning("pay %s: charge %s not retrieved: %s", pay_id, pay.charge_id, exc,
-                    extra={"fields": {"pay_id": pay_id, "charge_id": pay.charge_id}})
+        log.warning(
+            "pay %s: charge %s not retrieved: %s",
+            pay_id,
+            pay.charge_id,
+            exc,
+            extra={"fields": {"pay_id": pay_id, "charge_id": pay.charge_id}},
+        )
         return "failed"
     now = now_ms()
     if charge.paid:
@@ -508,6 +531,7 @@ def reconcile_pays(gateway, settings, batch=100):
 
 # --- closing charges at Ping++ ---------------------------------------------------------------------
 
+
 def reverse_charge(gateway, settings, pay_id):
     """A pay payapi closed must not stay payable: close its charge at Ping++ (Charge.reverse).
 
@@ -526,8 +550,13 @@ def reverse_charge(gateway, settings, pay_id):
         except GatewayError:
             charge = None
         if charge is None or not (charge.paid or charge.reversed or _expires_at(pay, charge) <= now_ms()):
-            log.warning("pay %s: charge %s not reversed: %s", pay_id, pay.charge_id, refused,
-                        extra={"fields": {"pay_id": pay_id, "charge_id": pay.charge_id}})
+            log.warning(
+                "pay %s: charge %s not reversed: %s",
+                pay_id,
+                pay.charge_id,
+                refused,
+                extra={"fields": {"pay_id": pay_id, "charge_id": pay.charge_id}},
+            )
             _check_again(pay_id, now_ms() + jobs.backoff_ms(1))
             return "failed"
     if charge.paid:
@@ -547,30 +576,38 @@ def _mark_reversed(pay_id):
     pay.reversed_at = now_ms()
     _announce_close(pay)
     outbox.save(pay)
+
+
 def reverse_closed_pays(gateway, settings, batch=100):
     """Close at Ping++ the charges of pays payapi closed, until Ping++ confirms each."""
     due = [
         pay_id
         for (pay_id,) in Pay.select(Pay.pay_id)
-        .where(Pay.status.in_((CANCEL, FAIL)), Pay.charge_id.is_null(False), Pay.reversed_at.is_null(),
-               Pay.check_after <= now_ms())
+        .where(
+            Pay.status.in_((CANCEL, FAIL)),
+            Pay.charge_id.is_null(False),
+            Pay.reversed_at.is_null(),
+            Pay.check_after <= now_ms(),
+        )
         .order_by(Pay.check_after, Pay.updated_at)
         .limit(batch)
         .tuples()
     ]
     return jobs.run_pass(
-        "reversals", due, lambda i: reverse_charge(gateway, settings, i), _set_aside,
+        "reversals",
+        due,
+        lambda i: reverse_charge(gateway, settings, i),
+        _set_aside,
         {"reversed": 0, "paid": 0, "failed": 0},
     )
 
 
 # --- the settlement hold ----------------------------------------------------------------------------
 
+
 def next_release(expert_id):
     """When the expert's next held credit becomes available (ms), or None."""
-    return (
-        Pay.select(fn.MIN(Pay.release_at)).where(Pay.expert_id == expert_id, Pay.held > 0).scalar()
-    )
+    return Pay.select(fn.MIN(Pay.release_at)).where(Pay.expert_id == expert_id, Pay.held > 0).scalar()
 
 
 @transaction

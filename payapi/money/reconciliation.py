@@ -23,8 +23,12 @@ log = logging.getLogger("payapi.reconciliation")
 
 CLEAN, HEALED, DIFFERENT = "clean", "healed", "different"
 PAID_STATUSES = (PayStatus.PAID, PayStatus.REFUNDED)
-TRANSFER_STATUS = {"paid": WithdrawalStatus.SUCCEEDED, "failed": WithdrawalStatus.FAILED,
-                   "canceled": WithdrawalStatus.FAILED, "cancelled": WithdrawalStatus.FAILED}
+TRANSFER_STATUS = {
+    "paid": WithdrawalStatus.SUCCEEDED,
+    "failed": WithdrawalStatus.FAILED,
+    "canceled": WithdrawalStatus.FAILED,
+    "cancelled": WithdrawalStatus.FAILED,
+}
 
 
 def day_bounds(date, tz):
@@ -59,12 +63,18 @@ def _charges(gateway, settings, start, end, report):
         pay = Pay.get_or_none(Pay.pay_id == charge.order_no)
         seen.add(charge.order_no)
         if pay is None:
-            report.differ("a charge payapi has no pay for", charge=charge.id, order_no=charge.order_no,
-                          amount=charge.amount)
+            report.differ(
+                "a charge payapi has no pay for", charge=charge.id, order_no=charge.order_no, amount=charge.amount
+            )
             continue
         if charge.amount != pay.money or (pay.charge_id and pay.charge_id != charge.id):
-            report.differ("a charge that does not match its pay", charge=charge.id, pay=pay.pay_id,
-                          amount=charge.amount, money=pay.money)
+            report.differ(
+                "a charge that does not match its pay",
+                charge=charge.id,
+                pay=pay.pay_id,
+                amount=charge.amount,
+                money=pay.money,
+            )
             continue
         if charge.paid and pay.status not in PAID_STATUSES:
             if payments.apply_charge(charge, settings) == Outcome.APPLIED:
@@ -72,12 +82,14 @@ def _charges(gateway, settings, start, end, report):
             else:
                 report.differ("a paid charge that could not be applied", charge=charge.id, pay=pay.pay_id)
         elif not charge.paid and pay.status in PAID_STATUSES:
-            report.differ("a pay payapi holds paid whose charge Ping++ says is unpaid", charge=charge.id,
-                          pay=pay.pay_id)
+            report.differ(
+                "a pay payapi holds paid whose charge Ping++ says is unpaid", charge=charge.id, pay=pay.pay_id
+            )
         _refunds(gateway, charge, pay, report)
     # Ours the other way round: pays of the day that are paid, but that Ping++ did not list.
-    for pay in Pay.select().where(Pay.created_at >= start * 1000, Pay.created_at < end * 1000,
-                                  Pay.status.in_(PAID_STATUSES)):
+    for pay in Pay.select().where(
+        Pay.created_at >= start * 1000, Pay.created_at < end * 1000, Pay.status.in_(PAID_STATUSES)
+    ):
         if pay.pay_id not in seen:
             report.differ("a paid pay whose charge Ping++ did not list", pay=pay.pay_id, charge=pay.charge_id)
 
@@ -91,8 +103,13 @@ def _refunds(gateway, charge, pay, report):
         ours = Refund.get_or_none(Refund.pingpp_refund_id == refund.id)
         at_ping = RefundStatus.SUCCEEDED if refund.succeeded else refund.status  # pending, failed
         if ours is not None and ours.amount != refund.amount:
-            report.differ("a refund whose amount differs", refund=refund.id, pay=pay.pay_id,
-                          amount=refund.amount, ours=ours.amount)
+            report.differ(
+                "a refund whose amount differs",
+                refund=refund.id,
+                pay=pay.pay_id,
+                amount=refund.amount,
+                ours=ours.amount,
+            )
         elif at_ping in (RefundStatus.SUCCEEDED, RefundStatus.FAILED) and (
             ours is None or ours.status == RefundStatus.PENDING
         ):
@@ -101,8 +118,9 @@ def _refunds(gateway, charge, pay, report):
             else:
                 report.differ("a refund that could not be applied", refund=refund.id, pay=pay.pay_id)
         elif ours is not None and at_ping in (RefundStatus.SUCCEEDED, RefundStatus.FAILED) and ours.status != at_ping:
-            report.differ("a refund whose status differs", refund=refund.id, pay=pay.pay_id, status=at_ping,
-                          ours=ours.status)
+            report.differ(
+                "a refund whose status differs", refund=refund.id, pay=pay.pay_id, status=at_ping, ours=ours.status
+            )
     listed_ids = {refund.id for refund in made}
     for ours in Refund.select().where(Refund.pay_id == pay.pay_id, Refund.pingpp_refund_id.is_null(False)):
         if ours.pingpp_refund_id not in listed_ids:
@@ -115,24 +133,43 @@ def _transfers(gateway, start, end, report):
         seen.add(transfer.order_no)
         withdrawal = Withdrawal.get_or_none(Withdrawal.withdraw_id == transfer.order_no)
         if withdrawal is None:
-            report.differ("a transfer payapi has no withdrawal for", transfer=transfer.id, order_no=transfer.order_no,
-                          amount=transfer.amount)
+            report.differ(
+                "a transfer payapi has no withdrawal for",
+                transfer=transfer.id,
+                order_no=transfer.order_no,
+                amount=transfer.amount,
+            )
             continue
         if transfer.amount != withdrawal.amount:
-            report.differ("a transfer that does not match its withdrawal", transfer=transfer.id,
-                          withdrawal=withdrawal.withdraw_id, amount=transfer.amount, ours=withdrawal.amount)
+            report.differ(
+                "a transfer that does not match its withdrawal",
+                transfer=transfer.id,
+                withdrawal=withdrawal.withdraw_id,
+                amount=transfer.amount,
+                ours=withdrawal.amount,
+            )
             continue
         settled = TRANSFER_STATUS.get(transfer.status)
         if settled is not None and withdrawal.status in (WithdrawalStatus.PENDING, WithdrawalStatus.PROCESSING):
             if withdrawals.apply_transfer(transfer) == Outcome.APPLIED:
-                report.heal(f"a {transfer.status} transfer applied", transfer=transfer.id,
-                            withdrawal=withdrawal.withdraw_id, amount=transfer.amount)
+                report.heal(
+                    f"a {transfer.status} transfer applied",
+                    transfer=transfer.id,
+                    withdrawal=withdrawal.withdraw_id,
+                    amount=transfer.amount,
+                )
             else:
-                report.differ("a transfer that could not be applied", transfer=transfer.id,
-                              withdrawal=withdrawal.withdraw_id)
+                report.differ(
+                    "a transfer that could not be applied", transfer=transfer.id, withdrawal=withdrawal.withdraw_id
+                )
         elif settled is not None and settled != withdrawal.status:
-            report.differ("a transfer whose status differs", transfer=transfer.id, withdrawal=withdrawal.withdraw_id,
-                          status=transfer.status, ours=withdrawal.status)
+            report.differ(
+                "a transfer whose status differs",
+                transfer=transfer.id,
+                withdrawal=withdrawal.withdraw_id,
+                status=transfer.status,
+                ours=withdrawal.status,
+            )
     # Transfers of the day as we recorded them (Ping++'s own `created`: a withdrawal made before
     # midnight may be paid out after it) that Ping++ did not list.
     candidates = Withdrawal.select().where(
@@ -141,8 +178,11 @@ def _transfers(gateway, start, end, report):
     for withdrawal in candidates:
         created = json.loads(withdrawal.transfer or "{}").get("created")
         if isinstance(created, int) and start <= created < end and withdrawal.withdraw_id not in seen:
-            report.differ("a withdrawal whose transfer Ping++ did not list", withdrawal=withdrawal.withdraw_id,
-                          transfer=withdrawal.transfer_id)
+            report.differ(
+                "a withdrawal whose transfer Ping++ did not list",
+                withdrawal=withdrawal.withdraw_id,
+                transfer=withdrawal.transfer_id,
+            )
 
 
 def reconcile(settings, gateway, date):
@@ -152,13 +192,26 @@ def reconcile(settings, gateway, date):
     _charges(gateway, settings, start, end, report)
     _transfers(gateway, start, end, report)
     row = Reconciliation.create(
-        reconciliation_id=new_id(), date=date.isoformat(), status=report.status,
+        reconciliation_id=new_id(),
+        date=date.isoformat(),
+        status=report.status,
         healed=json.dumps(report.healed, ensure_ascii=False),
-        differences=json.dumps(report.differences, ensure_ascii=False), created_at=now_ms(),
+        differences=json.dumps(report.differences, ensure_ascii=False),
+        created_at=now_ms(),
     )
-    log.info("reconciliation of %s: %s", row.date, row.status,
-             extra={"fields": {"date": row.date, "status": row.status, "healed": len(report.healed),
-                               "differences": len(report.differences)}})
+    log.info(
+        "reconciliation of %s: %s",
+        row.date,
+        row.status,
+        extra={
+            "fields": {
+                "date": row.date,
+                "status": row.status,
+                "healed": len(report.healed),
+                "differences": len(report.differences),
+            }
+        },
+    )
     return row
 
 

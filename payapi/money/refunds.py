@@ -37,8 +37,12 @@ def _reserved(pay_id):
     an unclear one's share is taken and stands in pay.amount_refunded)."""
     return int(  # MySQL sums as DECIMAL
         Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0))
-        .where(Refund.pay_id == pay_id, Refund.status == RefundStatus.PENDING, Refund.pingpp_refund_id.is_null(),
-               Refund.bucket == "")
+        .where(
+            Refund.pay_id == pay_id,
+            Refund.status == RefundStatus.PENDING,
+            Refund.pingpp_refund_id.is_null(),
+            Refund.bucket == "",
+        )
         .scalar()
     )
 
@@ -66,8 +70,12 @@ def _reserve(pay_id, amount, description, source, settle_after_ms, refund_id=Non
     if refund_id is not None:
         # A keyed request again after Ping++ was found to have made nothing under this id: try anew
         # (unless its share was booked and given back under this id: the books keep each once).
-        Refund.delete().where(Refund.refund_id == refund_id, Refund.status == RefundStatus.FAILED,
-                              Refund.pingpp_refund_id.is_null(), Refund.bucket == "").execute()
+        Refund.delete().where(
+            Refund.refund_id == refund_id,
+            Refund.status == RefundStatus.FAILED,
+            Refund.pingpp_refund_id.is_null(),
+            Refund.bucket == "",
+        ).execute()
         if Refund.select().where(Refund.refund_id == refund_id).exists():
             raise ApiError(NOT_ALLOWED, "该退款已失败，请用新的 Idempotency-Key 重新申请")
     if pay.status not in (PayStatus.PAID, PayStatus.REFUNDED):
@@ -78,8 +86,14 @@ def _reserve(pay_id, amount, description, source, settle_after_ms, refund_id=Non
     amount = left if amount is None else amount
     if amount > left:
         raise ApiError(NOT_ALLOWED, f"退款金额超过可退金额 {left}")
-    refund = Refund(refund_id=refund_id or new_id(), pay_id=pay_id, amount=amount, description=description,
-                    source=source, check_after=now_ms() + settle_after_ms)
+    refund = Refund(
+        refund_id=refund_id or new_id(),
+        pay_id=pay_id,
+        amount=amount,
+        description=description,
+        source=source,
+        check_after=now_ms() + settle_after_ms,
+    )
     REFUND.begin(refund, now_ms())
     outbox.save(refund, force_insert=True)
     return refund, pay.charge_id
@@ -101,8 +115,11 @@ def _renew(refund_id, lease):
 def _drop(refund_id):
     """Ping++ certainly did not make it: the reservation goes, nothing was debited. One whose share
     an earlier, unclear attempt took (and announced pending) fails instead: the share comes back."""
-    refund = for_update(Refund.select().where(Refund.refund_id == refund_id, Refund.pingpp_refund_id.is_null(),
-                                              Refund.status == RefundStatus.PENDING)).first()
+    refund = for_update(
+        Refund.select().where(
+            Refund.refund_id == refund_id, Refund.pingpp_refund_id.is_null(), Refund.status == RefundStatus.PENDING
+        )
+    ).first()
     if refund is not None and _share_taken(refund):
         _fail_unmade(refund)
     elif refund is not None:
@@ -158,8 +175,9 @@ def request_refund(gateway, pay_id, amount, description, gateway_timeout, refund
                 if now_ms() > create_by:
                     raise (_Certain if fresh else _Unclear)("the look-up took the time the create needed")
                 asked = True
-                made = gateway.create_refund(RefundRequest(refund.refund_id, charge_id, refund.amount,
-                                                           refund.description))
+                made = gateway.create_refund(
+                    RefundRequest(refund.refund_id, charge_id, refund.amount, refund.description)
+                )
         except GatewayError as failed:
             if not asked and fresh:
                 raise _Certain(failed) from None  # nothing asked for under this new id
@@ -173,13 +191,23 @@ def request_refund(gateway, pay_id, amount, description, gateway_timeout, refund
             if made is None:
                 raise _Certain(failed) from None
     except _Certain as certain:
-        log.warning("refund %s of pay %s not made: %s", refund.refund_id, pay_id, certain,
-                    extra={"fields": {"refund_id": refund.refund_id, "pay_id": pay_id}})
+        log.warning(
+            "refund %s of pay %s not made: %s",
+            refund.refund_id,
+            pay_id,
+            certain,
+            extra={"fields": {"refund_id": refund.refund_id, "pay_id": pay_id}},
+        )
         _drop(refund.refund_id)
         raise ApiError(PROVIDER_FAILED) from None
     except _Unclear as unclear:
-        log.warning("refund %s of pay %s: Ping++ may have made it (%s); pending until it says", refund.refund_id,
-                    pay_id, unclear, extra={"fields": {"refund_id": refund.refund_id, "pay_id": pay_id}})
+        log.warning(
+            "refund %s of pay %s: Ping++ may have made it (%s); pending until it says",
+            refund.refund_id,
+            pay_id,
+            unclear,
+            extra={"fields": {"refund_id": refund.refund_id, "pay_id": pay_id}},
+        )
         _hold_unclear(refund.refund_id, str(unclear))
         return Refund.get_by_id(refund.refund_id)
     _accept(refund.refund_id, made, reserved=refund)
@@ -200,6 +228,8 @@ def _hold_unclear(refund_id, error):
         wallet.take_refund(refund, pay, settled=False)
         outbox.save(pay)
     outbox.save(refund)
+
+
 def _share_taken(refund):
     return refund.bucket != ""  # take_refund sets it
 
@@ -212,8 +242,11 @@ def _accept(refund_id, made, reserved=None):
     if refund is None and reserved is None:
         return Outcome.UNKNOWN
     if refund is None:
-        log.warning("refund %s: its reservation was dropped while Ping++ made it; booked again", refund_id,
-                    extra={"fields": {"refund_id": refund_id}})
+        log.warning(
+            "refund %s: its reservation was dropped while Ping++ made it; booked again",
+            refund_id,
+            extra={"fields": {"refund_id": refund_id}},
+        )
         refund = Refund(**reserved.__data__)
         outbox.save(refund, force_insert=True)
     pay = for_update(Pay.select().where(Pay.pay_id == refund.pay_id)).get()
@@ -256,7 +289,9 @@ def _apply(refund, pay, made):
 def _close_if_refunded(pay, refund, now):
     succeeded = int(
         Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0))
-        .where(Refund.pay_id == pay.pay_id, Refund.status == RefundStatus.SUCCEEDED, Refund.refund_id != refund.refund_id)
+        .where(
+            Refund.pay_id == pay.pay_id, Refund.status == RefundStatus.SUCCEEDED, Refund.refund_id != refund.refund_id
+        )
         .scalar()
     ) + (refund.amount if refund.status == RefundStatus.SUCCEEDED else 0)
     if succeeded >= pay.money and PAY.allows(pay, PayStatus.REFUNDED):
@@ -290,13 +325,23 @@ def _made_elsewhere(pay, made):
     never learnt Ping++ made it (920, its reservation dropped). Applied once it succeeded."""
     if not made.succeeded:
         return Outcome.IGNORED
-    if pay.status not in (PayStatus.PAID, PayStatus.REFUNDED) or made.amount <= 0 or pay.amount_refunded + made.amount > pay.money:
+    if (
+        pay.status not in (PayStatus.PAID, PayStatus.REFUNDED)
+        or made.amount <= 0
+        or pay.amount_refunded + made.amount > pay.money
+    ):
         log.warning("refund %s does not fit pay %s; not applied", made.id, pay.pay_id)
         return Outcome.MISMATCH
     now = now_ms()
-    refund = Refund(refund_id=_id_of(made), pay_id=pay.pay_id, amount=made.amount, source=PINGPP,
-                    description=str(made.raw.get("description") or "")[:255], pingpp_refund_id=made.id,
-                    refund=json.dumps(made.raw, ensure_ascii=False))
+    refund = Refund(
+        refund_id=_id_of(made),
+        pay_id=pay.pay_id,
+        amount=made.amount,
+        source=PINGPP,
+        description=str(made.raw.get("description") or "")[:255],
+        pingpp_refund_id=made.id,
+        refund=json.dumps(made.raw, ensure_ascii=False),
+    )
     REFUND.begin(refund, now)
     wallet.take_refund(refund, pay, settled=True)
     REFUND.move(refund, RefundStatus.SUCCEEDED, now)
@@ -318,19 +363,30 @@ def _id_of(made):
 
 # --- duplicate payments ----------------------------------------------------------------------------
 
+
 def refund_duplicate(pay, now):
     """In the transaction that made pay paid while another pay of its order was already paid: a full
     refund of this one, made at Ping++ by the worker (never inside a transaction)."""
-    refund = Refund(refund_id=new_id(), pay_id=pay.pay_id, amount=pay.money, description=DUPLICATE_REASON,
-                    source=DUPLICATE, check_after=0)
+    refund = Refund(
+        refund_id=new_id(),
+        pay_id=pay.pay_id,
+        amount=pay.money,
+        description=DUPLICATE_REASON,
+        source=DUPLICATE,
+        check_after=0,
+    )
     REFUND.begin(refund, now)
     outbox.save(refund, force_insert=True)
-    log.warning("pay %s paid an order that was already paid: refunding it in full", pay.pay_id,
-                extra={"fields": {"pay_id": pay.pay_id, "refund_id": refund.refund_id}})
+    log.warning(
+        "pay %s paid an order that was already paid: refunding it in full",
+        pay.pay_id,
+        extra={"fields": {"pay_id": pay.pay_id, "refund_id": refund.refund_id}},
+    )
     return refund
 
 
 # --- the worker ----------------------------------------------------------------------------------------
+
 
 def _check(gateway, refund_id):
     refund = Refund.get_or_none(Refund.refund_id == refund_id)
@@ -362,10 +418,14 @@ def _check(gateway, refund_id):
 def _not_made(refund_id, lease_end):
     """An order service's refund Ping++ never made: `failed` (refund.failed is sent), its share
     given back, its amount refundable again. Not if a retry of its request took the lease meanwhile (lease_end changed)."""
-    refund = for_update(Refund.select().where(
-        Refund.refund_id == refund_id, Refund.status == RefundStatus.PENDING, Refund.pingpp_refund_id.is_null(),
-        Refund.check_after == lease_end,
-    )).first()
+    refund = for_update(
+        Refund.select().where(
+            Refund.refund_id == refund_id,
+            Refund.status == RefundStatus.PENDING,
+            Refund.pingpp_refund_id.is_null(),
+            Refund.check_after == lease_end,
+        )
+    ).first()
     if refund is None:
         return False
     log.warning("refund %s: Ping++ never made it; failed", refund_id, extra={"fields": {"refund_id": refund_id}})
@@ -381,6 +441,8 @@ def _fail_unmade(refund):
         outbox.save(pay)
     REFUND.move(refund, RefundStatus.FAILED, now_ms())
     outbox.save(refund)
+
+
 @transaction
 def _check_again(refund_id, at_ms, error=None):
     """at_ms None: leave when it is due as it is."""
@@ -401,8 +463,11 @@ def reconcile_refunds(gateway, batch=50):
         .tuples()
     ]
     return jobs.run_pass(
-        "refunds", due, lambda i: _check(gateway, i),
-        lambda i: _check_again(i, now_ms() + jobs.backoff_ms(1)), {"settled": 0, "not_made": 0, "failed": 0},
+        "refunds",
+        due,
+        lambda i: _check(gateway, i),
+        lambda i: _check_again(i, now_ms() + jobs.backoff_ms(1)),
+        {"settled": 0, "not_made": 0, "failed": 0},
     )
 
 

@@ -56,18 +56,24 @@ def position(bill_id):
 
 # --- writing (books.record only) -------------------------------------------------------------------
 
+
 def write_line(wallet, entry_id, now, amount):
     """The line of an entry that moved this expert's money by amount; wallet is their locked row with
     the entry applied. -> the line's time: now, or the previous line's if the clock went back."""
     at = max(now, wallet.updated_at)
     StatementLine.insert(
-        user_id=wallet.user_id, created_at=at, entry_id=entry_id, amount=amount,
-        balance_after=wallet.pending + wallet.available, available_after=wallet.available,
+        user_id=wallet.user_id,
+        created_at=at,
+        entry_id=entry_id,
+        amount=amount,
+        balance_after=wallet.pending + wallet.available,
+        available_after=wallet.available,
     ).execute()
     return at
 
 
 # --- reading ---------------------------------------------------------------------------------------
+
 
 def page_query(user_id, limit, before=None, month=None, tz=None):
     """The query of a page (limit + 1 rows, to know whether there is more): one range of the primary key."""
@@ -94,29 +100,46 @@ def describe(rows):
         return []
     entries = {
         entry_id: (kind, reference)
-        for entry_id, kind, reference in JournalEntry.select(JournalEntry.entry_id, JournalEntry.kind,
-                                                             JournalEntry.reference)
-        .where(JournalEntry.entry_id.in_([r.entry_id for r in rows])).tuples()
+        for entry_id, kind, reference in JournalEntry.select(
+            JournalEntry.entry_id, JournalEntry.kind, JournalEntry.reference
+        )
+        .where(JournalEntry.entry_id.in_([r.entry_id for r in rows]))
+        .tuples()
     }
     incomes = [r.entry_id for r in rows if entries[r.entry_id][0] == "charge"]
-    fees = dict(
-        Posting.select(Posting.entry_id, books.db_sum(Posting.credit))
-        .where(Posting.entry_id.in_(incomes), Posting.account == books.FEES)
-        .group_by(Posting.entry_id).tuples()
-    ) if incomes else {}
+    fees = (
+        dict(
+            Posting.select(Posting.entry_id, books.db_sum(Posting.credit))
+            .where(Posting.entry_id.in_(incomes), Posting.account == books.FEES)
+            .group_by(Posting.entry_id)
+            .tuples()
+        )
+        if incomes
+        else {}
+    )
     refund_refs = [ref for kind, ref in entries.values() if kind in ("refund", "refund_failed")]
-    refunds = {
-        pingpp_id: (refund_id, pay_id)
-        for refund_id, pay_id, pingpp_id in Refund.select(Refund.refund_id, Refund.pay_id, Refund.pingpp_refund_id)
-        .where(Refund.pingpp_refund_id.in_(refund_refs)).tuples()
-    } if refund_refs else {}
+    refunds = (
+        {
+            pingpp_id: (refund_id, pay_id)
+            for refund_id, pay_id, pingpp_id in Refund.select(Refund.refund_id, Refund.pay_id, Refund.pingpp_refund_id)
+            .where(Refund.pingpp_refund_id.in_(refund_refs))
+            .tuples()
+        }
+        if refund_refs
+        else {}
+    )
     pay_ids = {ref for kind, ref in entries.values() if kind in ("charge", "release")}
     pay_ids |= {pay_id for _, pay_id in refunds.values()}
-    pays = {
-        pay_id: (type_, subject)
-        for pay_id, type_, subject in Pay.select(Pay.pay_id, Pay.type, Pay.subject)
-        .where(Pay.pay_id.in_(list(pay_ids))).tuples()
-    } if pay_ids else {}
+    pays = (
+        {
+            pay_id: (type_, subject)
+            for pay_id, type_, subject in Pay.select(Pay.pay_id, Pay.type, Pay.subject)
+            .where(Pay.pay_id.in_(list(pay_ids)))
+            .tuples()
+        }
+        if pay_ids
+        else {}
+    )
     lines = []
     for row in rows:
         journal_kind, reference = entries[row.entry_id]
@@ -130,19 +153,21 @@ def describe(rows):
         else:
             ids["withdraw_id"] = reference
         type_, subject = pays.get(ids.get("pay_id"), (None, None))
-        lines.append(BillLine(
-            bill_id=bill_id(row.created_at, row.entry_id),
-            kind=kind,
-            title=INCOME_TITLES.get(type_, "收入") if kind == "income" else TITLES[kind],
-            amount=row.amount,
-            balance_after=row.balance_after,
-            available_after=row.available_after,
-            fee=int(fees.get(row.entry_id, 0)) if kind == "income" else None,
-            type=type_,
-            subject=subject,
-            created_at=iso(row.created_at),
-            **ids,
-        ))
+        lines.append(
+            BillLine(
+                bill_id=bill_id(row.created_at, row.entry_id),
+                kind=kind,
+                title=INCOME_TITLES.get(type_, "收入") if kind == "income" else TITLES[kind],
+                amount=row.amount,
+                balance_after=row.balance_after,
+                available_after=row.available_after,
+                fee=int(fees.get(row.entry_id, 0)) if kind == "income" else None,
+                type=type_,
+                subject=subject,
+                created_at=iso(row.created_at),
+                **ids,
+            )
+        )
     return lines
 
 
@@ -184,14 +209,26 @@ def summary(user_id, month, tz):
         .where(in_month, JournalEntry.kind == "charge", Posting.account == books.FEES)
         .scalar()
     )
-    total = {kind: sum(int(amount) for journal_kind, amount in by_kind.items() if KINDS.get(journal_kind) in kinds)
-             for kind, kinds in {"income": ("income",), "refunds": ("refund", "refund_returned"),
-                                 "withdrawn": ("withdrawal",), "returned": ("withdrawal_returned",)}.items()}
-    return {"month": month, **total, "fees": int(fees or 0),
-            "opening": _balance_before(user_id, start), "closing": _balance_before(user_id, end)}
+    total = {
+        kind: sum(int(amount) for journal_kind, amount in by_kind.items() if KINDS.get(journal_kind) in kinds)
+        for kind, kinds in {
+            "income": ("income",),
+            "refunds": ("refund", "refund_returned"),
+            "withdrawn": ("withdrawal",),
+            "returned": ("withdrawal_returned",),
+        }.items()
+    }
+    return {
+        "month": month,
+        **total,
+        "fees": int(fees or 0),
+        "opening": _balance_before(user_id, start),
+        "closing": _balance_before(user_id, end),
+    }
 
 
 # --- proving it ------------------------------------------------------------------------------------
+
 
 def check():
     """Every way the statements disagree with the books, as sentences; empty when they agree.
@@ -203,8 +240,12 @@ def check():
     problems = []
     expected, kinds = {}, {}  # (entry_id, user_id) -> (change of balance, change of available)
     rows = (
-        Posting.select(Posting.entry_id, JournalEntry.kind, Posting.account,
-                       books.db_sum(Posting.credit) - books.db_sum(Posting.debit))
+        Posting.select(
+            Posting.entry_id,
+            JournalEntry.kind,
+            Posting.account,
+            books.db_sum(Posting.credit) - books.db_sum(Posting.debit),
+        )
         .join(JournalEntry, on=(JournalEntry.entry_id == Posting.entry_id))
         .where(Posting.account.startswith("expert:"))
         .group_by(Posting.entry_id, JournalEntry.kind, Posting.account)
@@ -225,14 +266,19 @@ def check():
         moved = expected.pop((line.entry_id, line.user_id), None)
         if moved is None:
             problems.append(
-                f"statement line of entry {line.entry_id} for {line.user_id} has no postings on their accounts")
+                f"statement line of entry {line.entry_id} for {line.user_id} has no postings on their accounts"
+            )
             moved = (line.amount, line.available_after - available)
         elif line.amount != moved[0]:
-            problems.append(f"statement line of entry {line.entry_id} for {line.user_id} says {line.amount} but its "
-                            f"postings say {moved[0]}")
+            problems.append(
+                f"statement line of entry {line.entry_id} for {line.user_id} says {line.amount} but its "
+                f"postings say {moved[0]}"
+            )
         elif kinds[line.entry_id] not in KINDS:
-            problems.append(f"entry {line.entry_id} of kind {kinds[line.entry_id]} moves an expert's money but the "
-                            "statement has no name for it")
+            problems.append(
+                f"entry {line.entry_id} of kind {kinds[line.entry_id]} moves an expert's money but the "
+                "statement has no name for it"
+            )
         if (line.balance_after, line.available_after) != (balance + moved[0], available + moved[1]):
             problems.append(
                 f"statement of {line.user_id} does not run at entry {line.entry_id}: after it "
@@ -244,8 +290,10 @@ def check():
         problems.append(f"entry {entry_id} moves the money of {user_id} but their statement has no line for it")
     for wallet in Wallet.select():
         if after.get(wallet.user_id, (0, 0)) != (wallet.balance, wallet.available):
-            problems.append(f"statement of {wallet.user_id} ends at {after.get(wallet.user_id, (0, 0))} "
-                            f"(balance, available) but the wallet holds ({wallet.balance}, {wallet.available})")
+            problems.append(
+                f"statement of {wallet.user_id} ends at {after.get(wallet.user_id, (0, 0))} "
+                f"(balance, available) but the wallet holds ({wallet.balance}, {wallet.available})"
+            )
     return problems
 
 

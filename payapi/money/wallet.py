@@ -28,7 +28,8 @@ def pay_paid(pay, fee_bps, hold_ms, now):
     pay.held = pay.credited if bucket == PENDING else 0
     pay.release_at = now + hold_ms if bucket == PENDING else None
     return books.record(
-        "charge", pay.pay_id,
+        "charge",
+        pay.pay_id,
         debit(PINGPP, pay.money),
         credit(FEES, pay.money - pay.credited),
         credit(expert(pay.expert_id, bucket), pay.credited),
@@ -41,7 +42,10 @@ def release_hold(pay):
         return False
     amount, pay.held = pay.held, 0
     released = books.record(
-        "release", pay.pay_id, debit(expert(pay.expert_id, PENDING), amount), credit(expert(pay.expert_id, AVAILABLE), amount)
+        "release",
+        pay.pay_id,
+        debit(expert(pay.expert_id, PENDING), amount),
+        credit(expert(pay.expert_id, AVAILABLE), amount),
     )
     if not released:
         raise books.Unbalanced(f"pay {pay.pay_id} holds {amount} although its hold was released")
@@ -81,7 +85,8 @@ def take_refund(refund, pay, settled):
         pay.held -= refund.share
     pay.amount_refunded += refund.amount
     return books.record(
-        "refund", refund.pingpp_refund_id or refund.refund_id,  # ours while Ping++'s is unknown (unclear)
+        "refund",
+        refund.pingpp_refund_id or refund.refund_id,  # ours while Ping++'s is unknown (unclear)
         debit(expert(pay.expert_id, refund.bucket), refund.share),
         debit(FEES, refund.amount - refund.share),
         credit(PINGPP if settled else REFUNDS, refund.amount),
@@ -106,7 +111,8 @@ def give_refund_back(refund, pay):
         pay.held += share
     pay.amount_refunded -= refund.amount
     return books.record(
-        "refund_failed", refund.pingpp_refund_id or refund.refund_id,
+        "refund_failed",
+        refund.pingpp_refund_id or refund.refund_id,
         debit(REFUNDS, refund.amount),
         credit(expert(pay.expert_id, bucket), share),
         credit(FEES, refund.amount - share),
@@ -115,20 +121,26 @@ def give_refund_back(refund, pay):
 
 def withdrawn(withdrawal):
     return books.record(
-        "withdraw", withdrawal.withdraw_id,
-        debit(expert(withdrawal.user_id, AVAILABLE), withdrawal.amount), credit(PAYOUTS, withdrawal.amount),
+        "withdraw",
+        withdrawal.withdraw_id,
+        debit(expert(withdrawal.user_id, AVAILABLE), withdrawal.amount),
+        credit(PAYOUTS, withdrawal.amount),
     )
 
 
 def withdrawal_paid(withdrawal):
-    return books.record("transfer", withdrawal.withdraw_id, debit(PAYOUTS, withdrawal.amount), credit(PINGPP, withdrawal.amount))
+    return books.record(
+        "transfer", withdrawal.withdraw_id, debit(PAYOUTS, withdrawal.amount), credit(PINGPP, withdrawal.amount)
+    )
 
 
 def withdrawal_failed(withdrawal):
     """Ping++ paid nothing: the amount goes back to the expert's available balance."""
     return books.record(
-        "withdraw_refund", withdrawal.withdraw_id,
-        debit(PAYOUTS, withdrawal.amount), credit(expert(withdrawal.user_id, AVAILABLE), withdrawal.amount),
+        "withdraw_refund",
+        withdrawal.withdraw_id,
+        debit(PAYOUTS, withdrawal.amount),
+        credit(expert(withdrawal.user_id, AVAILABLE), withdrawal.amount),
     )
 
 

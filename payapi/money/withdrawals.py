@@ -124,6 +124,7 @@ def list_withdrawals(user_id, limit, before=None):
 
 # --- payouts -------------------------------------------------------------------------------
 
+
 @transaction
 def claim(withdraw_id, attempt=True, operator=False):
     """Take the payout lease; only one process at a time (a worker, an operator) may talk to Ping++
@@ -178,7 +179,13 @@ def apply_transfer(transfer):
     if withdrawal.status in (SUCCEEDED, FAILED):
         if outcome in (None, withdrawal.status):
             return Outcome.IGNORED
-        log.error("transfer %s says %s but withdrawal %s is %s", transfer.id, outcome, withdrawal.withdraw_id, withdrawal.status)
+        log.error(
+            "transfer %s says %s but withdrawal %s is %s",
+            transfer.id,
+            outcome,
+            withdrawal.withdraw_id,
+            withdrawal.status,
+        )
         return Outcome.MISMATCH
     withdrawal.transfer_id = transfer.id
     withdrawal.transfer = json.dumps(transfer.raw, ensure_ascii=False)
@@ -207,8 +214,9 @@ def settle(withdrawal, outcome, now):
 @transaction
 def _note_failure(withdraw_id, error, retry_in_ms, lookup_from=None):
     # The lease is given back; the worker tries again after retry_in_ms (an operator may at once).
-    Withdrawal.update(last_error=error[:255], lease_until=0, retry_after=now_ms() + retry_in_ms,
-                      lookup_from=lookup_from).where(Withdrawal.withdraw_id == withdraw_id).execute()
+    Withdrawal.update(
+        last_error=error[:255], lease_until=0, retry_after=now_ms() + retry_in_ms, lookup_from=lookup_from
+    ).where(Withdrawal.withdraw_id == withdraw_id).execute()
 
 
 def _set_aside(withdraw_id):
@@ -218,8 +226,9 @@ def _set_aside(withdraw_id):
         # What the attempt did at Ping++ is unknown: the next one looks from its start (its claim) on.
         attempt_began = row.lease_until - LEASE_MS if row.lease_until else now_ms() - LEASE_MS
         lookup_from = attempt_began if row.lookup_from is None else min(row.lookup_from, attempt_began)
-        _note_failure(withdraw_id, row.last_error or "unexpected error", jobs.backoff_ms(max(row.attempts, 1)),
-                      lookup_from)
+        _note_failure(
+            withdraw_id, row.last_error or "unexpected error", jobs.backoff_ms(max(row.attempts, 1)), lookup_from
+        )
 
 
 @transaction
@@ -300,8 +309,13 @@ def _check_transfer(gateway, withdraw_id):
     try:
         transfer = gateway.retrieve_transfer(withdrawal.transfer_id)
     except GatewayError as exc:
-        log.warning("transfer %s of %s not retrieved: %s", withdrawal.transfer_id, withdraw_id, exc,
-                    extra={"fields": {"withdraw_id": withdraw_id, "transfer_id": withdrawal.transfer_id}})
+        log.warning(
+            "transfer %s of %s not retrieved: %s",
+            withdrawal.transfer_id,
+            withdraw_id,
+            exc,
+            extra={"fields": {"withdraw_id": withdraw_id, "transfer_id": withdrawal.transfer_id}},
+        )
         return "failed"
     if apply_transfer(transfer) == Outcome.APPLIED:
         return "settled"

@@ -42,19 +42,40 @@ def add_arguments(parser):
     parser.add_argument("--webhook-url", help="deliver signed events here (payapi's /rest/pay/webhook)")
     parser.add_argument("--key-file", help="the sandbox's RSA private key (PEM): loaded, or made and saved there")
     parser.add_argument("--public-key-file", help="write the public key here (payapi's PINGPP_PUBLIC_KEY_PATH)")
-    parser.add_argument("--transfer-status", choices=("pending", "paid", "failed"), default="pending",
-                        help="status of new transfers (default pending: settle them with `sandbox transfer`)")
-    parser.add_argument("--aliyun-key", action="append", default=[], metavar="ID:SECRET",
-                        help="an Alibaba Cloud AccessKey the SMS sandbox accepts (besides its development key)")
-    parser.add_argument("--tencent-key", action="append", default=[], metavar="ID:SECRET",
-                        help="a Tencent Cloud SecretId:SecretKey the SMS sandbox accepts (besides its development key)")
-    parser.add_argument("--refund-status", choices=("pending", "succeeded"), default="pending",
-                        help="status of new refunds (default pending: settle them with `sandbox refund`)")
+    parser.add_argument(
+        "--transfer-status",
+        choices=("pending", "paid", "failed"),
+        default="pending",
+        help="status of new transfers (default pending: settle them with `sandbox transfer`)",
+    )
+    parser.add_argument(
+        "--aliyun-key",
+        action="append",
+        default=[],
+        metavar="ID:SECRET",
+        help="an Alibaba Cloud AccessKey the SMS sandbox accepts (besides its development key)",
+    )
+    parser.add_argument(
+        "--tencent-key",
+        action="append",
+        default=[],
+        metavar="ID:SECRET",
+        help="a Tencent Cloud SecretId:SecretKey the SMS sandbox accepts (besides its development key)",
+    )
+    parser.add_argument(
+        "--refund-status",
+        choices=("pending", "succeeded"),
+        default="pending",
+        help="status of new refunds (default pending: settle them with `sandbox refund`)",
+    )
     sub = parser.add_subparsers(dest="sandbox_command", metavar="{pay,transfer,refund,fault,list,sms}")
     p = sub.add_parser("pay", help="pay a charge, as the payer would")
     p.add_argument("charge", help="charge id or order_no (pay_id)")
-    p.add_argument("--even-if-reversed", action="store_true",
-                   help="pay a reversed (closed) or expired charge anyway: a payment that slipped through")
+    p.add_argument(
+        "--even-if-reversed",
+        action="store_true",
+        help="pay a reversed (closed) or expired charge anyway: a payment that slipped through",
+    )
     p = sub.add_parser("transfer", help="a transfer succeeds or fails")
     p.add_argument("transfer", help="transfer id or order_no (withdraw_id)")
     p.add_argument("outcome", choices=OUTCOMES)
@@ -70,8 +91,11 @@ def add_arguments(parser):
     p = sub.add_parser("sms", help="the SMS the sandbox received (Alibaba Cloud, Tencent Cloud), or SMS faults")
     p.add_argument("--last", metavar="PHONE", help="print the code of the last SMS to PHONE (alone, for scripts)")
     p.add_argument("--list", nargs="?", const="", metavar="PHONE", help="list the SMS (to PHONE), newest first")
-    p.add_argument("--fault", choices=("limit", "illegal", "fail", "hang"),
-                   help="the next SendSms calls answer a per-number limit, an illegal number, a 500, or hang")
+    p.add_argument(
+        "--fault",
+        choices=("limit", "illegal", "fail", "hang"),
+        help="the next SendSms calls answer a per-number limit, an illegal number, a 500, or hang",
+    )
     p.add_argument("--provider", choices=("aliyun", "tencent", "any"), default="any")
     p.add_argument("--times", type=int, default=1)
     p.add_argument("--seconds", type=float, default=10.0, help="hang: how long")
@@ -81,18 +105,26 @@ def add_arguments(parser):
 def run(args):
     if args.sandbox_command is None:
         return serve(args)
-    return {"pay": pay, "transfer": transfer, "refund": refund, "fault": fault, "list": listing,
-            "sms": sms}[args.sandbox_command](args)
+    return {"pay": pay, "transfer": transfer, "refund": refund, "fault": fault, "list": listing, "sms": sms}[
+        args.sandbox_command
+    ](args)
 
 
 # --- serving ------------------------------------------------------------------------------------
 
+
 def serve(args):
     from .service import Sandbox
 
-    sandbox = Sandbox(webhook_url=args.webhook_url, key_file=args.key_file, public_key_path=args.public_key_file,
-                      host=args.host, port=args.port, aliyun_keys=_keys(args.aliyun_key, "--aliyun-key"),
-                      tencent_keys=_keys(args.tencent_key, "--tencent-key"))
+    sandbox = Sandbox(
+        webhook_url=args.webhook_url,
+        key_file=args.key_file,
+        public_key_path=args.public_key_file,
+        host=args.host,
+        port=args.port,
+        aliyun_keys=_keys(args.aliyun_key, "--aliyun-key"),
+        tencent_keys=_keys(args.tencent_key, "--tencent-key"),
+    )
     sandbox.transfer_status, sandbox.refund_status = args.transfer_status, args.refund_status
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -102,10 +134,15 @@ def serve(args):
     except OSError as exc:
         sys.exit(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     print(f"Ping++ sandbox on {sandbox.url} (page: {sandbox.url}/_sandbox/)", flush=True)
-    print(f"  SMS: Alibaba Cloud and Tencent Cloud SendSms at {sandbox.url} (ALIYUN_SMS_ENDPOINT, TENCENT_SMS_ENDPOINT)",
-          flush=True)
-    print(f"  webhooks to {args.webhook_url or 'nowhere (no --webhook-url)'}; public key: "
-          f"{args.public_key_file or sandbox.url + '/_sandbox/public_key.pem'}", flush=True)
+    print(
+        f"  SMS: Alibaba Cloud and Tencent Cloud SendSms at {sandbox.url} (ALIYUN_SMS_ENDPOINT, TENCENT_SMS_ENDPOINT)",
+        flush=True,
+    )
+    print(
+        f"  webhooks to {args.webhook_url or 'nowhere (no --webhook-url)'}; public key: "
+        f"{args.public_key_file or sandbox.url + '/_sandbox/public_key.pem'}",
+        flush=True,
+    )
     stop.wait()
     sandbox.stop()
     return 0
@@ -123,6 +160,7 @@ def _keys(values, flag):
 
 # --- driving a running sandbox -------------------------------------------------------------------
 
+
 class SandboxUnreachable(Exception):
     pass
 
@@ -134,8 +172,9 @@ def _base():
 def call(method, path, body=None):
     """(status, JSON answer) from the running sandbox; proxies from the environment are ignored."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(_base() + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        _base() + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(request, timeout=10) as response:
@@ -175,8 +214,10 @@ def _report_events(events):
                 return
             event = answer["event"]
         if event["status"] == "recorded":
-            print(f"{event['type']} {event['id']}: recorded, not delivered (the sandbox has no webhook URL "
-                  "or automatic delivery is off)")
+            print(
+                f"{event['type']} {event['id']}: recorded, not delivered (the sandbox has no webhook URL "
+                "or automatic delivery is off)"
+            )
         elif event["attempts"] == 0:
             print(f"{event['type']} {event['id']}: waiting to be delivered to {event['url']}")
         else:
@@ -202,7 +243,9 @@ def transfer(args):
     if answer is None:
         return 1
     t = answer["transfer"]
-    print(f"transfer {t['id']} (order_no {t['order_no']}, {t['amount'] / 100:.2f} yuan to {t['recipient']}) {t['status']}")
+    print(
+        f"transfer {t['id']} (order_no {t['order_no']}, {t['amount'] / 100:.2f} yuan to {t['recipient']}) {t['status']}"
+    )
     _report_events(answer["events"])
     return 0
 
@@ -220,8 +263,11 @@ def refund(args):
 
 
 def fault(args):
-    answer = _control("POST", "/_sandbox/faults",
-                      {"kind": args.kind, "times": args.times, "seconds": args.seconds, "status": args.status})
+    answer = _control(
+        "POST",
+        "/_sandbox/faults",
+        {"kind": args.kind, "times": args.times, "seconds": args.seconds, "status": args.status},
+    )
     if answer is None:
         return 1
     print(answer["message"])
@@ -235,8 +281,10 @@ def listing(args):
     print("charges:")
     for c in answer["charges"]:
         state = "paid" if c["paid"] else "reversed" if c["reversed"] else "unpaid"
-        print(f"  {c['id']}  order_no {c['order_no']}  {c['amount'] / 100:>10.2f}  {state}"
-              f"{'  refunded ' + str(c['amount_refunded'] / 100) if c['amount_refunded'] else ''}")
+        print(
+            f"  {c['id']}  order_no {c['order_no']}  {c['amount'] / 100:>10.2f}  {state}"
+            f"{'  refunded ' + str(c['amount_refunded'] / 100) if c['amount_refunded'] else ''}"
+        )
     print("refunds:")
     for r in answer["refunds"]:
         print(f"  {r['id']}  charge {r['charge']}  {r['amount'] / 100:>10.2f}  {r['status']}")
@@ -248,8 +296,11 @@ def listing(args):
 
 def sms(args):
     if args.fault:
-        answer = _control("POST", "/_sandbox/sms/faults", {"kind": args.fault, "provider": args.provider,
-                                                          "times": args.times, "seconds": args.seconds})
+        answer = _control(
+            "POST",
+            "/_sandbox/sms/faults",
+            {"kind": args.fault, "provider": args.provider, "times": args.times, "seconds": args.seconds},
+        )
         if answer is None:
             return 1
         print(answer["message"])
@@ -271,8 +322,10 @@ def sms(args):
         return 1
     for m in answer["messages"]:
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m["received_at"]))
-        print(f"{at}Z  {m['provider']:<7}  {m['phone']:<16}  code {m['code']}  【{m['sign_name']}】 {m['template']}"
-              f"  request {m['request_id']}")
+        print(
+            f"{at}Z  {m['provider']:<7}  {m['phone']:<16}  code {m['code']}  【{m['sign_name']}】 {m['template']}"
+            f"  request {m['request_id']}"
+        )
     if not answer["messages"]:
         print("no SMS yet")
     return 0

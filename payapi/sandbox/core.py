@@ -176,18 +176,38 @@ class Ledger:
             raise refused("Invalid time_expire: must be a future Unix time", param="time_expire")
         with self.lock:
             if any(c["order_no"] == body["order_no"] and c["app"] == app_id for c in self.charges.values()):
-                raise refused("order_no has been used: " + str(body["order_no"]), code="order_no_used", param="order_no")
+                raise refused(
+                    "order_no has been used: " + str(body["order_no"]), code="order_no_used", param="order_no"
+                )
             charge_id = new_id("ch_")
             channel = body["channel"]
             charge = {
-                "id": charge_id, "object": "charge", "created": now, "livemode": False, "paid": False,
-                "refunded": False, "reversed": False, "app": app_id, "channel": channel,
-                "order_no": body["order_no"], "client_ip": body.get("client_ip"), "amount": amount,
-                "amount_settle": amount, "currency": body["currency"], "subject": body["subject"],
-                "body": body["body"], "extra": body.get("extra") or {}, "time_paid": None,
-                "time_expire": time_expire or now + DEFAULT_EXPIRY, "time_settle": None, "transaction_no": None,
+                "id": charge_id,
+                "object": "charge",
+                "created": now,
+                "livemode": False,
+                "paid": False,
+                "refunded": False,
+                "reversed": False,
+                "app": app_id,
+                "channel": channel,
+                "order_no": body["order_no"],
+                "client_ip": body.get("client_ip"),
+                "amount": amount,
+                "amount_settle": amount,
+                "currency": body["currency"],
+                "subject": body["subject"],
+                "body": body["body"],
+                "extra": body.get("extra") or {},
+                "time_paid": None,
+                "time_expire": time_expire or now + DEFAULT_EXPIRY,
+                "time_settle": None,
+                "transaction_no": None,
                 "refunds": {"object": "list", "url": f"/v1/charges/{charge_id}/refunds", "has_more": False, "data": []},
-                "amount_refunded": 0, "failure_code": None, "failure_msg": None, "metadata": body.get("metadata") or {},
+                "amount_refunded": 0,
+                "failure_code": None,
+                "failure_msg": None,
+                "metadata": body.get("metadata") or {},
                 "credential": {"object": "credential", channel: {"orderInfo": f"sandbox:{charge_id}"}},
                 "description": body.get("description"),
             }
@@ -203,7 +223,7 @@ class Ledger:
         """A charge as served: its refunds are the first page of their list, as Ping++ embeds them."""
         embedded = charge.get("refunds")
         if self.page_limit is not None and embedded and len(embedded["data"]) > self.page_limit:
-            embedded["data"], embedded["has_more"] = embedded["data"][:self.page_limit], True
+            embedded["data"], embedded["has_more"] = embedded["data"][: self.page_limit], True
         return charge
 
     def api_list_charges(self, params):
@@ -214,7 +234,8 @@ class Ledger:
         channel = params.get("channel")
         with self.lock:
             items = [
-                c for c in self.charges.values()
+                c
+                for c in self.charges.values()
                 if c["app"] == app_id
                 and (channel is None or c["channel"] == channel)
                 and all(value is None or c[key] is value for key, value in wanted.items())
@@ -268,11 +289,24 @@ class Ledger:
 
     def _new_refund(self, charge, amount, description, metadata):
         refund = {
-            "id": new_id("re_"), "object": "refund", "order_no": charge["order_no"], "amount": amount,
-            "created": int(time.time()), "succeed": False, "status": REFUND_PENDING, "time_succeed": None,
-            "description": description, "failure_code": None, "failure_msg": None, "metadata": metadata,
-            "charge": charge["id"], "charge_order_no": charge["order_no"], "transaction_no": None,
-            "funding_source": None, "extra": {}, "currency": charge["currency"],
+            "id": new_id("re_"),
+            "object": "refund",
+            "order_no": charge["order_no"],
+            "amount": amount,
+            "created": int(time.time()),
+            "succeed": False,
+            "status": REFUND_PENDING,
+            "time_succeed": None,
+            "description": description,
+            "failure_code": None,
+            "failure_msg": None,
+            "metadata": metadata,
+            "charge": charge["id"],
+            "charge_order_no": charge["order_no"],
+            "transaction_no": None,
+            "funding_source": None,
+            "extra": {},
+            "currency": charge["currency"],
         }
         charge["refunds"]["data"].insert(0, refund)  # newest first, as Ping++ lists them
         self.refunds[refund["id"]] = refund
@@ -295,14 +329,29 @@ class Ledger:
         app_id, amount = _app_id(body), _amount(body)
         with self.lock:
             if any(t["order_no"] == body["order_no"] and t["app"] == app_id for t in self.transfers.values()):
-                raise refused("order_no has been used: " + str(body["order_no"]), code="order_no_used", param="order_no")
+                raise refused(
+                    "order_no has been used: " + str(body["order_no"]), code="order_no_used", param="order_no"
+                )
             transfer = {
-                "id": new_id("tr_"), "object": "transfer", "type": body["type"], "created": int(time.time()),
-                "time_transferred": None, "livemode": False, "status": TRANSFER_PENDING, "app": app_id,
-                "channel": body["channel"], "order_no": body["order_no"], "amount": amount,
-                "amount_settle": amount, "currency": body["currency"], "recipient": body["recipient"],
-                "description": body["description"], "transaction_no": None, "failure_msg": None,
-                "extra": body.get("extra") or {}, "metadata": body.get("metadata") or {},
+                "id": new_id("tr_"),
+                "object": "transfer",
+                "type": body["type"],
+                "created": int(time.time()),
+                "time_transferred": None,
+                "livemode": False,
+                "status": TRANSFER_PENDING,
+                "app": app_id,
+                "channel": body["channel"],
+                "order_no": body["order_no"],
+                "amount": amount,
+                "amount_settle": amount,
+                "currency": body["currency"],
+                "recipient": body["recipient"],
+                "description": body["description"],
+                "transaction_no": None,
+                "failure_msg": None,
+                "extra": body.get("extra") or {},
+                "metadata": body.get("metadata") or {},
             }
             self.transfers[transfer["id"]] = transfer
             self._remember(transfer)
@@ -321,8 +370,10 @@ class Ledger:
         status, channel = params.get("status"), params.get("channel")
         with self.lock:
             items = [
-                t for t in self.transfers.values()
-                if t["app"] == app_id and (status is None or t["status"] == status)
+                t
+                for t in self.transfers.values()
+                if t["app"] == app_id
+                and (status is None or t["status"] == status)
                 and (channel is None or t["channel"] == channel)
             ]
             return self._page(items, params, "/v1/transfers", "transfer", self.transfers)
@@ -353,15 +404,19 @@ class Ledger:
 
         ordered = sorted(
             (o for o in items if all(v is None or checks[op](o["created"], v) for op, v in bounds.items())),
-            key=key, reverse=True,
+            key=key,
+            reverse=True,
         )
         after, before = params.get("starting_after"), params.get("ending_before")
         if after is not None or before is not None:
             cursor_id = after if after is not None else before
             cursor = store.get(cursor_id)
             if cursor is None:
-                raise refused(f"No such {kind}: {cursor_id}", code="resource_missing",
-                              param="starting_after" if after is not None else "ending_before")
+                raise refused(
+                    f"No such {kind}: {cursor_id}",
+                    code="resource_missing",
+                    param="starting_after" if after is not None else "ending_before",
+                )
             if after is not None:
                 rest = [o for o in ordered if key(o) < key(cursor)]
                 data, has_more = rest[:limit], len(rest) > limit
@@ -416,8 +471,9 @@ class Ledger:
             if outcome == "succeeded":
                 self._refund_succeeded(refund)
             else:
-                refund.update(status=REFUND_FAILED, failure_code="sandbox_failed",
-                              failure_msg="sandbox: the refund failed")
+                refund.update(
+                    status=REFUND_FAILED, failure_code="sandbox_failed", failure_msg="sandbox: the refund failed"
+                )
             return copy.deepcopy(refund)
 
     def settle_transfer(self, transfer_id, outcome):
@@ -443,8 +499,12 @@ class Ledger:
     def snapshot(self):
         """Everything, newest first, for the page and /_sandbox/state."""
         with self.lock:
+
             def newest(store):
                 return copy.deepcopy(sorted(store.values(), key=lambda o: self._order.get(o["id"], 0), reverse=True))
 
-            return {"charges": newest(self.charges), "refunds": newest(self.refunds),
-                    "transfers": newest(self.transfers)}
+            return {
+                "charges": newest(self.charges),
+                "refunds": newest(self.refunds),
+                "transfers": newest(self.transfers),
+            }

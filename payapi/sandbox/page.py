@@ -60,41 +60,78 @@ def render(sandbox, message=""):
             status += ", refunded"
         elif c["amount_refunded"]:
             status += f", {_yuan(c['amount_refunded'])} refunded"
-        charge_rows.append([
-            f"<code>{_e(c['id'])}</code>", f"<code>{_e(c['order_no'])}</code>", _yuan(c["amount"]), _e(c["channel"]),
-            _e(c["subject"]), _e(status), _e(_time(c["created"])), _e(_time(c["time_expire"])), actions,
-        ])
+        charge_rows.append(
+            [
+                f"<code>{_e(c['id'])}</code>",
+                f"<code>{_e(c['order_no'])}</code>",
+                _yuan(c["amount"]),
+                _e(c["channel"]),
+                _e(c["subject"]),
+                _e(status),
+                _e(_time(c["created"])),
+                _e(_time(c["time_expire"])),
+                actions,
+            ]
+        )
     refund_rows = []
     for r in state["refunds"]:
         actions = ""
         if r["status"] == "pending":
-            actions = (_button(f"/_sandbox/refunds/{r['id']}/succeeded", "succeed")
-                       + _button(f"/_sandbox/refunds/{r['id']}/failed", "fail"))
-        refund_rows.append([
-            f"<code>{_e(r['id'])}</code>", f"<code>{_e(r['charge'])}</code>", f"<code>{_e(r['charge_order_no'])}</code>",
-            _yuan(r["amount"]), _e(r["status"]), _e(r["description"]), _e(_time(r["created"])), actions,
-        ])
+            actions = _button(f"/_sandbox/refunds/{r['id']}/succeeded", "succeed") + _button(
+                f"/_sandbox/refunds/{r['id']}/failed", "fail"
+            )
+        refund_rows.append(
+            [
+                f"<code>{_e(r['id'])}</code>",
+                f"<code>{_e(r['charge'])}</code>",
+                f"<code>{_e(r['charge_order_no'])}</code>",
+                _yuan(r["amount"]),
+                _e(r["status"]),
+                _e(r["description"]),
+                _e(_time(r["created"])),
+                actions,
+            ]
+        )
     transfer_rows = []
     for t in state["transfers"]:
         actions = ""
         if t["status"] in ("pending", "scheduled"):
-            actions = (_button(f"/_sandbox/transfers/{t['id']}/succeeded", "succeed")
-                       + _button(f"/_sandbox/transfers/{t['id']}/failed", "fail"))
-        transfer_rows.append([
-            f"<code>{_e(t['id'])}</code>", f"<code>{_e(t['order_no'])}</code>", _yuan(t["amount"]),
-            _e(t["recipient"]), _e((t.get("extra") or {}).get("recipient_name")), _e(t["status"]),
-            _e(_time(t["created"])), actions,
-        ])
+            actions = _button(f"/_sandbox/transfers/{t['id']}/succeeded", "succeed") + _button(
+                f"/_sandbox/transfers/{t['id']}/failed", "fail"
+            )
+        transfer_rows.append(
+            [
+                f"<code>{_e(t['id'])}</code>",
+                f"<code>{_e(t['order_no'])}</code>",
+                _yuan(t["amount"]),
+                _e(t["recipient"]),
+                _e((t.get("extra") or {}).get("recipient_name")),
+                _e(t["status"]),
+                _e(_time(t["created"])),
+                actions,
+            ]
+        )
     event_rows = []
     for ev in events:
         outcome = ev["last_status"] or ev["last_error"] or ""
         if ev["last_answer"]:
             outcome = f"{outcome} {ev['last_answer'][:120]}"
-        again = _button(f"/_sandbox/events/{ev['id']}/deliver", "deliver again") if settings["webhook_url"] and ev["status"] != "queued" else ""
-        event_rows.append([
-            f"<code>{_e(ev['id'])}</code>", _e(ev["type"]), f"<code>{_e(ev['object_id'])}</code>", _e(ev["status"]),
-            _e(ev["attempts"]), f"<code>{_e(outcome)}</code>", again,
-        ])
+        again = (
+            _button(f"/_sandbox/events/{ev['id']}/deliver", "deliver again")
+            if settings["webhook_url"] and ev["status"] != "queued"
+            else ""
+        )
+        event_rows.append(
+            [
+                f"<code>{_e(ev['id'])}</code>",
+                _e(ev["type"]),
+                f"<code>{_e(ev['object_id'])}</code>",
+                _e(ev["status"]),
+                _e(ev["attempts"]),
+                f"<code>{_e(outcome)}</code>",
+                again,
+            ]
+        )
 
     def option(name, value, current):
         return f'<option value="{_e(value)}"{" selected" if value == current else ""}>{_e(value)}</option>'
@@ -105,7 +142,9 @@ def render(sandbox, message=""):
         + "".join(option("transfer_status", s, settings["transfer_status"]) for s in ("pending", "paid", "failed"))
         + '</select> new refunds: <select name="refund_status">'
         + "".join(option("refund_status", s, settings["refund_status"]) for s in ("pending", "succeeded"))
-        + '</select><br>webhook URL: <input name="webhook_url" size="40" value="' + _e(settings["webhook_url"] or "") + '">'
+        + '</select><br>webhook URL: <input name="webhook_url" size="40" value="'
+        + _e(settings["webhook_url"] or "")
+        + '">'
         + ' deliver automatically: <select name="auto_deliver">'
         + option("auto_deliver", "yes", "yes" if settings["auto_deliver"] else "no")
         + option("auto_deliver", "no", "yes" if settings["auto_deliver"] else "no")
@@ -123,7 +162,7 @@ def render(sandbox, message=""):
 <html lang="en"><head><meta charset="utf-8"><title>Ping++ sandbox</title><style>{STYLE}</style></head>
 <body>
 <h1>Ping++ and SMS sandbox <span class="muted">— {_e(sandbox.url)}</span></h1>
-{f'<p class="msg">{_e(message)}</p>' if message else ''}
+{f'<p class="msg">{_e(message)}</p>' if message else ""}
 <p class="muted">Webhooks signed with this sandbox's key (<a href="/_sandbox/public_key.pem">public key</a>) go to
 {_e(settings["webhook_url"] or "nowhere (no webhook URL)")}{"" if settings["auto_deliver"] else " — automatic delivery is off"}.
 <a href="/_sandbox/">reload</a> · <a href="/_sandbox/state">state as JSON</a></p>

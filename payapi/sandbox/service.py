@@ -43,19 +43,41 @@ class _QuietHandler(WSGIRequestHandler):
 
 def _answer(start_response, status, body, headers=()):
     payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
-    start_response(f"{status} {_REASONS.get(status, 'Answer')}",
-                   [*_JSON, ("Content-Length", str(len(payload))), *headers])
+    start_response(
+        f"{status} {_REASONS.get(status, 'Answer')}", [*_JSON, ("Content-Length", str(len(payload))), *headers]
+    )
     return [payload]
 
 
-_REASONS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error", 504: "Gateway Timeout"}
+_REASONS = {
+    200: "OK",
+    303: "See Other",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    500: "Internal Server Error",
+    504: "Gateway Timeout",
+}
 
 
 class Sandbox:
-    def __init__(self, webhook_url=None, auto_deliver=True, key_file=None, public_key_path=None,
-                 host="127.0.0.1", port=0, delivery_timeout=5.0, backoff=1.0, backoff_max=60.0, max_attempts=8,
-                 aliyun_keys=None, tencent_keys=None):
+    def __init__(
+        self,
+        webhook_url=None,
+        auto_deliver=True,
+        key_file=None,
+        public_key_path=None,
+        host="127.0.0.1",
+        port=0,
+        delivery_timeout=5.0,
+        backoff=1.0,
+        backoff_max=60.0,
+        max_attempts=8,
+        aliyun_keys=None,
+        tencent_keys=None,
+    ):
         self.host, self.port = host, port
         self.sms = SmsSandbox(aliyun_keys, tencent_keys)  # Alibaba Cloud and Tencent Cloud SMS (sms.py)
         self.ledger = Ledger(emit=self._emit)
@@ -147,8 +169,14 @@ class Sandbox:
 
     def _creations(self, path, order_no):
         with self.lock:
-            return [r for r in self.requests if r.method == "POST" and r.path == path and isinstance(r.body, dict)
-                    and (order_no is None or r.body.get("order_no") == order_no)]
+            return [
+                r
+                for r in self.requests
+                if r.method == "POST"
+                and r.path == path
+                and isinstance(r.body, dict)
+                and (order_no is None or r.body.get("order_no") == order_no)
+            ]
 
     def fail_next(self, times=1, status=500):
         """The next API calls answer `status` with Ping++'s api_error and do nothing."""
@@ -193,9 +221,19 @@ class Sandbox:
         event = make_event(event_type, obj)
         raw = encode(event)
         record = {
-            "id": event["id"], "type": event_type, "object_id": obj.get("id"), "created": event["created"],
-            "raw": raw, "signature": self.signer.sign(raw), "status": RECORDED, "attempts": 0,
-            "last_status": None, "last_answer": "", "last_error": "", "url": None, "next_attempt_in": None,
+            "id": event["id"],
+            "type": event_type,
+            "object_id": obj.get("id"),
+            "created": event["created"],
+            "raw": raw,
+            "signature": self.signer.sign(raw),
+            "status": RECORDED,
+            "attempts": 0,
+            "last_status": None,
+            "last_answer": "",
+            "last_error": "",
+            "url": None,
+            "next_attempt_in": None,
         }
         with self.lock:
             self.events.append(record)
@@ -248,7 +286,9 @@ class Sandbox:
             return self._api(environ, start_response)
         if path == "/" or path == "/_sandbox" or path.startswith("/_sandbox/"):
             return self._control(environ, start_response)
-        return _answer(start_response, 404, {"error": {"type": "invalid_request_error", "message": "Unrecognized request URL"}})
+        return _answer(
+            start_response, 404, {"error": {"type": "invalid_request_error", "message": "Unrecognized request URL"}}
+        )
 
     def _api(self, environ, start_response):
         method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
@@ -267,20 +307,34 @@ class Sandbox:
             delay = self.slow.get((method, path), 0)
         time.sleep(delay)
         if fault is not None and fault["kind"] == "fail":
-            return _answer(start_response, fault["status"], {"error": {"type": "api_error", "message": "sandbox: scripted failure"}})
+            return _answer(
+                start_response,
+                fault["status"],
+                {"error": {"type": "api_error", "message": "sandbox: scripted failure"}},
+            )
         if fault is not None and fault["kind"] == "hang":
             time.sleep(fault["seconds"])
             return _answer(start_response, 504, {"error": {"type": "api_error", "message": "sandbox: hung"}})
-        if not headers.get("HTTP_AUTHORIZATION", "").startswith("Bearer ") or not headers["HTTP_AUTHORIZATION"][7:].strip():
-            return _answer(start_response, 401, {"error": {"type": "invalid_request_error", "message": "No API key provided"}})
+        if (
+            not headers.get("HTTP_AUTHORIZATION", "").startswith("Bearer ")
+            or not headers["HTTP_AUTHORIZATION"][7:].strip()
+        ):
+            return _answer(
+                start_response, 401, {"error": {"type": "invalid_request_error", "message": "No API key provided"}}
+            )
         try:
             if isinstance(body, str) or (body is not None and not isinstance(body, dict)):
                 raise refused("The request body must be a JSON object")
             status, answer = 200, self._route(method, path, body or {}, query)
         except PingppError as exc:
             status, answer = exc.status, exc.body()
-        log.info("Ping++ API %s %s -> %s", method, path, status,
-                 extra={"fields": {"method": method, "path": path, "status": status, "lost": fault is not None}})
+        log.info(
+            "Ping++ API %s %s -> %s",
+            method,
+            path,
+            status,
+            extra={"fields": {"method": method, "path": path, "status": status, "lost": fault is not None}},
+        )
         if fault is not None:  # "lose": done, but the answer never arrives
             time.sleep(fault["seconds"])
             return _answer(start_response, 504, {"error": {"type": "api_error", "message": "sandbox: answer lost"}})
@@ -384,14 +438,20 @@ class Sandbox:
     def _control_transfer(self, params, ref, outcome):
         before = len(self.events)
         transfer = self.settle_transfer(ref, outcome)
-        return {"transfer": transfer, "events": self._events_since(before),
-                "message": f"transfer {transfer['id']} {transfer['status']}"}
+        return {
+            "transfer": transfer,
+            "events": self._events_since(before),
+            "message": f"transfer {transfer['id']} {transfer['status']}",
+        }
 
     def _control_refund(self, params, ref, outcome):
         before = len(self.events)
         refund = self.settle_refund(ref, outcome)
-        return {"refund": refund, "events": self._events_since(before),
-                "message": f"refund {refund['id']} {refund['status']}"}
+        return {
+            "refund": refund,
+            "events": self._events_since(before),
+            "message": f"refund {refund['id']} {refund['status']}",
+        }
 
     def _control_deliver(self, params, event_id):
         record = self.deliver(event_id, params.get("url") or None)
@@ -441,17 +501,28 @@ class Sandbox:
         with self.lock:
             events = [self.event_view(r) for r in reversed(self.events)]
             faults = list(self.failures)
-        return {**self.ledger.snapshot(), "events": events, "faults": faults, "settings": self.settings(),
-                "sms": self.sms.messages_to()}
+        return {
+            **self.ledger.snapshot(),
+            "events": events,
+            "faults": faults,
+            "settings": self.settings(),
+            "sms": self.sms.messages_to(),
+        }
 
     def settings(self):
-        return {"transfer_status": self.transfer_status, "refund_status": self.refund_status,
-                "auto_deliver": self.auto_deliver, "webhook_url": self.webhook_url}
+        return {
+            "transfer_status": self.transfer_status,
+            "refund_status": self.refund_status,
+            "auto_deliver": self.auto_deliver,
+            "webhook_url": self.webhook_url,
+        }
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self):
-        self.server = make_server(self.host, self.port, self, server_class=_ThreadingServer, handler_class=_QuietHandler)
+        self.server = make_server(
+            self.host, self.port, self, server_class=_ThreadingServer, handler_class=_QuietHandler
+        )
         self.port = self.server.server_port
         threading.Thread(target=self.server.serve_forever, name="sandbox-http", daemon=True).start()
         return self
@@ -474,4 +545,3 @@ def _read(environ):
 
 def _truthy(value):
     return value is True or str(value).lower() in ("1", "true", "yes", "on")
-

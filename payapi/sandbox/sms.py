@@ -83,8 +83,10 @@ class SmsSandbox:
         if kind == "code" and not code:
             raise ValueError("kind code needs the provider's code")
         with self.lock:
-            self.faults.extend({"provider": provider, "kind": kind, "seconds": float(seconds), "code": code,
-                                "message": message} for _ in range(times))
+            self.faults.extend(
+                {"provider": provider, "kind": kind, "seconds": float(seconds), "code": code, "message": message}
+                for _ in range(times)
+            )
 
     def reset(self):
         with self.lock:
@@ -114,8 +116,11 @@ class SmsSandbox:
 
     @staticmethod
     def handles(environ):
-        return bool(environ.get("HTTP_X_ACS_ACTION") or environ.get("HTTP_X_TC_ACTION")
-                    or environ.get("PATH_INFO", "").startswith("/_sandbox/sms"))
+        return bool(
+            environ.get("HTTP_X_ACS_ACTION")
+            or environ.get("HTTP_X_TC_ACTION")
+            or environ.get("PATH_INFO", "").startswith("/_sandbox/sms")
+        )
 
     def __call__(self, environ, start_response):
         raw = _read(environ)
@@ -125,16 +130,29 @@ class SmsSandbox:
             status, headers, body = self._tencent(environ, raw)
         else:
             return self._control(environ, raw, start_response)
-        start_response(f"{status} {'OK' if status == 200 else 'Error'}",
-                       [*headers, ("Content-Length", str(len(body)))])
+        start_response(f"{status} {'OK' if status == 200 else 'Error'}", [*headers, ("Content-Length", str(len(body)))])
         return [body]
 
     def _record(self, provider, phone, status, code, request_id):
         with self.lock:
-            self.requests.append({"provider": provider, "phone": phone, "status": status, "answer": code,
-                                  "request_id": request_id, "at": _now()})
-        log.info("SMS sandbox %s SendSms to %s -> %s %s", provider, phone, status, code,
-                 extra={"fields": {"provider": provider, "status": status, "answer": code}})
+            self.requests.append(
+                {
+                    "provider": provider,
+                    "phone": phone,
+                    "status": status,
+                    "answer": code,
+                    "request_id": request_id,
+                    "at": _now(),
+                }
+            )
+        log.info(
+            "SMS sandbox %s SendSms to %s -> %s %s",
+            provider,
+            phone,
+            status,
+            code,
+            extra={"fields": {"provider": provider, "status": status, "answer": code}},
+        )
 
     def _fault(self, provider, phone, request_id):
         """-> (kind, provider code) of a scripted fault, sleeping first for a hang; None for none."""
@@ -148,15 +166,28 @@ class SmsSandbox:
 
     def _keep(self, provider, phone, sign_name, template, params, code, request_id, message_id):
         message = {
-            "id": message_id, "provider": provider, "phone": phone, "sign_name": sign_name, "template": template,
-            "params": params, "code": code, "request_id": request_id, "received_at": _now(),
+            "id": message_id,
+            "provider": provider,
+            "phone": phone,
+            "sign_name": sign_name,
+            "template": template,
+            "params": params,
+            "code": code,
+            "request_id": request_id,
+            "received_at": _now(),
             "text": f"【{sign_name}】{template} {json.dumps(params, ensure_ascii=False)}",
         }
         with self.lock:
             self.messages.append(message)
         # The sandbox is the phone: showing the code in its own log is the point.
-        log.warning("[sms via %s to %s] 【%s】验证码 %s", provider, phone, sign_name, code,
-                    extra={"fields": {"provider": provider, "template": template}})
+        log.warning(
+            "[sms via %s to %s] 【%s】验证码 %s",
+            provider,
+            phone,
+            sign_name,
+            code,
+            extra={"fields": {"provider": provider, "template": template}},
+        )
         return message
 
     # --- Aliyun ----------------------------------------------------------------------------------
@@ -181,7 +212,11 @@ class SmsSandbox:
             return answer(*refused)
         action = environ.get("HTTP_X_ACS_ACTION")
         if action != "SendSms" or environ.get("HTTP_X_ACS_VERSION") != "2017-05-25":
-            return answer(400, "InvalidAction.NotFound", f"Specified api is not found, please check your url and method. ({action})")
+            return answer(
+                400,
+                "InvalidAction.NotFound",
+                f"Specified api is not found, please check your url and method. ({action})",
+            )
         fault = self._fault(ALIYUN, phone, request_id)
         if fault:
             kind = fault["kind"]
@@ -236,18 +271,26 @@ class SmsSandbox:
         if abs(stamp.replace(tzinfo=datetime.UTC).timestamp() - _now()) > ALIYUN_MAX_SKEW_S:
             return 400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."
         query = urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-        canonical_query = "&".join(
-            f"{k}={urllib.parse.quote(v, safe='~')}" for k, v in sorted(query)
-        )
+        canonical_query = "&".join(f"{k}={urllib.parse.quote(v, safe='~')}" for k, v in sorted(query))
         canonical_headers = "".join(f"{name}:{headers[name].strip()}\n" for name in names)
-        canonical = "\n".join([
-            environ["REQUEST_METHOD"], urllib.parse.quote(environ.get("PATH_INFO") or "/", safe="/~"),
-            canonical_query, canonical_headers, signed, headers["x-acs-content-sha256"],
-        ])
+        canonical = "\n".join(
+            [
+                environ["REQUEST_METHOD"],
+                urllib.parse.quote(environ.get("PATH_INFO") or "/", safe="/~"),
+                canonical_query,
+                canonical_headers,
+                signed,
+                headers["x-acs-content-sha256"],
+            ]
+        )
         to_sign = "ACS3-HMAC-SHA256\n" + hashlib.sha256(canonical.encode()).hexdigest()
         expected = hmac.new(secret.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature):
-            return 400, "SignatureDoesNotMatch", f"Specified signature is not matched with our calculation. server string to sign is:{to_sign}"
+            return (
+                400,
+                "SignatureDoesNotMatch",
+                f"Specified signature is not matched with our calculation. server string to sign is:{to_sign}",
+            )
         nonce = headers.get("x-acs-signature-nonce", "")
         with self.lock:
             seen = self._nonces.get(nonce)
@@ -273,16 +316,29 @@ class SmsSandbox:
         def error(code, message, http_status=200, record=True):
             if record:
                 self._record(TENCENT, phone, http_status, code, request_id)
-            return http_status, [("Content-Type", "application/json")], _json(
-                {"Response": {"Error": {"Code": code, "Message": message}, "RequestId": request_id}})
+            return (
+                http_status,
+                [("Content-Type", "application/json")],
+                _json({"Response": {"Error": {"Code": code, "Message": message}, "RequestId": request_id}}),
+            )
 
         def status(code, message, fee=0):
             self._record(TENCENT, phone, 200, code, request_id)
             serial = f"2433:{uuid.uuid4().int % 10**28}" if code == "Ok" else ""
-            entry = {"SerialNo": serial, "PhoneNumber": phone, "Fee": fee, "SessionContext": "",
-                     "Code": code, "Message": message, "IsoCode": "CN" if phone.startswith("+86") else "DEF"}
-            return serial, (200, [("Content-Type", "application/json")], _json(
-                {"Response": {"SendStatusSet": [entry], "RequestId": request_id}}))
+            entry = {
+                "SerialNo": serial,
+                "PhoneNumber": phone,
+                "Fee": fee,
+                "SessionContext": "",
+                "Code": code,
+                "Message": message,
+                "IsoCode": "CN" if phone.startswith("+86") else "DEF",
+            }
+            return serial, (
+                200,
+                [("Content-Type", "application/json")],
+                _json({"Response": {"SendStatusSet": [entry], "RequestId": request_id}}),
+            )
 
         refused = self._tencent_signature(environ, raw)
         if refused:
@@ -294,7 +350,9 @@ class SmsSandbox:
         if fault:
             kind = fault["kind"]
             if kind == "limit":
-                return status("LimitExceeded.PhoneNumberThirtySecondLimit", "单个手机号30秒内下发短信条数超过设定的上限")[1]
+                return status(
+                    "LimitExceeded.PhoneNumberThirtySecondLimit", "单个手机号30秒内下发短信条数超过设定的上限"
+                )[1]
             if kind == "illegal":
                 return status("InvalidParameterValue.IncorrectPhoneNumber", "手机号格式错误")[1]
             if kind == "code":
@@ -305,7 +363,11 @@ class SmsSandbox:
             return error("InternalError.Timeout", "sandbox: hung", record=False)
         if len(phones) != 1 or not isinstance(phone, str):
             return error("InvalidParameterValue.IncorrectPhoneNumber", "手机号格式错误")
-        if not re.fullmatch(r"\+861[3-9][0-9]{9}|\+[1-9][0-9]{7,14}", phone) or phone.startswith("+86") and not _MAINLAND.fullmatch(phone[3:]):
+        if (
+            not re.fullmatch(r"\+861[3-9][0-9]{9}|\+[1-9][0-9]{7,14}", phone)
+            or phone.startswith("+86")
+            and not _MAINLAND.fullmatch(phone[3:])
+        ):
             return status("InvalidParameterValue.IncorrectPhoneNumber", "手机号格式错误")[1]
         if not re.fullmatch(r"14[0-9]{8}", str(body.get("SmsSdkAppId", ""))):
             return error("InvalidParameterValue.SdkAppIdNotExist", "SdkAppId不存在")
@@ -317,8 +379,16 @@ class SmsSandbox:
         if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
             return error("InvalidParameterValue.TemplateParameterFormatError", "验证码模板参数格式错误")
         serial, answer = status("Ok", "send success", fee=1)
-        self._keep(TENCENT, phone, body["SignName"], str(body["TemplateId"]), params, params[0] if params else "",
-                   request_id, serial)
+        self._keep(
+            TENCENT,
+            phone,
+            body["SignName"],
+            str(body["TemplateId"]),
+            params,
+            params[0] if params else "",
+            request_id,
+            serial,
+        )
         return answer
 
     def _tencent_signature(self, environ, raw):
@@ -326,33 +396,60 @@ class SmsSandbox:
         auth = environ.get("HTTP_AUTHORIZATION", "")
         match = re.fullmatch(
             r"TC3-HMAC-SHA256 Credential=([^/]*)/([0-9]{4}-[0-9]{2}-[0-9]{2})/([a-z]+)/tc3_request, "
-            r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})", auth)
+            r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})",
+            auth,
+        )
         if not match:
             return "AuthFailure.InvalidAuthorization", "Authorization header format error."
         secret_id, date, service, signed, signature = match.groups()
         with self.lock:
             secret = self.keys[TENCENT].get(secret_id)
         if secret is None:
-            return "AuthFailure.SecretIdNotFound", "The SecretId is not found, please ensure that your SecretId is correct."
+            return (
+                "AuthFailure.SecretIdNotFound",
+                "The SecretId is not found, please ensure that your SecretId is correct.",
+            )
         headers = _headers(environ)
         try:
             timestamp = int(headers.get("x-tc-timestamp", ""))
         except ValueError:
             return "AuthFailure.InvalidAuthorization", "X-TC-Timestamp is missing or not a number."
         if abs(timestamp - _now()) > TENCENT_MAX_SKEW_S:
-            return "AuthFailure.SignatureExpire", "Signature expired. Timestamp and server time cannot differ by more than 5 minutes."
+            return (
+                "AuthFailure.SignatureExpire",
+                "Signature expired. Timestamp and server time cannot differ by more than 5 minutes.",
+            )
         names = signed.split(";")
         if service != "sms" or not {"content-type", "host"} <= set(names) or any(n not in headers for n in names):
-            return "AuthFailure.SignatureFailure", "The provided credentials could not be validated. Please check your signature is correct."
+            return (
+                "AuthFailure.SignatureFailure",
+                "The provided credentials could not be validated. Please check your signature is correct.",
+            )
         if date != datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d"):
-            return "AuthFailure.SignatureFailure", "The provided credentials could not be validated. Please check your signature is correct."
-        canonical = "\n".join([
-            environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/", environ.get("QUERY_STRING", ""),
-            "".join(f"{n}:{headers[n].strip().lower() if n == 'content-type' else headers[n].strip()}\n" for n in names),
-            signed, hashlib.sha256(raw).hexdigest(),
-        ])
-        to_sign = "\n".join(["TC3-HMAC-SHA256", str(timestamp), f"{date}/{service}/tc3_request",
-                             hashlib.sha256(canonical.encode()).hexdigest()])
+            return (
+                "AuthFailure.SignatureFailure",
+                "The provided credentials could not be validated. Please check your signature is correct.",
+            )
+        canonical = "\n".join(
+            [
+                environ["REQUEST_METHOD"],
+                environ.get("PATH_INFO") or "/",
+                environ.get("QUERY_STRING", ""),
+                "".join(
+                    f"{n}:{headers[n].strip().lower() if n == 'content-type' else headers[n].strip()}\n" for n in names
+                ),
+                signed,
+                hashlib.sha256(raw).hexdigest(),
+            ]
+        )
+        to_sign = "\n".join(
+            [
+                "TC3-HMAC-SHA256",
+                str(timestamp),
+                f"{date}/{service}/tc3_request",
+                hashlib.sha256(canonical.encode()).hexdigest(),
+            ]
+        )
 
         def mac(key, text):
             return hmac.new(key, text.encode(), hashlib.sha256).digest()
@@ -360,7 +457,10 @@ class SmsSandbox:
         key = mac(mac(mac(("TC3" + secret).encode(), date), service), "tc3_request")
         expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature):
-            return "AuthFailure.SignatureFailure", "The provided credentials could not be validated. Please check your signature is correct."
+            return (
+                "AuthFailure.SignatureFailure",
+                "The provided credentials could not be validated. Please check your signature is correct.",
+            )
         return None
 
     # --- controls over HTTP ----------------------------------------------------------------------
@@ -376,31 +476,49 @@ class SmsSandbox:
             elif method == "GET" and path == "/_sandbox/sms/last":
                 found = self.messages_to(query.get("phone") or None)
                 if not found:
-                    status, answer = 404, {"error": {"message": f"no SMS to {query.get('phone', 'anyone')} in the sandbox"}}
+                    status, answer = (
+                        404,
+                        {"error": {"message": f"no SMS to {query.get('phone', 'anyone')} in the sandbox"}},
+                    )
                 else:
                     answer = {"message": found[0]}
             elif method == "POST" and path == "/_sandbox/sms/faults":
-                params = (dict(urllib.parse.parse_qsl(raw.decode("utf-8"))) if form
-                          else json.loads(raw or b"{}"))
+                params = dict(urllib.parse.parse_qsl(raw.decode("utf-8"))) if form else json.loads(raw or b"{}")
                 times = int(params.get("times") or 1)
                 if not 1 <= times <= 1000:
                     raise ValueError("times must be 1 to 1000")
-                self.fault_next(params.get("kind"), params.get("provider") or "any", times,
-                                float(params.get("seconds") or 10), params.get("code") or "", params.get("message") or "")
-                answer = {"faults": list(self.faults),
-                          "message": f"the next {times} SendSms call(s) to {params.get('provider') or 'any'}: {params.get('kind')}"}
+                self.fault_next(
+                    params.get("kind"),
+                    params.get("provider") or "any",
+                    times,
+                    float(params.get("seconds") or 10),
+                    params.get("code") or "",
+                    params.get("message") or "",
+                )
+                answer = {
+                    "faults": list(self.faults),
+                    "message": f"the next {times} SendSms call(s) to {params.get('provider') or 'any'}: {params.get('kind')}",
+                }
             else:
                 status, answer = 404, {"error": {"message": f"no sandbox control {method} {path}"}}
         except (ValueError, TypeError, AttributeError) as exc:
             status, answer = 400, {"error": {"message": str(exc)}}
         if form:
-            message = answer.get("message") if isinstance(answer.get("message"), str) else answer.get("error", {}).get("message", "")
-            start_response("303 See Other", [("Location", "/_sandbox/?" + urllib.parse.urlencode({"msg": message})),
-                                             ("Content-Length", "0")])
+            message = (
+                answer.get("message")
+                if isinstance(answer.get("message"), str)
+                else answer.get("error", {}).get("message", "")
+            )
+            start_response(
+                "303 See Other",
+                [("Location", "/_sandbox/?" + urllib.parse.urlencode({"msg": message})), ("Content-Length", "0")],
+            )
             return [b""]
         body = _json(answer)
-        start_response(f"{status} {'OK' if status == 200 else 'Error'}",
-                       [("Content-Type", "application/json; charset=utf-8"), ("Content-Length", str(len(body)))])
+        start_response(
+            f"{status} {'OK' if status == 200 else 'Error'}",
+            [("Content-Type", "application/json; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
         return [body]
 
     # --- the page's section ----------------------------------------------------------------------
@@ -417,9 +535,12 @@ class SmsSandbox:
             f"<td><code>{e(m['request_id'])}</code></td></tr>"
             for m in messages
         )
-        table = (f"<table><tr><th>provider</th><th>phone</th><th>code</th><th>sign name</th><th>template</th>"
-                 f"<th>received (UTC)</th><th>request id</th></tr>{rows}</table>" if rows
-                 else '<p class="muted">No SMS yet.</p>')
+        table = (
+            f"<table><tr><th>provider</th><th>phone</th><th>code</th><th>sign name</th><th>template</th>"
+            f"<th>received (UTC)</th><th>request id</th></tr>{rows}</table>"
+            if rows
+            else '<p class="muted">No SMS yet.</p>'
+        )
         options = "".join(f'<option value="{k}">{k}</option>' for k in ("limit", "illegal", "fail", "hang"))
         form = (
             '<form method="post" action="/_sandbox/sms/faults"><fieldset><legend>SMS faults: the next SendSms calls</legend>'
@@ -429,8 +550,10 @@ class SmsSandbox:
             f' <button>add</button><br><span class="muted">waiting: {e(", ".join(waiting) or "none")}</span>'
             "</fieldset></form>"
         )
-        return (f'<h2>SMS <span class="muted">(Alibaba Cloud and Tencent Cloud SendSms; newest 50; '
-                f'<a href="/_sandbox/sms">as JSON</a>)</span></h2>{form}{table}')
+        return (
+            f'<h2>SMS <span class="muted">(Alibaba Cloud and Tencent Cloud SendSms; newest 50; '
+            f'<a href="/_sandbox/sms">as JSON</a>)</span></h2>{form}{table}'
+        )
 
 
 def _national(phone):

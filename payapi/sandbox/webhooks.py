@@ -41,9 +41,11 @@ class Signer:
             if key_file:
                 fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "wb") as f:
-                    f.write(self.key.private_bytes(
-                        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-                    ))
+                    f.write(
+                        self.key.private_bytes(
+                            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                        )
+                    )
         self.public_pem = self.key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -137,9 +139,13 @@ class Deliverer:
             status, answer, error = None, "", ""
             try:
                 response = session.post(
-                    record["url"], data=record["raw"], timeout=self.timeout,
-                    headers={"Content-Type": "application/json; charset=utf-8",
-                             "X-Pingplusplus-Signature": record["signature"]},
+                    record["url"],
+                    data=record["raw"],
+                    timeout=self.timeout,
+                    headers={
+                        "Content-Type": "application/json; charset=utf-8",
+                        "X-Pingplusplus-Signature": record["signature"],
+                    },
                 )
                 status, answer = response.status_code, response.text[:500]
             except requests.RequestException as exc:
@@ -158,7 +164,17 @@ class Deliverer:
                     record["next_attempt_in"] = delay
                     heapq.heappush(self._due, (time.monotonic() + delay, next(self._ties), generation, record))
             log.info(
-                "webhook %s %s -> %s", record["type"], record["id"], status or error,
-                extra={"fields": {"event_id": record["id"], "type": record["type"], "attempt": record["attempts"],
-                                  "status": status, "error": error or None}},
+                "webhook %s %s -> %s",
+                record["type"],
+                record["id"],
+                status or error,
+                extra={
+                    "fields": {
+                        "event_id": record["id"],
+                        "type": record["type"],
+                        "attempt": record["attempts"],
+                        "status": status,
+                        "error": error or None,
+                    }
+                },
             )

@@ -38,6 +38,7 @@ turn_of = RowByKey(HashingTurn, HashingTurn.user_id, columns=(HashingTurn.busy_u
 
 # --- hashing -------------------------------------------------------------------------------
 
+
 def _prehash(secret):
     # bcrypt reads at most 72 bytes; SHA-256 first so every character counts, base64 so no NUL.
     return base64.b64encode(hashlib.sha256(secret.encode("utf-8")).digest())
@@ -215,6 +216,7 @@ def _answers_secret(answers):
 
 # --- lockout -------------------------------------------------------------------------------
 
+
 def _recent_failures(row, now):
     """Times (ms) of the wrong attempts, and those still being checked, within the sliding window."""
     return [t for t in map(int, filter(None, row.failed_at.split(","))) if now - t < WINDOW_MS]
@@ -288,6 +290,7 @@ def check_answers(user_id, answers, hashed):
 
 # --- profile -------------------------------------------------------------------------------
 
+
 def profile_of(user_id):
     return profile_by_user(user_id)
 
@@ -344,9 +347,7 @@ def set_withdraw_account(settings, user_id, phone, smscode, account_type, accoun
     sms.require_phone(phone)
 
     def save_account():
-        _update_profile(
-            user_id, {}, account_type=account_type, account_id=account_id, account_name=account_name
-        )
+        _update_profile(user_id, {}, account_type=account_type, account_id=account_id, account_name=account_name)
 
     sms.consume_code(settings, user_id, phone, sms.WITHDRAW_INFO, smscode, then=save_account)
 

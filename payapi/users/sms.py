@@ -30,6 +30,7 @@ TEMPLATES = {WITHDRAW_INFO: "您正在设置提现账户，验证码 {code}，5 
 #
 # send returns None (console, file: done) or an sms_providers.Outcome (the providers' answer).
 
+
 class ConsoleSms:
     """Development backend: the message as a log line (every line a process writes is JSON).
 
@@ -71,6 +72,7 @@ def make_backend(settings, **timeouts):
 
 
 # --- codes ---------------------------------------------------------------------------------
+
 
 def _code_hash(settings, user_id, purpose, phone, code):
     # Keyed: a 6-digit code under a plain hash would fall to a million guesses offline.

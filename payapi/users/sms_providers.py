@@ -42,18 +42,24 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 # The settings each provider needs, by environment variable and Settings field.
 REQUIRED = {
-    ALIYUN: (("ALIYUN_ACCESS_KEY_ID", "aliyun_access_key_id"),
-             ("ALIYUN_ACCESS_KEY_SECRET", "aliyun_access_key_secret"),
-             ("ALIYUN_SMS_SIGN_NAME", "aliyun_sms_sign_name"),
-             ("ALIYUN_SMS_TEMPLATE_CODE", "aliyun_sms_template_code")),
-    TENCENT: (("TENCENT_SECRET_ID", "tencent_secret_id"),
-              ("TENCENT_SECRET_KEY", "tencent_secret_key"),
-              ("TENCENT_SMS_SDK_APP_ID", "tencent_sms_sdk_app_id"),
-              ("TENCENT_SMS_SIGN_NAME", "tencent_sms_sign_name"),
-              ("TENCENT_SMS_TEMPLATE_ID", "tencent_sms_template_id")),
+    ALIYUN: (
+        ("ALIYUN_ACCESS_KEY_ID", "aliyun_access_key_id"),
+        ("ALIYUN_ACCESS_KEY_SECRET", "aliyun_access_key_secret"),
+        ("ALIYUN_SMS_SIGN_NAME", "aliyun_sms_sign_name"),
+        ("ALIYUN_SMS_TEMPLATE_CODE", "aliyun_sms_template_code"),
+    ),
+    TENCENT: (
+        ("TENCENT_SECRET_ID", "tencent_secret_id"),
+        ("TENCENT_SECRET_KEY", "tencent_secret_key"),
+        ("TENCENT_SMS_SDK_APP_ID", "tencent_sms_sdk_app_id"),
+        ("TENCENT_SMS_SIGN_NAME", "tencent_sms_sign_name"),
+        ("TENCENT_SMS_TEMPLATE_ID", "tencent_sms_template_id"),
+    ),
 }
-ENDPOINT_SETTING = {ALIYUN: ("ALIYUN_SMS_ENDPOINT", "aliyun_sms_endpoint"),
-                    TENCENT: ("TENCENT_SMS_ENDPOINT", "tencent_sms_endpoint")}
+ENDPOINT_SETTING = {
+    ALIYUN: ("ALIYUN_SMS_ENDPOINT", "aliyun_sms_endpoint"),
+    TENCENT: ("TENCENT_SMS_ENDPOINT", "tencent_sms_endpoint"),
+}
 
 
 @dataclasses.dataclass
@@ -71,6 +77,7 @@ class Outcome:
 
 
 # --- endpoints and numbers -----------------------------------------------------------------------
+
 
 def parse_endpoint(value):
     """-> (scheme, host[:port]) from a host (HTTPS) or an http(s)://host[:port] URL; ValueError if neither."""
@@ -147,11 +154,16 @@ class AliyunSms:
                 from alibabacloud_tea_openapi.utils_models import Config
 
                 s = self.settings
-                self._client = Client(Config(
-                    access_key_id=s.aliyun_access_key_id, access_key_secret=s.aliyun_access_key_secret,
-                    endpoint=self.host, protocol=self.scheme,
-                    connect_timeout=int(self.timeouts[0] * 1000), read_timeout=int(self.timeouts[1] * 1000),
-                ))
+                self._client = Client(
+                    Config(
+                        access_key_id=s.aliyun_access_key_id,
+                        access_key_secret=s.aliyun_access_key_secret,
+                        endpoint=self.host,
+                        protocol=self.scheme,
+                        connect_timeout=int(self.timeouts[0] * 1000),
+                        read_timeout=int(self.timeouts[1] * 1000),
+                    )
+                )
             return self._client
 
     def send(self, phone, code, purpose, text):
@@ -162,7 +174,8 @@ class AliyunSms:
         outcome = Outcome(self.name, FAILED)
         try:
             request = SendSmsRequest(
-                phone_numbers=aliyun_number(phone), sign_name=self.settings.aliyun_sms_sign_name,
+                phone_numbers=aliyun_number(phone),
+                sign_name=self.settings.aliyun_sms_sign_name,
                 template_code=self.settings.aliyun_sms_template_code,
                 template_param=json.dumps({"code": code}, separators=(",", ":")),
             )
@@ -289,8 +302,13 @@ def _failure_of(exc):
     if not isinstance(code, str) or not code or code == "None":
         inner = getattr(exc, "inner_exception", None) or exc
         detail = f"{type(inner).__name__} {getattr(inner, 'message', '')} {inner}".lower()
-        code = ("timeout" if "timeout" in detail or "timed out" in detail
-                else "connection_error" if "connection" in detail else type(inner).__name__)
+        code = (
+            "timeout"
+            if "timeout" in detail or "timed out" in detail
+            else "connection_error"
+            if "connection" in detail
+            else type(inner).__name__
+        )
     if code in ("ClientNetworkError", "ServerNetworkError"):  # Tencent's wrappers
         detail = str(getattr(exc, "message", ""))
         code = f"{code}:timeout" if "timed out" in detail.lower() else code
@@ -299,6 +317,7 @@ def _failure_of(exc):
 
 
 # --- fail-over -----------------------------------------------------------------------------------
+
 
 class ProviderChain:
     """The providers of SMS_BACKEND in order: the first that does not fail decides."""
@@ -313,13 +332,23 @@ class ProviderChain:
             more = outcome.status == FAILED and i + 1 < len(self.providers)
             level = logging.WARNING if outcome.status == FAILED else logging.INFO
             log.log(
-                level, "SMS %s via %s: %s%s", purpose, provider.name, outcome.status,
+                level,
+                "SMS %s via %s: %s%s",
+                purpose,
+                provider.name,
+                outcome.status,
                 " (trying the next provider)" if more else "",
-                extra={"fields": {
-                    "provider": provider.name, "outcome": outcome.status, "provider_code": outcome.code,
-                    "provider_request_id": outcome.request_id, "phone": mask(phone), "purpose": purpose,
-                    "elapsed_ms": outcome.elapsed_ms,
-                }},
+                extra={
+                    "fields": {
+                        "provider": provider.name,
+                        "outcome": outcome.status,
+                        "provider_code": outcome.code,
+                        "provider_request_id": outcome.request_id,
+                        "phone": mask(phone),
+                        "purpose": purpose,
+                        "elapsed_ms": outcome.elapsed_ms,
+                    }
+                },
             )
             if outcome.status != FAILED:
                 return outcome

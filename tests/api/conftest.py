@@ -46,6 +46,7 @@ def pay_expert(app, fake_pingpp, pingpp_keys):
 
 # What happens to a withdrawal: an expert with money, their pending withdrawal, Ping++'s transfer.
 
+
 @pytest.fixture
 def expert(make_user, pay_expert):
     """An expert with a pay password, an account and 10,000 fen available."""

@@ -38,6 +38,7 @@ def assert_unauthenticated(response):
 
 # --- authentication ------------------------------------------------------------------------
 
+
 def test_valid_token_is_accepted(app, user):
     assert_envelope(user.get(CHECK_INFO), 900, 200)
 
@@ -60,7 +61,9 @@ def test_malformed_token_is_901(app, token):
 
 
 def test_token_signed_with_an_unknown_secret_is_901(app):
-    token = claims_token({"sub": new_id(), "exp": int(time.time()) + 600}, secret="someone-elses-secret-0123456789abcdef")
+    token = claims_token(
+        {"sub": new_id(), "exp": int(time.time()) + 600}, secret="someone-elses-secret-0123456789abcdef"
+    )
     assert_unauthenticated(get(app, CHECK_INFO, token=token))
 
 
@@ -127,11 +130,25 @@ def raw_claims_token(payload_json):
 
 
 ABSURD_CLAIMS = [
-    '"exp": Infinity', '"exp": -Infinity', '"exp": NaN', '"exp": 1e999', '"exp": -1e999',
-    '"exp": 1' + "0" * 400, '"exp": "4102444800"', '"exp": true', '"exp": null', '"exp": [4102444800]',
-    '"exp": {"t": 4102444800}', '"exp": 4102444800, "iat": Infinity', '"exp": 4102444800, "iat": NaN',
-    '"exp": 4102444800, "nbf": Infinity', '"exp": 4102444800, "nbf": NaN', '"exp": 4102444800, "nbf": [1]',
-    '"exp": 4102444800, "iat": {"a": 1}', '"exp": 4102444800, "nbf": 1e999', '"exp": 4102444800, "iat": "soon"',
+    '"exp": Infinity',
+    '"exp": -Infinity',
+    '"exp": NaN',
+    '"exp": 1e999',
+    '"exp": -1e999',
+    '"exp": 1' + "0" * 400,
+    '"exp": "4102444800"',
+    '"exp": true',
+    '"exp": null',
+    '"exp": [4102444800]',
+    '"exp": {"t": 4102444800}',
+    '"exp": 4102444800, "iat": Infinity',
+    '"exp": 4102444800, "iat": NaN',
+    '"exp": 4102444800, "nbf": Infinity',
+    '"exp": 4102444800, "nbf": NaN',
+    '"exp": 4102444800, "nbf": [1]',
+    '"exp": 4102444800, "iat": {"a": 1}',
+    '"exp": 4102444800, "nbf": 1e999',
+    '"exp": 4102444800, "iat": "soon"',
 ]
 
 
@@ -218,14 +235,21 @@ def test_cli_token_is_accepted_by_the_app_with_its_phone_and_ttl(app):
     assert before + 120 <= claims["exp"] <= int(time.time()) + 120
     assert_envelope(get(app, CHECK_INFO, token=token), 900, 200)
     # The phone claim is what SMS codes need: without it this would be 910.
-    sms = app.post("/rest/pay/smscode", b"{}", headers={"auth": token}, content_type="application/json", expect_errors=True)
+    sms = app.post(
+        "/rest/pay/smscode", b"{}", headers={"auth": token}, content_type="application/json", expect_errors=True
+    )
     assert_envelope(sms, 900, 200)
 
 
 def test_cli_refuses_a_user_id_that_is_not_24_hex():
     env = {**os.environ, "AUTH_SECRET": AUTH_SECRETS[0]}
     done = subprocess.run(
-        [sys.executable, "-m", "payapi", "token", "alice"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "payapi", "token", "alice"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode != 0 and done.stdout == ""
 
@@ -234,14 +258,21 @@ def test_cli_refuses_a_phone_the_service_would_not_use():
     env = {**os.environ, "AUTH_SECRET": AUTH_SECRETS[0]}
     done = subprocess.run(
         [sys.executable, "-m", "payapi", "token", new_id(), "--phone", "138 0013 8000"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode != 0 and done.stdout == ""
 
 
 # --- the envelope for routing and body errors ----------------------------------------------
 
-@pytest.mark.parametrize("path", ["/nothing", "/rest", "/rest/pay", "/rest/pay/withdraw/extra", f"/rest/pay/{new_id()}/status/x"])
+
+@pytest.mark.parametrize(
+    "path", ["/nothing", "/rest", "/rest/pay", "/rest/pay/withdraw/extra", f"/rest/pay/{new_id()}/status/x"]
+)
 def test_unknown_route_is_911_with_404(app, user, path):
     body = assert_envelope(user.get(path), 911, 404)
     assert set(body) == {"code", "msg"}
@@ -368,6 +399,7 @@ def test_unknown_fields_are_ignored(app, user):
 
 # --- unexpected failures -------------------------------------------------------------------
 
+
 class Exploding:
     def on_get(self, req, resp):
         raise RuntimeError("Traceback: password=hunter2 at /srv/payapi/secret.py line 7")
@@ -410,7 +442,9 @@ def test_sms_backend_failure_is_920_without_details(database, settings, gateway)
     backend = RaisingSms()
     app = webtest.TestApp(create_app(settings, gateway, backend))
     token = Authenticator(settings.auth_secrets).mint(new_id(), phone="13800138000")
-    response = app.post("/rest/pay/smscode", b"{}", headers={"auth": token}, content_type="application/json", expect_errors=True)
+    response = app.post(
+        "/rest/pay/smscode", b"{}", headers={"auth": token}, content_type="application/json", expect_errors=True
+    )
     body = assert_envelope(response, 920, 502)
     assert backend.calls == 1
     assert set(body) == {"code", "msg"}
@@ -418,6 +452,7 @@ def test_sms_backend_failure_is_920_without_details(database, settings, gateway)
 
 
 # --- request ids ---------------------------------------------------------------------------
+
 
 def test_request_id_is_echoed_when_sent(app, user):
     response = app.get(CHECK_INFO, headers={**user.headers, "X-Request-Id": "abc-123.XYZ_9"})
@@ -449,8 +484,11 @@ def test_head_answers_every_get_route_as_get_does_without_a_body(app, user):
     """RFC 9110: HEAD is GET without the body (health checkers send it); it was 405 everywhere."""
     import falcon.inspect
 
-    gets = [route.path for route in falcon.inspect.inspect_routes(app.app)
-            if any(m.method == "GET" and not m.internal for m in route.methods)]
+    gets = [
+        route.path
+        for route in falcon.inspect.inspect_routes(app.app)
+        if any(m.method == "GET" and not m.internal for m in route.methods)
+    ]
     assert "/healthz" in gets and "/rest/pay/{pay_id}" in gets
     for template in gets:
         path = template.replace("{pay_id}", "576b69ae7ce1fd7004cc8280").replace("{withdraw_id}", new_id())

@@ -36,19 +36,34 @@ def balance_body(user):
 
 # --- balance -----------------------------------------------------------------------------------
 
+
 def test_balance_of_a_new_user_is_zero_and_cannot_withdraw(user):
     assert balance_body(user) == {
         "code": 900,
-        "info": {"balance": 0, "available": 0, "pending": 0, "next_available_at": None, "currency": "cny",
-                 "can_withdraw": False, "next_withdraw_at": None},
+        "info": {
+            "balance": 0,
+            "available": 0,
+            "pending": 0,
+            "next_available_at": None,
+            "currency": "cny",
+            "can_withdraw": False,
+            "next_withdraw_at": None,
+        },
     }
 
 
 def test_balance_of_a_set_up_expert_with_earnings_can_withdraw(expert):
     assert balance_body(expert) == {
         "code": 900,
-        "info": {"balance": 10_000, "available": 10_000, "pending": 0, "next_available_at": None, "currency": "cny",
-                 "can_withdraw": True, "next_withdraw_at": None},
+        "info": {
+            "balance": 10_000,
+            "available": 10_000,
+            "pending": 0,
+            "next_available_at": None,
+            "currency": "cny",
+            "can_withdraw": True,
+            "next_withdraw_at": None,
+        },
     }
 
 
@@ -68,14 +83,30 @@ def test_cannot_withdraw_without_pay_password(make_user, pay_expert):
     user = make_user()
     set_account(user)
     pay_expert(user.id, 10_000)
-    assert balance_body(user)["info"] == {"balance": 10_000, "available": 10_000, "pending": 0, "next_available_at": None, "currency": "cny", "can_withdraw": False, "next_withdraw_at": None}
+    assert balance_body(user)["info"] == {
+        "balance": 10_000,
+        "available": 10_000,
+        "pending": 0,
+        "next_available_at": None,
+        "currency": "cny",
+        "can_withdraw": False,
+        "next_withdraw_at": None,
+    }
 
 
 def test_cannot_withdraw_without_account(make_user, pay_expert):
     user = make_user()
     set_passwd(user)
     pay_expert(user.id, 10_000)
-    assert balance_body(user)["info"] == {"balance": 10_000, "available": 10_000, "pending": 0, "next_available_at": None, "currency": "cny", "can_withdraw": False, "next_withdraw_at": None}
+    assert balance_body(user)["info"] == {
+        "balance": 10_000,
+        "available": 10_000,
+        "pending": 0,
+        "next_available_at": None,
+        "currency": "cny",
+        "can_withdraw": False,
+        "next_withdraw_at": None,
+    }
 
 
 def test_cannot_withdraw_while_locked_and_can_again_when_the_lock_ends(expert):
@@ -83,7 +114,13 @@ def test_cannot_withdraw_while_locked_and_can_again_when_the_lock_ends(expert):
         for _ in range(5):
             withdraw(expert, 1000, passwd="wrong")
         assert balance_body(expert)["info"] == {
-            "balance": 10_000, "available": 10_000, "pending": 0, "next_available_at": None, "currency": "cny", "can_withdraw": False, "next_withdraw_at": None,
+            "balance": 10_000,
+            "available": 10_000,
+            "pending": 0,
+            "next_available_at": None,
+            "currency": "cny",
+            "can_withdraw": False,
+            "next_withdraw_at": None,
         }
         clock.shift(3 * 3600 + 1)
         assert balance_body(refresh_token(expert))["info"]["can_withdraw"] is True
@@ -100,24 +137,47 @@ def test_month_used_blocks_and_says_when_the_next_withdrawal_is_possible(expert)
         refresh_token(expert)
         assert withdraw(expert, 1000).json["code"] == 900
         assert balance_body(expert)["info"] == {
-            "balance": 9_000, "available": 9_000, "pending": 0, "next_available_at": None, "currency": "cny", "can_withdraw": False, "next_withdraw_at": "2026-11-30T16:00:00.000Z",
+            "balance": 9_000,
+            "available": 9_000,
+            "pending": 0,
+            "next_available_at": None,
+            "currency": "cny",
+            "can_withdraw": False,
+            "next_withdraw_at": "2026-11-30T16:00:00.000Z",
         }
 
 
 def test_failed_withdrawal_unblocks_the_month(expert, send_event):
     withdraw_id = withdraw(expert, 1000).json["withdraw_id"]
     assert send_event("transfer.failed", transfer_object(withdraw_id, 1000)).json["result"] == "applied"
-    assert balance_body(expert)["info"] == {"balance": 10_000, "available": 10_000, "pending": 0, "next_available_at": None, "currency": "cny", "can_withdraw": True, "next_withdraw_at": None}
+    assert balance_body(expert)["info"] == {
+        "balance": 10_000,
+        "available": 10_000,
+        "pending": 0,
+        "next_available_at": None,
+        "currency": "cny",
+        "can_withdraw": True,
+        "next_withdraw_at": None,
+    }
 
 
 @pytest.mark.parametrize("earned, can", [(99, False), (100, True)])
 def test_can_withdraw_needs_at_least_withdraw_min(make_user, pay_expert, earned, can):
     user = set_up_expert(make_user())
     pay_expert(user.id, earned)
-    assert balance_body(user)["info"] == {"balance": earned, "available": earned, "pending": 0, "next_available_at": None, "currency": "cny", "can_withdraw": can, "next_withdraw_at": None}
+    assert balance_body(user)["info"] == {
+        "balance": earned,
+        "available": earned,
+        "pending": 0,
+        "next_available_at": None,
+        "currency": "cny",
+        "can_withdraw": can,
+        "next_withdraw_at": None,
+    }
 
 
 # --- the list ----------------------------------------------------------------------------------
+
 
 def make_withdrawals(expert, send_event, count, clock):
     """count withdrawals, oldest first, one second apart; all but the newest failed (so the month is free)."""

@@ -54,8 +54,13 @@ def summary(user, **params):
 
 def ask_refund(app, pay_id, amount=None):
     body = {"description": "预约取消", **({"amount": amount} if amount is not None else {})}
-    response = app.post(f"/internal/pays/{pay_id}/refunds", json.dumps(body).encode(),
-                        headers={"X-Service-Key": SERVICE_KEY}, content_type="application/json", expect_errors=True)
+    response = app.post(
+        f"/internal/pays/{pay_id}/refunds",
+        json.dumps(body).encode(),
+        headers={"X-Service-Key": SERVICE_KEY},
+        content_type="application/json",
+        expect_errors=True,
+    )
     assert response.json["code"] == 900, response.json
     return response.json["refund"]
 
@@ -70,8 +75,9 @@ def pay_note(order_service, fake_pingpp, send_event):
     """A paid question note (小纸条) for the expert."""
 
     def pay(expert_id, money):
-        created = order_service(type="note", o_id=None, note_id=new_id(), expert_id=expert_id, amount=money,
-                                subject="小纸条提问")
+        created = order_service(
+            type="note", o_id=None, note_id=new_id(), expert_id=expert_id, amount=money, subject="小纸条提问"
+        )
         assert created.json["code"] == 900, created.json
         charge = fake_pingpp.mark_paid(created.json["info"]["charge"]["id"])
         assert send_event("charge.succeeded", charge).json["result"] == "applied"
@@ -82,6 +88,7 @@ def pay_note(order_service, fake_pingpp, send_event):
 
 # --- each kind -----------------------------------------------------------------------------------
 
+
 def test_a_paid_pay_is_an_income_line_net_of_its_fee(make_user, pay_expert):
     user = make_user()
     paid = pay_expert(user.id, 10_000)
@@ -89,8 +96,15 @@ def test_a_paid_pay_is_an_income_line_net_of_its_fee(make_user, pay_expert):
     assert answer["has_more"] is False
     (line,) = answer["list"]
     assert brief(line) == {
-        "kind": "income", "title": "预约订单收入", "amount": 9_750, "fee": 250, "balance_after": 9_750,
-        "available_after": 9_750, "pay_id": paid["pay_id"], "type": "order", "subject": paid["subject"],
+        "kind": "income",
+        "title": "预约订单收入",
+        "amount": 9_750,
+        "fee": 250,
+        "balance_after": 9_750,
+        "available_after": 9_750,
+        "pay_id": paid["pay_id"],
+        "type": "order",
+        "subject": paid["subject"],
     }
     assert re.fullmatch("[0-9a-f]{24}", line["bill_id"])
     entry = JournalEntry.get(JournalEntry.kind == "charge", JournalEntry.reference == paid["pay_id"])
@@ -104,7 +118,13 @@ def test_a_paid_note_is_a_note_income(make_user, pay_note):
     (line,) = lines(user)
     # 1,001 fen at 2.5 %: the fee rounds down to 25, the odd fen goes to the expert.
     assert (line["kind"], line["title"], line["amount"], line["fee"], line["type"], line["subject"]) == (
-        "income", "小纸条收入", 976, 25, "note", "小纸条提问")
+        "income",
+        "小纸条收入",
+        976,
+        25,
+        "note",
+        "小纸条提问",
+    )
     assert line["pay_id"] == paid["pay_id"]
 
 
@@ -116,11 +136,22 @@ def test_a_partial_and_then_a_full_refund_are_negative_lines_of_the_pay(app, mak
     newest, older, income = lines(user)
     assert income["kind"] == "income"
     assert brief(older) == {
-        "kind": "refund", "title": "退款", "amount": -3_900, "balance_after": 5_850, "available_after": 5_850,
-        "pay_id": paid["pay_id"], "refund_id": first["refund_id"], "type": "order", "subject": paid["subject"],
+        "kind": "refund",
+        "title": "退款",
+        "amount": -3_900,
+        "balance_after": 5_850,
+        "available_after": 5_850,
+        "pay_id": paid["pay_id"],
+        "refund_id": first["refund_id"],
+        "type": "order",
+        "subject": paid["subject"],
     }
     assert (newest["kind"], newest["amount"], newest["refund_id"], newest["balance_after"]) == (
-        "refund", -5_850, rest["refund_id"], 0)
+        "refund",
+        -5_850,
+        rest["refund_id"],
+        0,
+    )
     assert "fee" not in newest and "withdraw_id" not in newest
 
 
@@ -134,8 +165,14 @@ def test_a_refund_ping_fails_gives_its_share_back_as_a_line(app, make_user, pay_
         returned, taken, _ = lines(user.remint())
     assert (taken["kind"], taken["amount"]) == ("refund", -3_900)
     assert brief(returned) == {
-        "kind": "refund_returned", "title": "退款失败退回", "amount": 3_900, "balance_after": 9_750,
-        "available_after": 9_750, "pay_id": paid["pay_id"], "refund_id": refund["refund_id"], "type": "order",
+        "kind": "refund_returned",
+        "title": "退款失败退回",
+        "amount": 3_900,
+        "balance_after": 9_750,
+        "available_after": 9_750,
+        "pay_id": paid["pay_id"],
+        "refund_id": refund["refund_id"],
+        "type": "order",
         "subject": paid["subject"],
     }
 
@@ -145,16 +182,28 @@ def test_a_succeeded_withdrawal_is_one_negative_line(expert, pending, gateway, f
     assert run_payouts(gateway) == {"sent": 1, "failed": 0}
     newest, income = lines(expert)  # Ping++ paying it out moves nothing of the expert's
     assert income["kind"] == "income"
-    assert brief(newest) == {"kind": "withdrawal", "title": "提现", "amount": -3_000, "balance_after": 6_750,
-                             "available_after": 6_750, "withdraw_id": pending}
+    assert brief(newest) == {
+        "kind": "withdrawal",
+        "title": "提现",
+        "amount": -3_000,
+        "balance_after": 6_750,
+        "available_after": 6_750,
+        "withdraw_id": pending,
+    }
 
 
 def test_a_failed_withdrawal_is_given_back_in_a_line_of_its_own(expert, pending, send_event):
     assert send_event("transfer.failed", transfer_object(pending, 3_000, "failed")).json["result"] == "applied"
     returned, taken, _ = lines(expert)
     assert (taken["kind"], taken["amount"], taken["withdraw_id"]) == ("withdrawal", -3_000, pending)
-    assert brief(returned) == {"kind": "withdrawal_returned", "title": "提现退回", "amount": 3_000,
-                               "balance_after": 9_750, "available_after": 9_750, "withdraw_id": pending}
+    assert brief(returned) == {
+        "kind": "withdrawal_returned",
+        "title": "提现退回",
+        "amount": 3_000,
+        "balance_after": 9_750,
+        "available_after": 9_750,
+        "withdraw_id": pending,
+    }
 
 
 class TestSettlementHold:
@@ -164,19 +213,28 @@ class TestSettlementHold:
     def settings(self, settings):
         return dataclasses.replace(settings, settlement_hold_seconds=self.HOLD_S)
 
-    def test_held_income_is_in_the_balance_but_not_available_until_its_line_says_so(self, make_user, pay_expert,
-                                                                                       clock):
+    def test_held_income_is_in_the_balance_but_not_available_until_its_line_says_so(self, make_user, pay_expert, clock):
         user = make_user()
         paid = pay_expert(user.id, 10_000)
         (income,) = lines(user)
         assert (income["kind"], income["amount"], income["balance_after"], income["available_after"]) == (
-            "income", 9_750, 9_750, 0)
+            "income",
+            9_750,
+            9_750,
+            0,
+        )
         clock.shift(self.HOLD_S)
         assert payments.release_holds()["released"] == 1
         released, _ = lines(user)
         assert brief(released) == {
-            "kind": "available", "title": "收入可提现", "amount": 0, "balance_after": 9_750, "available_after": 9_750,
-            "pay_id": paid["pay_id"], "type": "order", "subject": paid["subject"],
+            "kind": "available",
+            "title": "收入可提现",
+            "amount": 0,
+            "balance_after": 9_750,
+            "available_after": 9_750,
+            "pay_id": paid["pay_id"],
+            "type": "order",
+            "subject": paid["subject"],
         }
 
     def test_a_refund_while_held_takes_from_pending(self, app, make_user, pay_expert, clock):
@@ -191,6 +249,7 @@ class TestSettlementHold:
 
 
 # --- paging, months, users ----------------------------------------------------------------------
+
 
 def test_pages_follow_one_another_by_before_newest_first(make_user, pay_expert):
     user = make_user()
@@ -271,26 +330,56 @@ def test_the_summary_of_a_month_adds_up(app, make_user, pay_expert, clock, gatew
     pay_expert(user.id, 2_000)  # November: 1,950
 
     october = summary(user, month="2026-10")
-    assert october == {"code": 900, "month": "2026-10", "income": 9_750 + 976, "fees": 250 + 25, "refunds": -3_900,
-                       "withdrawn": -7_000, "returned": 2_000, "opening": 3_900,
-                       "closing": 3_900 + 9_750 + 976 - 3_900 - 7_000 + 2_000}
+    assert october == {
+        "code": 900,
+        "month": "2026-10",
+        "income": 9_750 + 976,
+        "fees": 250 + 25,
+        "refunds": -3_900,
+        "withdrawn": -7_000,
+        "returned": 2_000,
+        "opening": 3_900,
+        "closing": 3_900 + 9_750 + 976 - 3_900 - 7_000 + 2_000,
+    }
     assert october["closing"] == sum(line["amount"] for line in lines(user, month="2026-10")) + october["opening"]
     assert summary(user, month="2026-09")["closing"] == october["opening"]
     november = summary(user)  # the current month
     assert (november["month"], november["opening"], november["income"], november["closing"]) == (
-        "2026-11", october["closing"], 1_950, october["closing"] + 1_950)
+        "2026-11",
+        october["closing"],
+        1_950,
+        october["closing"] + 1_950,
+    )
     assert november["closing"] == Wallet.get_by_id(user.id).balance
     assert summary(user, month="2027-01")["opening"] == november["closing"]
 
 
 # --- the contract's edges --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("params", [
-    {"limit": 0}, {"limit": 101}, {"limit": "ten"}, {"limit": "1.5"}, {"limit": "-1"}, {"limit": ""},
-    {"before": "xyz"}, {"before": "5" * 23}, {"before": "A" * 24}, {"before": "g" * 24},
-    {"month": "2026-13"}, {"month": "2026-00"}, {"month": "2026-1"}, {"month": "26-11"}, {"month": "2026/11"},
-    {"month": "1969-12"}, {"month": "2026-11-01"}, {"month": ""},
-])
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 101},
+        {"limit": "ten"},
+        {"limit": "1.5"},
+        {"limit": "-1"},
+        {"limit": ""},
+        {"before": "xyz"},
+        {"before": "5" * 23},
+        {"before": "A" * 24},
+        {"before": "g" * 24},
+        {"month": "2026-13"},
+        {"month": "2026-00"},
+        {"month": "2026-1"},
+        {"month": "26-11"},
+        {"month": "2026/11"},
+        {"month": "1969-12"},
+        {"month": "2026-11-01"},
+        {"month": ""},
+    ],
+)
 def test_bad_input_is_904(user, params):
     response = user.get("/rest/pay/bills", **params)
     assert (response.status_int, response.json["code"]) == (400, 904), response.json
@@ -320,6 +409,7 @@ def test_any_well_formed_bill_id_is_a_place_in_the_statement(make_user, pay_expe
 
 # --- one truth -------------------------------------------------------------------------------------
 
+
 def test_the_books_check_finds_a_line_that_disagrees_with_its_postings(make_user, pay_expert):
     user = make_user()
     pay_expert(user.id, 1_000)
@@ -330,14 +420,20 @@ def test_the_books_check_finds_a_line_that_disagrees_with_its_postings(make_user
     assert any("says 976 but its postings say 975" in p for p in problems), problems
     StatementLine.update(amount=first.amount).where(StatementLine.entry_id == first.entry_id).execute()
     StatementLine.update(balance_after=second.balance_after - 1).where(
-        StatementLine.entry_id == second.entry_id).execute()
+        StatementLine.entry_id == second.entry_id
+    ).execute()
     problems = books.check()
     assert any("does not run" in p for p in problems) and any("ends at (2924" in p for p in problems), problems
     StatementLine.delete().where(StatementLine.entry_id == second.entry_id).execute()
     assert any("has no line for it" in p for p in books.check())
-    StatementLine.insert(user_id=second.user_id, created_at=second.created_at, entry_id=second.entry_id,
-                         amount=second.amount, balance_after=second.balance_after,
-                         available_after=second.available_after).execute()
+    StatementLine.insert(
+        user_id=second.user_id,
+        created_at=second.created_at,
+        entry_id=second.entry_id,
+        amount=second.amount,
+        balance_after=second.balance_after,
+        available_after=second.available_after,
+    ).execute()
     assert books.check() == []
 
 
@@ -352,6 +448,7 @@ def test_a_line_is_never_dated_before_the_experts_line_before_it(make_user, pay_
 
 
 # --- fast at any size: the page is one range of the primary key -------------------------------------
+
 
 def explain(query):
     sql, params = query.sql()
@@ -369,8 +466,16 @@ def many_lines(database):
     for n in range(20):
         user_id = f"{n:024x}"
         for i in range(100):
-            rows.append({"user_id": user_id, "created_at": 1_790_000_000_000 + i * 60_000, "entry_id": n * 1000 + i,
-                         "amount": 0, "balance_after": 0, "available_after": 0})
+            rows.append(
+                {
+                    "user_id": user_id,
+                    "created_at": 1_790_000_000_000 + i * 60_000,
+                    "entry_id": n * 1000 + i,
+                    "amount": 0,
+                    "balance_after": 0,
+                    "available_after": 0,
+                }
+            )
     with db.atomic():
         StatementLine.insert_many(rows).execute()
     if is_mysql():
@@ -398,11 +503,13 @@ def test_a_page_is_read_by_the_primary_key_without_sorting(many_lines, settings,
         assert re.fullmatch(r"SEARCH \w+ USING INDEX sqlite_autoindex_statement_line_1 \(user_id=\?.*\)", plan[0]), plan
     page = list(query)
     assert 0 < len(page) <= 21 and {row.user_id for row in page} == {many_lines}
-    assert [(r.created_at, r.entry_id) for r in page] == sorted(((r.created_at, r.entry_id) for r in page),
-                                                              reverse=True)
+    assert [(r.created_at, r.entry_id) for r in page] == sorted(
+        ((r.created_at, r.entry_id) for r in page), reverse=True
+    )
 
 
 # --- the history before the statement (migration 012) --------------------------------------------------
+
 
 def test_the_migration_writes_every_experts_history_as_their_statement(empty_database_url):  # noqa: F811
     database = open_database(empty_database_url)
@@ -414,10 +521,13 @@ def test_the_migration_writes_every_experts_history_as_their_statement(empty_dat
     def entry(kind, reference, created_at, *lines):
         cursor = database.execute_sql(
             f"INSERT INTO journal_entry (kind, reference, created_at) VALUES ({q}, {q}, {q})",
-            (kind, reference, created_at))
+            (kind, reference, created_at),
+        )
         for account, debit, credit in lines:
-            database.execute_sql(f"INSERT INTO posting (entry_id, account, debit, credit) VALUES ({q}, {q}, {q}, {q})",
-                                 (cursor.lastrowid, account, debit, credit))
+            database.execute_sql(
+                f"INSERT INTO posting (entry_id, account, debit, credit) VALUES ({q}, {q}, {q}, {q})",
+                (cursor.lastrowid, account, debit, credit),
+            )
 
     pay, withdrawal = new_id(), new_id()
     entry("charge", pay, t, ("pingpp", 10_000, 0), ("fees", 0, 250), (f"expert:{alice}:pending", 0, 9_750))
@@ -429,20 +539,24 @@ def test_the_migration_writes_every_experts_history_as_their_statement(empty_dat
     for user_id, available in ((alice, 9_750), (bob, 1_000)):
         database.execute_sql(
             f"INSERT INTO wallet (user_id, pending, available, updated_at) VALUES ({q}, {q}, {q}, {q})",
-            (user_id, 0, available, t - 60_000))
+            (user_id, 0, available, t - 60_000),
+        )
     router.run()
     bind(database)
     try:
         assert books.check() == []
-        assert [(line.kind, line.amount, line.balance_after, line.available_after, line.created_at)
-                for line in statement.lines_of(alice)] == [
+        assert [
+            (line.kind, line.amount, line.balance_after, line.available_after, line.created_at)
+            for line in statement.lines_of(alice)
+        ] == [
             ("withdrawal_returned", 3_000, 9_750, 9_750, iso(t + 3)),
             ("withdrawal", -3_000, 6_750, 6_750, iso(t + 3)),
             ("available", 0, 9_750, 9_750, iso(t + 2)),
             ("income", 9_750, 9_750, 0, iso(t)),
         ]
         assert [(line.kind, line.amount, line.balance_after) for line in statement.lines_of(bob)] == [
-            ("income", 1_000, 1_000)]
+            ("income", 1_000, 1_000)
+        ]
         # What books.record writes next comes after the history.
         assert Wallet.get_by_id(alice).updated_at == t + 3
     finally:
@@ -457,8 +571,12 @@ def test_racing_bookings_for_one_expert_leave_lines_that_run_in_order(database):
 
     @transaction
     def book(n):
-        books.record("charge", f"race-{user_id}-{n}", books.debit(books.PINGPP, n),
-                     books.credit(books.expert(user_id, books.AVAILABLE), n))
+        books.record(
+            "charge",
+            f"race-{user_id}-{n}",
+            books.debit(books.PINGPP, n),
+            books.credit(books.expert(user_id, books.AVAILABLE), n),
+        )
 
     def run(first):
         db.connect(reuse_if_open=True)

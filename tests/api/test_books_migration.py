@@ -22,8 +22,9 @@ FEE_BPS = 250
 
 def insert(database, table, **row):
     columns = ", ".join(row)
-    database.execute_sql(f"INSERT INTO {table} ({columns}) VALUES ({', '.join([database.param] * len(row))})",
-                         tuple(row.values()))
+    database.execute_sql(
+        f"INSERT INTO {table} ({columns}) VALUES ({', '.join([database.param] * len(row))})", tuple(row.values())
+    )
 
 
 def previous_version_history(database):
@@ -34,27 +35,78 @@ def previous_version_history(database):
 
     def ledger(user, amount, kind, reference):
         balances[user] += amount
-        insert(database, "ledger_entry", user_id=user, amount=amount, kind=kind, reference=reference,
-               balance_after=balances[user], created_at=t)
+        insert(
+            database,
+            "ledger_entry",
+            user_id=user,
+            amount=amount,
+            kind=kind,
+            reference=reference,
+            balance_after=balances[user],
+            created_at=t,
+        )
 
     def paid_pay(expert, money, charge_id):
         pay_id = new_id()
         credited = money - money * FEE_BPS // 10_000
-        insert(database, "pay", pay_id=pay_id, type="order", o_id=new_id(), note_id="", expert_id=expert,
-               user_id=payer, amount=money, money=money, currency="cny", channel="alipay", subject="预约",
-               description="", charge=json.dumps({"id": charge_id, "paid": True}), charge_id=charge_id,
-               status="paid", client_status="success", credited=credited, amount_refunded=0, client_ip="",
-               platform="", store="", created_at=t, updated_at=t, paid_at=t, info="{}", check_after=0)
+        insert(
+            database,
+            "pay",
+            pay_id=pay_id,
+            type="order",
+            o_id=new_id(),
+            note_id="",
+            expert_id=expert,
+            user_id=payer,
+            amount=money,
+            money=money,
+            currency="cny",
+            channel="alipay",
+            subject="预约",
+            description="",
+            charge=json.dumps({"id": charge_id, "paid": True}),
+            charge_id=charge_id,
+            status="paid",
+            client_status="success",
+            credited=credited,
+            amount_refunded=0,
+            client_ip="",
+            platform="",
+            store="",
+            created_at=t,
+            updated_at=t,
+            paid_at=t,
+            info="{}",
+            check_after=0,
+        )
         ledger(expert, credited, "charge", pay_id)
         return pay_id, credited
 
     def withdrawal(expert, amount, status):
         withdraw_id = new_id()
-        insert(database, "withdrawal", withdraw_id=withdraw_id, user_id=expert, amount=amount, status=status,
-               account_type="alipay", account_id="a@example.com", account_name="张三", month="2023-11",
-               active_month=None if status == "failed" else f"{expert}:2023-11:{withdraw_id[-4:]}",
-               transfer_id=None, transfer=None, attempts=1, last_error="", lease_until=0, client_ip="",
-               platform="", store="", created_at=t, updated_at=t)
+        insert(
+            database,
+            "withdrawal",
+            withdraw_id=withdraw_id,
+            user_id=expert,
+            amount=amount,
+            status=status,
+            account_type="alipay",
+            account_id="a@example.com",
+            account_name="张三",
+            month="2023-11",
+            active_month=None if status == "failed" else f"{expert}:2023-11:{withdraw_id[-4:]}",
+            transfer_id=None,
+            transfer=None,
+            attempts=1,
+            last_error="",
+            lease_until=0,
+            client_ip="",
+            platform="",
+            store="",
+            created_at=t,
+            updated_at=t,
+        )
         ledger(expert, -amount, "withdraw", withdraw_id)
         if status == "failed":
             ledger(expert, amount, "withdraw_refund", withdraw_id)
@@ -64,11 +116,25 @@ def previous_version_history(database):
     paid_pay(alice, 4_000, "ch_second")
     paid_pay(bob, 1_001, "ch_third")
     # A partial refund of 4,000 of the first pay: the expert gave back 3,900 of their 9,750.
-    refund = {"id": "re_one", "object": "refund", "amount": 4_000, "charge": "ch_first", "status": "succeeded",
-              "description": "退款"}
-    insert(database, "event", event_id="evt_refund", type="refund.succeeded", object_id="re_one",
-           outcome="applied", detail="", received_at=t,
-           payload=json.dumps({"id": "evt_refund", "type": "refund.succeeded", "data": {"object": refund}}))
+    refund = {
+        "id": "re_one",
+        "object": "refund",
+        "amount": 4_000,
+        "charge": "ch_first",
+        "status": "succeeded",
+        "description": "退款",
+    }
+    insert(
+        database,
+        "event",
+        event_id="evt_refund",
+        type="refund.succeeded",
+        object_id="re_one",
+        outcome="applied",
+        detail="",
+        received_at=t,
+        payload=json.dumps({"id": "evt_refund", "type": "refund.succeeded", "data": {"object": refund}}),
+    )
     database.execute_sql(f"UPDATE pay SET amount_refunded = 4000 WHERE pay_id = {database.param}", (first,))
     ledger(alice, -3_900, "refund", "re_one")
     settled = withdrawal(alice, 2_000, "succeeded")
@@ -92,10 +158,15 @@ def test_the_books_migration_keeps_every_balance_and_movement(empty_database_url
             wallet = Wallet.get_by_id(user)
             assert (wallet.pending, wallet.available) == (0, balance)
         assert [(kind, amount) for kind, _, amount in ledger_of(alice)] == [
-            ("charge", 9_750), ("charge", 3_900), ("refund", -3_900), ("withdraw", -2_000),
+            ("charge", 9_750),
+            ("charge", 3_900),
+            ("refund", -3_900),
+            ("withdraw", -2_000),
         ]
         assert [(kind, amount) for kind, _, amount in ledger_of(bob)] == [
-            ("charge", 976), ("withdraw", -500), ("withdraw_refund", 500),
+            ("charge", 976),
+            ("withdraw", -500),
+            ("withdraw_refund", 500),
         ]
         totals = {a["account"]: a["credits"] - a["debits"] for a in books.trial_balance()["accounts"]}
         # What Ping++ holds: 15,001 paid, less the 4,000 refunded and the 2,000 paid out.

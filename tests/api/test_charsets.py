@@ -39,9 +39,9 @@ def test_no_migration_imports_the_application():
         if not name.endswith(".py"):
             continue
         tree = ast.parse(open(os.path.join(MIGRATIONS, name), encoding="utf-8").read())
-        imported = [
-            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
-        ] + [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names] + [
+            node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+        ]
         assert not [m for m in imported if m.split(".")[0] == "payapi"], f"{name} imports application code"
 
 
@@ -54,7 +54,8 @@ def test_the_collation_lists_of_the_app_and_the_migration_agree():
 @pytest.mark.only_db("mariadb")
 def test_every_table_and_text_column_is_utf8mb4_binary_after_migrating(database):
     assert db.execute_sql("SELECT @@character_set_database, @@collation_database").fetchone() == (
-        "utf8mb4", MARIADB_COLLATION,
+        "utf8mb4",
+        MARIADB_COLLATION,
     )
     tables = db.execute_sql(
         "SELECT TABLE_NAME, TABLE_COLLATION FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
@@ -71,6 +72,7 @@ def test_every_table_and_text_column_is_utf8mb4_binary_after_migrating(database)
 
 # --- a database created with a narrow default ------------------------------------------------
 
+
 def narrow_database_url(request, charset):
     """A fresh, empty database whose default character set is charset, on the test MariaDB."""
     proc = request.getfixturevalue("mariadb_proc")
@@ -85,7 +87,11 @@ def narrow_database_url(request, charset):
 def run(command, settings, *args):
     return subprocess.run(
         [sys.executable, "-m", "payapi", command, *args],
-        cwd=ROOT, env=process_env(settings), capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=process_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -129,7 +135,9 @@ def test_emoji_and_chinese_round_trip_on_a_database_created_with_a_narrow_defaul
     charge["metadata"] = {"note": "会员 👍🏽 续费", "rare": "𠀀𪚥"}
     raw = json.dumps(event("charge.succeeded", charge), ensure_ascii=False).encode()
     delivered = app.post(
-        "/rest/pay/webhook", raw, headers={"X-Pingplusplus-Signature": sign(pingpp_keys[0], raw)},
+        "/rest/pay/webhook",
+        raw,
+        headers={"X-Pingplusplus-Signature": sign(pingpp_keys[0], raw)},
         content_type="application/json",
     )
     assert delivered.json["result"] == "applied"
@@ -145,13 +153,18 @@ def test_emoji_and_chinese_round_trip_on_a_database_created_with_a_narrow_defaul
     def deliver(event_id):
         body = json.dumps(event("summary.daily.available", {"id": "sum_1"}, event_id)).encode()
         answer = app.post(
-            "/rest/pay/webhook", body, headers={"X-Pingplusplus-Signature": sign(pingpp_keys[0], body)},
+            "/rest/pay/webhook",
+            body,
+            headers={"X-Pingplusplus-Signature": sign(pingpp_keys[0], body)},
             content_type="application/json",
         )
         return answer.json["result"]
 
     assert [deliver(i) for i in ("evt_CaseCheck", "evt_casecheck", "evt_casecheck ", "evt_casecheck")] == [
-        "ignored", "ignored", "ignored", "replay",
+        "ignored",
+        "ignored",
+        "ignored",
+        "replay",
     ]
     # The books' unique (kind, reference) key: three references, three entries.
     for reference in ("ch_Ref", "ch_ref", "ch_ref "):

@@ -179,16 +179,31 @@ def test_every_report_is_kept_with_the_phone_headers(payer, pay_in):
 def test_a_report_without_the_optional_headers_is_recorded_with_empty_ones(app, payer, pay_in):
     info = pay_in("pending")
     response = app.post(
-        f"/rest/pay/{info['pay_id']}/status", b'{"status": "fail"}',
-        headers={"auth": payer.token}, content_type="application/json", expect_errors=True,
+        f"/rest/pay/{info['pay_id']}/status",
+        b'{"status": "fail"}',
+        headers={"auth": payer.token},
+        content_type="application/json",
+        expect_errors=True,
     )
     assert response.json == {"code": 900}
     row = ClientReport.get(ClientReport.pay_id == info["pay_id"])
     assert (row.status, row.client_ip, row.platform, row.store) == ("fail", "", "", "")
 
 
-@pytest.mark.parametrize("body", [{}, {"status": None}, {"status": "paid"}, {"status": "SUCCESS"}, {"status": ""},
-                                  {"status": " success"}, {"status": 1}, {"status": ["success"]}, {"state": "success"}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"status": None},
+        {"status": "paid"},
+        {"status": "SUCCESS"},
+        {"status": ""},
+        {"status": " success"},
+        {"status": 1},
+        {"status": ["success"]},
+        {"state": "success"},
+    ],
+)
 def test_a_report_with_an_invalid_status_is_904_and_changes_nothing(payer, pay_in, body):
     info = pay_in("pending")
     response = payer.post(f"/rest/pay/{info['pay_id']}/status", body)
@@ -220,8 +235,12 @@ def test_a_report_on_someone_elses_pay_is_911_and_changes_nothing(make_user, pay
 
 def test_a_report_without_auth_is_401(app, pay_in):
     info = pay_in("pending")
-    response = app.post(f"/rest/pay/{info['pay_id']}/status", b'{"status": "cancel"}',
-                        content_type="application/json", expect_errors=True)
+    response = app.post(
+        f"/rest/pay/{info['pay_id']}/status",
+        b'{"status": "cancel"}',
+        content_type="application/json",
+        expect_errors=True,
+    )
     assert (response.status_int, response.json["code"]) == (401, 901)
     assert Pay.get_by_id(info["pay_id"]).status == "pending"
 
@@ -233,12 +252,15 @@ def test_a_report_on_a_malformed_pay_id_is_904(payer):
 
 # --- repeated reports: Ping++ asked once per few seconds, rows counted, not multiplied ---------
 
+
 def report_from(app, user, pay_id, status, client="1.2.3.4"):
     """A report with the user's token and a given `client` header (the phone's IP as it sees it)."""
     return app.post(
-        f"/rest/pay/{pay_id}/status", f'{{"status": "{status}"}}'.encode(),
+        f"/rest/pay/{pay_id}/status",
+        f'{{"status": "{status}"}}'.encode(),
         headers={"auth": user.token, "client": client, "platform": "android", "channel": "TencentAPP"},
-        content_type="application/json", expect_errors=True,
+        content_type="application/json",
+        expect_errors=True,
     )
 
 
@@ -253,7 +275,9 @@ def frozen(time_machine):
     return time_machine
 
 
-def test_two_hundred_success_reports_in_a_second_ask_ping_plus_plus_once_and_keep_one_row(payer, pay_in, fake_pingpp, frozen):
+def test_two_hundred_success_reports_in_a_second_ask_ping_plus_plus_once_and_keep_one_row(
+    payer, pay_in, fake_pingpp, frozen
+):
     info = pay_in("pending")
     for _ in range(200):
         assert report(payer, info["pay_id"], "success").json == {"code": 900}
@@ -317,13 +341,18 @@ def test_a_report_that_differs_from_the_latest_row_gets_its_own_row(app, payer, 
     for status, client in [("fail", "1.1.1.1"), ("fail", "2.2.2.2"), ("success", "2.2.2.2"), ("fail", "2.2.2.2")]:
         report_from(app, payer, info["pay_id"], status, client)
     assert rows_of(info["pay_id"]) == [
-        ("fail", "1.1.1.1", 1), ("fail", "2.2.2.2", 1), ("success", "2.2.2.2", 1), ("fail", "2.2.2.2", 1)
+        ("fail", "1.1.1.1", 1),
+        ("fail", "2.2.2.2", 1),
+        ("success", "2.2.2.2", 1),
+        ("fail", "2.2.2.2", 1),
     ]
     row = ClientReport.select().order_by(ClientReport.id.desc()).first()
     assert row.created_at == row.last_at
 
 
-def test_beyond_the_hourly_rows_of_a_pay_reports_are_counted_in_the_latest_row_of_their_status(app, payer, pay_in, frozen):
+def test_beyond_the_hourly_rows_of_a_pay_reports_are_counted_in_the_latest_row_of_their_status(
+    app, payer, pay_in, frozen
+):
     info = pay_in("pending")
     for i in range(REPORT_ROWS_PER_HOUR):  # a client that changes its headers every time
         report_from(app, payer, info["pay_id"], "fail" if i % 2 else "success", client=f"10.0.0.{i}")
@@ -333,8 +362,11 @@ def test_beyond_the_hourly_rows_of_a_pay_reports_are_counted_in_the_latest_row_o
     report_from(app, payer, info["pay_id"], "cancel", client="10.0.2.2")  # a status not seen before
     rows = rows_of(info["pay_id"])
     assert len(rows) == REPORT_ROWS_PER_HOUR + 1
-    assert rows[-3:] == [("success", f"10.0.0.{REPORT_ROWS_PER_HOUR - 2}", 2),
-                         ("fail", f"10.0.0.{REPORT_ROWS_PER_HOUR - 1}", 51), ("cancel", "10.0.2.2", 1)]
+    assert rows[-3:] == [
+        ("success", f"10.0.0.{REPORT_ROWS_PER_HOUR - 2}", 2),
+        ("fail", f"10.0.0.{REPORT_ROWS_PER_HOUR - 1}", 51),
+        ("cancel", "10.0.2.2", 1),
+    ]
     assert sum(times for _, _, times in rows) == REPORT_ROWS_PER_HOUR + 52
     assert Pay.get_by_id(info["pay_id"]).client_status == "cancel"
     frozen.shift(3600)  # an hour later, rows come again

@@ -37,8 +37,12 @@ ORDER = {"o_id": "5" * 24, "userID": "6" * 24, "expert_id": "7" * 24}
 
 def announced(info):
     """What the order service was told of a pay, oldest first."""
-    return [m.type for m in Notification.select().where(Notification.subject_id == info["pay_id"])
-            .order_by(Notification.created_at, Notification.message_id)]
+    return [
+        m.type
+        for m in Notification.select()
+        .where(Notification.subject_id == info["pay_id"])
+        .order_by(Notification.created_at, Notification.message_id)
+    ]
 
 
 def test_a_replaced_pay_is_announced_closed_only_once_its_replacement_has_a_charge(order_service, fake_pingpp):
@@ -130,6 +134,7 @@ def test_replacing_a_pay_paid_meanwhile_is_910_with_the_paid_pay_and_the_new_cha
     if webhook == "not arrived yet":
         fake_pingpp.mark_paid(old["charge"]["id"])  # found paid when its charge is to be closed
     else:
+
         def made_while_the_old_charge_is_paid(create, request):
             paid = fake_pingpp.mark_paid(old["charge"]["id"])
             assert send_event("charge.succeeded", paid).json["result"] == "applied"
@@ -152,8 +157,9 @@ def test_an_expired_pay_closed_by_the_worker_is_closed_at_ping_too(order_service
     assert pay.status == "cancel" and pay.reversed_at is not None and reversed_at_ping(fake_pingpp, info)
 
 
-def test_a_reversal_ping_did_not_confirm_is_retried_by_the_worker(order_service, make_user, fake_pingpp, gateway,
-                                                                    settings):
+def test_a_reversal_ping_did_not_confirm_is_retried_by_the_worker(
+    order_service, make_user, fake_pingpp, gateway, settings
+):
     payer = make_user()
     info = order_service(userID=payer.id).json["info"]
     fake_pingpp.fail_next(times=2)  # the reverse, and the retrieve that asks why
@@ -183,21 +189,28 @@ def paid_twice(order_service, make_user, fake_pingpp, send_event):
     return first, second
 
 
-def test_the_pay_paid_later_is_refunded_in_full_so_the_user_pays_once(paid_twice, fake_pingpp, gateway, send_event,
-                                                                       settings):
+def test_the_pay_paid_later_is_refunded_in_full_so_the_user_pays_once(
+    paid_twice, fake_pingpp, gateway, send_event, settings
+):
     first, second = paid_twice
     assert {Pay.get_by_id(p["pay_id"]).status for p in (first, second)} == {"paid"}
     (duplicate,) = Refund.select()
     assert (duplicate.pay_id, duplicate.amount, duplicate.source, duplicate.status) == (
-        first["pay_id"], 10_000, "duplicate", "pending"
+        first["pay_id"],
+        10_000,
+        "duplicate",
+        "pending",
     )
     assert worker.run_once(settings, gateway)["refunds"]["settled"] in (0, 1)  # made at Ping++
     (made,) = [r for r in fake_pingpp.refunds.values() if r["charge"] == first["charge"]["id"]]
     assert (made["amount"], made["description"], made["metadata"]) == (
-        10_000, "duplicate payment", {"refund_id": duplicate.refund_id}
+        10_000,
+        "duplicate payment",
+        {"refund_id": duplicate.refund_id},
     )
     assert send_event("refund.succeeded", fake_pingpp.settle_refund(made["id"], "succeeded")).json["result"] in (
-        "applied", "ignored"
+        "applied",
+        "ignored",
     )
     assert Pay.get_by_id(first["pay_id"]).status == "refunded"
     assert Pay.get_by_id(second["pay_id"]).status == "paid"

@@ -77,8 +77,30 @@ def test_pay_info_migration_fills_in_pays_written_before_it(empty_database_url):
         "INSERT INTO pay (pay_id, type, o_id, note_id, expert_id, user_id, amount, money, currency, channel, subject, "
         "description, charge, status, client_status, credited, amount_refunded, client_ip, platform, store, "
         "created_at, updated_at) VALUES ({})".format(", ".join([database.param] * 22)),
-        (pay_id, "order", new_id(), "", new_id(), new_id(), 500, 400, "cny", "alipay", "旧的支付", "", '{"id": "ch_1"}',
-         "pending", "pending", 0, 0, "", "", "", 1_466_657_198_190, 1_466_657_198_190),
+        (
+            pay_id,
+            "order",
+            new_id(),
+            "",
+            new_id(),
+            new_id(),
+            500,
+            400,
+            "cny",
+            "alipay",
+            "旧的支付",
+            "",
+            '{"id": "ch_1"}',
+            "pending",
+            "pending",
+            0,
+            0,
+            "",
+            "",
+            "",
+            1_466_657_198_190,
+            1_466_657_198_190,
+        ),
     )
     router.run()
     bind(database)
@@ -116,10 +138,12 @@ def test_hardening_migration_keeps_failures_as_times_and_old_reports_as_single_o
         reports = database.execute_sql("SELECT status, times, created_at, last_at FROM client_report").fetchall()
         assert [tuple(r) for r in reports] == [("success", 1, 1_466_657_198_190, 1_466_657_198_190)]
         rows = database.execute_sql("SELECT user_id, failed_at, failures, locked_until FROM lockout").fetchall()
-        assert sorted(rows) == sorted([
-            (counting, "1466657198190,1466657198190,1466657198190", 3, 0),
-            (locked, ",".join(["1466657000000"] * 5), 5, 1_466_667_000_000),
-        ])
+        assert sorted(rows) == sorted(
+            [
+                (counting, "1466657198190,1466657198190,1466657198190", 3, 0),
+                (locked, ",".join(["1466657000000"] * 5), 5, 1_466_667_000_000),
+            ]
+        )
         if isinstance(database, peewee.MySQLDatabase):
             cursor = database.execute_sql(
                 "SELECT COLLATION_NAME FROM information_schema.COLUMNS "
@@ -164,10 +188,22 @@ def test_transaction_does_not_retry_other_errors(database):
 
 def test_row_by_key_reads_the_same_row_as_peewee(database):
     pay_id = new_id()
-    outbox.save(Pay(
-        pay_id=pay_id, type="note", note_id=new_id(), expert_id=new_id(), user_id=new_id(), amount=1, money=1,
-        channel="wx", subject="问题", created_at=1_700_000_000_123, updated_at=1_700_000_000_456,
-    ), force_insert=True)
+    outbox.save(
+        Pay(
+            pay_id=pay_id,
+            type="note",
+            note_id=new_id(),
+            expert_id=new_id(),
+            user_id=new_id(),
+            amount=1,
+            money=1,
+            channel="wx",
+            subject="问题",
+            created_at=1_700_000_000_123,
+            updated_at=1_700_000_000_456,
+        ),
+        force_insert=True,
+    )
     by_key = RowByKey(Pay, Pay.pay_id)
     assert by_key(pay_id)._asdict() == Pay.get(Pay.pay_id == pay_id).__data__
     assert by_key(new_id()) is None
@@ -175,10 +211,22 @@ def test_row_by_key_reads_the_same_row_as_peewee(database):
 
 def test_a_row_by_key_is_read_only_and_cannot_be_saved(database):
     pay_id = new_id()
-    outbox.save(Pay(
-        pay_id=pay_id, type="note", note_id=new_id(), expert_id=new_id(), user_id=new_id(), amount=1, money=1,
-        channel="wx", subject="问题", created_at=1, updated_at=1,
-    ), force_insert=True)
+    outbox.save(
+        Pay(
+            pay_id=pay_id,
+            type="note",
+            note_id=new_id(),
+            expert_id=new_id(),
+            user_id=new_id(),
+            amount=1,
+            money=1,
+            channel="wx",
+            subject="问题",
+            created_at=1,
+            updated_at=1,
+        ),
+        force_insert=True,
+    )
     row = RowByKey(Pay, Pay.pay_id, columns=(Pay.user_id, Pay.info))(pay_id)
     assert not hasattr(row, "save")
     with pytest.raises(AttributeError):
@@ -187,10 +235,22 @@ def test_a_row_by_key_is_read_only_and_cannot_be_saved(database):
 
 def test_a_bulk_update_of_what_pay_info_is_made_of_is_refused(database):
     pay_id = new_id()
-    outbox.save(Pay(
-        pay_id=pay_id, type="note", note_id=new_id(), expert_id=new_id(), user_id=new_id(), amount=1, money=1,
-        channel="wx", subject="问题", created_at=1, updated_at=1,
-    ), force_insert=True)
+    outbox.save(
+        Pay(
+            pay_id=pay_id,
+            type="note",
+            note_id=new_id(),
+            expert_id=new_id(),
+            user_id=new_id(),
+            amount=1,
+            money=1,
+            channel="wx",
+            subject="问题",
+            created_at=1,
+            updated_at=1,
+        ),
+        force_insert=True,
+    )
     with pytest.raises(TypeError):
         Pay.update(status="paid").where(Pay.pay_id == pay_id).execute()
     assert Pay.update(check_after=5).where(Pay.pay_id == pay_id).execute() == 1  # not part of the info
@@ -210,10 +270,20 @@ def test_saving_a_pay_writes_its_info_and_its_announced_moves_in_one_go(database
     from payapi.domain.lifecycles import PAY, PayStatus
     from payapi.infra.models import Notification
 
-    pay = PAY.begin(Pay(
-        pay_id=new_id(), type="note", note_id=new_id(), expert_id=new_id(), user_id=new_id(), amount=1, money=1,
-        channel="wx", subject="问题",
-    ), 1)
+    pay = PAY.begin(
+        Pay(
+            pay_id=new_id(),
+            type="note",
+            note_id=new_id(),
+            expert_id=new_id(),
+            user_id=new_id(),
+            amount=1,
+            money=1,
+            channel="wx",
+            subject="问题",
+        ),
+        1,
+    )
     outbox.save(pay, force_insert=True)
     assert Notification.select().count() == 0
     PAY.move(pay, PayStatus.PAID, 2)

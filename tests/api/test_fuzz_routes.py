@@ -123,7 +123,12 @@ def test_any_post_body_gets_a_documented_envelope_and_never_a_5xx(route, make_us
     if route != "/rest/pay/smscode":
         user.post("/rest/pay/smscode", {})
         user.post("/rest/pay/withdrawInfo", {"smscode": user.last_sms_code(), "id": "acct", "name": "张三"})
-        assert user.get("/rest/pay/checkInfo").json == {"code": 900, "passwd": True, "questions": True, "withdraw": True}
+        assert user.get("/rest/pay/checkInfo").json == {
+            "code": 900,
+            "passwd": True,
+            "questions": True,
+            "withdraw": True,
+        }
     pay_ids = st.sampled_from([pay_id] * 4 + [new_id(), "abc", new_id().upper(), "0" * 24])
 
     @hypothesis_settings(

@@ -45,7 +45,9 @@ class RecordingPingpp:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
-        self.requests.append({"path": environ["PATH_INFO"], "query": environ.get("QUERY_STRING", ""), "body": body, "headers": headers})
+        self.requests.append(
+            {"path": environ["PATH_INFO"], "query": environ.get("QUERY_STRING", ""), "body": body, "headers": headers}
+        )
         status, answer = self.answers.pop(0) if self.answers else (200, {})
         start_response(f"{status} X", [("Content-Type", "application/json")])
         return [json.dumps(answer).encode()]
@@ -60,11 +62,20 @@ def ping():
 
 
 def charge_answer(order_no, amount=100):
-    return {"id": "ch_" + order_no, "object": "charge", "order_no": order_no, "amount": amount, "currency": "cny", "paid": False}
+    return {
+        "id": "ch_" + order_no,
+        "object": "charge",
+        "order_no": order_no,
+        "amount": amount,
+        "currency": "cny",
+        "paid": False,
+    }
 
 
 def charge_request(order_no="order-1"):
-    return ChargeRequest(order_no=order_no, amount=100, channel="alipay", subject="咨询", body="咨询", client_ip="1.2.3.4")
+    return ChargeRequest(
+        order_no=order_no, amount=100, channel="alipay", subject="咨询", body="咨询", client_ip="1.2.3.4"
+    )
 
 
 def test_the_sdk_imports_and_uses_its_moves_on_this_python():
@@ -126,18 +137,26 @@ def failures(caplog):
 
 def test_a_refused_call_is_logged_with_its_ids_and_ping_plus_plus_message(ping, caplog):
     gateway = PingppGateway("sk_test_x", "app_x", api_base=ping.url, timeout=2)
-    ping.answers.append((400, {"error": {"type": "invalid_request_error", "message": "订单号 order-3 已存在", "code": "order_no_used"}}))
+    ping.answers.append(
+        (400, {"error": {"type": "invalid_request_error", "message": "订单号 order-3 已存在", "code": "order_no_used"}})
+    )
     with pytest.raises(GatewayError):
         gateway.create_charge(charge_request("order-3"))
     (line,) = failures(caplog)
-    assert (line.fields["call"], line.fields["order_no"], line.fields["http_status"]) == ("create charge", "order-3", 400)
+    assert (line.fields["call"], line.fields["order_no"], line.fields["http_status"]) == (
+        "create charge",
+        "order-3",
+        400,
+    )
     assert line.fields["ping_message"] == "订单号 order-3 已存在" and "订单号 order-3 已存在" in line.getMessage()
 
 
 def test_a_failed_transfer_is_logged_without_the_account_or_the_key(ping, caplog):
     gateway = PingppGateway("sk_live_secret_key", "app_x", api_base=ping.url, timeout=2)
     ping.answers.append((500, {"error": {"type": "api_error", "message": "系统繁忙"}}))
-    request = TransferRequest(order_no="w-1", amount=1000, recipient=ACCOUNT_ID, recipient_name=ACCOUNT_NAME, description="提现")
+    request = TransferRequest(
+        order_no="w-1", amount=1000, recipient=ACCOUNT_ID, recipient_name=ACCOUNT_NAME, description="提现"
+    )
     with pytest.raises(GatewayError):
         gateway.create_transfer(request)
     (line,) = failures(caplog)
@@ -166,8 +185,11 @@ def test_without_an_api_key_every_call_says_why_it_failed(app, settings, databas
     app = webtest.TestApp(create_app(no_key, gateway_from(no_key), FileSms(settings.sms_file)))
     for _ in range(2):
         answer = app.post(
-            "/internal/pays", json.dumps(pay_request()).encode(), headers={"X-Service-Key": SERVICE_KEY},
-            content_type="application/json", expect_errors=True,
+            "/internal/pays",
+            json.dumps(pay_request()).encode(),
+            headers={"X-Service-Key": SERVICE_KEY},
+            content_type="application/json",
+            expect_errors=True,
         )
         assert answer.status_int == 502 and answer.json["code"] == 920
     said = [r for r in caplog.records if "PINGPP_API_KEY is not set" in r.getMessage()]

@@ -24,8 +24,13 @@ from tests.support.scenarios import PASSWD, pay_request, set_up_expert
 
 
 def service_post(app, path, body, key):
-    return app.post(path, json.dumps(body).encode(), content_type="application/json", expect_errors=True,
-                    headers={"X-Service-Key": SERVICE_KEY, "Idempotency-Key": key})
+    return app.post(
+        path,
+        json.dumps(body).encode(),
+        content_type="application/json",
+        expect_errors=True,
+        headers={"X-Service-Key": SERVICE_KEY, "Idempotency-Key": key},
+    )
 
 
 @pytest.fixture
@@ -36,9 +41,13 @@ def expert(make_user, pay_expert):
 
 
 def user_withdraw(user, amount, key):
-    return user.app.post("/rest/pay/withdraw", json.dumps({"passwd": PASSWD, "amount": amount}).encode(),
-                         headers={**user.headers, "Idempotency-Key": key}, content_type="application/json",
-                         expect_errors=True)
+    return user.app.post(
+        "/rest/pay/withdraw",
+        json.dumps({"passwd": PASSWD, "amount": amount}).encode(),
+        headers={**user.headers, "Idempotency-Key": key},
+        content_type="application/json",
+        expect_errors=True,
+    )
 
 
 def test_a_withdrawal_retried_with_its_key_gets_the_first_answer_and_withdraws_once(expert):
@@ -67,8 +76,10 @@ def test_keys_are_scoped_to_the_caller(expert, make_user, pay_expert):
     pay_expert(other.id, 10_000)
     assert user_withdraw(expert, 1_000, "same").json["code"] == 900
     theirs = user_withdraw(other, 1_000, "same")
-    assert theirs.json["code"] == 900 and theirs.json["withdraw_id"] != user_withdraw(expert, 1_000, "same").json[
-        "withdraw_id"]
+    assert (
+        theirs.json["code"] == 900
+        and theirs.json["withdraw_id"] != user_withdraw(expert, 1_000, "same").json["withdraw_id"]
+    )
 
 
 def test_a_key_is_forgotten_after_24_hours(app, database):
@@ -105,7 +116,9 @@ def test_a_refund_retried_with_its_key_is_made_once(app, pay_expert, fake_pingpp
     assert Refund.select().count() == 1 and len(fake_pingpp.refunds) == 1
     # The same key on another pay's refund is another request: 904.
     other = pay_expert("e" * 24, 5_000)
-    refused = service_post(app, f"/internal/pays/{other['pay_id']}/refunds", {"amount": 1_000, "description": "退"}, "r-1")
+    refused = service_post(
+        app, f"/internal/pays/{other['pay_id']}/refunds", {"amount": 1_000, "description": "退"}, "r-1"
+    )
     assert refused.json["code"] == 904
 
 
@@ -182,8 +195,11 @@ def test_an_unclear_refund_settled_by_its_event_is_made_once_and_its_retry_repla
     assert refund_with_key(app_with(gateway), paid, "r-1").json == first.json
     assert list(fake_pingpp.refunds) == [made_id]
     row = Refund.get()
-    assert (row.refund_id, row.pingpp_refund_id, row.status) == (first.json["refund"]["refund_id"], made_id,
-                                                                  "succeeded")
+    assert (row.refund_id, row.pingpp_refund_id, row.status) == (
+        first.json["refund"]["refund_id"],
+        made_id,
+        "succeeded",
+    )
     assert balance_of(paid["expert_id"]) == 9_000
 
 
@@ -194,7 +210,8 @@ def test_a_refund_key_used_again_after_24_hours_on_another_pay_refunds_that_pay(
         answer = refund_with_key(app, second, "r-1").json
     assert answer["code"] == 900 and answer["refund"]["pay_id"] == second["pay_id"]
     assert sorted(r["charge"] for r in fake_pingpp.refunds.values()) == sorted(
-        p["charge"]["id"] for p in (first, second))
+        p["charge"]["id"] for p in (first, second)
+    )
     assert balance_of("e" * 24) == 15_000 - 2_000
 
 
@@ -216,23 +233,33 @@ def test_a_repeat_while_the_first_still_runs_is_906(app, database, fake_pingpp, 
 
 # --- the stored fingerprint: an HMAC under a server key ---------------------------------------------------
 
+
 def plain_sha256(path, body):
     return hashlib.sha256(b"POST %s\n%s" % (path.encode(), json.dumps(body).encode())).hexdigest()
 
 
 def app_with_secrets(settings, gateway, *auth_secrets):
-    return webtest.TestApp(create_app(dataclasses.replace(settings, auth_secrets=auth_secrets), gateway,
-                                      FileSms(settings.sms_file)))
+    return webtest.TestApp(
+        create_app(dataclasses.replace(settings, auth_secrets=auth_secrets), gateway, FileSms(settings.sms_file))
+    )
 
 
 def test_the_stored_fingerprint_is_keyed_so_the_row_does_not_give_the_body_away(database, settings, gateway):
     # A withdraw body holds the app's hash of a 6-digit pay password: a plain hash of the body
     # stored beside it is undone by trying the million bodies.
     body = pay_request()
-    assert service_post(app_with_secrets(settings, gateway, "one-server-secret-" + "a" * 32), "/internal/pays",
-                        body, "k-1").json["code"] == 900
-    assert service_post(app_with_secrets(settings, gateway, "another-server-secret-" + "b" * 32), "/internal/pays",
-                        body, "k-2").json["code"] == 900
+    assert (
+        service_post(
+            app_with_secrets(settings, gateway, "one-server-secret-" + "a" * 32), "/internal/pays", body, "k-1"
+        ).json["code"]
+        == 900
+    )
+    assert (
+        service_post(
+            app_with_secrets(settings, gateway, "another-server-secret-" + "b" * 32), "/internal/pays", body, "k-2"
+        ).json["code"]
+        == 900
+    )
     first, second = [row.request_hash for row in IdempotencyKey.select().order_by(IdempotencyKey.key)]
     assert plain_sha256("/internal/pays", body) not in (first, second)
     assert first != second  # the same request under another server key: another fingerprint
@@ -251,8 +278,15 @@ def test_a_retry_of_a_request_fingerprinted_before_the_upgrade_still_gets_its_an
     # Rows written by the previous version hold a plain SHA-256; they live at most 24 hours.
     body = pay_request()
     stored = '{"code":900,"info":{"pay_id":"from-before-the-upgrade"}}'
-    IdempotencyKey.create(scope="service POST /internal/pays", key="k-old", request_hash=plain_sha256("/internal/pays", body),
-                          status="done", answer=stored, lease_until=0, created_at=now_ms())
+    IdempotencyKey.create(
+        scope="service POST /internal/pays",
+        key="k-old",
+        request_hash=plain_sha256("/internal/pays", body),
+        status="done",
+        answer=stored,
+        lease_until=0,
+        created_at=now_ms(),
+    )
     again = service_post(app, "/internal/pays", body, "k-old")
     assert again.text == stored
     other = service_post(app, "/internal/pays", {**body, "amount": 1}, "k-old")
@@ -265,8 +299,9 @@ def test_a_refund_whose_first_attempt_broke_off_before_the_upgrade_keeps_its_ref
     path, scope = f"/internal/pays/{paid['pay_id']}/refunds", "service POST /internal/pays/{pay_id}/refunds"
     legacy = plain_sha256(path, REFUND)
     first_at = now_ms()
-    IdempotencyKey.create(scope=scope, key="r-old", request_hash=legacy, status="running", lease_until=0,
-                          created_at=first_at)
+    IdempotencyKey.create(
+        scope=scope, key="r-old", request_hash=legacy, status="running", lease_until=0, created_at=first_at
+    )
     answer = service_post(app, path, REFUND, "r-old")
     assert answer.json["code"] == 900
     assert answer.json["refund"]["refund_id"] == idempotency.derived_id(scope, "r-old", legacy, first_at)
@@ -276,12 +311,15 @@ def _seconds_of(object_id):
     return int(object_id[:8], 16)
 
 
-def test_an_id_derived_from_a_key_is_an_object_id_of_the_first_attempts_time_on_every_retry(app_with, gateway, paid,
-                                                                                           fake_pingpp):
+def test_an_id_derived_from_a_key_is_an_object_id_of_the_first_attempts_time_on_every_retry(
+    app_with, gateway, paid, fake_pingpp
+):
     first_at = int(time.time())
     with time_machine.travel(first_at, tick=False):
-        assert refund_with_key(app_with(Scripted(gateway, create_refund=made_then_broke_off)), paid,
-                               "r-1").json["code"] == 999
+        assert (
+            refund_with_key(app_with(Scripted(gateway, create_refund=made_then_broke_off)), paid, "r-1").json["code"]
+            == 999
+        )
     with time_machine.travel(first_at + 120, tick=False):  # the order service asks again two minutes later
         again = refund_with_key(app_with(gateway), paid, "r-1").json
     refund_id = again["refund"]["refund_id"]

@@ -89,7 +89,9 @@ def test_a_user_gets_a_burst_then_one_slow_operation_a_minute(make_rated_user):
         looping.remint()
         other.remint()
         for _ in range(DEFAULT_BURST):
-            assert looping.post("/rest/pay/question", {"answer1": "a", "answer2": "b", "answer3": "c"}).json["code"] == 900
+            assert (
+                looping.post("/rest/pay/question", {"answer1": "a", "answer2": "b", "answer3": "c"}).json["code"] == 900
+            )
         over = looping.post("/rest/pay/question", {"answer1": "a", "answer2": "b", "answer3": "c"})
         assert over.json == {"code": 906, "msg": "操作过于频繁，请稍后再试", "retry_after": 60}
         assert other.post("/rest/pay/passwd", {"passwd": "p"}).json["code"] == 900
@@ -102,8 +104,10 @@ def test_a_user_gets_a_burst_then_one_slow_operation_a_minute(make_rated_user):
 
 def test_question_without_a_pay_password_is_no_free_hasher(make_rated_user):
     user = make_rated_user()
-    codes = [user.post("/rest/pay/question", {"answer1": "a", "answer2": "b", "answer3": "c"}).json["code"]
-             for _ in range(DEFAULT_BURST + 3)]
+    codes = [
+        user.post("/rest/pay/question", {"answer1": "a", "answer2": "b", "answer3": "c"}).json["code"]
+        for _ in range(DEFAULT_BURST + 3)
+    ]
     assert codes == [900] * DEFAULT_BURST + [906] * 3
 
 

@@ -13,8 +13,11 @@ from tests.support.operators import basic, console
 
 def samples(text):
     """{(sample name, frozenset(labels)): value}."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(text, name, **labels):
@@ -38,7 +41,10 @@ def test_metrics_needs_the_service_key_or_an_operator(app, user, make_operator):
     token = console(app).cookies[operators.SESSION_COOKIE]
     cookie = {"Cookie": f"{operators.SESSION_COOKIE}={token}"}
     assert app.get("/metrics", headers=cookie).status_int == 200
-    assert app.get("/metrics", headers={"Cookie": f"{operators.SESSION_COOKIE}=forged"}, expect_errors=True).status_int == 401
+    assert (
+        app.get("/metrics", headers={"Cookie": f"{operators.SESSION_COOKIE}=forged"}, expect_errors=True).status_int
+        == 401
+    )
 
 
 def test_requests_are_counted_by_route_template_and_code_with_their_latency(app, user):
@@ -118,8 +124,7 @@ def test_worker_passes_payouts_and_the_outbox_come_from_the_database(app, settin
 
 
 @pytest.mark.only_db("sqlite")
-def test_under_gunicorn_metrics_are_summed_over_its_workers(tmp_path, database_url, fake_pingpp, pingpp_keys,
-                                                             database):
+def test_under_gunicorn_metrics_are_summed_over_its_workers(tmp_path, database_url, fake_pingpp, pingpp_keys, database):
     server = LiveServer(tmp_path, database_url, fake_pingpp.url, pingpp_keys[1], workers=2).start()
     try:
         key = {"X-Service-Key": SERVICE_KEY}
@@ -127,8 +132,7 @@ def test_under_gunicorn_metrics_are_summed_over_its_workers(tmp_path, database_u
         def healthz_count():
             answer = server.get("/metrics", headers=key)
             assert answer.status == 200, answer
-            return value(answer.text, "payapi_requests_total", route="/healthz", method="GET", status="200",
-                         code="900")
+            return value(answer.text, "payapi_requests_total", route="/healthz", method="GET", status="200", code="900")
 
         mark = server.mark()
         first = healthz_count()

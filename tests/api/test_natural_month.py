@@ -24,6 +24,7 @@ def test_natural_month_follows_the_clock(settings):
 
 # --- withdrawals across the boundary -----------------------------------------------------------
 
+
 @pytest.fixture
 def funded(make_user, pay_expert):
     """Makes an expert with 10,000 fen at the current (travelled) time."""
@@ -40,17 +41,24 @@ def funded(make_user, pay_expert):
 # (UTC+8: a natural month there ends at 16:00 UTC on its last day).
 MONTH_BOUNDARIES = {
     "just before and just after the end of November": [
-        ("2026-11-30T15:59:00.000Z", 900), ("2026-11-30T15:59:30.000Z", 910),
-        ("2026-11-30T16:01:00.000Z", 900), ("2026-11-30T16:02:00.000Z", 910),
+        ("2026-11-30T15:59:00.000Z", 900),
+        ("2026-11-30T15:59:30.000Z", 910),
+        ("2026-11-30T16:01:00.000Z", 900),
+        ("2026-11-30T16:02:00.000Z", 910),
     ],
     "the last millisecond of November is still November": [
-        ("2026-11-30T15:58:00.000Z", 900), ("2026-11-30T15:59:59.999Z", 910), ("2026-11-30T16:00:00.000Z", 900),
+        ("2026-11-30T15:58:00.000Z", 900),
+        ("2026-11-30T15:59:59.999Z", 910),
+        ("2026-11-30T16:00:00.000Z", 900),
     ],
     "a December withdrawal does not block January": [
-        ("2026-12-31T15:30:00.000Z", 900), ("2026-12-31T16:00:00.000Z", 900),
+        ("2026-12-31T15:30:00.000Z", 900),
+        ("2026-12-31T16:00:00.000Z", 900),
     ],
     "the leap day belongs to February": [
-        ("2028-02-01T00:00:00.000Z", 900), ("2028-02-29T15:59:00.000Z", 910), ("2028-02-29T16:00:00.000Z", 900),
+        ("2028-02-01T00:00:00.000Z", 900),
+        ("2028-02-29T15:59:00.000Z", 910),
+        ("2028-02-29T16:00:00.000Z", 900),
     ],
 }
 

@@ -55,6 +55,7 @@ def messages(subject_id=None):
 
 # --- written with the change ---------------------------------------------------------------------
 
+
 def test_a_paid_pay_is_announced_and_the_receiver_verifies_it(pay_expert, receiver, settings, gateway):
     paid = pay_expert("e" * 24, 10_000)
     assert messages(paid["pay_id"]) == [("pay.paid", "pending")]
@@ -85,14 +86,19 @@ def test_with_no_notify_url_no_message_is_written(app, make_user, order_service,
         notifications.configure(settings)  # this process writes the outbox again, as the other tests expect
 
 
-def test_every_kind_of_change_is_announced(app, make_user, order_service, pay_expert, fake_pingpp, send_event,
-                                           receiver, settings, gateway):
+def test_every_kind_of_change_is_announced(
+    app, make_user, order_service, pay_expert, fake_pingpp, send_event, receiver, settings, gateway
+):
     payer = make_user()
     closed = order_service(userID=payer.id).json["info"]
     payer.post(f"/rest/pay/{closed['pay_id']}/status", {"status": "cancel"})
     paid = pay_expert("e" * 24, 10_000)
-    refunded = app.post(f"/internal/pays/{paid['pay_id']}/refunds", b'{"amount": 1000, "description": "x"}',
-                        headers={"X-Service-Key": SERVICE_KEY}, content_type="application/json").json["refund"]
+    refunded = app.post(
+        f"/internal/pays/{paid['pay_id']}/refunds",
+        b'{"amount": 1000, "description": "x"}',
+        headers={"X-Service-Key": SERVICE_KEY},
+        content_type="application/json",
+    ).json["refund"]
     (made_id,) = fake_pingpp.refunds
     send_event("refund.succeeded", fake_pingpp.settle_refund(made_id, "succeeded"))
     expert = set_up_expert(make_user(phone="13900000001"))
@@ -108,18 +114,25 @@ def test_every_kind_of_change_is_announced(app, make_user, order_service, pay_ex
     assert refund_message["body"]["data"]["pay"]["pay_id"] == paid["pay_id"]
     withdrawal = next(m for m in receiver.received if m["body"]["type"] == "withdrawal.succeeded")["body"]["data"]
     assert (withdrawal["user_id"], withdrawal["withdrawal"]["withdraw_id"], withdrawal["withdrawal"]["status"]) == (
-        expert.id, ok, "succeeded"
+        expert.id,
+        ok,
+        "succeeded",
     )
 
 
-def test_a_failed_withdrawal_and_a_failed_refund_are_announced(app, make_user, pay_expert, fake_pingpp, send_event,
-                                                                 receiver, settings, gateway):
+def test_a_failed_withdrawal_and_a_failed_refund_are_announced(
+    app, make_user, pay_expert, fake_pingpp, send_event, receiver, settings, gateway
+):
     expert = set_up_expert(make_user())
     paid = pay_expert(expert.id, 5_000)
     withdraw_id = withdraw(expert, 1_000).json["withdraw_id"]
     send_event("transfer.failed", transfer_object(withdraw_id, 1_000, status="failed"))
-    app.post(f"/internal/pays/{paid['pay_id']}/refunds", b'{"description": "x"}',
-             headers={"X-Service-Key": SERVICE_KEY}, content_type="application/json")
+    app.post(
+        f"/internal/pays/{paid['pay_id']}/refunds",
+        b'{"description": "x"}',
+        headers={"X-Service-Key": SERVICE_KEY},
+        content_type="application/json",
+    )
     (made_id,) = fake_pingpp.refunds
     fake_pingpp.settle_refund(made_id, "failed")
     with time_machine.travel(time.time() + 301, tick=False):
@@ -128,6 +141,7 @@ def test_a_failed_withdrawal_and_a_failed_refund_are_announced(app, make_user, p
 
 
 # --- delivery ----------------------------------------------------------------------------------------
+
 
 def test_a_receiver_outage_is_retried_with_back_off_under_the_same_id(pay_expert, receiver, settings, gateway):
     pay_expert("e" * 24, 10_000)
@@ -179,8 +193,9 @@ def test_a_hanging_receiver_does_not_hold_up_the_other_messages(pay_expert, rece
     assert Notification.get_by_id(hung).status == "pending"  # timed out: tried again later
 
 
-def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_bound_and_holds_up_no_one(pay_expert, receiver,
-                                                                                          settings, gateway):
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_bound_and_holds_up_no_one(
+    pay_expert, receiver, settings, gateway
+):
     first = pay_expert("e" * 24, 1_000)
     slow = Notification.get(Notification.subject_id == first["pay_id"]).message_id
     receiver.bodies[slow] = trickle = Trickle()  # 200 at once, then a byte every 0.2 s: each read is quick
@@ -233,20 +248,35 @@ def test_a_slow_delivery_does_not_delay_messages_written_meanwhile(pay_expert, r
 
 # --- several workers, killed workers --------------------------------------------------------------------
 
+
 @pytest.fixture
 def worker_command(settings, fake_pingpp):
     env = {
         **os.environ,
-        "DATABASE_URL": settings.database_url, "PINGPP_API_BASE": fake_pingpp.url,
-        "PINGPP_API_KEY": settings.pingpp_api_key, "PINGPP_APP_ID": settings.pingpp_app_id,
-        "PINGPP_PUBLIC_KEY_PATH": settings.pingpp_public_key_path, "AUTH_SECRET": ",".join(AUTH_SECRETS),
-        "SERVICE_KEY": SERVICE_KEY, "SMS_BACKEND": "file", "SMS_FILE": settings.sms_file,
-        "NOTIFY_URL": settings.notify_url, "NOTIFY_SECRET": settings.notify_secret, "SETTLEMENT_HOLD_SECONDS": "0",
+        "DATABASE_URL": settings.database_url,
+        "PINGPP_API_BASE": fake_pingpp.url,
+        "PINGPP_API_KEY": settings.pingpp_api_key,
+        "PINGPP_APP_ID": settings.pingpp_app_id,
+        "PINGPP_PUBLIC_KEY_PATH": settings.pingpp_public_key_path,
+        "AUTH_SECRET": ",".join(AUTH_SECRETS),
+        "SERVICE_KEY": SERVICE_KEY,
+        "SMS_BACKEND": "file",
+        "SMS_FILE": settings.sms_file,
+        "NOTIFY_URL": settings.notify_url,
+        "NOTIFY_SECRET": settings.notify_secret,
+        "SETTLEMENT_HOLD_SECONDS": "0",
     }
 
     def start(*args):
-        return subprocess.Popen([sys.executable, "-m", "payapi", "worker", *args], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "payapi", "worker", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
 
     return start
 

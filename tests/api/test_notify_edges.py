@@ -60,8 +60,9 @@ def attempt(settings, gateway):
 
 
 @pytest.mark.parametrize("secret", ["whsec_%%% not base64 %%%", "whsec_YWJj=x", "not-even-whsec"])
-def test_a_secret_that_cannot_sign_makes_a_failed_attempt_counted_and_backed_off(pay_expert, settings, gateway, stub,
-                                                                               secret, caplog):
+def test_a_secret_that_cannot_sign_makes_a_failed_attempt_counted_and_backed_off(
+    pay_expert, settings, gateway, stub, secret, caplog
+):
     settings = dataclasses.replace(settings, notify_url=stub.url, notify_secret=secret)
     notifications.configure(settings)  # the outbox is written only with a NOTIFY_URL
     pay_expert("e" * 24, 10_000)
@@ -81,13 +82,17 @@ def not_delivered_lines(caplog):
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith("notification not delivered")]
 
 
-@pytest.mark.parametrize("status, body, headers", [
-    (500, ("数据库不可用 " + "x" * 400).encode(), {"content-type": "text/plain; charset=utf-8"}),
-    (302, b"", {"location": "https://elsewhere.example/"}),
-    (404, b"", {}),
-])
-def test_a_non_2xx_answer_logs_its_status_and_the_first_bytes_of_the_answer(pay_expert, settings, gateway, stub,
-                                                                            caplog, status, body, headers):
+@pytest.mark.parametrize(
+    "status, body, headers",
+    [
+        (500, ("数据库不可用 " + "x" * 400).encode(), {"content-type": "text/plain; charset=utf-8"}),
+        (302, b"", {"location": "https://elsewhere.example/"}),
+        (404, b"", {}),
+    ],
+)
+def test_a_non_2xx_answer_logs_its_status_and_the_first_bytes_of_the_answer(
+    pay_expert, settings, gateway, stub, caplog, status, body, headers
+):
     caplog.set_level(logging.INFO, logger="payapi.notifications")
     stub.status, stub.body, stub.headers = status, body, headers
     settings = dataclasses.replace(settings, notify_url=stub.url, notify_secret=SECRET)

@@ -77,6 +77,7 @@ def validator(document, schema):
 
 # --- the document ------------------------------------------------------------------------------
 
+
 def test_openapi_json_serves_the_document(app):
     response = app.get("/openapi.json")
     assert response.status_int == 200 and response.content_type == "application/json"
@@ -159,8 +160,11 @@ def test_every_failure_answer_is_the_failure_schema_with_an_example_per_code():
 
 def test_every_answer_requires_its_code_and_every_field_it_always_sends():
     schemas = DOCUMENT["components"]["schemas"]
-    successes = [answer["content"]["application/json"]["schema"] for answer in answers(DOCUMENT)
-                 if answer["status"] == 200 and "application/json" in answer.get("content", {})]
+    successes = [
+        answer["content"]["application/json"]["schema"]
+        for answer in answers(DOCUMENT)
+        if answer["status"] == 200 and "application/json" in answer.get("content", {})
+    ]
     assert len(successes) > 25
     for schema in successes:
         if "$ref" in schema:  # not /openapi.json itself
@@ -186,10 +190,19 @@ def test_times_are_date_times_and_days_dates():
 
 
 def test_page_sizes_are_integer_query_parameters():
-    limits = [(path, parameter["schema"]) for path, _, op in operations(DOCUMENT)
-              for parameter in op.get("parameters", ()) if parameter.get("name") == "limit"]
-    assert {path for path, _ in limits} == {"/rest/pay/withdraws", "/rest/pay/bills", "/ops/api/audit",
-                                            "/ops/api/reconciliations", "/ops/api/withdrawals"}
+    limits = [
+        (path, parameter["schema"])
+        for path, _, op in operations(DOCUMENT)
+        for parameter in op.get("parameters", ())
+        if parameter.get("name") == "limit"
+    ]
+    assert {path for path, _ in limits} == {
+        "/rest/pay/withdraws",
+        "/rest/pay/bills",
+        "/ops/api/audit",
+        "/ops/api/reconciliations",
+        "/ops/api/withdrawals",
+    }
     for path, schema in limits:
         assert schema["type"] == "integer" and schema["minimum"] == 1 and isinstance(schema["default"], int), path
         assert "oneOf" not in schema and "pattern" not in schema, path
@@ -210,8 +223,10 @@ def test_every_route_and_method_is_documented_with_its_authentication(app):
     # Not JSON, so not in the document: the operators' console (HTML) and /metrics (Prometheus text).
     routes = {key: route for key, route in all_routes.items() if getattr(resource_class(route), "documented", True)}
     assert {path for path, _ in set(all_routes) - set(routes)} == {
-        path for path, _ in all_routes if (path.startswith("/ops") and not path.startswith("/ops/api"))
-        or path == "/metrics"}
+        path
+        for path, _ in all_routes
+        if (path.startswith("/ops") and not path.startswith("/ops/api")) or path == "/metrics"
+    }
     documented = {(path, method): op for path, method, op in operations(document)}
     assert set(documented) == set(routes)
     schemes = {"user": [{"userToken": []}], "service": [{"serviceKey": []}], "operator": [{"operatorBasic": []}]}
@@ -254,6 +269,7 @@ def test_request_bodies_document_that_unknown_fields_are_ignored():
 
 
 # --- the live app against its document (schemathesis) ----------------------------------------------
+
 
 def any_float(value):
     if isinstance(value, dict):
@@ -359,8 +375,13 @@ def test_linked_operations_keep_to_the_document(app, seeded_user):
 
     run_state_machine_as_test(
         Chained,
-        settings=hypothesis_settings(max_examples=15, stateful_step_count=4, deadline=None, database=None,
-                                     suppress_health_check=list(HealthCheck)),
+        settings=hypothesis_settings(
+            max_examples=15,
+            stateful_step_count=4,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        ),
     )
     assert created and followed, "no call followed a link from a created pay"
     linked = DOCUMENT["paths"]["/internal/pays"]["post"]["responses"]["200"]["links"]

@@ -27,8 +27,9 @@ def alice(make_operator):
 
 
 def post(app, path, body, headers):
-    return app.post(path, json.dumps(body).encode(), headers=headers, content_type="application/json",
-                    expect_errors=True)
+    return app.post(
+        path, json.dumps(body).encode(), headers=headers, content_type="application/json", expect_errors=True
+    )
 
 
 def retry(app, withdraw_id, headers, reason="Alipay account fixed"):
@@ -45,6 +46,7 @@ def audit_rows():
 
 # --- retry ------------------------------------------------------------------------------------------
 
+
 def test_retry_sends_a_pending_payout_now_and_audits_it(app, alice, pending, fake_pingpp):
     answer = retry(app, pending, alice)
     assert answer.status_int == 200 and answer.json["code"] == 900, answer.json
@@ -53,7 +55,11 @@ def test_retry_sends_a_pending_payout_now_and_audits_it(app, alice, pending, fak
     assert created[2]["order_no"] == pending
     (entry,) = audit_rows()
     assert (entry.operator, entry.action, entry.target, entry.reason) == (
-        "alice", "withdrawal.retry", pending, "Alipay account fixed")
+        "alice",
+        "withdrawal.retry",
+        pending,
+        "Alipay account fixed",
+    )
     assert json.loads(entry.before)["status"] == "pending" and json.loads(entry.after)["status"] == "processing"
     assert answer.json["audit_id"] == entry.audit_id
 
@@ -85,8 +91,10 @@ def test_retry_while_a_worker_holds_the_lease_is_910(app, alice, pending, fake_p
     assert fake_pingpp.transfer_creations() == [] and audit_rows() == []
 
 
-@pytest.mark.parametrize("withdraw_id, status, code", [("576b69ae7ce1fd7004cc8281", 404, 911), ("nope", 400, 904),
-                                                        ("576B69AE7CE1FD7004CC8281", 400, 904)])
+@pytest.mark.parametrize(
+    "withdraw_id, status, code",
+    [("576b69ae7ce1fd7004cc8281", 404, 911), ("nope", 400, 904), ("576B69AE7CE1FD7004CC8281", 400, 904)],
+)
 def test_retry_and_fail_of_unknown_or_malformed_ids(app, alice, withdraw_id, status, code):
     for act in (retry, fail):
         answer = act(app, withdraw_id, alice)
@@ -95,8 +103,8 @@ def test_retry_and_fail_of_unknown_or_malformed_ids(app, alice, withdraw_id, sta
 
 # --- fail -----------------------------------------------------------------------------------------------
 
-def test_fail_a_pending_withdrawal_ping_never_heard_of_gives_the_money_back(app, alice, expert, pending,
-                                                                             fake_pingpp):
+
+def test_fail_a_pending_withdrawal_ping_never_heard_of_gives_the_money_back(app, alice, expert, pending, fake_pingpp):
     assert balance(expert) == 7_000
     answer = fail(app, pending, alice)
     assert answer.status_int == 200 and answer.json["withdrawal"]["status"] == "failed", answer.json
@@ -128,8 +136,9 @@ def test_fail_after_ping_says_the_transfer_failed(app, alice, expert, processing
     assert json.loads(entry.before)["status"] == "processing" and json.loads(entry.after)["status"] == "failed"
 
 
-def test_fail_of_a_pending_withdrawal_whose_transfer_ping_paid_applies_it_and_refuses(app, alice, expert, pending,
-                                                                                      gateway, fake_pingpp):
+def test_fail_of_a_pending_withdrawal_whose_transfer_ping_paid_applies_it_and_refuses(
+    app, alice, expert, pending, gateway, fake_pingpp
+):
     fake_pingpp.lose_next_response()  # Ping++ made the transfer; the worker never heard
     assert payouts.run_payouts(gateway) == {"sent": 0, "failed": 1}
     (transfer_id,) = fake_pingpp.transfers
@@ -157,7 +166,11 @@ def test_fail_while_ping_is_unreachable_is_920_and_changes_nothing(app, alice, e
     assert answer.status_int == 502 and answer.json["code"] == 920
     after = withdrawal(pending)
     assert (after.status, after.attempts, after.lease_until, after.last_error) == (
-        before.status, before.attempts, before.lease_until, before.last_error)
+        before.status,
+        before.attempts,
+        before.lease_until,
+        before.last_error,
+    )
     assert balance(expert) == 7_000 and audit_rows() == []
 
 
@@ -174,8 +187,9 @@ def test_fail_of_a_settled_withdrawal_is_910(app, alice, pending):
     assert again.status_int == 403 and again.json["code"] == 910 and len(audit_rows()) == 1
 
 
-@pytest.mark.parametrize("body", [{}, {"reason": ""}, {"reason": "   "}, {"reason": "x" * 256}, {"reason": 5},
-                                  {"reason": None}])
+@pytest.mark.parametrize(
+    "body", [{}, {"reason": ""}, {"reason": "   "}, {"reason": "x" * 256}, {"reason": 5}, {"reason": None}]
+)
 def test_fail_needs_a_reason(app, alice, pending, body):
     answer = post(app, f"/ops/api/withdrawals/{pending}/fail", body, alice)
     assert answer.status_int == 400 and answer.json["code"] == 904
@@ -190,6 +204,7 @@ def test_bad_bodies_to_action_routes_are_904(app, alice, pending, raw):
 
 
 # --- resend ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def failed_notification(pending, app, alice):
@@ -213,14 +228,16 @@ def test_resend_puts_a_failed_notification_back_in_the_outbox_and_audits_it(app,
     assert app.get("/ops/api/notifications", headers=alice).json["list"] == []
 
 
-@pytest.mark.parametrize("message_id, status", [("msg_576b69ae7ce1fd7004cc8282", 404), ("msg_nope", 400),
-                                                ("576b69ae7ce1fd7004cc8282", 400)])
+@pytest.mark.parametrize(
+    "message_id, status", [("msg_576b69ae7ce1fd7004cc8282", 404), ("msg_nope", 400), ("576b69ae7ce1fd7004cc8282", 400)]
+)
 def test_resend_of_unknown_or_malformed_ids(app, alice, message_id, status):
     answer = post(app, f"/ops/api/notifications/{message_id}/resend", {}, alice)
     assert answer.status_int == status and answer.json["code"] == {404: 911, 400: 904}[status]
 
 
 # --- reads ----------------------------------------------------------------------------------------------
+
 
 def test_audit_lists_every_action_newest_first_with_before_and_after(app, alice, failed_notification):
     answer = app.get("/ops/api/audit", headers=alice)
@@ -252,8 +269,7 @@ def test_reconciliations_have_the_contracts_shape(app, alice, settings, gateway)
     assert row["status"] == "clean"
 
 
-def test_withdrawals_in_flight_list_stuck_ones_first(app, alice, pending, make_user, pay_expert, gateway,
-                                                     fake_pingpp):
+def test_withdrawals_in_flight_list_stuck_ones_first(app, alice, pending, make_user, pay_expert, gateway, fake_pingpp):
     other = set_up_expert(make_user(phone="13700137000"))
     pay_expert(other.id, 5_000)
     second = withdraw(other, 2_000).json["withdraw_id"]
@@ -285,9 +301,17 @@ def test_daily_volumes_count_paid_refunded_and_withdrawn(app, alice, expert, pro
 
 # --- the same actions as commands --------------------------------------------------------------------------
 
+
 def command(settings, *args, stdin=""):
-    done = subprocess.run([sys.executable, "-m", "payapi", *args], cwd=ROOT, env=process_env(settings),
-                          input=stdin, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "payapi", *args],
+        cwd=ROOT,
+        env=process_env(settings),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return done.returncode, done.stdout, done.stderr
 
 
@@ -296,7 +320,11 @@ def test_withdrawals_fail_command_is_audited_as_the_login_user(settings, expert,
     assert status == 0, err
     assert json.loads(out.splitlines()[-1])["after"]["status"] == "failed"
     (entry,) = audit_rows()
-    assert (entry.operator, entry.action, entry.reason) == (f"cli:{getpass.getuser()}", "withdrawal.fail", "bad account")
+    assert (entry.operator, entry.action, entry.reason) == (
+        f"cli:{getpass.getuser()}",
+        "withdrawal.fail",
+        "bad account",
+    )
     status, _, err = command(settings, "withdrawals", "fail", pending, "--reason", "again")
     assert status == 1 and "不能再置为失败" in err
     status, _, err = command(settings, "withdrawals", "fail", pending)
@@ -306,9 +334,18 @@ def test_withdrawals_fail_command_is_audited_as_the_login_user(settings, expert,
 def test_withdrawals_retry_and_notifications_commands(settings, pending, fake_pingpp):
     status, out, err = command(settings, "withdrawals", "retry", pending, "--reason", "now")
     assert status == 0 and json.loads(out.splitlines()[-1])["after"]["status"] == "processing", err
-    message = resend(Notification.create(
-        message_id="msg_576b69ae7ce1fd7004cc8282", type="withdrawal.failed", subject_id=pending, payload="{}",
-        status=NotificationStatus.FAILED, give_up_at=0, created_at=0, updated_at=0).message_id)
+    message = resend(
+        Notification.create(
+            message_id="msg_576b69ae7ce1fd7004cc8282",
+            type="withdrawal.failed",
+            subject_id=pending,
+            payload="{}",
+            status=NotificationStatus.FAILED,
+            give_up_at=0,
+            created_at=0,
+            updated_at=0,
+        ).message_id
+    )
     message.status = NotificationStatus.FAILED
     message.save()
     status, out, _ = command(settings, "notifications")

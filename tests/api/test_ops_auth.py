@@ -16,16 +16,31 @@ from tests.support.operators import HTTPS, OPERATOR_PASSWORD, basic, browser, co
 ID = "576b69ae7ce1fd7004cc8281"
 MSG = "msg_576b69ae7ce1fd7004cc8282"
 API_ROUTES = [
-    ("GET", "/ops/api/withdrawals"), ("POST", f"/ops/api/withdrawals/{ID}/retry"),
-    ("POST", f"/ops/api/withdrawals/{ID}/fail"), ("GET", "/ops/api/pays?q=" + ID), ("GET", "/ops/api/notifications"),
-    ("POST", f"/ops/api/notifications/{MSG}/resend"), ("GET", "/ops/api/audit"), ("GET", "/ops/api/trial-balance"),
-    ("GET", "/ops/api/reconciliations"), ("GET", "/ops/api/stats"),
+    ("GET", "/ops/api/withdrawals"),
+    ("POST", f"/ops/api/withdrawals/{ID}/retry"),
+    ("POST", f"/ops/api/withdrawals/{ID}/fail"),
+    ("GET", "/ops/api/pays?q=" + ID),
+    ("GET", "/ops/api/notifications"),
+    ("POST", f"/ops/api/notifications/{MSG}/resend"),
+    ("GET", "/ops/api/audit"),
+    ("GET", "/ops/api/trial-balance"),
+    ("GET", "/ops/api/reconciliations"),
+    ("GET", "/ops/api/stats"),
 ]
 CONSOLE_ROUTES = [
-    ("GET", "/ops"), ("GET", "/ops/"), ("GET", f"/ops/withdrawals/{ID}"), ("POST", f"/ops/withdrawals/{ID}/retry"),
-    ("POST", f"/ops/withdrawals/{ID}/fail"), ("GET", "/ops/pays"), ("GET", f"/ops/pays/{ID}"),
-    ("GET", "/ops/notifications"), ("POST", f"/ops/notifications/{MSG}/resend"), ("GET", "/ops/books"),
-    ("GET", "/ops/audit"), ("GET", "/ops/stats"), ("POST", "/ops/logout"),
+    ("GET", "/ops"),
+    ("GET", "/ops/"),
+    ("GET", f"/ops/withdrawals/{ID}"),
+    ("POST", f"/ops/withdrawals/{ID}/retry"),
+    ("POST", f"/ops/withdrawals/{ID}/fail"),
+    ("GET", "/ops/pays"),
+    ("GET", f"/ops/pays/{ID}"),
+    ("GET", "/ops/notifications"),
+    ("POST", f"/ops/notifications/{MSG}/resend"),
+    ("GET", "/ops/books"),
+    ("GET", "/ops/audit"),
+    ("GET", "/ops/stats"),
+    ("POST", "/ops/logout"),
 ]
 
 
@@ -42,9 +57,15 @@ def alice(make_operator):
 
 @pytest.mark.parametrize("method, path", API_ROUTES)
 def test_ops_api_without_operator_credentials_is_401_whatever_else_is_sent(app, user, alice, method, path):
-    for headers in ({}, {"auth": user.token}, {"X-Service-Key": SERVICE_KEY}, basic("alice", "wrong password"),
-                    basic("nobody", OPERATOR_PASSWORD), {"Authorization": "Bearer " + user.token},
-                    {"Authorization": "Basic %%%"}):
+    for headers in (
+        {},
+        {"auth": user.token},
+        {"X-Service-Key": SERVICE_KEY},
+        basic("alice", "wrong password"),
+        basic("nobody", OPERATOR_PASSWORD),
+        {"Authorization": "Bearer " + user.token},
+        {"Authorization": "Basic %%%"},
+    ):
         answer = call(app, method, path, headers)
         assert answer.status_int == 401 and answer.json["code"] == 901, (headers, answer.text)
 
@@ -79,6 +100,7 @@ def test_basic_credentials_open_every_ops_api_route(app, alice):
 
 
 # --- the login form and the session cookie ---------------------------------------------------------------
+
 
 def test_login_sets_a_secure_httponly_strict_session_cookie_and_stores_only_its_hash(app, alice):
     client = browser(app)
@@ -117,8 +139,9 @@ def test_a_login_csrf_token_from_another_browser_is_refused(app, alice):
     other = csrf_of(browser(app).get("/ops/login"))
     client = browser(app)
     client.get("/ops/login")
-    answer = client.post("/ops/login", {"csrf": other, "name": "alice", "password": OPERATOR_PASSWORD},
-                         expect_errors=True)
+    answer = client.post(
+        "/ops/login", {"csrf": other, "name": "alice", "password": OPERATOR_PASSWORD}, expect_errors=True
+    )
     assert answer.status_int == 403 and OperatorSession.select().count() == 0
 
 
@@ -192,6 +215,7 @@ def test_a_logged_in_operator_opening_the_login_form_goes_to_the_console(app, al
 
 
 # --- disabled operators, changed passwords, the Basic cache -------------------------------------------------
+
 
 def test_disabling_an_operator_ends_its_sessions_and_basic_logins_at_once(app, alice, make_operator):
     bob = make_operator("bob")
@@ -273,17 +297,32 @@ def test_wrong_passwords_lock_a_name_only_from_the_address_they_came_from(app, a
 def test_the_address_is_the_last_x_forwarded_for_entry_else_the_peer(app, alice):
     # A client can write any first entries; the router appends the one it saw, and only that one counts.
     for i in range(5):
-        app.get("/ops/api/withdrawals", headers={**basic("alice", f"wrong {i}"), "X-Forwarded-For": f"{HOME}, {STRANGER}"},
-                expect_errors=True)
+        app.get(
+            "/ops/api/withdrawals",
+            headers={**basic("alice", f"wrong {i}"), "X-Forwarded-For": f"{HOME}, {STRANGER}"},
+            expect_errors=True,
+        )
     assert app.get("/ops/api/withdrawals", headers={**alice, "X-Forwarded-For": HOME}).status_int == 200
-    assert app.get("/ops/api/withdrawals", headers={**alice, "X-Forwarded-For": f"{HOME}, {STRANGER}"},
-                   expect_errors=True).status_int == 429
+    assert (
+        app.get(
+            "/ops/api/withdrawals", headers={**alice, "X-Forwarded-For": f"{HOME}, {STRANGER}"}, expect_errors=True
+        ).status_int
+        == 429
+    )
     # Without the header: the peer's address.
     for i in range(5):
-        app.get("/ops/api/withdrawals", headers=basic("alice", f"wrong {i}"), extra_environ={"REMOTE_ADDR": "10.1.1.1"},
-                expect_errors=True)
-    assert app.get("/ops/api/withdrawals", headers=alice, extra_environ={"REMOTE_ADDR": "10.1.1.1"},
-                   expect_errors=True).status_int == 429
+        app.get(
+            "/ops/api/withdrawals",
+            headers=basic("alice", f"wrong {i}"),
+            extra_environ={"REMOTE_ADDR": "10.1.1.1"},
+            expect_errors=True,
+        )
+    assert (
+        app.get(
+            "/ops/api/withdrawals", headers=alice, extra_environ={"REMOTE_ADDR": "10.1.1.1"}, expect_errors=True
+        ).status_int
+        == 429
+    )
     assert app.get("/ops/api/withdrawals", headers=alice, extra_environ={"REMOTE_ADDR": "10.1.1.2"}).status_int == 200
 
 
@@ -295,8 +334,11 @@ def test_unknown_names_are_answered_and_locked_exactly_like_known_ones(app, alic
     real = security.secret_matches
     monkeypatch.setattr(security, "secret_matches", lambda *a: checks.append(1) or real(*a))  # a spy only
     answers = [log_in(browser(app, STRANGER), name, f"wrong {i}") for i in range(4)]
-    answers += [app.get("/ops/api/withdrawals", headers={**basic(name, "wrong 4"), **from_address(STRANGER)},
-                        expect_errors=True)]
+    answers += [
+        app.get(
+            "/ops/api/withdrawals", headers={**basic(name, "wrong 4"), **from_address(STRANGER)}, expect_errors=True
+        )
+    ]
     answers += [log_in(browser(app, STRANGER), name, "wrong 5")]
     assert [a.status_int for a in answers] == [403, 403, 403, 403, 429, 429]
     assert "用户名或密码错误" in answers[0].text and "锁定" in answers[5].text
@@ -313,8 +355,9 @@ def test_guessing_a_name_from_many_addresses_is_slowed_but_its_owner_still_logs_
         real = security.secret_matches
         monkeypatch.setattr(security, "secret_matches", lambda *a: checks.append(1) or real(*a))
         for address in ("198.18.0.1", "198.18.0.2"):
-            slowed = app.get("/ops/api/withdrawals", headers={**basic("alice", "guess"), **from_address(address)},
-                             expect_errors=True)
+            slowed = app.get(
+                "/ops/api/withdrawals", headers={**basic("alice", "guess"), **from_address(address)}, expect_errors=True
+            )
             assert slowed.status_int == 429 and slowed.json["code"] == 906
             assert 0 < slowed.json["retry_after"] <= operators.NAME_INTERVAL_MS // 1000
         assert checks == []  # refused before any hashing
@@ -326,12 +369,16 @@ def test_guessing_a_name_from_many_addresses_is_slowed_but_its_owner_still_logs_
 
 # --- a lock, a disabled operator or a new password reach cached Basic logins -----------------------------
 
+
 def test_a_lock_reaches_a_basic_login_this_process_already_verified(app, alice):
     assert app.get("/ops/api/withdrawals", headers={**alice, **from_address(STRANGER)}).status_int == 200  # cached
     assert app.get("/ops/api/withdrawals", headers={**alice, **from_address(HOME)}).status_int == 200
     for i in range(5):
-        app.get("/ops/api/withdrawals", headers={**basic("alice", f"wrong {i}"), **from_address(STRANGER)},
-                expect_errors=True)
+        app.get(
+            "/ops/api/withdrawals",
+            headers={**basic("alice", f"wrong {i}"), **from_address(STRANGER)},
+            expect_errors=True,
+        )
     locked = app.get("/ops/api/withdrawals", headers={**alice, **from_address(STRANGER)}, expect_errors=True)
     assert locked.status_int == 429 and locked.json["code"] == 906
     assert app.get("/ops/api/withdrawals", headers={**alice, **from_address(HOME)}).status_int == 200

@@ -20,8 +20,18 @@ def operator_console(app, make_operator):
     return console(app)
 
 
-@pytest.mark.parametrize("fen, shown", [(12356, "¥123.56"), (0, "¥0.00"), (5, "¥0.05"), (-12356, "-¥123.56"),
-                                        (-5, "-¥0.05"), (123456789, "¥1,234,567.89"), (100, "¥1.00")])
+@pytest.mark.parametrize(
+    "fen, shown",
+    [
+        (12356, "¥123.56"),
+        (0, "¥0.00"),
+        (5, "¥0.05"),
+        (-12356, "-¥123.56"),
+        (-5, "-¥0.05"),
+        (123456789, "¥1,234,567.89"),
+        (100, "¥1.00"),
+    ],
+)
 def test_money_is_yuan_with_two_decimals(fen, shown):
     assert yuan(fen) == shown
 
@@ -42,8 +52,7 @@ def test_the_stylesheet_is_served_without_a_session(app):
     assert css.content_type == "text/css" and ".bar.paid" in css.text
 
 
-def test_withdrawals_in_flight_show_amount_attempts_error_and_age(app, operator_console, pending, gateway,
-                                                                  fake_pingpp):
+def test_withdrawals_in_flight_show_amount_attempts_error_and_age(app, operator_console, pending, gateway, fake_pingpp):
     from payapi.money.withdrawals import pay_out
 
     fake_pingpp.fail_next()
@@ -56,8 +65,9 @@ def test_withdrawals_in_flight_show_amount_attempts_error_and_age(app, operator_
 def test_failing_a_withdrawal_through_the_form(app, operator_console, expert, pending):
     page = operator_console.get(f"/ops/withdrawals/{pending}")
     assert 'id="fail-form"' in page.text and "¥30.00" in page.text
-    answer = operator_console.post(f"/ops/withdrawals/{pending}/fail",
-                                   {"csrf": csrf_of(page), "reason": "账户被支付宝拒绝", "confirm": "yes"})
+    answer = operator_console.post(
+        f"/ops/withdrawals/{pending}/fail", {"csrf": csrf_of(page), "reason": "账户被支付宝拒绝", "confirm": "yes"}
+    )
     assert answer.status_int == 303
     shown = answer.follow()
     (entry,) = AuditEntry.select()
@@ -68,15 +78,19 @@ def test_failing_a_withdrawal_through_the_form(app, operator_console, expert, pe
     assert entry.audit_id in audit.text and "提现置为失败" in audit.text and "账户被支付宝拒绝" in audit.text
 
 
-@pytest.mark.parametrize("fields, status, says", [
-    ({"reason": "x", "confirm": "yes"}, 403, "CSRF"),
-    ({"csrf": "forged", "reason": "x", "confirm": "yes"}, 403, "CSRF"),
-    ({"csrf": None, "reason": "x"}, 400, "确认"),
-    ({"csrf": None, "reason": "", "confirm": "yes"}, 400, "reason"),
-    ({"csrf": None, "reason": "长" * 256, "confirm": "yes"}, 400, "reason"),
-])
-def test_a_bad_fail_form_is_shown_again_with_the_error_and_changes_nothing(app, operator_console, expert, pending,
-                                                                           fields, status, says):
+@pytest.mark.parametrize(
+    "fields, status, says",
+    [
+        ({"reason": "x", "confirm": "yes"}, 403, "CSRF"),
+        ({"csrf": "forged", "reason": "x", "confirm": "yes"}, 403, "CSRF"),
+        ({"csrf": None, "reason": "x"}, 400, "确认"),
+        ({"csrf": None, "reason": "", "confirm": "yes"}, 400, "reason"),
+        ({"csrf": None, "reason": "长" * 256, "confirm": "yes"}, 400, "reason"),
+    ],
+)
+def test_a_bad_fail_form_is_shown_again_with_the_error_and_changes_nothing(
+    app, operator_console, expert, pending, fields, status, says
+):
     page = operator_console.get(f"/ops/withdrawals/{pending}")
     fields = {k: (csrf_of(page) if k == "csrf" and v is None else v) for k, v in fields.items()}
     answer = operator_console.post(f"/ops/withdrawals/{pending}/fail", fields, expect_errors=True)
@@ -87,19 +101,22 @@ def test_a_bad_fail_form_is_shown_again_with_the_error_and_changes_nothing(app, 
 
 def test_retry_through_the_form_and_its_refusal(app, operator_console, pending, fake_pingpp):
     page = operator_console.get(f"/ops/withdrawals/{pending}")
-    answer = operator_console.post(f"/ops/withdrawals/{pending}/retry",
-                                   {"csrf": csrf_of(page), "reason": "", "confirm": "yes"})
+    answer = operator_console.post(
+        f"/ops/withdrawals/{pending}/retry", {"csrf": csrf_of(page), "reason": "", "confirm": "yes"}
+    )
     assert answer.status_int == 303 and withdrawal(pending).status == "processing"
-    again = operator_console.post(f"/ops/withdrawals/{pending}/retry",
-                                  {"csrf": csrf_of(page), "confirm": "yes"}, expect_errors=True)
+    again = operator_console.post(
+        f"/ops/withdrawals/{pending}/retry", {"csrf": csrf_of(page), "confirm": "yes"}, expect_errors=True
+    )
     assert again.status_int == 403 and "只有待发送" in again.text and len(fake_pingpp.transfer_creations()) == 1
 
 
 def test_html_in_a_reason_is_escaped_on_every_page(app, operator_console, pending):
     page = operator_console.get(f"/ops/withdrawals/{pending}")
     hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-    operator_console.post(f"/ops/withdrawals/{pending}/fail", {"csrf": csrf_of(page), "reason": hostile,
-                                                               "confirm": "yes"})
+    operator_console.post(
+        f"/ops/withdrawals/{pending}/fail", {"csrf": csrf_of(page), "reason": hostile, "confirm": "yes"}
+    )
     for path in ("/ops/audit", f"/ops/withdrawals/{pending}"):
         text = operator_console.get(path).text
         assert "<script>" not in text and "<img src=x" not in text
@@ -110,25 +127,41 @@ def test_resend_through_the_form(app, operator_console, pending):
     from payapi.domain.lifecycles import NotificationStatus
     from payapi.infra.models import Notification
 
-    message = Notification.create(message_id="msg_576b69ae7ce1fd7004cc8282", type="withdrawal.failed",
-                                  subject_id=pending, payload="{}", status=NotificationStatus.FAILED, attempts=12,
-                                  last_status=503, give_up_at=0, created_at=1, updated_at=1)
+    message = Notification.create(
+        message_id="msg_576b69ae7ce1fd7004cc8282",
+        type="withdrawal.failed",
+        subject_id=pending,
+        payload="{}",
+        status=NotificationStatus.FAILED,
+        attempts=12,
+        last_status=503,
+        give_up_at=0,
+        created_at=1,
+        updated_at=1,
+    )
     page = operator_console.get("/ops/notifications")
     assert message.message_id in page.text and "503" in page.text
-    missing = operator_console.post(f"/ops/notifications/{message.message_id}/resend", {"csrf": csrf_of(page)},
-                                    expect_errors=True)
+    missing = operator_console.post(
+        f"/ops/notifications/{message.message_id}/resend", {"csrf": csrf_of(page)}, expect_errors=True
+    )
     assert missing.status_int == 400 and "确认" in missing.text
-    answer = operator_console.post(f"/ops/notifications/{message.message_id}/resend",
-                                   {"csrf": csrf_of(page), "confirm": "yes", "reason": "对方恢复"})
+    answer = operator_console.post(
+        f"/ops/notifications/{message.message_id}/resend",
+        {"csrf": csrf_of(page), "confirm": "yes", "reason": "对方恢复"},
+    )
     assert answer.status_int == 303 and "已重新发送" in answer.follow().text
     assert Notification.get_by_id(message.message_id).status == "pending"
-    unknown = operator_console.post("/ops/notifications/msg_576b69ae7ce1fd7004cc8283/resend",
-                                    {"csrf": csrf_of(page), "confirm": "yes"}, expect_errors=True)
+    unknown = operator_console.post(
+        "/ops/notifications/msg_576b69ae7ce1fd7004cc8283/resend",
+        {"csrf": csrf_of(page), "confirm": "yes"},
+        expect_errors=True,
+    )
     assert unknown.status_int == 404 and "通知不存在" in unknown.text
 
 
-def test_pay_search_and_the_pay_page_show_its_history(app, operator_console, expert, user, order_service,
-                                                      fake_pingpp, send_event):
+def test_pay_search_and_the_pay_page_show_its_history(
+    app, operator_console, expert, user, order_service, fake_pingpp, send_event
+):
     created = order_service(expert_id=expert.id, userID=user.id, amount=12356).json["info"]
     user.post(f"/rest/pay/{created['pay_id']}/status", {"status": "fail"})
     send_event("charge.succeeded", fake_pingpp.mark_paid(created["charge"]["id"]))
@@ -148,19 +181,29 @@ def test_hostile_searches_are_answered_as_pages(app, operator_console, query):
     assert "<script>" not in answer.text.split("<main>")[1]
 
 
-@pytest.mark.parametrize("path", ["/ops/pays/576b69ae7ce1fd7004cc8280", "/ops/pays/nope",
-                                  "/ops/withdrawals/576b69ae7ce1fd7004cc8280", "/ops/withdrawals/%E5%8F%B0",
-                                  "/ops/audit?before=nope", "/ops/audit?before=576b69ae7ce1fd7004cc8280"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ops/pays/576b69ae7ce1fd7004cc8280",
+        "/ops/pays/nope",
+        "/ops/withdrawals/576b69ae7ce1fd7004cc8280",
+        "/ops/withdrawals/%E5%8F%B0",
+        "/ops/audit?before=nope",
+        "/ops/audit?before=576b69ae7ce1fd7004cc8280",
+    ],
+)
 def test_unknown_or_malformed_ids_are_error_pages(app, operator_console, path):
     answer = operator_console.get(path, expect_errors=True)
     assert answer.status_int in (400, 404) and answer.content_type == "text/html" and 'class="error"' in answer.text
 
 
-@pytest.mark.parametrize("body", [b"\xff\xfe=\xff", b"a=" + b"x" * 70_000, b"&".join(b"f%d=1" % i for i in range(30)),
-                                  b"csrf=%ff"])
+@pytest.mark.parametrize(
+    "body", [b"\xff\xfe=\xff", b"a=" + b"x" * 70_000, b"&".join(b"f%d=1" % i for i in range(30)), b"csrf=%ff"]
+)
 def test_broken_form_bodies_are_refused_as_pages(app, operator_console, pending, body):
-    answer = operator_console.post(f"/ops/withdrawals/{pending}/fail", body,
-                                   content_type="application/x-www-form-urlencoded", expect_errors=True)
+    answer = operator_console.post(
+        f"/ops/withdrawals/{pending}/fail", body, content_type="application/x-www-form-urlencoded", expect_errors=True
+    )
     assert answer.status_int in (400, 403, 413) and answer.content_type == "text/html"
     assert withdrawal(pending).status == "pending"
 
@@ -168,8 +211,9 @@ def test_broken_form_bodies_are_refused_as_pages(app, operator_console, pending,
 def test_broken_login_bodies_rerender_the_login_form(app, make_operator):
     client = browser(app)
     client.get("/ops/login")
-    answer = client.post("/ops/login", b"\xff\xfe", content_type="application/x-www-form-urlencoded",
-                         expect_errors=True)
+    answer = client.post(
+        "/ops/login", b"\xff\xfe", content_type="application/x-www-form-urlencoded", expect_errors=True
+    )
     assert answer.status_int == 400 and 'name="password"' in answer.text
     assert OperatorSession.select().count() == 0
 

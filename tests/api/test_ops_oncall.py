@@ -59,10 +59,16 @@ def metric(text, name, **labels):
 
 # --- 1. health -------------------------------------------------------------------------------------
 
+
 def test_health_before_anything_ran(app, alice):
-    assert health(app, alice) == {"code": 900, "database": "ok", "passes": [],
-                                  "outbox": {"waiting": 0, "failing": 0, "oldest_waiting_s": None},
-                                  "reconciliation": None, "pingpp": None}
+    assert health(app, alice) == {
+        "code": 900,
+        "database": "ok",
+        "passes": [],
+        "outbox": {"waiting": 0, "failing": 0, "oldest_waiting_s": None},
+        "reconciliation": None,
+        "pingpp": None,
+    }
 
 
 def test_a_failing_pass_counts_its_failures_in_a_row_until_it_succeeds(app, alice, settings, gateway, monkeypatch):
@@ -115,8 +121,7 @@ def test_pingpp_s_last_error_is_recorded_with_its_time(app, alice, expert, pendi
     assert metric(text, "payapi_pingpp_last_error_timestamp_seconds") > 1.7e9
 
 
-def test_the_outbox_and_the_last_reconciliation(app, alice, operator_console, pay_expert, receiver, settings,
-                                                gateway):
+def test_the_outbox_and_the_last_reconciliation(app, alice, operator_console, pay_expert, receiver, settings, gateway):
     pay_expert("e" * 24, 10_000)
     receiver.script = [503]
     with time_machine.travel(time.time() + 120, tick=False):
@@ -133,6 +138,7 @@ def test_the_outbox_and_the_last_reconciliation(app, alice, operator_console, pa
 
 
 # --- 2. find anything --------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def finished(make_user, pay_expert, gateway, fake_pingpp):
@@ -203,8 +209,10 @@ def test_trial_balance_accounts_are_named_for_people(app, operator_console, expe
 
 # --- 3. notifications failing now ----------------------------------------------------------------------
 
-def test_a_notification_is_listed_as_soon_as_an_attempt_fails(app, alice, operator_console, pay_expert, receiver,
-                                                              settings, gateway):
+
+def test_a_notification_is_listed_as_soon_as_an_attempt_fails(
+    app, alice, operator_console, pay_expert, receiver, settings, gateway
+):
     pay_expert("e" * 24, 10_000)
     assert app.get("/ops/api/notifications", {"state": "failing"}, headers=alice).json["list"] == []
     receiver.script = [503]
@@ -212,7 +220,11 @@ def test_a_notification_is_listed_as_soon_as_an_attempt_fails(app, alice, operat
     (listed,) = app.get("/ops/api/notifications", {"state": "failing"}, headers=alice).json["list"]
     (message,) = Notification.select()
     assert (listed["message_id"], listed["status"], listed["attempts"], listed["last_status"]) == (
-        message.message_id, "pending", 1, 503)
+        message.message_id,
+        "pending",
+        1,
+        503,
+    )
     assert listed["target"] == "127.0.0.1" and listed["next_attempt_at"].endswith("Z")
     assert app.get("/ops/api/notifications", {"state": "failed"}, headers=alice).json["list"] == []
     assert app.get("/ops/api/notifications", headers=alice).json["list"] == []  # failed, as before
@@ -226,9 +238,14 @@ def test_a_notification_is_listed_as_soon_as_an_attempt_fails(app, alice, operat
 
 # --- 4. truthful money ---------------------------------------------------------------------------------
 
+
 def refund(app, pay_id, amount):
-    answer = app.post(f"/internal/pays/{pay_id}/refunds", json.dumps({"amount": amount, "description": "退"}).encode(),
-                      headers={"X-Service-Key": SERVICE_KEY}, content_type="application/json")
+    answer = app.post(
+        f"/internal/pays/{pay_id}/refunds",
+        json.dumps({"amount": amount, "description": "退"}).encode(),
+        headers={"X-Service-Key": SERVICE_KEY},
+        content_type="application/json",
+    )
     return answer.json["refund"]["refund_id"]
 
 
@@ -249,15 +266,25 @@ def test_refunds_are_shown_settled_pending_and_failed(app, operator_console, pay
 
 # --- 6. refused actions audited --------------------------------------------------------------------------
 
-def test_a_fail_ping_refuses_is_in_the_audit_trail_with_its_reason(app, alice, operator_console, expert,
-                                                                     processing):
+
+def test_a_fail_ping_refuses_is_in_the_audit_trail_with_its_reason(app, alice, operator_console, expert, processing):
     withdraw_id, transfer_id = processing
-    answer = app.post(f"/ops/api/withdrawals/{withdraw_id}/fail", json.dumps({"reason": "stuck"}).encode(),
-                      headers=alice, content_type="application/json", expect_errors=True)
+    answer = app.post(
+        f"/ops/api/withdrawals/{withdraw_id}/fail",
+        json.dumps({"reason": "stuck"}).encode(),
+        headers=alice,
+        content_type="application/json",
+        expect_errors=True,
+    )
     assert answer.status_int == 403 and answer.json["code"] == 910
     (entry,) = app.get("/ops/api/audit", headers=alice).json["list"]
     assert (entry["operator"], entry["action"], entry["target"], entry["reason"], entry["outcome"]) == (
-        "alice", "withdrawal.fail", withdraw_id, "stuck", "refused")
+        "alice",
+        "withdrawal.fail",
+        withdraw_id,
+        "stuck",
+        "refused",
+    )
     assert transfer_id in entry["refusal"] and "处理中" in entry["refusal"]
     assert entry["before"]["status"] == entry["after"]["status"] == "processing"
     page = operator_console.get("/ops/audit")
@@ -265,14 +292,17 @@ def test_a_fail_ping_refuses_is_in_the_audit_trail_with_its_reason(app, alice, o
 
 
 def test_a_performed_action_says_so(app, alice, expert, pending):
-    app.post(f"/ops/api/withdrawals/{pending}/fail", json.dumps({"reason": "bad account"}).encode(), headers=alice,
-             content_type="application/json")
+    app.post(
+        f"/ops/api/withdrawals/{pending}/fail",
+        json.dumps({"reason": "bad account"}).encode(),
+        headers=alice,
+        content_type="application/json",
+    )
     (entry,) = app.get("/ops/api/audit", headers=alice).json["list"]
     assert (entry["outcome"], entry["refusal"]) == ("performed", "")
 
 
-def test_a_notifications_pass_of_worker_once_going_old_is_no_alarm(app, operator_console, receiver, settings,
-                                                                     gateway):
+def test_a_notifications_pass_of_worker_once_going_old_is_no_alarm(app, operator_console, receiver, settings, gateway):
     worker.run_once(settings, gateway)  # `worker --once` delivers notifications as a pass of its own
     assert WorkerPass.get_by_id("notifications").runs == 1
     with time_machine.travel(time.time() + 6 * 60):

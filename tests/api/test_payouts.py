@@ -33,6 +33,7 @@ def transfer_requests(fake, transfer_id):
 
 # --- run_payouts -------------------------------------------------------------------------------
 
+
 def test_pending_withdrawal_becomes_one_alipay_transfer_and_processing(pending, gateway, fake_pingpp, expert):
     assert run_payouts(gateway) == {"sent": 1, "failed": 0}
 
@@ -93,8 +94,9 @@ def transfer_lists(fake):
     return [r for r in fake.requests if r[0] == "GET" and r[1] == "/v1/transfers"]
 
 
-def test_ping_500_leaves_the_withdrawal_pending_and_the_next_run_sends_the_same_order_no(pending, gateway, fake_pingpp,
-                                                                                          expert, clock):
+def test_ping_500_leaves_the_withdrawal_pending_and_the_next_run_sends_the_same_order_no(
+    pending, gateway, fake_pingpp, expert, clock
+):
     fake_pingpp.fail_next(status=500)
     assert run_payouts(gateway) == {"sent": 0, "failed": 1}
     row = withdrawal(pending)
@@ -122,8 +124,9 @@ def test_ping_hanging_past_the_timeout_leaves_the_withdrawal_pending(pending, ga
     assert [r[2]["order_no"] for r in fake_pingpp.transfer_creations()] == [pending, pending]
 
 
-def test_lost_answer_never_creates_a_second_transfer_and_the_next_pass_finds_it(pending, gateway, fake_pingpp,
-                                                                                 send_event, clock):
+def test_lost_answer_never_creates_a_second_transfer_and_the_next_pass_finds_it(
+    pending, gateway, fake_pingpp, send_event, clock
+):
     fake_pingpp.lose_next_response()  # Ping++ made the transfer; we got a 504
     assert run_payouts(gateway) == {"sent": 0, "failed": 1}
     assert withdrawal(pending).status == "pending"
@@ -140,8 +143,9 @@ def test_lost_answer_never_creates_a_second_transfer_and_the_next_pass_finds_it(
     assert run_payouts(gateway) == {"sent": 0, "failed": 0}
 
 
-def test_lost_answer_and_ping_unable_to_list_stays_pending_and_the_webhook_settles_it(pending, gateway, fake_pingpp,
-                                                                                       send_event, clock):
+def test_lost_answer_and_ping_unable_to_list_stays_pending_and_the_webhook_settles_it(
+    pending, gateway, fake_pingpp, send_event, clock
+):
     fake_pingpp.lose_next_response()
     assert run_payouts(gateway) == {"sent": 0, "failed": 1}
     fake_pingpp.fail_next()  # the list call: Ping++ cannot say; nothing is sent again
@@ -155,8 +159,9 @@ def test_lost_answer_and_ping_unable_to_list_stays_pending_and_the_webhook_settl
     assert (row.status, row.transfer_id) == ("succeeded", transfer_id)
 
 
-def test_a_payout_ping_refuses_is_retried_after_a_growing_delay_without_looking_for_a_transfer(pending, gateway,
-                                                                                              fake_pingpp, clock):
+def test_a_payout_ping_refuses_is_retried_after_a_growing_delay_without_looking_for_a_transfer(
+    pending, gateway, fake_pingpp, clock
+):
     fake_pingpp.fail_next(times=3, status=400)  # e.g. Alipay's account check says no
     assert run_payouts(gateway) == {"sent": 0, "failed": 1}
     assert run_payouts(gateway) == {"sent": 0, "failed": 0}  # not on the very next pass
@@ -175,8 +180,7 @@ def test_a_payout_ping_refuses_is_retried_after_a_growing_delay_without_looking_
     assert transfer_lists(fake_pingpp) == [] and len(fake_pingpp.transfers) == 1
 
 
-def test_after_an_unclear_attempt_the_transfer_is_looked_for_from_that_attempt_on(pending, gateway, fake_pingpp,
-                                                                                clock):
+def test_after_an_unclear_attempt_the_transfer_is_looked_for_from_that_attempt_on(pending, gateway, fake_pingpp, clock):
     fake_pingpp.fail_next(status=400)
     assert run_payouts(gateway) == {"sent": 0, "failed": 1}
     clock.shift(3 * 3600)  # hours later (Ping++ refused, or the worker was down)
@@ -193,9 +197,18 @@ def test_looking_for_a_lost_transfer_reads_every_page(pending, gateway, fake_pin
     fake_pingpp.lose_next_response()
     assert run_payouts(gateway) == {"sent": 0, "failed": 1}
     for n in range(3):  # other transfers made after it, listed first (newest first)
-        fake_pingpp.ledger.api_create_transfer({"order_no": f"{n}" * 24, "app": {"id": "app_test_payapi"},
-                                                "channel": "alipay", "amount": 100, "currency": "cny",
-                                                "recipient": "a", "description": "d", "type": "b2c"})
+        fake_pingpp.ledger.api_create_transfer(
+            {
+                "order_no": f"{n}" * 24,
+                "app": {"id": "app_test_payapi"},
+                "channel": "alipay",
+                "amount": 100,
+                "currency": "cny",
+                "recipient": "a",
+                "description": "d",
+                "type": "b2c",
+            }
+        )
     fake_pingpp.page_limit = 1
     after_the_back_off(clock)
     assert run_payouts(gateway) == {"sent": 1, "failed": 0}
@@ -220,6 +233,7 @@ def test_transfer_failed_at_once_is_refunded_and_frees_the_month(pending, gatewa
 
 # --- transfer webhooks -----------------------------------------------------------------------
 
+
 def test_transfer_succeeded_event_marks_the_withdrawal_succeeded(processing, fake_pingpp, send_event, expert):
     withdraw_id, transfer_id = processing
     response = send_event("transfer.succeeded", fake_pingpp.set_transfer(transfer_id, "paid"))
@@ -243,8 +257,12 @@ def test_transfer_failed_event_refunds_and_frees_the_month(processing, fake_ping
 @pytest.mark.parametrize("event_type", ["transfer.succeeded", "transfer.failed"])
 @pytest.mark.parametrize(
     "status, settled, wallet_after",
-    [("paid", "succeeded", 7_000), ("failed", "failed", 10_000), ("canceled", "failed", 10_000),
-     ("pending", "processing", 7_000)],
+    [
+        ("paid", "succeeded", 7_000),
+        ("failed", "failed", 10_000),
+        ("canceled", "failed", 10_000),
+        ("pending", "processing", 7_000),
+    ],
 )
 def test_the_transfer_object_status_decides_not_the_event_type(
     processing, fake_pingpp, send_event, expert, event_type, status, settled, wallet_after
@@ -295,8 +313,12 @@ def test_transfer_event_for_an_unknown_withdrawal_is_stored_and_acknowledged(exp
     assert balance(expert) == 10_000
 
 
-@pytest.mark.parametrize("change", [{"amount": 3_001}, {"amount": 2_999}, {"currency": "usd"}, {"id": "tr_someone_else"}])
-def test_transfer_event_that_does_not_match_is_stored_and_not_applied(processing, fake_pingpp, send_event, expert, change):
+@pytest.mark.parametrize(
+    "change", [{"amount": 3_001}, {"amount": 2_999}, {"currency": "usd"}, {"id": "tr_someone_else"}]
+)
+def test_transfer_event_that_does_not_match_is_stored_and_not_applied(
+    processing, fake_pingpp, send_event, expert, change
+):
     withdraw_id, transfer_id = processing
     obj = {**fake_pingpp.set_transfer(transfer_id, "failed"), **change}
     response = send_event("transfer.failed", obj, event_id="evt_mismatch")
@@ -335,11 +357,18 @@ def test_failed_event_before_the_worker_heard_back_is_applied(pending, send_even
 def test_transfer_event_with_a_bad_signature_is_401_and_changes_nothing(processing, app, fake_pingpp, expert):
     withdraw_id, transfer_id = processing
     raw = json.dumps(
-        {"id": "evt_forged", "type": "transfer.failed", "data": {"object": fake_pingpp.set_transfer(transfer_id, "failed")}}
+        {
+            "id": "evt_forged",
+            "type": "transfer.failed",
+            "data": {"object": fake_pingpp.set_transfer(transfer_id, "failed")},
+        }
     ).encode()
     response = app.post(
-        "/rest/pay/webhook", raw, headers={"X-Pingplusplus-Signature": "Zm9yZ2Vk"},
-        content_type="application/json", expect_errors=True,
+        "/rest/pay/webhook",
+        raw,
+        headers={"X-Pingplusplus-Signature": "Zm9yZ2Vk"},
+        content_type="application/json",
+        expect_errors=True,
     )
     assert (response.status_int, response.json["code"]) == (401, 901)
     assert withdrawal(withdraw_id).status == "processing"
@@ -348,6 +377,7 @@ def test_transfer_event_with_a_bad_signature_is_401_and_changes_nothing(processi
 
 
 # --- reconcile_transfers -----------------------------------------------------------------------
+
 
 @pytest.fixture
 def processing_since_now(pending, gateway, fake_pingpp, clock):
@@ -409,6 +439,7 @@ def test_ping_failing_during_reconcile_changes_nothing(processing_since_now, gat
 
 # --- the commands --------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def command(settings, fake_pingpp):
     env = process_env(settings, PINGPP_TIMEOUT="2")
@@ -460,7 +491,19 @@ def test_withdrawals_show_prints_one_as_json(processing, command):
     shown = command("withdrawals", "show", withdraw_id)
     assert shown.returncode == 0, shown.stderr
     row = json.loads(shown.stdout)
-    assert {k: row[k] for k in ("withdraw_id", "amount", "status", "account_type", "account_id", "account_name", "transfer_id", "attempts")} == {
+    assert {
+        k: row[k]
+        for k in (
+            "withdraw_id",
+            "amount",
+            "status",
+            "account_type",
+            "account_id",
+            "account_name",
+            "transfer_id",
+            "attempts",
+        )
+    } == {
         "withdraw_id": withdraw_id,
         "amount": 3_000,
         "status": "processing",

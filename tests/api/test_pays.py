@@ -15,9 +15,23 @@ from payapi.infra.models import Pay
 from tests.support.config import SERVICE_KEY
 
 SEED_FIELDS = {
-    "pay_id": str, "o_id": str, "note_id": str, "expert_id": str, "userID": str, "amount": int,
-    "money": int, "charge": dict, "desc": str, "client_status": str, "status": str, "subject": str,
-    "currency": str, "channel": str, "type": str, "createdAt": str, "updatedAt": str,
+    "pay_id": str,
+    "o_id": str,
+    "note_id": str,
+    "expert_id": str,
+    "userID": str,
+    "amount": int,
+    "money": int,
+    "charge": dict,
+    "desc": str,
+    "client_status": str,
+    "status": str,
+    "subject": str,
+    "currency": str,
+    "channel": str,
+    "type": str,
+    "createdAt": str,
+    "updatedAt": str,
 }
 ISO_MS_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -55,6 +69,7 @@ def created(response):
 
 # --- POST /internal/pays: the service key ----------------------------------------------------
 
+
 @pytest.mark.parametrize("headers", [{}, {"X-Service-Key": "wrong-key"}, {"X-Service-Key": ""}])
 def test_creating_a_pay_without_the_right_service_key_is_901(app, fake_pingpp, headers):
     body = json.dumps({"type": "order", **order_fields(), "amount": 100, "channel": "alipay", "subject": "s"})
@@ -72,22 +87,67 @@ def test_a_user_token_does_not_open_the_internal_routes(app, make_user):
 # --- POST /internal/pays: validation -----------------------------------------------------------
 
 BAD_FIELDS = [
-    {"type": None}, {"type": "orders"}, {"type": "ORDER"}, {"type": 1},
-    {"o_id": None}, {"o_id": ""}, {"o_id": "abc"}, {"o_id": "57691BBA8789FF202B5968FB"},
-    {"o_id": "57691bba8789ff202b5968fb0"}, {"o_id": "57691bba8789ff202b5968fg"}, {"o_id": 57691},
-    {"userID": None}, {"userID": "not-an-id"}, {"userID": ["57691bba8789ff202b5968fb"]},
-    {"expert_id": None}, {"expert_id": "57691bba8789ff202b5968f"},
-    {"amount": None}, {"amount": 0}, {"amount": "0"}, {"amount": -5}, {"amount": "-5"}, {"amount": "+5"},
-    {"amount": 100_000_001}, {"amount": "100000001"}, {"amount": 10**30}, {"amount": "9" * 40},
-    {"amount": 10.5}, {"amount": 1000.0}, {"amount": "10.5"}, {"amount": "1e3"}, {"amount": " 5"},
-    {"amount": "5 "}, {"amount": ""}, {"amount": True}, {"amount": False}, {"amount": [100]}, {"amount": {}},
-    {"money": 0}, {"money": "-5"}, {"money": 100_000_001}, {"money": 99.0}, {"money": "1e3"},
-    {"money": " 5"}, {"money": ""}, {"money": True},
-    {"channel": None}, {"channel": "paypal"}, {"channel": "ALIPAY"}, {"channel": ""}, {"channel": ["alipay"]},
-    {"subject": None}, {"subject": ""}, {"subject": "   "}, {"subject": "x" * 33}, {"subject": "支" * 33},
+    {"type": None},
+    {"type": "orders"},
+    {"type": "ORDER"},
+    {"type": 1},
+    {"o_id": None},
+    {"o_id": ""},
+    {"o_id": "abc"},
+    {"o_id": "57691BBA8789FF202B5968FB"},
+    {"o_id": "57691bba8789ff202b5968fb0"},
+    {"o_id": "57691bba8789ff202b5968fg"},
+    {"o_id": 57691},
+    {"userID": None},
+    {"userID": "not-an-id"},
+    {"userID": ["57691bba8789ff202b5968fb"]},
+    {"expert_id": None},
+    {"expert_id": "57691bba8789ff202b5968f"},
+    {"amount": None},
+    {"amount": 0},
+    {"amount": "0"},
+    {"amount": -5},
+    {"amount": "-5"},
+    {"amount": "+5"},
+    {"amount": 100_000_001},
+    {"amount": "100000001"},
+    {"amount": 10**30},
+    {"amount": "9" * 40},
+    {"amount": 10.5},
+    {"amount": 1000.0},
+    {"amount": "10.5"},
+    {"amount": "1e3"},
+    {"amount": " 5"},
+    {"amount": "5 "},
+    {"amount": ""},
+    {"amount": True},
+    {"amount": False},
+    {"amount": [100]},
+    {"amount": {}},
+    {"money": 0},
+    {"money": "-5"},
+    {"money": 100_000_001},
+    {"money": 99.0},
+    {"money": "1e3"},
+    {"money": " 5"},
+    {"money": ""},
+    {"money": True},
+    {"channel": None},
+    {"channel": "paypal"},
+    {"channel": "ALIPAY"},
+    {"channel": ""},
+    {"channel": ["alipay"]},
+    {"subject": None},
+    {"subject": ""},
+    {"subject": "   "},
+    {"subject": "x" * 33},
+    {"subject": "支" * 33},
     {"subject": 12},
     {"desc": 5},
-    {"extra": "x"}, {"extra": [1]}, {"extra": 1}, {"extra": True},
+    {"extra": "x"},
+    {"extra": [1]},
+    {"extra": 1},
+    {"extra": True},
 ]
 
 
@@ -133,6 +193,7 @@ def test_every_channel_the_contract_names_is_accepted(order_service, fake_pingpp
 
 
 # --- POST /internal/pays: what is created --------------------------------------------------------
+
 
 def test_created_pay_info_has_exactly_the_seed_fields_with_their_types(order_service):
     info = created(order_service(amount="12356", desc="预约 30 分钟"))
@@ -219,6 +280,7 @@ def test_a_note_and_an_order_with_the_same_id_are_different_pays(order_service, 
 
 # --- POST /internal/pays: one pending pay per order ---------------------------------------------
 
+
 def test_asking_again_for_a_pending_order_returns_the_same_pay_and_charge(order_service, fake_pingpp):
     fields = order_fields()
     first = created(order_service(**fields, amount=500))
@@ -263,8 +325,16 @@ def test_an_order_that_is_already_paid_is_910(order_service, fake_pingpp, send_e
     charge = fake_pingpp.mark_paid(info["charge"]["id"])
     assert send_event("charge.succeeded", charge).json["result"] == "applied"
     if then_refunded:
-        refund = {"id": "re_" + new_id(), "object": "refund", "amount": 500, "succeed": True, "status": "succeeded",
-                  "charge": charge["id"], "charge_order_no": info["pay_id"], "currency": "cny"}
+        refund = {
+            "id": "re_" + new_id(),
+            "object": "refund",
+            "amount": 500,
+            "succeed": True,
+            "status": "succeeded",
+            "charge": charge["id"],
+            "charge_order_no": info["pay_id"],
+            "currency": "cny",
+        }
         assert send_event("refund.succeeded", refund).json["result"] == "applied"
     for change in ({}, {"money": 400}, {"channel": "wx"}):
         response = order_service(**fields, **change)
@@ -296,6 +366,7 @@ def test_racing_calls_for_one_order_make_one_pay_and_one_charge(app, fake_pingpp
 
 
 # --- POST /internal/pays: Ping++ failing -------------------------------------------------------
+
 
 def test_ping_plus_plus_answering_500_is_920_and_leaves_no_pay(order_service, fake_pingpp):
     fake_pingpp.fail_next(status=500)
@@ -335,6 +406,7 @@ def test_ping_plus_plus_failing_while_replacing_a_pending_pay_leaves_that_pay_pe
 
 # --- GET /internal/pays/{pay_id} ---------------------------------------------------------------
 
+
 def test_the_order_service_reads_any_pay(app, order_service):
     info = created(order_service())
     response = internal_get(app, info["pay_id"])
@@ -362,6 +434,7 @@ def test_reading_a_pay_by_a_malformed_id_is_904(app, bad_id):
 
 
 # --- routes 1 and 2: the payer reads ---------------------------------------------------------
+
 
 def test_the_payer_reads_the_pay_as_the_order_service_created_it(order_service, make_user):
     payer = make_user()

@@ -63,6 +63,7 @@ def status(info):
 
 # --- payments.reconcile_pays ------------------------------------------------------------------
 
+
 def test_a_pending_pay_paid_at_ping_plus_plus_is_settled_after_ten_minutes(new_pay, fake_pingpp, gateway, settings):
     info = new_pay()
     charge = fake_pingpp.mark_paid(info["charge"]["id"])
@@ -151,11 +152,23 @@ def test_a_pay_whose_charge_ping_plus_plus_cannot_find_stays_pending(new_pay, fa
 def test_a_reservation_left_without_a_charge_is_removed(order_service, fake_pingpp, gateway, settings):
     fields = {"o_id": new_id(), "userID": new_id(), "expert_id": new_id()}
     now = int(time.time() * 1000)
-    outbox.save(Pay(
-        pay_id=new_id(), type="order", o_id=fields["o_id"], expert_id=fields["expert_id"], user_id=fields["userID"],
-        amount=10000, money=10000, channel="alipay", subject="s", open_for=f"order:{fields['o_id']}",
-        created_at=now, updated_at=now,
-    ), force_insert=True)
+    outbox.save(
+        Pay(
+            pay_id=new_id(),
+            type="order",
+            o_id=fields["o_id"],
+            expert_id=fields["expert_id"],
+            user_id=fields["userID"],
+            amount=10000,
+            money=10000,
+            channel="alipay",
+            subject="s",
+            open_for=f"order:{fields['o_id']}",
+            created_at=now,
+            updated_at=now,
+        ),
+        force_insert=True,
+    )
     with at(11 * MINUTE):
         reconcile(gateway, settings)
     assert Pay.select().count() == 0 and retrievals(fake_pingpp) == []
@@ -179,11 +192,16 @@ def test_reconciling_twice_changes_nothing_more(new_pay, fake_pingpp, gateway, s
 
 # --- python -m payapi worker --once -----------------------------------------------------------
 
+
 def run_worker(settings, fake_pingpp):
     env = process_env(settings, PINGPP_TIMEOUT="2", PLATFORM_FEE_BPS=FEE_BPS)
     done = subprocess.run(
         [sys.executable, "-m", "payapi", "worker", "--once"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])

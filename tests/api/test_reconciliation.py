@@ -37,11 +37,17 @@ def run(settings, gateway):
 def test_a_day_whose_every_event_arrived_is_clean(that_day, pay_expert, settings, gateway):
     pay_expert("e" * 24, 10_000)
     row = run(settings, gateway)
-    assert (row.date, row.status, json.loads(row.healed), json.loads(row.differences)) == ("2026-11-20", "clean", [], [])
+    assert (row.date, row.status, json.loads(row.healed), json.loads(row.differences)) == (
+        "2026-11-20",
+        "clean",
+        [],
+        [],
+    )
 
 
-def test_a_charge_paid_without_its_webhook_is_applied_and_reported_healed(that_day, order_service, fake_pingpp,
-                                                                           settings, gateway):
+def test_a_charge_paid_without_its_webhook_is_applied_and_reported_healed(
+    that_day, order_service, fake_pingpp, settings, gateway
+):
     info = order_service(amount=10_000).json["info"]
     fake_pingpp.mark_paid(info["charge"]["id"])  # its webhook never arrived
     row = run(settings, gateway)
@@ -52,8 +58,9 @@ def test_a_charge_paid_without_its_webhook_is_applied_and_reported_healed(that_d
     assert run(settings, gateway).status == "clean"  # healed once
 
 
-def test_a_refund_and_a_transfer_whose_events_were_lost_are_healed(that_day, make_user, pay_expert, fake_pingpp,
-                                                                     settings, gateway):
+def test_a_refund_and_a_transfer_whose_events_were_lost_are_healed(
+    that_day, make_user, pay_expert, fake_pingpp, settings, gateway
+):
     expert = set_up_expert(make_user())
     paid = pay_expert(expert.id, 10_000)
     fake_pingpp.refund(paid["charge"]["id"], 4_000)  # made on the dashboard; its event lost
@@ -62,15 +69,19 @@ def test_a_refund_and_a_transfer_whose_events_were_lost_are_healed(that_day, mak
     fake_pingpp.settle_transfer(Withdrawal.get_by_id(withdraw_id).transfer_id, "succeeded")  # event lost
     row = run(settings, gateway)
     assert row.status == "healed", row.differences
-    assert sorted(h["what"] for h in json.loads(row.healed)) == ["a paid transfer applied", "a succeeded refund applied"]
+    assert sorted(h["what"] for h in json.loads(row.healed)) == [
+        "a paid transfer applied",
+        "a succeeded refund applied",
+    ]
     assert Withdrawal.get_by_id(withdraw_id).status == "succeeded"
     assert balance_of(expert.id) == 10_000 - 4_000 - 1_000
 
 
 def test_a_charge_payapi_does_not_know_is_a_difference(that_day, pay_expert, gateway, settings):
     pay_expert("e" * 24, 1_000)
-    stranger = gateway.create_charge(ChargeRequest(order_no="9" * 24, amount=500, channel="alipay", subject="?",
-                                                   body="?", client_ip="1.2.3.4"))
+    stranger = gateway.create_charge(
+        ChargeRequest(order_no="9" * 24, amount=500, channel="alipay", subject="?", body="?", client_ip="1.2.3.4")
+    )
     row = run(settings, gateway)
     assert row.status == "different"
     (difference,) = json.loads(row.differences)
@@ -99,24 +110,28 @@ def paid_out_after_midnight(make_user, pay_expert, gateway):
     return Withdrawal.get_by_id(withdraw_id)
 
 
-def test_a_withdrawal_paid_out_after_midnight_is_not_missing_from_the_day_it_was_made(paid_out_after_midnight,
-                                                                                      settings, gateway):
+def test_a_withdrawal_paid_out_after_midnight_is_not_missing_from_the_day_it_was_made(
+    paid_out_after_midnight, settings, gateway
+):
     with time_machine.travel(NOON + 2 * 86400, tick=False):
         for date in (DAY, DAY + datetime.timedelta(days=1)):
             row = reconciliation.reconcile(settings, gateway, date)
             assert (row.status, json.loads(row.differences)) == ("clean", []), date
 
 
-def test_a_transfer_ping_does_not_list_is_reported_on_the_day_ping_made_it(paid_out_after_midnight, fake_pingpp,
-                                                                          settings, gateway):
+def test_a_transfer_ping_does_not_list_is_reported_on_the_day_ping_made_it(
+    paid_out_after_midnight, fake_pingpp, settings, gateway
+):
     del fake_pingpp.transfers[paid_out_after_midnight.transfer_id]  # Ping++ has lost it
     with time_machine.travel(NOON + 2 * 86400, tick=False):
         assert reconciliation.reconcile(settings, gateway, DAY).status == "clean"
         row = reconciliation.reconcile(settings, gateway, DAY + datetime.timedelta(days=1))
     (difference,) = json.loads(row.differences)
     assert (difference["what"], difference["withdrawal"], difference["transfer"]) == (
-        "a withdrawal whose transfer Ping++ did not list", paid_out_after_midnight.withdraw_id,
-        paid_out_after_midnight.transfer_id)
+        "a withdrawal whose transfer Ping++ did not list",
+        paid_out_after_midnight.withdraw_id,
+        paid_out_after_midnight.transfer_id,
+    )
 
 
 def test_paging_through_more_than_one_page(that_day, order_service, fake_pingpp, settings, gateway):
@@ -139,8 +154,17 @@ def test_the_worker_runs_it_once_a_day_for_the_day_before(that_day, database, se
 def test_three_workers_at_once_reconcile_yesterday_once(database, settings, fake_pingpp, command_env):
     """One `worker --once` per host, all started together: the day is claimed in the database."""
     fake_pingpp.slow[("GET", "/v1/charges")] = 0.5  # a reconciliation takes a while
-    workers = [subprocess.Popen([sys.executable, "-m", "payapi", "worker", "--once"], cwd=ROOT, env=command_env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "payapi", "worker", "--once"],
+            cwd=ROOT,
+            env=command_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     for process in workers:
         _, err = process.communicate(timeout=120)
         assert process.returncode == 0, err[-2000:]
@@ -175,19 +199,34 @@ def test_a_claimed_day_whose_run_died_is_taken_again_after_its_lease(that_day, d
 
 # --- the command -----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def command_env(settings, fake_pingpp):
-    return {**os.environ, "DATABASE_URL": settings.database_url, "PINGPP_API_BASE": fake_pingpp.url,
-            "PINGPP_API_KEY": settings.pingpp_api_key, "PINGPP_APP_ID": settings.pingpp_app_id,
-            "PINGPP_PUBLIC_KEY_PATH": settings.pingpp_public_key_path, "AUTH_SECRET": ",".join(AUTH_SECRETS),
-            "SERVICE_KEY": SERVICE_KEY, "SMS_BACKEND": "file", "SMS_FILE": settings.sms_file}
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "PINGPP_API_BASE": fake_pingpp.url,
+        "PINGPP_API_KEY": settings.pingpp_api_key,
+        "PINGPP_APP_ID": settings.pingpp_app_id,
+        "PINGPP_PUBLIC_KEY_PATH": settings.pingpp_public_key_path,
+        "AUTH_SECRET": ",".join(AUTH_SECRETS),
+        "SERVICE_KEY": SERVICE_KEY,
+        "SMS_BACKEND": "file",
+        "SMS_FILE": settings.sms_file,
+    }
 
 
 @pytest.fixture
 def command(command_env):
     def run_command(*args):
-        return subprocess.run([sys.executable, "-m", "payapi", *args], cwd=ROOT, env=command_env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "payapi", *args],
+            cwd=ROOT,
+            env=command_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     return run_command
 
@@ -198,11 +237,15 @@ def test_the_command_exits_1_on_differences_and_0_when_clean(order_service, fake
     healed = command("reconcile", "--date", today)
     assert healed.returncode == 0, healed.stderr
     assert "healed (1 healed, 0 different)" in healed.stdout
-    gateway.create_charge(ChargeRequest(order_no="9" * 24, amount=500, channel="alipay", subject="?", body="?",
-                                        client_ip="1.2.3.4"))
+    gateway.create_charge(
+        ChargeRequest(order_no="9" * 24, amount=500, channel="alipay", subject="?", body="?", client_ip="1.2.3.4")
+    )
     different = command("reconcile", "--date", today)
     assert different.returncode == 1 and "different:" in different.stdout
-    assert [(r.date, r.status) for r in Reconciliation.select().order_by(Reconciliation.created_at)] == [(today, "healed"), (today, "different")]
+    assert [(r.date, r.status) for r in Reconciliation.select().order_by(Reconciliation.created_at)] == [
+        (today, "healed"),
+        (today, "different"),
+    ]
 
 
 @pytest.mark.parametrize("bad", ["yesterday", "2026-13-01", "2026/11/20", ""])
@@ -239,8 +282,7 @@ def test_every_refund_of_a_charge_is_read_when_ping_pages_small(that_day, pay_ex
     assert balance_of("e" * 24) == 10_000 - 5_000
 
 
-def test_every_charge_is_read_when_ping_pages_small(that_day, order_service, fake_pingpp, settings,
-                                                                  gateway):
+def test_every_charge_is_read_when_ping_pages_small(that_day, order_service, fake_pingpp, settings, gateway):
     fake_pingpp.page_limit = 2
     for _ in range(5):
         fake_pingpp.mark_paid(order_service(amount=100).json["info"]["charge"]["id"])

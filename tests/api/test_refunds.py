@@ -36,8 +36,9 @@ def settings(settings):
 def ask(app, pay_id, body=None, key=None, raw=None):
     headers = {"X-Service-Key": SERVICE_KEY, **({"Idempotency-Key": key} if key else {})}
     data = raw if raw is not None else json.dumps(body if body is not None else {"description": "预约取消"}).encode()
-    return app.post(f"/internal/pays/{pay_id}/refunds", data, headers=headers, content_type="application/json",
-                    expect_errors=True)
+    return app.post(
+        f"/internal/pays/{pay_id}/refunds", data, headers=headers, content_type="application/json", expect_errors=True
+    )
 
 
 def listed(app, pay_id):
@@ -52,16 +53,23 @@ def paid(pay_expert):
 
 # --- asking ---------------------------------------------------------------------------------------
 
+
 def test_a_partial_refund_is_made_at_ping_and_the_experts_share_is_taken_at_once(app, paid, fake_pingpp):
     answer = ask(app, paid["pay_id"], {"amount": 4_000, "description": "预约取消"})
     assert answer.status_int == 200 and answer.json["code"] == 900, answer.json
     refund = answer.json["refund"]
     assert (refund["pay_id"], refund["amount"], refund["status"], refund["description"]) == (
-        paid["pay_id"], 4_000, "pending", "预约取消"
+        paid["pay_id"],
+        4_000,
+        "pending",
+        "预约取消",
     )
     (made,) = [r for r in fake_pingpp.refunds.values()]
-    assert (made["amount"], made["metadata"], made["charge"]) == (4_000, {"refund_id": refund["refund_id"]},
-                                                                   paid["charge"]["id"])
+    assert (made["amount"], made["metadata"], made["charge"]) == (
+        4_000,
+        {"refund_id": refund["refund_id"]},
+        paid["charge"]["id"],
+    )
     assert ledger_of(paid["expert_id"])[-1] == ("refund", made["id"], -3_900)
     assert balance_of(paid["expert_id"]) == 9_750 - 3_900
     assert Pay.get_by_id(paid["pay_id"]).status == "paid"
@@ -103,8 +111,15 @@ def test_an_unknown_pay_is_911(app, database):
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"description": ""}, {"description": "x" * 256}, {"description": "d", "amount": 0},
-     {"description": "d", "amount": 10.5}, {"description": "d", "amount": "-1"}, {"description": 5}],
+    [
+        {},
+        {"description": ""},
+        {"description": "x" * 256},
+        {"description": "d", "amount": 0},
+        {"description": "d", "amount": 10.5},
+        {"description": "d", "amount": "-1"},
+        {"description": 5},
+    ],
 )
 def test_bad_bodies_are_904(app, paid, body):
     answer = ask(app, paid["pay_id"], body)
@@ -120,8 +135,12 @@ def test_an_explicit_null_amount_is_904_and_nothing_is_refunded(app, paid, fake_
 
 
 def test_the_service_key_is_needed(app, paid):
-    answer = app.post(f"/internal/pays/{paid['pay_id']}/refunds", b'{"description":"x"}',
-                      content_type="application/json", expect_errors=True)
+    answer = app.post(
+        f"/internal/pays/{paid['pay_id']}/refunds",
+        b'{"description":"x"}',
+        content_type="application/json",
+        expect_errors=True,
+    )
     assert (answer.status_int, answer.json["code"]) == (401, 901)
 
 
@@ -139,6 +158,7 @@ def test_ping_failing_is_920_and_nothing_is_written_or_debited(app, paid, fake_p
 
 
 # --- Ping++ settles it ------------------------------------------------------------------------------
+
 
 def test_refund_succeeded_marks_it_succeeded_and_debits_nothing_more(app, paid, fake_pingpp, send_event):
     refund = ask(app, paid["pay_id"]).json["refund"]
@@ -174,8 +194,9 @@ def fail_at_ping(fake_pingpp, gateway, *refund_ids):
         assert refunds.reconcile_refunds(gateway)["settled"] == len(refund_ids)
 
 
-def test_after_a_failed_refund_the_shares_of_a_full_refund_add_up_to_exactly_the_credit(app, paid, fake_pingpp,
-                                                                                         gateway):
+def test_after_a_failed_refund_the_shares_of_a_full_refund_add_up_to_exactly_the_credit(
+    app, paid, fake_pingpp, gateway
+):
     first = ask(app, paid["pay_id"], {"amount": 1, "description": "一"}).json["refund"]  # share 0 (0.975)
     assert ask(app, paid["pay_id"], {"amount": 1, "description": "二"}).json["code"] == 900  # share 1 (1.95 in all)
     fail_at_ping(fake_pingpp, gateway, first["refund_id"])
@@ -215,7 +236,11 @@ def test_a_refund_whose_answer_was_lost_is_found_at_ping_and_its_event_applies_n
     assert balance_of(paid["expert_id"]) == 9_750 - 1_950
     (row,) = Refund.select()
     assert (row.refund_id, row.pingpp_refund_id, row.status, row.amount) == (
-        answer["refund"]["refund_id"], made_id, "succeeded", 2_000)
+        answer["refund"]["refund_id"],
+        made_id,
+        "succeeded",
+        2_000,
+    )
 
 
 def test_a_lost_answers_refund_is_applied_once_when_its_event_arrives(app, paid, fake_pingpp, send_event):
@@ -229,7 +254,11 @@ def test_a_lost_answers_refund_is_applied_once_when_its_event_arrives(app, paid,
     assert balance_of(paid["expert_id"]) == 9_750 - 1_950
     (row,) = Refund.select()
     assert (row.refund_id, row.pingpp_refund_id, row.status, row.amount) == (
-        answer["refund"]["refund_id"], made_id, "succeeded", 2_000)
+        answer["refund"]["refund_id"],
+        made_id,
+        "succeeded",
+        2_000,
+    )
 
 
 def after_the_lease(settings):
@@ -258,9 +287,12 @@ def test_a_refund_whose_answer_and_look_up_were_lost_is_pending_and_a_plain_retr
     assert balance_of(paid["expert_id"]) == 9_750 - 2_925
 
 
-def test_an_unclear_refund_ping_never_made_fails_gives_its_amount_back_and_is_announced(app, paid, fake_pingpp,
-                                                                                       gateway, settings):
-    fake_pingpp.fail_next(times=2)  # a 500 to the create (Ping++ did nothing, but 5xx says nothing sure), then the look-up
+def test_an_unclear_refund_ping_never_made_fails_gives_its_amount_back_and_is_announced(
+    app, paid, fake_pingpp, gateway, settings
+):
+    fake_pingpp.fail_next(
+        times=2
+    )  # a 500 to the create (Ping++ did nothing, but 5xx says nothing sure), then the look-up
     answer = ask(app, paid["pay_id"], {"amount": 3_000, "description": "退"}).json
     assert (answer["code"], answer["refund"]["status"]) == (900, "pending")
     assert balance_of(paid["expert_id"]) == 9_750 - 2_925
@@ -279,8 +311,9 @@ def test_ping_refusing_a_refund_is_920_and_nothing_is_kept(app, paid, fake_pingp
     assert Refund.select().count() == 0 and balance_of(paid["expert_id"]) == 9_750
 
 
-def test_the_reservation_outlasts_the_longest_request_and_no_create_starts_too_late(gateway, paid, fake_pingpp,
-                                                                                   settings):
+def test_the_reservation_outlasts_the_longest_request_and_no_create_starts_too_late(
+    gateway, paid, fake_pingpp, settings
+):
     """The longest request: a keyed retry of one that died, which looks its refund up, creates it (the
     answer is lost) and looks it up again, each call as long as a call may take. The worker, passing
     at every step, must not take the reservation for abandoned. (The production time-out: the clock
@@ -299,6 +332,7 @@ def test_the_reservation_outlasts_the_longest_request_and_no_create_starts_too_l
             clock.shift(call_s)
             worker_saw.append(refunds.reconcile_refunds(gateway))
             return real(*args)
+
         return call
 
     def lost(create, request):
@@ -322,7 +356,9 @@ def test_the_reservation_outlasts_the_longest_request_and_no_create_starts_too_l
         # A retry whose look-up took the whole lease sends no create (the worker may now judge it):
         # pending, and the worker finds Ping++ never made it.
         assert ask_with(Scripted(gateway, create_refund=died), "r-2", 1_000).json["code"] == 999
-        slow_listing = Scripted(gateway, list_refunds=lambda real, charge_id: (clock.shift(lease_s), real(charge_id))[1])
+        slow_listing = Scripted(
+            gateway, list_refunds=lambda real, charge_id: (clock.shift(lease_s), real(charge_id))[1]
+        )
         late = ask_with(slow_listing, "r-2", 1_000).json
         assert (late["code"], late["refund"]["status"]) == (900, "pending") and len(fake_pingpp.refunds) == 1
         assert refunds.reconcile_refunds(gateway)["not_made"] == 1
@@ -348,15 +384,19 @@ def test_the_worker_pass_runs_refunds(app, paid, fake_pingpp, gateway, settings)
     assert Refund.get(Refund.pingpp_refund_id == made_id).status == "succeeded"
 
 
-def test_a_refund_whose_reservation_the_worker_dropped_while_ping_made_it_is_booked_again(app_with, gateway, paid,
-                                                                                            fake_pingpp):
+def test_a_refund_whose_reservation_the_worker_dropped_while_ping_made_it_is_booked_again(
+    app_with, gateway, paid, fake_pingpp
+):
     def dropped_meanwhile(create, request):
         # The worker judged the reservation stale (Ping++ had no such refund yet) and dropped it.
         Refund.delete().where(Refund.refund_id == request.refund_id).execute()
         return create(request)
 
-    answer = ask(app_with(Scripted(gateway, create_refund=dropped_meanwhile)), paid["pay_id"],
-                 {"amount": 2_000, "description": "退"})
+    answer = ask(
+        app_with(Scripted(gateway, create_refund=dropped_meanwhile)),
+        paid["pay_id"],
+        {"amount": 2_000, "description": "退"},
+    )
     assert answer.json["code"] == 900, answer.json
     (made_id,) = fake_pingpp.refunds
     (row,) = Refund.select()
@@ -364,8 +404,9 @@ def test_a_refund_whose_reservation_the_worker_dropped_while_ping_made_it_is_boo
     assert balance_of(paid["expert_id"]) == 9_750 - 1_950
 
 
-def test_a_retry_that_finds_ping_never_made_an_unclear_refund_fails_it_and_gives_its_share_back(paid, fake_pingpp,
-                                                                                               gateway, settings):
+def test_a_retry_that_finds_ping_never_made_an_unclear_refund_fails_it_and_gives_its_share_back(
+    paid, fake_pingpp, gateway, settings
+):
     refund_id = ids.new_id()  # as derived from the order service's key
     fake_pingpp.fail_next(times=2)  # a 500 to the create, then to the look-up: unclear
     unclear = refunds.request_refund(gateway, paid["pay_id"], 3_000, "退", settings.pingpp_timeout, refund_id)

@@ -39,13 +39,24 @@ def gateway(sandbox):
 
 
 def charge_request(order_no=None, amount=12356):
-    return ChargeRequest(order_no=order_no or new_id(), amount=amount, channel="alipay", subject="支付预约订单",
-                         body="预约", client_ip="1.2.3.4")
+    return ChargeRequest(
+        order_no=order_no or new_id(),
+        amount=amount,
+        channel="alipay",
+        subject="支付预约订单",
+        body="预约",
+        client_ip="1.2.3.4",
+    )
 
 
 def transfer_request(order_no=None, amount=3000):
-    return TransferRequest(order_no=order_no or new_id(), amount=amount, recipient="expert@example.com",
-                           recipient_name="张三", description="payapi withdrawal")
+    return TransferRequest(
+        order_no=order_no or new_id(),
+        amount=amount,
+        recipient="expert@example.com",
+        recipient_name="张三",
+        description="payapi withdrawal",
+    )
 
 
 def sdk_error(call, *args, **kwargs):
@@ -62,6 +73,7 @@ def paid_charge(gateway, sandbox, amount=10000):
 
 
 # --- charges ---------------------------------------------------------------------------------------
+
 
 def test_a_created_charge_is_unpaid_and_retrievable(gateway, sandbox):
     created = gateway.create_charge(charge_request(amount=500))
@@ -80,8 +92,17 @@ def test_a_paid_charge_says_so_when_retrieved(gateway, sandbox):
 
 def test_a_second_charge_with_the_same_order_no_is_order_no_used(gateway, sandbox):
     first = gateway.create_charge(charge_request())
-    error = sdk_error(pingpp.Charge.create, order_no=first.order_no, app={"id": APP_ID}, channel="alipay",
-                      amount=1, currency="cny", client_ip="1.2.3.4", subject="s", body="b")
+    error = sdk_error(
+        pingpp.Charge.create,
+        order_no=first.order_no,
+        app={"id": APP_ID},
+        channel="alipay",
+        amount=1,
+        currency="cny",
+        client_ip="1.2.3.4",
+        subject="s",
+        body="b",
+    )
     assert (error.http_status, error.code) == (400, "order_no_used")
     with pytest.raises(GatewayError):
         gateway.create_charge(charge_request(order_no=first.order_no))
@@ -94,12 +115,27 @@ def test_an_unknown_charge_or_transfer_is_resource_missing(gateway):
         assert (error.http_status, error.code) == (404, "resource_missing")
 
 
-@pytest.mark.parametrize("change, param", [
-    ({"amount": 0}, "amount"), ({"amount": "100"}, "amount"), ({"order_no": ""}, "order_no"), ({"app": {}}, "app[id]"),
-])
+@pytest.mark.parametrize(
+    "change, param",
+    [
+        ({"amount": 0}, "amount"),
+        ({"amount": "100"}, "amount"),
+        ({"order_no": ""}, "order_no"),
+        ({"app": {}}, "app[id]"),
+    ],
+)
 def test_an_invalid_charge_is_refused_and_names_the_parameter(gateway, sandbox, change, param):
-    params = {"order_no": new_id(), "app": {"id": APP_ID}, "channel": "alipay", "amount": 100, "currency": "cny",
-              "client_ip": "1.2.3.4", "subject": "s", "body": "b", **change}
+    params = {
+        "order_no": new_id(),
+        "app": {"id": APP_ID},
+        "channel": "alipay",
+        "amount": 100,
+        "currency": "cny",
+        "client_ip": "1.2.3.4",
+        "subject": "s",
+        "body": "b",
+        **change,
+    }
     error = sdk_error(pingpp.Charge.create, **params)
     assert (error.http_status, error.param) == (400, param)
     assert sandbox.charges == {}
@@ -111,6 +147,7 @@ def test_a_call_without_a_bearer_key_is_401(sandbox):
 
 
 # --- listing and paging --------------------------------------------------------------------------
+
 
 def list_all(resource, **params):
     """Every object, page by page with starting_after, as a reconciliation would."""
@@ -148,7 +185,11 @@ def test_charges_are_filtered_by_created_as_the_sdk_encodes_it(gateway, sandbox)
             made[offset] = gateway.create_charge(charge_request()).id
     page = pingpp.Charge.list(api_key=API_KEY, app={"id": APP_ID}, created={"gte": base + 100, "lt": base + 300})
     assert [c["id"] for c in page["data"]] == [made[200], made[100]]
-    assert sandbox.requests[-1].query == {"app[id]": APP_ID, "created[gte]": str(base + 100), "created[lt]": str(base + 300)}
+    assert sandbox.requests[-1].query == {
+        "app[id]": APP_ID,
+        "created[gte]": str(base + 100),
+        "created[lt]": str(base + 300),
+    }
     page = pingpp.Charge.list(api_key=API_KEY, **{"app[id]": APP_ID, "created[gt]": base + 200})
     assert [c["id"] for c in page["data"]] == [made[300]]
 
@@ -177,6 +218,7 @@ def test_transfers_are_listed_and_paged(gateway, sandbox):
 
 
 # --- reverse ---------------------------------------------------------------------------------------
+
 
 def test_a_reversed_charge_cannot_be_paid_unless_asked_to_pay_it_anyway(gateway, sandbox):
     charge = gateway.create_charge(charge_request())
@@ -207,10 +249,16 @@ def test_an_expired_charge_cannot_be_paid(gateway, sandbox):
 
 # --- refunds ---------------------------------------------------------------------------------------
 
+
 def test_a_refund_is_pending_until_it_settles_and_the_charge_keeps_count(gateway, sandbox):
     charge = paid_charge(gateway, sandbox)
     refund = pingpp.Charge.refund(charge.id, api_key=API_KEY, amount=4000, description="duplicate payment")
-    assert (refund["status"], refund["succeed"], refund["amount"], refund["charge"]) == ("pending", False, 4000, charge.id)
+    assert (refund["status"], refund["succeed"], refund["amount"], refund["charge"]) == (
+        "pending",
+        False,
+        4000,
+        charge.id,
+    )
     assert sandbox.events[-1]["type"] == "charge.succeeded"  # nothing announced yet
     listed = pingpp.Charge.list_refunds(charge.id, api_key=API_KEY)
     assert [r["id"] for r in listed["data"]] == [refund["id"]] and listed["url"] == f"/v1/charges/{charge.id}/refunds"
@@ -232,7 +280,9 @@ def test_refunds_never_exceed_the_payment_counting_pending_ones(gateway, sandbox
     charge = paid_charge(gateway, sandbox)
     pingpp.Charge.refund(charge.id, api_key=API_KEY, amount=7000, description="part")
     assert sdk_error(pingpp.Charge.refund, charge.id, amount=3001, description="too much").http_status == 400
-    assert pingpp.Charge.refund(charge.id, api_key=API_KEY, amount=3000, description="exactly the rest")["amount"] == 3000
+    assert (
+        pingpp.Charge.refund(charge.id, api_key=API_KEY, amount=3000, description="exactly the rest")["amount"] == 3000
+    )
     assert sdk_error(pingpp.Charge.refund, charge.id, description="nothing left").http_status == 400
 
 
@@ -271,6 +321,7 @@ def test_a_refund_is_retrieved_only_through_its_own_charge(gateway, sandbox):
 
 # --- transfers -------------------------------------------------------------------------------------
 
+
 def test_a_transfer_is_pending_until_it_succeeds_or_fails(gateway, sandbox):
     created = gateway.create_transfer(transfer_request())
     assert created.status == "pending" and created.raw["extra"] == {"recipient_name": "张三"}
@@ -301,6 +352,7 @@ def test_new_transfers_can_settle_at_once(gateway, sandbox, status, event):
 
 # --- fault injection ------------------------------------------------------------------------------
 
+
 def test_a_failing_call_changes_nothing(gateway, sandbox):
     sandbox.fail_next(times=2)
     for _ in range(2):
@@ -326,8 +378,17 @@ def test_a_lost_answer_leaves_the_object_made_and_its_order_no_used(gateway, san
     with pytest.raises(GatewayError):
         gateway.create_charge(request)
     assert sandbox.charge_for(request.order_no)["amount"] == request.amount
-    error = sdk_error(pingpp.Charge.create, order_no=request.order_no, app={"id": APP_ID}, channel="alipay",
-                      amount=1, currency="cny", client_ip="1.2.3.4", subject="s", body="b")
+    error = sdk_error(
+        pingpp.Charge.create,
+        order_no=request.order_no,
+        app={"id": APP_ID},
+        channel="alipay",
+        amount=1,
+        currency="cny",
+        client_ip="1.2.3.4",
+        subject="s",
+        body="b",
+    )
     assert error.code == "order_no_used"
 
 
@@ -344,11 +405,17 @@ def test_faults_are_for_api_calls_only_and_every_call_is_recorded(gateway, sandb
 
 # --- webhooks ----------------------------------------------------------------------------------------
 
+
 def test_a_signed_event_is_authentic_to_payapi_and_a_changed_one_is_not(gateway, sandbox, tmp_path):
     charge = paid_charge(gateway, sandbox)
     raw, signature = sandbox.signed_event("charge.succeeded", gateway.retrieve_charge(charge.id).raw, event_id="evt_1")
     event = json.loads(raw)
-    assert (event["id"], event["object"], event["type"], event["livemode"]) == ("evt_1", "event", "charge.succeeded", False)
+    assert (event["id"], event["object"], event["type"], event["livemode"]) == (
+        "evt_1",
+        "event",
+        "charge.succeeded",
+        False,
+    )
     assert event["data"]["object"]["id"] == charge.id
     assert gateway.webhook_is_authentic(raw, signature)
     assert not gateway.webhook_is_authentic(raw.replace(b'"paid": true', b'"paid": false'), signature)
@@ -394,11 +461,19 @@ def delivering(tmp_path):
 
     def make(statuses=(), delay=0.0, **options):
         receiver = Receiver(statuses, delay)
-        sandbox = Sandbox(webhook_url=receiver.url, public_key_path=str(tmp_path / "public.pem"),
-                          backoff=0.05, backoff_max=0.2, **options).start()
+        sandbox = Sandbox(
+            webhook_url=receiver.url,
+            public_key_path=str(tmp_path / "public.pem"),
+            backoff=0.05,
+            backoff_max=0.2,
+            **options,
+        ).start()
         made.append((sandbox, receiver))
-        return sandbox, receiver, PingppGateway(API_KEY, APP_ID, api_base=sandbox.url,
-                                                public_key_path=sandbox.public_key_path, timeout=2.0)
+        return (
+            sandbox,
+            receiver,
+            PingppGateway(API_KEY, APP_ID, api_base=sandbox.url, public_key_path=sandbox.public_key_path, timeout=2.0),
+        )
 
     yield make
     for sandbox, receiver in made:
@@ -416,7 +491,11 @@ def test_events_are_delivered_signed_and_again_after_a_non_2xx(delivering):
     raw, signature = receiver.received[0]
     assert gateway.webhook_is_authentic(raw, signature)
     event = json.loads(raw)
-    assert (event["type"], event["data"]["object"]["id"], event["data"]["object"]["paid"]) == ("charge.succeeded", charge.id, True)
+    assert (event["type"], event["data"]["object"]["id"], event["data"]["object"]["paid"]) == (
+        "charge.succeeded",
+        charge.id,
+        True,
+    )
 
 
 def test_a_delivery_that_times_out_is_tried_again(delivering):
@@ -458,22 +537,22 @@ def live_app(database, settings, pingpp_keys):
         def log_message(self, *args):
             pass
 
-    server = make_server("127.0.0.1", 0, create_app(settings, gateway_from(settings), FileSms(settings.sms_file)),
-                         handler_class=Quiet)
+    server = make_server(
+        "127.0.0.1", 0, create_app(settings, gateway_from(settings), FileSms(settings.sms_file)), handler_class=Quiet
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     server.server_close()
 
 
-def test_the_sandbox_delivers_charge_succeeded_to_payapi_which_credits_the_expert(
-    fake_pingpp, settings, live_app
-):
+def test_the_sandbox_delivers_charge_succeeded_to_payapi_which_credits_the_expert(fake_pingpp, settings, live_app):
     from tests.support.config import SERVICE_KEY
     from tests.support.scenarios import pay_request
 
-    created = requests.post(live_app + "/internal/pays", json=pay_request(amount=8000),
-                            headers={"X-Service-Key": SERVICE_KEY}, timeout=10)
+    created = requests.post(
+        live_app + "/internal/pays", json=pay_request(amount=8000), headers={"X-Service-Key": SERVICE_KEY}, timeout=10
+    )
     assert created.json()["code"] == 900
     info = created.json()["info"]
     fake_pingpp.webhook_url = live_app + "/rest/pay/webhook"
@@ -486,6 +565,7 @@ def test_the_sandbox_delivers_charge_succeeded_to_payapi_which_credits_the_exper
 
 
 # --- the controls over HTTP ------------------------------------------------------------------------
+
 
 def test_the_json_controls_pay_settle_and_report_events(gateway, sandbox):
     charge = gateway.create_charge(charge_request())
@@ -510,22 +590,34 @@ def test_the_json_controls_inject_faults_and_change_settings(gateway, sandbox):
     assert answer.json()["faults"] == [{"kind": "fail", "status": 500}]
     with pytest.raises(GatewayError):
         gateway.create_transfer(transfer_request())
-    requests.post(f"{sandbox.url}/_sandbox/settings", json={"transfer_status": "paid", "refund_status": "succeeded"}, timeout=5)
+    requests.post(
+        f"{sandbox.url}/_sandbox/settings", json={"transfer_status": "paid", "refund_status": "succeeded"}, timeout=5
+    )
     assert gateway.create_transfer(transfer_request()).status == "paid"
-    assert requests.post(f"{sandbox.url}/_sandbox/settings", json={"transfer_status": "x"}, timeout=5).status_code == 400
+    assert (
+        requests.post(f"{sandbox.url}/_sandbox/settings", json={"transfer_status": "x"}, timeout=5).status_code == 400
+    )
     state = requests.get(f"{sandbox.url}/_sandbox/state", timeout=5).json()
     assert state["settings"]["refund_status"] == "succeeded" and len(state["transfers"]) == 1
 
 
 def test_the_page_lists_objects_and_its_buttons_work_without_javascript(gateway, sandbox):
-    charge = gateway.create_charge(ChargeRequest(order_no=new_id(), amount=100, channel="alipay",
-                                                 subject="<script>x</script>", body="b", client_ip="1.2.3.4"))
+    charge = gateway.create_charge(
+        ChargeRequest(
+            order_no=new_id(), amount=100, channel="alipay", subject="<script>x</script>", body="b", client_ip="1.2.3.4"
+        )
+    )
     page = requests.get(f"{sandbox.url}/_sandbox/", timeout=5)
     assert page.headers["Content-Type"].startswith("text/html")
     assert charge.id in page.text and "<script>x" not in page.text and "&lt;script&gt;" in page.text
     assert f'action="/_sandbox/charges/{charge.id}/pay"' in page.text
-    pressed = requests.post(f"{sandbox.url}/_sandbox/charges/{charge.id}/pay", data="", allow_redirects=False, timeout=5,
-                            headers={"Content-Type": "application/x-www-form-urlencoded"})  # as a browser sends it
+    pressed = requests.post(
+        f"{sandbox.url}/_sandbox/charges/{charge.id}/pay",
+        data="",
+        allow_redirects=False,
+        timeout=5,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )  # as a browser sends it
     assert pressed.status_code == 303 and pressed.headers["Location"].startswith("/_sandbox/?msg=")
     assert sandbox.charges[charge.id]["paid"]
     assert "paid" in requests.get(f"{sandbox.url}{pressed.headers['Location']}", timeout=5).text
@@ -540,10 +632,17 @@ def test_the_public_key_is_served_and_written(sandbox):
 
 # --- the commands ----------------------------------------------------------------------------------
 
+
 def command(sandbox_url, *args):
     env = {**os.environ, "PINGPP_API_BASE": sandbox_url, "PYTHONPATH": ROOT}
-    return subprocess.run([sys.executable, "-m", "payapi", "sandbox", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "payapi", "sandbox", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_the_commands_pay_and_settle_through_a_running_sandbox(gateway, sandbox):
@@ -576,14 +675,29 @@ def test_the_serve_command_keeps_its_key_in_the_key_file(tmp_path):
     for _ in range(2):
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "payapi", "sandbox", "--port", str(port), "--key-file", str(key_file),
-             "--public-key-file", str(public)],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "payapi",
+                "sandbox",
+                "--port",
+                str(port),
+                "--key-file",
+                str(key_file),
+                "--public-key-file",
+                str(public),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": ROOT},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             deadline = time.monotonic() + 30
             while True:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    proc.stderr.read() if proc.poll() else "slow"
+                )
                 try:
                     keys.append(requests.get(f"http://127.0.0.1:{port}/_sandbox/public_key.pem", timeout=2).content)
                     break
@@ -603,6 +717,11 @@ def test_the_service_never_imports_the_sandbox(tmp_path):
         "loaded = sorted(m for m in sys.modules if m.startswith('payapi.sandbox') or m == 'payapi.dev')\n"
         "assert not loaded, loaded\n"
     )
-    env = {**os.environ, "PYTHONPATH": ROOT, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "PAYAPI_ENV": "development"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": ROOT,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "PAYAPI_ENV": "development",
+    }
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -70,6 +70,7 @@ def set_account(user, account_id="alipay-user@example.com", name="张三", **ext
 
 # --- route 5: pay password -----------------------------------------------------------------
 
+
 def test_first_pay_password_is_set_without_proof(user):
     assert_code(set_passwd(user, "first"), 900, 200)
     assert user.get(CHECK_INFO).json["passwd"] is True
@@ -175,6 +176,7 @@ def test_pay_password_is_opaque_and_not_trimmed(user):
 
 # --- route 6: security answers -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("missing", ["answer1", "answer2", "answer3"])
 def test_all_three_answers_are_required(user, missing):
     body = {k: v for k, v in ANSWERS.items() if k != missing}
@@ -199,7 +201,11 @@ def test_answer_of_64_characters_after_trimming_is_accepted(user):
 
 def test_answers_compare_after_nfkc_trimming_and_case_folding(user):
     set_passwd(user, "first")
-    assert_code(user.post(QUESTION, {"answer1": "  Ａｂc ", "answer2": "STRASSE", "answer3": "ﬁsh", "passwd": "first"}), 900, 200)
+    assert_code(
+        user.post(QUESTION, {"answer1": "  Ａｂc ", "answer2": "STRASSE", "answer3": "ﬁsh", "passwd": "first"}),
+        900,
+        200,
+    )
     assert_code(set_passwd(user, "second", answer1="abc", answer2="straße", answer3=" FISH"), 900, 200)
 
 
@@ -271,13 +277,17 @@ def test_replacing_answers_without_a_pay_password_set_needs_nothing(user):
 
 # --- routes 7 and 8: withdraw account ------------------------------------------------------
 
+
 def test_withdraw_account_is_empty_strings_when_none_is_set(user):
     assert user.get(WITHDRAW_INFO).json == {"code": 900, "info": {"type": "", "id": "", "name": ""}}
 
 
 def test_withdraw_account_is_set_with_the_sms_code_and_read_back_trimmed(user):
     assert_code(set_account(user, account_id="  13800138000 ", name=" 张三 ", type="alipay"), 900, 200)
-    assert user.get(WITHDRAW_INFO).json == {"code": 900, "info": {"type": "alipay", "id": "13800138000", "name": "张三"}}
+    assert user.get(WITHDRAW_INFO).json == {
+        "code": 900,
+        "info": {"type": "alipay", "id": "13800138000", "name": "张三"},
+    }
 
 
 def test_withdraw_account_type_defaults_to_alipay(user):
@@ -348,6 +358,7 @@ def test_withdraw_account_is_per_user(make_user):
 
 # --- route 9: checkInfo --------------------------------------------------------------------
 
+
 def test_check_info_reflects_each_setting_as_it_is_made(user):
     assert user.get(CHECK_INFO).json == {"code": 900, "passwd": False, "questions": False, "withdraw": False}
     set_passwd(user, "first")
@@ -365,6 +376,7 @@ def test_check_info_shows_answers_and_account_without_a_password(user):
 
 
 # --- lockouts ------------------------------------------------------------------------------
+
 
 def wrong_passwd(user, n, route=PASSWD):
     bodies = {
@@ -561,7 +573,9 @@ def test_lockout_holds_across_app_instances_sharing_the_database(travelling_user
     set_passwd(travelling_user, "right")
     wrong_passwd(travelling_user, 5)
     other_worker = webtest.TestApp(create_app(settings, gateway, FileSms(settings.sms_file)))
-    response = other_worker.post_json(PASSWD, {"passwd": "n", "old_passwd": "right"}, headers=travelling_user.headers, expect_errors=True)
+    response = other_worker.post_json(
+        PASSWD, {"passwd": "n", "old_passwd": "right"}, headers=travelling_user.headers, expect_errors=True
+    )
     assert_locked(response, THREE_HOURS)
 
 
@@ -574,6 +588,7 @@ def test_lockout_is_per_user(travelling_user, make_user):
 
 
 # --- secrets never stored in clear ---------------------------------------------------------
+
 
 def all_stored_values():
     values = []
@@ -592,7 +607,13 @@ def test_no_secret_is_stored_in_clear_anywhere_in_the_database(travelling_user, 
     assert_code(set_passwd(travelling_user, new_passwd, old_passwd=passwd), 900, 200)
     assert_code(travelling_user.post("/rest/pay/smscode", {}), 900, 200)
     code = travelling_user.last_sms_code()
-    assert_code(travelling_user.post(WITHDRAW_INFO, {"smscode": "000000" if code != "000000" else "111111", "id": "a", "name": "n"}), 905, 403)
+    assert_code(
+        travelling_user.post(
+            WITHDRAW_INFO, {"smscode": "000000" if code != "000000" else "111111", "id": "a", "name": "n"}
+        ),
+        905,
+        403,
+    )
     clock.shift(61)
     assert_code(travelling_user.post("/rest/pay/smscode", {}), 900, 200)
     unused = travelling_user.last_sms_code()

@@ -80,8 +80,13 @@ def test_each_credit_has_its_own_hold(expert, pay_expert, clock):
 
 
 def refund(app, pay_id, amount):
-    answer = app.post(f"/internal/pays/{pay_id}/refunds", json.dumps({"amount": amount, "description": "退"}).encode(),
-                      headers={"X-Service-Key": SERVICE_KEY}, content_type="application/json", expect_errors=True)
+    answer = app.post(
+        f"/internal/pays/{pay_id}/refunds",
+        json.dumps({"amount": amount, "description": "退"}).encode(),
+        headers={"X-Service-Key": SERVICE_KEY},
+        content_type="application/json",
+        expect_errors=True,
+    )
     assert answer.json["code"] == 900, answer.json
     return answer.json["refund"]
 

@@ -21,4 +21,8 @@ def test_signed_charge_succeeded_credits_the_expert(order_service, make_user, fa
     info = order_service(userID=payer.id).json["info"]
     charge = fake_pingpp.mark_paid(info["charge"]["id"])
     assert send_event("charge.succeeded", charge).json["code"] == 900
-    assert payer.get(f"/rest/pay/{info['pay_id']}/status").json == {"code": 900, "status": "paid", "client_status": "pending"}
+    assert payer.get(f"/rest/pay/{info['pay_id']}/status").json == {
+        "code": 900,
+        "status": "paid",
+        "client_status": "pending",
+    }

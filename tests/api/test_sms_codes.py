@@ -62,6 +62,7 @@ def other_code(code):
 
 # --- sending -------------------------------------------------------------------------------
 
+
 def test_code_is_sent_to_the_tokens_phone_with_purpose_withdraw_info_by_default(travelling_user):
     assert assert_code(travelling_user.post(SMSCODE, {}), 900, 200) == {"code": 900}
     code = travelling_user.last_sms_code()
@@ -95,9 +96,26 @@ def with_phone_claim(user, phone):
 
 
 UNUSABLE_PHONES = [
-    "1" * 33, "1" * 21, "+" + "1" * 21, "1" * 1000, "1234", "+", "", "++13800138000", "138 0013 8000",
-    "13800138000\n", "+86-138-0013-8000", "１３８００１３８０００", "١٣٨٠٠١٣٨٠٠٠", "电话" * 20, "13800138000\u0000",
-    13800138000, 1.5, True, ["13800138000"], {"number": "13800138000"},
+    "1" * 33,
+    "1" * 21,
+    "+" + "1" * 21,
+    "1" * 1000,
+    "1234",
+    "+",
+    "",
+    "++13800138000",
+    "138 0013 8000",
+    "13800138000\n",
+    "+86-138-0013-8000",
+    "１３８００１３８０００",
+    "١٣٨٠٠١٣٨٠٠٠",
+    "电话" * 20,
+    "13800138000\u0000",
+    13800138000,
+    1.5,
+    True,
+    ["13800138000"],
+    {"number": "13800138000"},
 ]
 
 
@@ -181,6 +199,7 @@ def test_rate_limits_are_per_user(travelling_user, make_user):
 
 
 # --- using a code (route 7) ----------------------------------------------------------------
+
 
 def test_right_code_sets_the_account_and_is_used_up(travelling_user):
     travelling_user.post(SMSCODE, {})

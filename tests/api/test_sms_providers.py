@@ -35,10 +35,17 @@ READ_TIMEOUT = 0.5  # a hang is given up on after this (production: 3 s)
 
 def provider_config(url, aliyun_secret=ALIYUN_KEY[1], tencent_secret=TENCENT_KEY[1]):
     return dict(
-        aliyun_access_key_id=ALIYUN_KEY[0], aliyun_access_key_secret=aliyun_secret,
-        aliyun_sms_sign_name="问诊平台", aliyun_sms_template_code="SMS_154950909", aliyun_sms_endpoint=url,
-        tencent_secret_id=TENCENT_KEY[0], tencent_secret_key=tencent_secret, tencent_sms_sdk_app_id="1400787878",
-        tencent_sms_sign_name="问诊平台", tencent_sms_template_id="1110", tencent_sms_endpoint=url,
+        aliyun_access_key_id=ALIYUN_KEY[0],
+        aliyun_access_key_secret=aliyun_secret,
+        aliyun_sms_sign_name="问诊平台",
+        aliyun_sms_template_code="SMS_154950909",
+        aliyun_sms_endpoint=url,
+        tencent_secret_id=TENCENT_KEY[0],
+        tencent_secret_key=tencent_secret,
+        tencent_sms_sdk_app_id="1400787878",
+        tencent_sms_sign_name="问诊平台",
+        tencent_sms_template_id="1110",
+        tencent_sms_endpoint=url,
     )
 
 
@@ -98,6 +105,7 @@ both = pytest.mark.parametrize("backend_name", ["aliyun", "tencent"])
 
 # --- the real SDKs against the sandbox --------------------------------------------------------------
 
+
 @both
 def test_the_sdks_signed_request_verifies_and_the_code_reaches_the_phone(phone_user, sms, backend_name):
     assert assert_code(phone_user.post(SMSCODE, {}), 900, 200) == {"code": 900}
@@ -106,10 +114,16 @@ def test_the_sdks_signed_request_verifies_and_the_code_reaches_the_phone(phone_u
     # Each provider gets the number in its own form, the sign name and template as its console issues them.
     if backend_name == "aliyun":
         assert (message["phone"], message["template"], message["params"]) == (
-            "13800138000", "SMS_154950909", {"code": message["code"]})
+            "13800138000",
+            "SMS_154950909",
+            {"code": message["code"]},
+        )
     else:
         assert (message["phone"], message["template"], message["params"]) == (
-            "+8613800138000", "1110", [message["code"]])
+            "+8613800138000",
+            "1110",
+            [message["code"]],
+        )
     assert message["sign_name"] == "问诊平台"
     assert len(codes_of(phone_user)) == 1
     assert_code(submit(phone_user, message["code"]), 900, 200)
@@ -148,8 +162,13 @@ class Tamperer:
         headers = {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
         if environ.get("CONTENT_TYPE"):
             headers["Content-Type"] = environ["CONTENT_TYPE"]
-        answer = requests.request(environ["REQUEST_METHOD"], f"{self.target}/?{query}" if query else self.target + "/",
-                                  data=body, headers=headers, timeout=5)
+        answer = requests.request(
+            environ["REQUEST_METHOD"],
+            f"{self.target}/?{query}" if query else self.target + "/",
+            data=body,
+            headers=headers,
+            timeout=5,
+        )
         start_response(f"{answer.status_code} X", [("Content-Type", answer.headers["Content-Type"])])
         return [answer.content]
 
@@ -166,10 +185,18 @@ class _Quiet(WSGIRequestHandler):
 @pytest.mark.parametrize("provider", ["aliyun", "tencent"])
 def test_a_request_changed_after_signing_is_refused_by_the_sandbox(fake_pingpp, sms, provider):
     """Someone on the wire sends the code to another number: the signature no longer verifies."""
-    outcome = through(fake_pingpp, provider, lambda query, body: (
-        query.replace("13800138000", "13900139000"), body.replace(b"+8613800138000", b"+8613900139000")))
+    outcome = through(
+        fake_pingpp,
+        provider,
+        lambda query, body: (
+            query.replace("13800138000", "13900139000"),
+            body.replace(b"+8613800138000", b"+8613900139000"),
+        ),
+    )
     assert (outcome.status, outcome.code) == (
-        "failed", "SignatureDoesNotMatch" if provider == "aliyun" else "AuthFailure.SignatureFailure")
+        "failed",
+        "SignatureDoesNotMatch" if provider == "aliyun" else "AuthFailure.SignatureFailure",
+    )
     assert [r["phone"][-11:] for r in sms.requests] == ["13900139000"]  # it did arrive, changed
     assert sms.messages_to() == []
 
@@ -194,18 +221,23 @@ def through(fake_pingpp, provider, change):
 
 # --- each answer of the providers ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend_name, fault, code, status, retry_after, provider_code", [
-    ("aliyun", "limit", 906, 429, 60, "isv.BUSINESS_LIMIT_CONTROL"),
-    ("tencent", "limit", 906, 429, 30, "LimitExceeded.PhoneNumberThirtySecondLimit"),
-    ("aliyun", "illegal", 910, 403, None, "isv.MOBILE_NUMBER_ILLEGAL"),
-    ("tencent", "illegal", 910, 403, None, "InvalidParameterValue.IncorrectPhoneNumber"),
-    ("aliyun", "fail", 920, 502, None, "InternalError"),
-    ("tencent", "fail", 920, 502, None, "InternalError"),
-    ("aliyun", "hang", 920, 502, None, None),
-    ("tencent", "hang", 920, 502, None, None),
-])
+
+@pytest.mark.parametrize(
+    "backend_name, fault, code, status, retry_after, provider_code",
+    [
+        ("aliyun", "limit", 906, 429, 60, "isv.BUSINESS_LIMIT_CONTROL"),
+        ("tencent", "limit", 906, 429, 30, "LimitExceeded.PhoneNumberThirtySecondLimit"),
+        ("aliyun", "illegal", 910, 403, None, "isv.MOBILE_NUMBER_ILLEGAL"),
+        ("tencent", "illegal", 910, 403, None, "InvalidParameterValue.IncorrectPhoneNumber"),
+        ("aliyun", "fail", 920, 502, None, "InternalError"),
+        ("tencent", "fail", 920, 502, None, "InternalError"),
+        ("aliyun", "hang", 920, 502, None, None),
+        ("tencent", "hang", 920, 502, None, None),
+    ],
+)
 def test_each_provider_answer_maps_and_an_unsent_code_costs_no_quota(
-        phone_user, sms, backend_name, fault, code, status, retry_after, provider_code):
+    phone_user, sms, backend_name, fault, code, status, retry_after, provider_code
+):
     sms.fault_next(fault, backend_name, seconds=READ_TIMEOUT + 0.5)
     body = assert_code(phone_user.post(SMSCODE, {}), code, status)
     assert body.get("retry_after") == retry_after
@@ -218,13 +250,16 @@ def test_each_provider_answer_maps_and_an_unsent_code_costs_no_quota(
     assert_code(submit(phone_user, sms.last_code(phone_user.phone)), 900, 200)
 
 
-@pytest.mark.parametrize("backend_name, provider_code, code", [
-    ("aliyun", "isv.AMOUNT_NOT_ENOUGH", 920),  # the account ran dry: not the user's doing
-    ("aliyun", "isv.SMS_TEMPLATE_ILLEGAL", 920),
-    ("tencent", "LimitExceeded.AppDailyLimit", 920),  # the whole application's quota, not the number's
-    ("tencent", "FailedOperation.InsufficientBalanceInSmsPackage", 920),
-    ("tencent", "UnsupportedOperation.UnsupportedRegion", 910),
-])
+@pytest.mark.parametrize(
+    "backend_name, provider_code, code",
+    [
+        ("aliyun", "isv.AMOUNT_NOT_ENOUGH", 920),  # the account ran dry: not the user's doing
+        ("aliyun", "isv.SMS_TEMPLATE_ILLEGAL", 920),
+        ("tencent", "LimitExceeded.AppDailyLimit", 920),  # the whole application's quota, not the number's
+        ("tencent", "FailedOperation.InsufficientBalanceInSmsPackage", 920),
+        ("tencent", "UnsupportedOperation.UnsupportedRegion", 910),
+    ],
+)
 def test_other_provider_codes(phone_user, sms, backend_name, provider_code, code):
     sms.fault_next("code", backend_name, code=provider_code)
     assert_code(phone_user.post(SMSCODE, {}), code, 403 if code == 910 else 502)
@@ -238,9 +273,14 @@ def test_a_daily_per_number_limit_waits_until_midnight_in_shanghai(phone_user, s
 
 
 @pytest.mark.parametrize("backend_name", ["aliyun"])
-@pytest.mark.parametrize("message, retry_after", [
-    ("触发分钟级流控Permits:1", 60), ("触发小时级流控Permits:5", 3600), ("触发天级流控Permits:10", 15 * 3600),
-])
+@pytest.mark.parametrize(
+    "message, retry_after",
+    [
+        ("触发分钟级流控Permits:1", 60),
+        ("触发小时级流控Permits:5", 3600),
+        ("触发天级流控Permits:10", 15 * 3600),
+    ],
+)
 def test_aliyuns_limit_level_decides_retry_after(phone_user, sms, message, retry_after):
     sms.fault_next("code", "aliyun", code="isv.BUSINESS_LIMIT_CONTROL", message=message)
     assert assert_code(phone_user.post(SMSCODE, {}), 906, 429)["retry_after"] == retry_after
@@ -264,6 +304,7 @@ def test_a_previous_code_stays_usable_when_a_new_one_is_not_sent(phone_user, sms
 
 
 # --- fail-over ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("backend_name", ["aliyun,tencent"])
 @pytest.mark.parametrize("fault", ["fail", "hang"])
@@ -304,6 +345,7 @@ def test_a_limit_or_refused_number_is_the_answer_no_other_provider_is_asked(phon
 
 # --- the log ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend_name", ["aliyun,tencent"])
 def test_the_outcome_is_logged_with_the_providers_request_id_never_the_code_or_a_secret(phone_user, sms, caplog):
     sms.fault_next("fail", "aliyun")
@@ -311,26 +353,42 @@ def test_the_outcome_is_logged_with_the_providers_request_id_never_the_code_or_a
         assert_code(phone_user.post(SMSCODE, {}), 900, 200)
     code = sms.last_code(phone_user.phone)
     ours = [r for r in caplog.records if r.name == "payapi.sms"]
-    assert [(r.fields["provider"], r.fields["outcome"]) for r in ours] == [("aliyun", "failed"), ("tencent", "accepted")]
+    assert [(r.fields["provider"], r.fields["outcome"]) for r in ours] == [
+        ("aliyun", "failed"),
+        ("tencent", "accepted"),
+    ]
     assert ours[1].fields["provider_request_id"] == sms.requests[-1]["request_id"]
     assert ours[1].fields["phone"] == "138****8000"
     service_lines = [r for r in caplog.records if not r.name.startswith("payapi.sandbox")]
-    text = " ".join(f"{r.getMessage()} {json.dumps(getattr(r, 'fields', {}), ensure_ascii=False)}" for r in service_lines)
+    text = " ".join(
+        f"{r.getMessage()} {json.dumps(getattr(r, 'fields', {}), ensure_ascii=False)}" for r in service_lines
+    )
     assert code not in text
     assert ALIYUN_KEY[1] not in text and TENCENT_KEY[1] not in text
 
 
 # --- the sandbox's command -----------------------------------------------------------------------------
 
+
 def test_sandbox_sms_last_prints_the_code_for_any_form_of_the_number(phone_user, sms, fake_pingpp):
     assert_code(phone_user.post(SMSCODE, {}), 900, 200)
     env = {**os.environ, "PINGPP_API_BASE": fake_pingpp.url, "PYTHONPATH": ROOT}
     for phone in ("13800138000", "+8613800138000"):
-        done = subprocess.run([sys.executable, "-m", "payapi", "sandbox", "sms", "--last", phone],
-                              env=env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "payapi", "sandbox", "sms", "--last", phone],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert (done.returncode, done.stdout) == (0, sms.last_code(phone_user.phone) + "\n"), done.stderr
-    done = subprocess.run([sys.executable, "-m", "payapi", "sandbox", "sms", "--last", "13900000000"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "payapi", "sandbox", "sms", "--last", "13900000000"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and "no SMS to 13900000000" in done.stderr
     page = webtest.TestApp(fake_pingpp).get("/_sandbox/")
     assert sms.last_code(phone_user.phone) in page.text and "13800138000" in page.text
@@ -340,8 +398,13 @@ def test_sandbox_sms_fault_and_list_commands_and_the_pages_form(phone_user, sms,
     env = {**os.environ, "PINGPP_API_BASE": fake_pingpp.url, "PYTHONPATH": ROOT}
 
     def command(*args):
-        return subprocess.run([sys.executable, "-m", "payapi", "sandbox", "sms", *args],
-                              env=env, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "payapi", "sandbox", "sms", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     done = command("--fault", "limit", "--provider", "aliyun")
     assert done.returncode == 0 and "limit" in done.stdout, done.stderr
@@ -358,21 +421,28 @@ def test_sandbox_sms_fault_and_list_commands_and_the_pages_form(phone_user, sms,
 
 # --- numbers, endpoints, settings ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("phone, aliyun, tencent", [
-    ("13800138000", "13800138000", "+8613800138000"),
-    ("+8613800138000", "13800138000", "+8613800138000"),
-    ("008613800138000", "13800138000", "+8613800138000"),
-    ("+85291234567", "85291234567", "+85291234567"),
-])
+
+@pytest.mark.parametrize(
+    "phone, aliyun, tencent",
+    [
+        ("13800138000", "13800138000", "+8613800138000"),
+        ("+8613800138000", "13800138000", "+8613800138000"),
+        ("008613800138000", "13800138000", "+8613800138000"),
+        ("+85291234567", "85291234567", "+85291234567"),
+    ],
+)
 def test_each_provider_gets_the_number_in_its_form(phone, aliyun, tencent):
     assert (aliyun_number(phone), e164(phone)) == (aliyun, tencent)
 
 
-@pytest.mark.parametrize("value, parsed", [
-    ("dysmsapi.aliyuncs.com", ("https", "dysmsapi.aliyuncs.com")),
-    ("http://127.0.0.1:8001", ("http", "127.0.0.1:8001")),
-    ("https://sms.tencentcloudapi.com/", ("https", "sms.tencentcloudapi.com")),
-])
+@pytest.mark.parametrize(
+    "value, parsed",
+    [
+        ("dysmsapi.aliyuncs.com", ("https", "dysmsapi.aliyuncs.com")),
+        ("http://127.0.0.1:8001", ("http", "127.0.0.1:8001")),
+        ("https://sms.tencentcloudapi.com/", ("https", "sms.tencentcloudapi.com")),
+    ],
+)
 def test_endpoints(value, parsed):
     assert parse_endpoint(value) == parsed
 
@@ -390,13 +460,22 @@ def production(tmp_path):
 
     public.write_bytes(public_pem(new_rsa_key()))
     return {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'payapi.db'}", "AUTH_SECRET": ",".join(AUTH_SECRETS),
-        "SERVICE_KEY": SERVICE_KEY, "PINGPP_API_KEY": "sk_live_abc", "PINGPP_APP_ID": "app_abc",
-        "PINGPP_PUBLIC_KEY_PATH": str(public), "SMS_BACKEND": "aliyun,tencent",
-        "ALIYUN_ACCESS_KEY_ID": "LTAI5tProduction", "ALIYUN_ACCESS_KEY_SECRET": "secret",
-        "ALIYUN_SMS_SIGN_NAME": "问诊平台", "ALIYUN_SMS_TEMPLATE_CODE": "SMS_154950909",
-        "TENCENT_SECRET_ID": "AKIDProduction", "TENCENT_SECRET_KEY": "secret", "TENCENT_SMS_SDK_APP_ID": "1400787878",
-        "TENCENT_SMS_SIGN_NAME": "问诊平台", "TENCENT_SMS_TEMPLATE_ID": "1110",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'payapi.db'}",
+        "AUTH_SECRET": ",".join(AUTH_SECRETS),
+        "SERVICE_KEY": SERVICE_KEY,
+        "PINGPP_API_KEY": "sk_live_abc",
+        "PINGPP_APP_ID": "app_abc",
+        "PINGPP_PUBLIC_KEY_PATH": str(public),
+        "SMS_BACKEND": "aliyun,tencent",
+        "ALIYUN_ACCESS_KEY_ID": "LTAI5tProduction",
+        "ALIYUN_ACCESS_KEY_SECRET": "secret",
+        "ALIYUN_SMS_SIGN_NAME": "问诊平台",
+        "ALIYUN_SMS_TEMPLATE_CODE": "SMS_154950909",
+        "TENCENT_SECRET_ID": "AKIDProduction",
+        "TENCENT_SECRET_KEY": "secret",
+        "TENCENT_SMS_SDK_APP_ID": "1400787878",
+        "TENCENT_SMS_SIGN_NAME": "问诊平台",
+        "TENCENT_SMS_TEMPLATE_ID": "1110",
     }
 
 
@@ -409,11 +488,20 @@ def test_production_accepts_complete_provider_settings(production):
     assert check({**production, "SMS_BACKEND": "tencent"}) == ([], [])
 
 
-@pytest.mark.parametrize("missing", [
-    "ALIYUN_ACCESS_KEY_ID", "ALIYUN_ACCESS_KEY_SECRET", "ALIYUN_SMS_SIGN_NAME", "ALIYUN_SMS_TEMPLATE_CODE",
-    "TENCENT_SECRET_ID", "TENCENT_SECRET_KEY", "TENCENT_SMS_SDK_APP_ID", "TENCENT_SMS_SIGN_NAME",
-    "TENCENT_SMS_TEMPLATE_ID",
-])
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "ALIYUN_ACCESS_KEY_ID",
+        "ALIYUN_ACCESS_KEY_SECRET",
+        "ALIYUN_SMS_SIGN_NAME",
+        "ALIYUN_SMS_TEMPLATE_CODE",
+        "TENCENT_SECRET_ID",
+        "TENCENT_SECRET_KEY",
+        "TENCENT_SMS_SDK_APP_ID",
+        "TENCENT_SMS_SIGN_NAME",
+        "TENCENT_SMS_TEMPLATE_ID",
+    ],
+)
 def test_production_refuses_a_provider_with_a_missing_setting_in_one_line_naming_it(production, missing):
     refusals, warnings = check({k: v for k, v in production.items() if k != missing})
     assert len(refusals) == 1 and missing in refusals[0], refusals
@@ -422,13 +510,16 @@ def test_production_refuses_a_provider_with_a_missing_setting_in_one_line_naming
     assert refusals == [] and any(missing in w for w in warnings)
 
 
-@pytest.mark.parametrize("changes, says", [
-    ({"ALIYUN_SMS_ENDPOINT": "http://sms.example.com"}, "ALIYUN_SMS_ENDPOINT: plain http"),
-    ({"TENCENT_SMS_ENDPOINT": "ftp://x"}, "TENCENT_SMS_ENDPOINT"),
-    ({"SMS_BACKEND": "aliyun,aliyun"}, "SMS_BACKEND must be"),
-    ({"SMS_BACKEND": "aliyun,file"}, "SMS_BACKEND must be"),
-    ({"SMS_BACKEND": "console"}, "SMS_BACKEND is console"),
-])
+@pytest.mark.parametrize(
+    "changes, says",
+    [
+        ({"ALIYUN_SMS_ENDPOINT": "http://sms.example.com"}, "ALIYUN_SMS_ENDPOINT: plain http"),
+        ({"TENCENT_SMS_ENDPOINT": "ftp://x"}, "TENCENT_SMS_ENDPOINT"),
+        ({"SMS_BACKEND": "aliyun,aliyun"}, "SMS_BACKEND must be"),
+        ({"SMS_BACKEND": "aliyun,file"}, "SMS_BACKEND must be"),
+        ({"SMS_BACKEND": "console"}, "SMS_BACKEND is console"),
+    ],
+)
 def test_production_refuses_unsafe_sms_settings(production, changes, says):
     refusals, _ = check({**production, **changes})
     assert len(refusals) == 1 and says in refusals[0], refusals
@@ -442,7 +533,8 @@ def test_production_takes_a_local_sandbox_endpoint_and_warns_that_file_reaches_n
 
 @pytest.mark.parametrize("backend_name", ["tencent"])
 def test_a_provider_without_its_settings_builds_in_development_and_every_send_is_920(
-        database, settings, gateway, clock, caplog):
+    database, settings, gateway, clock, caplog
+):
     from tests.support.scenarios import User
 
     incomplete = dataclasses.replace(settings, env="development", tencent_secret_id="")

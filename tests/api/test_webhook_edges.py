@@ -14,8 +14,11 @@ from tests.support.pingpp import event, sign
 
 def post_signed(app, pingpp_keys, raw):
     return app.post(
-        "/rest/pay/webhook", raw, headers={"X-Pingplusplus-Signature": sign(pingpp_keys[0], raw)},
-        content_type="application/json", expect_errors=True,
+        "/rest/pay/webhook",
+        raw,
+        headers={"X-Pingplusplus-Signature": sign(pingpp_keys[0], raw)},
+        content_type="application/json",
+        expect_errors=True,
     )
 
 
@@ -29,6 +32,7 @@ def paid_charge(order_service, fake_pingpp):
 
 
 # --- another app, another mode ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "change",
@@ -52,13 +56,21 @@ def test_a_charge_event_for_another_app_or_mode_is_stored_and_not_applied(app, p
 
 
 def test_a_transfer_event_for_another_app_is_not_applied(app, pingpp_keys):
-    transfer = {"id": "tr_x", "object": "transfer", "app": "app_someone_else", "order_no": "0" * 24,
-                "amount": 100, "currency": "cny", "status": "paid"}
+    transfer = {
+        "id": "tr_x",
+        "object": "transfer",
+        "app": "app_someone_else",
+        "order_no": "0" * 24,
+        "amount": 100,
+        "currency": "cny",
+        "status": "paid",
+    }
     evt = event("transfer.succeeded", transfer)
     assert post_signed(app, pingpp_keys, json.dumps(evt).encode()).json["result"] == "mismatch"
 
 
 # --- size ---------------------------------------------------------------------------------------
+
 
 def test_a_signed_event_up_to_one_megabyte_is_accepted(app, pingpp_keys, paid_charge):
     info, charge = paid_charge()
@@ -78,10 +90,17 @@ def test_a_body_over_one_megabyte_is_413(app, pingpp_keys, paid_charge):
 
 # --- malformed but signed --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "raw",
-    [b"[]", b"not json", b"\xff\xfe", b'{"id": 5, "type": "charge.succeeded"}', b'{"id": "", "type": "x"}',
-     json.dumps({"id": "e" * 65, "type": "charge.succeeded"}).encode()],
+    [
+        b"[]",
+        b"not json",
+        b"\xff\xfe",
+        b'{"id": 5, "type": "charge.succeeded"}',
+        b'{"id": "", "type": "x"}',
+        json.dumps({"id": "e" * 65, "type": "charge.succeeded"}).encode(),
+    ],
     ids=["array", "text", "invalid-utf8", "numeric-id", "empty-id", "long-id"],
 )
 def test_a_signed_body_without_a_usable_id_is_acknowledged_as_malformed_and_not_stored(app, pingpp_keys, raw):
@@ -91,9 +110,12 @@ def test_a_signed_body_without_a_usable_id_is_acknowledged_as_malformed_and_not_
 
 @pytest.mark.parametrize(
     "evt",
-    [{"id": "evt_no_type"}, {"id": "evt_no_data", "type": "charge.succeeded"},
-     {"id": "evt_bad_object", "type": "charge.succeeded", "data": {"object": "ch_x"}},
-     {"id": "evt_type_number", "type": 7, "data": {"object": {}}}],
+    [
+        {"id": "evt_no_type"},
+        {"id": "evt_no_data", "type": "charge.succeeded"},
+        {"id": "evt_bad_object", "type": "charge.succeeded", "data": {"object": "ch_x"}},
+        {"id": "evt_type_number", "type": 7, "data": {"object": {}}},
+    ],
     ids=["no-type", "no-data", "object-not-a-dict", "type-not-a-string"],
 )
 def test_a_signed_event_with_an_id_but_a_bad_shape_is_stored_once_as_malformed(app, pingpp_keys, evt):
@@ -105,6 +127,7 @@ def test_a_signed_event_with_an_id_but_a_bad_shape_is_stored_once_as_malformed(a
 
 
 # --- a charge whose create answer was lost ------------------------------------------------------------
+
 
 def test_a_reservation_paid_while_its_create_answer_was_lost_is_kept_and_answered(
     order_service, fake_pingpp, send_event

@@ -69,6 +69,7 @@ def refund_event(send_event, fake_pingpp, charge, amount, event_id=None):
 
 # --- the signature ---------------------------------------------------------------------------
 
+
 def test_an_event_without_a_signature_is_401_and_changes_nothing(app, pay_for):
     info, charge = pay_for()
     response = post_raw(app, json.dumps(event("charge.succeeded", charge)).encode(), None)
@@ -125,6 +126,7 @@ def test_without_the_ping_plus_plus_public_key_every_event_is_401(database, sett
 
 
 # --- charge.succeeded ------------------------------------------------------------------------
+
 
 def test_charge_succeeded_marks_the_pay_paid_and_credits_the_expert_money_less_the_fee(app, pay_for, send_event):
     info, charge = pay_for(money=10000)
@@ -245,6 +247,7 @@ def test_a_pay_replaced_for_other_money_that_was_paid_after_all_becomes_paid(ord
 
 # --- refund.succeeded -------------------------------------------------------------------------
 
+
 def test_a_full_refund_debits_what_was_credited_and_marks_the_pay_refunded(paid_pay, send_event, fake_pingpp):
     info, charge = paid_pay(money=10000)
     refund = fake_pingpp.refund(charge["id"], 10000)
@@ -267,7 +270,9 @@ def test_partial_refunds_debit_pro_rata_and_add_up_to_exactly_the_credit(paid_pa
         refund = fake_pingpp.refund(charge["id"], part)
         assert send_event("refund.succeeded", refund).json["result"] == "applied"
         statuses.append(Pay.get_by_id(info["pay_id"]).status)
-        debits.append(dict(((kind, ref), amount) for kind, ref, amount in ledger_of(info["expert_id"]))[("refund", refund["id"])])
+        debits.append(
+            dict(((kind, ref), amount) for kind, ref, amount in ledger_of(info["expert_id"]))[("refund", refund["id"])]
+        )
     assert statuses == ["paid", "paid", "refunded"]
     assert debits == [-322, -322, -324] and sum(debits) == -credit
     assert balance_of(info["expert_id"]) == 0
@@ -346,7 +351,10 @@ def test_a_refund_that_overtakes_its_charge_event_settles_the_charge_with_ping_p
     assert (response.status_int, response.json) == (200, {"code": 900, "result": "applied"})
     pay = Pay.get_by_id(info["pay_id"])
     assert (pay.status, pay.amount_refunded) == ("refunded", 10000)
-    assert [(kind, amount) for kind, _, amount in ledger_of(info["expert_id"])] == [("charge", 9750), ("refund", -9750)]  # 2.5 % fee in this file
+    assert [(kind, amount) for kind, _, amount in ledger_of(info["expert_id"])] == [
+        ("charge", 9750),
+        ("refund", -9750),
+    ]  # 2.5 % fee in this file
     # the late charge event then changes nothing
     assert send_event("charge.succeeded", charge).json["result"] == "ignored"
     assert balance_of(info["expert_id"]) == 0

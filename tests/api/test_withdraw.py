@@ -29,7 +29,27 @@ from tests.support.scenarios import (
     withdrawals_of,
 )
 
-MALFORMED_AMOUNTS = [10.5, 100.0, "10.5", "-1", -1, " 100", "100 ", "+100", "1e3", 1e3, "", True, False, None, [1000], {"v": 1000}, "１０００", "0x64", "1_000"]
+MALFORMED_AMOUNTS = [
+    10.5,
+    100.0,
+    "10.5",
+    "-1",
+    -1,
+    " 100",
+    "100 ",
+    "+100",
+    "1e3",
+    1e3,
+    "",
+    True,
+    False,
+    None,
+    [1000],
+    {"v": 1000},
+    "１０００",
+    "0x64",
+    "1_000",
+]
 
 
 @pytest.fixture
@@ -46,6 +66,7 @@ def fail_transfer(send_event, withdraw_id, amount):
 
 
 # --- success -----------------------------------------------------------------------------------
+
 
 def test_withdrawal_debits_the_balance_and_records_a_pending_withdrawal_with_snapshot_and_audit(expert, settings):
     response = withdraw(expert, "1000")
@@ -111,6 +132,7 @@ def test_overlong_audit_headers_are_cut_not_refused(expert, app):
 
 
 # --- 904: the amount is checked first ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("amount", MALFORMED_AMOUNTS, ids=repr)
 def test_malformed_amount_is_904_and_changes_nothing(expert, amount):
@@ -179,6 +201,7 @@ def test_withdraw_without_auth_is_901(app, expert):
 
 # --- 910: pay password and account set -------------------------------------------------------------
 
+
 def test_withdraw_without_pay_password_is_910(make_user, pay_expert):
     user = make_user()
     set_account(user)
@@ -212,6 +235,7 @@ def test_missing_account_is_910_even_while_locked(make_user):
 
 
 # --- 905 / 906: password and lock ----------------------------------------------------------------
+
 
 def test_wrong_password_is_905_and_changes_nothing(expert):
     response = withdraw(expert, 1000, passwd="wrong")
@@ -264,6 +288,7 @@ def test_wrong_password_is_905_even_when_the_month_is_used(expert):
 
 # --- 910: once a natural month, within the balance ---------------------------------------------------
 
+
 def test_second_withdrawal_in_the_same_month_is_910(expert):
     assert withdraw(expert, 1000).json["code"] == 900
     response = withdraw(expert, 1000)
@@ -279,7 +304,9 @@ def test_processing_or_succeeded_withdrawal_also_uses_up_the_month(expert, fake_
     run_payouts(gateway)
     if status == "succeeded":
         (transfer_id,) = fake_pingpp.transfers
-        assert send_event("transfer.succeeded", fake_pingpp.set_transfer(transfer_id, "paid")).json["result"] == "applied"
+        assert (
+            send_event("transfer.succeeded", fake_pingpp.set_transfer(transfer_id, "paid")).json["result"] == "applied"
+        )
     assert withdrawals_of(expert)[0].status == status
     assert withdraw(expert, 1000).json["code"] == 910
 
@@ -315,6 +342,7 @@ def test_insufficient_balance_does_not_use_up_the_month(expert):
 
 # --- the snapshot and failed withdrawals ----------------------------------------------------------
 
+
 def test_later_account_change_does_not_change_the_withdrawals_account(expert):
     with time_machine.travel(now_ms() / 1000, tick=False) as traveller:
         withdraw_id = withdraw(expert, 1000).json["withdraw_id"]
@@ -344,6 +372,7 @@ def test_failed_withdrawal_is_refunded_and_frees_the_month(expert, send_event):
 
 
 # --- the property ----------------------------------------------------------------------------------
+
 
 def _valid(amount):
     if isinstance(amount, bool):

@@ -41,7 +41,11 @@ def worker_process(settings, fake_pingpp):
     def start():
         return subprocess.Popen(
             [sys.executable, "-m", "payapi", "worker", "--once"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     return start

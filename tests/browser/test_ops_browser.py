@@ -18,9 +18,18 @@ from tests.support.operators import OPERATOR_PASSWORD
 from tests.support.scenarios import balance, set_up_expert, withdraw, withdrawal
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1400,1000"]
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+]
 
 
 def chromium(profile_dir, javascript=True):
@@ -114,8 +123,11 @@ def test_an_operator_fails_a_withdrawal_in_a_real_browser(server, pending, setti
         assert "charge.succeeded" in driver.find_element(By.TAG_NAME, "main").text
         driver.save_screenshot(str(shots / "pay.png"))
 
-        for tab, expect, name in (("失败通知", "失败通知", "notifications"), ("账目与对账", "试算平衡表", "books"),
-                                  ("30 天统计", "最近 30 天", "stats")):
+        for tab, expect, name in (
+            ("失败通知", "失败通知", "notifications"),
+            ("账目与对账", "试算平衡表", "books"),
+            ("30 天统计", "最近 30 天", "stats"),
+        ):
             submit(driver, driver.find_element(By.LINK_TEXT, tab))
             assert expect in driver.find_element(By.TAG_NAME, "h1").text
             driver.save_screenshot(str(shots / f"{name}.png"))
@@ -128,8 +140,18 @@ def test_an_operator_fails_a_withdrawal_in_a_real_browser(server, pending, setti
         assert driver.current_url == server.url + "/ops/login"  # the session is gone
     finally:
         driver.quit()
-    for name in ("login", "withdrawals", "withdrawal", "withdrawal-failed", "audit", "pays", "pay", "notifications",
-                 "books", "stats"):
+    for name in (
+        "login",
+        "withdrawals",
+        "withdrawal",
+        "withdrawal-failed",
+        "audit",
+        "pays",
+        "pay",
+        "notifications",
+        "books",
+        "stats",
+    ):
         png = (shots / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5_000, name
 

@@ -31,24 +31,48 @@ def data(app, make_user, pay_expert, fake_pingpp, gateway):
     expert = set_up_expert(make_user())
     pay = pay_expert(expert.id, 12_356)
     for amount in (1_000, 2_000):
-        app.post(f"/internal/pays/{pay['pay_id']}/refunds", json.dumps({"amount": amount, "description": "退"}).encode(),
-                 headers={"X-Service-Key": SERVICE_KEY}, content_type="application/json")
+        app.post(
+            f"/internal/pays/{pay['pay_id']}/refunds",
+            json.dumps({"amount": amount, "description": "退"}).encode(),
+            headers={"X-Service-Key": SERVICE_KEY},
+            content_type="application/json",
+        )
     Refund.update(status="failed", last_error="Ping++: 余额不足").where(Refund.amount == 2_000).execute()
     withdraw_id = withdraw(expert, 5_000).json["withdraw_id"]
     message = Notification.select().first()
-    Notification.update(attempts=1, last_status=503, last_error="503 Service Unavailable",
-                        next_attempt_at=message.created_at + 5_000).execute()
+    Notification.update(
+        attempts=1, last_status=503, last_error="503 Service Unavailable", next_attempt_at=message.created_at + 5_000
+    ).execute()
     fake_pingpp.fail_next()
     ops.retry_withdrawal(gateway, withdraw_id, Who(), "再试")  # Ping++ fails: the withdrawal's last error
-    operators.audit_refused(Who(), ops.FAIL, withdraw_id, "卡住了", {"status": "processing"}, {"status": "processing"},
-                          "Ping++ 显示转账 tr_1 仍在处理中（pending），不能置为失败")
+    operators.audit_refused(
+        Who(),
+        ops.FAIL,
+        withdraw_id,
+        "卡住了",
+        {"status": "processing"},
+        {"status": "processing"},
+        "Ping++ 显示转账 tr_1 仍在处理中（pending），不能置为失败",
+    )
     return expert, pay["pay_id"], withdraw_id
 
 
 def pages(expert, pay_id, withdraw_id):
-    return ["/ops", f"/ops?q={expert.id}&status=pending", f"/ops/withdrawals/{withdraw_id}", f"/ops/experts/{expert.id}",
-            "/ops/pays", f"/ops/pays?q={expert.id}", f"/ops/pays/{pay_id}", "/ops/notifications", "/ops/books",
-            "/ops/audit", "/ops/stats", "/ops/health", "/ops/experts/" + "f" * 24]
+    return [
+        "/ops",
+        f"/ops?q={expert.id}&status=pending",
+        f"/ops/withdrawals/{withdraw_id}",
+        f"/ops/experts/{expert.id}",
+        "/ops/pays",
+        f"/ops/pays?q={expert.id}",
+        f"/ops/pays/{pay_id}",
+        "/ops/notifications",
+        "/ops/books",
+        "/ops/audit",
+        "/ops/stats",
+        "/ops/health",
+        "/ops/experts/" + "f" * 24,
+    ]
 
 
 def violations(driver):
@@ -90,8 +114,9 @@ def test_key_columns_fit_a_390_px_screen(server, data, settings, tmp_path):  # n
             driver.get(server.url + path)
             driver.save_screenshot(str(tmp_path / (path.strip("/").replace("/", "-").replace("?", "_") + ".png")))
             for cell in driver.find_elements(By.CSS_SELECTOR, "td.key"):
-                box = driver.execute_script("const r = arguments[0].getBoundingClientRect(); "
-                                            "return [r.left, r.right, r.width];", cell)
+                box = driver.execute_script(
+                    "const r = arguments[0].getBoundingClientRect(); return [r.left, r.right, r.width];", cell
+                )
                 assert cell.is_displayed() and box[0] >= 0 and box[1] <= width + 0.5, (path, cell.text, box, width)
                 checked += 1
             scroll = driver.execute_script("return document.documentElement.scrollWidth")

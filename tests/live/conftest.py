@@ -15,8 +15,9 @@ def live(request, database_url, fake_pingpp_server, pingpp_keys, tmp_path_factor
     it; LIVE_SERVER in the module gives its options (workers, worker_connections, environment)."""
     databases.migrated(database_url)  # the real migrations, before any worker opens the database
     options = getattr(request.module, "LIVE_SERVER", {})
-    server = LiveServer(tmp_path_factory.mktemp("gunicorn"), database_url, fake_pingpp_server.url, pingpp_keys[1],
-                        **options)
+    server = LiveServer(
+        tmp_path_factory.mktemp("gunicorn"), database_url, fake_pingpp_server.url, pingpp_keys[1], **options
+    )
     server.start()
     yield server
     server.stop()

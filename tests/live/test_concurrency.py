@@ -128,7 +128,9 @@ def test_parallel_wrong_passwords_cannot_outrun_the_lockout(server):
     user = server.user()
     assert user.post("/rest/pay/passwd", {"passwd": PASSWD}).code == 900
 
-    answers = burst(server, 12, lambda i: user.post("/rest/pay/passwd", {"passwd": "new-" + str(i), "old_passwd": "wrong"}))
+    answers = burst(
+        server, 12, lambda i: user.post("/rest/pay/passwd", {"passwd": "new-" + str(i), "old_passwd": "wrong"})
+    )
 
     no_5xx(answers)
     # Guesses shed (the user's previous guess still being checked, or more than two bcrypt
@@ -175,7 +177,8 @@ def test_parallel_refund_replays_debit_once(server, fake_pingpp, pingpp_keys):
     }
     same = event("refund.succeeded", refund)
     # Half the deliveries replay one event id, half are new ids for the same refund.
-    answers = burst(server, 30, lambda i: server.deliver(pingpp_keys[0], same if i % 2 else event("refund.succeeded", refund))
+    answers = burst(
+        server, 30, lambda i: server.deliver(pingpp_keys[0], same if i % 2 else event("refund.succeeded", refund))
     )
 
     assert all(200 <= a.status < 300 for a in answers), answers
@@ -192,10 +195,15 @@ def test_parallel_refund_replays_debit_once(server, fake_pingpp, pingpp_keys):
 def test_parallel_refund_requests_never_refund_more_than_was_paid(server, fake_pingpp, pingpp_keys):
     info, _ = paid_charge(server, fake_pingpp, pingpp_keys[0], money=10_000, amount=10_000)
     # Twenty requests of 3,000 each for a pay of 10,000: at most three fit.
-    answers = burst(server, 20, lambda i: server.post(
-        f"/internal/pays/{info['pay_id']}/refunds", {"amount": 3000, "description": f"退款 {i}"},
-        headers={"X-Service-Key": SERVICE_KEY},
-    ))
+    answers = burst(
+        server,
+        20,
+        lambda i: server.post(
+            f"/internal/pays/{info['pay_id']}/refunds",
+            {"amount": 3000, "description": f"退款 {i}"},
+            headers={"X-Service-Key": SERVICE_KEY},
+        ),
+    )
     no_5xx(answers)
     codes = Counter(a.code for a in answers)
     assert codes[900] == 3 and set(codes) <= {900, 910}, answers
@@ -205,7 +213,6 @@ def test_parallel_refund_requests_never_refund_more_than_was_paid(server, fake_p
     assert balance_of(info["expert_id"]) == 10_000 - 9_000
     assert Pay.get_by_id(info["pay_id"]).amount_refunded == 9000
     assert_books_balance()
-
 
 
 def test_parallel_success_reports_ask_ping_plus_plus_once_and_keep_one_row(server, fake_pingpp):
@@ -229,8 +236,9 @@ def test_parallel_success_reports_ask_ping_plus_plus_once_and_keep_one_row(serve
     assert_books_balance()
 
 
-def test_a_payment_racing_creations_for_its_order_leaves_no_payable_pay(server, fake_pingpp, pingpp_keys, gateway,
-                                                                       settings):
+def test_a_payment_racing_creations_for_its_order_leaves_no_payable_pay(
+    server, fake_pingpp, pingpp_keys, gateway, settings
+):
     """charge.succeeded for an order's pay, applied while four POST /internal/pays for the same order
     (two the same, two replacing it) arrive: whatever the order of events, once the dust settles the
     order has its paid pay and nothing else a payer could still pay (issue 17: on MariaDB a creation

@@ -49,7 +49,9 @@ def server(request):
 
 def url(server, scheme="mysql", host="127.0.0.1", query="", password=PASSWORD):
     quote = lambda s: urllib.parse.quote(s, safe="")  # noqa: E731
-    return f"{scheme}://{quote(USER)}:{quote(password)}@{host}:{server.port}/{DATABASE}" + (f"?{query}" if query else "")
+    return f"{scheme}://{quote(USER)}:{quote(password)}@{host}:{server.port}/{DATABASE}" + (
+        f"?{query}" if query else ""
+    )
 
 
 def logged_in_as(database_url):
@@ -138,9 +140,13 @@ class ServerWithoutTls:
     def _serve(self):
         capabilities = 0x0008_8200  # PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH, and no SSL (0x800)
         payload = (
-            b"\x0a5.7.99-plain\0" + struct.pack("<I", 1) + b"12345678\0"
+            b"\x0a5.7.99-plain\0"
+            + struct.pack("<I", 1)
+            + b"12345678\0"
             + struct.pack("<HBHHB", capabilities & 0xFFFF, 45, 2, capabilities >> 16, 21)
-            + b"\0" * 10 + b"123456789012\0" + b"mysql_native_password\0"
+            + b"\0" * 10
+            + b"123456789012\0"
+            + b"mysql_native_password\0"
         )
         with self.listener:
             connection, _ = self.listener.accept()
@@ -191,6 +197,7 @@ def test_migrate_refuses_an_unknown_url_parameter_with_one_line(tmp_path):
 
 
 # --- /healthz says why ----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def health_app(tmp_path):

@@ -87,13 +87,21 @@ class Dev:
         (self.bin / "python").chmod(0o755)
         # Without PYTHONUNBUFFERED (set on some CI machines and shells): dev's terminal is a file here,
         # and what it prints (the banner) must reach it while dev runs, not when it exits.
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("PINGPP_", "DATABASE_URL", "PAYAPI_", "PYTHONUNBUFFERED"))}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PINGPP_", "DATABASE_URL", "PAYAPI_", "PYTHONUNBUFFERED"))
+        }
         self.env.update(PATH=f"{self.bin}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(ROOT), PORT=str(self.port))
         self.output = tmp_path / "dev-terminal.txt"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "payapi", "dev", "--worker-interval", "1"], cwd=tmp_path, env=self.env,
-            stdin=subprocess.DEVNULL, stdout=open(self.output, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "payapi", "dev", "--worker-interval", "1"],
+            cwd=tmp_path,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.output, "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def terminal(self):
@@ -162,8 +170,12 @@ def check_pay_created(out):
 
 def check_paid_in_sandbox(out):
     assert re.search(r"^charge ch_\w+ \(order_no [0-9a-f]{24}, 123\.56 yuan\) paid$", out, re.M), out
-    assert re.search(r"^charge\.succeeded evt_\w+ delivered to http://127\.0\.0\.1:\d+/rest/pay/webhook: HTTP 200 "
-                     r'\{"code": ?900, ?"result": ?"applied"\}$', out, re.M), out
+    assert re.search(
+        r"^charge\.succeeded evt_\w+ delivered to http://127\.0\.0\.1:\d+/rest/pay/webhook: HTTP 200 "
+        r'\{"code": ?900, ?"result": ?"applied"\}$',
+        out,
+        re.M,
+    ), out
 
 
 def check_paid_and_credited(out):
@@ -192,9 +204,12 @@ def check_processing(out):
 
 
 def check_transfer_paid_in_sandbox(out):
-    assert re.search(r"^transfer tr_\w+ \(order_no [0-9a-f]{24}, 100\.00 yuan to expert@example\.com\) paid$", out, re.M), out
-    assert re.search(r'^transfer\.succeeded evt_\w+ delivered to .*: HTTP 200 \{"code": ?900, ?"result": ?"applied"\}$',
-                     out, re.M), out
+    assert re.search(
+        r"^transfer tr_\w+ \(order_no [0-9a-f]{24}, 100\.00 yuan to expert@example\.com\) paid$", out, re.M
+    ), out
+    assert re.search(
+        r'^transfer\.succeeded evt_\w+ delivered to .*: HTTP 200 \{"code": ?900, ?"result": ?"applied"\}$', out, re.M
+    ), out
 
 
 def check_succeeded(out):
@@ -211,8 +226,16 @@ def check_operator_sees_the_books(out):
 
 
 STEPS = [
-    check_setup, check_pay_created, check_paid_in_sandbox, check_paid_and_credited, check_password_and_answers,
-    check_sms_and_account, check_withdrawal, check_processing, check_transfer_paid_in_sandbox, check_succeeded,
+    check_setup,
+    check_pay_created,
+    check_paid_in_sandbox,
+    check_paid_and_credited,
+    check_password_and_answers,
+    check_sms_and_account,
+    check_withdrawal,
+    check_processing,
+    check_transfer_paid_in_sandbox,
+    check_succeeded,
     check_operator_sees_the_books,
 ]
 
@@ -257,17 +280,33 @@ def test_sigterm_while_starting_stops_what_was_started(dev):
 def test_dev_passes_the_environment_through_except_what_it_sets_and_the_walkthrough_says_which(monkeypatch, tmp_path):
     from payapi.dev import Dev as DevCommand
 
-    passed = {"NOTIFY_URL": "http://127.0.0.1:9/hook", "NOTIFY_SECRET": "whsec_" + "a" * 32,
-              "AUTH_SECRET": "s" * 32, "TIMEZONE": "UTC", "LOG_LEVEL": "DEBUG"}
-    replaced = {"DATABASE_URL": "mysql://u:p@prod/db", "JAWSDB_URL": "mysql://u:p@jaws/db", "PAYAPI_ENV": "production",
-                "PINGPP_API_KEY": "sk_live_x", "PINGPP_PRIVATE_KEY": "pem", "SMS_BACKEND": "tencent",
-                "ALIYUN_ACCESS_KEY_SECRET": "a-real-account", "TENCENT_SECRET_KEY": "another"}
+    passed = {
+        "NOTIFY_URL": "http://127.0.0.1:9/hook",
+        "NOTIFY_SECRET": "whsec_" + "a" * 32,
+        "AUTH_SECRET": "s" * 32,
+        "TIMEZONE": "UTC",
+        "LOG_LEVEL": "DEBUG",
+    }
+    replaced = {
+        "DATABASE_URL": "mysql://u:p@prod/db",
+        "JAWSDB_URL": "mysql://u:p@jaws/db",
+        "PAYAPI_ENV": "production",
+        "PINGPP_API_KEY": "sk_live_x",
+        "PINGPP_PRIVATE_KEY": "pem",
+        "SMS_BACKEND": "tencent",
+        "ALIYUN_ACCESS_KEY_SECRET": "a-real-account",
+        "TENCENT_SECRET_KEY": "another",
+    }
     for name, value in {**passed, **replaced}.items():
         monkeypatch.setenv(name, value)
     env = DevCommand(18000, 5, str(tmp_path)).environment()
     assert {name: env.get(name) for name in passed} == passed
     assert env["DATABASE_URL"].startswith("sqlite:///") and "JAWSDB_URL" not in env and "PINGPP_PRIVATE_KEY" not in env
-    assert (env["PAYAPI_ENV"], env["PINGPP_API_KEY"], env["SMS_BACKEND"]) == ("development", "sk_test_payapi_dev", "aliyun")
+    assert (env["PAYAPI_ENV"], env["PINGPP_API_KEY"], env["SMS_BACKEND"]) == (
+        "development",
+        "sk_test_payapi_dev",
+        "aliyun",
+    )
     assert env["ALIYUN_ACCESS_KEY_SECRET"] != "a-real-account" and "TENCENT_SECRET_KEY" not in env
     walkthrough = (ROOT / "docs" / "walkthrough.md").read_text(encoding="utf-8")
     intro = walkthrough.split("## Walkthrough")[1].split("Paste these")[0]

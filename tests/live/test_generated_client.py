@@ -37,9 +37,24 @@ def generated(live, tmp_path_factory):
     (tmp_path / "config.yaml").write_text(CONFIG)
     name = f"payapi_client_{uuid.uuid4().hex[:12]}"  # a fresh import for each server
     done = subprocess.run(
-        [sys.executable, "-m", "openapi_python_client", "generate", "--path", str(tmp_path / "openapi.json"),
-         "--config", str(tmp_path / "config.yaml"), "--meta", "none", "--output-path", str(tmp_path / name)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "openapi_python_client",
+            "generate",
+            "--path",
+            str(tmp_path / "openapi.json"),
+            "--config",
+            str(tmp_path / "config.yaml"),
+            "--meta",
+            "none",
+            "--output-path",
+            str(tmp_path / name),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     printed = done.stdout + done.stderr
     assert done.returncode == 0, printed
@@ -66,13 +81,18 @@ def test_the_generator_keeps_every_response_of_the_document(generated, live):
         if method and url:
             sources[url.group(1), method.group(1)] = text
     document = requests.get(live.url + "/openapi.json", timeout=20).json()
-    operations = [(path, method, op) for path, item in document["paths"].items()
-                  for method, op in item.items() if method != "parameters"]
+    operations = [
+        (path, method, op)
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if method != "parameters"
+    ]
     assert {(path, method) for path, method, _ in operations} == set(sources)
     for path, method, op in operations:
         for status in op["responses"]:
-            parsed = re.search(rf"if response.status_code == {status}:\n\s+response_{status} = ([\w.]+)",
-                               sources[path, method])
+            parsed = re.search(
+                rf"if response.status_code == {status}:\n\s+response_{status} = ([\w.]+)", sources[path, method]
+            )
             assert parsed, (method, path, status)
             if int(status) >= 400:
                 assert parsed.group(1) == "Failure.from_dict", (method, path, status)
@@ -83,22 +103,44 @@ def test_a_generated_client_drives_a_pay_from_creation_to_refund(generated, serv
     models = importlib.import_module(f"{client.__name__}.models")
     create_pay, create_refund, list_refunds, get_pay, report_pay_status = (
         importlib.import_module(f"{client.__name__}.api.{name}")
-        for name in ("internal.create_pay", "internal.create_refund", "internal.list_refunds", "mobile.get_pay",
-                     "mobile.report_pay_status"))
-    service = client.AuthenticatedClient(base_url=server.url, token=SERVICE_KEY, auth_header_name="X-Service-Key",
-                                         prefix="")
+        for name in (
+            "internal.create_pay",
+            "internal.create_refund",
+            "internal.list_refunds",
+            "mobile.get_pay",
+            "mobile.report_pay_status",
+        )
+    )
+    service = client.AuthenticatedClient(
+        base_url=server.url, token=SERVICE_KEY, auth_header_name="X-Service-Key", prefix=""
+    )
     user_id = new_id()
-    payer = client.AuthenticatedClient(base_url=server.url, token=Authenticator(AUTH_SECRETS).mint(user_id),
-                                       auth_header_name="auth", prefix="")
+    payer = client.AuthenticatedClient(
+        base_url=server.url, token=Authenticator(AUTH_SECRETS).mint(user_id), auth_header_name="auth", prefix=""
+    )
 
     # create (the order service)
-    created = create_pay.sync_detailed(client=service, body=models.NewOrderPay(
-        type_=models.NewOrderPayType.ORDER, o_id=new_id(), user_id=user_id, expert_id=new_id(), amount=12_356,
-        channel=models.NewOrderPayChannel.ALIPAY, subject="支付预约订单_2016-06-23"))
+    created = create_pay.sync_detailed(
+        client=service,
+        body=models.NewOrderPay(
+            type_=models.NewOrderPayType.ORDER,
+            o_id=new_id(),
+            user_id=user_id,
+            expert_id=new_id(),
+            amount=12_356,
+            channel=models.NewOrderPayChannel.ALIPAY,
+            subject="支付预约订单_2016-06-23",
+        ),
+    )
     assert created.status_code == 200 and isinstance(created.parsed, models.PayAnswer), created.content[:500]
     info = created.parsed.info
     assert (created.parsed.code, info.user_id, info.amount, info.money, info.status) == (
-        900, user_id, 12_356, 12_356, models.PayStatus.PENDING)
+        900,
+        user_id,
+        12_356,
+        12_356,
+        models.PayStatus.PENDING,
+    )
     assert isinstance(info.created_at, datetime.datetime) and info.created_at.utcoffset() == datetime.timedelta(0)
     pay_id = info.pay_id
 
@@ -108,20 +150,24 @@ def test_a_generated_client_drives_a_pay_from_creation_to_refund(generated, serv
     assert (read.parsed.info.pay_id, read.parsed.info.status) == (pay_id, models.PayStatus.PENDING)
 
     # someone else's pay is not found: the error answer is parsed too, as the Failure model with its code
-    stranger = client.AuthenticatedClient(base_url=server.url, token=Authenticator(AUTH_SECRETS).mint(new_id()),
-                                          auth_header_name="auth", prefix="")
+    stranger = client.AuthenticatedClient(
+        base_url=server.url, token=Authenticator(AUTH_SECRETS).mint(new_id()), auth_header_name="auth", prefix=""
+    )
     refused = get_pay.sync_detailed(pay_id, client=stranger)
     assert refused.status_code == 404 and isinstance(refused.parsed, models.Failure), refused.content[:500]
     assert refused.parsed.code == 911 and refused.parsed.msg
-    unauthenticated = get_pay.sync_detailed(pay_id, client=client.AuthenticatedClient(
-        base_url=server.url, token="not-a-token", auth_header_name="auth", prefix=""))
+    unauthenticated = get_pay.sync_detailed(
+        pay_id,
+        client=client.AuthenticatedClient(base_url=server.url, token="not-a-token", auth_header_name="auth", prefix=""),
+    )
     assert unauthenticated.status_code == 401 and isinstance(unauthenticated.parsed, models.Failure)
     assert unauthenticated.parsed.code == 901
 
     # report: the user paid at Ping++; the app says so and the server asks Ping++, which confirms
     fake_pingpp.mark_paid(info.charge["id"])
-    reported = report_pay_status.sync_detailed(pay_id, client=payer,
-                                                      body=models.StatusReport(status=models.AppReport.SUCCESS))
+    reported = report_pay_status.sync_detailed(
+        pay_id, client=payer, body=models.StatusReport(status=models.AppReport.SUCCESS)
+    )
     assert reported.status_code == 200 and isinstance(reported.parsed, models.Done), reported.content[:500]
     assert reported.parsed.code == 900
     paid = get_pay.sync_detailed(pay_id, client=payer).parsed
@@ -129,15 +175,20 @@ def test_a_generated_client_drives_a_pay_from_creation_to_refund(generated, serv
     assert paid.info.updated_at >= paid.info.created_at
 
     # refund part of it (the order service)
-    refunded = create_refund.sync_detailed(pay_id, client=service, idempotency_key=uuid.uuid4().hex,
-                                                    body=models.RefundRequest(description="预约取消", amount=4_000))
+    refunded = create_refund.sync_detailed(
+        pay_id,
+        client=service,
+        idempotency_key=uuid.uuid4().hex,
+        body=models.RefundRequest(description="预约取消", amount=4_000),
+    )
     assert refunded.status_code == 200 and isinstance(refunded.parsed, models.RefundAnswer), refunded.content[:500]
     refund = refunded.parsed.refund
     assert (refunded.parsed.code, refund.pay_id, refund.amount, refund.description) == (900, pay_id, 4_000, "预约取消")
     assert isinstance(refund.created_at, datetime.datetime)
     # more than is left: a business rule's refusal, parsed with its code
-    too_much = create_refund.sync_detailed(pay_id, client=service,
-                                                    body=models.RefundRequest(description="再退", amount=12_356))
+    too_much = create_refund.sync_detailed(
+        pay_id, client=service, body=models.RefundRequest(description="再退", amount=12_356)
+    )
     assert too_much.status_code == 403 and isinstance(too_much.parsed, models.Failure), too_much.content[:500]
     assert too_much.parsed.code == 910
     listed = list_refunds.sync_detailed(pay_id, client=service).parsed

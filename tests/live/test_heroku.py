@@ -70,7 +70,9 @@ def test_app_json_asks_for_everything_production_refuses_to_start_without():
     assert manifest["env"]["SERVICE_KEY"]["generator"] == "secret"
     assert manifest["env"]["PAYAPI_ENV"]["value"] == "production"
     # Every variable app.json names is one payapi reads.
-    source = "".join(open(os.path.join(ROOT, "payapi", "infra", n), encoding="utf-8").read() for n in ("config.py", "logs.py"))
+    source = "".join(
+        open(os.path.join(ROOT, "payapi", "infra", n), encoding="utf-8").read() for n in ("config.py", "logs.py")
+    )
     assert [n for n in manifest["env"] if f'"{n}"' not in source] == []
     assert "serve" in NEEDS
 
@@ -141,7 +143,12 @@ class Process:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            ["bash", "-c", command], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            ["bash", "-c", command],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def records(self):
@@ -168,20 +175,21 @@ def wait_for(predicate, timeout, what):
     pytest.fail(f"timed out waiting for {what}")
 
 
-def test_the_procfile_runs_release_web_and_worker_as_heroku_does(
-    jawsdb_url, fake_pingpp_server, pingpp_keys, tmp_path
-):
+def test_the_procfile_runs_release_web_and_worker_as_heroku_does(jawsdb_url, fake_pingpp_server, pingpp_keys, tmp_path):
     lines = procfile()
     port = free_port()
     env = dyno_env(jawsdb_url, fake_pingpp_server.url, pingpp_keys[1], tmp_path, port)
 
-    release = subprocess.run(["bash", "-c", lines["release"]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    release = subprocess.run(
+        ["bash", "-c", lines["release"]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert release.returncode == 0, release.stderr
     assert "003_utf8mb4_bin" in release.stdout
 
     web = Process(lines["web"], env, tmp_path / "web.log")
     worker = Process(lines["worker"], {**env, "DYNO": "worker.1"}, tmp_path / "worker.log")
     try:
+
         def healthy():
             try:
                 return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
@@ -191,7 +199,9 @@ def test_the_procfile_runs_release_web_and_worker_as_heroku_does(
         wait_for(healthy, 60, "the web dyno's /healthz")
         assert web.proc.poll() is None, open(web.log_path).read()[-3000:]
         for i in range(3):
-            answer = requests.get(f"http://127.0.0.1:{port}/healthz", headers={"X-Request-Id": f"heroku-{i}"}, timeout=5)
+            answer = requests.get(
+                f"http://127.0.0.1:{port}/healthz", headers={"X-Request-Id": f"heroku-{i}"}, timeout=5
+            )
             assert answer.json() == {"code": 900, "db": "ok"}
         # An SMS code through the Alibaba Cloud SDK, in production mode, reaches the sandbox's phone.
         token = Authenticator(AUTH_SECRETS).mint(new_id(), phone="13700137000")
@@ -204,7 +214,9 @@ def test_the_procfile_runs_release_web_and_worker_as_heroku_does(
         worker_status = worker.terminate()
 
     web_lines, worker_lines = web.records(), worker.records()
-    requests_logged = [r["request_id"] for r in web_lines if r["logger"] == "payapi.request" and r["request_id"].startswith("heroku-")]
+    requests_logged = [
+        r["request_id"] for r in web_lines if r["logger"] == "payapi.request" and r["request_id"].startswith("heroku-")
+    ]
     assert sorted(requests_logged) == ["heroku-0", "heroku-1", "heroku-2"]  # one line per request
     assert web_status == 0 and any(r["msg"] == "Shutting down: Master" for r in web_lines), web_lines[-5:]
     assert worker_status == 0

@@ -58,10 +58,18 @@ def test_secrets_never_reach_the_log(live, database, fake_pingpp, pingpp_keys):
     assert user.post("/rest/pay/passwd", {"passwd": PASSWD}).code == 900
     assert user.post("/rest/pay/question", {**ANSWERS, "passwd": PASSWD}).code == 900
     assert user.post("/rest/pay/passwd", {"passwd": NEW_PASSWD, **ANSWERS}).code == 900
-    assert user.post("/rest/pay/passwd", {"passwd": "x", "old_passwd": PASSWD}).code == 905  # a wrong one, logged as 905
+    assert (
+        user.post("/rest/pay/passwd", {"passwd": "x", "old_passwd": PASSWD}).code == 905
+    )  # a wrong one, logged as 905
     assert user.post("/rest/pay/smscode", {}).code == 900
     (code,) = live.sms_codes(user.phone)
-    assert user.post("/rest/pay/withdrawInfo", {"smscode": "000000" if code != "000000" else "111111", "id": "a@b.cn", "name": "张三"}).code == 905
+    assert (
+        user.post(
+            "/rest/pay/withdrawInfo",
+            {"smscode": "000000" if code != "000000" else "111111", "id": "a@b.cn", "name": "张三"},
+        ).code
+        == 905
+    )
     assert user.post("/rest/pay/withdrawInfo", {"smscode": code, "id": "a@b.cn", "name": "张三"}).code == 900
     charge = paid_charge(live, fake_pingpp, pingpp_keys[0], expert_id=user.id, money=50_000)
     assert charge is not None
@@ -98,13 +106,19 @@ def test_the_worker_logs_json_its_pass_and_each_failure_with_ids_and_ping_plus_p
     fake_pingpp.fail_next(status=400)
     done = subprocess.run(
         [sys.executable, "-m", "payapi", "worker", "--once"],
-        cwd=ROOT, env=process_env(settings, PINGPP_TIMEOUT="2"), capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=process_env(settings, PINGPP_TIMEOUT="2"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     records = json_lines(done.stderr)
     (failure,) = [r for r in records if r["logger"] == "payapi.gateway"]
     assert (failure["call"], failure["order_no"], failure["http_status"]) == ("create transfer", withdraw_id, 400)
-    assert failure["ping_message"].endswith("scripted failure") and failure["level"] == "WARNING"  # what the sandbox said
+    assert (
+        failure["ping_message"].endswith("scripted failure") and failure["level"] == "WARNING"
+    )  # what the sandbox said
     (summary,) = [r for r in records if r["msg"] == "worker pass"]
     assert summary["payouts"] == {"sent": 0, "failed": 1} and summary["ms"] >= 0
     assert set(summary) >= {"pays", "payouts", "transfers"}

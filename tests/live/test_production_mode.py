@@ -82,8 +82,16 @@ UNSAFE = [
     ("no public key", _without("PINGPP_PUBLIC_KEY_PATH"), "Ping++ public key is not set"),
     ("a public key file that is missing", _with(PINGPP_PUBLIC_KEY_PATH="{keys}/nothing.pem"), "cannot read it"),
     ("a public key that is not one", _with(PINGPP_PUBLIC_KEY_PATH="{keys}/private.pem"), "not a PEM public key"),
-    ("a public key both ways", _with(PINGPP_PUBLIC_KEY="x"), "PINGPP_PUBLIC_KEY and PINGPP_PUBLIC_KEY_PATH are both set"),
-    ("a private key that is not one", _with(PINGPP_PRIVATE_KEY="garbage"), "PINGPP_PRIVATE_KEY: not an unencrypted PEM"),
+    (
+        "a public key both ways",
+        _with(PINGPP_PUBLIC_KEY="x"),
+        "PINGPP_PUBLIC_KEY and PINGPP_PUBLIC_KEY_PATH are both set",
+    ),
+    (
+        "a private key that is not one",
+        _with(PINGPP_PRIVATE_KEY="garbage"),
+        "PINGPP_PRIVATE_KEY: not an unencrypted PEM",
+    ),
     ("no database URL", _without("DATABASE_URL"), "no database URL is set"),
     ("an unknown URL parameter", _with(DATABASE_URL="mysql://u:p@h/db?pool=5"), "unknown parameter(s) pool"),
     ("console SMS by default", _without("SMS_BACKEND"), "SMS_BACKEND is console"),
@@ -91,9 +99,16 @@ UNSAFE = [
     ("an unknown SMS backend", _with(SMS_BACKEND="twilio"), "SMS_BACKEND must be console, file, aliyun, tencent"),
     ("an unknown PAYAPI_ENV", _with(PAYAPI_ENV="staging"), "PAYAPI_ENV must be production or development"),
     ("an empty NOTIFY_SECRET key", _with(NOTIFY_URL=HOOK, NOTIFY_SECRET="whsec_"), "NOTIFY_SECRET: its key is 0 bytes"),
-    ("a short NOTIFY_SECRET key", _with(NOTIFY_URL=HOOK, NOTIFY_SECRET="whsec_" + base64.b64encode(b"k" * 16).decode()),
-     "its key is 16 bytes"),
-    ("a NOTIFY_SECRET that is not base64", _with(NOTIFY_URL=HOOK, NOTIFY_SECRET="whsec_c2VjcmV0*!"), "not standard base64"),
+    (
+        "a short NOTIFY_SECRET key",
+        _with(NOTIFY_URL=HOOK, NOTIFY_SECRET="whsec_" + base64.b64encode(b"k" * 16).decode()),
+        "its key is 16 bytes",
+    ),
+    (
+        "a NOTIFY_SECRET that is not base64",
+        _with(NOTIFY_URL=HOOK, NOTIFY_SECRET="whsec_c2VjcmV0*!"),
+        "not standard base64",
+    ),
     ("a NOTIFY_SECRET without whsec_", _with(NOTIFY_URL=HOOK, NOTIFY_SECRET=GOOD_NOTIFY_SECRET[6:]), "not whsec_"),
     ("NOTIFY_URL without NOTIFY_SECRET", _with(NOTIFY_URL=HOOK), "NOTIFY_SECRET is not"),
 ]
@@ -122,12 +137,17 @@ def test_a_notify_secret_of_24_to_64_bytes_is_accepted_and_development_only_warn
     for size in (24, 64):
         secret = "whsec_" + base64.b64encode(b"k" * size).decode()
         assert refusals({**complete, "NOTIFY_URL": HOOK, "NOTIFY_SECRET": secret}) == []
-    refused, warned = problems(Settings.from_env({"PAYAPI_ENV": "development", "NOTIFY_URL": HOOK,
-                                                  "NOTIFY_SECRET": "whsec_"}), SERVE)
+    refused, warned = problems(
+        Settings.from_env({"PAYAPI_ENV": "development", "NOTIFY_URL": HOOK, "NOTIFY_SECRET": "whsec_"}), SERVE
+    )
     assert refused == [] and any("NOTIFY_SECRET: its key is 0 bytes" in w for w in warned)
 
 
-BROKEN = [c for c in UNSAFE if c[0] in ("a public key that is not one", "a private key that is not one", "an unknown URL parameter")]
+BROKEN = [
+    c
+    for c in UNSAFE
+    if c[0] in ("a public key that is not one", "a private key that is not one", "an unknown URL parameter")
+]
 
 
 @pytest.mark.parametrize("change, says", [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN])
@@ -153,6 +173,7 @@ def test_a_number_that_is_not_one_is_named():
 
 # --- the processes -----------------------------------------------------------------------------
 
+
 def clean_env(config, cwd_is_root=True):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYAPI_", "PINGPP_", "JAWSDB_", "CLEARDB_"))}
     for name in ("DATABASE_URL", "AUTH_SECRET", "SERVICE_KEY", "SMS_BACKEND", "SMS_FILE"):
@@ -170,8 +191,12 @@ def lines_of(text):
 def test_the_worker_refuses_to_start_with_one_line(complete):
     config = {k: v for k, v in complete.items() if k not in ("SERVICE_KEY", "PINGPP_APP_ID")}
     done = subprocess.run(
-        [sys.executable, "-m", "payapi", "worker"], cwd=ROOT, env=clean_env(config),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "payapi", "worker"],
+        cwd=ROOT,
+        env=clean_env(config),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1 and done.stdout == ""
     (line,) = lines_of(done.stderr)
@@ -181,8 +206,12 @@ def test_the_worker_refuses_to_start_with_one_line(complete):
 
 def test_token_refuses_the_development_secret_in_production():
     done = subprocess.run(
-        [sys.executable, "-m", "payapi", "token", "54f3b5fec08b6f54100c1cbe"], cwd=ROOT,
-        env=clean_env({"AUTH_SECRET": DEVELOPMENT_SECRET}), capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "payapi", "token", "54f3b5fec08b6f54100c1cbe"],
+        cwd=ROOT,
+        env=clean_env({"AUTH_SECRET": DEVELOPMENT_SECRET}),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1 and done.stdout == ""
     (line,) = lines_of(done.stderr)
@@ -207,7 +236,8 @@ def test_gunicorn_without_our_config_file_stops_when_its_workers_refuse(complete
     started = time.monotonic()
     code, out = run_gunicorn(
         ["--bind", f"127.0.0.1:{free_port()}", "--workers", "2", "--no-control-socket", "payapi.wsgi:application"],
-        env, tmp_path,  # not the repository: no gunicorn.conf.py is read
+        env,
+        tmp_path,  # not the repository: no gunicorn.conf.py is read
     )
     # 3 is gunicorn's "worker failed to boot"; when both workers refuse at once, gunicorn 27 may
     # trip over the second while halting and exit 1 with a traceback. Either way it stopped.
@@ -230,7 +260,12 @@ def test_development_mode_runs_the_commands_with_nothing_configured(tmp_path):
     assert any("using sqlite:///payapi.db" in r["msg"] for r in warned)
 
     once = subprocess.run(
-        [sys.executable, "-m", "payapi", "worker", "--once"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "payapi", "worker", "--once"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert once.returncode == 0, once.stderr
     said = " | ".join(r["msg"] for r in lines_of(once.stderr))

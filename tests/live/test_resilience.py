@@ -42,6 +42,7 @@ def assert_no_worker_was_killed(server, pids):
 
 # --- (a) MariaDB restart --------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def own_mariadb(request):
     if "mariadb" not in request.config.getoption("--db"):
@@ -56,8 +57,12 @@ def own_mariadb(request):
     url = f"mysql://payapi:payapi@127.0.0.1:{proc.port}/payapi_restart"
     # The release phase's command, as production runs it.
     subprocess.run(
-        [sys.executable, "-m", "payapi", "migrate"], cwd=ROOT, env={**os.environ, "DATABASE_URL": url},
-        check=True, timeout=60, capture_output=True,
+        [sys.executable, "-m", "payapi", "migrate"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+        timeout=60,
+        capture_output=True,
     )
     return proc, url
 
@@ -87,9 +92,11 @@ def test_mariadb_restart_answers_503_then_recovers_without_restarting_gunicorn(
             during = parallel(16, lambda i: server.get(reads[i % 4][0], headers=reads[i % 4][1], timeout=15))
             writes = parallel(
                 8,
-                lambda i: server.internal_pay(timeout=15)
-                if i % 2
-                else server.deliver(pingpp_keys[0], event("charge.succeeded", {"id": "ch_x", "order_no": "x"})),
+                lambda i: (
+                    server.internal_pay(timeout=15)
+                    if i % 2
+                    else server.deliver(pingpp_keys[0], event("charge.succeeded", {"id": "ch_x", "order_no": "x"}))
+                ),
             )
             passwd = expert.post("/rest/pay/passwd", {"passwd": "secret"})
         finally:
@@ -119,12 +126,17 @@ def test_mariadb_restart_answers_503_then_recovers_without_restarting_gunicorn(
 
 # --- (b) Ping++ hanging ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def hanging_live(database_url, fake_pingpp_server, pingpp_keys, tmp_path_factory):
     _migrated(database_url)
     server = LiveServer(
-        tmp_path_factory.mktemp("gunicorn"), database_url, fake_pingpp_server.url, pingpp_keys[1],
-        workers=4, PINGPP_TIMEOUT=GATEWAY_TIMEOUT,
+        tmp_path_factory.mktemp("gunicorn"),
+        database_url,
+        fake_pingpp_server.url,
+        pingpp_keys[1],
+        workers=4,
+        PINGPP_TIMEOUT=GATEWAY_TIMEOUT,
     ).start()
     yield server
     server.stop()

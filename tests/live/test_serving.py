@@ -65,8 +65,10 @@ def test_clients_trickling_headers_and_bodies_do_not_stop_the_service(server, fa
 @TRANSPORT_ONLY
 def test_a_body_longer_than_any_route_reads_is_refused_without_waiting_for_it(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /internal/pays HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"X-Service-Key: test-service-key\r\nContent-Length: 50000000\r\n\r\n{")
+        sock.sendall(
+            b"POST /internal/pays HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Service-Key: test-service-key\r\nContent-Length: 50000000\r\n\r\n{"
+        )
         answer = _read_until_closed(sock)  # closed after the answer: the rest of the body is not drained
     assert answer.startswith(b"HTTP/1.1 413 "), answer
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"code": 904, "msg": "请求体过大"}
@@ -91,8 +93,10 @@ def test_a_head_larger_than_the_limit_is_431(server):
 @TRANSPORT_ONLY
 def test_a_chunked_body_is_read_to_its_end(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                     b"Connection: close\r\n\r\n2\r\n{}\r\n")
+        sock.sendall(
+            b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n2\r\n{}\r\n"
+        )
         time.sleep(0.5)  # the rest comes later: the request waits in the main loop meanwhile
         sock.sendall(b"0\r\n\r\n")
         answer = _read_until_closed(sock)
@@ -128,8 +132,9 @@ def test_one_user_looping_on_their_password_does_not_keep_others_from_theirs(ser
         for other in others:  # one after another, as people do
             served.append(other.post("/rest/pay/passwd", {"passwd": "q"}))
             served.append(other.post("/rest/pay/passwd", {"passwd": "r", "old_passwd": "q"}))
-            served.append(other.post("/rest/pay/question", {"answer1": "a", "answer2": "b", "answer3": "c",
-                                                             "passwd": "r"}))
+            served.append(
+                other.post("/rest/pay/question", {"answer1": "a", "answer2": "b", "answer3": "c", "passwd": "r"})
+            )
     finally:
         stop.set()
         for t in threads:
@@ -207,8 +212,9 @@ def test_a_client_that_waits_for_100_continue_gets_it(server, ending):
     """gthread answered `Expect: 100-continue` as soon as the head was parsed; a client that waits for
     it before sending its body (as curl does for large ones) must not wait for the 408 instead."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
-                     + ending)
+        sock.sendall(
+            b"POST /rest/pay/webhook HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n" + ending
+        )
         sock.settimeout(5)
         assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"{}")
@@ -320,6 +326,7 @@ def test_clients_trickling_many_small_chunks_do_not_stop_the_worker(server):
 
 # --- HTTP as clients speak it (RFC 9110/9112) -----------------------------------------------------
 
+
 def _exchange(server, raw, pause_after=None):
     """Send raw (in two parts, pause_after bytes first, when asked), read until the server closes."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=serving.REQUEST_TIMEOUT_S + 5) as sock:
@@ -338,14 +345,20 @@ def _envelope_of(answer):
 
 
 def _chunked(body, size):
-    return b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
-                    for i in range(0, len(body), size)) + b"0\r\n\r\n"
+    return (
+        b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size))
+        + b"0\r\n\r\n"
+    )
 
 
 def _post_chunked(path, chunks, *headers):
-    return (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\nConnection: close\r\n" + b"".join(h + b"\r\n" for h in headers)
-            + b"\r\n" + chunks)
+    return (
+        b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n"
+        + b"".join(h + b"\r\n" for h in headers)
+        + b"\r\n"
+        + chunks
+    )
 
 
 @TRANSPORT_ONLY
@@ -360,8 +373,9 @@ def test_a_chunked_body_is_read_like_one_with_a_content_length(server):
 @TRANSPORT_ONLY
 @pytest.mark.parametrize("size", [64 * 1024 + 1, serving.MAX_BODY_BYTES + 1])
 def test_a_chunked_body_past_the_limit_is_413(server, size):
-    raw = _post_chunked(b"/internal/pays", _chunked(b"{" + b" " * (size - 2) + b"}", 16384),
-                        b"X-Service-Key: " + SERVICE_KEY.encode())
+    raw = _post_chunked(
+        b"/internal/pays", _chunked(b"{" + b" " * (size - 2) + b"}", 16384), b"X-Service-Key: " + SERVICE_KEY.encode()
+    )
     assert _envelope_of(_exchange(server, raw)) == (413, {"code": 904, "msg": "请求体过大"})
 
 
@@ -370,8 +384,10 @@ def test_a_chunked_body_past_the_limit_is_413(server, size):
 def test_head_is_answered_on_get_routes_with_the_get_head_and_no_body(server, path):
     get = _exchange(server, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     # HEAD then a pipelined GET: were a body sent after HEAD's head, the GET's answer would not start right after it.
-    both = _exchange(server, b"HEAD " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n"
-                     b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    both = _exchange(
+        server,
+        b"HEAD " + path + b" HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
     head, _, rest = both.partition(b"\r\n\r\n")
     assert head.split(b"\r\n")[0] == get.split(b"\r\n")[0], both[:300]  # the same status as GET
     assert rest.startswith(b"HTTP/1.1 200 "), both[:600]
@@ -397,13 +413,16 @@ def test_bare_lf_line_endings_are_answered_at_once(server):
 
 
 @TRANSPORT_ONLY
-@pytest.mark.parametrize("raw, status", [
-    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", 400),
-    (_post_chunked(b"/rest/pay/webhook", b"zz\r\n"), 400),  # not a chunk size (the app reads the body)
-    (_post_chunked(b"/rest/pay/webhook", b"zz\r\n").replace(b"Connection: close\r\n", b""), 400),  # kept alive
-    (b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400),
-    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-])
+@pytest.mark.parametrize(
+    "raw, status",
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", 400),
+        (_post_chunked(b"/rest/pay/webhook", b"zz\r\n"), 400),  # not a chunk size (the app reads the body)
+        (_post_chunked(b"/rest/pay/webhook", b"zz\r\n").replace(b"Connection: close\r\n", b""), 400),  # kept alive
+        (b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ],
+)
 def test_errors_the_server_itself_answers_use_the_envelope(server, raw, status):
     got, answer = _envelope_of(_exchange(server, raw))
     assert got == status and answer["code"] == 904 and answer["msg"], answer

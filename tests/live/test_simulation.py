@@ -107,10 +107,14 @@ class Simulation:
             return
         amount = self.rng.randint(1, pay.money)
         racers = self.rng.choice([1, 1, 3])
-        answers = parallel(racers, lambda i: self.server.post(
-            f"/internal/pays/{pay.pay_id}/refunds", {"amount": amount, "description": f"sim {i}"},
-            headers={"X-Service-Key": SERVICE_KEY},
-        ))
+        answers = parallel(
+            racers,
+            lambda i: self.server.post(
+                f"/internal/pays/{pay.pay_id}/refunds",
+                {"amount": amount, "description": f"sim {i}"},
+                headers={"X-Service-Key": SERVICE_KEY},
+            ),
+        )
         assert all(a.code in (900, 910) for a in answers), answers
 
     def lost_refund(self):
@@ -128,8 +132,11 @@ class Simulation:
             self.sandbox.fail_next()
 
         def ask():
-            return self.server.post(f"/internal/pays/{pay.pay_id}/refunds", {"amount": amount, "description": "sim lost"},
-                                    headers={"X-Service-Key": SERVICE_KEY, "Idempotency-Key": key})
+            return self.server.post(
+                f"/internal/pays/{pay.pay_id}/refunds",
+                {"amount": amount, "description": "sim lost"},
+                headers={"X-Service-Key": SERVICE_KEY, "Idempotency-Key": key},
+            )
 
         try:
             first = ask()
@@ -158,10 +165,13 @@ class Simulation:
         db.close()
 
     def settle_refund(self):
-        refund = self.pick([
-            r for r in Refund.select().where(Refund.status == "pending", Refund.pingpp_refund_id.is_null(False))
-            if self.sandbox.refunds[r.pingpp_refund_id]["status"] == "pending"  # else settled, its event lost
-        ])
+        refund = self.pick(
+            [
+                r
+                for r in Refund.select().where(Refund.status == "pending", Refund.pingpp_refund_id.is_null(False))
+                if self.sandbox.refunds[r.pingpp_refund_id]["status"] == "pending"  # else settled, its event lost
+            ]
+        )
         if refund is None:
             return
         outcome = self.rng.choice(["succeeded", "succeeded", "failed"])
@@ -180,10 +190,13 @@ class Simulation:
         worker.run_once(self.settings, self.gateway, notify=False)
 
     def settle_transfer(self):
-        withdrawal = self.pick([
-            w for w in Withdrawal.select().where(Withdrawal.status == "processing")
-            if self.sandbox.transfers[w.transfer_id]["status"] == "pending"  # else settled, its event lost
-        ])
+        withdrawal = self.pick(
+            [
+                w
+                for w in Withdrawal.select().where(Withdrawal.status == "processing")
+                if self.sandbox.transfers[w.transfer_id]["status"] == "pending"  # else settled, its event lost
+            ]
+        )
         if withdrawal is None:
             return
         outcome = self.rng.choice(["succeeded", "failed"])
@@ -193,9 +206,19 @@ class Simulation:
 
     def step(self):
         action = self.rng.choices(
-            [self.create_pay, self.pay, self.report_cancel, self.refund, self.settle_refund, self.withdraw,
-             self.worker_pass, self.settle_transfer, self.pay_while_the_order_is_asked_for_again, self.lost_refund,
-             self.workers_at_once],
+            [
+                self.create_pay,
+                self.pay,
+                self.report_cancel,
+                self.refund,
+                self.settle_refund,
+                self.withdraw,
+                self.worker_pass,
+                self.settle_transfer,
+                self.pay_while_the_order_is_asked_for_again,
+                self.lost_refund,
+                self.workers_at_once,
+            ],
             weights=[5, 5, 1, 3, 3, 3, 2, 2, 2, 2, 1],
         )[0]
         self.log.append(action.__name__)
@@ -204,12 +227,15 @@ class Simulation:
 
 def payable_pays_of_paid_orders():
     paid = Pay.select(Pay.o_id).where(Pay.type == "order", Pay.status.in_(("paid", "refunded")))
-    return [p.pay_id for p in Pay.select(Pay.pay_id).where(Pay.type == "order", Pay.status == "pending", Pay.o_id.in_(paid))]
+    return [
+        p.pay_id for p in Pay.select(Pay.pay_id).where(Pay.type == "order", Pay.status == "pending", Pay.o_id.in_(paid))
+    ]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_the_books_balance_after_every_step_and_reconcile_clean(seed, live, database, fake_pingpp, pingpp_keys,
-                                                                settings, gateway):
+def test_the_books_balance_after_every_step_and_reconcile_clean(
+    seed, live, database, fake_pingpp, pingpp_keys, settings, gateway
+):
     simulation = Simulation(seed, live, fake_pingpp, pingpp_keys[0], settings, gateway)
     for number in range(STEPS):
         simulation.step()
@@ -225,7 +251,8 @@ def test_the_books_balance_after_every_step_and_reconcile_clean(seed, live, data
     with time_machine.travel(leases_over, tick=False):
         simulation.worker_pass()
     assert not Refund.select().where(Refund.status == "pending", Refund.pingpp_refund_id.is_null()).exists(), [
-        str(r.__data__) for r in Refund.select().where(Refund.status == "pending", Refund.pingpp_refund_id.is_null())]
+        str(r.__data__) for r in Refund.select().where(Refund.status == "pending", Refund.pingpp_refund_id.is_null())
+    ]
     assert books.check() == []
     today = datetime.datetime.now(settings.tz).date()
     row = reconciliation.reconcile(settings, gateway, today)

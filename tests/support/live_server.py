@@ -59,8 +59,20 @@ class LiveServer:
     has answered a request (told by payapi's request lines, which name the pid).
     """
 
-    def __init__(self, tmp_dir, database_url=None, pingpp_url=None, public_key_path=None, workers=4,
-                 worker_connections=None, app=None, root=ROOT, ready_path="/healthz", each_worker=None, **extra_env):
+    def __init__(
+        self,
+        tmp_dir,
+        database_url=None,
+        pingpp_url=None,
+        public_key_path=None,
+        workers=4,
+        worker_connections=None,
+        app=None,
+        root=ROOT,
+        ready_path="/healthz",
+        each_worker=None,
+        **extra_env,
+    ):
         self.port = free_port()
         self.worker_connections = worker_connections
         self.app, self.root, self.ready_path = app, Path(root), ready_path
@@ -92,8 +104,14 @@ class LiveServer:
 
     def migrate(self):
         """`python -m payapi migrate` of this server's checkout with its environment (the Procfile's release step)."""
-        done = subprocess.run([sys.executable, "-m", "payapi", "migrate"], cwd=self.root, env=self.env,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "payapi", "migrate"],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"migrate failed in {self.root}:\n{done.stdout}{done.stderr}")
         return self
@@ -110,10 +128,16 @@ class LiveServer:
         # A positional APP_MODULE overrides the config file's wsgi_app, as --bind overrides its bind.
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                "--bind", f"127.0.0.1:{self.port}",
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{self.port}",
                 "--no-control-socket",
-                "--worker-connections", str(self.worker_connections or self.env.get("GUNICORN_THREADS", "4")),
+                "--worker-connections",
+                str(self.worker_connections or self.env.get("GUNICORN_THREADS", "4")),
                 *([self.app] if self.app else []),
             ],
             cwd=self.root,
@@ -340,8 +364,13 @@ def run_gunicorn(args, env, cwd, timeout=45):
     import pytest
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", *args], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [sys.executable, "-m", "gunicorn", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         out, _ = proc.communicate(timeout=timeout)

@@ -32,8 +32,7 @@ def csrf_of(page):
 
 def log_in(client, name="alice", password=OPERATOR_PASSWORD):
     form = client.get("/ops/login")
-    answer = client.post("/ops/login", {"csrf": csrf_of(form), "name": name, "password": password},
-                         expect_errors=True)
+    answer = client.post("/ops/login", {"csrf": csrf_of(form), "name": name, "password": password}, expect_errors=True)
     return answer
 
 

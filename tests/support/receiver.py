@@ -67,8 +67,9 @@ class Receiver:
         with self.lock:
             self.attempts.append((message_id, scripted))
             if scripted < 300:
-                self.received.append({"id": message_id, "timestamp": headers["webhook-timestamp"],
-                                      "body": json.loads(raw)})
+                self.received.append(
+                    {"id": message_id, "timestamp": headers["webhook-timestamp"], "body": json.loads(raw)}
+                )
         return scripted
 
     def types(self):

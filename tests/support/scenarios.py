@@ -20,7 +20,10 @@ def assert_envelope(answer, code, status):
     and HTTP status, a message on failures, nothing of a traceback or the driver. -> its body."""
     http_status = getattr(answer, "status_int", None) or answer.status
     body = answer.json if hasattr(answer, "json") else answer.body
-    assert http_status == status and isinstance(body, dict) and body.get("code") == code, (http_status, answer.text[:500])
+    assert http_status == status and isinstance(body, dict) and body.get("code") == code, (
+        http_status,
+        answer.text[:500],
+    )
     if hasattr(answer, "content_type"):
         assert answer.content_type == "application/json"
     if code != 900:
@@ -63,6 +66,7 @@ class User:
 
 
 # --- pays and Ping++'s events ------------------------------------------------------------------------
+
 
 def pay_request(**fields):
     """A valid POST /internal/pays body for a new order; fields override it."""
@@ -113,6 +117,7 @@ def pay_expert(app, sandbox, private_key, expert_id, money):
 
 
 # --- experts and withdrawals, set up through the public routes ------------------------------------
+
 
 def set_passwd(user, passwd=PASSWD):
     response = user.post("/rest/pay/passwd", {"passwd": passwd})

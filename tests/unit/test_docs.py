@@ -35,8 +35,9 @@ def documented_routes():
 def served_methods():
     """{path: {method}} of the app's routes (falcon's own responders for the rest left out)."""
     app = create_app(Settings(auth_secrets=AUTH_SECRETS, service_key=SERVICE_KEY), None, None)
-    return {route.path: {m.method for m in route.methods if not m.internal}
-            for route in falcon.inspect.inspect_routes(app)}
+    return {
+        route.path: {m.method for m in route.methods if not m.internal} for route in falcon.inspect.inspect_routes(app)
+    }
 
 
 def app_routes():

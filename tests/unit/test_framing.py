@@ -40,7 +40,10 @@ def post(body, *headers):
         (post(b"1", b"Content-Length: 0000000000000000000002"), PARTIAL),  # leading zeros are allowed
         (post(b"12", b"Content-Length: 0000000000000000000002"), COMPLETE),
         (post(b"", b"Content-Length: " + b"9" * 19), TOO_LONG),
-        (post(b"5\r\nhello\r\n", b"Transfer-Encoding: gzip", b"Transfer-Encoding: chunked"), PARTIAL),  # every line counts
+        (
+            post(b"5\r\nhello\r\n", b"Transfer-Encoding: gzip", b"Transfer-Encoding: chunked"),
+            PARTIAL,
+        ),  # every line counts
         (post(b"", b"Transfer-Encoding: gzip"), COMPLETE),  # no length to read by: gunicorn answers 400
         (post(b"0x10\r\n", b"Transfer-Encoding: chunked"), COMPLETE),  # not hexadecimal to gunicorn: 400
         (post(b"5\r\nhelloXY", b"Transfer-Encoding: chunked"), COMPLETE),  # no CRLF after the data: 400
@@ -57,10 +60,11 @@ def test_a_request_is_handed_to_a_thread_only_once_it_has_arrived(raw, state):
 @pytest.mark.parametrize("split", [1, 7, 4096])
 def test_a_request_arriving_in_pieces_is_judged_as_if_it_came_at_once(split):
     """The main loop looks at each piece once (it keeps where it got to); the verdict is the same."""
-    chunked = post(b"".join(b"1;e=1\r\nx\r\n" for _ in range(300)) + b"0\r\nX-T: 1\r\n\r\n",
-                   b"Transfer-Encoding: gzip, chunked")
+    chunked = post(
+        b"".join(b"1;e=1\r\nx\r\n" for _ in range(300)) + b"0\r\nX-T: 1\r\n\r\n", b"Transfer-Encoding: gzip, chunked"
+    )
     for raw in [GET, post(b"1234567890", b"content-length: 10"), chunked, post(b"", b"Content-Length: 1048577")]:
         arrival = serving.Arrival()
-        states = [arrival.add(raw[i:i + split]) for i in range(0, len(raw), split)]
+        states = [arrival.add(raw[i : i + split]) for i in range(0, len(raw), split)]
         assert states[-1] == request_state(bytearray(raw)) != PARTIAL
         assert PARTIAL not in states[:-1] or states[:-1] == [PARTIAL] * (len(states) - 1)

@@ -33,8 +33,9 @@ def test_every_status_has_a_row_and_moves_only_to_statuses(lifecycle, statuses):
 
 
 def a_record(lifecycle, now):
-    record = types.SimpleNamespace(type="order", o_id="o" * 24, note_id=None, paid_at=None,
-                                   user_id="u" * 24, month="2026-11")
+    record = types.SimpleNamespace(
+        type="order", o_id="o" * 24, note_id=None, paid_at=None, user_id="u" * 24, month="2026-11"
+    )
     return lifecycle.begin(record, now)
 
 

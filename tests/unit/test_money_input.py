@@ -24,7 +24,26 @@ def test_integers_and_digit_strings_are_fen(value, expected):
 
 @pytest.mark.parametrize(
     "value",
-    [10.5, 1000.0, "10.5", "-1", "+1", " 100", "100 ", "1e3", "", True, False, None, [100], {"a": 1}, "１００", "0x10", "1_000", "9" * 20],
+    [
+        10.5,
+        1000.0,
+        "10.5",
+        "-1",
+        "+1",
+        " 100",
+        "100 ",
+        "1e3",
+        "",
+        True,
+        False,
+        None,
+        [100],
+        {"a": 1},
+        "１００",
+        "0x10",
+        "1_000",
+        "9" * 20,
+    ],
 )
 def test_anything_else_is_refused_with_904(value):
     with pytest.raises(ApiError) as refused:

@@ -47,8 +47,11 @@ def test_trimming_pattern_knows_what_python_strips():
 
 @pytest.mark.parametrize("min_len, max_len", [(1, 64), (0, 128), (1, 1), (1, 2)])
 @hypothesis_settings(max_examples=200, deadline=None, database=None)
-@given(value=st.text(st.sampled_from(" \t\n\x1c\x85\u3000\ufeff\u200bab名") | st.characters(exclude_categories=["Cs"]),
-                     max_size=140))
+@given(
+    value=st.text(
+        st.sampled_from(" \t\n\x1c\x85\u3000\ufeff\u200bab名") | st.characters(exclude_categories=["Cs"]), max_size=140
+    )
+)
 def test_trimmed_length_pattern_is_what_the_service_accepts(min_len, max_len, value):
     expected = decodes(Text.between(min_len, max_len), value)
     assert pattern_validator(patterns.trimmed_length(min_len, max_len)).is_valid(value) == expected

@@ -60,7 +60,8 @@ def test_the_last_refund_failing_gives_back_exactly_what_it_took(money, fee_bps,
 
 
 @hypothesis.given(
-    money=st.integers(1, 10_000), fee_bps=st.integers(0, 10_000),
+    money=st.integers(1, 10_000),
+    fee_bps=st.integers(0, 10_000),
     steps=st.lists(st.tuples(st.booleans(), st.integers(1, 10_000)), max_size=12),
 )
 def test_shares_stay_within_each_refund_and_those_standing_take_exactly_their_pro_rata_part(money, fee_bps, steps):
@@ -86,7 +87,9 @@ def test_shares_stay_within_each_refund_and_those_standing_take_exactly_their_pr
         assert taken == pay.credited
 
 
-@hypothesis.given(user_id=st.from_regex(r"[0-9a-f]{24}", fullmatch=True), bucket=st.sampled_from([books.PENDING, books.AVAILABLE]))
+@hypothesis.given(
+    user_id=st.from_regex(r"[0-9a-f]{24}", fullmatch=True), bucket=st.sampled_from([books.PENDING, books.AVAILABLE])
+)
 def test_an_expert_account_names_its_expert_and_bucket(user_id, bucket):
     assert books.expert_of(books.expert(user_id, bucket)) == (user_id, bucket)
 

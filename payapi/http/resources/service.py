@@ -23,8 +23,13 @@ class Health:
         self._lock = threading.Lock()
         self._down_because = None  # the last cause logged, until the database answers again
 
-    @operation(id="health", summary="Whether the database answers.", tag="operations", answer=HealthAnswer,
-               errors={503: "999: the database is down (`db`: `down`)."})
+    @operation(
+        id="health",
+        summary="Whether the database answers.",
+        tag="operations",
+        answer=HealthAnswer,
+        errors={503: "999: the database is down (`db`: `down`)."},
+    )
     def on_get(self, req, resp):
         try:
             db.execute_sql("SELECT 1")
