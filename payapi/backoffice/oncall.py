@@ -14,6 +14,7 @@ from payapi.contract.shapes import OpsNotificationNow
 from payapi.domain.clock import iso
 from payapi.domain.lifecycles import NotificationStatus, RefundStatus
 from payapi.infra.models import Notification, Pay, Profile, Wallet, Withdrawal
+from payapi.money import statement
 from payapi.money.books import AVAILABLE, FEES, PAYOUTS, PENDING, PINGPP, REFUNDS
 
 FAILING, FAILED = "failing", "failed"
@@ -44,7 +45,7 @@ def search_withdrawals(q=None, status=None, limit=50, before=None):
 
 
 def expert(user_id, limit=100):
-    """An expert's balance, profile, withdrawals and pays (newest first)."""
+    """An expert's balance, profile, withdrawals, pays and the newest lines of their statement (newest first)."""
     wallet = Wallet.get_or_none(Wallet.user_id == user_id)
     profile = Profile.get_or_none(Profile.user_id == user_id)
     withdrawals = list(
@@ -61,6 +62,7 @@ def expert(user_id, limit=100):
         "available": wallet.available if wallet else 0,
         "withdrawals": withdrawals,
         "pays": pays,
+        "statement": statement.page(user_id, limit)[0],
     }
 
 

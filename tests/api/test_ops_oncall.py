@@ -201,6 +201,16 @@ def test_the_console_finds_a_finished_withdrawal_and_shows_the_experts_page(app,
     assert missing.status_int == 404
 
 
+def test_the_experts_page_shows_their_statement_as_the_books_hold_it(operator_console, finished):
+    expert, done_id, pending_id = finished
+    page = operator_console.get(f"/ops/experts/{expert.id}")
+    statement = page.text.split('id="expert-statement"')[1].split("</table>")[0]
+    rows = re.findall(r'<td data-label="金额" class="num key amount">(.*?)</td>', statement)
+    # Newest first: the two withdrawals (2,000 then 1,000), then the income (no fee in the tests' settings).
+    assert rows == ["-¥20.00", "-¥10.00", "¥100.00"], rows
+    assert done_id in statement and pending_id in statement and "提现" in statement
+
+
 def test_trial_balance_accounts_are_named_for_people(app, operator_console, expert):
     page = operator_console.get("/ops/books")
     assert f'<a href="/ops/experts/{expert.id}">专家 张三（{expert.id[:8]}…） · 可提现</a>' in page.text
