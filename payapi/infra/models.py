@@ -134,8 +134,8 @@ class Pay(SavedByOutbox, BaseModel):
     retrieve_after = pw.BigIntegerField(default=0)
     # The pay as the app sees it (seed route 1's `info`), rewritten by every outbox.save(pay):
     # reading a pay is two columns instead of twenty-seven, and PyMySQL spends most of a read
-    # parsing the metadata of each column (measured: see README, Performance). Change pays through
-    # outbox.save.
+    # parsing the metadata of each column (measured: see docs/performance.md, "What the profile
+    # showed"). Change pays through outbox.save.
     info = LongTextField(null=True)
 
     class Meta:

@@ -84,7 +84,8 @@ def _slow(func, *args):
 # - per worker process: at most MAX_WAITING_ON_BCRYPT requests wait on bcrypt at once. gunicorn
 #   runs 4 threads per worker: with at most 2 of them on bcrypt, the other 2 keep answering cheap
 #   reads; a third password request in the same worker is refused at once (906, retry in a
-#   second) instead of queueing reads behind it. Measured: see README, Performance.
+#   second) instead of queueing reads behind it. Measured: see docs/performance.md, Results (the
+#   read while /passwd is saturated).
 
 MAX_WAITING_ON_BCRYPT = 2
 BUSY = "系统繁忙，请稍后再试"
