@@ -6,7 +6,9 @@ one low-priority hashing thread). Wrong passwords are counted by *name and clien
 so a stranger cannot lock the real operator out, and by *name* alone (the kind `operator-name`, a
 rate: NAME_BURST wrong ones, then one per NAME_INTERVAL_MS, from addresses the name has never
 logged in from), so guessing from many addresses stays slow while the operator, from an address
-they logged in from before (the kind `operator-known`), still gets in. The rows are keyed by
+they logged in from before (the kind `operator-known`), still gets in; and by *address* alone
+(`operator-addr`, a rate: ADDRESS_BURST, then one per ADDRESS_INTERVAL_MS), so one address trying
+new names cannot keep the one place for operator logins busy. The rows are keyed by
 digests of the name as typed, so an unknown name is counted, locked and timed (a decoy bcrypt)
 exactly like a known one. A disabled operator's sessions end at once and their Basic credentials
 stop working on the next request.
@@ -51,6 +53,12 @@ NAME_BURST = 20
 NAME_INTERVAL_MS = 60 * 1000
 KNOWN_MS = 30 * 24 * 3600 * 1000
 BY_ADDRESS, BY_NAME, KNOWN = security.OPERATOR, "operator-name", "operator-known"
+# Guessing from one address at any names (a new name each time is never locked: five guesses
+# each): ADDRESS_BURST wrong passwords, then one per ADDRESS_INTERVAL_MS, refused before the
+# login's place and its bcrypt, so one address cannot keep every operator login out as busy.
+ADDRESS_BURST = 100
+ADDRESS_INTERVAL_MS = 10 * 1000
+FROM_ADDRESS = "operator-addr"
 # The console's cookies (Path=/ops, Secure, HttpOnly, SameSite=Strict): the session's token, and
 # the login form's double-submit CSRF token (there is no session yet to keep it in).
 SESSION_COOKIE = "payapi_ops_session"
@@ -165,11 +173,22 @@ def verify(name, password, rounds, address):
     remaining = security.lock_remaining(here, BY_ADDRESS)
     if remaining:
         raise locked(remaining)  # before the name's rate: a locked address's tries cost nobody else
-    with security.operator_slots.place():
-        counted = _take_guess(name, _known(name, address))  # before the slow check, as check_secret does
-        identity = _verify(name, password, rounds, here)
+    known = _known(name, address)
+    from_here = _take_guess(_key(FROM_ADDRESS, address), FROM_ADDRESS, known, ADDRESS_BURST, ADDRESS_INTERVAL_MS)
+    tried = False
+    try:
+        with security.operator_slots.place():
+            counted = _take_guess(_key(BY_NAME, name), BY_NAME, known)  # before the slow check, as check_secret
+            tried = True
+            identity = _verify(name, password, rounds, here)
+    except ApiError:
+        if from_here and not tried:  # busy, or the name's rate: no password was tried
+            _give_back_guess(_key(FROM_ADDRESS, address), FROM_ADDRESS, ADDRESS_INTERVAL_MS)
+        raise
     if counted:
-        _give_back_guess(name)  # a right password was no guess
+        _give_back_guess(_key(BY_NAME, name), BY_NAME)  # a right password was no guess
+    if from_here:
+        _give_back_guess(_key(FROM_ADDRESS, address), FROM_ADDRESS, ADDRESS_INTERVAL_MS)
     _remember(name, address)
     return identity
 
@@ -191,25 +210,26 @@ def _known(name, address):
 
 
 @transaction
-def _take_guess(name, known):
-    """Count a guess at the name from anywhere (GCRA over `locked_until`, the theoretical arrival
-    time); 906 past the rate, except from an address the name logged in from. -> whether it counted."""
+def _take_guess(key, kind, known, burst=NAME_BURST, interval=NAME_INTERVAL_MS):
+    """Count a guess at a name from anywhere (kind BY_NAME), or at any name from one address
+    (FROM_ADDRESS): GCRA over `locked_until`, the theoretical arrival time; 906 past the rate,
+    except from an address the name logged in from. -> whether it counted."""
     now = now_ms()
-    row = lock_row(Lockout, {"failures": 0, "failed_at": ""}, user_id=_key(BY_NAME, name), kind=BY_NAME)
+    row = lock_row(Lockout, {"failures": 0, "failed_at": ""}, user_id=key, kind=kind)
     tat = max(row.locked_until, now)
-    ahead = tat - now - (NAME_BURST - 1) * NAME_INTERVAL_MS
+    ahead = tat - now - (burst - 1) * interval
     if ahead > 0:
         if not known:
             raise locked(ahead)
         return False  # the operator's own address: let in, and not pushing the others further back
-    row.locked_until = tat + NAME_INTERVAL_MS
+    row.locked_until = tat + interval
     row.save()
     return True
 
 
-def _give_back_guess(name):
-    Lockout.update(locked_until=Lockout.locked_until - NAME_INTERVAL_MS).where(
-        Lockout.user_id == _key(BY_NAME, name), Lockout.kind == BY_NAME, Lockout.locked_until >= NAME_INTERVAL_MS
+def _give_back_guess(key, kind, interval=NAME_INTERVAL_MS):
+    Lockout.update(locked_until=Lockout.locked_until - interval).where(
+        Lockout.user_id == key, Lockout.kind == kind, Lockout.locked_until >= interval
     ).execute()
 
 
@@ -230,7 +250,9 @@ def forget_stale_guesses():
     rates that have run down, addresses no longer remembered, and per-address counts with no lock
     and no wrong password within the window. -> how many."""
     now = now_ms()
-    gone = Lockout.delete().where(Lockout.kind.in_((BY_NAME, KNOWN)), Lockout.locked_until < now).execute()
+    gone = (
+        Lockout.delete().where(Lockout.kind.in_((BY_NAME, KNOWN, FROM_ADDRESS)), Lockout.locked_until < now).execute()
+    )
     rows = list(
         Lockout.select(Lockout.id, Lockout.failed_at)
         .where(Lockout.kind == BY_ADDRESS, Lockout.locked_until <= now, Lockout.id > _sweep_after[0])

@@ -52,7 +52,8 @@ class Lockout(BaseModel):
     Operators' kinds (operators.py) are keyed by a digest of the name as typed, known or not:
     'operator' (name and client address: the same counter and lock), 'operator-name' (the name
     from everywhere: `locked_until` holds its rate's theoretical arrival time) and
-    'operator-known' (name and an address it logged in from: `locked_until` is when that ends).
+    'operator-known' (name and an address it logged in from: `locked_until` is when that ends) and
+    'operator-addr' (an address, at any names: a rate as 'operator-name').
     """
 
     user_id = pw.CharField(24)

@@ -118,16 +118,19 @@ def describe(rows):
         else {}
     )
     refund_refs = [ref for kind, ref in entries.values() if kind in ("refund", "refund_failed")]
-    refunds = (
-        {
-            pingpp_id: (refund_id, pay_id)
-            for refund_id, pay_id, pingpp_id in Refund.select(Refund.refund_id, Refund.pay_id, Refund.pingpp_refund_id)
-            .where(Refund.pingpp_refund_id.in_(refund_refs))
-            .tuples()
-        }
+    # A refund's entries are booked under Ping++'s refund id, or under ours when its share was taken
+    # while Ping++'s answer was unclear (and stay so once Ping++'s id is known): look up both.
+    refunds = {}
+    for refund_id, pay_id, pingpp_id in (
+        Refund.select(Refund.refund_id, Refund.pay_id, Refund.pingpp_refund_id)
+        .where(Refund.pingpp_refund_id.in_(refund_refs) | Refund.refund_id.in_(refund_refs))
+        .tuples()
         if refund_refs
-        else {}
-    )
+        else ()
+    ):
+        refunds[refund_id] = (refund_id, pay_id)
+        if pingpp_id:
+            refunds[pingpp_id] = (refund_id, pay_id)
     pay_ids = {ref for kind, ref in entries.values() if kind in ("charge", "release")}
     pay_ids |= {pay_id for _, pay_id in refunds.values()}
     pays = (

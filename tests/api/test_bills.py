@@ -594,3 +594,60 @@ def test_racing_bookings_for_one_expert_leave_lines_that_run_in_order(database):
     assert books.check() == []
     assert Wallet.get_by_id(user_id).balance == sum(range(1, 91))
     assert StatementLine.select().where(StatementLine.user_id == user_id).count() == 90
+
+
+# --- refunds whose share was taken while Ping++'s answer was unclear --------------------------------
+
+
+def unclear_refund(app, user, pay_expert, fake_pingpp, amount):
+    """A paid pay and a refund of it whose create answer and look-up were both lost: pending, its share
+    taken at once and booked under our refund_id (Ping++'s being unknown)."""
+    paid = pay_expert(user.id, 10_000)
+    fake_pingpp.lose_next_response()  # Ping++ makes it; its answer is lost
+    fake_pingpp.fail_next()  # and the look-up fails too
+    refund = ask_refund(app, paid["pay_id"], amount)
+    assert refund["status"] == "pending" and Refund.get_by_id(refund["refund_id"]).pingpp_refund_id is None
+    return paid, refund
+
+
+def test_an_unclear_refunds_line_names_its_refund_and_pay_before_and_after_ping_answers(
+    app, make_user, pay_expert, fake_pingpp, gateway, settings
+):
+    user = make_user()
+    paid, refund = unclear_refund(app, user, pay_expert, fake_pingpp, 4_000)
+    expected = {
+        "kind": "refund",
+        "title": "退款",
+        "amount": -3_900,
+        "balance_after": 5_850,
+        "available_after": 5_850,
+        "pay_id": paid["pay_id"],
+        "refund_id": refund["refund_id"],
+        "type": "order",
+        "subject": paid["subject"],
+    }
+    taken, _ = lines(user)
+    assert brief(taken) == expected
+    with time_machine.travel(time.time() + refunds.lease_ms(settings.pingpp_timeout) / 1000 + 1, tick=False):
+        refunds.reconcile_refunds(gateway)  # the worker finds it at Ping++: it gets Ping++'s id
+        assert Refund.get_by_id(refund["refund_id"]).pingpp_refund_id is not None
+        taken, _ = lines(user.remint())
+    assert brief(taken) == expected
+
+
+def test_an_unclear_refund_ping_never_made_is_given_back_in_lines_naming_it(
+    app, make_user, pay_expert, fake_pingpp, gateway, settings
+):
+    user = make_user()
+    paid = pay_expert(user.id, 10_000)
+    fake_pingpp.fail_next(times=2)  # a 500 to the create, then to the look-up: unclear, never made
+    refund = ask_refund(app, paid["pay_id"], 4_000)
+    with time_machine.travel(time.time() + refunds.lease_ms(settings.pingpp_timeout) / 1000 + 1, tick=False):
+        assert refunds.reconcile_refunds(gateway)["not_made"] == 1
+        returned, taken, _ = lines(user.remint())
+    assert [
+        (line["kind"], line["amount"], line.get("refund_id"), line.get("pay_id")) for line in (returned, taken)
+    ] == [
+        ("refund_returned", 3_900, refund["refund_id"], paid["pay_id"]),
+        ("refund", -3_900, refund["refund_id"], paid["pay_id"]),
+    ]

@@ -367,6 +367,40 @@ def test_guessing_a_name_from_many_addresses_is_slowed_but_its_owner_still_logs_
         assert log_in(browser(app, "198.18.0.3"), "bob", "guess").status_int == 403
 
 
+def test_guessing_many_names_from_one_address_is_slowed_before_any_hashing_and_operators_still_log_in(
+    app, alice, monkeypatch
+):
+    """Each made-up name is locked from an address only after five guesses, so a flood of new names
+    from one address would keep this process's one place for operator logins (a bcrypt each) busy
+    for good and every new operator login would be refused as busy. An address's wrong guesses at any
+    names are counted too: past a burst it is refused before any hashing."""
+    burst = getattr(operators, "ADDRESS_BURST", 100)
+    assert log_in(browser(app, HOME)).status_int == 303  # alice has logged in from HOME before
+    with time_machine.travel(now_ms() / 1000, tick=False):
+        for address in (STRANGER, HOME):  # a stranger, and one behind alice's own address
+            for i in range(burst):
+                guess = app.get(
+                    "/ops/api/withdrawals",
+                    headers={**basic(f"nobody{i}", "guess"), **from_address(address)},
+                    expect_errors=True,
+                )
+                assert guess.status_int == 401, (i, guess.json)
+        checks = []
+        real = security.secret_matches
+        monkeypatch.setattr(security, "secret_matches", lambda *a: checks.append(1) or real(*a))
+        slowed = app.get(
+            "/ops/api/withdrawals", headers={**basic("somebody", "guess"), **from_address(STRANGER)}, expect_errors=True
+        )
+        assert slowed.status_int == 429 and slowed.json["code"] == 906, slowed.json
+        assert 0 < slowed.json["retry_after"] <= operators.ADDRESS_INTERVAL_MS // 1000
+        assert checks == []  # refused before any hashing
+        # The operators: from another address, and from an address they logged in from before.
+        assert log_in(browser(app, "198.18.0.9")).status_int == 303
+        assert log_in(browser(app, HOME)).status_int == 303
+        # An address past its burst is slowed for every name it has not logged in with, alice's too.
+        assert log_in(browser(app, STRANGER)).status_int == 429
+
+
 # --- a lock, a disabled operator or a new password reach cached Basic logins -----------------------------
 
 
