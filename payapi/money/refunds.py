@@ -54,7 +54,10 @@ def refundable(pay):
 # A request's longest path at Ping++: look its refund up (a keyed retry of an earlier attempt), create it,
 # look it up again after an unclear answer. Its reservation is a lease for longer: the worker leaves it alone.
 LONGEST_REQUEST_CALLS = 3
-LEASE_MARGIN_S = 5
+# The lease is written by the request's host and read by a worker's, whose clock may be ahead: a
+# worker that judged a lease over while the create still ran would fail a refund Ping++ then makes.
+# The margin covers a minute of clock skew between hosts (NTP keeps them far closer).
+LEASE_MARGIN_S = 60
 
 
 def lease_ms(gateway_timeout):

@@ -17,7 +17,7 @@ from payapi.app import create_app
 from payapi.contract.errors import ApiError
 from payapi.domain import ids
 from payapi.infra import gateway as gateway_module
-from payapi.infra.gateway import GatewayError
+from payapi.infra.gateway import GatewayError, call_seconds
 from payapi.infra.models import Notification, Pay, Refund
 from payapi.money import refunds
 from payapi.users.sms import FileSms
@@ -285,6 +285,22 @@ def test_a_refund_whose_answer_and_look_up_were_lost_is_pending_and_a_plain_retr
     (row,) = Refund.select()
     assert (row.refund_id, row.pingpp_refund_id, row.status) == (first.json["refund"]["refund_id"], made_id, "pending")
     assert balance_of(paid["expert_id"]) == 9_750 - 2_925
+
+
+def test_a_worker_whose_clock_is_half_a_minute_ahead_does_not_judge_a_request_still_running(
+    app, paid, fake_pingpp, gateway, settings
+):
+    # The lease is written with the request's host's clock and read with the worker's: a worker
+    # ahead by half a minute, just after the request's longest path at Ping++ (look-up, create,
+    # look-up again), must still leave the reservation alone, or a create still running would be
+    # failed here and made at Ping++.
+    fake_pingpp.fail_next(times=2)
+    answer = ask(app, paid["pay_id"], {"amount": 3_000, "description": "退"}).json
+    assert (answer["code"], answer["refund"]["status"]) == (900, "pending")
+    longest_path_s = refunds.LONGEST_REQUEST_CALLS * call_seconds(settings.pingpp_timeout)
+    with time_machine.travel(time.time() + longest_path_s + 30, tick=False):
+        assert refunds.reconcile_refunds(gateway)["not_made"] == 0
+    assert Refund.get().status == "pending" and balance_of(paid["expert_id"]) == 9_750 - 2_925
 
 
 def test_an_unclear_refund_ping_never_made_fails_gives_its_amount_back_and_is_announced(
