@@ -29,33 +29,53 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
             primary_key = pw.CompositeKey("user_id", "created_at", "entry_id")
 
     def write_the_history():
+        # In pages of entries (a range of entry ids at a time) and batches of rows: a history of
+        # millions of postings is never held in memory, nor written one statement per line.
         q = database.param
         sql = database.execute_sql
-        rows = sql(
-            "SELECT p.entry_id, e.created_at, p.account, p.credit - p.debit FROM posting p "
-            f"JOIN journal_entry e ON e.entry_id = p.entry_id WHERE p.account LIKE {q} ORDER BY p.entry_id, p.id",
-            ("expert:%",),
-        ).fetchall()
-        lines = {}  # (entry_id, user_id) -> [created_at, change of balance, change of available], entry order
-        for entry_id, created_at, account, net in rows:
-            parts = account.split(":")
-            if len(parts) != 3:
-                continue
-            line = lines.setdefault((entry_id, parts[1]), [created_at, 0, 0])
-            line[1] += int(net)
-            if parts[2] == "available":
-                line[2] += int(net)
+        page_entries, batch_rows = 20_000, 500
         after = {}  # user_id -> (created_at, balance, available) after their last line
-        for (entry_id, user_id), (created_at, change, available_change) in lines.items():
-            at, balance, available = after.get(user_id, (created_at, 0, 0))
-            at = max(at, created_at)
-            balance, available = balance + change, available + available_change
-            sql(
-                "INSERT INTO statement_line (user_id, created_at, entry_id, amount, balance_after, available_after) "
-                f"VALUES ({q}, {q}, {q}, {q}, {q}, {q})",
-                (user_id, at, entry_id, change, balance, available),
-            )
-            after[user_id] = (at, balance, available)
+        pending = []
+
+        def flush():
+            if pending:
+                values = ", ".join([f"({q}, {q}, {q}, {q}, {q}, {q})"] * len(pending))
+                sql(
+                    "INSERT INTO statement_line (user_id, created_at, entry_id, amount, balance_after, available_after) "
+                    f"VALUES {values}",
+                    [value for row in pending for value in row],
+                )
+                pending.clear()
+
+        (last_entry,) = sql("SELECT COALESCE(MAX(entry_id), 0) FROM journal_entry").fetchone()
+        low = 0
+        while low < last_entry:
+            high = low + page_entries
+            rows = sql(
+                "SELECT p.entry_id, e.created_at, p.account, p.credit - p.debit FROM posting p "
+                "JOIN journal_entry e ON e.entry_id = p.entry_id "
+                f"WHERE p.entry_id > {q} AND p.entry_id <= {q} AND p.account LIKE {q} ORDER BY p.entry_id, p.id",
+                (low, high, "expert:%"),
+            ).fetchall()
+            lines = {}  # (entry_id, user_id) -> [created_at, change of balance, change of available], entry order
+            for entry_id, created_at, account, net in rows:
+                parts = account.split(":")
+                if len(parts) != 3:
+                    continue
+                line = lines.setdefault((entry_id, parts[1]), [created_at, 0, 0])
+                line[1] += int(net)
+                if parts[2] == "available":
+                    line[2] += int(net)
+            for (entry_id, user_id), (created_at, change, available_change) in lines.items():
+                at, balance, available = after.get(user_id, (created_at, 0, 0))
+                at = max(at, created_at)
+                balance, available = balance + change, available + available_change
+                pending.append((user_id, at, entry_id, change, balance, available))
+                if len(pending) >= batch_rows:
+                    flush()
+                after[user_id] = (at, balance, available)
+            low = high
+        flush()
         for user_id, (at, _, _) in after.items():
             sql(f"UPDATE wallet SET updated_at = {q} WHERE user_id = {q} AND updated_at < {q}", (at, user_id, at))
 
