@@ -316,8 +316,11 @@ def test_clients_trickling_many_small_chunks_do_not_stop_the_worker(server):
     feeder = threading.Thread(target=trickle, daemon=True)
     feeder.start()
     try:
-        time.sleep(3)  # the first 300 KB taken in; well before the tricklers' 408
-        assert _health_while(server, timeout=4) == [200] * 8
+        # The first 300 KB taken in (a few seconds of the main loop, more on a loaded machine); the
+        # health checks end before the tricklers' 408 (REQUEST_TIMEOUT_S after they connected), which
+        # would free a loop that walked every chunk again and hide it.
+        time.sleep(3)
+        assert _health_while(server, timeout=serving.REQUEST_TIMEOUT_S - 4) == [200] * 8
     finally:
         stop.set()
         feeder.join(10)
