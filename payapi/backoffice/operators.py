@@ -388,8 +388,9 @@ def same_token(given, expected):
 # --- the audit trail -------------------------------------------------------------------------------
 
 
-def audit(identity, action, target, reason, before, after):
-    """One audit row; the caller's transaction writes it with the change it records."""
+def audit(identity, action, target, reason, before, after, refusal=None):
+    """One audit row; the caller's transaction writes it with the change it records. refusal: why
+    Ping++'s answer refused the action (nothing was done): the row's outcome is then `refused`."""
     return AuditEntry.create(
         audit_id=new_id(),
         operator=identity.name,
@@ -399,24 +400,14 @@ def audit(identity, action, target, reason, before, after):
         before=json.dumps(before, ensure_ascii=False),
         after=json.dumps(after, ensure_ascii=False),
         created_at=now_ms(),
+        **({} if refusal is None else {"outcome": "refused", "refusal": str(refusal)[:255]}),
     )
 
 
 @transaction
 def audit_refused(identity, action, target, reason, before, after, refusal):
-    """An action Ping++'s answer refused: an audit row like a performed one's, outcome `refused`, with why."""
-    return AuditEntry.create(
-        audit_id=new_id(),
-        operator=identity.name,
-        action=action,
-        target=target,
-        reason=reason or "",
-        before=json.dumps(before, ensure_ascii=False),
-        after=json.dumps(after, ensure_ascii=False),
-        created_at=now_ms(),
-        outcome="refused",
-        refusal=str(refusal)[:255],
-    )
+    """An action Ping++'s answer refused, recorded in a transaction of its own (the action's is rolled back)."""
+    return audit(identity, action, target, reason, before, after, refusal=refusal)
 
 
 def audit_entries(limit, before=None):
