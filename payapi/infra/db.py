@@ -1,11 +1,13 @@
 """The database: one proxy bound at start-up, write transactions that survive lock conflicts."""
 
 import collections
+import fcntl
 import functools
 import logging
 import os
 import random
 import ssl
+import threading
 import time
 import urllib.parse
 
@@ -106,7 +108,7 @@ def mysql_params(url):
 
 
 def open_database(url):
-    """A peewee database for a DATABASE_URL; SQLite gets WAL and writer serialisation."""
+    """A peewee database for a DATABASE_URL; SQLite gets WAL, and its writers take turns (writer_turn)."""
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
         if "?" in url:
@@ -188,7 +190,7 @@ def transaction(func=None, *, attempts=8):
             return func(*args, **kwargs)
         for attempt in range(1, attempts + 1):
             try:
-                with db.atomic():
+                with writer_turn(db.obj), db.atomic():
                     return func(*args, **kwargs)
             except Exception as exc:
                 if attempt == attempts or not is_retryable(exc):
@@ -200,6 +202,74 @@ def transaction(func=None, *, attempts=8):
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+class _WriterTurn:
+    """One SQLite write transaction at a time on this machine, waiters woken at once.
+
+    Writers that meet at `BEGIN IMMEDIATE` are left to SQLite's busy handler, which sleeps in
+    growing steps (up to 100 ms) and retries: the writer that comes back when the lock is free wins,
+    not the one that waited longest, so under 16 concurrent writers a few waited seconds (p99 of an
+    applied webhook 1 s against a p50 of 34 ms). Instead a writer first takes this process's lock
+    (threads), then an exclusive `flock` on `<database>-writer.lock` (processes: the gunicorn workers,
+    the worker, the commands), and only then `BEGIN IMMEDIATE`; both wake the next waiter as soon as
+    the turn is given back at the end of the transaction. Held only around a `transaction` (database
+    work only, never a provider call), taken before the transaction's first statement, so it comes
+    first in the lock order (turn → order lock → pay → wallet) and cannot deadlock with them; a
+    process that dies gives its flock back with its file descriptors. Writers that do not take it
+    (a `db.atomic()` of their own, another program) still meet SQLite's busy handler.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.lock = threading.Lock()
+        self.fd = None
+        self.pid = None
+
+    def __enter__(self):
+        self.lock.acquire()
+        try:
+            if self.pid != os.getpid():  # opened in this process: a forked child must not share the parent's
+                self.fd, self.pid = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600), os.getpid()
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self.lock.release()
+
+
+class _NoTurn:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+_NO_TURN = _NoTurn()
+_turns: dict[str, "_WriterTurn | _NoTurn"] = {}
+_turns_lock = threading.Lock()
+
+
+def writer_turn(database):
+    """The context a write transaction on database runs in: a SQLite file's _WriterTurn, else nothing."""
+    if not isinstance(database, peewee.SqliteDatabase):
+        return _NO_TURN
+    path = database.database
+    turn = _turns.get(path)
+    if turn is None:
+        with _turns_lock:
+            turn = _turns.get(path)
+            if turn is None:
+                memory = not path or path == ":memory:" or path.startswith("file:")
+                turn = _turns[path] = _NO_TURN if memory else _WriterTurn(f"{path}-writer.lock")
+    return turn
 
 
 def ensure_connection():
