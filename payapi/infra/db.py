@@ -286,6 +286,15 @@ def lock_row(model, defaults, **key):
     every parallel call. Only a missing row is inserted, with INSERT IGNORE, so two requests
     creating the same row do not fail on the unique key.
     """
+    if list(key) == [model._meta.primary_key.name]:  # the SQL text built once (locked, insert_row)
+        (value,) = key.values()
+        row = locked(model, value)
+        if row is None:
+            insert_row(model, {**key, **defaults}, ignore=True)
+            row = locked(model, value)
+            if row is None:
+                raise model.DoesNotExist(f"{model.__name__} {value!r} neither found nor inserted")
+        return row
     query = model.select()
     for name, value in key.items():
         query = query.where(getattr(model, name) == value)
@@ -374,3 +383,168 @@ def text_columns(database, tables):
         list(tables) * 2,
     ).fetchall()
     return sorted(rows, key=lambda r: (r[0], r[1] or ""))
+
+
+# --- the write path's statements, their SQL text built once --------------------------------------
+
+# peewee builds the SQL text of every query it runs; for a 27-column pay that is ~0.5 ms of Python
+# per statement, most of an applied charge's time in Python (docs/performance.md). The statements
+# below depend only on the model, the columns and the dialect, so their text is built once per
+# database class (a dialect: quoting, the parameter mark, FOR UPDATE) and reused; the values go in
+# as parameters, converted by each field's db_value as peewee converts them.
+_texts: dict[tuple, str] = {}
+
+
+def sql_text(database, key, build):
+    """The SQL text of key for database's dialect: build(quote, param mark, is_mysql), called once."""
+    cache_key = (type(database), *key)
+    sql = _texts.get(cache_key)
+    if sql is None:
+        left, right = database.quote[0], database.quote[1]
+        sql = _texts[cache_key] = build(
+            lambda name: left + name + right, database.param, isinstance(database, peewee.MySQLDatabase)
+        )
+    return sql
+
+
+def _instance(model, fields, row):
+    """A model instance from a row of fields, as peewee's own cursor makes one (nothing dirty)."""
+    instance = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, row, strict=True)})
+    instance._dirty.clear()
+    return instance
+
+
+def locked(model, value, required=False):
+    """`for_update(model.select().where(pk == value)).first()`: the row of model with this primary key,
+    locked until the transaction ends (FOR UPDATE on MySQL; SQLite's IMMEDIATE transaction already
+    holds the database), as a model instance; None if there is none (required: `.get()`, which raises
+    model.DoesNotExist)."""
+    database = db.obj
+    meta = model._meta
+    fields = meta.sorted_fields
+
+    def build(q, param, mysql):
+        columns = ", ".join(q(f.column_name) for f in fields)
+        lock = " FOR UPDATE" if mysql else ""
+        return f"SELECT {columns} FROM {q(meta.table_name)} WHERE {q(meta.primary_key.column_name)} = {param}{lock}"
+
+    sql = sql_text(database, (model, "locked"), build)
+    row = database.execute_sql(sql, (meta.primary_key.db_value(value),)).fetchone()
+    if row is None:
+        if required:
+            raise model.DoesNotExist(f"{model.__name__} {value!r} does not exist")
+        return None
+    return _instance(model, fields, row)
+
+
+def insert_row(model, values, ignore=False):
+    """`model.insert(**values).execute()` (`.on_conflict_ignore()` with ignore) -> the cursor's
+    lastrowid (an AutoField's new id) and rowcount; values by field name, with the model's defaults
+    for the columns missing (as peewee's insert fills them in)."""
+    database = db.obj
+    meta = model._meta
+    missing = [f for f in meta.defaults if f.name not in values]
+    if missing:
+        values = {**values, **{f.name: f.default() if callable(f.default) else f.default for f in missing}}
+    names = tuple(values)
+    fields = [meta.fields[name] for name in names]
+
+    def build(q, param, mysql):
+        verb = ("INSERT IGNORE" if mysql else "INSERT OR IGNORE") if ignore else "INSERT"
+        return (
+            f"{verb} INTO {q(meta.table_name)} ({', '.join(q(f.column_name) for f in fields)}) "
+            f"VALUES ({', '.join([param] * len(fields))})"
+        )
+
+    sql = sql_text(database, (model, "insert", ignore, names), build)
+    cursor = database.execute_sql(sql, [f.db_value(values[f.name]) for f in fields])
+    return cursor.lastrowid, cursor.rowcount
+
+
+def insert_rows(model, names, rows):
+    """`model.insert_many(rows).execute()` for rows of values in names' order, in one statement."""
+    database = db.obj
+    meta = model._meta
+    fields = [meta.fields[name] for name in names]
+
+    def build(q, param, mysql):
+        row = "(" + ", ".join([param] * len(fields)) + ")"
+        columns = ", ".join(q(f.column_name) for f in fields)
+        return f"INSERT INTO {q(meta.table_name)} ({columns}) VALUES {', '.join([row] * len(rows))}"
+
+    sql = sql_text(database, (model, "insert_many", tuple(names), len(rows)), build)
+    database.execute_sql(sql, [f.db_value(value) for row in rows for f, value in zip(fields, row, strict=True)])
+
+
+def savable(instance, only):
+    """save_row does what peewee's Model.save would: a single-column primary key that is not
+    generated (pays, wallets, events, ...), and set."""
+    meta = instance._meta
+    return (
+        (only is None or all(isinstance(f, peewee.Field) for f in only))
+        and not meta.only_save_dirty
+        and not meta.auto_increment
+        and not meta.composite_key
+        and isinstance(meta.primary_key, peewee.Field)
+        and instance._pk is not None
+    )
+
+
+def save_row(instance, force_insert=False, only=None):
+    """peewee's Model.save() for a savable instance: INSERT of the columns it holds (force_insert),
+    or UPDATE of the columns it holds (or of only) by its primary key; -> rows changed (1 for an
+    insert), the saved columns no longer dirty."""
+    database = db.obj
+    meta = instance._meta
+    model, data, pk = type(instance), instance.__data__, meta.primary_key
+    if only is not None:
+        wanted = {f.name for f in only}
+        names = tuple(f.name for f in meta.sorted_fields if f.name in wanted and f.name in data)
+    else:
+        names = tuple(f.name for f in meta.sorted_fields if f.name in data)
+    if force_insert:
+        insert_row(model, {name: data[name] for name in names})
+        rows = 1
+    else:
+        fields = [meta.fields[name] for name in names if name != pk.name]
+        if not fields:
+            raise ValueError("no data to save!")
+
+        def build(q, param, mysql):
+            columns = ", ".join(f"{q(f.column_name)} = {param}" for f in fields)
+            return f"UPDATE {q(meta.table_name)} SET {columns} WHERE {q(pk.column_name)} = {param}"
+
+        sql = sql_text(database, (model, "update", names), build)
+        values = [f.db_value(data[f.name]) for f in fields]
+        values.append(pk.db_value(instance._pk))
+        rows = database.execute_sql(sql, values).rowcount
+    instance._dirty -= set(names)
+    return rows
+
+
+class Prepared:
+    """A query of the write path whose SQL text is built once per database class: build(*marks) makes
+    the peewee query with a mark in place of each value that changes (text fields only: a mark is a
+    string), and each call runs it with the values in their places; lock: FOR UPDATE on MySQL (SQLite's
+    IMMEDIATE transaction already holds the database). -> the cursor."""
+
+    def __init__(self, build, lock=False):
+        self.build, self.lock = build, lock
+        self.arity = build.__code__.co_argcount
+        self._sql = {}
+
+    def __call__(self, *values):
+        database = db.obj
+        built = self._sql.get(type(database))
+        if built is None:
+            marks = [f"\x00mark{i}\x00" for i in range(self.arity)]
+            query = self.build(*marks)
+            if self.lock and isinstance(database, peewee.MySQLDatabase):
+                query = query.for_update()
+            sql, params = query.sql()
+            places = [marks.index(p) if p in marks else None for p in params]
+            built = self._sql[type(database)] = (sql, places, params)
+        sql, places, params = built
+        return database.execute_sql(
+            sql, [values[place] if place is not None else param for place, param in zip(places, params, strict=True)]
+        )

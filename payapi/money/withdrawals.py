@@ -11,7 +11,7 @@ from payapi.domain.clock import iso, natural_month, next_month_start, now_ms
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import WITHDRAWAL, Outcome, WithdrawalStatus
 from payapi.infra import jobs, outbox
-from payapi.infra.db import RowByKey, for_update, transaction
+from payapi.infra.db import RowByKey, locked, transaction
 from payapi.infra.gateway import GatewayError, TransferRequest
 from payapi.infra.models import Withdrawal
 from payapi.money import payments, wallet
@@ -165,7 +165,7 @@ def apply_transfer_event(transfer):
 def apply_transfer(transfer):
     """Apply a Ping++ transfer (a webhook's, a create's answer or a retrieve): its status decides."""
     outcome = TRANSFER_OUTCOMES.get(transfer.status)
-    withdrawal = for_update(Withdrawal.select().where(Withdrawal.withdraw_id == transfer.order_no)).first()
+    withdrawal = locked(Withdrawal, transfer.order_no)
     if withdrawal is None:
         return Outcome.UNKNOWN
     if (
