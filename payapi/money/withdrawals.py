@@ -11,9 +11,9 @@ from payapi.domain.clock import iso, natural_month, next_month_start, now_ms
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import WITHDRAWAL, Outcome, WithdrawalStatus
 from payapi.infra import jobs, outbox
-from payapi.infra.db import RowByKey, locked, transaction
+from payapi.infra.db import RowByKey, db, locked, sql_text, transaction
 from payapi.infra.gateway import GatewayError, TransferRequest
-from payapi.infra.models import Withdrawal
+from payapi.infra.models import Lockout, Profile, Wallet, Withdrawal
 from payapi.money import payments, wallet
 from payapi.users import security
 
@@ -85,16 +85,42 @@ def _debit_and_record(settings, user_id, amount, headers):
     return withdrawal
 
 
+def _balance_sql(q, param, mysql):
+    """What the balance answer reads, in one statement of five one-row lookups by unique keys: the
+    wallet's two columns, whether a pay password and an account are set, the pay password's lock,
+    whether this month's withdrawal is used (each a query and a whole row before: ~25 µs of PyMySQL
+    per column and ~20 µs per query on MariaDB)."""
+
+    def table(model):
+        return q(model._meta.table_name)
+
+    def column(field):
+        return q(field.column_name)
+
+    wallet_where = f"FROM {table(Wallet)} WHERE {column(Wallet.user_id)} = {param}"
+    ready = f"COALESCE({column(Profile.passwd_hash)}, '') <> '' AND COALESCE({column(Profile.account_id)}, '') <> ''"
+    return (
+        f"SELECT (SELECT {column(Wallet.pending)} {wallet_where}), (SELECT {column(Wallet.available)} {wallet_where}), "
+        f"(SELECT {ready} FROM {table(Profile)} WHERE {column(Profile.user_id)} = {param}), "
+        f"(SELECT {column(Lockout.locked_until)} FROM {table(Lockout)} "
+        f"WHERE {column(Lockout.user_id)} = {param} AND {column(Lockout.kind)} = {param}), "
+        f"(SELECT 1 FROM {table(Withdrawal)} WHERE {column(Withdrawal.active_month)} = {param})"
+    )
+
+
 def balance_info(settings, user_id):
     now = now_ms()
-    pending, available = wallet.balance_of(user_id)
-    profile = security.profile_of(user_id)
-    used = month_is_used(user_id, natural_month(now, settings.tz))
+    database = db.obj
+    month = f"{user_id}:{natural_month(now, settings.tz)}"  # month_is_used's key
+    row = database.execute_sql(
+        sql_text(database, ("balance_info",), _balance_sql),
+        (user_id, user_id, user_id, user_id, security.PASSWD, month),
+    ).fetchone()
+    pending, available = row[0] or 0, row[1] or 0  # wallet.balance_of
+    ready, locked_until, used = bool(row[2]), row[3] or 0, row[4] is not None
     can = bool(
-        profile
-        and profile.passwd_hash
-        and profile.account_id
-        and not security.lock_remaining(user_id, security.PASSWD)
+        ready
+        and locked_until <= now  # security.lock_remaining
         and not used
         and available >= settings.withdraw_min
     )
