@@ -523,10 +523,11 @@ def save_row(instance, force_insert=False, only=None):
 
 
 class Prepared:
-    """A query of the write path whose SQL text is built once per database class: build(*marks) makes
-    the peewee query with a mark in place of each value that changes (text fields only: a mark is a
-    string), and each call runs it with the values in their places; lock: FOR UPDATE on MySQL (SQLite's
-    IMMEDIATE transaction already holds the database). -> the cursor."""
+    """A hot query whose SQL text is built once per database class: build(*marks) makes the peewee
+    query with a mark in place of each value that changes, and each call runs it with the values in
+    their places, as they are (a mark is not converted by its field: pass what the column stores,
+    a str or an int); lock: FOR UPDATE on MySQL (SQLite's IMMEDIATE transaction already holds the
+    database). -> the cursor."""
 
     def __init__(self, build, lock=False):
         self.build, self.lock = build, lock
@@ -538,7 +539,7 @@ class Prepared:
         built = self._sql.get(type(database))
         if built is None:
             marks = [f"\x00mark{i}\x00" for i in range(self.arity)]
-            query = self.build(*marks)
+            query = self.build(*[peewee.Value(mark, converter=False, unpack=False) for mark in marks])
             if self.lock and isinstance(database, peewee.MySQLDatabase):
                 query = query.for_update()
             sql, params = query.sql()
