@@ -414,27 +414,40 @@ def _instance(model, fields, row):
     return instance
 
 
-def locked(model, value, required=False):
-    """`for_update(model.select().where(pk == value)).first()`: the row of model with this primary key,
-    locked until the transaction ends (FOR UPDATE on MySQL; SQLite's IMMEDIATE transaction already
-    holds the database), as a model instance; None if there is none (required: `.get()`, which raises
-    model.DoesNotExist)."""
+def _by_key(model, value, by, lock):
     database = db.obj
     meta = model._meta
     fields = meta.sorted_fields
+    key = by or meta.primary_key
 
     def build(q, param, mysql):
         columns = ", ".join(q(f.column_name) for f in fields)
-        lock = " FOR UPDATE" if mysql else ""
-        return f"SELECT {columns} FROM {q(meta.table_name)} WHERE {q(meta.primary_key.column_name)} = {param}{lock}"
+        suffix = " FOR UPDATE" if lock and mysql else ""
+        return f"SELECT {columns} FROM {q(meta.table_name)} WHERE {q(key.column_name)} = {param}{suffix}"
 
-    sql = sql_text(database, (model, "locked"), build)
-    row = database.execute_sql(sql, (meta.primary_key.db_value(value),)).fetchone()
+    sql = sql_text(database, (model, "by_key", key.name, lock), build)
+    row = database.execute_sql(sql, (key.db_value(value),)).fetchone()
+    return None if row is None else _instance(model, fields, row)
+
+
+def locked(model, value, required=False, by=None):
+    """`for_update(model.select().where(pk == value)).first()`: the row of model with this primary key
+    (or this value of the unique field by), locked until the transaction ends (FOR UPDATE on MySQL;
+    SQLite's IMMEDIATE transaction already holds the database), as a model instance; None if there is
+    none (required: `.get()`, which raises model.DoesNotExist)."""
+    row = _by_key(model, value, by, lock=True)
+    if row is None and required:
+        raise model.DoesNotExist(f"{model.__name__} {value!r} does not exist")
+    return row
+
+
+def row_of(model, value):
+    """`model.get_by_id(value)` (a read, no lock) as a model instance, the SQL text built once;
+    model.DoesNotExist if there is none."""
+    row = _by_key(model, value, None, lock=False)
     if row is None:
-        if required:
-            raise model.DoesNotExist(f"{model.__name__} {value!r} does not exist")
-        return None
-    return _instance(model, fields, row)
+        raise model.DoesNotExist(f"{model.__name__} {value!r} does not exist")
+    return row
 
 
 def insert_row(model, values, ignore=False):
@@ -492,16 +505,23 @@ def savable(instance, only):
 
 def save_row(instance, force_insert=False, only=None):
     """peewee's Model.save() for a savable instance: INSERT of the columns it holds (force_insert),
-    or UPDATE of the columns it holds (or of only) by its primary key; -> rows changed (1 for an
-    insert), the saved columns no longer dirty."""
+    or UPDATE by its primary key of the columns changed since it was read or last saved (or of
+    only; peewee's only_save_dirty: every write path changes a row it holds locked, and a column
+    nobody changed is not sent again, the pay's charge JSON for one); -> rows changed (1 for an
+    insert; 0 and no statement when nothing changed), the saved columns no longer dirty."""
     database = db.obj
     meta = instance._meta
     model, data, pk = type(instance), instance.__data__, meta.primary_key
     if only is not None:
         wanted = {f.name for f in only}
         names = tuple(f.name for f in meta.sorted_fields if f.name in wanted and f.name in data)
-    else:
+    elif force_insert:
         names = tuple(f.name for f in meta.sorted_fields if f.name in data)
+    else:
+        dirty = instance._dirty
+        names = tuple(f.name for f in meta.sorted_fields if f.name in dirty and f.name in data)
+        if not names:
+            return 0
     if force_insert:
         insert_row(model, {name: data[name] for name in names})
         rows = 1

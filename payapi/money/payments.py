@@ -13,7 +13,7 @@ from payapi.domain.clock import now_ms
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import PAY, AppReport, Outcome, PayStatus
 from payapi.infra import jobs, outbox
-from payapi.infra.db import KeyLock, Prepared, RowByKey, for_update, locked, transaction
+from payapi.infra.db import KeyLock, Prepared, RowByKey, for_update, locked, row_of, transaction
 from payapi.infra.gateway import ChargeRequest, GatewayError
 from payapi.infra.models import ClientReport, OrderLock, Pay
 from payapi.money import refunds, wallet
@@ -118,29 +118,39 @@ def _announce_close(pay):
 # --- creation ------------------------------------------------------------------------------
 
 
-def _order_filter(new):
-    return Pay.o_id == new.order_id if new.type == "order" else Pay.note_id == new.order_id
+def _paid_query(by_order):
+    key_column = Pay.o_id if by_order else Pay.note_id
+    return Prepared(
+        lambda pay_type, key: (
+            Pay.select(Pay.info)
+            .where(Pay.type == pay_type, key_column == key, Pay.status.in_((PAID, REFUNDED)))
+            .limit(1)
+        ),
+        lock=True,
+    )
 
 
-def _refuse_if_paid(pay_type, order_filter):
+# An order's paid pay's info, locked, by its o_id (True) or its note_id (False); the SQL built once.
+_paid_locked = {by_order: _paid_query(by_order) for by_order in (True, False)}
+
+
+def _refuse_if_paid(pay_type, order_id):
     """910 with the order's paid pay, if it has one (the order service may be retrying a call whose
-    answer it lost: it gets the paid pay too)."""
-    paid = for_update(
-        Pay.select(Pay.info).where(Pay.type == pay_type, order_filter, Pay.status.in_((PAID, REFUNDED)))
-    ).first()
+    answer it lost: it gets the paid pay too). order_id: the order's o_id or note_id, by pay_type."""
+    paid = _paid_locked[pay_type == "order"](pay_type, order_id).fetchone()
     if paid is not None:
-        raise ApiError(NOT_ALLOWED, "该订单已支付", info=json.loads(paid.info))
+        raise ApiError(NOT_ALLOWED, "该订单已支付", info=json.loads(paid[0]))
 
 
 @transaction
 def _reserve(new, stale_before):
     """-> ("existing", pay, None) | ("reserved", pay, replaced pay_id or None) | ("wait", None, None)."""
     lock_order(new.type, new.order_id)
-    _refuse_if_paid(new.type, _order_filter(new))
+    _refuse_if_paid(new.type, new.order_id)
     now = now_ms()
     pay_id = new_id()
     replaced = None
-    current = for_update(Pay.select().where(Pay.open_for == new.open_for)).first()
+    current = locked(Pay, new.open_for, by=Pay.open_for)
     if current is not None:
         if current.charge_id is None:
             if current.created_at > stale_before:
@@ -284,10 +294,10 @@ def _unless_paid_meanwhile(gateway, settings, pay_id):
     pay it replaced, found paid when its charge was closed, or any older one whose webhook came):
     applying that closed the new pay, so its charge is closed too and the caller gets 910 with
     the paid pay, as a call made a moment later would."""
-    pay = Pay.get_by_id(pay_id)
+    pay = row_of(Pay, pay_id)
     if pay.status == CANCEL:
         reverse_charge(gateway, settings, pay_id)
-        _refuse_if_paid(pay.type, _order_filter_of(pay))
+        _refuse_if_paid(pay.type, pay.o_id if pay.type == "order" else pay.note_id)
     return pay
 
 
