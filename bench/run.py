@@ -588,6 +588,17 @@ class DatabaseBench:
         log(f"{self.kind}: payapi (BCRYPT_ROUNDS=12) and payapi for the write routes (BCRYPT_ROUNDS=4)")
         reads = self.server("reads", self.url, migrate=True, BCRYPT_ROUNDS="12")
         writes = self.server("writes", self.url, BCRYPT_ROUNDS="4")
+        if args.bulk:
+            log(f"{self.kind}: {args.bulk:,} pays and {5 * args.bulk:,} postings in bulk (bench/bulk.py)")
+            seeded = subprocess.run(
+                [sys.executable, "-m", "bench.bulk", self.url, str(args.bulk)],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            self.result["bulk"] = {"pays": args.bulk, "postings": 5 * args.bulk, "output": seeded.stdout.strip()}
+            log(f"{self.kind}: {seeded.stdout.strip()}")
         self.servers = {"reads": reads, "writes": writes}
         seeders = [Seeder(self, "after", writes)]
         if self.before:
@@ -920,6 +931,12 @@ def main(argv=None):
         action="store_true",
         help="only the bare app, the balance read, the writes and the dispatcher (no passwd, starvation or slow clients)",
     )
+    parser.add_argument(
+        "--bulk",
+        type=int,
+        default=0,
+        help="pays (and five postings each) put into the database in bulk before the runs (bench/bulk.py)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -943,7 +960,10 @@ def main(argv=None):
             "loadavg_at_start": os.getloadavg(),
             "python": sys.version.split()[0],
         },
-        **{k: getattr(args, k) for k in ("seconds", "rounds", "writes", "threads", "connections", "write_connections")},
+        **{
+            k: getattr(args, k)
+            for k in ("seconds", "rounds", "writes", "threads", "connections", "write_connections", "bulk")
+        },
         "worker_class": os.environ.get(
             "GUNICORN_WORKER_CLASS", "payapi.http.serving.BufferingThreadWorker (config default)"
         ),
