@@ -224,13 +224,12 @@ class _WriterTurn:
         self.path = path
         self.lock = threading.Lock()
         self.fd = None
-        self.pid = None
 
     def __enter__(self):
         self.lock.acquire()
         try:
-            if self.pid != os.getpid():  # opened in this process: a forked child must not share the parent's
-                self.fd, self.pid = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600), os.getpid()
+            if self.fd is None:  # a file description of this process's own (see _forget_turns)
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         except BaseException:
             self.lock.release()
@@ -255,6 +254,18 @@ class _NoTurn:
 _NO_TURN = _NoTurn()
 _turns: dict[str, "_WriterTurn | _NoTurn"] = {}
 _turns_lock = threading.Lock()
+
+
+def _forget_turns():
+    """In a forked child (gunicorn's workers): turns of its own. The parent's thread locks may have
+    been held by one of its threads when it forked, and its flock file description is shared with
+    the child, so a flock on it would not keep the two apart."""
+    global _turns_lock
+    _turns.clear()
+    _turns_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_turns)
 
 
 def writer_turn(database):
