@@ -351,7 +351,7 @@ def apply_charge(charge, settings):
     PAY.move(pay, PAID, now)
     wallet.pay_paid(pay, settings.platform_fee_bps, settings.settlement_hold_seconds * 1000, now)
     outbox.save(pay)
-    # The order's other pays, locked (one statement; usually none).
+    # The order's other pending or paid pays, locked (one statement; usually none).
     others = _others_locked[pay.type == "order"](pay.type, pay.o_id if pay.type == "order" else pay.note_id, pay.pay_id)
     others = others.fetchall()
     # A pay closed by a newer one may turn out paid after all: then the order is paid, and the
@@ -370,15 +370,10 @@ def apply_charge(charge, settings):
 # An applied charge's order's other pays that matter (pending: cancelled; paid: refunded), locked,
 # by its o_id (type "order", True) or its note_id (False); the SQL text built once.
 def _others_query(by_order):
-    """By the whole (type, o_id, note_id) index (a pay's other id is ''), and without a condition on
-    the status: with one, MariaDB may read (and lock the gaps of) the (status, created_at) index,
-    which the pay's own UPDATE to paid inserts into, and two applied charges deadlock (1213, run
-    again: measured 67 retries in 1,200 applied charges). The order's pays in any status are
-    locked, a few rows; the statuses that matter are picked here."""
-    order, note = (Pay.o_id, Pay.note_id) if by_order else (Pay.note_id, Pay.o_id)
+    key_column = Pay.o_id if by_order else Pay.note_id
     return Prepared(
         lambda pay_type, key, pay_id: Pay.select(Pay.pay_id, Pay.status).where(
-            Pay.type == pay_type, order == key, note == "", Pay.pay_id != pay_id
+            Pay.type == pay_type, key_column == key, Pay.pay_id != pay_id, Pay.status.in_((PENDING, PAID, REFUNDED))
         ),
         lock=True,
     )
