@@ -68,6 +68,9 @@ def test_a_thread_waits_for_the_turn_and_gets_it_when_it_is_given_back(sqlite_db
     assert [r[0] for r in database.execute_sql("SELECT who FROM seen ORDER BY id")] == ["first", "second"]
 
 
+# Forked as gunicorn forks its workers (the child must get turns of its own); the child only runs
+# the transaction below, so the warning about forking a process with threads does not apply.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_another_process_waits_for_the_turn(sqlite_db):
     database, path = sqlite_db
     context = multiprocessing.get_context("fork")
