@@ -588,6 +588,17 @@ class DatabaseBench:
         log(f"{self.kind}: payapi (BCRYPT_ROUNDS=12) and payapi for the write routes (BCRYPT_ROUNDS=4)")
         reads = self.server("reads", self.url, migrate=True, BCRYPT_ROUNDS="12")
         writes = self.server("writes", self.url, BCRYPT_ROUNDS="4")
+        if args.bulk:
+            log(f"{self.kind}: {args.bulk:,} pays and {5 * args.bulk:,} postings in bulk (bench/bulk.py)")
+            seeded = subprocess.run(
+                [sys.executable, "-m", "bench.bulk", self.url, str(args.bulk)],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            self.result["bulk"] = {"pays": args.bulk, "postings": 5 * args.bulk, "output": seeded.stdout.strip()}
+            log(f"{self.kind}: {seeded.stdout.strip()}")
         self.servers = {"reads": reads, "writes": writes}
         seeders = [Seeder(self, "after", writes)]
         if self.before:
@@ -613,9 +624,10 @@ class DatabaseBench:
         }
         log(f"{self.kind}: notification dispatcher, {args.dispatch_seconds} s")
         self.result["dispatch"] = dispatch(writes, self.work, args.dispatch_seconds)
-        log(f"{self.kind}: slow clients")
-        self.result["slow_clients"] = {"payapi": slow_clients(reads, loads["pay"], self.work, args)}
-        if args.gthread and self.kind == args.dbs[0]:
+        if not args.writes_only:
+            log(f"{self.kind}: slow clients")
+            self.result["slow_clients"] = {"payapi": slow_clients(reads, loads["pay"], self.work, args)}
+        if args.gthread and not args.writes_only and self.kind == args.dbs[0]:
             log(f"{self.kind}: slow clients against gunicorn's stock gthread worker")
             stock = self.server("gthread", self.url, BCRYPT_ROUNDS="12", GUNICORN_WORKER_CLASS="gthread")
             read = Load("pay", stock, loads["pay"].requests, args.connections)
@@ -655,9 +667,11 @@ class DatabaseBench:
     def read_round(self, reads, loads, rnd):
         """The reads, the bcrypt route, and the pay read while the bcrypt route is saturated."""
         args = self.args
-        for name in ("bare", "pay", "pay@before", *READS[1:]):
+        for name in ("bare", "balance") if args.writes_only else ("bare", "pay", "pay@before", *READS[1:]):
             if name in loads:
                 self.run(loads[name], rnd)
+        if args.writes_only:
+            return
         tail = LogTail(reads, "/rest/pay/passwd")
         alone = self.run(passwd_load(reads, args.passwd_connections, args.seconds), rnd)
         seconds = args.seconds if rnd else 1
@@ -710,10 +724,10 @@ def summarise(result):
             "incomplete": sum(1 for r in runs if r.get("complete") is False),
         }
     bare = summary.get("bare", {}).get("rps")
-    for k, s in summary.items():  # the ceiling for cheap requests only (bcrypt and writes are bounded elsewhere)
-        s["x_bare"] = (
-            s["rps"] / bare if bare and s["rps"] and k in ("bare", *READS, "pay_under_bcrypt", "pay@before") else None
-        )
+    for k, s in summary.items():  # reads: all answers ÷ bare; writes (issue 21's ratios): 2xx/s ÷ bare
+        reads = k in ("bare", *READS, "pay_under_bcrypt", "pay@before")
+        rate = s["rps"] if reads else s["ok_rps"]
+        s["x_bare"] = rate / bare if bare and rate and (reads or "@" in k) else None
     result["summary"] = summary
     idle, loaded = summary.get("pay", {}).get("p99_ms"), summary.get("pay_under_bcrypt", {}).get("p99_ms")
     result["starvation_ratio"] = loaded / idle if idle and loaded else None
@@ -744,6 +758,7 @@ NAMES = {
     "refund@after": "`POST /internal/pays/{pay_id}/refunds` (100 fen; refund created at the sandbox)",
     "withdraw@after": "`POST /rest/pay/withdraw` (pay password at bcrypt 4)",
 }
+WRITES = ("create_pay@after", "webhook_applied@after", "refund@after", "withdraw@after")
 TARGETS = {"sqlite": 0.65, "mariadb": 0.45}  # GET /rest/pay/{pay_id} × bare falcon (issue 9)
 
 
@@ -804,6 +819,12 @@ def report(results, meta, bare_slow):
                 "another user); the other answers were shed at once with 906 (a third request waiting for "
                 "bcrypt in one worker)"
             )
+        tails = [f"{NAMES[k]} {s[k]['p99_ms'] / s[k]['p50_ms']:.1f}×" for k in WRITES if s.get(k, {}).get("p50_ms")]
+        if tails:
+            lines.append("- writes' p99 ÷ p50 (target ≤ 3×): " + "; ".join(tails))
+        d = res.get("dispatch") or {}
+        if d.get("rate") and s.get("bare", {}).get("rps"):
+            lines.append(f"- dispatcher × bare: **{d['rate'] / s['bare']['rps']:.3f}** (target ≥ 0.08)")
         incomplete = [k for k, e in s.items() if e["incomplete"]]
         if incomplete:
             lines.append(
@@ -905,6 +926,17 @@ def main(argv=None):
         help="skip the slow clients against gunicorn's stock gthread worker",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s, 1 round, 60 writes, 2 s slow/dispatch")
+    parser.add_argument(
+        "--writes-only",
+        action="store_true",
+        help="only the bare app, the balance read, the writes and the dispatcher (no passwd, starvation or slow clients)",
+    )
+    parser.add_argument(
+        "--bulk",
+        type=int,
+        default=0,
+        help="pays (and five postings each) put into the database in bulk before the runs (bench/bulk.py)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -928,7 +960,10 @@ def main(argv=None):
             "loadavg_at_start": os.getloadavg(),
             "python": sys.version.split()[0],
         },
-        **{k: getattr(args, k) for k in ("seconds", "rounds", "writes", "threads", "connections", "write_connections")},
+        **{
+            k: getattr(args, k)
+            for k in ("seconds", "rounds", "writes", "threads", "connections", "write_connections", "bulk")
+        },
         "worker_class": os.environ.get(
             "GUNICORN_WORKER_CLASS", "payapi.http.serving.BufferingThreadWorker (config default)"
         ),
@@ -975,9 +1010,10 @@ def main(argv=None):
                 except (Exception, subprocess.TimeoutExpired) as exc:  # report it, go on with the next database
                     log(f"{kind}: FAILED: {exc}\n{traceback.format_exc()}")
                     results.append({"database": kind, "error": f"{type(exc).__name__}: {exc}"})
-            log("slow clients against the bare app")
-            bare_read = Load("bare", bare, [("/rest/pay/" + "0" * 24, {}, None)], args.connections)
-            bare_slow = slow_clients(bare, bare_read, Path(tmp), args)
+            if not args.writes_only:
+                log("slow clients against the bare app")
+                bare_read = Load("bare", bare, [("/rest/pay/" + "0" * 24, {}, None)], args.connections)
+                bare_slow = slow_clients(bare, bare_read, Path(tmp), args)
     except KeyboardInterrupt:
         log("interrupted; everything stopped")
         raise SystemExit(130) from None

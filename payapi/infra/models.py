@@ -7,7 +7,7 @@ saved.
 
 import peewee as pw
 
-from payapi.infra.db import db
+from payapi.infra.db import db, savable, save_row
 
 
 class LongTextField(pw.TextField):
@@ -19,6 +19,12 @@ class BaseModel(pw.Model):
     class Meta:
         database = db
         legacy_table_names = False
+
+    def save(self, force_insert=False, only=None):
+        """peewee's save; for a row by a primary key that is not generated, from SQL text built once."""
+        if savable(self, only):
+            return save_row(self, force_insert, only)
+        return super().save(force_insert=force_insert, only=only)
 
 
 class SavedByOutbox:

@@ -33,7 +33,7 @@ from payapi.contract.shapes import PayInfo, PayNotice, PayNoticeData, Withdrawal
 from payapi.domain.clock import iso, now_ms
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import NOTIFICATION, NotificationStatus
-from payapi.infra.db import db, transaction
+from payapi.infra.db import Prepared, RowByKey, db, locked, transaction
 from payapi.infra.models import INFO_COLUMNS, BaseModel, Notification, Pay, Refund, Withdrawal
 
 log = logging.getLogger("payapi.notifications")
@@ -145,24 +145,38 @@ def signature(secret, message_id, timestamp, body):
 # --- delivering --------------------------------------------------------------------------------------
 
 
+# The dispatcher's statements, their SQL text built once (db.Prepared, db.RowByKey, db.locked).
+_claiming = Prepared(
+    lambda message_id, now, until: Notification.update(next_attempt_at=until).where(
+        Notification.message_id == message_id,
+        Notification.status == NotificationStatus.PENDING,
+        Notification.next_attempt_at <= now,
+    )
+)
+_message = RowByKey(
+    Notification,
+    Notification.message_id,
+    columns=(Notification.message_id, Notification.type, Notification.subject_id, Notification.payload),
+)
+_due = Prepared(
+    lambda now, limit: (
+        Notification.select(Notification.message_id)
+        .where(Notification.status == NotificationStatus.PENDING, Notification.next_attempt_at <= now)
+        .order_by(Notification.next_attempt_at)
+        .limit(limit)
+    )
+)
+
+
 @transaction
 def _claim(message_id, now):
     """Take the message for one attempt; only one dispatcher anywhere makes it."""
-    return (
-        Notification.update(next_attempt_at=now + LEASE_MS)
-        .where(
-            Notification.message_id == message_id,
-            Notification.status == NotificationStatus.PENDING,
-            Notification.next_attempt_at <= now,
-        )
-        .execute()
-        == 1
-    )
+    return _claiming(message_id, now, now + LEASE_MS).rowcount == 1
 
 
 @transaction
 def _settle(message_id, delivered, http_status, error):
-    message = Notification.get_by_id(message_id)
+    message = locked(Notification, message_id, required=True)
     if message.status != NotificationStatus.PENDING:
         return message.status  # resent or settled meanwhile (an operator): leave it
     now = now_ms()
@@ -278,7 +292,7 @@ def deliver(message_id, url, secret, timeout_s=TIMEOUT_S):
     """One attempt at one message, if this dispatcher can claim it; -> its status after, or None."""
     if not _claim(message_id, now_ms()):
         return None
-    message = Notification.get_by_id(message_id)
+    message = _message(message_id)
     try:
         secret_bytes(secret)
     except ValueError as exc:
@@ -305,14 +319,7 @@ def deliver(message_id, url, secret, timeout_s=TIMEOUT_S):
 
 
 def due(limit):
-    return [
-        message_id
-        for (message_id,) in Notification.select(Notification.message_id)
-        .where(Notification.status == NotificationStatus.PENDING, Notification.next_attempt_at <= now_ms())
-        .order_by(Notification.next_attempt_at)
-        .limit(limit)
-        .tuples()
-    ]
+    return [message_id for (message_id,) in _due(now_ms(), limit).fetchall()]
 
 
 class Dispatcher:

@@ -12,7 +12,7 @@ line of their statement (statement.py); `check()` proves both.
 import dataclasses
 
 from payapi.domain.clock import now_ms
-from payapi.infra.db import db, lock_row
+from payapi.infra.db import RowByKey, db, insert_row, insert_rows, lock_row
 from payapi.infra.models import JournalEntry, Posting, Wallet
 from payapi.money import statement
 from payapi.money.accounts import (  # noqa: F401  (the chart of accounts, read as books.X too)
@@ -44,6 +44,11 @@ def credit(account, amount):
     return Line(account, credit=amount)
 
 
+# The statements of a booking, their SQL text built once (db.py): an entry by its (kind, reference).
+entry_of = RowByKey(JournalEntry, JournalEntry.kind, JournalEntry.reference, columns=(JournalEntry.entry_id,))
+POSTING_COLUMNS = ("entry_id", "account", "debit", "credit")
+
+
 class Unbalanced(Exception):
     """A bug: an entry whose debits and credits differ, or a negative or empty line."""
 
@@ -56,7 +61,7 @@ def record(kind, reference, *lines):
         raise Unbalanced(f"{kind} {reference}: a line is negative or both debit and credit")
     if sum(line.debit for line in lines) != sum(line.credit for line in lines):
         raise Unbalanced(f"{kind} {reference}: debits differ from credits")
-    if JournalEntry.select().where(JournalEntry.kind == kind, JournalEntry.reference == reference).exists():
+    if entry_of(kind, reference) is not None:
         return False
     now = now_ms()
     # The experts' wallets are locked before the entry takes its id: an expert's entries then get
@@ -67,14 +72,9 @@ def record(kind, reference, *lines):
         if owner is not None and owner[0] not in wallets:
             wallets[owner[0]] = lock_row(Wallet, {"updated_at": now}, user_id=owner[0])
     # The unique (kind, reference) key stops a racing second booking even past the check above.
-    entry = JournalEntry.create(kind=kind, reference=reference, created_at=now)
+    entry_id, _ = insert_row(JournalEntry, {"kind": kind, "reference": reference, "created_at": now})
     if lines:
-        Posting.insert_many(
-            [
-                {"entry_id": entry.entry_id, "account": line.account, "debit": line.debit, "credit": line.credit}
-                for line in lines
-            ]
-        ).execute()
+        insert_rows(Posting, POSTING_COLUMNS, [(entry_id, line.account, line.debit, line.credit) for line in lines])
     for line in lines:
         owner = expert_of(line.account)
         if owner is not None:
@@ -83,7 +83,7 @@ def record(kind, reference, *lines):
             setattr(wallet, bucket, getattr(wallet, bucket) + line.credit - line.debit)
             moved[user_id] = moved.get(user_id, 0) + line.credit - line.debit
     for user_id, wallet in wallets.items():
-        wallet.updated_at = statement.write_line(wallet, entry.entry_id, now, moved[user_id])
+        wallet.updated_at = statement.write_line(wallet, entry_id, now, moved[user_id])
         wallet.save()
     return True
 

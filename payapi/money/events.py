@@ -53,7 +53,7 @@ def _store_and_apply(event_id, event_type, obj, raw, outcome, apply):
     )
     if apply is not None:
         event.outcome = apply()
-        event.save()
+        event.save(only=[Event.outcome])  # the payload went in above
     return event.outcome
 
 

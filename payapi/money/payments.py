@@ -13,7 +13,7 @@ from payapi.domain.clock import now_ms
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import PAY, AppReport, Outcome, PayStatus
 from payapi.infra import jobs, outbox
-from payapi.infra.db import KeyLock, RowByKey, for_update, transaction
+from payapi.infra.db import KeyLock, Prepared, RowByKey, for_update, locked, row_of, transaction
 from payapi.infra.gateway import ChargeRequest, GatewayError
 from payapi.infra.models import ClientReport, OrderLock, Pay
 from payapi.money import refunds, wallet
@@ -74,7 +74,7 @@ def status_of(pay_id, user_id):
 @transaction
 def _move(pay_id, expected, to, **changes):
     """Move a pay still in expected to status to; False if it is no longer there or in expected."""
-    pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
+    pay = locked(Pay, pay_id)
     if pay is None or pay.status != expected:
         return False
     for field, value in changes.items():
@@ -118,29 +118,39 @@ def _announce_close(pay):
 # --- creation ------------------------------------------------------------------------------
 
 
-def _order_filter(new):
-    return Pay.o_id == new.order_id if new.type == "order" else Pay.note_id == new.order_id
+def _paid_query(by_order):
+    key_column = Pay.o_id if by_order else Pay.note_id
+    return Prepared(
+        lambda pay_type, key: (
+            Pay.select(Pay.info)
+            .where(Pay.type == pay_type, key_column == key, Pay.status.in_((PAID, REFUNDED)))
+            .limit(1)
+        ),
+        lock=True,
+    )
 
 
-def _refuse_if_paid(pay_type, order_filter):
+# An order's paid pay's info, locked, by its o_id (True) or its note_id (False); the SQL built once.
+_paid_locked = {by_order: _paid_query(by_order) for by_order in (True, False)}
+
+
+def _refuse_if_paid(pay_type, order_id):
     """910 with the order's paid pay, if it has one (the order service may be retrying a call whose
-    answer it lost: it gets the paid pay too)."""
-    paid = for_update(
-        Pay.select(Pay.info).where(Pay.type == pay_type, order_filter, Pay.status.in_((PAID, REFUNDED)))
-    ).first()
+    answer it lost: it gets the paid pay too). order_id: the order's o_id or note_id, by pay_type."""
+    paid = _paid_locked[pay_type == "order"](pay_type, order_id).fetchone()
     if paid is not None:
-        raise ApiError(NOT_ALLOWED, "该订单已支付", info=json.loads(paid.info))
+        raise ApiError(NOT_ALLOWED, "该订单已支付", info=json.loads(paid[0]))
 
 
 @transaction
 def _reserve(new, stale_before):
     """-> ("existing", pay, None) | ("reserved", pay, replaced pay_id or None) | ("wait", None, None)."""
     lock_order(new.type, new.order_id)
-    _refuse_if_paid(new.type, _order_filter(new))
+    _refuse_if_paid(new.type, new.order_id)
     now = now_ms()
     pay_id = new_id()
     replaced = None
-    current = for_update(Pay.select().where(Pay.open_for == new.open_for)).first()
+    current = locked(Pay, new.open_for, by=Pay.open_for)
     if current is not None:
         if current.charge_id is None:
             if current.created_at > stale_before:
@@ -184,11 +194,11 @@ def _reserve(new, stale_before):
 @transaction
 def _attach_charge(reserved, charge, replaced):
     _lock_order_of(reserved)
-    pay = for_update(Pay.select().where(Pay.pay_id == reserved.pay_id)).get()
+    pay = locked(Pay, reserved.pay_id, required=True)
     _take_charge(pay, charge)
     pay.updated_at = now_ms()
     outbox.save(pay)
-    old = for_update(Pay.select().where(Pay.pay_id == replaced)).first() if replaced else None
+    old = locked(Pay, replaced) if replaced else None
     if old is not None and _announce_close(old):  # the replacement stands: the old pay is closed for good
         outbox.save(old)
     return pay
@@ -222,7 +232,7 @@ def _reopen(pay_id):
     if found is None:
         return
     _lock_order_of(found)
-    pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
+    pay = locked(Pay, pay_id)
     if pay is None or pay.status != CANCEL:
         return
     order = Pay.type == pay.type, _order_filter_of(pay)
@@ -284,10 +294,10 @@ def _unless_paid_meanwhile(gateway, settings, pay_id):
     pay it replaced, found paid when its charge was closed, or any older one whose webhook came):
     applying that closed the new pay, so its charge is closed too and the caller gets 910 with
     the paid pay, as a call made a moment later would."""
-    pay = Pay.get_by_id(pay_id)
+    pay = row_of(Pay, pay_id)
     if pay.status == CANCEL:
         reverse_charge(gateway, settings, pay_id)
-        _refuse_if_paid(pay.type, _order_filter_of(pay))
+        _refuse_if_paid(pay.type, pay.o_id if pay.type == "order" else pay.note_id)
     return pay
 
 
@@ -307,7 +317,7 @@ def _undo_reservation(reserved, replaced):
     _lock_order_of(reserved)
     paid = None
     if not _release(reserved.pay_id):
-        pay = for_update(Pay.select().where(Pay.pay_id == reserved.pay_id)).first()
+        pay = locked(Pay, reserved.pay_id)
         paid = pay if pay is not None and pay.status in (PAID, REFUNDED) else None
     _reopen(replaced)
     return paid
@@ -323,7 +333,7 @@ def apply_charge(charge, settings):
     if found is None:
         return Outcome.UNKNOWN
     _lock_order_of(found)  # before the pay's lock, as creation takes them
-    pay = for_update(Pay.select().where(Pay.pay_id == charge.order_no)).first()
+    pay = locked(Pay, charge.order_no)
     if pay is None:
         return Outcome.UNKNOWN
     if (pay.charge_id and charge.id != pay.charge_id) or charge.amount != pay.money or charge.currency != pay.currency:
@@ -341,16 +351,35 @@ def apply_charge(charge, settings):
     PAY.move(pay, PAID, now)
     wallet.pay_paid(pay, settings.platform_fee_bps, settings.settlement_hold_seconds * 1000, now)
     outbox.save(pay)
-    same_order = Pay.type == pay.type, _order_filter_of(pay), Pay.pay_id != pay.pay_id
+    # The order's other pending or paid pays, locked (one statement; usually none).
+    others = _others_locked[pay.type == "order"](pay.type, pay.o_id if pay.type == "order" else pay.note_id, pay.pay_id)
+    others = others.fetchall()
     # A pay closed by a newer one may turn out paid after all: then the order is paid, and the
     # newer pending pay must not take the user's money a second time.
-    for newer in for_update(Pay.select().where(*same_order, Pay.status == PENDING)):
-        PAY.move(newer, CANCEL, now)
-        outbox.save(newer)
+    for pay_id, status in others:
+        if status == PENDING:
+            newer = locked(Pay, pay_id, required=True)
+            PAY.move(newer, CANCEL, now)
+            outbox.save(newer)
     # Two paid pays for one order (a closed charge paid before Ping++ closed it): the user pays once.
-    if for_update(Pay.select(Pay.pay_id).where(*same_order, Pay.status.in_((PAID, REFUNDED)))).first() is not None:
+    if any(status in (PAID, REFUNDED) for _, status in others):
         refunds.refund_duplicate(pay, now)
     return Outcome.APPLIED
+
+
+# An applied charge's order's other pays that matter (pending: cancelled; paid: refunded), locked,
+# by its o_id (type "order", True) or its note_id (False); the SQL text built once.
+def _others_query(by_order):
+    key_column = Pay.o_id if by_order else Pay.note_id
+    return Prepared(
+        lambda pay_type, key, pay_id: Pay.select(Pay.pay_id, Pay.status).where(
+            Pay.type == pay_type, key_column == key, Pay.pay_id != pay_id, Pay.status.in_((PENDING, PAID, REFUNDED))
+        ),
+        lock=True,
+    )
+
+
+_others_locked = {by_order: _others_query(by_order) for by_order in (True, False)}
 
 
 def _order_filter_of(pay):
@@ -421,7 +450,7 @@ def _store_report(user_id, pay_id, report, headers, now):
 @transaction
 def _record_report(user_id, pay_id, report, headers, retrieve_hold_ms):
     """-> (pay, None or until when this report holds the pay's retrieve claim)."""
-    pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
+    pay = locked(Pay, pay_id)
     if pay is None or pay.user_id != user_id:
         raise ApiError(NOT_FOUND, "支付记录不存在")
     now = now_ms()
@@ -570,7 +599,7 @@ def reverse_charge(gateway, settings, pay_id):
 def _mark_reversed(pay_id):
     """Ping++ closed the charge: the pay is closed for good. One closed for a replacement that never
     got its charge (its request died, or Ping++ refused it) is announced now, if it was not yet."""
-    pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
+    pay = locked(Pay, pay_id)
     if pay is None:
         return
     pay.reversed_at = now_ms()
@@ -612,7 +641,7 @@ def next_release(expert_id):
 
 @transaction
 def _release_hold(pay_id):
-    pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
+    pay = locked(Pay, pay_id)
     if pay is None or pay.held <= 0 or pay.release_at > now_ms():
         return None
     wallet.release_hold(pay)

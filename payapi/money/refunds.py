@@ -20,7 +20,7 @@ from payapi.domain.clock import now_ms
 from payapi.domain.ids import is_id, new_id
 from payapi.domain.lifecycles import PAY, REFUND, Outcome, PayStatus, RefundStatus
 from payapi.infra import jobs, outbox
-from payapi.infra.db import for_update, transaction
+from payapi.infra.db import for_update, locked, transaction
 from payapi.infra.gateway import GatewayError, RefundRequest, call_seconds
 from payapi.infra.models import Pay, Refund
 from payapi.money import wallet
@@ -67,7 +67,7 @@ def lease_ms(gateway_timeout):
 
 @transaction
 def _reserve(pay_id, amount, description, source, settle_after_ms, refund_id=None):
-    pay = for_update(Pay.select().where(Pay.pay_id == pay_id)).first()
+    pay = locked(Pay, pay_id)
     if pay is None:
         raise ApiError(NOT_FOUND, "支付记录不存在")
     if refund_id is not None:
@@ -221,10 +221,10 @@ def request_refund(gateway, pay_id, amount, description, gateway_timeout, refund
 def _hold_unclear(refund_id, error):
     """A refund Ping++ may have made: its share is taken now, as for an accepted one (booked under
     our refund_id, Ping++'s being unknown), so it cannot be withdrawn while the worker finds out."""
-    refund = for_update(Refund.select().where(Refund.refund_id == refund_id)).first()
+    refund = locked(Refund, refund_id)
     if refund is None or refund.status != RefundStatus.PENDING or refund.pingpp_refund_id is not None:
         return
-    pay = for_update(Pay.select().where(Pay.pay_id == refund.pay_id)).get()
+    pay = locked(Pay, refund.pay_id, required=True)
     refund.attempts += 1
     refund.last_error = error[:255]
     if not _share_taken(refund):
@@ -241,7 +241,7 @@ def _share_taken(refund):
 def _accept(refund_id, made, reserved=None):
     """Apply what Ping++ made for one of our refunds. reserved: the request's own reservation, which
     stands again if the worker dropped it as stale while Ping++ was making it."""
-    refund = for_update(Refund.select().where(Refund.refund_id == refund_id)).first()
+    refund = locked(Refund, refund_id)
     if refund is None and reserved is None:
         return Outcome.UNKNOWN
     if refund is None:
@@ -252,7 +252,7 @@ def _accept(refund_id, made, reserved=None):
         )
         refund = Refund(**reserved.__data__)
         outbox.save(refund, force_insert=True)
-    pay = for_update(Pay.select().where(Pay.pay_id == refund.pay_id)).get()
+    pay = locked(Pay, refund.pay_id, required=True)
     return _apply(refund, pay, made)
 
 
@@ -439,7 +439,7 @@ def _not_made(refund_id, lease_end):
 def _fail_unmade(refund):
     """In the caller's transaction, the refund locked: `failed`, its share (if taken) given back."""
     if _share_taken(refund):
-        pay = for_update(Pay.select().where(Pay.pay_id == refund.pay_id)).get()
+        pay = locked(Pay, refund.pay_id, required=True)
         wallet.give_refund_back(refund, pay)
         outbox.save(pay)
     REFUND.move(refund, RefundStatus.FAILED, now_ms())

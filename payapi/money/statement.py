@@ -22,6 +22,7 @@ from peewee import JOIN
 
 from payapi.contract.shapes import BillLine
 from payapi.domain.clock import iso, month_range, natural_month, now_ms
+from payapi.infra.db import insert_row
 from payapi.infra.models import JournalEntry, Pay, Posting, Refund, StatementLine, Wallet
 from payapi.money import accounts as books  # the chart of accounts (books.py imports this module)
 
@@ -61,14 +62,17 @@ def write_line(wallet, entry_id, now, amount):
     """The line of an entry that moved this expert's money by amount; wallet is their locked row with
     the entry applied. -> the line's time: now, or the previous line's if the clock went back."""
     at = max(now, wallet.updated_at)
-    StatementLine.insert(
-        user_id=wallet.user_id,
-        created_at=at,
-        entry_id=entry_id,
-        amount=amount,
-        balance_after=wallet.pending + wallet.available,
-        available_after=wallet.available,
-    ).execute()
+    insert_row(
+        StatementLine,
+        {
+            "user_id": wallet.user_id,
+            "created_at": at,
+            "entry_id": entry_id,
+            "amount": amount,
+            "balance_after": wallet.pending + wallet.available,
+            "available_after": wallet.available,
+        },
+    )
     return at
 
 

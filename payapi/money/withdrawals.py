@@ -11,10 +11,10 @@ from payapi.domain.clock import iso, natural_month, next_month_start, now_ms
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import WITHDRAWAL, Outcome, WithdrawalStatus
 from payapi.infra import jobs, outbox
-from payapi.infra.db import RowByKey, for_update, transaction
+from payapi.infra.db import RowByKey, db, locked, sql_text, transaction
 from payapi.infra.gateway import GatewayError, TransferRequest
-from payapi.infra.models import Withdrawal
-from payapi.money import payments, wallet
+from payapi.infra.models import Lockout, Pay, Profile, Wallet, Withdrawal
+from payapi.money import wallet
 from payapi.users import security
 
 log = logging.getLogger("payapi.withdrawals")
@@ -85,16 +85,45 @@ def _debit_and_record(settings, user_id, amount, headers):
     return withdrawal
 
 
+def _balance_sql(q, param, mysql):
+    """What the balance answer reads, in one statement of five one-row lookups by unique keys: the
+    wallet's two columns, whether a pay password and an account are set, the pay password's lock,
+    whether this month's withdrawal is used, when the next held credit is released (payments.
+    next_release): each a query, most of them of a whole row, before (~25 µs of PyMySQL per column
+    and ~20 µs per query on MariaDB, and peewee building the text of the last every time)."""
+
+    def table(model):
+        return q(model._meta.table_name)
+
+    def column(field):
+        return q(field.column_name)
+
+    wallet_where = f"FROM {table(Wallet)} WHERE {column(Wallet.user_id)} = {param}"
+    ready = f"COALESCE({column(Profile.passwd_hash)}, '') <> '' AND COALESCE({column(Profile.account_id)}, '') <> ''"
+    return (
+        f"SELECT (SELECT {column(Wallet.pending)} {wallet_where}), (SELECT {column(Wallet.available)} {wallet_where}), "
+        f"(SELECT {ready} FROM {table(Profile)} WHERE {column(Profile.user_id)} = {param}), "
+        f"(SELECT {column(Lockout.locked_until)} FROM {table(Lockout)} "
+        f"WHERE {column(Lockout.user_id)} = {param} AND {column(Lockout.kind)} = {param}), "
+        f"(SELECT 1 FROM {table(Withdrawal)} WHERE {column(Withdrawal.active_month)} = {param}), "
+        f"(SELECT MIN({column(Pay.release_at)}) FROM {table(Pay)} "
+        f"WHERE {column(Pay.expert_id)} = {param} AND {column(Pay.held)} > 0)"
+    )
+
+
 def balance_info(settings, user_id):
     now = now_ms()
-    pending, available = wallet.balance_of(user_id)
-    profile = security.profile_of(user_id)
-    used = month_is_used(user_id, natural_month(now, settings.tz))
+    database = db.obj
+    month = f"{user_id}:{natural_month(now, settings.tz)}"  # month_is_used's key
+    row = database.execute_sql(
+        sql_text(database, ("balance_info",), _balance_sql),
+        (user_id, user_id, user_id, user_id, security.PASSWD, month, user_id),
+    ).fetchone()
+    pending, available = row[0] or 0, row[1] or 0  # wallet.balance_of
+    ready, locked_until, used = bool(row[2]), row[3] or 0, row[4] is not None
     can = bool(
-        profile
-        and profile.passwd_hash
-        and profile.account_id
-        and not security.lock_remaining(user_id, security.PASSWD)
+        ready
+        and locked_until <= now  # security.lock_remaining
         and not used
         and available >= settings.withdraw_min
     )
@@ -102,7 +131,7 @@ def balance_info(settings, user_id):
         balance=pending + available,
         available=available,
         pending=pending,
-        next_available_at=iso(payments.next_release(user_id)) if pending > 0 else None,
+        next_available_at=iso(row[5]) if pending > 0 else None,  # payments.next_release
         can_withdraw=can,
         next_withdraw_at=iso(next_month_start(now, settings.tz)) if used else None,
     )
@@ -165,7 +194,7 @@ def apply_transfer_event(transfer):
 def apply_transfer(transfer):
     """Apply a Ping++ transfer (a webhook's, a create's answer or a retrieve): its status decides."""
     outcome = TRANSFER_OUTCOMES.get(transfer.status)
-    withdrawal = for_update(Withdrawal.select().where(Withdrawal.withdraw_id == transfer.order_no)).first()
+    withdrawal = locked(Withdrawal, transfer.order_no)
     if withdrawal is None:
         return Outcome.UNKNOWN
     if (
