@@ -199,15 +199,7 @@ class Dev:
 
     def _start(self, env, log):
         self._say(f"migrating {self.path(DB_FILE)}")
-        done = subprocess.run(
-            [sys.executable, "-m", "payapi", "migrate"],
-            env=env,
-            cwd=self.cwd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            start_new_session=True,
-        )
+        done = self._payapi(env, "migrate")
         print((done.stdout + done.stderr).strip(), flush=True)
         if done.returncode != 0:
             self._say("migrate failed")
@@ -258,15 +250,7 @@ class Dev:
         # An operator for the newcomer, with a new password each run (it is printed and written
         # below, so the console's login is always the one shown).
         ops_password = secrets.token_urlsafe(12)
-        made = subprocess.run(
-            [sys.executable, "-m", "payapi", "operator", "add", OPERATOR, "--reset"],
-            input=ops_password + "\n",
-            env=env,
-            cwd=self.cwd,
-            capture_output=True,
-            text=True,
-            start_new_session=True,
-        )
+        made = self._payapi(env, "operator", "add", OPERATOR, "--reset", input=ops_password + "\n")
         if made.returncode != 0:
             self._say(f"could not make the operator {OPERATOR}: {made.stderr.strip()}")
             return 1
@@ -274,15 +258,7 @@ class Dev:
         user_id, expert_id = new_id(), new_id()
         tokens = {}
         for who, user, phone in (("user", user_id, USER_PHONE), ("expert", expert_id, EXPERT_PHONE)):
-            made = subprocess.run(
-                [sys.executable, "-m", "payapi", "token", user, "--phone", phone, "--ttl", str(TOKEN_TTL)],
-                env=env,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                start_new_session=True,
-            )
+            made = self._payapi(env, "token", user, "--phone", phone, "--ttl", str(TOKEN_TTL))
             if made.returncode != 0:
                 self._say(f"could not mint the {who}'s token: {made.stderr.strip()}")
                 return 1
@@ -317,6 +293,19 @@ class Dev:
                     self._say(f"{child.name} exited with status {child.exited()}; see {LOG_FILE}")
                     return 1
         return 0
+
+    def _payapi(self, env, *args, input=None):
+        """Run `python -m payapi ARGS` to its end, its output captured (stdin: input, else none)."""
+        return subprocess.run(
+            [sys.executable, "-m", "payapi", *args],
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            env=env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            start_new_session=True,
+        )
 
     def _spawn(self, name, cmd, env, log):
         if self.stopping.is_set():
