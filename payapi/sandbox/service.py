@@ -19,7 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from . import page
 from .core import Call, ControlError, Ledger, PingppError, refused
-from .sms import SmsSandbox
+from .sms import SmsSandbox, read_request
 from .webhooks import QUEUED, RECORDED, Deliverer, Signer, encode, make_event
 
 log = logging.getLogger("payapi.sandbox")
@@ -292,7 +292,7 @@ class Sandbox:
 
     def _api(self, environ, start_response):
         method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
-        raw = _read(environ)
+        raw = read_request(environ)
         query = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         headers = {k: v for k, v in environ.items() if k.startswith("HTTP_")}
         try:
@@ -397,7 +397,7 @@ class Sandbox:
             pem = self.public_key_pem
             start_response("200 OK", [("Content-Type", "application/x-pem-file"), ("Content-Length", str(len(pem)))])
             return [pem]
-        raw = _read(environ)
+        raw = read_request(environ)
         form = environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded")
         try:
             if form:
@@ -536,11 +536,6 @@ class Sandbox:
             self.server.shutdown()
             self.server.server_close()
         self.deliverer.stop()
-
-
-def _read(environ):
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    return environ["wsgi.input"].read(length) if length > 0 else b""
 
 
 def _truthy(value):

@@ -123,7 +123,7 @@ class SmsSandbox:
         )
 
     def __call__(self, environ, start_response):
-        raw = _read(environ)
+        raw = read_request(environ)
         if environ.get("HTTP_X_ACS_ACTION"):
             status, headers, body = self._aliyun(environ, raw)
         elif environ.get("HTTP_X_TC_ACTION"):
@@ -579,6 +579,7 @@ def _json(body):
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
-def _read(environ):
+def read_request(environ):
+    """A WSGI request's body: its Content-Length bytes (the Ping++ and the SMS sandbox both read so)."""
     length = int(environ.get("CONTENT_LENGTH") or 0)
     return environ["wsgi.input"].read(length) if length > 0 else b""
