@@ -121,7 +121,8 @@ class Console:
         resp.content_type = "text/html; charset=utf-8"
         for name, value in SECURITY_HEADERS.items():
             resp.set_header(name, value)
-        if session:  # every page's header: red when something is wrong, failing notifications counted
+        if session and "health_problems" not in context:
+            # every page's header: red when something is wrong, failing notifications counted
             context = {**header_status(), **context}
         resp.text = self.env.get_template(template).render(
             operator=session.identity.name if session else None,
@@ -459,7 +460,9 @@ class Static:
         resp.set_header("X-Content-Type-Options", "nosniff")
 
 
-def header_status():
-    """What every page's header shows: whether anything is wrong, and how many notifications fail now."""
-    snapshot = health.snapshot()
+def header_status(snapshot=None):
+    """What every page's header shows: whether anything is wrong, and how many notifications fail now
+    (from the health page's own snapshot when it has one, else read now)."""
+    if snapshot is None:
+        snapshot = health.snapshot()
     return {"health_problems": health.problems(snapshot), "failing_notifications": snapshot.outbox.failing}

@@ -11,7 +11,7 @@ from payapi.contract.shapes import (
     WithdrawalSearchQuery,
     WithdrawalStatus,
 )
-from payapi.http.console import Page, page_id
+from payapi.http.console import Page, header_status, page_id
 from payapi.http.operation import operation
 from payapi.http.resources.ops import OPERATOR_ERRORS, ForOperators
 from payapi.infra import health
@@ -83,7 +83,10 @@ class OpsNotifications(ForOperators):
 class HealthPage(Page):
     def on_get(self, req, resp):
         snapshot = health.snapshot()
-        self.console.render(req, resp, "health.html", health=snapshot, problems=health.problems(snapshot), tab="health")
+        header = header_status(snapshot)  # the page's header from the same snapshot, not a second one
+        self.console.render(
+            req, resp, "health.html", health=snapshot, problems=header["health_problems"], tab="health", **header
+        )
 
 
 class Withdrawals(Page):
