@@ -10,7 +10,7 @@ import falcon
 import peewee
 
 from payapi.backoffice import operators
-from payapi.contract.errors import INVALID, NOT_FOUND, UNAUTHENTICATED, UNEXPECTED, ApiError
+from payapi.contract.errors import DEFAULT_MSG, INVALID, NOT_FOUND, UNAUTHENTICATED, UNEXPECTED, ApiError
 from payapi.contract.shapes import Failure
 from payapi.infra import metrics
 
@@ -143,7 +143,7 @@ def handle_http_error(req, resp, ex, params):
     elif status == 413:
         body = {"code": INVALID, "msg": "请求体过大"}
     elif status >= 500:
-        body = {"code": UNEXPECTED, "msg": "服务器开小差了，请稍后再试"}
+        body = {"code": UNEXPECTED, "msg": DEFAULT_MSG[UNEXPECTED]}
     else:
         body = {"code": INVALID, "msg": "请求格式有误"}
     _render(resp, status, body, ex.headers)
@@ -161,7 +161,7 @@ def handle_unexpected(req, resp, ex, params):
     _render(
         resp,
         500,
-        {"code": UNEXPECTED, "msg": "服务器开小差了，请稍后再试", "request_id": req.context.get("request_id")},
+        {"code": UNEXPECTED, "msg": DEFAULT_MSG[UNEXPECTED], "request_id": req.context.get("request_id")},
     )
 
 

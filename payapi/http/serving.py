@@ -43,7 +43,7 @@ from gunicorn import util
 from gunicorn.http.unreader import Unreader
 from gunicorn.workers.gthread import ThreadWorker
 
-from payapi.contract.errors import INVALID, UNEXPECTED
+from payapi.contract.errors import DEFAULT_MSG, INVALID, UNEXPECTED
 from payapi.http.body import MAX_WEBHOOK_BODY
 
 REQUEST_TIMEOUT_S = 10.0
@@ -207,7 +207,7 @@ _MESSAGES = {408: "请求超时", 413: "请求体过大", 414: "请求地址过�
 def _envelope(status, reason, message=None):
     """An answer the server gives itself (no thread, no app), in the API's error envelope."""
     code, message = (
-        (UNEXPECTED, "服务器开小差了，请稍后再试")
+        (UNEXPECTED, DEFAULT_MSG[UNEXPECTED])
         if status >= 500
         else (INVALID, message or _MESSAGES.get(status, "请求格式有误"))
     )
