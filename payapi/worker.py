@@ -12,7 +12,6 @@ import time
 from payapi.backoffice import operators
 from payapi.domain.clock import now_ms
 from payapi.infra import idempotency, jobs, outbox
-from payapi.infra import outbox as notifications
 from payapi.money import payments, reconciliation, refunds, withdrawals
 
 log = logging.getLogger(__name__)
@@ -23,7 +22,7 @@ def run_once(settings, gateway, notify=True):
 
     notify: also deliver the notifications due now (run_forever has its own dispatcher thread instead).
     """
-    notifications.configure(settings)
+    outbox.configure(settings)
     started = time.perf_counter()
     passes = {
         "pays": lambda: payments.reconcile_pays(gateway, settings),
@@ -68,7 +67,7 @@ def _deliver_due(settings):
 def run_forever(settings, gateway, interval=60.0):
     """The minute pass, and (with NOTIFY_URL) the notification dispatcher in its own thread: a
     notification is first sent within seconds, not at the next pass."""
-    notifications.configure(settings)
+    outbox.configure(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

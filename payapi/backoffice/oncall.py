@@ -151,11 +151,3 @@ def notification_now(message, notify_url):
     return OpsNotificationNow(
         **base, next_attempt_at=iso(message.next_attempt_at) if waiting else None, target=target_host(notify_url)
     )
-
-
-def failing_count():
-    return (
-        Notification.select()
-        .where(Notification.status == NotificationStatus.PENDING, Notification.attempts > 0)
-        .count()
-    )

@@ -323,7 +323,7 @@ class KeyLock:
     an existing row is locked exclusively at once, with no shared lock to upgrade (see lock_row),
     and the row is written every time: Galera does not carry row locks from node to node, but two
     transactions that write one row on two nodes conflict when they commit (1213: run again). The
-    SQL text is built once per database, as in RowByKey.
+    SQL text is built once per database class (its dialect), as in RowByKey.
     """
 
     _SENTINEL = "\x00key"
@@ -335,13 +335,13 @@ class KeyLock:
     def __call__(self, key):
         assert db.in_transaction(), "a KeyLock is held until the transaction ends: take it inside one"
         database = db.obj
-        built = self._sql.get(id(database))
+        built = self._sql.get(type(database))
         if built is None:
             conflict = {"update": {self.counter_field: self.counter_field + 1}}
             if not isinstance(database, peewee.MySQLDatabase):
                 conflict["conflict_target"] = [self.key_field]
             query = self.model.insert({self.key_field: self._SENTINEL, self.counter_field: 1}).on_conflict(**conflict)
-            built = self._sql[id(database)] = query.sql()
+            built = self._sql[type(database)] = query.sql()
         sql, params = built
         database.execute_sql(sql, [key if p == self._SENTINEL else p for p in params])
 
@@ -351,8 +351,10 @@ class RowByKey:
 
     peewee builds the SQL text of a query on every execution; for a 20-column SELECT that is
     ~400 µs, about twice the rest of a request. The text only depends on the model and the
-    database's dialect, so it is built on first use and reused. Rows come back as read-only
-    named tuples of the selected columns: a partial row can never be saved by mistake.
+    database's dialect, so it is built on first use per database class and reused (keyed by the
+    class, as sql_text and Prepared are: an id() could be a later database's of another dialect).
+    Rows come back as read-only named tuples of the selected columns: a partial row can never be
+    saved by mistake.
     """
 
     def __init__(self, model, *fields, columns=None):
@@ -363,10 +365,10 @@ class RowByKey:
 
     def __call__(self, *values):
         database = db.obj
-        sql = self._sql.get(id(database))
+        sql = self._sql.get(type(database))
         if sql is None:
             where = [field == value for field, value in zip(self.fields, values, strict=True)]
-            sql = self._sql[id(database)] = self.model.select(*self.selected).where(*where).sql()[0]
+            sql = self._sql[type(database)] = self.model.select(*self.selected).where(*where).sql()[0]
         row = database.execute_sql(sql, values).fetchone()
         return None if row is None else self.row._make(row)
 

@@ -61,7 +61,7 @@ def record(kind, reference, *lines):
         raise Unbalanced(f"{kind} {reference}: a line is negative or both debit and credit")
     if sum(line.debit for line in lines) != sum(line.credit for line in lines):
         raise Unbalanced(f"{kind} {reference}: debits differ from credits")
-    if entry_of(kind, reference) is not None:
+    if recorded(kind, reference):
         return False
     now = now_ms()
     # The experts' wallets are locked before the entry takes its id: an expert's entries then get
@@ -89,7 +89,7 @@ def record(kind, reference, *lines):
 
 
 def recorded(kind, reference):
-    return JournalEntry.select().where(JournalEntry.kind == kind, JournalEntry.reference == reference).exists()
+    return entry_of(kind, reference) is not None
 
 
 # --- reading -------------------------------------------------------------------------------------

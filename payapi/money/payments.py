@@ -101,8 +101,13 @@ def lock_order(pay_type, order_id):
     _order_lock(f"{pay_type}:{order_id}")
 
 
+def _order_key_of(pay):
+    """The pay's order as lock_order and the order's queries name it: its o_id, or its note's note_id."""
+    return pay.o_id if pay.type == "order" else pay.note_id
+
+
 def _lock_order_of(pay):
-    lock_order(pay.type, pay.o_id if pay.type == "order" else pay.note_id)
+    lock_order(pay.type, _order_key_of(pay))
 
 
 def _announce_close(pay):
@@ -297,7 +302,7 @@ def _unless_paid_meanwhile(gateway, settings, pay_id):
     pay = row_of(Pay, pay_id)
     if pay.status == CANCEL:
         reverse_charge(gateway, settings, pay_id)
-        _refuse_if_paid(pay.type, pay.o_id if pay.type == "order" else pay.note_id)
+        _refuse_if_paid(pay.type, _order_key_of(pay))
     return pay
 
 
@@ -352,7 +357,7 @@ def apply_charge(charge, settings):
     wallet.pay_paid(pay, settings.platform_fee_bps, settings.settlement_hold_seconds * 1000, now)
     outbox.save(pay)
     # The order's other pending or paid pays, locked (one statement; usually none).
-    others = _others_locked[pay.type == "order"](pay.type, pay.o_id if pay.type == "order" else pay.note_id, pay.pay_id)
+    others = _others_locked[pay.type == "order"](pay.type, _order_key_of(pay), pay.pay_id)
     others = others.fetchall()
     # A pay closed by a newer one may turn out paid after all: then the order is paid, and the
     # newer pending pay must not take the user's money a second time.
