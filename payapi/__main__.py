@@ -108,7 +108,7 @@ def withdrawals_command(settings, args):
 
 
 def notifications_command(settings, args):
-    from payapi.backoffice import actions, operators
+    from payapi.backoffice import actions, oncall, operators
     from payapi.contract.errors import ApiError
 
     bind(open_database(settings.database_url))
@@ -123,7 +123,7 @@ def notifications_command(settings, args):
             refused(error)
         return
     print(f"{'message_id':28}  {'type':20}  {'subject':24}  {'attempts':>8}  {'failed at':24}  last_error")
-    for n in actions.failed_notifications():
+    for n in oncall.failed_notifications():
         print(
             f"{n.message_id:28}  {n.type:20}  {n.subject_id:24}  {n.attempts:>8}  {iso(n.updated_at):24}  "
             f"{n.last_status or ''} {n.last_error}"

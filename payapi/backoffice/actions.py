@@ -17,7 +17,7 @@ from payapi.contract import render
 from payapi.contract.errors import NOT_ALLOWED, NOT_FOUND, PROVIDER_FAILED, ApiError, invalid
 from payapi.domain.clock import now_ms
 from payapi.domain.ids import is_id
-from payapi.domain.lifecycles import NotificationStatus, Outcome, WithdrawalStatus
+from payapi.domain.lifecycles import Outcome, WithdrawalStatus
 from payapi.infra import outbox
 from payapi.infra.db import for_update, transaction
 from payapi.infra.gateway import GatewayError
@@ -197,15 +197,6 @@ def resend_notification(message_id, who, reason=""):
     before = notification_state(message)
     after = outbox.resend(message_id)
     return after, operators.audit(who, RESEND, message_id, reason, before, notification_state(after))
-
-
-def failed_notifications(limit=200):
-    return list(
-        Notification.select()
-        .where(Notification.status == NotificationStatus.FAILED)
-        .order_by(Notification.updated_at.desc())
-        .limit(limit)
-    )
 
 
 def notification(message_id):

@@ -131,8 +131,11 @@ def failing_notifications(limit=200):
 
 
 def notifications(state, limit=200):
-    if state == FAILING:
-        return failing_notifications(limit)
+    return failing_notifications(limit) if state == FAILING else failed_notifications(limit)
+
+
+def failed_notifications(limit=200):
+    """Messages given up on (24 hours without a 2xx), newest first."""
     return list(
         Notification.select()
         .where(Notification.status == NotificationStatus.FAILED)

@@ -346,7 +346,7 @@ class NotificationsPage(Page):
             done=done if done and is_id(done) else None,
             target_host=oncall.target_host(url),
             failing=[oncall.notification_now(n, url) for n in oncall.failing_notifications()],
-            notifications=actions.failed_notifications(),
+            notifications=oncall.failed_notifications(),
             tab="notifications",
         )
 
