@@ -6,6 +6,7 @@ never skipped for want of them."""
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -64,7 +65,20 @@ def submit(driver, element, then_url=None):
     """Click a submit button and wait for the next page (a click does not wait for the navigation)."""
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
+
+    def replaced(_):
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            # Chromium's answer while the old document is being torn down, instead of "stale".
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, 20).until(replaced)
     if then_url is not None:
         WebDriverWait(driver, 20).until(expected_conditions.url_to_be(then_url))
 
