@@ -205,12 +205,13 @@ def settings_for(what, needs, exit_code=1, environ=None):
 
 
 def check_tables(what, settings, database, exit_code=1):
-    """Refuse tables whose text columns cannot hold 4-byte UTF-8 (MySQL); SQLite always can.
+    """Refuse tables whose text columns cannot hold 4-byte UTF-8 (MySQL; SQLite always can), and a
+    STATEMENT binary log (db.binlog_problem).
 
     A database that cannot be reached is only a warning: /healthz says 503 until it can be,
     and a dyno that crashes at boot while the database restarts helps nobody.
     """
-    from payapi.infra.db import BINARY_COLLATIONS, describe_error, text_columns
+    from payapi.infra.db import BINARY_COLLATIONS, binlog_problem, describe_error, text_columns
     from payapi.infra.models import ALL_MODELS
 
     tables = [m._meta.table_name for m in ALL_MODELS]
@@ -218,12 +219,15 @@ def check_tables(what, settings, database, exit_code=1):
     try:
         database.connect(reuse_if_open=True)
         rows = text_columns(database, tables)
+        binlog = binlog_problem(database)
     except Exception as exc:  # noqa: BLE001 - any failure to look is reported, not fatal
         log.warning("%s could not check table character sets: %s", what, describe_error(exc, database))
         return
     finally:
         if was_closed:
             database.close()
+    if binlog:
+        refuse(what, settings.env, [binlog], exit_code)
     if not rows:
         return  # SQLite, or not migrated yet
     narrow = {}

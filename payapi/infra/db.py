@@ -122,7 +122,26 @@ def open_database(url):
         )
     params = mysql_params(url)
     # peewee's MySQLDatabase already uses utf8mb4 and autocommit outside transactions.
-    return MySQLDatabase(params.pop("database"), connect_timeout=5, read_timeout=30, write_timeout=30, **params)
+    return MySQLDatabase(
+        params.pop("database"),
+        connect_timeout=5,
+        read_timeout=30,
+        write_timeout=30,
+        init_command=READ_COMMITTED,
+        **params,
+    )
+
+
+# Every connection's transactions read committed rows, not a snapshot, and lock only the rows they
+# find. Under InnoDB's default REPEATABLE READ a locking read that finds nothing (a new expert's
+# wallet, an order's open pay) locks the gap where the row would go; two transactions making
+# different rows in one gap then wait for each other's gap and deadlock (1213: ~4% of applied
+# webhooks and pay creations ran twice, the MariaDB tail of issue 21). payapi never relies on gap
+# locks (Galera does not carry them between nodes either): what must happen once is decided under
+# a lock row (the order's, the wallet's, a claim's) or by a unique key. Reading the latest
+# committed rows is also what those decisions need (a snapshot may be older than the lock).
+# The binary log must then be ROW or MIXED (startup.check_tables refuses STATEMENT).
+READ_COMMITTED = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 
 
 def describe_error(exc, database=None):
@@ -295,7 +314,8 @@ def lock_row(model, defaults, **key):
     SELECT ... FOR UPDATE first: an INSERT IGNORE that hits an existing row takes a shared lock
     on it, and two requests both upgrading that to the exclusive one deadlock (MySQL 1213) on
     every parallel call. Only a missing row is inserted, with INSERT IGNORE, so two requests
-    creating the same row do not fail on the unique key.
+    creating the same row do not fail on the unique key. A read that finds nothing locks nothing
+    (READ COMMITTED), so making two different missing rows at once neither waits nor deadlocks.
     """
     if list(key) == [model._meta.primary_key.name]:  # the SQL text built once (locked, insert_row)
         (value,) = key.values()
@@ -396,6 +416,27 @@ def text_columns(database, tables):
         list(tables) * 2,
     ).fetchall()
     return sorted(rows, key=lambda r: (r[0], r[1] or ""))
+
+
+def binlog_problem(database):
+    """Why this server's binary log would refuse payapi's writes, or None (SQLite, no binary log, ROW, MIXED).
+
+    InnoDB refuses to log a READ COMMITTED transaction's writes as statements (error 1665), so a
+    server writing a STATEMENT binary log would fail every write (see READ_COMMITTED).
+    """
+    if not isinstance(database, peewee.MySQLDatabase):
+        return None
+    log_bin, binlog_format = database.execute_sql("SELECT @@log_bin, @@session.binlog_format").fetchone()
+    return binlog_refusal(log_bin, binlog_format)
+
+
+def binlog_refusal(log_bin, binlog_format):
+    if str(log_bin) in ("1", "ON") and str(binlog_format).upper() == "STATEMENT":
+        return (
+            "the server writes a STATEMENT binary log, which refuses READ COMMITTED writes: "
+            "set binlog_format=ROW (or MIXED) on the server"
+        )
+    return None
 
 
 # --- the write path's statements, their SQL text built once --------------------------------------

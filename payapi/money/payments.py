@@ -95,8 +95,9 @@ def lock_order(pay_type, order_id):
     Making a pay, applying a payment and reopening a pay take it, always before any pay's row lock
     (one order of locks: no deadlock between them): "is the order paid?" and "has it a pending
     pay?" are then answered and acted on by one transaction at a time, so a paid order never gets
-    a payable pay. What decides under it is read with locking reads: a plain read on MySQL sees
-    the transaction's snapshot, which may be older than the lock.
+    a payable pay. What decides under it is read with locking reads, which read the latest rows
+    and keep the ones they find; a missing row locks nothing (READ COMMITTED: db.READ_COMMITTED),
+    and no other order's pay could take its place while the order lock is held.
     """
     _order_lock(f"{pay_type}:{order_id}")
 

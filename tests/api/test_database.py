@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import peewee
 import pymysql
@@ -11,7 +13,7 @@ import pytest
 
 from payapi.domain.ids import new_id
 from payapi.infra import outbox
-from payapi.infra.db import RowByKey, bind, db, is_mysql, transaction
+from payapi.infra.db import RowByKey, binlog_problem, binlog_refusal, bind, db, is_mysql, lock_row, transaction
 from payapi.infra.models import ALL_MODELS, Pay, Refund, Wallet, Withdrawal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -265,10 +267,12 @@ def test_a_record_the_order_service_hears_of_is_saved_only_through_the_outbox(da
     assert model.select().count() == 0
 
 
-def test_saving_a_pay_writes_its_info_and_its_announced_moves_in_one_go(database):
+def test_saving_a_pay_writes_its_info_and_its_announced_moves_in_one_go(database, settings):
     from payapi.contract.render import pay_info_json
     from payapi.domain.lifecycles import PAY, PayStatus
     from payapi.infra.models import Notification
+
+    outbox.configure(settings)  # a NOTIFY_URL: messages are written (create_app does this; no app here)
 
     pay = PAY.begin(
         Pay(
@@ -307,3 +311,48 @@ def test_a_connection_the_server_dropped_does_not_fail_the_next_request(app, dat
     assert app.get("/healthz").json == {"code": 900, "db": "ok"}
     assert db.execute_sql("SELECT CONNECTION_ID()").fetchone()[0] != connection_id
     assert is_mysql()
+
+
+@pytest.mark.only_db("mariadb")  # SQLite's writers take turns: there a second writer waits by design
+def test_making_a_missing_row_does_not_wait_for_another_transaction_making_a_different_one(database):
+    """An expert's first credit makes their wallet row (lock_row: a locking read that finds nothing,
+    then an insert). Under REPEATABLE READ the read locked the gap where the row would go, so two
+    new experts' credits waited for each other and deadlocked (1213, retried: the applied webhook's
+    tail on MariaDB). Under READ COMMITTED a locking read that finds nothing locks nothing."""
+    first_holds, release = threading.Event(), threading.Event()
+
+    def first():
+        try:
+            with db.atomic():
+                lock_row(Wallet, {"updated_at": 1}, user_id="expert-b")
+                first_holds.set()
+                release.wait(10)
+        finally:
+            db.close()
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    timer = threading.Timer(3, release.set)  # under gap locks the second waits until the first ends
+    try:
+        assert first_holds.wait(10)
+        timer.start()
+        started = time.monotonic()
+        with db.atomic():
+            lock_row(Wallet, {"updated_at": 2}, user_id="expert-c")
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        timer.cancel()
+        holder.join()
+    assert waited < 1.5, f"making expert-c's wallet waited {waited:.1f} s for expert-b's transaction"
+    assert {w.user_id for w in Wallet.select()} == {"expert-b", "expert-c"}
+    Wallet.delete().execute()  # no postings behind them: the books' check would call them wrong
+
+
+def test_a_statement_binary_log_is_named_as_the_reason_writes_would_fail(database):
+    # READ COMMITTED writes cannot be logged as statements (InnoDB error 1665): start-up refuses.
+    assert binlog_problem(db.obj) is None  # SQLite; the test MariaDB runs without a binary log
+    assert "binlog_format=ROW" in binlog_refusal("1", "STATEMENT")
+    assert "binlog_format=ROW" in binlog_refusal(1, "statement")
+    assert binlog_refusal("1", "ROW") is None and binlog_refusal("1", "MIXED") is None
+    assert binlog_refusal("0", "STATEMENT") is None  # no binary log, nothing refused
