@@ -13,7 +13,7 @@ import pytest
 
 from payapi.domain.ids import new_id
 from payapi.infra import outbox
-from payapi.infra.db import RowByKey, binlog_problem, binlog_refusal, bind, db, is_mysql, lock_row, transaction
+from payapi.infra.db import RowByKey, bind, binlog_problem, binlog_refusal, db, is_mysql, lock_row, transaction
 from payapi.infra.models import ALL_MODELS, Pay, Refund, Wallet, Withdrawal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
