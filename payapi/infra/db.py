@@ -321,8 +321,12 @@ def lock_row(model, defaults, **key):
         (value,) = key.values()
         row = locked(model, value)
         if row is None:
-            insert_row(model, {**key, **defaults}, ignore=True)
-            row = locked(model, value)
+            _, inserted = insert_row(model, {**key, **defaults}, ignore=True)
+            if inserted == 1:  # ours, locked by the insert: the row is what went in (no read back)
+                row = model(**key, **defaults)
+                row._dirty.clear()
+                return row
+            row = locked(model, value)  # another transaction made it first: wait for it, then lock it
             if row is None:
                 raise model.DoesNotExist(f"{model.__name__} {value!r} neither found nor inserted")
         return row
