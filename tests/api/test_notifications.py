@@ -246,6 +246,29 @@ def test_a_slow_delivery_does_not_delay_messages_written_meanwhile(pay_expert, r
     assert sent.status == "delivered" and sent.delivered_at < cut.updated_at
 
 
+def test_the_running_dispatcher_delivers_a_backlog_larger_than_its_list_once_each(pay_expert, receiver, settings):
+    # run_forever hands out due messages from a list of a few pools' worth (four here): a backlog of
+    # twelve takes several lists, each message delivered once, none left behind.
+    paid = [pay_expert("e" * 24, 1_000 + n)["pay_id"] for n in range(12)]
+    backlog = {m.message_id for m in Notification.select().where(Notification.status == "pending")}
+    assert len(backlog) >= 12 and {m.subject_id for m in Notification.select()} >= set(paid)
+    dispatcher = notifications.Dispatcher(settings.notify_url, settings.notify_secret, concurrency=1, poll_s=0.05)
+    stop = threading.Event()
+    running = threading.Thread(target=dispatcher.run_forever, args=(stop,))
+    running.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and Notification.select().where(Notification.status == "pending").exists():
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        running.join(3 * notifications.TIMEOUT_S)
+    assert not running.is_alive()
+    delivered = [m["id"] for m in receiver.received]
+    assert sorted(delivered) == sorted(backlog)  # every one, once
+    assert all(m.status == "delivered" and m.attempts == 1 for m in Notification.select())
+
+
 # --- several workers, killed workers --------------------------------------------------------------------
 
 
