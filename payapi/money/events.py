@@ -8,7 +8,7 @@ import peewee
 
 from payapi.domain.clock import now_ms
 from payapi.domain.lifecycles import Outcome
-from payapi.infra.db import RowByKey, transaction
+from payapi.infra.db import RowByKey, insert_row, transaction
 from payapi.infra.gateway import charge_from, refund_from, transfer_from
 from payapi.infra.models import Event
 from payapi.money import payments, refunds, withdrawals
@@ -41,20 +41,24 @@ def _foreign(settings, event, event_type, obj):
 
 @transaction
 def _store_and_apply(event_id, event_type, obj, raw, outcome, apply):
-    # The event row goes in first: a parallel delivery of the same id waits on its key and then
-    # fails as a duplicate, after this transaction has committed or rolled back.
-    event = Event.create(
-        event_id=event_id,
-        type=event_type[:64],
-        object_id=str(obj.get("id", ""))[:64],
-        outcome=outcome or "",
-        payload=raw,
-        received_at=now_ms(),
-    )
+    # Applied, then stored with its outcome, in one transaction. A parallel delivery of the same
+    # id applies nothing new (every apply is idempotent under its rows' locks: the worker's
+    # look-ups apply the same objects without any event) and then fails on the event's key, which
+    # rolls it back whole: it is a replay. (Stored first, the row had to be written twice.)
     if apply is not None:
-        event.outcome = apply()
-        event.save(only=[Event.outcome])  # the payload went in above
-    return event.outcome
+        outcome = apply()
+    insert_row(
+        Event,
+        {
+            "event_id": event_id,
+            "type": event_type[:64],
+            "object_id": str(obj.get("id", ""))[:64],
+            "outcome": outcome,
+            "payload": raw,
+            "received_at": now_ms(),
+        },
+    )
+    return outcome
 
 
 def _parse(raw):
