@@ -21,7 +21,9 @@ import importlib.machinery
 import importlib.util
 import json
 import logging
+import os
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
@@ -61,6 +63,7 @@ if not any(isinstance(finder, _VendoredSixMoves) for finder in sys.meta_path):
 
 import pingpp  # noqa: E402  (after the finder above, or it fails on Python 3.12+)
 import pingpp.api_requestor  # noqa: E402
+import pingpp.http_client  # noqa: E402
 
 pingpp.ca_bundle = certifi.where()
 
@@ -72,6 +75,32 @@ def _rsa_sign(requestor: object, private_key: str, data: str) -> bytes:
 
 
 pingpp.api_requestor.APIRequestor.rsa_sign = _rsa_sign
+
+
+# The SDK makes a new HTTP client, and with it a new requests.Session, for every call: a new TCP
+# and TLS handshake with Ping++ each time (and ~0.5 ms of Python to build the session). Each thread
+# keeps one client instead (requests' sessions are not made to be shared between threads), so its
+# calls reuse a kept-alive connection; urllib3 checks a pooled connection is still open before
+# reusing it. A forked child (gunicorn's workers) starts with none of its parent's.
+_clients = threading.local()
+_sdk_client = pingpp.http_client.new_default_http_client
+
+
+def _thread_client(*args: Any, **kwargs: Any) -> Any:
+    settings = (args, tuple(sorted(kwargs.items())))
+    cached = getattr(_clients, "client", None)
+    if cached is None or cached[0] != settings:
+        cached = _clients.client = (settings, _sdk_client(*args, **kwargs))
+    return cached[1]
+
+
+def _forget_clients() -> None:
+    global _clients
+    _clients = threading.local()
+
+
+pingpp.http_client.new_default_http_client = _thread_client
+os.register_at_fork(after_in_child=_forget_clients)
 
 
 def load_public_key(pem: str | bytes) -> rsa.RSAPublicKey:

@@ -20,7 +20,7 @@ from payapi.domain.clock import now_ms
 from payapi.domain.ids import is_id, new_id
 from payapi.domain.lifecycles import PAY, REFUND, Outcome, PayStatus, RefundStatus
 from payapi.infra import jobs, outbox
-from payapi.infra.db import for_update, locked, transaction
+from payapi.infra.db import Prepared, RowByKey, for_update, locked, row_of, transaction
 from payapi.infra.gateway import GatewayError, RefundRequest, call_seconds
 from payapi.infra.models import Pay, Refund
 from payapi.money import wallet
@@ -32,19 +32,27 @@ DUPLICATE_REASON = "duplicate payment"
 RECHECK_MS = 5 * 60 * 1000  # a refund Ping++ has not settled is asked about again after this
 
 
+# Sums of a pay's refunds, the SQL built once (a refund request runs both).
+_reserved_sum = Prepared(
+    lambda pay_id: Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0)).where(
+        Refund.pay_id == pay_id,
+        Refund.status == RefundStatus.PENDING,
+        Refund.pingpp_refund_id.is_null(),
+        Refund.bucket == "",
+    )
+)
+_succeeded_sum = Prepared(
+    lambda pay_id, refund_id: Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0)).where(
+        Refund.pay_id == pay_id, Refund.status == RefundStatus.SUCCEEDED, Refund.refund_id != refund_id
+    )
+)
+_charge_of = RowByKey(Pay, Pay.pay_id, columns=(Pay.charge_id,))
+
+
 def _reserved(pay_id):
     """Fen of refunds asked for that Ping++ has not yet accepted (no Ping++ id yet, no share taken:
     an unclear one's share is taken and stands in pay.amount_refunded)."""
-    return int(  # MySQL sums as DECIMAL
-        Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0))
-        .where(
-            Refund.pay_id == pay_id,
-            Refund.status == RefundStatus.PENDING,
-            Refund.pingpp_refund_id.is_null(),
-            Refund.bucket == "",
-        )
-        .scalar()
-    )
+    return int(_reserved_sum(pay_id).fetchone()[0])  # int(): MySQL sums as DECIMAL
 
 
 def refundable(pay):
@@ -163,11 +171,12 @@ def request_refund(gateway, pay_id, amount, description, gateway_timeout, refund
         if refund is not None and refund.pingpp_refund_id is not None:
             return refund
     if fresh:
-        refund, _ = _reserve(pay_id, amount, description, ORDER_SERVICE, lease, refund_id)
+        refund, charge_id = _reserve(pay_id, amount, description, ORDER_SERVICE, lease, refund_id)
+    else:
+        charge_id = _charge_of(refund.pay_id).charge_id
     # Only while the lease surely outlasts the call may Ping++ be asked to make it (the worker,
     # once the lease is over, takes "not listed" for "never made").
     create_by = now_ms() + lease - int(call_seconds(gateway_timeout) * 1000)
-    charge_id = Pay.get_by_id(refund.pay_id).charge_id
     made, asked = None, False
     try:
         try:
@@ -214,7 +223,7 @@ def request_refund(gateway, pay_id, amount, description, gateway_timeout, refund
         _hold_unclear(refund.refund_id, str(unclear))
         return Refund.get_by_id(refund.refund_id)
     _accept(refund.refund_id, made, reserved=refund)
-    return Refund.get_by_id(refund.refund_id)
+    return row_of(Refund, refund.refund_id)
 
 
 @transaction
@@ -290,13 +299,9 @@ def _apply(refund, pay, made):
 
 
 def _close_if_refunded(pay, refund, now):
-    succeeded = int(
-        Refund.select(fn.COALESCE(fn.SUM(Refund.amount), 0))
-        .where(
-            Refund.pay_id == pay.pay_id, Refund.status == RefundStatus.SUCCEEDED, Refund.refund_id != refund.refund_id
-        )
-        .scalar()
-    ) + (refund.amount if refund.status == RefundStatus.SUCCEEDED else 0)
+    succeeded = int(_succeeded_sum(pay.pay_id, refund.refund_id).fetchone()[0]) + (
+        refund.amount if refund.status == RefundStatus.SUCCEEDED else 0
+    )
     if succeeded >= pay.money and PAY.allows(pay, PayStatus.REFUNDED):
         PAY.move(pay, PayStatus.REFUNDED, now)
 

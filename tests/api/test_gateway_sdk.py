@@ -7,6 +7,7 @@ SDK sends (headers, signature), which the fake Ping++ of the other tests does no
 
 import base64
 import dataclasses
+import http.server
 import json
 import logging
 import os
@@ -194,3 +195,41 @@ def test_without_an_api_key_every_call_says_why_it_failed(app, settings, databas
         assert answer.status_int == 502 and answer.json["code"] == 920
     said = [r for r in caplog.records if "PINGPP_API_KEY is not set" in r.getMessage()]
     assert len(said) == 2 and all(r.levelno == logging.ERROR and r.fields["order_no"] for r in said)
+
+
+def test_calls_from_one_thread_reuse_one_kept_alive_connection_to_ping_plus_plus():
+    # The SDK made a new requests.Session for every call: a new TCP (and, at Ping++, TLS) handshake
+    # each time. Each thread keeps one client now; another thread has its own.
+    connections = []
+
+    class KeepAlive(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self):
+            connections.append(self.client_address)
+            super().setup()
+
+        def do_GET(self):
+            body = json.dumps(charge_answer(self.path.rsplit("_", 1)[-1])).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gateway = PingppGateway("sk_test_x", "app_x", api_base=f"http://127.0.0.1:{server.server_port}")
+        assert [gateway.retrieve_charge(f"ch_{n}").id for n in range(3)] == ["ch_0", "ch_1", "ch_2"]
+        assert len(connections) == 1
+        other = threading.Thread(target=gateway.retrieve_charge, args=("ch_3",))
+        other.start()
+        other.join()
+        assert len(connections) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
