@@ -149,7 +149,10 @@ class Pay(SavedByOutbox, BaseModel):
         indexes = (
             (("status", "created_at"), False),
             (("type", "o_id", "note_id"), False),
-            (("status", "check_after"), False),
+            # The worker's due lists (migration 015): pending pays to ask Ping++ about, in the order
+            # they are asked; closed pays whose charge Ping++ has not confirmed closed.
+            (("status", "check_after", "created_at"), False),
+            (("status", "reversed_at", "check_after"), False),
             (("held", "release_at"), False),
         )
 

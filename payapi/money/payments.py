@@ -545,20 +545,23 @@ def _set_aside(pay_id):
     _check_again(pay_id, now_ms() + jobs.backoff_ms(1))
 
 
+def pays_to_check(now, batch):
+    """The pending pays due to be asked about, in the order they are asked: the index (status,
+    check_after, created_at) answers it alone and stops after batch, however many are due."""
+    return (
+        Pay.select(Pay.pay_id)
+        .where(Pay.status == PENDING, Pay.created_at < now - RECONCILE_AFTER_MS, Pay.check_after <= now)
+        .order_by(Pay.check_after, Pay.created_at)
+        .limit(batch)
+    )
+
+
 def reconcile_pays(gateway, settings, batch=100):
     """Ask Ping++ about pending pays older than a few minutes; close expired unpaid ones as cancel.
 
     Every step is idempotent, so several workers may run it at once.
     """
-    now = now_ms()
-    due = [
-        pay_id
-        for (pay_id,) in Pay.select(Pay.pay_id)
-        .where(Pay.status == PENDING, Pay.created_at < now - RECONCILE_AFTER_MS, Pay.check_after <= now)
-        .order_by(Pay.check_after, Pay.created_at)
-        .limit(batch)
-        .tuples()
-    ]
+    due = [pay_id for (pay_id,) in pays_to_check(now_ms(), batch).tuples()]
     return jobs.run_pass(
         "pays", due, lambda i: _check_pay(gateway, settings, i), _set_aside, {"paid": 0, "closed": 0, "failed": 0}
     )
@@ -613,21 +616,25 @@ def _mark_reversed(pay_id):
     outbox.save(pay)
 
 
-def reverse_closed_pays(gateway, settings, batch=100):
-    """Close at Ping++ the charges of pays payapi closed, until Ping++ confirms each."""
-    due = [
-        pay_id
-        for (pay_id,) in Pay.select(Pay.pay_id)
+def pays_to_reverse(now, batch):
+    """The closed pays whose charge Ping++ has not confirmed closed, due now: the index (status,
+    reversed_at, check_after) finds them among every closed pay there ever was."""
+    return (
+        Pay.select(Pay.pay_id)
         .where(
             Pay.status.in_((CANCEL, FAIL)),
             Pay.charge_id.is_null(False),
             Pay.reversed_at.is_null(),
-            Pay.check_after <= now_ms(),
+            Pay.check_after <= now,
         )
         .order_by(Pay.check_after, Pay.updated_at)
         .limit(batch)
-        .tuples()
-    ]
+    )
+
+
+def reverse_closed_pays(gateway, settings, batch=100):
+    """Close at Ping++ the charges of pays payapi closed, until Ping++ confirms each."""
+    due = [pay_id for (pay_id,) in pays_to_reverse(now_ms(), batch).tuples()]
     return jobs.run_pass(
         "reversals",
         due,
