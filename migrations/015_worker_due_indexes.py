@@ -8,6 +8,9 @@
 - `pay (status, reversed_at, check_after)`: the closed pays whose charge is not yet closed at
   Ping++, `status IN ('cancel', 'fail') AND reversed_at IS NULL`: only those, not every closed
   pay there ever was (most abandoned pays end closed).
+- `lockout (kind)`: the operators' guesses the worker forgets each pass, found among the
+  operators' rows, not by reading (and, on MySQL, locking) the row of every user who ever
+  mistyped a password.
 """
 
 import peewee as pw
@@ -18,9 +21,11 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
     migrator.add_index("pay", "status", "check_after", "created_at")
     migrator.add_index("pay", "status", "reversed_at", "check_after")
     migrator.drop_index("pay", "status", "check_after")
+    migrator.add_index("lockout", "kind")
 
 
 def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+    migrator.drop_index("lockout", "kind")
     migrator.add_index("pay", "status", "check_after")
     migrator.drop_index("pay", "status", "reversed_at", "check_after")
     migrator.drop_index("pay", "status", "check_after", "created_at")

@@ -63,7 +63,7 @@ class Lockout(BaseModel):
     """
 
     user_id = pw.CharField(24)
-    kind = pw.CharField(16)
+    kind = pw.CharField(16, index=True)  # the worker's sweep of operators' rows (migration 015)
     # Comma-separated times (ms) of the wrong attempts, and of those still being checked, within
     # the last 3 hours (a sliding window); at most five. `failures` is how many there are.
     failed_at = pw.CharField(100, default="")
