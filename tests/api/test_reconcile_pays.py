@@ -113,6 +113,40 @@ def test_a_pending_pay_whose_charge_ping_plus_plus_reports_reversed_is_closed(ne
     assert not money_moved()
 
 
+def test_a_pass_closes_its_expired_pays_a_batch_to_a_transaction(new_pay, fake_pingpp, gateway, settings, monkeypatch):
+    pays = [new_pay()["pay_id"] for _ in range(30)]
+    commits = []
+    commit = db.obj.commit
+    monkeypatch.setattr(db.obj, "commit", lambda: commits.append(1) or commit())
+    with at(2 * 86400):
+        assert reconcile(gateway, settings) == {"paid": 0, "closed": 30, "failed": 0}
+    assert {(p.status, p.reversed_at is not None) for p in Pay.select().where(Pay.pay_id.in_(pays))} == {
+        ("cancel", True)
+    }
+    assert all(fake_pingpp.charges[p.charge_id]["reversed"] for p in Pay.select().where(Pay.pay_id.in_(pays)))
+    # Closed in two transactions (25 and 5 pays) and marked closed at Ping++ in two: not two a pay.
+    assert len(commits) == 4
+    assert Notification.select().where(Notification.subject_id.in_(pays)).count() == 30
+
+
+def test_a_pay_that_cannot_be_closed_holds_back_no_other_of_its_batch(
+    new_pay, fake_pingpp, gateway, settings, monkeypatch
+):
+    pays = [new_pay()["pay_id"] for _ in range(5)]
+    save = outbox.save
+
+    def save_but_one(record, *args, **kwargs):
+        if getattr(record, "pay_id", None) == pays[2] and record.status == "cancel":
+            raise RuntimeError("a bad pay")
+        return save(record, *args, **kwargs)
+
+    monkeypatch.setattr(outbox, "save", save_but_one)
+    with at(2 * 86400):
+        assert reconcile(gateway, settings) == {"paid": 0, "closed": 4, "failed": 1}
+    assert [Pay.get_by_id(p).status for p in pays] == ["cancel", "cancel", "pending", "cancel", "cancel"]
+    assert Pay.get_by_id(pays[2]).check_after > now_ms() + 2 * 86400 * 1000  # set aside (the clock is back)
+
+
 def test_an_old_unpaid_pay_that_has_not_expired_stays_pending(new_pay, fake_pingpp, gateway, settings):
     info = new_pay()
     with at(3 * 3600):
