@@ -1064,7 +1064,7 @@ def main(argv=None):
 def worker_pass_run(args, tmp):
     """bench/worker_pass.py on the same databases, in its own process (it binds payapi's database
     and starts its own MariaDB): -> its markdown and figures, or the error."""
-    sizes = f"1000,{args.worker_pass}"
+    sizes = ",".join(dict.fromkeys(("1000", str(args.worker_pass))))
     log(f"the worker's pass over {sizes} stale pending pays (bench/worker_pass.py)")
     out = tmp / "worker_pass.json"
     command = [

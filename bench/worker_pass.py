@@ -214,7 +214,7 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
-    sizes = [int(s.replace("_", "")) for s in args.stale.split(",")]
+    sizes = list(dict.fromkeys(int(s.replace("_", "")) for s in args.stale.split(",")))  # each size once
     if set(dbs) - {"sqlite", "mariadb"}:
         parser.error("--db takes sqlite, mariadb or both, comma-separated")
     results = {}
