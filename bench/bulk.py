@@ -1,16 +1,21 @@
-"""Fill a payapi database with history in bulk (not through the API), for bench/run.py --bulk.
+"""Fill a payapi database with history in bulk (not through the API), for bench/run.py --bulk and
+bench/worker_pass.py.
 
-    python -m bench.bulk DATABASE_URL PAYS
+    python -m bench.bulk DATABASE_URL PAYS [--stale-pending N]
 
 PAYS paid pays of 10,000 experts and 100,000 payers, each booked as the books book them: a charge
 entry of three postings (Ping++ debit, fees and the expert's pending credit) and a release entry of
 two (pending to available), so five postings a pay, and the expert's two statement lines. Rows
 go in with multi-row INSERTs of a few thousand rows, in one transaction per chunk; the ids are
 new (a prefix of their own), so the benchmark's own users, pays and experts do not meet them.
+
+--stale-pending N adds N pending pays their payers walked away from (fill_stale): created between
+two and ten days ago, never checked by the worker (check_after 0), each with its charge, unpaid
+and expired (stale_charge), which the worker closes when it gets to it.
 """
 
+import argparse
 import json
-import sys
 import time
 
 from payapi.domain.clock import now_ms
@@ -80,6 +85,72 @@ def fill(url, pays):
     return time.monotonic() - t0
 
 
+STALE_COLUMNS = (
+    "pay_id", "type", "o_id", "note_id", "expert_id", "user_id", "amount", "money", "currency", "channel",
+    "subject", "description", "charge", "charge_id", "status", "client_status", "open_for", "credited",
+    "amount_refunded", "time_expire", "created_at", "updated_at", "check_after", "held", "retrieve_after", "info",
+    "client_ip", "platform", "store",
+)  # fmt: skip
+STALE_SPAN_MS = 8 * DAY_MS  # the stale pays' created_at: from ten days ago to two days ago, oldest first
+
+
+def stale_pay_id(i):
+    return f"s{i:023d}"
+
+
+def stale_created_at(i, stale, now):
+    return now - 10 * DAY_MS + i * (STALE_SPAN_MS // max(stale, 1))
+
+
+def stale_charge(i, stale, now):
+    """The i-th stale pay's charge as Ping++ (the sandbox's Ledger) holds it: unpaid, expired two
+    hours after its pay was made. The stale pays are due oldest first (check_after 0, then
+    created_at), so the i-th is the i-th a worker asks about."""
+    created = stale_created_at(i, stale, now) // 1000
+    return {
+        "id": f"ch_s{i:022d}", "object": "charge", "created": created, "livemode": False, "paid": False,
+        "refunded": False, "reversed": False, "app": "app_test_payapi", "channel": "alipay",
+        "order_no": stale_pay_id(i), "client_ip": "127.0.0.1", "amount": 1_000 + i % 9_000,
+        "amount_settle": 1_000 + i % 9_000, "currency": "cny", "subject": "stale", "body": "stale", "extra": {},
+        "time_paid": None, "time_expire": created + 7_200, "time_settle": None, "transaction_no": None,
+        "refunds": {"object": "list", "url": f"/v1/charges/ch_s{i:022d}/refunds", "has_more": False, "data": []},
+        "amount_refunded": 0, "failure_code": None, "failure_msg": None, "metadata": {}, "credential": {},
+        "description": None,
+    }  # fmt: skip
+
+
+def fill_stale(url, stale, now=None):
+    """stale pending pays (see the module's doc), in multi-row INSERTs; -> (seconds, now), now being
+    the time their charges were made relative to (pass it to stale_charge)."""
+    database = bind(open_database(url))
+    database.connect()
+    t0 = time.monotonic()
+    now = now or now_ms()
+    for first in range(0, stale, CHUNK):
+        rows = []
+        for i in range(first, min(stale, first + CHUNK)):
+            pay_id, at, charge = stale_pay_id(i), stale_created_at(i, stale, now), stale_charge(i, stale, now)
+            expert, payer, money = f"e{i % EXPERTS:023d}", f"u{i % PAYERS:023d}", charge["amount"]
+            info = json.dumps({"pay_id": pay_id, "status": "pending", "money": money})
+            rows.append(
+                (pay_id, "order", f"q{i:023d}", "", expert, payer, money, money, "cny", "alipay", "stale", "",
+                 json.dumps(charge), charge["id"], "pending", "pending", f"order:q{i:023d}", 0, 0,
+                 charge["time_expire"] * 1000, at, at, 0, 0, 0, info, "127.0.0.1", "", "")
+            )  # fmt: skip
+        with database.atomic():
+            _insert(database, Pay, STALE_COLUMNS, rows)
+    database.close()
+    return time.monotonic() - t0, now
+
+
 if __name__ == "__main__":
-    seconds = fill(sys.argv[1], int(sys.argv[2]))
-    print(f"{sys.argv[2]} pays, {5 * int(sys.argv[2])} postings in {seconds:.1f} s")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("url", metavar="DATABASE_URL")
+    parser.add_argument("pays", type=int, help="paid pays, five postings each")
+    parser.add_argument("--stale-pending", type=int, default=0, metavar="N", help="stale pending pays (fill_stale)")
+    args = parser.parse_args()
+    seconds = fill(args.url, args.pays)
+    print(f"{args.pays} pays, {5 * args.pays} postings in {seconds:.1f} s")
+    if args.stale_pending:
+        seconds, _ = fill_stale(args.url, args.stale_pending)
+        print(f"{args.stale_pending} stale pending pays in {seconds:.1f} s")

@@ -3,6 +3,7 @@
 
     python bench/run.py [--db sqlite,mariadb] [--seconds 4] [--rounds 3] [--writes 300] [--before 2bccfbe^]
     python bench/run.py --quick          # smoke run: 2 s, 1 round, 60 writes
+    python bench/run.py --worker-pass 100000   # also the worker's pass over stale pays (bench/worker_pass.py)
 
 The servers are the test suite's (tests/support/live_server.py: `gunicorn -c gunicorn.conf.py` in
 production mode, 4 workers, gunicorn's own 1000 connections per worker as the Procfile runs it),
@@ -937,6 +938,13 @@ def main(argv=None):
         default=0,
         help="pays (and five postings each) put into the database in bulk before the runs (bench/bulk.py)",
     )
+    parser.add_argument(
+        "--worker-pass",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also the worker's minute pass over 1,000 and N stale pending pays, its database time (bench/worker_pass.py)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -979,7 +987,7 @@ def main(argv=None):
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupted)
     tmp = tempfile.mkdtemp(prefix="payapi-bench-")
-    results, bare_slow = [], None
+    results, bare_slow, worker_pass = [], None, None
     try:
         with contextlib.ExitStack() as stack:
             stack.callback(cleanup)
@@ -1014,6 +1022,8 @@ def main(argv=None):
                 log("slow clients against the bare app")
                 bare_read = Load("bare", bare, [("/rest/pay/" + "0" * 24, {}, None)], args.connections)
                 bare_slow = slow_clients(bare, bare_read, Path(tmp), args)
+            if args.worker_pass:
+                worker_pass = worker_pass_run(args, Path(tmp))
     except KeyboardInterrupt:
         log("interrupted; everything stopped")
         raise SystemExit(130) from None
@@ -1028,19 +1038,52 @@ def main(argv=None):
     meta["loadavg_at_end"] = os.getloadavg()
     meta["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     text = report(results, meta, bare_slow)
+    if worker_pass is not None:
+        text += "\n\n## The worker's pass over stale pending pays (bench/worker_pass.py)\n" + worker_pass["markdown"]
     print(text)
     out_dir = BENCH / "results"
     out_dir.mkdir(exist_ok=True)
     out = out_dir / (started.strftime("%Y%m%dT%H%M%SZ") + ".json")
     with open(out, "w", encoding="utf-8") as f:
         json.dump(
-            {"meta": meta, "results": results, "bare_slow_clients": bare_slow, "markdown": text},
+            {
+                "meta": meta,
+                "results": results,
+                "bare_slow_clients": bare_slow,
+                "worker_pass": worker_pass,
+                "markdown": text,
+            },
             f,
             ensure_ascii=False,
             indent=2,
             default=str,
         )
     log(f"results written to {out.relative_to(ROOT)}")
+
+
+def worker_pass_run(args, tmp):
+    """bench/worker_pass.py on the same databases, in its own process (it binds payapi's database
+    and starts its own MariaDB): -> its markdown and figures, or the error."""
+    sizes = ",".join(dict.fromkeys(("1000", str(args.worker_pass))))
+    log(f"the worker's pass over {sizes} stale pending pays (bench/worker_pass.py)")
+    out = tmp / "worker_pass.json"
+    command = [
+        sys.executable,
+        "-m",
+        "bench.worker_pass",
+        "--db",
+        ",".join(args.dbs),
+        "--stale",
+        sizes,
+        "--json",
+        str(out),
+    ]
+    try:
+        run = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, timeout=1800)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        log(f"worker pass: FAILED: {exc}\n{getattr(exc, 'stderr', '') or ''}")
+        return {"markdown": f"\nFAILED: {exc}", "error": str(exc)}
+    return {"markdown": run.stdout, "figures": json.loads(out.read_text())}
 
 
 def cleanup():

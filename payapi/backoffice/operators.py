@@ -244,21 +244,32 @@ SWEEP_BATCH = 1000
 _sweep_after = [0]  # the id the next sweep of per-address rows starts after (a pass goes round the table)
 
 
+def run_down_guesses(now):
+    """The operators' rates and remembered addresses that have run down. The index on kind finds
+    them among the operators' rows only: the users' own rows (a row per user who ever mistyped a
+    secret) are neither read nor locked, every minute, by every worker."""
+    return Lockout.delete().where(Lockout.kind.in_((BY_NAME, KNOWN, FROM_ADDRESS)), Lockout.locked_until < now)
+
+
+def address_counts(now, after):
+    """The next per-address counts that may no longer count, in id order from after (the index on
+    kind, whose entries are in id order within a kind)."""
+    return (
+        Lockout.select(Lockout.id, Lockout.failed_at)
+        .where(Lockout.kind == BY_ADDRESS, Lockout.locked_until <= now, Lockout.id > after)
+        .order_by(Lockout.id)
+        .limit(SWEEP_BATCH)
+    )
+
+
 @transaction
 def forget_stale_guesses():
     """The worker deletes operators' lockout rows that no longer count (a made-up name leaves two):
     rates that have run down, addresses no longer remembered, and per-address counts with no lock
     and no wrong password within the window. -> how many."""
     now = now_ms()
-    gone = (
-        Lockout.delete().where(Lockout.kind.in_((BY_NAME, KNOWN, FROM_ADDRESS)), Lockout.locked_until < now).execute()
-    )
-    rows = list(
-        Lockout.select(Lockout.id, Lockout.failed_at)
-        .where(Lockout.kind == BY_ADDRESS, Lockout.locked_until <= now, Lockout.id > _sweep_after[0])
-        .order_by(Lockout.id)
-        .limit(SWEEP_BATCH)
-    )
+    gone = run_down_guesses(now).execute()
+    rows = list(address_counts(now, _sweep_after[0]))
     _sweep_after[0] = rows[-1].id if len(rows) == SWEEP_BATCH else 0
     stale = [
         row.id

@@ -63,7 +63,7 @@ class Lockout(BaseModel):
     """
 
     user_id = pw.CharField(24)
-    kind = pw.CharField(16)
+    kind = pw.CharField(16, index=True)  # the worker's sweep of operators' rows (migration 015)
     # Comma-separated times (ms) of the wrong attempts, and of those still being checked, within
     # the last 3 hours (a sliding window); at most five. `failures` is how many there are.
     failed_at = pw.CharField(100, default="")
@@ -149,7 +149,10 @@ class Pay(SavedByOutbox, BaseModel):
         indexes = (
             (("status", "created_at"), False),
             (("type", "o_id", "note_id"), False),
-            (("status", "check_after"), False),
+            # The worker's due lists (migration 015): pending pays to ask Ping++ about, in the order
+            # they are asked; closed pays whose charge Ping++ has not confirmed closed.
+            (("status", "check_after", "created_at"), False),
+            (("status", "reversed_at", "check_after"), False),
             (("held", "release_at"), False),
         )
 

@@ -25,6 +25,7 @@ from payapi.money import books, payments, refunds, statement
 from payapi.money.withdrawals import run_payouts
 from tests.api.test_database import empty_database_url  # noqa: F401  (a fixture)
 from tests.support.config import SERVICE_KEY
+from tests.support.databases import analyze, explain
 from tests.support.scenarios import set_up_expert, transfer_object, withdraw
 
 FEE_BPS = 250  # 10,000 fen paid: 250 to the platform, 9,750 to the expert
@@ -450,15 +451,6 @@ def test_a_line_is_never_dated_before_the_experts_line_before_it(make_user, pay_
 # --- fast at any size: the page is one range of the primary key -------------------------------------
 
 
-def explain(query):
-    sql, params = query.sql()
-    if is_mysql():
-        cursor = db.execute_sql("EXPLAIN " + sql, params)
-        names = [c[0] for c in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    return [row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()]
-
-
 @pytest.fixture
 def many_lines(database):
     """2,000 lines of 20 experts (as books.record writes them), so the planner sees a real table."""
@@ -478,10 +470,7 @@ def many_lines(database):
             )
     with db.atomic():
         StatementLine.insert_many(rows).execute()
-    if is_mysql():
-        db.execute_sql("ANALYZE TABLE statement_line")
-    else:
-        db.execute_sql("ANALYZE")
+    analyze("statement_line")
     yield f"{7:024x}"
     StatementLine.delete().execute()
 

@@ -2,15 +2,18 @@
 session cookie, its CSRF tokens, lockout after wrong passwords, disabled operators, Basic caching."""
 
 import hashlib
+import re
 
 import pytest
 import time_machine
 
 from payapi.backoffice import operators
 from payapi.domain.clock import now_ms
+from payapi.infra.db import db, is_mysql
 from payapi.infra.models import Lockout, OperatorSession
 from payapi.users import security
 from tests.support.config import SERVICE_KEY
+from tests.support.databases import analyze, explain
 from tests.support.operators import HTTPS, OPERATOR_PASSWORD, basic, browser, console, cookie_header, csrf_of, log_in
 
 ID = "576b69ae7ce1fd7004cc8281"
@@ -443,3 +446,43 @@ def test_the_worker_forgets_guesses_at_operator_names_once_they_no_longer_count(
         assert worker.run_once(settings, gateway)["operator_guesses"] == {"forgotten": before - 2}
         assert [row.kind for row in Lockout.select()] == [operators.KNOWN]
         assert log_in(browser(app, HOME)).status_int == 303
+
+
+@pytest.fixture
+def many_lockouts(database):
+    """3,000 users' rows (a row per user who ever mistyped a secret: they stay) and 100 rows of
+    operators' guesses of each kind the worker forgets; the planner sees a real table."""
+    now = now_ms()
+    rows = [
+        {"user_id": f"{i:024x}", "kind": ("passwd", "answers")[i % 2], "failed_at": "", "failures": 0,
+         "locked_until": 0}
+        for i in range(3_000)
+    ]  # fmt: skip
+    for kind in (operators.BY_NAME, operators.KNOWN, operators.FROM_ADDRESS, operators.BY_ADDRESS):
+        rows += [
+            {"user_id": f"{kind}{i}", "kind": kind, "failed_at": "", "failures": 0, "locked_until": now - 1}
+            for i in range(25)
+        ]
+    with db.atomic():
+        for first in range(0, len(rows), 500):
+            Lockout.insert_many(rows[first : first + 500]).execute()
+    analyze("lockout")
+    yield now
+    Lockout.delete().execute()
+
+
+def _uses_the_kind_index(plan):
+    if is_mysql():
+        (step,) = plan
+        return step["key"] == "lockout_kind"
+    return len(plan) == 1 and re.fullmatch(r"SEARCH \w+ USING (COVERING )?INDEX lockout_kind \(kind=\?.*\)", plan[0])
+
+
+def test_the_worker_reads_only_operators_rows_to_forget_their_guesses(many_lockouts):
+    now = many_lockouts
+    run_down, addresses = operators.run_down_guesses(now), operators.address_counts(now, 0)
+    assert _uses_the_kind_index(explain(run_down)), explain(run_down)
+    assert _uses_the_kind_index(explain(addresses)), explain(addresses)
+    assert len(list(addresses)) == 25
+    assert run_down.execute() == 75
+    assert Lockout.select().count() == 3_025

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,12 +11,14 @@ import time
 import pytest
 import time_machine
 
+from payapi.domain.clock import now_ms
 from payapi.domain.ids import new_id
 from payapi.infra import outbox
+from payapi.infra.db import db, is_mysql
 from payapi.infra.models import JournalEntry, Notification, Pay, Wallet
 from payapi.money import payments
 from tests.support.config import process_env
-from tests.support.databases import ledger_of, money_moved
+from tests.support.databases import analyze, explain, ledger_of, money_moved
 
 FEE_BPS = 250
 MINUTE = 60
@@ -108,6 +111,40 @@ def test_a_pending_pay_whose_charge_ping_plus_plus_reports_reversed_is_closed(ne
     assert (pay.status, pay.open_for) == ("cancel", None) and pay.reversed_at is not None
     assert [m.type for m in Notification.select().where(Notification.subject_id == info["pay_id"])] == ["pay.closed"]
     assert not money_moved()
+
+
+def test_a_pass_closes_its_expired_pays_a_batch_to_a_transaction(new_pay, fake_pingpp, gateway, settings, monkeypatch):
+    pays = [new_pay()["pay_id"] for _ in range(30)]
+    commits = []
+    commit = db.obj.commit
+    monkeypatch.setattr(db.obj, "commit", lambda: commits.append(1) or commit())
+    with at(2 * 86400):
+        assert reconcile(gateway, settings) == {"paid": 0, "closed": 30, "failed": 0}
+    assert {(p.status, p.reversed_at is not None) for p in Pay.select().where(Pay.pay_id.in_(pays))} == {
+        ("cancel", True)
+    }
+    assert all(fake_pingpp.charges[p.charge_id]["reversed"] for p in Pay.select().where(Pay.pay_id.in_(pays)))
+    # Closed in two transactions (25 and 5 pays) and marked closed at Ping++ in two: not two a pay.
+    assert len(commits) == 4
+    assert Notification.select().where(Notification.subject_id.in_(pays)).count() == 30
+
+
+def test_a_pay_that_cannot_be_closed_holds_back_no_other_of_its_batch(
+    new_pay, fake_pingpp, gateway, settings, monkeypatch
+):
+    pays = [new_pay()["pay_id"] for _ in range(5)]
+    save = outbox.save
+
+    def save_but_one(record, *args, **kwargs):
+        if getattr(record, "pay_id", None) == pays[2] and record.status == "cancel":
+            raise RuntimeError("a bad pay")
+        return save(record, *args, **kwargs)
+
+    monkeypatch.setattr(outbox, "save", save_but_one)
+    with at(2 * 86400):
+        assert reconcile(gateway, settings) == {"paid": 0, "closed": 4, "failed": 1}
+    assert [Pay.get_by_id(p).status for p in pays] == ["cancel", "cancel", "pending", "cancel", "cancel"]
+    assert Pay.get_by_id(pays[2]).check_after > now_ms() + 2 * 86400 * 1000  # set aside (the clock is back)
 
 
 def test_an_old_unpaid_pay_that_has_not_expired_stays_pending(new_pay, fake_pingpp, gateway, settings):
@@ -241,3 +278,80 @@ def test_the_worker_command_leaves_pays_pending_when_ping_plus_plus_fails(new_pa
     fake_pingpp.fail_next(times=50, status=500)
     assert run_worker(settings, fake_pingpp)["pays"] == {"paid": 0, "closed": 0, "failed": 1}
     assert status(info) == "pending" and not money_moved()
+
+
+# --- fast at any size: the due lists are read from an index, not sorted (migration 015) ---------------
+
+
+@pytest.fixture
+def many_pays(database):
+    """3,000 pays as a worker meets them after a while: paid ones, closed ones whose charges Ping++
+    closed, pending ones due and not yet due, and a few closed ones still to close at Ping++; the
+    planner sees a real table. -> (now, the due pending pays' ids oldest first, the unreversed ones')."""
+    now = now_ms()
+    rows, due, unreversed = [], [], []
+
+    def pay(i, status, **fields):
+        pay_id = f"{i:024x}"
+        created_at = now - 3 * 86_400_000 + i * 60_000
+        rows.append(
+            {"pay_id": pay_id, "type": "order", "o_id": pay_id, "expert_id": "e", "user_id": "u", "amount": 100,
+             "money": 100, "channel": "alipay",
+             "subject": "s", "charge_id": f"ch_{pay_id}", "status": status, "created_at": created_at,
+             "updated_at": created_at, "paid_at": None, "reversed_at": None, "open_for": None,
+             "check_after": 0, **fields}
+        )  # fmt: skip
+        return pay_id
+
+    for i in range(3_000):
+        if i % 3 == 0:
+            pay(i, "paid", paid_at=now)
+        elif i % 3 == 1:
+            pay(i, "cancel", reversed_at=now)
+        elif i % 6 == 2:
+            due.append(pay(i, "pending", open_for=f"order:{i}", check_after=0))
+        elif i % 30 == 5:
+            unreversed.append(pay(i, "fail", check_after=now - 1))
+        else:
+            pay(i, "pending", open_for=f"order:{i}", check_after=now + 300_000)
+    with db.atomic():
+        for first in range(0, len(rows), 500):
+            Pay.insert_many(rows[first : first + 500]).execute()
+    analyze("pay")
+    yield now, due, unreversed
+    Pay.delete().execute()
+
+
+def test_the_pending_pays_due_are_read_in_order_from_one_index(many_pays):
+    now, due, _ = many_pays
+    query = payments.pays_to_check(now, 100)
+    plan = explain(query)
+    if is_mysql():
+        (step,) = plan
+        assert step["key"] == "pay_status_check_after_created_at" and step["type"] in ("range", "ref"), plan
+        assert "filesort" not in (step["Extra"] or "") and "temporary" not in (step["Extra"] or ""), plan
+    else:
+        # One search of the index, no "USE TEMP B-TREE FOR (RIGHT PART OF) ORDER BY".
+        assert len(plan) == 1, plan
+        assert re.fullmatch(
+            r"SEARCH \w+ USING (COVERING )?INDEX pay_status_check_after_created_at \(status=\? AND check_after<\?\)",
+            plan[0],
+        ), plan
+    assert [pay_id for (pay_id,) in query.tuples()] == due[:100]
+
+
+def test_the_closed_pays_to_close_at_ping_plus_plus_are_found_by_an_index_of_their_own(many_pays):
+    now, _, unreversed = many_pays
+    query = payments.pays_to_reverse(now, 100)
+    plan = explain(query)
+    if is_mysql():
+        (step,) = plan
+        assert step["key"] == "pay_status_reversed_at_check_after", plan
+    else:
+        # Only the unreversed closed pays are read (the few of them then sorted), not every closed one.
+        assert re.fullmatch(
+            r"SEARCH \w+ USING (COVERING )?INDEX pay_status_reversed_at_check_after "
+            r"\(status=\? AND reversed_at=\? AND check_after<\?\)",
+            plan[0],
+        ), plan
+    assert sorted(pay_id for (pay_id,) in query.tuples()) == unreversed

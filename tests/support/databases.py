@@ -11,7 +11,7 @@ from pytest_mysql import factories
 
 from payapi.__main__ import MIGRATIONS
 from payapi.contract.render import pay_info_json
-from payapi.infra.db import bind, open_database
+from payapi.infra.db import bind, db, is_mysql, open_database
 from payapi.infra.models import ALL_MODELS, JournalEntry, Pay, Posting, Wallet
 from payapi.money import books, statement
 
@@ -68,6 +68,25 @@ def assert_pay_info_current():
     """The fast path's guard: every pay's stored info is what its columns make now."""
     stale = [p.pay_id for p in Pay.select() if p.info is None or json.loads(p.info) != json.loads(pay_info_json(p))]
     assert not stale, f"Pay.info is stale for {stale}"
+
+
+def explain(query):
+    """The plan the bound database would run query with: MySQL's EXPLAIN rows as dicts, or SQLite's
+    EXPLAIN QUERY PLAN lines."""
+    sql, params = query.sql()
+    if is_mysql():
+        cursor = db.execute_sql("EXPLAIN " + sql, params)
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return [row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()]
+
+
+def analyze(*tables):
+    """Fresh statistics for the planner, as a database that has lived a while has them."""
+    if is_mysql():
+        db.execute_sql(f"ANALYZE TABLE {', '.join(tables)}")
+    else:
+        db.execute_sql("ANALYZE")
 
 
 def ledger_of(user_id):
