@@ -3,6 +3,7 @@ for the session, the invariants every database test ends on, and the books as a 
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -79,6 +80,21 @@ def explain(query):
         names = [c[0] for c in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     return [row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()]
+
+
+def assert_one_index_search(query, mysql_key, sqlite_search, unsorted=True):
+    """query is one search of one index on the bound database: MySQL's single EXPLAIN step uses
+    mysql_key; SQLite's plan begins with a line matching sqlite_search (a regular expression).
+    unsorted: the index gives the order too (no filesort or temporary table; SQLite's plan has no
+    "USE TEMP B-TREE" line after the search)."""
+    plan = explain(query)
+    if is_mysql():
+        (step,) = plan
+        assert step["key"] == mysql_key and step["type"] in ("range", "ref"), plan
+        if unsorted:
+            assert "filesort" not in (step["Extra"] or "") and "temporary" not in (step["Extra"] or ""), plan
+    else:
+        assert re.fullmatch(sqlite_search, plan[0]) and (len(plan) == 1 or not unsorted), plan
 
 
 def analyze(*tables):
