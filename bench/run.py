@@ -3,6 +3,7 @@
 
     python bench/run.py [--db sqlite,mariadb] [--seconds 4] [--rounds 3] [--writes 300] [--before 2bccfbe^]
     python bench/run.py --quick          # smoke run: 2 s, 1 round, 60 writes
+    python bench/run.py --bulk 1000000 --bulk-only   # 1,000 against 1,000,000 pays filled in bulk, one run
 
 The servers are the test suite's (tests/support/live_server.py: `gunicorn -c gunicorn.conf.py` in
 production mode, 4 workers, gunicorn's own 1000 connections per worker as the Procfile runs it),
@@ -16,9 +17,12 @@ the Ping++ sandbox (payapi.sandbox) as Ping++. Per database:
   dispatcher on the outbox they filled;
 - `before`: the version before the double-entry books (--before, extracted with `git archive`,
   its own database): the same writes (no refunds there) and the pay read;
+- with `--bulk N` (BulkComparison; alone with --bulk-only): payapi on a database of 1,000 pays and
+  on one of N, both filled by bench/bulk.py, side by side: the pay read, an expert's balance and
+  statement, and the applied webhook, small and large back to back;
 
 and, once, the bare falcon app of bench/bare_app.py under the same gunicorn.conf.py. Everything
-is seeded through the HTTP API. wrk (bench/wrk.lua, which reports JSON) drives them in
+else is seeded through the HTTP API. wrk (bench/wrk.lua, which reports JSON) drives them in
 alternating rounds after a warm-up round; medians are reported. Results: a markdown table per
 database on stdout and JSON in bench/results/<timestamp>.json. Everything listens on 127.0.0.1
 only; every process started here is stopped at the end, also on Ctrl-C or an error.
