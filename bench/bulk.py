@@ -3,11 +3,18 @@ bench/worker_pass.py.
 
     python -m bench.bulk DATABASE_URL PAYS [--stale-pending N]
 
-PAYS paid pays of 10,000 experts and 100,000 payers, each booked as the books book them: a charge
-entry of three postings (Ping++ debit, fees and the expert's pending credit) and a release entry of
-two (pending to available), so five postings a pay, and the expert's two statement lines. Rows
-go in with multi-row INSERTs of a few thousand rows, in one transaction per chunk; the ids are
-new (a prefix of their own), so the benchmark's own users, pays and experts do not meet them.
+PAYS paid pays, a hundred to an expert (PAYS / 100 experts, PAYS / 10 payers), each booked as the
+books book them: a charge entry of three postings (Ping++ debit, fees and the expert's pending
+credit) and a release entry of two (pending to available), so five postings a pay; the expert's
+two statement lines with their running balances, and their wallet. Every expert has the same
+history whatever PAYS is (100 pays, 200 statement lines), so a small and a large database differ
+only in how much else is around it. The ids are new (a prefix of their own), so the benchmark's
+own users, pays and experts do not meet them; `expert_id(0)` is an expert with that history.
+
+Rows go in with multi-row INSERTs, each table in the order of its primary key (the statement lines
+expert by expert), so InnoDB appends instead of splitting pages all over a clustered index larger
+than its buffer pool; MariaDB without unique checks for this session (the ids are new by
+construction), SQLite without syncing to disk. Neither is how payapi writes: only the seed's.
 
 --stale-pending N adds N pending pays their payers walked away from (fill_stale): created between
 two and ten days ago, never checked by the worker (check_after 0), each with its charge, unpaid
@@ -18,49 +25,72 @@ import argparse
 import json
 import time
 
+import peewee
+
 from payapi.domain.clock import now_ms
 from payapi.infra.db import bind, open_database
-from payapi.infra.models import JournalEntry, Pay, Posting, StatementLine
+from payapi.infra.models import JournalEntry, Pay, Posting, StatementLine, Wallet
 
-CHUNK = 1_000  # rows per INSERT: 25 columns × 1,000 stays under SQLite's 32,766 parameters
-EXPERTS, PAYERS = 10_000, 100_000
+PAYS_PER_EXPERT, PAYS_PER_PAYER = 100, 10
+STALE_EXPERTS, STALE_PAYERS = 10_000, 100_000  # whose stale pays they are (fill_stale)
 DAY_MS = 86_400_000
+PAY_COLUMNS = (
+    "pay_id", "type", "o_id", "note_id", "expert_id", "user_id", "amount", "money", "currency", "channel",
+    "subject", "description", "charge", "charge_id", "status", "client_status", "credited", "amount_refunded",
+    "created_at", "updated_at", "paid_at", "check_after", "held", "retrieve_after", "info", "client_ip",
+    "platform", "store",
+)  # fmt: skip
+LINE_COLUMNS = ("user_id", "created_at", "entry_id", "amount", "balance_after", "available_after")
 
 
-def _insert(database, model, columns, rows):
-    q = database.quote
-    names = ", ".join(q[0] + c + q[1] for c in columns)
-    row = "(" + ", ".join([database.param] * len(columns)) + ")"
-    sql = f"INSERT INTO {q[0]}{model._meta.table_name}{q[1]} ({names}) VALUES {', '.join([row] * len(rows))}"
-    database.execute_sql(sql, [v for r in rows for v in r])
+def expert_id(n):
+    return f"e{n:023d}"
 
 
-def fill(url, pays):
-    database = bind(open_database(url))
-    database.connect()
-    start_entry = (database.execute_sql("SELECT MAX(entry_id) FROM journal_entry").fetchone()[0] or 0) + 1_000_000
-    t0 = time.monotonic()
-    now = now_ms()
-    pay_columns = (
-        "pay_id", "type", "o_id", "note_id", "expert_id", "user_id", "amount", "money", "currency", "channel",
-        "subject", "description", "charge", "charge_id", "status", "client_status", "credited", "amount_refunded",
-        "created_at", "updated_at", "paid_at", "check_after", "held", "retrieve_after", "info", "client_ip",
-        "platform", "store",
-    )  # fmt: skip
-    for first in range(0, pays, CHUNK):
-        pay_rows, entries, postings, lines = [], [], [], []
-        for i in range(first, min(pays, first + CHUNK)):
+def experts_of(pays):
+    return max(1, pays // PAYS_PER_EXPERT)
+
+
+class Filler:
+    def __init__(self, database, pays, sqlite):
+        self.database, self.pays = database, pays
+        self.experts, self.payers = experts_of(pays), max(1, pays // PAYS_PER_PAYER)
+        self.now = now_ms()
+        # Rows per INSERT: SQLite binds at most 32,766 parameters (28 columns × 1,000); a MariaDB
+        # statement may be up to max_allowed_packet (16 MB by default; a pay row is ~500 bytes).
+        self.chunk = 1_000 if sqlite else 5_000
+        first = database.execute_sql("SELECT MAX(entry_id) FROM journal_entry").fetchone()[0] or 0
+        self.start_entry = first + 1_000_000
+
+    def at(self, i):
+        return self.now - 400 * DAY_MS + i * (400 * DAY_MS // max(self.pays, 1))
+
+    def money(self, i):
+        money = 1_000 + i % 9_000
+        return money, money * 9 // 10
+
+    def insert(self, model, columns, rows):
+        q = self.database.quote
+        names = ", ".join(q[0] + c + q[1] for c in columns)
+        row = "(" + ", ".join([self.database.param] * len(columns)) + ")"
+        for j in range(0, len(rows), self.chunk):
+            part = rows[j : j + self.chunk]
+            sql = f"INSERT INTO {q[0]}{model._meta.table_name}{q[1]} ({names}) VALUES {', '.join([row] * len(part))}"
+            self.database.execute_sql(sql, [v for r in part for v in r])
+
+    def pays_and_postings(self, first, last):
+        pay_rows, entries, postings = [], [], []
+        for i in range(first, last):
             pay_id = f"b{i:023d}"
-            expert, payer = f"e{i % EXPERTS:023d}", f"u{i % PAYERS:023d}"
-            at = now - 400 * DAY_MS + i * (400 * DAY_MS // max(pays, 1))
-            money, credited = 1_000 + i % 9_000, (1_000 + i % 9_000) * 9 // 10
+            expert, payer = expert_id(i % self.experts), f"u{i % self.payers:023d}"
+            at, (money, credited) = self.at(i), self.money(i)
             charge = json.dumps({"id": f"ch_b{i:022d}", "object": "charge", "order_no": pay_id, "paid": True})
             info = json.dumps({"pay_id": pay_id, "status": "paid", "money": money})
             pay_rows.append(
                 (pay_id, "order", f"o{i:023d}", "", expert, payer, money, money, "cny", "alipay", "bulk", "",
                  charge, f"ch_b{i:022d}", "paid", "paid", credited, 0, at, at, at, 0, 0, 0, info, "", "", "")
             )  # fmt: skip
-            charge_entry, release_entry = start_entry + 2 * i, start_entry + 2 * i + 1
+            charge_entry, release_entry = self.start_entry + 2 * i, self.start_entry + 2 * i + 1
             entries += [(charge_entry, "charge", pay_id, at), (release_entry, "release", pay_id, at + DAY_MS)]
             postings += [
                 (charge_entry, "pingpp", money, 0),
@@ -69,20 +99,53 @@ def fill(url, pays):
                 (release_entry, f"expert:{expert}:pending", credited, 0),
                 (release_entry, f"expert:{expert}:available", 0, credited),
             ]
-            lines += [(expert, at, charge_entry, credited, 0, 0), (expert, at + DAY_MS, release_entry, 0, 0, 0)]
+        self.insert(Pay, PAY_COLUMNS, pay_rows)
+        self.insert(JournalEntry, ("entry_id", "kind", "reference", "created_at"), entries)
+        self.insert(Posting, ("entry_id", "account", "debit", "credit"), postings)
+
+    def statements(self, first_expert, last_expert):
+        """Each expert's lines in order (the charge, then its release a day later), and their wallet."""
+        lines, wallets = [], []
+        for n in range(first_expert, last_expert):
+            expert, available, pending, pay_ids = expert_id(n), 0, 0, range(n, self.pays, self.experts)
+            # A release comes a day after its charge, so a later charge may come before it: the
+            # lines follow time, as books.record writes them.
+            moves = []
+            for i in pay_ids:
+                credited = self.money(i)[1]
+                charge_entry, at = self.start_entry + 2 * i, self.at(i)
+                moves += [(at, charge_entry, credited, 0), (at + DAY_MS, charge_entry + 1, -credited, credited)]
+            for at, entry, to_pending, to_available in sorted(moves):
+                pending, available = pending + to_pending, available + to_available
+                lines.append((expert, at, entry, to_pending + to_available, pending + available, available))
+            wallets.append((expert, pending, available, lines[-1][1]))
+        self.insert(StatementLine, LINE_COLUMNS, lines)
+        self.insert(Wallet, ("user_id", "pending", "available", "updated_at"), wallets)
+
+
+def fill(url, pays):
+    database = bind(open_database(url))
+    database.connect()
+    sqlite = "sqlite" in type(database).__name__.lower()
+    if sqlite:
+        database.execute_sql("PRAGMA synchronous = OFF")
+    else:
+        database.execute_sql("SET SESSION unique_checks = 0")
+    filler = Filler(database, pays, sqlite)
+    t0 = time.monotonic()
+    per_transaction = 50_000  # pays (250,000 postings)
+    for first in range(0, pays, per_transaction):
         with database.atomic():
-            _insert(database, Pay, pay_columns, pay_rows)
-            _insert(database, JournalEntry, ("entry_id", "kind", "reference", "created_at"), entries)
-            for j in range(0, len(postings), CHUNK):
-                _insert(database, Posting, ("entry_id", "account", "debit", "credit"), postings[j : j + CHUNK])
-            _insert(
-                database,
-                StatementLine,
-                ("user_id", "created_at", "entry_id", "amount", "balance_after", "available_after"),
-                lines,
-            )
+            filler.pays_and_postings(first, min(pays, first + per_transaction))
+    experts_per_transaction = per_transaction // PAYS_PER_EXPERT
+    for first in range(0, filler.experts, experts_per_transaction):
+        with database.atomic():
+            filler.statements(first, min(filler.experts, first + experts_per_transaction))
+    seconds = time.monotonic() - t0
+    if sqlite:
+        database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     database.close()
-    return time.monotonic() - t0
+    return seconds
 
 
 STALE_COLUMNS = (
@@ -126,11 +189,12 @@ def fill_stale(url, stale, now=None):
     database.connect()
     t0 = time.monotonic()
     now = now or now_ms()
-    for first in range(0, stale, CHUNK):
+    filler = Filler(database, stale, not isinstance(database, peewee.MySQLDatabase))
+    for first in range(0, stale, filler.chunk):
         rows = []
-        for i in range(first, min(stale, first + CHUNK)):
+        for i in range(first, min(stale, first + filler.chunk)):
             pay_id, at, charge = stale_pay_id(i), stale_created_at(i, stale, now), stale_charge(i, stale, now)
-            expert, payer, money = f"e{i % EXPERTS:023d}", f"u{i % PAYERS:023d}", charge["amount"]
+            expert, payer, money = expert_id(i % STALE_EXPERTS), f"u{i % STALE_PAYERS:023d}", charge["amount"]
             info = json.dumps({"pay_id": pay_id, "status": "pending", "money": money})
             rows.append(
                 (pay_id, "order", f"q{i:023d}", "", expert, payer, money, money, "cny", "alipay", "stale", "",
@@ -138,7 +202,7 @@ def fill_stale(url, stale, now=None):
                  charge["time_expire"] * 1000, at, at, 0, 0, 0, info, "127.0.0.1", "", "")
             )  # fmt: skip
         with database.atomic():
-            _insert(database, Pay, STALE_COLUMNS, rows)
+            filler.insert(Pay, STALE_COLUMNS, rows)
     database.close()
     return time.monotonic() - t0, now
 
@@ -150,7 +214,10 @@ if __name__ == "__main__":
     parser.add_argument("--stale-pending", type=int, default=0, metavar="N", help="stale pending pays (fill_stale)")
     args = parser.parse_args()
     seconds = fill(args.url, args.pays)
-    print(f"{args.pays} pays, {5 * args.pays} postings in {seconds:.1f} s")
+    print(
+        f"{args.pays:,} pays, {5 * args.pays:,} postings, {2 * args.pays:,} statement lines of "
+        f"{experts_of(args.pays):,} experts ({2 * PAYS_PER_EXPERT} lines each) in {seconds:.1f} s"
+    )
     if args.stale_pending:
         seconds, _ = fill_stale(args.url, args.stale_pending)
-        print(f"{args.stale_pending} stale pending pays in {seconds:.1f} s")
+        print(f"{args.stale_pending:,} stale pending pays in {seconds:.1f} s")

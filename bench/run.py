@@ -4,6 +4,7 @@
     python bench/run.py [--db sqlite,mariadb] [--seconds 4] [--rounds 3] [--writes 300] [--before 2bccfbe^]
     python bench/run.py --quick          # smoke run: 2 s, 1 round, 60 writes
     python bench/run.py --worker-pass 100000   # also the worker's pass over stale pays (bench/worker_pass.py)
+    python bench/run.py --bulk 1000000 --bulk-only   # 1,000 against 1,000,000 pays filled in bulk, one run
 
 The servers are the test suite's (tests/support/live_server.py: `gunicorn -c gunicorn.conf.py` in
 production mode, 4 workers, gunicorn's own 1000 connections per worker as the Procfile runs it),
@@ -17,9 +18,12 @@ the Ping++ sandbox (payapi.sandbox) as Ping++. Per database:
   dispatcher on the outbox they filled;
 - `before`: the version before the double-entry books (--before, extracted with `git archive`,
   its own database): the same writes (no refunds there) and the pay read;
+- with `--bulk N` (BulkComparison; alone with --bulk-only): payapi on a database of 1,000 pays and
+  on one of N, both filled by bench/bulk.py, side by side: the pay read, an expert's balance and
+  statement, and the applied webhook, small and large back to back;
 
 and, once, the bare falcon app of bench/bare_app.py under the same gunicorn.conf.py. Everything
-is seeded through the HTTP API. wrk (bench/wrk.lua, which reports JSON) drives them in
+else is seeded through the HTTP API. wrk (bench/wrk.lua, which reports JSON) drives them in
 alternating rounds after a warm-up round; medians are reported. Results: a markdown table per
 database on stdout and JSON in bench/results/<timestamp>.json. Everything listens on 127.0.0.1
 only; every process started here is stopped at the end, also on Ctrl-C or an error.
@@ -50,10 +54,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
+from bench import bulk  # noqa: E402
+from payapi.http.auth import Authenticator  # noqa: E402
 from payapi.sandbox import Sandbox  # noqa: E402
 from tests.support import mariadb  # noqa: E402
-from tests.support.config import SERVICE_KEY  # noqa: E402
-from tests.support.live_server import LiveServer, Trickler, expert, free_port  # noqa: E402
+from tests.support.config import AUTH_SECRETS, SERVICE_KEY  # noqa: E402
+from tests.support.live_server import LiveServer, Trickler, expert, free_port, paid_charge, parallel  # noqa: E402
 from tests.support.receiver import Receiver  # noqa: E402
 from tests.support.scenarios import ACCOUNT, PASSWD, pay_request  # noqa: E402
 
@@ -80,7 +86,11 @@ MARIADB_PARAMS = "--user=root --skip-log-bin --skip-name-resolve --max-connectio
 BCRYPT_CONNECTIONS = 2
 TRICKLERS = 64
 WITHDRAW, REFUND = 1000, 100  # fen per request: each seeded pay credits its expert 11,121 (12,356 less 10 %)
-READS = ("pay", "checkInfo", "balance", "webhook")
+# The expert whose statement is read (GET /rest/pay/bills) has this many paid pays, made through
+# the API: a line each (no settlement hold here), so a first page of 20 and a page after it.
+STATEMENT_PAYS = 45
+SMALL_BULK = 1_000  # pays in the small database of --bulk's comparison (the large one: --bulk's N)
+READS = ("pay", "checkInfo", "balance", "bills", "bills_next", "webhook")
 RUNNING = []  # wrk and dispatcher processes, stopped in cleanup()
 
 
@@ -367,6 +377,18 @@ class Seeder:
             for info, c in zip(infos, charges, strict=True)
         ]
 
+    def paid_pays(self, size, rnd):
+        """`size` new pays, each a new expert's, paid at the sandbox: -> the pool write_loads takes
+        (no expert user: only its webhook load is for these)."""
+        infos = self.create_pays([self.user() for _ in range(size)], rnd)
+        sandbox = self.bench.sandbox
+        charges = [sandbox.mark_paid(info["charge"]["id"])["id"] for info in infos]
+        signed = {r["object_id"]: r for r in sandbox.events if r["type"] == "charge.succeeded"}
+        return [
+            (None, info["pay_id"], signed[c]["raw"], signed[c]["signature"])
+            for info, c in zip(infos, charges, strict=True)
+        ]
+
     def seed(self, path, requests, connections=8):
         lines = [(path, json_headers(**u.headers), json.dumps(body, ensure_ascii=False)) for u, body in requests]
         answers = Load("seed", self.server, lines, connections, "POST", once=True, keep_answers=True).run(
@@ -392,18 +414,21 @@ def passwd_load(server, connections, seconds):
     return Load("passwd", server, fresh, connections, "POST")
 
 
+def webhook_load(server, pool, connections):
+    """Each pay's signed charge.succeeded, sent once: every request applies a new paid charge."""
+    return Load(
+        "webhook_applied",
+        server,
+        [("/rest/pay/webhook", json_headers(**{"X-Pingplusplus-Signature": sig}), raw) for _, _, raw, sig in pool],
+        connections,
+        "POST",
+        once=True,
+    )
+
+
 def write_loads(server, pool, connections, refunds=True):
     """The write routes over one round's pool, in order: apply each pay, refund a little of it, withdraw some of the credit."""
-    loads = [
-        Load(
-            "webhook_applied",
-            server,
-            [("/rest/pay/webhook", json_headers(**{"X-Pingplusplus-Signature": sig}), raw) for _, _, raw, sig in pool],
-            connections,
-            "POST",
-            once=True,
-        )
-    ]
+    loads = [webhook_load(server, pool, connections)]
     if refunds:
         body = json.dumps({"amount": REFUND, "description": "预约取消"}, ensure_ascii=False)
         loads.append(
@@ -529,9 +554,9 @@ def analyse_log(path):
 class DatabaseBench:
     """Every scenario on one database: servers, seeds, alternating rounds, then the one-off scenarios."""
 
-    def __init__(self, kind, args, tmp, bare, stack, before):
+    def __init__(self, kind, args, tmp, bare, stack, before=None, work=None):
         self.kind, self.args, self.bare, self.stack, self.before = kind, args, bare, stack, before
-        self.work = Path(tmp) / kind
+        self.work = Path(tmp) / (work or kind)
         self.work.mkdir()
         self.result = {"database": kind, "runs": []}
 
@@ -547,7 +572,7 @@ class DatabaseBench:
             )
         return mariadb.create_database(self.mariadb, name)
 
-    def server(self, name, url, root=ROOT, migrate=False, **env):
+    def server(self, name, url, root=ROOT, migrate=False, prepare=None, **env):
         (self.work / name).mkdir()
         server = LiveServer(
             self.work / name,
@@ -563,6 +588,8 @@ class DatabaseBench:
         )
         if migrate:
             server.migrate()
+        if prepare:
+            prepare(url)
         self.stack.callback(server.stop)
         return server.start(timeout=60)
 
@@ -589,17 +616,6 @@ class DatabaseBench:
         log(f"{self.kind}: payapi (BCRYPT_ROUNDS=12) and payapi for the write routes (BCRYPT_ROUNDS=4)")
         reads = self.server("reads", self.url, migrate=True, BCRYPT_ROUNDS="12")
         writes = self.server("writes", self.url, BCRYPT_ROUNDS="4")
-        if args.bulk:
-            log(f"{self.kind}: {args.bulk:,} pays and {5 * args.bulk:,} postings in bulk (bench/bulk.py)")
-            seeded = subprocess.run(
-                [sys.executable, "-m", "bench.bulk", self.url, str(args.bulk)],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            self.result["bulk"] = {"pays": args.bulk, "postings": 5 * args.bulk, "output": seeded.stdout.strip()}
-            log(f"{self.kind}: {seeded.stdout.strip()}")
         self.servers = {"reads": reads, "writes": writes}
         seeders = [Seeder(self, "after", writes)]
         if self.before:
@@ -648,16 +664,47 @@ class DatabaseBench:
         webhook = json_headers(**{"X-Pingplusplus-Signature": signature})
         return reader, info["pay_id"], raw, webhook, server.post("/rest/pay/webhook", raw=raw, headers=webhook)
 
+    def statement(self, server, owner=None, lines=None):
+        """An expert with a statement (STATEMENT_PAYS pays made and paid through the API, unless an
+        owner with `lines` lines is given) -> (the expert, {"bills": its first page, "bills_next":
+        the page after it, by the first page's cursor}), each page checked once."""
+        if owner is None:
+            owner, lines = server.user(), STATEMENT_PAYS
+            sandbox = self.sandbox
+            parallel(
+                5,
+                lambda i: [
+                    paid_charge(server, sandbox, sandbox.private_key, expert_id=owner.id) for _ in range(i, lines, 5)
+                ],
+            )
+        first = owner.get("/rest/pay/bills")
+        cursor = first.body["list"][-1]["bill_id"] if first.code == 900 and first.body["list"] else ""
+        pages = {"bills": "/rest/pay/bills", "bills_next": f"/rest/pay/bills?before={cursor}"}
+        after = owner.get(pages["bills_next"])
+        checks = {
+            "bills": first.code == 900 and len(first.body["list"]) == 20 and first.body["has_more"],
+            "bills_next": after.code == 900
+            and len(after.body["list"]) == min(20, lines - 20)
+            and after.body["list"][0]["bill_id"] < cursor,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                log(f"CHECK FAILED {name}: {first if name == 'bills' else after}")
+        self.result.setdefault("checks", {}).update(checks)
+        return owner, pages
+
     def read_loads(self, reads, before=None):
         """The reads as wrk sends them, each checked once first; the pay read on the version before too."""
         reader, pay_id, raw, webhook, applied = self.reader(reads)
         self.result["checks"] = self.check(reads, reader, pay_id, applied, raw, webhook)
+        owner, pages = self.statement(reads)
         pay, c = f"/rest/pay/{pay_id}", self.args.connections
         loads = {
             "bare": Load("bare", self.bare, [(pay, reader.headers, None)], c),
             "pay": Load("pay", reads, [(pay, reader.headers, None)], c),
             "checkInfo": Load("checkInfo", reads, [("/rest/pay/checkInfo", reader.headers, None)], c),
             "balance": Load("balance", reads, [("/rest/pay/balance", reader.headers, None)], c),
+            **{name: Load(name, reads, [(path, owner.headers, None)], c) for name, path in pages.items()},
             "webhook": Load("webhook", reads, [("/rest/pay/webhook", webhook, raw)], c, "POST"),
         }
         if before is not None:
@@ -707,6 +754,105 @@ class DatabaseBench:
         return checks
 
 
+class BulkComparison(DatabaseBench):
+    """--bulk N: a small database (SMALL_BULK pays) and a large one (N pays), both filled by
+    bench/bulk.py, each under its own payapi on the same database server, measured in one run:
+    the reads and the applied webhook, small and large one after the other in alternating order.
+
+    The reads: `GET /rest/pay/{pay_id}` of a pay made through the API (the reader's, as in the
+    other runs), and the balance and the statement (first page, and the page after it by its
+    cursor) of a bulk expert, who has the same history in both (bench/bulk.py: 100 pays, 200
+    lines). The webhook: each round's new pays, made through the API on each.
+    """
+
+    SIZES = ("small", "large")
+    ROUTES = ("pay", "balance", "bills", "bills_next")
+
+    def fill(self, pays):
+        def seed(url):
+            log(f"{self.kind}: {pays:,} pays in bulk (bench/bulk.py)")
+            t0 = time.monotonic()
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.bulk", url, str(pays)],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            self.result["bulk"][pays] = {"output": done.stdout.strip(), "wall_s": round(time.monotonic() - t0, 1)}
+            log(f"{self.kind}: {done.stdout.strip()} ({time.monotonic() - t0:.0f} s with start-up)")
+
+        return seed
+
+    def go(self):
+        args = self.args
+        self.sandbox = Sandbox(public_key_path=str(self.work / "pingpp_public.pem")).start()
+        self.stack.callback(self.sandbox.stop)
+        self.result.setdefault("database_detail", "SQLite files (WAL) in a temp dir")
+        self.result.update(bulk={}, sizes={"small": SMALL_BULK, "large": args.bulk})
+        servers, loads, seeders, c = {}, {}, {}, args.connections
+        for size in self.SIZES:
+            pays = self.result["sizes"][size]
+            url = self.database(f"payapi_{size}")
+            servers[size] = self.server(size, url, migrate=True, prepare=self.fill(pays), BCRYPT_ROUNDS="4")
+            reader, pay_id, *_ = self.reader(servers[size])
+            owner = servers[size].user()
+            owner.id = bulk.expert_id(0)
+            owner.headers["auth"] = Authenticator(AUTH_SECRETS).mint(owner.id, phone=owner.phone)
+            _, pages = self.statement(servers[size], owner, 2 * bulk.PAYS_PER_EXPERT)
+            self.result["checks"][f"balance@{size}"] = owner.get("/rest/pay/balance").code == 900
+            loads[size] = {
+                "pay": Load("pay", servers[size], [(f"/rest/pay/{pay_id}", reader.headers, None)], c),
+                "balance": Load("balance", servers[size], [("/rest/pay/balance", owner.headers, None)], c),
+                **{name: Load(name, servers[size], [(path, owner.headers, None)], c) for name, path in pages.items()},
+            }
+            seeders[size] = Seeder(self, size, servers[size])
+        self.result["statement_lines"] = 2 * bulk.PAYS_PER_EXPERT
+        bare = Load("bare", self.bare, [("/rest/pay/" + "0" * 24, {}, None)], c)
+        log(f"{self.kind}: small and large, {args.rounds} alternating round(s) after a warm-up round")
+        for rnd in range(args.rounds + 1):
+            order = self.SIZES if rnd % 2 else self.SIZES[::-1]
+            self.run(bare, rnd)
+            for route in self.ROUTES:
+                for size in order:
+                    self.run(loads[size][route], rnd, label=f"{route}@{size}")
+            pools = {
+                size: seeders[size].paid_pays(args.writes if rnd else 2 * args.write_connections, rnd) for size in order
+            }
+            for size in order:
+                wait_idle(servers[size])
+                self.run(
+                    webhook_load(servers[size], pools[size], args.write_connections),
+                    rnd,
+                    label=f"webhook_applied@{size}",
+                )
+        for size, server in servers.items():
+            self.result[f"log_{size}"] = analyse_log(server.log_path)
+        summarise(self.result)
+        s = self.result["summary"]
+        self.result["comparison"] = {}
+        for route in (*self.ROUTES, "webhook_applied", "create_pay"):
+            small, large = s.get(f"{route}@small", {}), s.get(f"{route}@large", {})
+            rate = "ok_rps" if route in ("webhook_applied", "create_pay") else "rps"
+            # Each round's large ÷ small: the two ran one after the other, so the machine's load,
+            # which drifts over a run, weighs on both alike; their median is the figure compared.
+            by_round = {(r["endpoint"], r["round"]): r[rate] for r in self.result["runs"]}
+            paired = [
+                by_round[f"{route}@large", rnd] / by_round[f"{route}@small", rnd]
+                for rnd in range(1, args.rounds + 1)
+                if by_round.get((f"{route}@small", rnd)) and (f"{route}@large", rnd) in by_round
+            ]
+            self.result["comparison"][route] = {
+                "small_rps": small.get(rate),
+                "large_rps": large.get(rate),
+                "ratio": median(paired),
+                "round_ratios": [round(x, 2) for x in paired],
+                "small_p99_ms": small.get("p99_ms"),
+                "large_p99_ms": large.get("p99_ms"),
+            }
+        return self.result
+
+
 def summarise(result):
     by = {}
     for r in result["runs"]:
@@ -750,6 +896,8 @@ NAMES = {
     "pay": "`GET /rest/pay/{pay_id}`",
     "checkInfo": "`GET /rest/pay/checkInfo`",
     "balance": "`GET /rest/pay/balance`",
+    "bills": "`GET /rest/pay/bills` (the expert's statement, first page of 20)",
+    "bills_next": "`GET /rest/pay/bills?before=…` (the page after it, by its cursor)",
     "webhook": "`POST /rest/pay/webhook` (signed replay)",
     "passwd": "`POST /rest/pay/passwd` (first pay password, bcrypt 12)",
     "pay_under_bcrypt": "`GET /rest/pay/{pay_id}` while passwd is saturated",
@@ -761,6 +909,57 @@ NAMES = {
 }
 WRITES = ("create_pay@after", "webhook_applied@after", "refund@after", "withdraw@after")
 TARGETS = {"sqlite": 0.65, "mariadb": 0.45}  # GET /rest/pay/{pay_id} × bare falcon (issue 9)
+
+
+COMPARED = {
+    "pay": "`GET /rest/pay/{pay_id}`",
+    "balance": "`GET /rest/pay/balance` (a bulk expert: 100 pays)",
+    "bills": "`GET /rest/pay/bills` (that expert's first page)",
+    "bills_next": "`GET /rest/pay/bills?before=…` (the page after it)",
+    "webhook_applied": "`POST /rest/pay/webhook` applied (2xx/s)",
+    "create_pay": "`POST /internal/pays` (the webhooks' pays; 2xx/s)",
+}
+
+
+def comparison_report(res):
+    sizes, s = res["sizes"], res["summary"]
+    lines = [
+        f"### {res['database']}, small ({sizes['small']:,} pays) and large ({sizes['large']:,} pays) in one run: "
+        f"{res['database_detail']}",
+        "",
+    ]
+    for seeded in res["bulk"].values():
+        lines.append(f"- bench/bulk.py: {seeded['output']}")
+    lines += [
+        f"- the statement read: a bulk expert with {res['statement_lines']} lines; bare falcon "
+        f"{fmt(s.get('bare', {}).get('rps'), 0)} rps in the same rounds",
+        "",
+        "| route | small rps | large rps | large ÷ small (median of the rounds') | within 10 % | each round's | "
+        "small p99 ms | large p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for route, c in res["comparison"].items():
+        ok = None if c["ratio"] is None else c["ratio"] >= 0.9
+        lines.append(
+            f"| {COMPARED[route]} | {fmt(c['small_rps'], 0)} | {fmt(c['large_rps'], 0)} | {fmt(c['ratio'])} | "
+            f"{'–' if ok is None else 'yes' if ok else '**no**'} | {', '.join(f'{x:.2f}' for x in c['round_ratios'])} | "
+            f"{fmt(c['small_p99_ms'])} | {fmt(c['large_p99_ms'])} |"
+        )
+    bad = [k for k, ok in res.get("checks", {}).items() if not ok]
+    lines.append("")
+    lines.append(f"- checks before the load: {'all as expected' if not bad else 'FAILED: ' + ', '.join(bad)}")
+    for size in BulkComparison.SIZES:
+        lg = res.get(f"log_{size}") or {}
+        odd = {k: v for k, v in lg.get("request_statuses", {}).items() if " 200 " not in k}
+        if odd:
+            lines.append(f"- {size} server, non-200 answers: " + "; ".join(f"{k} ×{v}" for k, v in odd.items()))
+        if lg.get("warnings_and_errors"):
+            lines.append(
+                f"- {size} server, warnings/errors: "
+                + "; ".join(f"{k} ×{v}" for k, v in list(lg["warnings_and_errors"].items())[:8])
+            )
+    lines.append("")
+    return lines
 
 
 def report(results, meta, bare_slow):
@@ -780,6 +979,9 @@ def report(results, meta, bare_slow):
     for res in results:
         if "error" in res:
             lines += [f"### {res['database']}: FAILED", "", "```", res["error"][-3000:], "```", ""]
+            continue
+        if "comparison" in res:
+            lines += comparison_report(res)
             continue
         s = res["summary"]
         lines += [
@@ -936,7 +1138,7 @@ def main(argv=None):
         "--bulk",
         type=int,
         default=0,
-        help="pays (and five postings each) put into the database in bulk before the runs (bench/bulk.py)",
+        help="also compare a database of N pays filled in bulk (bench/bulk.py) with one of 1,000, in one run",
     )
     parser.add_argument(
         "--worker-pass",
@@ -945,6 +1147,7 @@ def main(argv=None):
         metavar="N",
         help="also the worker's minute pass over 1,000 and N stale pending pays, its database time (bench/worker_pass.py)",
     )
+    parser.add_argument("--bulk-only", action="store_true", help="with --bulk: only the bare app and that comparison")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -953,6 +1156,8 @@ def main(argv=None):
     args.dbs = [d.strip() for d in args.db.split(",") if d.strip()]
     if not args.dbs or set(args.dbs) - {"sqlite", "mariadb"}:
         parser.error("--db takes sqlite, mariadb or both, comma-separated")
+    if args.bulk_only and not args.bulk:
+        parser.error("--bulk-only needs --bulk N")
     if not os.path.exists(WRK):
         raise SystemExit(f"missing {WRK}")
 
@@ -970,7 +1175,7 @@ def main(argv=None):
         },
         **{
             k: getattr(args, k)
-            for k in ("seconds", "rounds", "writes", "threads", "connections", "write_connections", "bulk")
+            for k in ("seconds", "rounds", "writes", "threads", "connections", "write_connections", "bulk", "bulk_only")
         },
         "worker_class": os.environ.get(
             "GUNICORN_WORKER_CLASS", "payapi.http.serving.BufferingThreadWorker (config default)"
@@ -1012,13 +1217,16 @@ def main(argv=None):
             bare.start(timeout=60)
             log(f"bare falcon up on {bare.url}")
             for kind in args.dbs:
-                try:
-                    with contextlib.ExitStack() as per_database:
-                        results.append(DatabaseBench(kind, args, tmp, bare, per_database, before).go())
-                except (Exception, subprocess.TimeoutExpired) as exc:  # report it, go on with the next database
-                    log(f"{kind}: FAILED: {exc}\n{traceback.format_exc()}")
-                    results.append({"database": kind, "error": f"{type(exc).__name__}: {exc}"})
-            if not args.writes_only:
+                benches = ([] if args.bulk_only else [DatabaseBench]) + ([BulkComparison] if args.bulk else [])
+                for bench in benches:
+                    try:
+                        with contextlib.ExitStack() as per_database:
+                            work = kind if bench is DatabaseBench else f"{kind}-bulk"
+                            results.append(bench(kind, args, tmp, bare, per_database, before, work).go())
+                    except (Exception, subprocess.TimeoutExpired) as exc:  # report it, go on
+                        log(f"{kind}: FAILED: {exc}\n{traceback.format_exc()}")
+                        results.append({"database": kind, "error": f"{type(exc).__name__}: {exc}"})
+            if not args.writes_only and not args.bulk_only:
                 log("slow clients against the bare app")
                 bare_read = Load("bare", bare, [("/rest/pay/" + "0" * 24, {}, None)], args.connections)
                 bare_slow = slow_clients(bare, bare_read, Path(tmp), args)

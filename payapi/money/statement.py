@@ -111,16 +111,17 @@ def describe(rows):
         .tuples()
     }
     incomes = [r.entry_id for r in rows if entries[r.entry_id][0] == "charge"]
-    fees = (
-        dict(
-            Posting.select(Posting.entry_id, books.db_sum(Posting.credit))
-            .where(Posting.entry_id.in_(incomes), Posting.account == books.FEES)
-            .group_by(Posting.entry_id)
-            .tuples()
-        )
+    # Every posting of the page's charges (three each), the fees picked out here: with the account
+    # in the WHERE, SQLite without statistics searched the account's index, i.e. the fee of every
+    # charge ever booked (measured: bench/run.py --bulk, docs/performance.md, "A larger database").
+    fees = {}
+    for entry_id, account, credit in (
+        Posting.select(Posting.entry_id, Posting.account, Posting.credit).where(Posting.entry_id.in_(incomes)).tuples()
         if incomes
-        else {}
-    )
+        else ()
+    ):
+        if account == books.FEES:
+            fees[entry_id] = fees.get(entry_id, 0) + credit
     refund_refs = [ref for kind, ref in entries.values() if kind in ("refund", "refund_failed")]
     # A refund's entries are booked under Ping++'s refund id, or under ours when its share was taken
     # while Ping++'s answer was unclear (and stay so once Ping++'s id is known): look up both.

@@ -19,8 +19,8 @@ from peewee_migrate import Router
 from payapi.__main__ import MIGRATIONS
 from payapi.domain.clock import iso
 from payapi.domain.ids import new_id
-from payapi.infra.db import bind, db, open_database, transaction
-from payapi.infra.models import JournalEntry, Refund, StatementLine, Wallet
+from payapi.infra.db import bind, db, is_mysql, open_database, transaction
+from payapi.infra.models import JournalEntry, Posting, Refund, StatementLine, Wallet
 from payapi.money import books, payments, refunds, statement
 from payapi.money.withdrawals import run_payouts
 from tests.api.test_database import empty_database_url  # noqa: F401  (a fixture)
@@ -490,6 +490,59 @@ def test_a_page_is_read_by_the_primary_key_without_sorting(many_lines, settings,
     assert [(r.created_at, r.entry_id) for r in page] == sorted(
         ((r.created_at, r.entry_id) for r in page), reverse=True
     )
+
+
+@pytest.fixture
+def many_charges(database):
+    """An expert's 30 income lines among 2,000 charges booked as books.record books them (a fee
+    posting each), not analysed: the planner knows only the indexes, as a database nobody ANALYZEd."""
+    expert_id, entries, postings, lines = f"{7:024x}", [], [], []
+    for i in range(2_000):
+        owner = expert_id if i % 50 == 0 or i < 10 else f"{i:024x}"
+        entries.append(
+            {"entry_id": 1_000_000 + i, "kind": "charge", "reference": new_id(), "created_at": 1_790_000_000_000 + i}
+        )
+        postings += [
+            {"entry_id": 1_000_000 + i, "account": "pingpp", "debit": 1_000, "credit": 0},
+            {"entry_id": 1_000_000 + i, "account": books.FEES, "debit": 0, "credit": 25},
+            {"entry_id": 1_000_000 + i, "account": f"expert:{owner}:available", "debit": 0, "credit": 975},
+        ]
+        lines.append(
+            {"user_id": owner, "created_at": 1_790_000_000_000 + i, "entry_id": 1_000_000 + i, "amount": 975,
+             "balance_after": 0, "available_after": 0}
+        )  # fmt: skip
+    with db.atomic():
+        JournalEntry.insert_many(entries).execute()
+        Posting.insert_many(postings).execute()
+        StatementLine.insert_many(lines).execute()
+    yield expert_id
+    with db.atomic():
+        StatementLine.delete().execute()
+        Posting.delete().where(Posting.entry_id >= 1_000_000).execute()
+        JournalEntry.delete().where(JournalEntry.entry_id >= 1_000_000).execute()
+
+
+def test_a_pages_fees_are_read_by_its_entries_not_by_the_fees_account(many_charges):
+    """The fee of each income line: a search of the page's entries, not of every fee ever booked."""
+    queries = []
+    hooks = db.obj.query_hooks  # peewee calls each with every query it ran
+    hooks.append(lambda event: queries.append((event.sql, event.params)))
+    try:
+        page, more = statement.page(many_charges, 20)
+    finally:
+        hooks.pop()
+    assert len(page) == 20 and more and {line.fee for line in page} == {25}
+    on_postings = [(sql, params) for sql, params in queries if re.search(r"FROM [`\"]posting[`\"]", sql)]
+    assert on_postings, queries
+    for sql, params in on_postings:
+        if is_mysql():
+            cursor = db.execute_sql("EXPLAIN " + sql, params)
+            names = [c[0] for c in cursor.description]
+            plan = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            assert [step["key"] for step in plan] == ["posting_entry_id"], plan
+        else:
+            plan = [row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()]
+            assert [p for p in plan if "posting" in p and "posting_entry_id (entry_id=?)" not in p] == [], plan
 
 
 # --- the history before the statement (migration 012) --------------------------------------------------
