@@ -11,6 +11,10 @@
 - `lockout (kind)`: the operators' guesses the worker forgets each pass, found among the
   operators' rows, not by reading (and, on MySQL, locking) the row of every user who ever
   mistyped a password.
+- `pay (expert_id, held, release_at)`, in place of `pay (expert_id)` (its first column): the
+  balance read's next release, `MIN(release_at) WHERE expert_id = ? AND held > 0`, reads the
+  expert's pays still held, not every pay they were ever paid (on SQLite with 1,000,000 pays the
+  balance read fell to 0.82 of a small database's rate).
 """
 
 import peewee as pw
@@ -22,9 +26,13 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
     migrator.add_index("pay", "status", "reversed_at", "check_after")
     migrator.drop_index("pay", "status", "check_after")
     migrator.add_index("lockout", "kind")
+    migrator.add_index("pay", "expert_id", "held", "release_at")
+    migrator.drop_index("pay", "expert_id")
 
 
 def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+    migrator.add_index("pay", "expert_id")
+    migrator.drop_index("pay", "expert_id", "held", "release_at")
     migrator.drop_index("lockout", "kind")
     migrator.add_index("pay", "status", "check_after")
     migrator.drop_index("pay", "status", "reversed_at", "check_after")

@@ -101,7 +101,7 @@ class Pay(SavedByOutbox, BaseModel):
     type = pw.CharField(8)
     o_id = pw.CharField(24, default="")
     note_id = pw.CharField(24, default="")
-    expert_id = pw.CharField(24, index=True)
+    expert_id = pw.CharField(24)  # indexed first in (expert_id, held, release_at)
     user_id = pw.CharField(24, index=True)
     amount = pw.BigIntegerField()
     money = pw.BigIntegerField()
@@ -154,6 +154,7 @@ class Pay(SavedByOutbox, BaseModel):
             (("status", "check_after", "created_at"), False),
             (("status", "reversed_at", "check_after"), False),
             (("held", "release_at"), False),
+            (("expert_id", "held", "release_at"), False),
         )
 
     @classmethod

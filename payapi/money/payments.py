@@ -714,9 +714,15 @@ def reverse_closed_pays(gateway, settings, batch=100):
 # --- the settlement hold ----------------------------------------------------------------------------
 
 
+def next_release_query(expert_id):
+    """The balance read asks this too (withdrawals.balance_info): the index (expert_id, held,
+    release_at) reads only the expert's pays still held, not every pay they were ever paid."""
+    return Pay.select(fn.MIN(Pay.release_at)).where(Pay.expert_id == expert_id, Pay.held > 0)
+
+
 def next_release(expert_id):
     """When the expert's next held credit becomes available (ms), or None."""
-    return Pay.select(fn.MIN(Pay.release_at)).where(Pay.expert_id == expert_id, Pay.held > 0).scalar()
+    return next_release_query(expert_id).scalar()
 
 
 @transaction
