@@ -623,7 +623,7 @@ class DatabaseBench:
         seeders = [Seeder(self, "after", writes)]
         if self.before:
             sha, tree = self.before
-            log(f"{self.kind}: the version before the books ({sha}) on its own database")
+            log(f"{self.kind}: the earlier version {sha} (--before) on its own database")
             old = self.server("before", self.database("payapi_before"), root=tree, migrate=True, BCRYPT_ROUNDS="4")
             self.servers["before"] = old
             seeders.append(Seeder(self, "before", old))
