@@ -20,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from payapi.infra import gateway as gateway_module
 from payapi.infra.gateway import ChargeRequest, GatewayError, PingppGateway, TransferRequest, pingpp  # after its shims
 from tests.support.config import SERVICE_KEY
 from tests.support.pingpp import new_rsa_key, private_pem
@@ -118,6 +119,22 @@ def test_requests_are_signed_with_the_private_key_as_ping_plus_plus_verifies_the
         signature = base64.b64decode(headers["pingplusplus-signature"])
         key.public_key().verify(signature, signed.encode(), padding.PKCS1v15(), hashes.SHA256())  # raises if wrong
     assert "Crypto" not in sys.modules  # pycryptodome is not needed for it
+
+
+def test_the_private_key_is_loaded_once_not_for_every_signed_call(ping, monkeypatch):
+    # Loading a PEM RSA key checks it (~45 ms of CPU for 2048 bits); the SDK hands the PEM text
+    # over on every call, and each call loaded it again.
+    loads = []
+    real = gateway_module.load_private_key
+    monkeypatch.setattr(gateway_module, "load_private_key", lambda pem: loads.append(1) or real(pem))
+    gateway = PingppGateway(
+        "sk_test_x", "app_x", api_base=ping.url, timeout=2, private_key=private_pem(new_rsa_key()).decode()
+    )
+    for n in range(3):
+        ping.answers.append((200, charge_answer(f"order-{n}")))
+        gateway.retrieve_charge(f"ch_order-{n}")
+    assert all("pingplusplus-signature" in sent["headers"] for sent in ping.requests)
+    assert len(loads) <= 2  # checked when the gateway is made, then once for signing
 
 
 def test_without_a_private_key_requests_are_not_signed(ping):
