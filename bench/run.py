@@ -948,20 +948,27 @@ def comparison_report(res):
             f"{'–' if ok is None else 'yes' if ok else '**no**'} | {', '.join(f'{x:.2f}' for x in c['round_ratios'])} | "
             f"{fmt(c['small_p99_ms'])} | {fmt(c['large_p99_ms'])} |"
         )
-    bad = [k for k, ok in res.get("checks", {}).items() if not ok]
     lines.append("")
-    lines.append(f"- checks before the load: {'all as expected' if not bad else 'FAILED: ' + ', '.join(bad)}")
-    for size in BulkComparison.SIZES:
-        lg = res.get(f"log_{size}") or {}
+    lines += checks_and_logs(res, BulkComparison.SIZES)
+    lines.append("")
+    return lines
+
+
+def checks_and_logs(res, servers):
+    """The report's lines on the checks before the load and each server's log: non-200 answers,
+    warnings and errors."""
+    bad = [k for k, ok in res.get("checks", {}).items() if not ok]
+    lines = [f"- checks before the load: {'all as expected' if not bad else 'FAILED: ' + ', '.join(bad)}"]
+    for name in servers:
+        lg = res.get(f"log_{name}") or {}
         odd = {k: v for k, v in lg.get("request_statuses", {}).items() if " 200 " not in k}
         if odd:
-            lines.append(f"- {size} server, non-200 answers: " + "; ".join(f"{k} ×{v}" for k, v in odd.items()))
+            lines.append(f"- {name} server, non-200 answers: " + "; ".join(f"{k} ×{v}" for k, v in odd.items()))
         if lg.get("warnings_and_errors"):
             lines.append(
-                f"- {size} server, warnings/errors: "
+                f"- {name} server, warnings/errors: "
                 + "; ".join(f"{k} ×{v}" for k, v in list(lg["warnings_and_errors"].items())[:8])
             )
-    lines.append("")
     return lines
 
 
@@ -1065,18 +1072,7 @@ def report(results, meta, bare_slow):
             f"- worker RSS after the load: {', '.join(f'{k} {max(v):.1f}' for k, v in res['rss_mb'].items() if v)} MB "
             f"(largest){verdict(max(rss) <= 80 if rss else None)} (target ≤ 80 MB)"
         )
-        bad = [k for k, ok in res.get("checks", {}).items() if not ok]
-        lines.append(f"- checks before the load: {'all as expected' if not bad else 'FAILED: ' + ', '.join(bad)}")
-        for name in ("reads", "writes", "before"):
-            lg = res.get(f"log_{name}") or {}
-            odd = {k: v for k, v in lg.get("request_statuses", {}).items() if " 200 " not in k}
-            if odd:
-                lines.append(f"- {name} server, non-200 answers: " + "; ".join(f"{k} ×{v}" for k, v in odd.items()))
-            if lg.get("warnings_and_errors"):
-                lines.append(
-                    f"- {name} server, warnings/errors: "
-                    + "; ".join(f"{k} ×{v}" for k, v in list(lg["warnings_and_errors"].items())[:8])
-                )
+        lines += checks_and_logs(res, ("reads", "writes", "before"))
         lines.append("")
     slow = [(f"{res['database']}: {name}", sc) for res in results for name, sc in res.get("slow_clients", {}).items()]
     if bare_slow:
