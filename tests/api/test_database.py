@@ -188,47 +188,38 @@ def test_transaction_does_not_retry_other_errors(database):
     assert len(calls) == 1
 
 
-def test_row_by_key_reads_the_same_row_as_peewee(database):
-    pay_id = new_id()
-    outbox.save(
-        Pay(
-            pay_id=pay_id,
-            type="note",
-            note_id=new_id(),
-            expert_id=new_id(),
-            user_id=new_id(),
-            amount=1,
-            money=1,
-            channel="wx",
-            subject="问题",
-            created_at=1_700_000_000_123,
-            updated_at=1_700_000_000_456,
-        ),
-        force_insert=True,
+def a_note_pay(**fields):
+    """A pay of 1 fen for a question note, not saved."""
+    return Pay(
+        pay_id=new_id(),
+        type="note",
+        note_id=new_id(),
+        expert_id=new_id(),
+        user_id=new_id(),
+        amount=1,
+        money=1,
+        channel="wx",
+        subject="问题",
+        **fields,
     )
+
+
+def stored_note_pay(**fields):
+    """-> the id of a_note_pay(**fields), inserted through the outbox."""
+    pay = a_note_pay(**fields)
+    outbox.save(pay, force_insert=True)
+    return pay.pay_id
+
+
+def test_row_by_key_reads_the_same_row_as_peewee(database):
+    pay_id = stored_note_pay(created_at=1_700_000_000_123, updated_at=1_700_000_000_456)
     by_key = RowByKey(Pay, Pay.pay_id)
     assert by_key(pay_id)._asdict() == Pay.get(Pay.pay_id == pay_id).__data__
     assert by_key(new_id()) is None
 
 
 def test_a_row_by_key_is_read_only_and_cannot_be_saved(database):
-    pay_id = new_id()
-    outbox.save(
-        Pay(
-            pay_id=pay_id,
-            type="note",
-            note_id=new_id(),
-            expert_id=new_id(),
-            user_id=new_id(),
-            amount=1,
-            money=1,
-            channel="wx",
-            subject="问题",
-            created_at=1,
-            updated_at=1,
-        ),
-        force_insert=True,
-    )
+    pay_id = stored_note_pay(created_at=1, updated_at=1)
     row = RowByKey(Pay, Pay.pay_id, columns=(Pay.user_id, Pay.info))(pay_id)
     assert not hasattr(row, "save")
     with pytest.raises(AttributeError):
@@ -236,23 +227,7 @@ def test_a_row_by_key_is_read_only_and_cannot_be_saved(database):
 
 
 def test_a_bulk_update_of_what_pay_info_is_made_of_is_refused(database):
-    pay_id = new_id()
-    outbox.save(
-        Pay(
-            pay_id=pay_id,
-            type="note",
-            note_id=new_id(),
-            expert_id=new_id(),
-            user_id=new_id(),
-            amount=1,
-            money=1,
-            channel="wx",
-            subject="问题",
-            created_at=1,
-            updated_at=1,
-        ),
-        force_insert=True,
-    )
+    pay_id = stored_note_pay(created_at=1, updated_at=1)
     with pytest.raises(TypeError):
         Pay.update(status="paid").where(Pay.pay_id == pay_id).execute()
     assert Pay.update(check_after=5).where(Pay.pay_id == pay_id).execute() == 1  # not part of the info
@@ -274,20 +249,7 @@ def test_saving_a_pay_writes_its_info_and_its_announced_moves_in_one_go(database
 
     outbox.configure(settings)  # a NOTIFY_URL: messages are written (create_app does this; no app here)
 
-    pay = PAY.begin(
-        Pay(
-            pay_id=new_id(),
-            type="note",
-            note_id=new_id(),
-            expert_id=new_id(),
-            user_id=new_id(),
-            amount=1,
-            money=1,
-            channel="wx",
-            subject="问题",
-        ),
-        1,
-    )
+    pay = PAY.begin(a_note_pay(), 1)
     outbox.save(pay, force_insert=True)
     assert Notification.select().count() == 0
     PAY.move(pay, PayStatus.PAID, 2)
