@@ -207,20 +207,48 @@ def transaction(func=None, *, attempts=8):
     def wrapper(*args, **kwargs):
         if db.in_transaction():
             return func(*args, **kwargs)
-        for attempt in range(1, attempts + 1):
-            try:
-                with writer_turn(db.obj), db.atomic():
-                    return func(*args, **kwargs)
-            except Exception as exc:
-                if attempt == attempts or not is_retryable(exc):
-                    raise
-                if _error_number(exc) in LOST_CONNECTION_ERRORS:
-                    db.close()
-                log.info("retrying %s after %s (attempt %d)", func.__name__, _error_number(exc) or exc, attempt)
-                time.sleep(random.uniform(0.005, 0.02) * attempt)
-        raise AssertionError("unreachable")
+        return _retried(func, args, kwargs, attempts, atomic=True)
 
     return wrapper
+
+
+def single_statement(func=None, *, attempts=8):
+    """Run func, which makes one write statement and nothing else, as its own transaction: no BEGIN
+    and COMMIT around it (peewee's connections autocommit; on MySQL that is two round trips fewer, a
+    third of a short write's cost), in SQLite's writer turn like every write, run again on a
+    deadlock or lost connection like a transaction. Inside a caller's transaction it is part of it.
+
+    Only for a statement whose effect is whole alone: one UPDATE guarded by its own WHERE, say.
+    Running it again after a lost connection may find its first run done (it must say so itself).
+    """
+    if func is None:
+        return functools.partial(single_statement, attempts=attempts)
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        if db.in_transaction():
+            return func(*args, **kwargs)
+        return _retried(func, args, kwargs, attempts, atomic=False)
+
+    return wrapper
+
+
+def _retried(func, args, kwargs, attempts, atomic):
+    for attempt in range(1, attempts + 1):
+        try:
+            with writer_turn(db.obj):
+                if not atomic:
+                    return func(*args, **kwargs)
+                with db.atomic():
+                    return func(*args, **kwargs)
+        except Exception as exc:
+            if attempt == attempts or not is_retryable(exc):
+                raise
+            if _error_number(exc) in LOST_CONNECTION_ERRORS:
+                db.close()
+            log.info("retrying %s after %s (attempt %d)", func.__name__, _error_number(exc) or exc, attempt)
+            time.sleep(random.uniform(0.005, 0.02) * attempt)
+    raise AssertionError("unreachable")
 
 
 class _WriterTurn:

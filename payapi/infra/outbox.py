@@ -17,9 +17,12 @@ import collections
 import concurrent.futures
 import functools
 import hashlib
+import heapq
 import hmac
 import http.client
+import itertools
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -34,7 +37,7 @@ from payapi.contract.shapes import PayInfo, PayNotice, PayNoticeData, Withdrawal
 from payapi.domain.clock import iso, now_ms
 from payapi.domain.ids import new_id
 from payapi.domain.lifecycles import NOTIFICATION, NotificationStatus
-from payapi.infra.db import Prepared, RowByKey, db, locked, transaction
+from payapi.infra.db import Prepared, db, locked, single_statement, transaction
 from payapi.infra.models import INFO_COLUMNS, BaseModel, Notification, Pay, Refund, Withdrawal
 
 log = logging.getLogger("payapi.notifications")
@@ -146,7 +149,9 @@ def signature(secret, message_id, timestamp, body):
 # --- delivering --------------------------------------------------------------------------------------
 
 
-# The dispatcher's statements, their SQL text built once (db.Prepared, db.RowByKey, db.locked).
+# The dispatcher's statements, their SQL text built once (db.Prepared, db.locked). Per delivered
+# message: the claim and the settlement, one statement each, each its own transaction; what is sent
+# (the payload, never changed once written) comes with the list of due messages.
 _claiming = Prepared(
     lambda message_id, now, until: Notification.update(next_attempt_at=until).where(
         Notification.message_id == message_id,
@@ -154,45 +159,62 @@ _claiming = Prepared(
         Notification.next_attempt_at <= now,
     )
 )
-_message = RowByKey(
-    Notification,
-    Notification.message_id,
-    columns=(Notification.message_id, Notification.type, Notification.subject_id, Notification.payload),
-)
 _due = Prepared(
     lambda now, limit: (
-        Notification.select(Notification.message_id)
+        Notification.select(Notification.message_id, Notification.type, Notification.subject_id, Notification.payload)
         .where(Notification.status == NotificationStatus.PENDING, Notification.next_attempt_at <= now)
         .order_by(Notification.next_attempt_at)
         .limit(limit)
     )
 )
+DueMessage = collections.namedtuple("DueMessage", "message_id type subject_id payload")
+
+if NotificationStatus.DELIVERED not in NOTIFICATION.moves[NotificationStatus.PENDING]:
+    raise ImportError("_delivering moves a notification from pending to delivered: lifecycles must allow it")
+_delivering = Prepared(
+    lambda message_id, http_status, now: Notification.update(
+        status=NotificationStatus.DELIVERED,
+        attempts=Notification.attempts + 1,
+        last_status=http_status,
+        last_error="",
+        delivered_at=now,
+        updated_at=now,
+    ).where(Notification.message_id == message_id, Notification.status == NotificationStatus.PENDING)
+)
+_status = Prepared(
+    lambda message_id: Notification.select(Notification.status).where(Notification.message_id == message_id)
+)
 
 
-@transaction
+@single_statement
 def _claim(message_id, now):
     """Take the message for one attempt; only one dispatcher anywhere makes it."""
     return _claiming(message_id, now, now + LEASE_MS).rowcount == 1
 
 
+@single_statement
+def _settle_delivered(message_id, http_status):
+    """pending -> delivered (NOTIFICATION's move, checked above) in one statement; -> the status after."""
+    if _delivering(message_id, http_status, now_ms()).rowcount == 1:
+        return NotificationStatus.DELIVERED
+    (status,) = _status(message_id).fetchone()  # resent or settled meanwhile (an operator): left as it is
+    return status
+
+
 @transaction
-def _settle(message_id, delivered, http_status, error):
+def _settle_failed(message_id, http_status, error):
     message = locked(Notification, message_id, required=True)
     if message.status != NotificationStatus.PENDING:
         return message.status  # resent or settled meanwhile (an operator): leave it
     now = now_ms()
     message.attempts += 1
     message.last_status, message.last_error = http_status, (error or "")[:255]
-    if delivered:
-        message.delivered_at = now
-        NOTIFICATION.move(message, NotificationStatus.DELIVERED, now)
+    wait = min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** min(message.attempts - 1, 20))
+    if now + wait > message.give_up_at:
+        NOTIFICATION.move(message, NotificationStatus.FAILED, now)
     else:
-        wait = min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** min(message.attempts - 1, 20))
-        if now + wait > message.give_up_at:
-            NOTIFICATION.move(message, NotificationStatus.FAILED, now)
-        else:
-            message.next_attempt_at = now + wait
-            message.updated_at = now
+        message.next_attempt_at = now + wait
+        message.updated_at = now
     message.save()
     return message.status
 
@@ -206,10 +228,8 @@ class _Deadline:
     """Shuts the attempt's socket when the time is up, ending whatever it is blocked in."""
 
     def __init__(self, seconds):
-        self.lock, self.sock, self.expired = threading.Lock(), None, False
-        self.timer = threading.Timer(seconds, self._cut)
-        self.timer.daemon = True
-        self.timer.start()
+        self.lock, self.sock, self.expired, self.cancelled = threading.Lock(), None, False, False
+        _WATCHDOG.add(time.monotonic() + seconds, self)
 
     def watch(self, sock):
         with self.lock:
@@ -217,8 +237,10 @@ class _Deadline:
                 raise TimeoutError
             self.sock = sock  # held here: http.client lets go of it once an answer says it will close
 
-    def _cut(self):
+    def cut(self):
         with self.lock:
+            if self.cancelled:
+                return
             self.expired = True
             if self.sock is not None:
                 try:
@@ -227,7 +249,48 @@ class _Deadline:
                     pass
 
     def cancel(self):
-        self.timer.cancel()
+        with self.lock:
+            self.cancelled = True
+
+
+class _Watchdog:
+    """One thread that cuts every attempt whose deadline has passed. A timer thread per attempt
+    (threading.Timer) cost a thread's start and stop each time, about a seventh of the dispatcher's
+    CPU. A cancelled deadline is dropped when its time comes."""
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition()
+        self.deadlines: list[tuple[float, int, _Deadline]] = []  # a heap: (when, order, deadline)
+        self.order = itertools.count()
+        self.thread: threading.Thread | None = None
+
+    def add(self, when, deadline):
+        with self.condition:
+            heapq.heappush(self.deadlines, (when, next(self.order), deadline))
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="notify-deadlines", daemon=True)
+                self.thread.start()
+            if self.deadlines[0][2] is deadline:  # sooner than the one the thread sleeps for
+                self.condition.notify()
+
+    def _run(self):
+        while True:
+            with self.condition:
+                while not self.deadlines or self.deadlines[0][0] > time.monotonic():
+                    self.condition.wait(self.deadlines[0][0] - time.monotonic() if self.deadlines else None)
+                _, _, deadline = heapq.heappop(self.deadlines)
+            deadline.cut()
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _forget_watchdog():
+    global _WATCHDOG
+    _WATCHDOG = _Watchdog()  # a forked child has none of its parent's threads, and perhaps a held lock
+
+
+os.register_at_fork(after_in_child=_forget_watchdog)
 
 
 def post(url, body, headers, timeout_s=TIMEOUT_S):
@@ -289,11 +352,12 @@ def _send(url, secret, message, timeout_s):
     return delivered, status, "" if delivered else first[:200].decode("utf-8", "replace")
 
 
-def deliver(message_id, url, secret, timeout_s=TIMEOUT_S):
-    """One attempt at one message, if this dispatcher can claim it; -> its status after, or None."""
+def deliver(message, url, secret, timeout_s=TIMEOUT_S):
+    """One attempt at one due message (a DueMessage), if this dispatcher can claim it; -> its status
+    after, or None."""
+    message_id = message.message_id
     if not _claim(message_id, now_ms()):
         return None
-    message = _message(message_id)
     try:
         secret_bytes(secret)
     except ValueError as exc:
@@ -302,7 +366,10 @@ def deliver(message_id, url, secret, timeout_s=TIMEOUT_S):
         delivered, http_status, error = False, None, f"cannot sign: {exc}"
     else:
         delivered, http_status, error = _send(url, secret, message, timeout_s)
-    status = _settle(message_id, delivered, http_status, error)
+    if delivered:
+        status = _settle_delivered(message_id, http_status)
+    else:
+        status = _settle_failed(message_id, http_status, error)
     fields = {
         "message_id": message_id,
         "type": message.type,
@@ -320,7 +387,8 @@ def deliver(message_id, url, secret, timeout_s=TIMEOUT_S):
 
 
 def due(limit):
-    return [message_id for (message_id,) in _due(now_ms(), limit).fetchall()]
+    """The messages due now, the longest due first (at most limit)."""
+    return [DueMessage._make(row) for row in _due(now_ms(), limit).fetchall()]
 
 
 class Dispatcher:
@@ -337,15 +405,16 @@ class Dispatcher:
         """Send every message due now (up to four pools' worth; the pool's threads take them in
         turn); -> how many were attempted. Returns once those attempts have ended, each within
         timeout_s."""
-        futures = [self.pool.submit(self._attempt, message_id) for message_id in due(self.concurrency * 4)]
+        futures = [self.pool.submit(self._attempt, message) for message in due(self.concurrency * 4)]
         return sum(1 for f in futures if f.result() is not None)
 
-    def _attempt(self, message_id):
+    def _attempt(self, message):
         # Each pool thread keeps its database connection from one attempt to the next: opening one
         # takes peewee's process-wide lock, which made the threads claim messages one at a time.
         try:
-            return deliver(message_id, self.url, self.secret, self.timeout_s)
+            return deliver(message, self.url, self.secret, self.timeout_s)
         except Exception:
+            message_id = message.message_id
             log.exception("notification %s: delivery raised", message_id, extra={"fields": {"message_id": message_id}})
             db.close()  # perhaps the connection is what broke: the next attempt opens a new one
             return None
@@ -360,19 +429,21 @@ class Dispatcher:
         sending). A message in the list that another dispatcher took meanwhile is only a claim
         that fails (deliver returns None)."""
         in_flight: dict[str, concurrent.futures.Future] = {}  # message_id -> future
-        queued: collections.deque[str] = collections.deque()  # due, not handed to a thread yet
+        queued: collections.deque[DueMessage] = collections.deque()  # due, not handed to a thread yet
         while not stop.is_set():
             try:
                 for message_id in [m for m, f in in_flight.items() if f.done()]:
                     del in_flight[message_id]
                 room = self.concurrency - len(in_flight)
                 if room and not queued:
-                    queued.extend(m for m in due(self.concurrency * 4 + len(in_flight)) if m not in in_flight)
+                    queued.extend(
+                        m for m in due(self.concurrency * 4 + len(in_flight)) if m.message_id not in in_flight
+                    )
                 fresh = False
                 while room and queued:
-                    message_id = queued.popleft()
-                    if message_id not in in_flight:
-                        in_flight[message_id] = self.pool.submit(self._attempt, message_id)
+                    message = queued.popleft()
+                    if message.message_id not in in_flight:
+                        in_flight[message.message_id] = self.pool.submit(self._attempt, message)
                         room, fresh = room - 1, True
                 if fresh:
                     continue

@@ -12,6 +12,7 @@ import time_machine
 
 from payapi import worker
 from payapi.infra import outbox as notifications
+from payapi.infra.db import db
 from payapi.infra.models import Notification
 
 SECRET = "whsec_" + base64.b64encode(b"an order service's secret key 32").decode()
@@ -23,11 +24,13 @@ class Stub:
     def __init__(self, status=200, body=b"", headers=None):
         self.status, self.body, self.headers = status, body, headers or {}
         self.posts = 0
+        self.before_answer = lambda: None  # runs as each POST arrives, before the answer
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("content-length") or 0))
+                stub.before_answer()
                 stub.posts += 1
                 self.send_response(stub.status)
                 for name, value in stub.headers.items():
@@ -105,3 +108,49 @@ def test_a_non_2xx_answer_logs_its_status_and_the_first_bytes_of_the_answer(
         text = body.decode()
         assert text[:150] in line and text[:250] not in line  # the first bytes only (200)
     assert Notification.get().last_status == status
+
+
+def test_a_delivered_message_costs_two_statements_each_its_own_transaction(pay_expert, settings, stub, monkeypatch):
+    # The claim and the settlement are one guarded UPDATE each, with no BEGIN and COMMIT around them
+    # (on MySQL those are two round trips each); what is sent comes with the list of due messages.
+    settings = dataclasses.replace(settings, notify_url=stub.url, notify_secret=SECRET)
+    notifications.configure(settings)
+    pay_expert("e" * 24, 10_000)
+    (message,) = notifications.due(10)
+    database = db.obj
+    statements, begun = [], []
+    run = database.execute_sql
+    monkeypatch.setattr(database, "execute_sql", lambda sql, *a, **k: statements.append(sql) or run(sql, *a, **k))
+    monkeypatch.setattr(database, "begin", lambda *a, **k: begun.append(a))
+    assert notifications.deliver(message, stub.url, SECRET) == "delivered"
+    monkeypatch.undo()
+    assert begun == [] and len(statements) == 2
+    assert all(sql.startswith('UPDATE "notification"') or sql.startswith("UPDATE `notification`") for sql in statements)
+    (row,) = Notification.select()
+    assert (row.status, row.attempts, row.last_status, row.last_error) == ("delivered", 1, 200, "")
+    assert row.delivered_at and row.updated_at == row.delivered_at
+    assert stub.posts == 1
+    assert notifications.deliver(message, stub.url, SECRET) is None  # delivered: no claim, nothing sent
+    assert stub.posts == 1
+
+
+def test_a_message_an_operator_settled_mid_attempt_is_left_as_the_operator_left_it(pay_expert, settings, stub):
+    settings = dataclasses.replace(settings, notify_url=stub.url, notify_secret=SECRET)
+    notifications.configure(settings)
+    pay_expert("e" * 24, 10_000)
+    (message,) = notifications.due(10)
+    stub.before_answer = lambda: Notification.update(status="failed").execute()  # an operator, meanwhile
+    assert notifications.deliver(message, stub.url, SECRET) == "failed"
+    assert Notification.get().status == "failed"
+
+
+def test_an_attempt_starts_no_thread_of_its_own(stub, monkeypatch):
+    # Each attempt's time limit used to be a threading.Timer: a thread started and stopped per
+    # message, a seventh of the dispatcher's CPU. One thread now watches every attempt's deadline.
+    started = []
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: started.append(self.name) or start(self))
+    for _ in range(5):
+        assert notifications.post(stub.url, b"{}", {})[0] == 200
+    ours = [name for name in started if "process_request_thread" not in name]  # not the stub's own
+    assert len(ours) <= 1
