@@ -156,9 +156,11 @@ def cpu_ticks(pids):
     return total
 
 
-def wait_idle(server, limit=20.0):
-    """Until the server's processes use < 10 % of a core (bcrypt work a finished run left queued)."""
-    pids = [server.proc.pid, *children(server.proc.pid)]
+def wait_idle(server, limit=20.0, database=()):
+    """Until the server's processes and the database server's (database: their pids) use < 10 % of
+    a core: bcrypt work a finished run left queued, and what MariaDB does after a burst of writes
+    (purging old row versions, flushing pages), which took a core from the next read run."""
+    pids = [server.proc.pid, *children(server.proc.pid), *database]
     before, deadline = cpu_ticks(pids), time.monotonic() + limit
     while time.monotonic() < deadline:
         time.sleep(0.5)
@@ -596,6 +598,13 @@ class DatabaseBench:
         self.stack.callback(server.stop)
         return server.start(timeout=60)
 
+    def database_pids(self):
+        """The MariaDB server's processes (mysqld_safe and mariadbd), if this run started one."""
+        server = getattr(self, "mariadb", None)
+        if server is None or server.process is None:
+            return []
+        return [server.process.pid, *children(server.process.pid)]
+
     def run(self, load, rnd, label=None, seconds=None):
         """One wrk run; recorded unless it is the warm-up (round 0)."""
         seconds = self.args.write_cap if load.once else seconds or (self.args.seconds if rnd else 1)
@@ -631,17 +640,19 @@ class DatabaseBench:
 
         log(f"{self.kind}: {args.rounds} alternating round(s) after a warm-up round; each round seeds its writes")
         for rnd in range(args.rounds + 1):  # round 0 warms every server up and is not recorded
+            wait_idle(reads, database=self.database_pids())
             self.read_round(reads, loads, rnd)
             for seeder in seeders:
                 pool = seeder.pool(args.writes if rnd else 2 * args.write_connections, rnd)
-                wait_idle(seeder.server)
+                wait_idle(seeder.server, database=self.database_pids())
                 for load in write_loads(seeder.server, pool, args.write_connections, seeder.version == "after"):
                     self.run(load, rnd, label=f"{load.name}@{seeder.version}")
-                wait_idle(seeder.server)
+                wait_idle(seeder.server, database=self.database_pids())
 
         self.result["rss_mb"] = {
             name: [round(rss_mb(p) or 0, 1) for p in children(server.proc.pid)] for name, server in self.servers.items()
         }
+        wait_idle(writes, database=self.database_pids())
         log(f"{self.kind}: notification dispatcher, {args.dispatch_seconds} s")
         self.result["dispatch"] = dispatch(writes, self.work, args.dispatch_seconds)
         if not args.writes_only:
@@ -736,7 +747,7 @@ class DatabaseBench:
         if rnd:
             self.result["runs"].append(loaded)
         starved["drain_s"] = tail.wait_for(alone["sent"] + loaded["sent"])  # bcrypt requests still queued
-        wait_idle(reads)
+        wait_idle(reads, database=self.database_pids())
 
     def check(self, reads, reader, pay_id, applied, raw, webhook):
         """One request per read before the load: what a right answer looks like."""
