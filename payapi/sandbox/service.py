@@ -8,6 +8,7 @@ Tests drive the same object: with `auto_deliver=False` (or no webhook URL) event
 recorded, and `signed_event` gives a test the bytes and signature to send itself.
 """
 
+import io
 import json
 import logging
 import re
@@ -15,7 +16,7 @@ import threading
 import time
 import urllib.parse
 from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 from . import page
 from .core import Call, ControlError, Ledger, PingppError, refused
@@ -36,7 +37,60 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     request_queue_size = 128
 
 
+class _Http11(ServerHandler):
+    http_version = "1.1"
+    delimited = False  # the answer said its length (wsgiref forgets its headers once it is sent)
+
+    def cleanup_headers(self):
+        super().cleanup_headers()  # sets Content-Length when the app's answer is one piece
+        self.delimited = "Content-Length" in self.headers
+
+
 class _QuietHandler(WSGIRequestHandler):
+    """HTTP/1.1 with kept-alive connections, as Ping++'s API (and Alibaba's and Tencent's) answer:
+    wsgiref's own handler answers one request per connection, so every SDK call connected anew
+    (and the sandbox started a thread for it), though payapi's gateway keeps a connection per
+    thread for the next call. A request's body is read before the app runs, so whatever the app
+    leaves unread cannot be taken for the next request; an answer with no Content-Length (its end
+    is the connection's close) or a chunked request ends the connection, as does 60 s idle."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 60
+
+    def handle(self):
+        self.close_connection = True
+        self._one_request()
+        while not self.close_connection:
+            self._one_request()
+
+    def _one_request(self):
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+        except (TimeoutError, ConnectionError):
+            self.close_connection = True
+            return
+        if not self.raw_requestline:
+            self.close_connection = True
+            return
+        if len(self.raw_requestline) > 65536:
+            self.requestline, self.request_version, self.command = "", "", ""
+            self.send_error(414)
+            self.close_connection = True
+            return
+        if not self.parse_request():  # an error was answered (parse_request decides on closing)
+            return
+        stdin = self.rfile
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True  # the app reads it as it comes; the connection ends after
+        else:
+            length = self.headers.get("Content-Length") or "0"
+            stdin = io.BytesIO(self.rfile.read(int(length)) if length.isdigit() else b"")
+        handler = _Http11(stdin, self.wfile, self.get_stderr(), self.get_environ(), multithread=False)
+        handler.request_handler = self  # wsgiref logs through it
+        handler.run(self.server.get_app())
+        if not handler.delimited:
+            self.close_connection = True
+
     def log_message(self, *args):
         pass
 

@@ -72,6 +72,33 @@ def paid_charge(gateway, sandbox, amount=10000):
     return charge
 
 
+def test_the_sandbox_keeps_a_connection_alive_for_the_next_call_as_ping_plus_plus_does(sandbox):
+    # wsgiref answered one request per connection, so every SDK call connected anew although the
+    # gateway keeps a connection per thread. Its own gateway here: the fixture's thread may already
+    # hold a connection from an earlier test.
+    accepted = []
+    server = sandbox.server
+    process = server.process_request
+    server.process_request = lambda request, address: accepted.append(address) or process(request, address)
+    try:
+        gateway = PingppGateway(API_KEY, APP_ID, api_base=sandbox.url, timeout=1.0)
+        calls = threading.Thread(
+            target=lambda: [gateway.retrieve_charge(gateway.create_charge(charge_request()).id) for _ in range(3)]
+        )
+        calls.start()
+        calls.join()
+        assert len(sandbox.ledger.snapshot()["charges"]) == 3
+        assert len(accepted) == 1  # six calls, one connection
+        refused = requests.post(f"{sandbox.url}/v1/charges", data=b"{", headers={"Connection": "keep-alive"})
+        assert refused.status_code in (400, 401)
+        with requests.Session() as session:  # a body the app refuses unread does not leak into the next request
+            first = session.post(f"{sandbox.url}/v1/charges", data=b"x" * 5000, timeout=5)
+            second = session.get(f"{sandbox.url}/v1/charges/ch_missing", timeout=5)
+            assert first.status_code in (400, 401) and second.status_code in (401, 404)
+    finally:
+        server.process_request = process
+
+
 # --- charges ---------------------------------------------------------------------------------------
 
 
