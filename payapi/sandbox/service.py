@@ -56,6 +56,9 @@ class _QuietHandler(WSGIRequestHandler):
 
     protocol_version = "HTTP/1.1"
     timeout = 60
+    # wsgiref sends an answer's head and body in separate writes: on a kept connection Nagle's
+    # algorithm held the body back until the client acknowledged the head (a delayed ACK, 40 ms).
+    disable_nagle_algorithm = True
 
     def handle(self):
         self.close_connection = True
