@@ -298,7 +298,7 @@ class _Kept:
     message to the same (scheme, host, port): a new connection per message cost a TCP handshake
     (in production a TLS one too) and a socket's setup and teardown each time."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.key: tuple | None = None
         self.conn: http.client.HTTPConnection | None = None
 
