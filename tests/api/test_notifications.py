@@ -336,6 +336,21 @@ def test_an_attempt_on_a_kept_connection_is_cut_at_its_deadline_and_the_connecti
     assert receiver.connections == 2  # the second's (the first's, reused) was cut, not sent again, not kept
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_opens_its_own_connection(receiver):
+    # The parent's kept socket is the child's too: a request from both on it would mix their answers.
+    assert notifications.post(receiver.url, b"{}", {})[0] == 400  # unsigned: refused, the connection kept
+    child = os.fork()
+    if child == 0:
+        try:
+            os._exit(0 if notifications.post(receiver.url, b"{}", {})[0] == 400 else 1)
+        finally:
+            os._exit(2)
+    assert os.waitpid(child, 0)[1] == 0
+    assert notifications.post(receiver.url, b"{}", {})[0] == 400
+    assert receiver.connections == 2  # the parent's, kept, and the child's own
+
+
 def test_a_dispatcher_closes_its_threads_connections_with_it(pay_expert, receiver, settings):
     three_due(pay_expert)
     dispatcher = notifications.Dispatcher(receiver.url, SECRET, concurrency=1)
