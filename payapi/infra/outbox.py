@@ -293,45 +293,140 @@ def _forget_watchdog():
 os.register_at_fork(after_in_child=_forget_watchdog)
 
 
+class _Kept:
+    """A dispatcher thread's connection to the order service, left open for the thread's next
+    message to the same (scheme, host, port): a new connection per message cost a TCP handshake
+    (in production a TLS one too) and a socket's setup and teardown each time."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.conn: http.client.HTTPConnection | None = None
+
+    def take(self, key):
+        """The connection kept for key, now the caller's (None if there is none)."""
+        conn, self.conn = self.conn, None
+        if conn is not None and self.key != key:  # NOTIFY_URL changed: one connection per thread
+            conn.close()
+            conn = None
+        return conn
+
+    def keep(self, key, conn):
+        self.key, self.conn = key, conn
+
+    def __del__(self):
+        # The thread ended (a dispatcher's pool shut down): its connection is closed with it, not
+        # left for the garbage collector to close with a ResourceWarning.
+        if self.conn is not None:
+            self.conn.close()
+
+
+_THREADS = threading.local()  # .kept: each thread's _Kept
+
+
+def _kept():
+    try:
+        return _THREADS.kept
+    except AttributeError:
+        _THREADS.kept = kept = _Kept()
+        return kept
+
+
+def _forget_kept_connections():
+    global _THREADS
+    _THREADS = threading.local()  # a forked child would share its parent's sockets: it opens its own
+
+
+os.register_at_fork(after_in_child=_forget_kept_connections)
+
+
+class _ClosedWhileIdle(Exception):
+    """A kept connection failed before any answer came: the server closed it while it sat idle."""
+
+
+# How a server's close of an idle connection shows on the next request sent over it: the request is
+# written into a connection the server has left (BrokenPipeError, ConnectionResetError), or reading
+# the answer finds the end of the connection (RemoteDisconnected) or its reset.
+_IDLE_CLOSE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
 def post(url, body, headers, timeout_s=TIMEOUT_S):
     """POST body; -> (status, the answer's first ANSWER_BYTES). Raises OSError or
     http.client.HTTPException (ValueError for a URL it cannot use); TimeoutError when the whole of it
     took longer than timeout_s.
 
     timeout_s bounds the attempt as a whole, not each read: a receiver that answers at once and
-    then sends its body a byte at a time is cut off all the same (a timer shuts the socket). Direct,
-    never through a proxy; redirects are not followed (a 3xx is not delivered)."""
+    then sends its body a byte at a time is cut off all the same (a watchdog shuts the socket).
+    Direct, never through a proxy; redirects are not followed (a 3xx is not delivered).
+
+    The connection is kept open for this thread's next POST, as an HTTP/1.1 client would, when the
+    whole answer was read within ANSWER_BYTES and the server did not say it would close it; after
+    anything else (a longer answer, a timeout, an error) it is closed, never used again."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("NOTIFY_URL is not an http(s) URL")
+    key = (parts.scheme, parts.hostname, parts.port)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {**headers, "user-agent": "payapi"}
+    conn = _kept().take(key)
+    if conn is not None:
+        started = time.monotonic()
+        try:
+            return _exchange(conn, key, target, body, headers, timeout_s, reused=True)
+        except _ClosedWhileIdle:
+            # The server closed the kept connection while it was idle (its keep-alive timeout ran
+            # out): the attempt is made once more on a new connection, within what is left of
+            # timeout_s. The server may have read the request before it closed, so the receiver
+            # may get this message twice: delivery is at least once anyway, and the webhook-id is
+            # the same, so a receiver that did get it dedupes. A new connection's failure is the
+            # attempt's failure (retried later with back-off), never retried here.
+            timeout_s -= time.monotonic() - started
+            if timeout_s <= 0:
+                raise TimeoutError from None
     if parts.scheme == "https":
         conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout_s, context=_tls())
     else:
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
-    deadline, answer = _Deadline(timeout_s), None
+    return _exchange(conn, key, target, body, headers, timeout_s, reused=False)
+
+
+def _exchange(conn, key, target, body, headers, timeout_s, reused):
+    """One request and its answer on conn (a new one is connected here), within a _Deadline of
+    timeout_s; conn is kept for the thread's next request, or closed. Raises _ClosedWhileIdle when a
+    reused conn failed the way a server's close of an idle connection shows, before any answer."""
+    deadline, answer, keep = _Deadline(timeout_s), None, False
     try:
-        conn.connect()
-        deadline.watch(conn.sock)
-        conn.request(
-            "POST",
-            (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-            body,
-            {**headers, "user-agent": "payapi"},
-        )
+        if reused:
+            if conn.timeout != timeout_s:
+                conn.timeout = timeout_s
+                conn.sock.settimeout(timeout_s)
+        else:
+            conn.connect()
+        deadline.watch(conn.sock)  # each attempt's own deadline, a reused connection's too
+        conn.request("POST", target, body, headers)
         answer = conn.getresponse()
         first = answer.read(ANSWER_BYTES)  # a body cut short by the deadline reads as a short one:
-        if deadline.expired:  # the deadline says which it was
+        deadline.cancel()  # from here on the watchdog leaves the socket alone, so
+        if deadline.expired:  # the deadline says which it was, once and for all
             raise TimeoutError
+        # Kept only when the whole body was read (http.client closes an answer once it has its
+        # Content-Length, or its last chunk; a length left over is a body the server cut short)
+        # and the server did not say it will close the connection.
+        keep = answer.isclosed() and not answer.will_close and not answer.length
         return answer.status, first
-    except (OSError, http.client.HTTPException):
+    except (OSError, http.client.HTTPException) as exc:
         if deadline.expired:
             raise TimeoutError from None
+        if reused and answer is None and isinstance(exc, _IDLE_CLOSE):
+            raise _ClosedWhileIdle from exc
         raise
     finally:
         deadline.cancel()
-        if answer is not None:
-            answer.close()  # the rest of it is never read
-        conn.close()
+        if keep:
+            _kept().keep(key, conn)
+        else:
+            if answer is not None:
+                answer.close()  # the rest of it is never read
+            conn.close()
 
 
 def _send(url, secret, message, timeout_s):

@@ -269,6 +269,100 @@ def test_the_running_dispatcher_delivers_a_backlog_larger_than_its_list_once_eac
     assert all(m.status == "delivered" and m.attempts == 1 for m in Notification.select())
 
 
+# --- one connection per dispatcher thread, kept open -----------------------------------------------
+
+
+def three_due(pay_expert):
+    for n in range(3):
+        pay_expert("e" * 24, 1_000 + n)
+    due = notifications.due(10)
+    assert len(due) == 3
+    return due
+
+
+def sent_one_by_one(messages, receiver, timeout_s=notifications.TIMEOUT_S):
+    """Each message's status after one attempt, all made by this thread (as one of a dispatcher's)."""
+    return [notifications.deliver(m, receiver.url, SECRET, timeout_s) for m in messages]
+
+
+def test_a_thread_sends_message_after_message_on_one_connection(pay_expert, receiver, settings):
+    messages = three_due(pay_expert)
+    assert sent_one_by_one(messages, receiver) == ["delivered"] * 3
+    assert [m["id"] for m in receiver.received] == [m.message_id for m in messages]
+    assert receiver.connections == 1
+
+
+def test_a_connection_the_receiver_closed_while_idle_is_replaced_and_the_message_sent_once(
+    pay_expert, receiver, settings
+):
+    first, second, third = three_due(pay_expert)
+    receiver.close_after.add(second.message_id)  # its keep-alive timeout runs out after this answer
+    assert sent_one_by_one([first, second, third], receiver) == ["delivered"] * 3
+    assert [m["id"] for m in receiver.received] == [first.message_id, second.message_id, third.message_id]
+    assert [message_id for message_id, _ in receiver.attempts].count(third.message_id) == 1
+    assert receiver.connections == 2  # the third found the kept one closed: sent again on a new one
+
+
+def test_a_receiver_gone_for_good_fails_the_attempt_after_one_new_connection(pay_expert, receiver, settings):
+    first, second, _ = three_due(pay_expert)
+    assert sent_one_by_one([first], receiver) == ["delivered"]
+    receiver.stop()  # closes the kept connection too: the retry on a new one is refused
+    assert sent_one_by_one([second], receiver) == ["pending"]
+    assert Notification.get_by_id(second.message_id).last_error == "ConnectionRefusedError"
+
+
+@pytest.mark.parametrize("length, connections", [(outbox.ANSWER_BYTES, 1), (outbox.ANSWER_BYTES + 1, 2)])
+def test_a_connection_is_used_again_only_after_an_answer_read_whole(
+    pay_expert, receiver, settings, length, connections
+):
+    first, second, third = three_due(pay_expert)
+    receiver.bodies[second.message_id] = Flood(length)
+    assert sent_one_by_one([first, second, third], receiver) == ["delivered"] * 3
+    assert receiver.connections == connections  # the rest of a longer answer is never read: a new one
+
+
+@pytest.mark.parametrize("slow", ["trickled answer", "no answer"])
+def test_an_attempt_on_a_kept_connection_is_cut_at_its_deadline_and_the_connection_dropped(
+    pay_expert, receiver, settings, slow
+):
+    first, second, third = three_due(pay_expert)
+    if slow == "trickled answer":
+        receiver.bodies[second.message_id] = Trickle(interval=0.05)
+    else:
+        receiver.hang_ids[second.message_id] = 2
+    statuses = sent_one_by_one([first, second, third], receiver, timeout_s=0.5)
+    assert statuses == ["delivered", "pending", "delivered"]
+    assert Notification.get_by_id(second.message_id).last_error == "no whole answer within 0.5 s"
+    assert receiver.connections == 2  # the second's (the first's, reused) was cut, not sent again, not kept
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_opens_its_own_connection(receiver):
+    # The parent's kept socket is the child's too: a request from both on it would mix their answers.
+    assert notifications.post(receiver.url, b"{}", {})[0] == 400  # unsigned: refused, the connection kept
+    child = os.fork()
+    if child == 0:
+        try:
+            os._exit(0 if notifications.post(receiver.url, b"{}", {})[0] == 400 else 1)
+        finally:
+            os._exit(2)
+    assert os.waitpid(child, 0)[1] == 0
+    assert notifications.post(receiver.url, b"{}", {})[0] == 400
+    assert receiver.connections == 2  # the parent's, kept, and the child's own
+
+
+def test_a_dispatcher_closes_its_threads_connections_with_it(pay_expert, receiver, settings):
+    three_due(pay_expert)
+    dispatcher = notifications.Dispatcher(receiver.url, SECRET, concurrency=1)
+    assert dispatcher.run_once() == 3
+    assert receiver.connections == 1 and len(receiver.open) == 1
+    dispatcher.close()
+    deadline = time.monotonic() + 10
+    while receiver.open and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not receiver.open
+
+
 # --- several workers, killed workers --------------------------------------------------------------------
 
 

@@ -1,8 +1,10 @@
 """The order service's side of notifications: a receiver on 127.0.0.1 that verifies every message
 with the Standard Webhooks reference library (someone else's code, not ours), and can be told to
-fail or hang for a while."""
+fail or hang for a while. It speaks HTTP/1.1, as an order service behind any web server would: a
+connection stays open for the next message until the client closes it (or `close_after`)."""
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,9 +23,25 @@ class Receiver:
         self.hang_ids = {}  # webhook-id -> seconds to hang on that message
         self.arrived = set()  # webhook-ids of every POST, as soon as it arrives
         self.bodies = {}  # webhook-id -> an Answer body (Trickle, Flood) sent after the status line
+        self.close_after = set()  # webhook-ids after whose answer the connection is closed, unannounced
+        self.connections = 0  # TCP connections accepted
+        self.open = set()  # the sockets of connections not closed yet
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a connection serves request after request
+
+            def setup(self):
+                super().setup()
+                with receiver.lock:
+                    receiver.connections += 1
+                    receiver.open.add(self.connection)
+
+            def finish(self):
+                with receiver.lock:
+                    receiver.open.discard(self.connection)
+                super().finish()
+
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -34,6 +52,10 @@ class Receiver:
                 self.end_headers()
                 if body:
                     body.send(self.wfile)
+                if headers.get("webhook-id") in receiver.close_after:
+                    # As a server whose keep-alive timeout runs out: closed without a
+                    # `Connection: close`, so the client finds out only when it sends the next one.
+                    self.close_connection = True
 
             def log_message(self, *args):
                 pass
@@ -88,6 +110,12 @@ class Receiver:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+        with self.lock:  # and the connections clients kept open: a stopped service answers no one
+            for sock in self.open:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 class Trickle:
@@ -119,8 +147,7 @@ class Flood:
     def send(self, wfile):
         block = b" " * 65536
         try:
-            while self.sent < self.length:
-                wfile.write(block)
-                self.sent += len(block)
+            while self.sent < self.length:  # exactly `length`: more would read as the next answer
+                self.sent += wfile.write(block[: self.length - self.sent])
         except OSError:
             pass
