@@ -622,9 +622,12 @@ def reconcile_pays(gateway, settings, batch=100):
     closed = _in_batches("pays", expired, _close_expired, lambda i: _move(i, PENDING, CANCEL), counts)
     counts["closed"] += len(closed)
     confirmed = []  # closed at Ping++ too: marked together
-    jobs.run_pass(
-        "pays", closed, lambda i: reverse_charge(gateway, settings, i, confirmed) and None, _set_aside, counts
-    )
+
+    def reverse(pay_id):
+        if _reverse_at_pingpp(gateway, settings, pay_id) == "reversed":
+            confirmed.append(pay_id)
+
+    jobs.run_pass("pays", closed, reverse, _set_aside, counts)
     _in_batches("pays", confirmed, _mark_all_reversed, lambda i: _mark_reversed(i) or True, counts)
     return counts
 
@@ -632,14 +635,22 @@ def reconcile_pays(gateway, settings, batch=100):
 # --- closing charges at Ping++ ---------------------------------------------------------------------
 
 
-def reverse_charge(gateway, settings, pay_id, confirmed=None):
+def reverse_charge(gateway, settings, pay_id):
     """A pay payapi closed must not stay payable: close its charge at Ping++ (Charge.reverse).
 
     Ping++ stays the truth: if the charge turns out paid, the pay becomes paid. -> "reversed",
     "paid", "failed" (Ping++ did not confirm: the worker tries again later) or None (nothing to do).
-    confirmed: a list the pay is added to when reversed, for the caller to mark with others
-    (_mark_all_reversed), instead of marking it now; until then reverse_closed_pays would find it.
     """
+    outcome = _reverse_at_pingpp(gateway, settings, pay_id)
+    if outcome == "reversed":
+        _mark_reversed(pay_id)
+    return outcome
+
+
+def _reverse_at_pingpp(gateway, settings, pay_id):
+    """reverse_charge's talk with Ping++, the pay not yet marked reversed when Ping++ confirms (the
+    worker's pass marks its pays together: _mark_all_reversed); until it is, reverse_closed_pays
+    would find it."""
     pay = pay_to_reverse(pay_id)
     if pay is None or pay.status not in (CANCEL, FAIL) or pay.charge_id is None or pay.reversed_at is not None:
         return None
@@ -664,10 +675,6 @@ def reverse_charge(gateway, settings, pay_id, confirmed=None):
     if charge.paid:
         apply_charge(charge, settings)
         return "paid"
-    if confirmed is None:
-        _mark_reversed(pay_id)
-    else:
-        confirmed.append(pay_id)
     return "reversed"
 
 
