@@ -200,16 +200,7 @@ def transaction(func=None, *, attempts=8):
 
     Everything func does must be database work (no HTTP calls), so running it again is safe.
     """
-    if func is None:
-        return functools.partial(transaction, attempts=attempts)
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        if db.in_transaction():
-            return func(*args, **kwargs)
-        return _retried(func, args, kwargs, attempts, atomic=True)
-
-    return wrapper
+    return _write(func, attempts, atomic=True)
 
 
 def single_statement(func=None, *, attempts=8):
@@ -221,14 +212,20 @@ def single_statement(func=None, *, attempts=8):
     Only for a statement whose effect is whole alone: one UPDATE guarded by its own WHERE, say.
     Running it again after a lost connection may find its first run done (it must say so itself).
     """
+    return _write(func, attempts, atomic=False)
+
+
+def _write(func, attempts, atomic):
+    """transaction's and single_statement's decorator: func run again on a deadlock or a lost
+    connection, unless it runs inside a caller's transaction (then it is part of it)."""
     if func is None:
-        return functools.partial(single_statement, attempts=attempts)
+        return functools.partial(_write, attempts=attempts, atomic=atomic)
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         if db.in_transaction():
             return func(*args, **kwargs)
-        return _retried(func, args, kwargs, attempts, atomic=False)
+        return _retried(func, args, kwargs, attempts, atomic)
 
     return wrapper
 

@@ -119,8 +119,10 @@ SECRET_PREFIX = "whsec_"
 MIN_KEY_BYTES, MAX_KEY_BYTES = 24, 64
 
 
+@functools.lru_cache(maxsize=4)
 def secret_bytes(secret):
-    """The key of a `whsec_<base64>` secret; ValueError (never quoting it) if it is not one."""
+    """The key of a `whsec_<base64>` secret; ValueError (never quoting it) if it is not one. Decoded
+    once: every message is checked and signed with it (a ValueError is not kept: asked again)."""
     if not secret.startswith(SECRET_PREFIX):
         raise ValueError("NOTIFY_SECRET is not whsec_<base64>")
     try:
