@@ -619,11 +619,16 @@ class DatabaseBench:
         )
         return r
 
-    def go(self):
-        args = self.args
+    def start_sandbox(self, sqlite_detail):
+        """The Ping++ sandbox for this database's servers; sqlite_detail: the report's database line
+        until a MariaDB server is started (self.database writes that server's own)."""
         self.sandbox = Sandbox(public_key_path=str(self.work / "pingpp_public.pem")).start()
         self.stack.callback(self.sandbox.stop)
-        self.result.setdefault("database_detail", "SQLite file (WAL) in a temp dir")
+        self.result.setdefault("database_detail", sqlite_detail)
+
+    def go(self):
+        args = self.args
+        self.start_sandbox("SQLite file (WAL) in a temp dir")
         self.url = self.database("payapi_bench")
         log(f"{self.kind}: payapi (BCRYPT_ROUNDS=12) and payapi for the write routes (BCRYPT_ROUNDS=4)")
         reads = self.server("reads", self.url, migrate=True, BCRYPT_ROUNDS="12")
@@ -800,9 +805,7 @@ class BulkComparison(DatabaseBench):
 
     def go(self):
         args = self.args
-        self.sandbox = Sandbox(public_key_path=str(self.work / "pingpp_public.pem")).start()
-        self.stack.callback(self.sandbox.stop)
-        self.result.setdefault("database_detail", "SQLite files (WAL) in a temp dir")
+        self.start_sandbox("SQLite files (WAL) in a temp dir")
         self.result.update(bulk={}, sizes={"small": SMALL_BULK, "large": args.bulk})
         servers, loads, seeders, c = {}, {}, {}, args.connections
         for size in self.SIZES:
