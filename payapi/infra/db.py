@@ -254,37 +254,47 @@ class _WriterTurn:
     Writers that meet at `BEGIN IMMEDIATE` are left to SQLite's busy handler, which sleeps in
     growing steps (up to 100 ms) and retries: the writer that comes back when the lock is free wins,
     not the one that waited longest, so under 16 concurrent writers a few waited seconds (p99 of an
-    applied webhook 1 s against a p50 of 34 ms). Instead a writer first takes this process's lock
-    (threads), then an exclusive `flock` on `<database>-writer.lock` (processes: the gunicorn workers,
-    the worker, the commands), and only then `BEGIN IMMEDIATE`; both wake the next waiter as soon as
-    the turn is given back at the end of the transaction. Held only around a `transaction` (database
-    work only, never a provider call), taken before the transaction's first statement, so it comes
-    first in the lock order (turn → order lock → pay → wallet) and cannot deadlock with them; a
-    process that dies gives its flock back with its file descriptors. Writers that do not take it
-    (a `db.atomic()` of their own, another program) still meet SQLite's busy handler.
+    applied webhook 1 s against a p50 of 34 ms). Instead a writer first takes an exclusive `flock`
+    on `<database>-writer.lock`, and only then `BEGIN IMMEDIATE`; the kernel wakes its waiters as
+    soon as the turn is given back at the end of the transaction.
+
+    Each thread waits through a file description of its own: flock excludes those of one process
+    from each other as it does processes, so every writer on the machine (the gunicorn workers'
+    threads, the worker, the commands) waits in the one queue. A lock per process in front of it
+    made a thread wait behind every turn its own process's threads had queued for, then for the
+    flock: a worker that had taken more of the clients' connections answered them slower, and that
+    was the writes' tail (measured: docs/performance.md, "One queue for the writer turn").
+
+    Held only around a `transaction` (database work only, never a provider call), taken before the
+    transaction's first statement, so it comes first in the lock order (turn → order lock → pay →
+    wallet) and cannot deadlock with them; a process that dies gives its flock back with its file
+    descriptors. Writers that do not take it (a `db.atomic()` of their own, another program) still
+    meet SQLite's busy handler.
     """
 
     def __init__(self, path):
         self.path = path
-        self.lock = threading.Lock()
-        self.fd = None
+        self.local = threading.local()  # .file: this thread's _LockFile
 
     def __enter__(self):
-        self.lock.acquire()
-        try:
-            if self.fd is None:  # a file description of this process's own (see _forget_turns)
-                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        except BaseException:
-            self.lock.release()
-            raise
+        file = getattr(self.local, "file", None)
+        if file is None:
+            file = self.local.file = _LockFile(self.path)
+        fcntl.flock(file.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc):
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-        finally:
-            self.lock.release()
+        fcntl.flock(self.local.file.fd, fcntl.LOCK_UN)
+
+
+class _LockFile:
+    """A file description of a thread's own, closed when the thread ends (its thread-local goes)."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def __del__(self):
+        os.close(self.fd)
 
 
 class _NoTurn:
@@ -301,9 +311,8 @@ _turns_lock = threading.Lock()
 
 
 def _forget_turns():
-    """In a forked child (gunicorn's workers): turns of its own. The parent's thread locks may have
-    been held by one of its threads when it forked, and its flock file description is shared with
-    the child, so a flock on it would not keep the two apart."""
+    """In a forked child (gunicorn's workers): turns of its own. The parent's flock file
+    descriptions are shared with the child, so a flock on one of them would not keep the two apart."""
     global _turns_lock
     _turns.clear()
     _turns_lock = threading.Lock()
