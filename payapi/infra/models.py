@@ -101,7 +101,7 @@ class Pay(SavedByOutbox, BaseModel):
     type = pw.CharField(8)
     o_id = pw.CharField(24, default="")
     note_id = pw.CharField(24, default="")
-    expert_id = pw.CharField(24)  # indexed first in (expert_id, held, release_at)
+    expert_id = pw.CharField(24)  # indexed first in (expert_id, held_until)
     user_id = pw.CharField(24, index=True)
     amount = pw.BigIntegerField()
     money = pw.BigIntegerField()
@@ -154,7 +154,7 @@ class Pay(SavedByOutbox, BaseModel):
             (("status", "check_after", "created_at"), False),
             (("status", "reversed_at", "check_after"), False),
             (("held", "release_at"), False),
-            (("expert_id", "held", "release_at"), False),
+            # and (expert_id, held_until), on the column below (migration 016)
         )
 
     @classmethod
@@ -167,6 +167,14 @@ class Pay(SavedByOutbox, BaseModel):
             )
         return super().update(__data, **update)
 
+
+# `pay.held_until`: `CASE WHEN held > 0 THEN release_at END`, a virtual column the database computes
+# (migration 016), indexed (expert_id, held_until): an expert's next release is one look at the
+# index. Not a field: peewee must never write it (a pay's save writes every field); read it
+# through this node.
+PAY_HELD_UNTIL = pw.Column(Pay, "held_until")
+# The columns of each table that the database computes (in the tables, not among the fields).
+GENERATED_COLUMNS = {"pay": {"held_until"}}
 
 # The columns Pay.info is made of (shapes.PayInfo's fields carry the names of the columns they come
 # from; outbox checks the two agree when it is imported).

@@ -15,7 +15,7 @@ from payapi.domain.lifecycles import PAY, AppReport, Outcome, PayStatus
 from payapi.infra import jobs, outbox
 from payapi.infra.db import KeyLock, Prepared, RowByKey, for_update, locked, row_of, transaction
 from payapi.infra.gateway import ChargeRequest, GatewayError
-from payapi.infra.models import ClientReport, OrderLock, Pay
+from payapi.infra.models import PAY_HELD_UNTIL, ClientReport, OrderLock, Pay
 from payapi.money import refunds, wallet
 
 log = logging.getLogger("payapi.payments")
@@ -722,9 +722,10 @@ def reverse_closed_pays(gateway, settings, batch=100):
 
 
 def next_release_query(expert_id):
-    """The balance read asks this too (withdrawals.balance_info): the index (expert_id, held,
-    release_at) reads only the expert's pays still held, not every pay they were ever paid."""
-    return Pay.select(fn.MIN(Pay.release_at)).where(Pay.expert_id == expert_id, Pay.held > 0)
+    """The balance read asks this too (withdrawals.balance_info, built from this query): held_until
+    is release_at while some of the pay's credit is held, else NULL, and the index (expert_id,
+    held_until) answers the MIN with one look at the expert's first held pay."""
+    return Pay.select(fn.MIN(PAY_HELD_UNTIL)).where(Pay.expert_id == expert_id)
 
 
 def next_release(expert_id):
