@@ -11,7 +11,9 @@ balance. `MIN(held_until) WHERE expert_id = ?` is one look at the index's first 
 ("No matching min/max row" or one row, decided while planning), on MariaDB and on SQLite.
 
 Adding a virtual column is a change of the table's definition only (no rows rewritten); the index
-is built from the rows, once.
+is built from the rows, once. On SQLite a later migration that rebuilds `pay` must drop the index
+and the column first and add them back after (see README.md): SQLite will not copy into a
+generated column.
 """
 
 import peewee as pw

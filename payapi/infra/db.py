@@ -260,10 +260,13 @@ class _WriterTurn:
 
     Each thread waits through a file description of its own: flock excludes those of one process
     from each other as it does processes, so every writer on the machine (the gunicorn workers'
-    threads, the worker, the commands) waits in the one queue. A lock per process in front of it
+    threads, the worker, the commands) waits on the one flock. (Not first come, first served: the
+    kernel wakes the waiters and the first to run takes it.) A lock per process in front of it
     made a thread wait behind every turn its own process's threads had queued for, then for the
     flock: a worker that had taken more of the clients' connections answered them slower, and that
-    was the writes' tail (measured: docs/performance.md, "One queue for the writer turn").
+    was the writes' tail (measured: docs/performance.md, "One queue for the writer turn"). A
+    thread that holds the turn and enters it again (a transaction inside a single statement's
+    turn) keeps it until it leaves the outer one.
 
     Held only around a `transaction` (database work only, never a provider call), taken before the
     transaction's first statement, so it comes first in the lock order (turn → order lock → pay →
@@ -280,21 +283,29 @@ class _WriterTurn:
         file = getattr(self.local, "file", None)
         if file is None:
             file = self.local.file = _LockFile(self.path)
-        fcntl.flock(file.fd, fcntl.LOCK_EX)
+        if file.depth == 0:  # a thread that holds the turn already keeps it (flock would not count)
+            fcntl.flock(file.fd, fcntl.LOCK_EX)
+        file.depth += 1
         return self
 
     def __exit__(self, *exc):
-        fcntl.flock(self.local.file.fd, fcntl.LOCK_UN)
+        file = self.local.file
+        file.depth -= 1
+        if file.depth == 0:
+            fcntl.flock(file.fd, fcntl.LOCK_UN)
 
 
 class _LockFile:
-    """A file description of a thread's own, closed when the thread ends (its thread-local goes)."""
+    """A file description of a thread's own, closed when the thread ends (its thread-local goes),
+    and how many turns the thread has entered on it and not left."""
 
     def __init__(self, path):
+        self.fd, self.depth = None, 0
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def __del__(self):
-        os.close(self.fd)
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 class _NoTurn:

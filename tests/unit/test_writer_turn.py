@@ -183,3 +183,34 @@ def test_a_thread_that_ends_closes_its_file_description_of_the_turn(sqlite_db):
         t.join(5)
     assert database.execute_sql("SELECT COUNT(*) FROM seen").fetchone()[0] == 20
     assert _open_lock_files(f"{path}-writer.lock") == []  # each thread's went with it
+
+
+def test_a_thread_that_enters_its_turn_again_keeps_it_until_it_leaves_the_outer_one(sqlite_db):
+    """A transaction inside a single statement's turn: leaving the inner turn gave away the outer
+    one (a flock is not counted), and another writer got in while the first was still inside."""
+    database, _ = sqlite_db
+    left_inner, release, order = threading.Event(), threading.Event(), []
+
+    def holder():
+        with writer_turn(database):
+            with writer_turn(database):
+                pass
+            left_inner.set()
+            release.wait(5)
+            order.append("outer left")
+
+    @transaction
+    def other():
+        order.append("other in")
+
+    a = threading.Thread(target=holder)
+    a.start()
+    assert left_inner.wait(5)
+    b = threading.Thread(target=other)
+    b.start()
+    b.join(0.3)
+    assert b.is_alive() and order == []  # still the first thread's turn
+    release.set()
+    a.join(5)
+    b.join(5)
+    assert order == ["outer left", "other in"]
