@@ -570,11 +570,10 @@ class DatabaseBench:
             return f"sqlite:///{self.work / name}.db"
         if not hasattr(self, "mariadb"):
             log("mariadb: starting a server with pytest-mysql's executor")
-            self.mariadb = mariadb.start(self.work / "mariadb", free_port(), MARIADB_PARAMS)
+            params = " ".join([MARIADB_PARAMS, *self.args.mariadb_option])
+            self.mariadb = mariadb.start(self.work / "mariadb", free_port(), params)
             self.stack.callback(self.mariadb.stop)
-            self.result["database_detail"] = (
-                f"MariaDB {mariadb.version(self.mariadb)} ({MARIADB_PARAMS}, else defaults)"
-            )
+            self.result["database_detail"] = f"MariaDB {mariadb.version(self.mariadb)} ({params}, else defaults)"
         return mariadb.create_database(self.mariadb, name)
 
     def server(self, name, url, root=ROOT, migrate=False, prepare=None, **env):
@@ -1163,6 +1162,13 @@ def main(argv=None):
         help="also the worker's minute pass over 1,000 and N stale pending pays, its database time (bench/worker_pass.py)",
     )
     parser.add_argument("--bulk-only", action="store_true", help="with --bulk: only the bare app and that comparison")
+    parser.add_argument(
+        "--mariadb-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="one more mariadbd option for the benchmark's server, e.g. --mariadb-option=--innodb-buffer-pool-size=2G",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     args = parser.parse_args(argv)
     if args.quick:
