@@ -38,6 +38,24 @@ def _other_process_writes(path, started, done):
     os._exit(0)
 
 
+def _while_first_holds(first, holding, release, second, order):
+    """Run first in a thread until it sets holding, then second in another: second must still be
+    waiting 0.3 s later; then release, and both end. -> what order held while second waited."""
+    a = threading.Thread(target=first)
+    a.start()
+    assert holding.wait(5)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(0.3)
+    assert b.is_alive()  # waiting for the turn
+    while_waiting = list(order)
+    release.set()
+    a.join(5)
+    b.join(5)
+    assert not a.is_alive() and not b.is_alive()
+    return while_waiting
+
+
 def test_a_thread_waits_for_the_turn_and_gets_it_when_it_is_given_back(sqlite_db):
     database, _ = sqlite_db
     order, inside, release = [], threading.Event(), threading.Event()
@@ -55,16 +73,7 @@ def test_a_thread_waits_for_the_turn_and_gets_it_when_it_is_given_back(sqlite_db
         order.append("second in")
         database.execute_sql("INSERT INTO seen (who) VALUES ('second')")
 
-    a = threading.Thread(target=first)
-    a.start()
-    assert inside.wait(5)
-    b = threading.Thread(target=second)
-    b.start()
-    b.join(0.3)
-    assert b.is_alive() and order == ["first in"]  # waiting for the turn, not inside
-    release.set()
-    a.join(5)
-    b.join(5)
+    assert _while_first_holds(first, inside, release, second, order) == ["first in"]  # second not inside
     assert order == ["first in", "first out", "second in"]
     assert [r[0] for r in database.execute_sql("SELECT who FROM seen ORDER BY id")] == ["first", "second"]
 
@@ -203,14 +212,5 @@ def test_a_thread_that_enters_its_turn_again_keeps_it_until_it_leaves_the_outer_
     def other():
         order.append("other in")
 
-    a = threading.Thread(target=holder)
-    a.start()
-    assert left_inner.wait(5)
-    b = threading.Thread(target=other)
-    b.start()
-    b.join(0.3)
-    assert b.is_alive() and order == []  # still the first thread's turn
-    release.set()
-    a.join(5)
-    b.join(5)
+    assert _while_first_holds(holder, left_inner, release, other, order) == []  # still the first thread's turn
     assert order == ["outer left", "other in"]
