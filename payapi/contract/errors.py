@@ -33,6 +33,26 @@ DEFAULT_MSG = {
 }
 
 
+# Answers to an HTTP error that no route raised (the server's own, or falcon's: unknown route, wrong
+# method, a request too large or malformed): the status's code and message. One table for the
+# middleware's error handler and for what the gunicorn worker answers by itself.
+HTTP_ERROR_ANSWERS = {
+    404: (NOT_FOUND, "接口不存在"),
+    405: (INVALID, "请求方法不允许"),
+    408: (INVALID, "请求超时"),
+    413: (INVALID, "请求体过大"),
+    414: (INVALID, "请求地址过长"),
+    431: (INVALID, "请求头过大"),
+}
+
+
+def http_error_answer(status):
+    """(code, msg) for an HTTP error status: 5xx are unexpected; any other 4xx is malformed input."""
+    if status >= 500:
+        return UNEXPECTED, DEFAULT_MSG[UNEXPECTED]
+    return HTTP_ERROR_ANSWERS.get(status, (INVALID, "请求格式有误"))
+
+
 class ApiError(Exception):
     def __init__(self, code, msg=None, http_status=None, **extra):
         super().__init__(code, msg)

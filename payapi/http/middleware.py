@@ -10,7 +10,7 @@ import falcon
 import peewee
 
 from payapi.backoffice import operators
-from payapi.contract.errors import DEFAULT_MSG, INVALID, NOT_FOUND, UNAUTHENTICATED, UNEXPECTED, ApiError
+from payapi.contract.errors import DEFAULT_MSG, INVALID, UNAUTHENTICATED, UNEXPECTED, ApiError, http_error_answer
 from payapi.contract.shapes import Failure
 from payapi.infra import metrics
 
@@ -135,18 +135,8 @@ def handle_api_error(req, resp, ex, params):
 
 def handle_http_error(req, resp, ex, params):
     """Falcon's own errors (unknown route, wrong method, bad headers) in our envelope."""
-    status = ex.status_code
-    if status == 404:
-        body = {"code": NOT_FOUND, "msg": "接口不存在"}
-    elif status == 405:
-        body = {"code": INVALID, "msg": "请求方法不允许"}
-    elif status == 413:
-        body = {"code": INVALID, "msg": "请求体过大"}
-    elif status >= 500:
-        body = {"code": UNEXPECTED, "msg": DEFAULT_MSG[UNEXPECTED]}
-    else:
-        body = {"code": INVALID, "msg": "请求格式有误"}
-    _render(resp, status, body, ex.headers)
+    code, msg = http_error_answer(ex.status_code)
+    _render(resp, ex.status_code, {"code": code, "msg": msg}, ex.headers)
 
 
 def handle_database_down(req, resp, ex, params):

@@ -43,7 +43,7 @@ from gunicorn import util
 from gunicorn.http.unreader import Unreader
 from gunicorn.workers.gthread import ThreadWorker
 
-from payapi.contract.errors import DEFAULT_MSG, INVALID, UNEXPECTED
+from payapi.contract.errors import http_error_answer
 from payapi.http.body import MAX_WEBHOOK_BODY
 
 REQUEST_TIMEOUT_S = 10.0
@@ -201,16 +201,9 @@ class BufferOnly(Unreader):
         return b""
 
 
-_MESSAGES = {408: "请求超时", 413: "请求体过大", 414: "请求地址过长", 431: "请求头过大"}
-
-
-def _envelope(status, reason, message=None):
+def _envelope(status, reason):
     """An answer the server gives itself (no thread, no app), in the API's error envelope."""
-    code, message = (
-        (UNEXPECTED, DEFAULT_MSG[UNEXPECTED])
-        if status >= 500
-        else (INVALID, message or _MESSAGES.get(status, "请求格式有误"))
-    )
+    code, message = http_error_answer(status)
     body = json.dumps({"code": code, "msg": message}, ensure_ascii=False).encode()
     return (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
