@@ -392,27 +392,21 @@ class KeyLock:
     an existing row is locked exclusively at once, with no shared lock to upgrade (see lock_row),
     and the row is written every time: Galera does not carry row locks from node to node, but two
     transactions that write one row on two nodes conflict when they commit (1213: run again). The
-    SQL text is built once per database class (its dialect), as in RowByKey.
+    SQL text is built once per database class (its dialect), by Prepared.
     """
 
-    _SENTINEL = "\x00key"
-
     def __init__(self, model, key_field, counter_field):
-        self.model, self.key_field, self.counter_field = model, key_field, counter_field
-        self._sql = {}
+        def build(key):
+            conflict = {"update": {counter_field: counter_field + 1}}
+            if not is_mysql():
+                conflict["conflict_target"] = [key_field]
+            return model.insert({key_field: key, counter_field: 1}).on_conflict(**conflict)
+
+        self._take = Prepared(build)
 
     def __call__(self, key):
         assert db.in_transaction(), "a KeyLock is held until the transaction ends: take it inside one"
-        database = db.obj
-        built = self._sql.get(type(database))
-        if built is None:
-            conflict = {"update": {self.counter_field: self.counter_field + 1}}
-            if not isinstance(database, peewee.MySQLDatabase):
-                conflict["conflict_target"] = [self.key_field]
-            query = self.model.insert({self.key_field: self._SENTINEL, self.counter_field: 1}).on_conflict(**conflict)
-            built = self._sql[type(database)] = query.sql()
-        sql, params = built
-        database.execute_sql(sql, [key if p == self._SENTINEL else p for p in params])
+        self._take(key)
 
 
 class RowByKey:
@@ -420,25 +414,21 @@ class RowByKey:
 
     peewee builds the SQL text of a query on every execution; for a 20-column SELECT that is
     ~400 µs, about twice the rest of a request. The text only depends on the model and the
-    database's dialect, so it is built on first use per database class and reused (keyed by the
-    class, as sql_text and Prepared are: an id() could be a later database's of another dialect).
+    database's dialect, so it is built on first use per database class and reused (by Prepared).
     Rows come back as read-only named tuples of the selected columns: a partial row can never be
     saved by mistake.
     """
 
     def __init__(self, model, *fields, columns=None):
-        self.model, self.fields = model, fields
-        self.selected = columns or model._meta.sorted_fields
-        self.row = collections.namedtuple(f"{model.__name__}Row", [f.name for f in self.selected])
-        self._sql = {}
+        selected = columns or model._meta.sorted_fields
+        self.row = collections.namedtuple(f"{model.__name__}Row", [f.name for f in selected])
+        self._select = Prepared(
+            lambda *values: model.select(*selected).where(*[f == v for f, v in zip(fields, values, strict=True)]),
+            arity=len(fields),
+        )
 
     def __call__(self, *values):
-        database = db.obj
-        sql = self._sql.get(type(database))
-        if sql is None:
-            where = [field == value for field, value in zip(self.fields, values, strict=True)]
-            sql = self._sql[type(database)] = self.model.select(*self.selected).where(*where).sql()[0]
-        row = database.execute_sql(sql, values).fetchone()
+        row = self._select(*values).fetchone()
         return None if row is None else self.row._make(row)
 
 
@@ -652,9 +642,9 @@ class Prepared:
     a str or an int); lock: FOR UPDATE on MySQL (SQLite's IMMEDIATE transaction already holds the
     database). -> the cursor."""
 
-    def __init__(self, build, lock=False):
+    def __init__(self, build, lock=False, arity=None):
         self.build, self.lock = build, lock
-        self.arity = build.__code__.co_argcount
+        self.arity = build.__code__.co_argcount if arity is None else arity  # arity: a build(*values)'s
         self._sql = {}
 
     def __call__(self, *values):
@@ -667,8 +657,11 @@ class Prepared:
                 query = query.for_update()
             sql, params = query.sql()
             places = [marks.index(p) if p in marks else None for p in params]
-            built = self._sql[type(database)] = (sql, places, params)
+            direct = places == list(range(self.arity))  # the values are the parameters, in order
+            built = self._sql[type(database)] = (sql, None if direct else places, params)
         sql, places, params = built
+        if places is None:
+            return database.execute_sql(sql, values)
         return database.execute_sql(
             sql, [values[place] if place is not None else param for place, param in zip(places, params, strict=True)]
         )
