@@ -91,17 +91,23 @@ def _balance_query(user_id, passwd_kind, month):
     columns, whether a pay password and an account are set, the pay password's lock, whether this
     month's withdrawal is used (its key), and when the next held credit is released (payments.
     next_release_query itself, so the rule is written once). Each was a query of its own, most of
-    them of a whole row, before (~25 µs of PyMySQL per column and ~20 µs per query on MariaDB);
-    the text is built once (Prepared)."""
+    them of a whole row, before; the text is built once (Prepared).
+
+    The six come back as one JSON array, one column: PyMySQL reads and parses a description of
+    every column of every result (its name, table, type...), and under load six of them cost a
+    worker more than the five lookups cost MariaDB (docs/performance.md, "The balance in one
+    column"). The values are numbers or null (a boolean is true/false on MariaDB, 1/0 on SQLite)."""
     ready = (fn.COALESCE(Profile.passwd_hash, "") != "") & (fn.COALESCE(Profile.account_id, "") != "")
     return peewee.Select(
         columns=[
-            Wallet.select(Wallet.pending).where(Wallet.user_id == user_id),
-            Wallet.select(Wallet.available).where(Wallet.user_id == user_id),
-            Profile.select(ready).where(Profile.user_id == user_id),
-            Lockout.select(Lockout.locked_until).where(Lockout.user_id == user_id, Lockout.kind == passwd_kind),
-            Withdrawal.select(peewee.SQL("1")).where(Withdrawal.active_month == month),
-            payments.next_release_query(user_id),
+            fn.JSON_ARRAY(
+                Wallet.select(Wallet.pending).where(Wallet.user_id == user_id),
+                Wallet.select(Wallet.available).where(Wallet.user_id == user_id),
+                Profile.select(ready).where(Profile.user_id == user_id),
+                Lockout.select(Lockout.locked_until).where(Lockout.user_id == user_id, Lockout.kind == passwd_kind),
+                Withdrawal.select(peewee.SQL("1")).where(Withdrawal.active_month == month),
+                payments.next_release_query(user_id),
+            )
         ]
     ).bind(db.obj)
 
@@ -112,22 +118,22 @@ _balance = Prepared(_balance_query)
 def balance_info(settings, user_id):
     now = now_ms()
     month = f"{user_id}:{natural_month(now, settings.tz)}"  # month_is_used's key
-    row = _balance(user_id, security.PASSWD, month).fetchone()
-    pending, available = row[0] or 0, row[1] or 0  # wallet.balance_of
-    ready, locked_until, used = bool(row[2]), row[3] or 0, row[4] is not None
+    (values,) = _balance(user_id, security.PASSWD, month).fetchone()
+    pending, available, ready, locked_until, used, next_release = json.loads(values)
+    pending, available = pending or 0, available or 0  # wallet.balance_of
     can = bool(
         ready
-        and locked_until <= now  # security.lock_remaining
-        and not used
+        and (locked_until or 0) <= now  # security.lock_remaining
+        and used is None
         and available >= settings.withdraw_min
     )
     return BalanceInfo(
         balance=pending + available,
         available=available,
         pending=pending,
-        next_available_at=iso(row[5]) if pending > 0 else None,  # payments.next_release
+        next_available_at=iso(next_release) if pending > 0 else None,  # payments.next_release
         can_withdraw=can,
-        next_withdraw_at=iso(next_month_start(now, settings.tz)) if used else None,
+        next_withdraw_at=iso(next_month_start(now, settings.tz)) if used is not None else None,
     )
 
 
