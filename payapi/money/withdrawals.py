@@ -3,6 +3,7 @@
 import json
 import logging
 
+import msgspec
 import peewee
 from peewee import fn
 
@@ -113,13 +114,16 @@ def _balance_query(user_id, passwd_kind, month):
 
 
 _balance = Prepared(_balance_query)
+_balance_values = msgspec.json.Decoder(
+    tuple[int | None, int | None, int | bool | None, int | None, int | None, int | None]
+)
 
 
 def balance_info(settings, user_id):
     now = now_ms()
     month = f"{user_id}:{natural_month(now, settings.tz)}"  # month_is_used's key
     (values,) = _balance(user_id, security.PASSWD, month).fetchone()
-    pending, available, ready, locked_until, used, next_release = json.loads(values)
+    pending, available, ready, locked_until, used, next_release = _balance_values.decode(values)
     pending, available = pending or 0, available or 0  # wallet.balance_of
     can = bool(
         ready
