@@ -87,17 +87,29 @@ def _debit_and_record(settings, user_id, amount, headers):
     return withdrawal
 
 
+class _BalanceRow(msgspec.Struct, array_like=True):
+    """The balance statement's one column, a JSON array in this order; null where no row was found."""
+
+    pending: int | None
+    available: int | None
+    ready: bool | int | None  # a comparison: true/false on MariaDB, 1/0 on SQLite
+    locked_until: int | None
+    month_used: int | None  # 1 when this month's withdrawal key is taken
+    next_release: int | None
+
+
 def _balance_query(user_id, passwd_kind, month):
-    """What the balance answer reads, in one statement of six one-row lookups: the wallet's two
-    columns, whether a pay password and an account are set, the pay password's lock, whether this
-    month's withdrawal is used (its key), and when the next held credit is released (payments.
-    next_release_query itself, so the rule is written once). Each was a query of its own, most of
-    them of a whole row, before; the text is built once (Prepared).
+    """What the balance answer reads, in one statement of six one-row lookups (_BalanceRow): the
+    wallet's two columns, whether a pay password and an account are set, the pay password's lock,
+    whether this month's withdrawal is used (its key), and when the next held credit is released
+    (payments.next_release_query itself, so the rule is written once). Each was a query of its own,
+    most of them of a whole row, before; the text is built once (Prepared).
 
     The six come back as one JSON array, one column: PyMySQL reads and parses a description of
-    every column of every result (its name, table, type...), and under load six of them cost a
-    worker more than the five lookups cost MariaDB (docs/performance.md, "The balance in one
-    column"). The values are numbers or null (a boolean is true/false on MariaDB, 1/0 on SQLite)."""
+    every column of every result (its name, table, type...), and under load six of them cost the
+    workers about as much as the five lookups cost MariaDB (docs/performance.md, "The balance in
+    one column"). The alias keeps that one description short (MariaDB would name the column after
+    its whole expression)."""
     ready = (fn.COALESCE(Profile.passwd_hash, "") != "") & (fn.COALESCE(Profile.account_id, "") != "")
     return peewee.Select(
         columns=[
@@ -108,36 +120,34 @@ def _balance_query(user_id, passwd_kind, month):
                 Lockout.select(Lockout.locked_until).where(Lockout.user_id == user_id, Lockout.kind == passwd_kind),
                 Withdrawal.select(peewee.SQL("1")).where(Withdrawal.active_month == month),
                 payments.next_release_query(user_id),
-            )
+            ).alias("balance")
         ]
     ).bind(db.obj)
 
 
 _balance = Prepared(_balance_query)
-_balance_values = msgspec.json.Decoder(
-    tuple[int | None, int | None, int | bool | None, int | None, int | None, int | None]
-)
+_balance_row = msgspec.json.Decoder(_BalanceRow)
 
 
 def balance_info(settings, user_id):
     now = now_ms()
     month = f"{user_id}:{natural_month(now, settings.tz)}"  # month_is_used's key
-    (values,) = _balance(user_id, security.PASSWD, month).fetchone()
-    pending, available, ready, locked_until, used, next_release = _balance_values.decode(values)
-    pending, available = pending or 0, available or 0  # wallet.balance_of
+    row = _balance_row.decode(_balance(user_id, security.PASSWD, month).fetchone()[0])
+    pending, available = row.pending or 0, row.available or 0  # wallet.balance_of
+    used = row.month_used is not None
     can = bool(
-        ready
-        and (locked_until or 0) <= now  # security.lock_remaining
-        and used is None
+        row.ready
+        and (row.locked_until or 0) <= now  # security.lock_remaining
+        and not used
         and available >= settings.withdraw_min
     )
     return BalanceInfo(
         balance=pending + available,
         available=available,
         pending=pending,
-        next_available_at=iso(next_release) if pending > 0 else None,  # payments.next_release
+        next_available_at=iso(row.next_release) if pending > 0 else None,  # payments.next_release
         can_withdraw=can,
-        next_withdraw_at=iso(next_month_start(now, settings.tz)) if used is not None else None,
+        next_withdraw_at=iso(next_month_start(now, settings.tz)) if used else None,
     )
 
 
