@@ -115,9 +115,14 @@ def _pay_keys(pay: Any, now: int) -> None:
         pay.paid_at = now
 
 
+def active_month_key(user_id: str, month: str) -> str:
+    """A withdrawal's active_month while it is not failed: one withdrawal per user and natural month."""
+    return f"{user_id}:{month}"
+
+
 def _withdrawal_keys(withdrawal: Any, now: int) -> None:
     active = withdrawal.status != WithdrawalStatus.FAILED
-    withdrawal.active_month = f"{withdrawal.user_id}:{withdrawal.month}" if active else None
+    withdrawal.active_month = active_month_key(withdrawal.user_id, withdrawal.month) if active else None
 
 
 P, W, R, N = PayStatus, WithdrawalStatus, RefundStatus, NotificationStatus

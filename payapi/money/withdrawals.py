@@ -11,7 +11,7 @@ from payapi.contract.errors import NOT_ALLOWED, NOT_FOUND, ApiError
 from payapi.contract.shapes import BalanceInfo
 from payapi.domain.clock import iso, natural_month, next_month_start, now_ms
 from payapi.domain.ids import new_id
-from payapi.domain.lifecycles import WITHDRAWAL, Outcome, WithdrawalStatus
+from payapi.domain.lifecycles import WITHDRAWAL, Outcome, WithdrawalStatus, active_month_key
 from payapi.infra import jobs, outbox
 from payapi.infra.db import Prepared, RowByKey, db, locked, transaction
 from payapi.infra.gateway import GatewayError, TransferRequest
@@ -37,7 +37,7 @@ withdrawal_by_active_month = RowByKey(Withdrawal, Withdrawal.active_month)
 
 def month_is_used(user_id, month):
     # active_month is set exactly while a withdrawal is pending, processing or succeeded.
-    return withdrawal_by_active_month(f"{user_id}:{month}") is not None
+    return withdrawal_by_active_month(active_month_key(user_id, month)) is not None
 
 
 @security.uses_bcrypt
@@ -98,7 +98,7 @@ class _BalanceRow(msgspec.Struct, array_like=True):
     next_release: int | None
 
 
-def _balance_query(user_id, passwd_kind, month):
+def _balance_query(user_id, passwd_kind, month_key):
     """What the balance answer reads, in one statement of six one-row lookups (_BalanceRow): the
     wallet's two columns, whether a pay password and an account are set, the pay password's lock,
     whether this month's withdrawal is used (its key), and when the next held credit is released
@@ -118,7 +118,7 @@ def _balance_query(user_id, passwd_kind, month):
                 Wallet.select(Wallet.available).where(Wallet.user_id == user_id),
                 Profile.select(ready).where(Profile.user_id == user_id),
                 Lockout.select(Lockout.locked_until).where(Lockout.user_id == user_id, Lockout.kind == passwd_kind),
-                Withdrawal.select(peewee.SQL("1")).where(Withdrawal.active_month == month),
+                Withdrawal.select(peewee.SQL("1")).where(Withdrawal.active_month == month_key),
                 payments.next_release_query(user_id),
             ).alias("balance")
         ]
@@ -131,8 +131,8 @@ _balance_row = msgspec.json.Decoder(_BalanceRow)
 
 def balance_info(settings, user_id):
     now = now_ms()
-    month = f"{user_id}:{natural_month(now, settings.tz)}"  # month_is_used's key
-    row = _balance_row.decode(_balance(user_id, security.PASSWD, month).fetchone()[0])
+    month_key = active_month_key(user_id, natural_month(now, settings.tz))  # as month_is_used asks
+    row = _balance_row.decode(_balance(user_id, security.PASSWD, month_key).fetchone()[0])
     pending, available = row.pending or 0, row.available or 0  # wallet.balance_of
     used = row.month_used is not None
     can = bool(
