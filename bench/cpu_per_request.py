@@ -58,17 +58,7 @@ def main(argv=None):
     runs = {name: [] for name in READS}
     with contextlib.ExitStack() as stack:
         stack.callback(run.cleanup)
-        (tmp / "bare").mkdir()
-        bare = run.LiveServer(
-            tmp / "bare",
-            workers=run.WORKERS,
-            worker_connections=run.WORKER_CONNECTIONS,
-            app="bench.bare_app:app",
-            ready_path="/rest/pay/" + "0" * 24,
-            **run.SERVER_ENV,
-        )
-        stack.callback(bare.stop)
-        bare.start(timeout=60)
+        bare = run.start_bare(tmp, stack)
         bench = run.DatabaseBench(args.db, options, tmp, bare, stack)
         bench.start_sandbox("SQLite file (WAL) in a temp dir")
         reads = bench.server("reads", bench.database("payapi_cpu"), root=Path(args.root), migrate=True)

@@ -326,6 +326,24 @@ class Running:
 # --- servers and seeds -------------------------------------------------------------------------
 
 
+def start_bare(tmp, stack):
+    """The bare falcon app (bench/bare_app.py) on the same gunicorn configuration as payapi, in
+    tmp/bare, stopped when stack closes: every ratio's ceiling."""
+    (tmp / "bare").mkdir()
+    bare = LiveServer(
+        tmp / "bare",
+        workers=WORKERS,
+        worker_connections=WORKER_CONNECTIONS,
+        app="bench.bare_app:app",
+        ready_path="/rest/pay/" + "0" * 24,
+        **SERVER_ENV,
+    )
+    stack.callback(bare.stop)
+    bare.start(timeout=60)
+    log(f"bare falcon up on {bare.url}")
+    return bare
+
+
 def before_tree(rev, tmp):
     """The older version's files (no worktree: nothing in the repository changes)."""
     sha = subprocess.run(
@@ -1225,18 +1243,7 @@ def main(argv=None):
                     log(f"cannot take {args.before} ({exc}); going on without the comparison")
                     meta["before_error"] = f"{args.before}: {exc}"
             meta["before"] = before[0] if before else None
-            (Path(tmp) / "bare").mkdir()
-            bare = LiveServer(
-                Path(tmp) / "bare",
-                workers=WORKERS,
-                worker_connections=WORKER_CONNECTIONS,
-                app="bench.bare_app:app",
-                ready_path="/rest/pay/" + "0" * 24,
-                **SERVER_ENV,
-            )
-            stack.callback(bare.stop)
-            bare.start(timeout=60)
-            log(f"bare falcon up on {bare.url}")
+            bare = start_bare(Path(tmp), stack)
             for kind in args.dbs:
                 benches = ([] if args.bulk_only else [DatabaseBench]) + ([BulkComparison] if args.bulk else [])
                 for bench in benches:

@@ -644,7 +644,7 @@ class Prepared:
 
     def __init__(self, build, lock=False, arity=None):
         self.build, self.lock = build, lock
-        self.arity = build.__code__.co_argcount if arity is None else arity  # arity: a build(*values)'s
+        self.arity = build.__code__.co_argcount if arity is None else arity  # given when build takes *values
         self._sql = {}
 
     def __call__(self, *values):
